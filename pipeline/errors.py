@@ -1,0 +1,22 @@
+"""Errors that reach the user as one clear line (the CLI prints them without a traceback)."""
+from __future__ import annotations
+
+
+class CapsearchError(Exception):
+    """A failure the user can act on. ``str(err)`` is the whole message: one line, no traceback."""
+
+
+class ConfigError(CapsearchError):
+    """The configuration file or an environment override is invalid."""
+
+
+class DataError(CapsearchError):
+    """A data set cannot be read as a whole (single bad items are recorded, not raised)."""
+
+
+class ModelLoadError(CapsearchError):
+    """A model could not be loaded: gated, no network, not found, or too little memory."""
+
+
+class StoreError(CapsearchError):
+    """The workspace store is missing, too new, or inconsistent."""
