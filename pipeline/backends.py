@@ -38,8 +38,18 @@ class Captioner(Protocol):
     def settings(self) -> dict[str, Any]:
         """Generation settings, stored with every caption and part of its config hash."""
 
-    def caption(self, images: Sequence["Image.Image"], prompts: Sequence[str | None]) -> list[str]:
-        """One caption per image, in order. May raise; the robust wrapper records failures."""
+    def caption(
+        self,
+        images: Sequence["Image.Image"],
+        prompts: Sequence[str | None],
+        neighbour_captions: Sequence[Sequence[str]] | None = None,
+    ) -> list[str]:
+        """One caption per image, in order. May raise; the robust wrapper records failures.
+
+        ``prompts[i]`` is the exact user text for image i (None for captioners without prompts);
+        ``neighbour_captions[i]`` lists the reference captions of image i's neighbours, nearest first
+        (used by kNN consensus; generative captioners ignore it).
+        """
 
 
 @runtime_checkable
