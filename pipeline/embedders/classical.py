@@ -1,0 +1,250 @@
+"""A weight-free image descriptor: CIELAB colour histograms plus gradient-orientation histograms.
+
+Each image is resized to a fixed working size, then described by
+
+- a joint L*a*b* colour histogram (lightness x red-green x blue-yellow bins; the
+  middle a*/b* bins hold neutral greys) over a spatial pyramid (whole image + 2x2),
+- histograms of gradient orientations of the lightness channel weighted by gradient
+  magnitude, softly binned into unsigned orientations (HOG-like), over a pyramid
+  (whole image + 2x2 + 4x4).
+
+Every cell histogram is L1-normalised and square-rooted (Hellinger), so it has unit
+L2 norm; gradient cells are normalised with a floor so that flat cells stay weak.
+Pyramid levels and the two descriptor groups are weighted, concatenated and the
+whole vector is L2-normalised: the cosine of two vectors is a similarity of colour
+layout and edge structure. numpy and Pillow only.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from pipeline.embedders.loader import ErrorCallback, ProgressFn, embed_paths_with
+from pipeline.errors import ConfigError
+from pipeline.hashing import hash_obj
+from pipeline.images import to_rgb
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+VERSION = "v1"
+
+# sRGB (D65) -> CIE XYZ, rows divided by the D65 white point so that white maps to (1, 1, 1).
+_RGB_TO_XYZN = (
+    np.array(
+        [
+            [0.4124564, 0.3575761, 0.1804375],
+            [0.2126729, 0.7151522, 0.0721750],
+            [0.0193339, 0.1191920, 0.9503041],
+        ],
+        dtype=np.float64,
+    )
+    / np.array([[0.95047], [1.0], [1.08883]])
+).astype(np.float32)
+
+
+def _srgb_to_linear_lut() -> np.ndarray:
+    c = np.arange(256, dtype=np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+_LINEAR_LUT = _srgb_to_linear_lut()
+_EPS = (6 / 29) ** 3
+
+
+def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 sRGB array (..., 3) -> float32 CIELAB (..., 3) (D65; L in [0, 100])."""
+    if rgb.dtype != np.uint8 or rgb.shape[-1] != 3:
+        raise ValueError(f"expected a uint8 (..., 3) RGB array, got {rgb.dtype} {rgb.shape}")
+    lin = _LINEAR_LUT[rgb]
+    xyz = lin @ _RGB_TO_XYZN.T
+    f = np.where(xyz > _EPS, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    lab = np.empty_like(f)
+    lab[..., 0] = 116.0 * f[..., 1] - 16.0
+    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
+    return lab
+
+
+@dataclass(frozen=True)
+class ClassicalParams:
+    size: tuple[int, int] = (128, 128)          # working size (width, height); aspect is not kept
+    lab_bins: tuple[int, int, int] = (4, 7, 7)  # L*, a*, b* bins (odd a*/b* counts give a neutral middle bin)
+    ab_range: float = 56.0                      # a*/b* binned over [-ab_range, ab_range], clipped outside
+    colour_levels: tuple[int, ...] = (1, 2)     # spatial pyramid: g x g cells per level
+    orientation_bins: int = 12                  # unsigned gradient orientations over [0, pi)
+    gradient_levels: tuple[int, ...] = (1, 2, 4)
+    gradient_floor: float = 2.0                 # per-pixel gradient mass added to each cell's normaliser
+    colour_weight: float = 0.5                  # share of the squared norm given to colour (rest: gradients)
+
+    def validate(self) -> None:
+        w, h = self.size
+        if w < 8 or h < 8:
+            raise ConfigError(f"classical embedder size must be at least 8x8, got {w}x{h}")
+        for name, levels in (("colour_levels", self.colour_levels), ("gradient_levels", self.gradient_levels)):
+            if not levels or any(g < 1 for g in levels):
+                raise ConfigError(f"classical embedder {name} must be positive grid sizes, got {levels}")
+            if any(max(levels) % g for g in levels):
+                raise ConfigError(f"classical embedder {name} must each divide the finest grid {max(levels)}, got {levels}")
+        if min(self.lab_bins) < 1 or self.orientation_bins < 2:
+            raise ConfigError("classical embedder needs at least 1 bin per L*a*b* axis and 2 orientation bins")
+        if not 0.0 <= self.colour_weight <= 1.0:
+            raise ConfigError(f"classical embedder colour_weight must be in [0, 1], got {self.colour_weight}")
+
+
+def _cell_map(size: tuple[int, int], grid: int, crop: int) -> np.ndarray:
+    """Flat cell index (row-major over a grid x grid layout) of every pixel of the size minus a border of ``crop``."""
+    w, h = size
+    rows = (np.arange(crop, h - crop) * grid) // h
+    cols = (np.arange(crop, w - crop) * grid) // w
+    return (rows[:, None] * grid + cols[None, :]).ravel().astype(np.int64)
+
+
+def _pyramid(finest: np.ndarray, levels: Sequence[int]) -> list[np.ndarray]:
+    """Histograms (g, g, bins) of every level, summed from the finest grid."""
+    top = finest.shape[0]
+    out = []
+    for g in levels:
+        f = top // g
+        out.append(finest.reshape(g, f, g, f, -1).sum(axis=(1, 3)))
+    return out
+
+
+def _hellinger_cells(levels: list[np.ndarray], floors: list[float]) -> list[np.ndarray]:
+    """L1-normalise every cell (with a floor), square-root, and weight each level to unit total norm."""
+    out = []
+    for hist, floor in zip(levels, floors):
+        g = hist.shape[0]
+        mass = hist.sum(axis=-1, keepdims=True) + floor / (g * g)
+        cells = np.sqrt(hist / np.maximum(mass, 1e-12)) / g
+        out.append(cells.ravel())
+    return out
+
+
+class ClassicalEmbedder:
+    """Colour + gradient histogram embedder (the lite profile's image embedder, no weights)."""
+
+    has_text_tower = False
+
+    def __init__(self, params: ClassicalParams | None = None, *, batch_size: int = 64, num_workers: int = 0, **overrides: Any):
+        params = params or ClassicalParams()
+        if overrides:
+            params = ClassicalParams(**{**asdict(params), **overrides})
+        params = ClassicalParams(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in asdict(params).items()}  # type: ignore[arg-type]
+        )
+        params.validate()
+        self.params = params
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.key = f"classical-{VERSION}-{hash_obj(asdict(params), 12)}"
+        nl, na, nb = params.lab_bins
+        self._n_colour = nl * na * nb
+        self.dim = (
+            self._n_colour * sum(g * g for g in params.colour_levels)
+            + params.orientation_bins * sum(g * g for g in params.gradient_levels)
+        )
+        self._colour_grid = max(params.colour_levels)
+        self._gradient_grid = max(params.gradient_levels)
+        self._colour_cells = _cell_map(params.size, self._colour_grid, 0)
+        self._gradient_cells = _cell_map(params.size, self._gradient_grid, 1)
+        w, h = params.size
+        self._colour_weight = np.sqrt(params.colour_weight / len(params.colour_levels))
+        self._gradient_weight = np.sqrt((1.0 - params.colour_weight) / len(params.gradient_levels))
+        self._colour_floors = [0.0] * len(params.colour_levels)
+        self._gradient_floors = [params.gradient_floor * (w - 2) * (h - 2)] * len(params.gradient_levels)
+
+    def settings(self) -> dict[str, Any]:
+        return {"kind": "classical", "version": VERSION, **asdict(self.params)}
+
+    def working_pixels(self, image: "Image.Image") -> np.ndarray:
+        """The image as a uint8 (height, width, 3) RGB array at the working size."""
+        from PIL import Image
+
+        image = to_rgb(image)
+        if image.size != self.params.size:
+            image = image.resize(self.params.size, Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    def _colour_histograms(self, lab: np.ndarray) -> list[np.ndarray]:
+        p = self.params
+        nl, na, nb = p.lab_bins
+        flat = lab.reshape(-1, 3)
+        li = np.clip((flat[:, 0] * (nl / 100.0)).astype(np.int64), 0, nl - 1)
+        scale_a = na / (2 * p.ab_range)
+        scale_b = nb / (2 * p.ab_range)
+        ai = np.clip(np.floor((flat[:, 1] + p.ab_range) * scale_a).astype(np.int64), 0, na - 1)
+        bi = np.clip(np.floor((flat[:, 2] + p.ab_range) * scale_b).astype(np.int64), 0, nb - 1)
+        code = (self._colour_cells * nl + li) * (na * nb) + ai * nb + bi
+        g = self._colour_grid
+        finest = np.bincount(code, minlength=g * g * self._n_colour).astype(np.float32)
+        return _pyramid(finest.reshape(g, g, self._n_colour), self.params.colour_levels)
+
+    def _gradient_histograms(self, lightness: np.ndarray) -> list[np.ndarray]:
+        nbins = self.params.orientation_bins
+        gx = lightness[1:-1, 2:] - lightness[1:-1, :-2]
+        gy = lightness[2:, 1:-1] - lightness[:-2, 1:-1]
+        mag = np.hypot(gx, gy).ravel()
+        pos = (np.arctan2(gy, gx).ravel() % np.pi) * (nbins / np.pi) - 0.5
+        lo = np.floor(pos)
+        upper_share = (pos - lo).astype(np.float32)
+        b0 = lo.astype(np.int64) % nbins
+        b1 = (b0 + 1) % nbins
+        base = self._gradient_cells * nbins
+        g = self._gradient_grid
+        n = g * g * nbins
+        finest = np.bincount(base + b0, weights=mag * (1.0 - upper_share), minlength=n)
+        finest += np.bincount(base + b1, weights=mag * upper_share, minlength=n)
+        return _pyramid(finest.reshape(g, g, nbins).astype(np.float32), self.params.gradient_levels)
+
+    def describe(self, pixels: np.ndarray) -> np.ndarray:
+        """Descriptor of one working-size uint8 RGB array: float32 (dim,), unit L2 norm."""
+        expected = (self.params.size[1], self.params.size[0], 3)
+        if pixels.shape != expected:
+            raise ValueError(f"expected a working-size array of shape {expected}, got {pixels.shape}")
+        lab = srgb_to_lab(pixels)
+        colour = _hellinger_cells(self._colour_histograms(lab), self._colour_floors)
+        gradient = _hellinger_cells(self._gradient_histograms(lab[..., 0]), self._gradient_floors)
+        vec = np.concatenate([c * self._colour_weight for c in colour] + [g * self._gradient_weight for g in gradient])
+        vec = vec.astype(np.float32)
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm > 0 else vec
+
+    def _describe_image(self, image: "Image.Image") -> np.ndarray:
+        return self.describe(self.working_pixels(image))
+
+    def embed_images(self, images: Sequence["Image.Image"]) -> np.ndarray:
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        for i, image in enumerate(images):
+            out[i] = self._describe_image(image)
+        return out
+
+    def embed_paths(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        on_error: ErrorCallback | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embed image files (descriptors computed in the loader workers): ``(vectors, ok_mask)``."""
+        return embed_paths_with(
+            paths,
+            self._describe_image,
+            np.stack,
+            self.dim,
+            batch_size=batch_size or self.batch_size,
+            num_workers=self.num_workers if num_workers is None else num_workers,
+            on_error=on_error,
+            progress=progress,
+        )
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise ConfigError(
+            f"the classical image embedder ({self.key}) has no text tower; "
+            "use an open_clip image embedder for CLIP text-to-image search"
+        )
