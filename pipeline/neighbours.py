@@ -1,0 +1,209 @@
+"""Top-k cosine neighbours of target photos among reference-DB photos.
+
+Targets are never neighbours of each other or of themselves because the caller
+passes only reference-DB vectors as ``db``. As a second guard, when both id lists
+are given, a DB entry whose id equals the target's id is never returned (callers
+that pass overlapping sets stay leak-free).
+
+Shapes: ``indices`` and ``scores`` are (n_targets, k), nearest first. When fewer
+than k DB photos are available for a target, the missing slots hold index -1 and
+score NaN (and ``near_duplicate`` False).
+
+Exact search multiplies blocks of targets by blocks of the DB and keeps a running
+top-k, so memory stays at about ``block_size * db_block_size`` floats whatever the
+collection size (by default ``db_block_size`` keeps a block at 16M entries).
+``index="faiss"`` uses a FAISS ``IndexFlatIP`` (exact) and
+``index="faiss-hnsw"`` an HNSW graph (approximate, for very large collections);
+FAISS is imported only then.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+INDEXES = ("exact", "faiss", "faiss-hnsw")
+_BLOCK_ELEMENTS = 1 << 24  # similarity matrix entries per block (64 MiB of float32) when db_block_size is not set
+
+
+@dataclass
+class NeighbourResult:
+    indices: np.ndarray         # int64 (n, k): rows of db, nearest first; -1 where fewer than k exist
+    scores: np.ndarray          # float32 (n, k): cosine similarity; NaN where index is -1
+    near_duplicate: np.ndarray  # bool (n, k): score >= the near-duplicate threshold
+
+    def ids(self, db_ids: Sequence[str]) -> list[list[str]]:
+        """Neighbour ids per target (padding slots left out)."""
+        return [[db_ids[j] for j in row if j >= 0] for row in self.indices]
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norms > 0, norms, 1.0)
+
+
+def _as_matrix(name: str, x: Any) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _excluded_pairs(
+    target_ids: Sequence[str] | None, db_ids: Sequence[str] | None, n_targets: int, n_db: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(target rows, db rows) whose ids are equal: pairs that must never be neighbours."""
+    if target_ids is None or db_ids is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    if len(target_ids) != n_targets or len(db_ids) != n_db:
+        raise ValueError(
+            f"id lists do not match the vectors: {len(target_ids)} target ids for {n_targets} targets, "
+            f"{len(db_ids)} db ids for {n_db} db vectors"
+        )
+    positions: dict[str, list[int]] = {}
+    for j, key in enumerate(db_ids):
+        positions.setdefault(str(key), []).append(j)
+    rows: list[int] = []
+    cols: list[int] = []
+    for i, key in enumerate(target_ids):
+        for j in positions.get(str(key), ()):
+            rows.append(i)
+            cols.append(j)
+    return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+
+
+def _sort_rows(scores: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row sorted by score (descending), ties by db index (ascending)."""
+    order = np.lexsort((cols, -scores), axis=1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(cols, order, axis=1)
+
+
+def _block_top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k columns of each row, exactly as a full sort by (score desc, column asc) would choose them."""
+    width = sims.shape[1]
+    if width <= k:
+        return _sort_rows(sims, np.broadcast_to(np.arange(width, dtype=np.int64), sims.shape))
+    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    top = np.take_along_axis(sims, part, axis=1)
+    kth = top.min(axis=1, keepdims=True)
+    # argpartition picks arbitrarily among values tied with the k-th: redo those rows with a full sort.
+    crossing = np.flatnonzero((sims == kth).sum(axis=1) > (top == kth).sum(axis=1))
+    for r in crossing:
+        order = np.lexsort((np.arange(width), -sims[r]))[:k]
+        part[r] = order
+        top[r] = sims[r, order]
+    return _sort_rows(top, part.astype(np.int64))
+
+
+def _exact(
+    targets: np.ndarray, db: np.ndarray, k: int, block_size: int, db_block_size: int,
+    excl_rows: np.ndarray, excl_cols: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    n = targets.shape[0]
+    scores_out = np.full((n, k), -np.inf, dtype=np.float32)
+    cols_out = np.full((n, k), -1, dtype=np.int64)
+    for t0 in range(0, n, block_size):
+        t1 = min(n, t0 + block_size)
+        tb = _unit_rows(targets[t0:t1])
+        best_s = np.full((t1 - t0, 0), -np.inf, dtype=np.float32)
+        best_c = np.zeros((t1 - t0, 0), dtype=np.int64)
+        in_block = (excl_rows >= t0) & (excl_rows < t1)
+        for d0 in range(0, db.shape[0], db_block_size):
+            d1 = min(db.shape[0], d0 + db_block_size)
+            sims = tb @ _unit_rows(db[d0:d1]).T
+            sel = in_block & (excl_cols >= d0) & (excl_cols < d1)
+            sims[excl_rows[sel] - t0, excl_cols[sel] - d0] = -np.inf
+            s, c = _block_top_k(sims, k)
+            merged_s = np.concatenate([best_s, s], axis=1)
+            merged_c = np.concatenate([best_c, c + d0], axis=1)
+            best_s, best_c = _sort_rows(merged_s, merged_c)
+            best_s, best_c = best_s[:, :k], best_c[:, :k]
+        width = best_s.shape[1]
+        scores_out[t0:t1, :width] = best_s
+        cols_out[t0:t1, :width] = best_c
+    return scores_out, cols_out
+
+
+def _faiss(
+    targets: np.ndarray, db: np.ndarray, k: int, block_size: int, index: str, hnsw_m: int, hnsw_ef: int,
+    excl_rows: np.ndarray, excl_cols: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        import faiss
+    except ImportError:
+        raise ConfigError(
+            f"neighbour index '{index}' needs FAISS, which is not installed: "
+            "pip install 'capsearch[faiss]' (faiss-cpu), or set neighbours.index = \"exact\""
+        ) from None
+    dim = db.shape[1]
+    if index == "faiss":
+        fx = faiss.IndexFlatIP(dim)
+    else:
+        fx = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        fx.hnsw.efSearch = max(hnsw_ef, k)
+    fx.add(np.ascontiguousarray(_unit_rows(db), dtype=np.float32))
+    extra = int(np.bincount(excl_rows).max()) if excl_rows.size else 0
+    ask = min(k + extra, db.shape[0])
+    n = targets.shape[0]
+    scores_out = np.full((n, k), -np.inf, dtype=np.float32)
+    cols_out = np.full((n, k), -1, dtype=np.int64)
+    for t0 in range(0, n, block_size):
+        t1 = min(n, t0 + block_size)
+        s, c = fx.search(np.ascontiguousarray(_unit_rows(targets[t0:t1]), dtype=np.float32), ask)
+        s = np.where(c >= 0, s, -np.inf).astype(np.float32)
+        sel = (excl_rows >= t0) & (excl_rows < t1)
+        for r, col in zip(excl_rows[sel] - t0, excl_cols[sel]):
+            s[r, c[r] == col] = -np.inf
+        s, c = _sort_rows(s, c.astype(np.int64))
+        width = min(k, s.shape[1])
+        scores_out[t0:t1, :width] = s[:, :width]
+        cols_out[t0:t1, :width] = c[:, :width]
+    return scores_out, cols_out
+
+
+def find_neighbours(
+    target_vecs: Any,
+    db_vecs: Any,
+    k: int = 5,
+    *,
+    block_size: int = 4096,
+    db_block_size: int | None = None,
+    target_ids: Sequence[str] | None = None,
+    db_ids: Sequence[str] | None = None,
+    near_duplicate_threshold: float = 0.97,
+    index: str = "exact",
+    hnsw_m: int = 32,
+    hnsw_ef_search: int = 128,
+) -> NeighbourResult:
+    """The k most cosine-similar DB photos of every target (see the module docstring for the rules)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if block_size < 1 or (db_block_size is not None and db_block_size < 1):
+        raise ValueError("block_size and db_block_size must be >= 1")
+    db_block = db_block_size or max(1024, _BLOCK_ELEMENTS // block_size)
+    if index not in INDEXES:
+        raise ConfigError(f"neighbour index '{index}' is not one of {', '.join(INDEXES)}")
+    targets = _as_matrix("target vectors", target_vecs)
+    db = _as_matrix("db vectors", db_vecs)
+    if targets.shape[1] != db.shape[1] and targets.shape[0] and db.shape[0]:
+        raise ValueError(f"target vectors have dim {targets.shape[1]} but db vectors have dim {db.shape[1]}")
+    excl_rows, excl_cols = _excluded_pairs(target_ids, db_ids, targets.shape[0], db.shape[0])
+    n = targets.shape[0]
+    if n == 0 or db.shape[0] == 0:
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        cols = np.full((n, k), -1, dtype=np.int64)
+    elif index == "exact":
+        scores, cols = _exact(targets, db, k, block_size, db_block, excl_rows, excl_cols)
+    else:
+        scores, cols = _faiss(targets, db, k, block_size, index, hnsw_m, hnsw_ef_search, excl_rows, excl_cols)
+    missing = ~np.isfinite(scores)
+    cols[missing] = -1
+    scores[missing] = np.nan
+    with np.errstate(invalid="ignore"):
+        near = np.nan_to_num(scores, nan=-np.inf) >= near_duplicate_threshold
+    return NeighbourResult(indices=cols, scores=scores, near_duplicate=near)

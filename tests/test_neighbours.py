@@ -1,0 +1,120 @@
+"""Neighbour search: exact blocked top-k, FAISS, self-exclusion, padding, near duplicates."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.neighbours import find_neighbours
+
+
+def unit(rows) -> np.ndarray:
+    x = np.asarray(rows, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def random_unit(n: int, dim: int, seed: int) -> np.ndarray:
+    return unit(np.random.default_rng(seed).normal(size=(n, dim)))
+
+
+def test_hand_made_vectors_give_the_nearest_in_order():
+    db = unit([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+    targets = unit([[1, 0.1, 0], [0, 0, 1]])
+    res = find_neighbours(targets, db, k=3)
+    assert res.indices.tolist() == [[0, 3, 1], [2, 0, 1]]
+    assert res.indices.dtype == np.int64 and res.scores.dtype == np.float32
+    np.testing.assert_allclose(res.scores[0], [targets[0] @ db[0], targets[0] @ db[3], targets[0] @ db[1]], rtol=1e-6)
+    np.testing.assert_allclose(res.scores[1], [1.0, 0.0, 0.0], atol=1e-6)
+    assert res.ids(["a", "b", "c", "d"]) == [["a", "d", "b"], ["c", "a", "b"]]
+
+
+def test_vectors_that_are_not_unit_length_are_compared_by_cosine():
+    db = np.array([[10.0, 0.0], [0.1, 0.1]], dtype=np.float32)
+    res = find_neighbours(np.array([[1.0, 1.2]]), db, k=2)
+    assert res.indices.tolist() == [[1, 0]]
+    assert res.scores[0, 0] <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("block_size, db_block_size", [(1, 50), (120, 1), (7, 13), (1000, 5000)])
+def test_blocked_equals_unblocked_equals_faiss(block_size, db_block_size):
+    targets, db = random_unit(120, 24, 1), random_unit(400, 24, 2)
+    full = find_neighbours(targets, db, k=6, block_size=10_000, db_block_size=10_000)
+    blocked = find_neighbours(targets, db, k=6, block_size=block_size, db_block_size=db_block_size)
+    flat = find_neighbours(targets, db, k=6, index="faiss", block_size=block_size)
+    np.testing.assert_array_equal(blocked.indices, full.indices)
+    np.testing.assert_array_equal(flat.indices, full.indices)
+    np.testing.assert_allclose(blocked.scores, full.scores, atol=1e-5)
+    np.testing.assert_allclose(flat.scores, full.scores, atol=1e-5)
+    order = np.argsort(-(targets @ db.T), axis=1, kind="stable")[:, :6]
+    np.testing.assert_array_equal(full.indices, order)
+
+
+def test_ties_go_to_the_lower_db_index_whatever_the_blocking():
+    db = unit([[0, 1], [1, 0], [1, 0], [1, 0], [1, 0]])
+    target = unit([[1, 0]])
+    for db_block in (1, 2, 3, 10):
+        res = find_neighbours(target, db, k=2, db_block_size=db_block)
+        assert res.indices.tolist() == [[1, 2]], db_block
+
+
+def test_hnsw_finds_almost_all_exact_neighbours():
+    targets, db = random_unit(50, 16, 3), random_unit(2000, 16, 4)
+    exact = find_neighbours(targets, db, k=5)
+    approx = find_neighbours(targets, db, k=5, index="faiss-hnsw")
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(exact.indices, approx.indices)])
+    assert recall >= 0.9
+
+
+@pytest.mark.parametrize("index", ["exact", "faiss", "faiss-hnsw"])
+def test_a_target_is_never_its_own_neighbour(index):
+    vecs = random_unit(30, 8, 5)
+    ids = [f"img{i}" for i in range(30)]
+    res = find_neighbours(vecs[:10], vecs, k=4, target_ids=ids[:10], db_ids=ids, index=index)
+    for i, row in enumerate(res.indices):
+        assert i not in row.tolist()
+        assert len(set(row.tolist())) == 4 and (row >= 0).all()
+    unguarded = find_neighbours(vecs[:10], vecs, k=4)
+    assert unguarded.indices[:, 0].tolist() == list(range(10))
+
+
+def test_fewer_db_photos_than_k_are_padded_with_minus_one_and_nan():
+    db = unit([[1, 0], [0, 1]])
+    res = find_neighbours(unit([[1, 0.2]]), db, k=4)
+    assert res.indices.shape == (1, 4)
+    assert res.indices.tolist() == [[0, 1, -1, -1]]
+    assert np.isfinite(res.scores[0, :2]).all() and np.isnan(res.scores[0, 2:]).all()
+    assert not res.near_duplicate[0, 2:].any()
+    assert res.ids(["a", "b"]) == [["a", "b"]]
+    faiss_res = find_neighbours(unit([[1, 0.2]]), db, k=4, index="faiss")
+    assert faiss_res.indices.tolist() == [[0, 1, -1, -1]]
+
+
+def test_self_exclusion_can_leave_fewer_than_k():
+    db = unit([[1, 0], [0, 1]])
+    res = find_neighbours(db[:1], db, k=2, target_ids=["a"], db_ids=["a", "b"])
+    assert res.indices.tolist() == [[1, -1]] and np.isnan(res.scores[0, 1])
+
+
+def test_empty_db_gives_all_padding():
+    res = find_neighbours(unit([[1, 0]]), np.zeros((0, 2), dtype=np.float32), k=3)
+    assert res.indices.tolist() == [[-1, -1, -1]] and np.isnan(res.scores).all()
+
+
+def test_near_duplicates_are_flagged():
+    db = unit([[1, 0.0, 0], [1, 0.05, 0], [1, 1, 0], [0, 0, 1]])
+    res = find_neighbours(unit([[1, 0, 0]]), db, k=4, near_duplicate_threshold=0.97)
+    assert res.indices.tolist() == [[0, 1, 2, 3]]
+    assert res.near_duplicate.tolist() == [[True, True, False, False]]
+    strict = find_neighbours(unit([[1, 0, 0]]), db, k=4, near_duplicate_threshold=0.9999)
+    assert strict.near_duplicate.tolist() == [[True, False, False, False]]
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match="dim 3 but db vectors have dim 2"):
+        find_neighbours(np.ones((1, 3)), np.ones((2, 2)), k=1)
+    with pytest.raises(ValueError, match="2 db ids for 3 db vectors"):
+        find_neighbours(np.ones((1, 2)), np.ones((3, 2)), k=1, target_ids=["a"], db_ids=["a", "b"])
+    with pytest.raises(ValueError, match="NaN"):
+        find_neighbours(np.array([[np.nan, 1.0]]), np.ones((3, 2)), k=1)
+    with pytest.raises(ConfigError, match="annoy"):
+        find_neighbours(np.ones((1, 2)), np.ones((3, 2)), k=1, index="annoy")
