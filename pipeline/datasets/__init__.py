@@ -1,0 +1,28 @@
+"""Data set loaders: Flickr8k (local folder), any photo folder, and the generated demo world."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.config import DataConfig
+from pipeline.datasets.base import Collection, CollectionItem
+from pipeline.errors import DataError
+
+__all__ = ["Collection", "CollectionItem", "load_collection"]
+
+
+def load_collection(data: DataConfig, root: Path, progress=None) -> Collection:
+    """Read the configured data set. The demo world is generated first when it is not there yet."""
+    from pipeline.datasets.flickr8k import is_flickr8k_layout, load_flickr8k
+    from pipeline.datasets.folder import load_folder
+
+    if data.source == "demo":
+        if not is_flickr8k_layout(root):
+            from pipeline.datasets.demo import generate_demo_world
+
+            generate_demo_world(root, n_images=data.demo_images, progress=progress)
+        return load_flickr8k(root, name="demo")
+    if data.source == "flickr8k":
+        return load_flickr8k(root)
+    if data.source == "folder":
+        return load_folder(root, data.captions or None)
+    raise DataError(f"unknown data source '{data.source}'")

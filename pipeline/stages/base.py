@@ -1,0 +1,179 @@
+"""The stage interface every step of the pipeline implements.
+
+A stage knows which items it should produce for the current configuration
+(``items``), which of them are already in the store (``done_items``) and which
+failed (``failed_items``). Work is split into batches of item ids; ``run_batch``
+computes one batch and writes it to the store, so a run that dies loses at most
+the batch in flight. ``run_stage`` runs a stage directly; ``flows/`` runs the
+same batches as cached, retriable Prefect tasks.
+
+Every stage's ``config()`` includes the configuration hashes of the stages it
+reads from, so changing, say, the prompt template changes the hash of the
+prompts and of every captioner that uses them, and nothing else.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pipeline.hashing import hash_obj
+from pipeline.progress import ProgressCallback, StageProgress
+from pipeline.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int
+    ids: tuple[str, ...]
+    content_hash: str            # hash of everything the batch reads (part of its cache key)
+
+
+@dataclass
+class BatchResult:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    messages: list[str] = field(default_factory=list)
+
+    def __add__(self, other: "BatchResult") -> "BatchResult":
+        return BatchResult(self.done + other.done, self.failed + other.failed, self.skipped + other.skipped,
+                           self.messages + other.messages)
+
+
+@dataclass
+class StageCounts:
+    stage: str
+    total: int
+    done: int
+    failed: int
+    failures: dict[str, str] = field(default_factory=dict)   # item -> reason
+
+    @property
+    def missing(self) -> int:
+        return max(0, self.total - self.done - self.failed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "total": self.total, "done": self.done, "failed": self.failed,
+                "missing": self.missing, "failures": self.failures}
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    uses_gpu: ClassVar[bool] = False     # runs one task at a time per GPU
+    network: ClassVar[bool] = False      # retried with backoff on failure
+    batched: ClassVar[bool] = True       # False: one batch holds every item (evaluate, report)
+
+    def __init__(self, ws: Workspace, target: str = ""):
+        self.ws = ws
+        self.cfg = ws.config
+        self.store = ws.store
+        self.target = target
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}:{self.target}" if self.target else self.name
+
+    # -- identity ---------------------------------------------------------------------------
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """The stage configuration (model, template, settings) plus upstream configuration hashes."""
+
+    def config_hash(self) -> str:
+        return hash_obj({"stage": self.name, "target": self.target, **self.config()})
+
+    # -- items -------------------------------------------------------------------------------
+    @abstractmethod
+    def items(self) -> list[str]:
+        """Every item this stage should produce for the current configuration, sorted."""
+
+    @abstractmethod
+    def done_items(self) -> set[str]:
+        """Items whose outputs are in the store for the current configuration."""
+
+    def failed_items(self) -> dict[str, str]:
+        """Items that failed for the current configuration, with the reason."""
+        return {}
+
+    def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
+        """Content identity of each item's inputs (default: the image sha256)."""
+        rows = {r.id: r.sha256 for r in self.store.images(ids=ids)}
+        return {i: rows.get(i, "") for i in ids}
+
+    # -- batches -------------------------------------------------------------------------------
+    def batch_size(self) -> int:
+        return self.cfg.orchestration.batch_size
+
+    def settled_items(self, retry_failed: bool = False) -> set[str]:
+        """Items a run need not compute again: done ones, and failed ones unless retrying them."""
+        settled = self.done_items()
+        if not retry_failed:
+            settled |= set(self.failed_items())
+        return settled
+
+    def plan(self, only_missing: bool = False, retry_failed: bool = False) -> list[Batch]:
+        ids = self.items()
+        if only_missing:
+            skip = self.settled_items(retry_failed)
+            ids = [i for i in ids if i not in skip]
+        size = len(ids) if not self.batched else self.batch_size()
+        batches = []
+        for n, start in enumerate(range(0, len(ids), max(1, size))):
+            chunk = ids[start:start + max(1, size)]
+            fp = self.item_fingerprints(chunk)
+            batches.append(Batch(n, tuple(chunk), hash_obj([self.config_hash(), sorted(fp.items())])))
+        return batches
+
+    def batch_is_done(self, batch: Batch) -> bool:
+        return set(batch.ids) <= self.done_items()
+
+    def prepare(self, progress: StageProgress | None = None) -> None:
+        """Work before the batches (e.g. scanning the collection). Must be cheap when nothing changed."""
+
+    @abstractmethod
+    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        """Compute one batch and write it to the store (idempotent)."""
+
+    def finalize(self, progress: StageProgress | None = None) -> None:
+        """Work after every batch (e.g. exporting arrays)."""
+
+    def counts(self) -> StageCounts:
+        items = self.items()
+        done = self.done_items() & set(items)
+        failed = {k: v for k, v in self.failed_items().items() if k in set(items) and k not in done}
+        return StageCounts(self.label, len(items), len(done), len(failed), failed)
+
+
+@dataclass
+class StageReport:
+    stage: str
+    config_hash: str
+    result: BatchResult
+    seconds: float
+    batches_run: int
+    batches_skipped: int
+
+
+def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, only_missing: bool = True,
+              retry_failed: bool = False) -> StageReport:
+    """Run a stage in this process without Prefect (the baseline the flows are measured against)."""
+    t0 = time.perf_counter()
+    prep = StageProgress(stage.label, 0, progress)
+    stage.prepare(prep)
+    batches = stage.plan(only_missing=only_missing, retry_failed=retry_failed)
+    total = sum(len(b.ids) for b in batches)
+    sp = StageProgress(stage.label, total, progress)
+    run_id = stage.store.start_stage_run(stage.name, stage.config_hash(), stage.config(), stage.target)
+    result = BatchResult()
+    try:
+        for batch in batches:
+            result = result + stage.run_batch(batch, sp)
+        stage.finalize(sp)
+    except BaseException as exc:
+        stage.store.finish_stage_run(run_id, "failed" if not isinstance(exc, KeyboardInterrupt) else "cancelled",
+                                     result.done, result.failed, result.skipped, str(exc)[:500])
+        raise
+    stage.store.finish_stage_run(run_id, "completed", result.done, result.failed, result.skipped)
+    sp.finish(f"{stage.label}: {result.done} done, {result.failed} failed")
+    return StageReport(stage.label, stage.config_hash(), result, time.perf_counter() - t0, len(batches), 0)

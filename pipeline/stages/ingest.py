@@ -1,0 +1,151 @@
+"""Ingest: read the data set, check every photo, store images and reference captions, assign splits."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pipeline.datasets import Collection, load_collection
+from pipeline.images import check_image
+from pipeline.progress import StageProgress
+from pipeline.splits import SplitItem, assign_splits, split_hash
+from pipeline.stages.base import Batch, BatchResult, Stage
+from pipeline.store import ImageRow
+
+STAGE = "ingest"
+
+
+class IngestStage(Stage):
+    name = "ingest"
+
+    def __init__(self, ws, target: str = ""):
+        super().__init__(ws, target)
+        self._collection: Collection | None = None
+
+    def config(self) -> dict[str, Any]:
+        d = self.cfg.data
+        return {"source": d.source, "path": str(self.ws.data_path()), "captions": d.captions,
+                "n_targets": d.n_targets, "seed": d.seed, "official_test_targets": d.official_test_targets,
+                "max_image_pixels": d.max_image_pixels}
+
+    @property
+    def collection(self) -> Collection:
+        if self._collection is None:
+            self._collection = load_collection(self.cfg.data, self.ws.data_path())
+        return self._collection
+
+    def prepare(self, progress: StageProgress | None = None) -> None:
+        col = self.collection
+        self.store.clear_problems(STAGE + "/input")
+        if col.problems:
+            self.store.record_problems(STAGE + "/input", col.problems)
+            if progress:
+                progress.message(f"{len(col.problems)} problems in the data set's caption/split files (see `capsearch status`)", "warning")
+        self.store.set_meta("collection", {"name": col.name, "root": str(col.root), "benchmark": col.benchmark})
+
+    def items(self) -> list[str]:
+        return sorted(item.id for item in self.collection.items)
+
+    def _stat(self, image_id: str) -> tuple[int, float] | None:
+        item = self._by_id().get(image_id)
+        if item is None:
+            return None
+        try:
+            st = os.stat(item.path)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime
+
+    def _by_id(self):
+        if not hasattr(self, "_index"):
+            self._index = self.collection.by_id()
+        return self._index
+
+    def done_items(self) -> set[str]:
+        recorded = self.store.file_stats()
+        done = set()
+        for image_id, (size, mtime, _sha) in recorded.items():
+            stat = self._stat(image_id)
+            if stat is not None and size == stat[0] and mtime is not None and abs(mtime - stat[1]) < 1e-6:
+                done.add(image_id)
+        return done
+
+    def failed_items(self) -> dict[str, str]:
+        return {p.item: p.reason for p in self.store.problems(STAGE) if p.severity == "skipped"}
+
+    def settled_items(self, retry_failed: bool = False) -> set[str]:
+        """A skipped file is checked again only when it changed on disk (or when asked to retry)."""
+        settled = self.done_items()
+        if not retry_failed:
+            seen = self.store.get_meta("ingest_skipped_stats", {})
+            failed = self.failed_items()
+            settled |= {i for i, st in seen.items() if i in failed and list(self._stat(i) or ()) == st}
+        return settled
+
+    def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
+        return {i: repr(self._stat(i)) for i in ids}
+
+    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        by_id = self._by_id()
+        max_pixels = self.cfg.data.max_image_pixels
+        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2))) as pool:
+            checks = list(pool.map(lambda i: check_image(by_id[i].path, max_pixels), batch.ids))
+        ok_rows, stats, captions, bad, repaired, ok_ids = [], {}, {}, [], [], []
+        for image_id, chk in zip(batch.ids, checks):
+            item = by_id[image_id]
+            if not chk.ok:
+                bad.append((image_id, "skipped", chk.reason))
+                continue
+            ok_ids.append(image_id)
+            ok_rows.append(ImageRow(image_id, image_id, chk.sha256, chk.width, chk.height, None, item.official_split, chk.note or None))
+            stats[image_id] = (chk.size, chk.mtime)
+            captions[image_id] = item.captions
+            if chk.note:
+                repaired.append((image_id, "repaired", chk.note))
+        if ok_rows:
+            self.store.upsert_images(ok_rows, stats)
+            self.store.replace_reference_captions(captions)
+            self.store.clear_problems(STAGE, ok_ids)
+        if bad or repaired:
+            self.store.record_problems(STAGE, bad + repaired)
+        if bad:
+            seen = self.store.get_meta("ingest_skipped_stats", {})
+            seen.update({i: list(self._stat(i) or ()) for i, _, _ in bad})
+            self.store.set_meta("ingest_skipped_stats", seen)
+        if progress:
+            for image_id, _, reason in bad:
+                progress.message(f"skipped {image_id}: {reason}", "warning")
+            progress.advance(len(batch.ids), failures=len(bad))
+        return BatchResult(done=len(ok_rows), failed=len(bad))
+
+    def finalize(self, progress: StageProgress | None = None) -> None:
+        col_ids = set(self.items())
+        stored = set(self.store.image_ids())
+        gone = sorted(stored - col_ids)
+        if gone:
+            self.store.delete_images(gone)
+            if progress:
+                progress.message(f"{len(gone)} photos are no longer in the collection and were removed from the index", "warning")
+        by_id = self._by_id()
+        usable = [i for i in self.store.image_ids() if i in by_id]
+        items = [SplitItem(i, bool(by_id[i].captions), by_id[i].official_split) for i in usable]
+        n_targets = self.cfg.data.n_targets
+        captioned = sum(1 for i in items if i.has_captions)
+        if captioned and n_targets >= captioned:
+            capped = max(1, captioned // 2)
+            self.store.record_problems(STAGE + "/split", [(
+                "n_targets", "warning",
+                f"data.n_targets={n_targets} leaves no reference DB among {captioned} captioned photos; used {capped}")])
+            n_targets = capped
+        else:
+            self.store.clear_problems(STAGE + "/split")
+        splits = assign_splits(items, n_targets, self.cfg.data.seed, self.cfg.data.official_test_targets)
+        self.store.set_splits(splits)
+        self.store.set_meta("split_hash", split_hash(splits))
+        self.store.set_meta("split_config", {"n_targets": n_targets, "seed": self.cfg.data.seed,
+                                             "official_test_targets": self.cfg.data.official_test_targets})
+
+
+def current_split_hash(store) -> str:
+    """The split identity that downstream stages put into their configuration hash."""
+    return store.get_meta("split_hash", "") or ""

@@ -1,0 +1,743 @@
+"""The workspace store: SQLite (WAL) for rows, float32 vectors, and ``.npy`` snapshots for fast reads.
+
+Every output row is keyed by item id plus the hash of the configuration that made
+it, and every write is an idempotent upsert, so re-running a batch overwrites
+rather than duplicates, and any two captioners' outputs line up by image id.
+
+Vectors are written to SQLite (transactional, batch by batch, crash-safe) and
+exported on demand to ``arrays/<space>.npy`` with ``arrays/<space>.ids.json``
+for readers that want a memory-mapped matrix (search, the TUI).
+
+Each thread gets its own connection (sqlite3 connections are not shared between
+threads); WAL mode lets a reader read while a writer writes.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from pipeline.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,             -- relative path inside the collection (posix)
+        path TEXT NOT NULL,              -- same as id today; kept separate so ids can be renamed
+        sha256 TEXT NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        split TEXT,                      -- 'reference' | 'target' | NULL (not assigned yet)
+        official_split TEXT,             -- Flickr8k: 'train' | 'dev' | 'test'
+        file_size INTEGER,
+        file_mtime REAL,
+        note TEXT,                       -- e.g. 'converted from CMYK'
+        added_at REAL NOT NULL
+    );
+    CREATE INDEX images_split ON images(split);
+    CREATE INDEX images_sha ON images(sha256);
+
+    CREATE TABLE reference_captions (
+        image_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        PRIMARY KEY (image_id, idx)
+    );
+
+    CREATE TABLE problems (
+        stage TEXT NOT NULL,
+        item TEXT NOT NULL,
+        severity TEXT NOT NULL,          -- 'skipped' | 'failed' | 'repaired' | 'warning'
+        reason TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (stage, item)
+    );
+
+    CREATE TABLE spaces (
+        space TEXT PRIMARY KEY,          -- e.g. 'image/classical-v1-…' or 'caption/minilm-…'
+        dim INTEGER NOT NULL,
+        version INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE vectors (
+        space TEXT NOT NULL,
+        key TEXT NOT NULL,               -- image sha256, or text hash
+        vec BLOB NOT NULL,               -- float32 little-endian
+        PRIMARY KEY (space, key)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE neighbours (
+        config_hash TEXT NOT NULL,
+        target_id TEXT NOT NULL,
+        rank INTEGER NOT NULL,
+        neighbour_id TEXT NOT NULL,
+        score REAL NOT NULL,
+        near_duplicate INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (config_hash, target_id, rank)
+    );
+
+    CREATE TABLE prompts (
+        config_hash TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        prompt_id TEXT NOT NULL,         -- hash of the text
+        text TEXT NOT NULL,
+        n_captions INTEGER NOT NULL,
+        trimmed INTEGER NOT NULL DEFAULT 0,
+        warning TEXT,
+        PRIMARY KEY (config_hash, image_id)
+    );
+
+    CREATE TABLE captions (
+        captioner TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        text TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,            -- 'ok' | 'empty' | 'failed'
+        error TEXT,
+        model TEXT,
+        prompt_id TEXT,
+        settings TEXT,                   -- JSON generation settings
+        seconds REAL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (captioner, config_hash, image_id)
+    );
+
+    CREATE TABLE queries (
+        config_hash TEXT NOT NULL,
+        image_id TEXT NOT NULL,
+        kind TEXT NOT NULL,              -- 'short' | 'detail'
+        generator TEXT NOT NULL,
+        text TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,            -- 'ok' | 'failed'
+        error TEXT,
+        source_caption_idx INTEGER,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (config_hash, image_id, kind)
+    );
+
+    CREATE TABLE rankings (
+        eval_hash TEXT NOT NULL,
+        method TEXT NOT NULL,
+        query_kind TEXT NOT NULL,
+        image_id TEXT NOT NULL,          -- the true photo of the query
+        rank REAL NOT NULL,              -- expected rank under random tie-breaking (1 = top)
+        top_ids TEXT NOT NULL,           -- JSON list
+        top_scores TEXT NOT NULL,        -- JSON list
+        PRIMARY KEY (eval_hash, method, query_kind, image_id)
+    );
+
+    CREATE TABLE evaluations (
+        eval_hash TEXT NOT NULL,
+        method TEXT NOT NULL,
+        query_kind TEXT NOT NULL,
+        metric TEXT NOT NULL,            -- 'R@1' | 'R@5' | 'R@10' | 'MRR' | 'MedR'
+        value REAL NOT NULL,
+        ci_low REAL,
+        ci_high REAL,
+        n INTEGER NOT NULL,
+        baseline TEXT,
+        diff REAL,
+        diff_ci_low REAL,
+        diff_ci_high REAL,
+        p_value REAL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (eval_hash, method, query_kind, metric)
+    );
+
+    CREATE TABLE stage_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stage TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '', -- e.g. the captioner
+        config_hash TEXT NOT NULL,
+        status TEXT NOT NULL,            -- 'running' | 'completed' | 'failed' | 'cancelled'
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        done INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        message TEXT,
+        flow_run_id TEXT,
+        config TEXT                      -- JSON of the stage configuration
+    );
+    CREATE INDEX stage_runs_stage ON stage_runs(stage, started_at);
+    """,
+}
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Split a SQL script into complete statements (comments may contain semicolons)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            yield buf
+            buf = ""
+    if buf.strip():
+        yield buf
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: str
+    path: str
+    sha256: str
+    width: int
+    height: int
+    split: str | None
+    official_split: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptionRow:
+    image_id: str
+    captioner: str
+    config_hash: str
+    text: str
+    status: str
+    error: str | None
+    model: str | None
+    prompt_id: str | None
+    settings: dict[str, Any]
+    seconds: float | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    stage: str
+    item: str
+    severity: str
+    reason: str
+
+
+_SPACE_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def space_filename(space: str) -> str:
+    return _SPACE_RE.sub("_", space)
+
+
+class Store:
+    """One workspace database. Cheap to construct; connections are opened per thread on first use."""
+
+    def __init__(self, root: str | Path, *, create: bool = True):
+        self.root = Path(root)
+        self.db_path = self.root / "capsearch.db"
+        self.arrays_dir = self.root / "arrays"
+        if not self.db_path.exists() and not create:
+            raise StoreError(f"no workspace store at {self.db_path}; run `capsearch data demo` or `capsearch init` first")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._migrate()
+
+    # -- connections -----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        conn = self.conn
+        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.db_path} has schema version {current}, newer than this capsearch ({SCHEMA_VERSION}); upgrade capsearch"
+            )
+        for version in range(current + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Another process may have migrated while we waited for the lock.
+                if conn.execute("PRAGMA user_version").fetchone()[0] >= version:
+                    conn.execute("COMMIT")
+                    continue
+                for statement in _statements(_MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # -- meta --------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- images --------------------------------------------------------------------------
+    def upsert_images(self, rows: Iterable[ImageRow | dict[str, Any]], file_stats: dict[str, tuple[int, float]] | None = None) -> int:
+        now = time.time()
+        stats = file_stats or {}
+        data = []
+        for r in rows:
+            d = r if isinstance(r, dict) else r.__dict__
+            size, mtime = stats.get(d["id"], (None, None))
+            data.append((d["id"], d["path"], d["sha256"], d["width"], d["height"], d.get("split"),
+                         d.get("official_split"), size, mtime, d.get("note"), now))
+        with self.transaction() as c:
+            c.executemany(
+                """INSERT INTO images(id, path, sha256, width, height, split, official_split, file_size, file_mtime, note, added_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(id) DO UPDATE SET path=excluded.path, sha256=excluded.sha256, width=excluded.width,
+                     height=excluded.height, split=COALESCE(excluded.split, images.split),
+                     official_split=excluded.official_split, file_size=excluded.file_size,
+                     file_mtime=excluded.file_mtime, note=excluded.note""",
+                data,
+            )
+        return len(data)
+
+    def file_stats(self) -> dict[str, tuple[int | None, float | None, str]]:
+        """id -> (size, mtime, sha256) as recorded at the last ingest (to skip unchanged files)."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT id, file_size, file_mtime, sha256 FROM images")}
+
+    def set_splits(self, splits: dict[str, str | None]) -> None:
+        with self.transaction() as c:
+            c.executemany("UPDATE images SET split=? WHERE id=?", [(s, i) for i, s in splits.items()])
+
+    def delete_images(self, ids: Sequence[str]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM images WHERE id=?", [(i,) for i in ids])
+            c.executemany("DELETE FROM reference_captions WHERE image_id=?", [(i,) for i in ids])
+
+    def images(self, split: str | None = None, ids: Sequence[str] | None = None) -> list[ImageRow]:
+        sql = "SELECT id, path, sha256, width, height, split, official_split, note FROM images"
+        args: list[Any] = []
+        if split is not None:
+            sql += " WHERE split=?"
+            args.append(split)
+        sql += " ORDER BY id"
+        rows = [ImageRow(*r) for r in self.conn.execute(sql, args)]
+        if ids is not None:
+            wanted = set(ids)
+            rows = [r for r in rows if r.id in wanted]
+        return rows
+
+    def image(self, image_id: str) -> ImageRow | None:
+        r = self.conn.execute(
+            "SELECT id, path, sha256, width, height, split, official_split, note FROM images WHERE id=?", (image_id,)
+        ).fetchone()
+        return ImageRow(*r) if r else None
+
+    def image_ids(self, split: str | None = None) -> list[str]:
+        if split is None:
+            return [r[0] for r in self.conn.execute("SELECT id FROM images ORDER BY id")]
+        return [r[0] for r in self.conn.execute("SELECT id FROM images WHERE split=? ORDER BY id", (split,))]
+
+    def count_images(self, split: str | None = None) -> int:
+        if split is None:
+            return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM images WHERE split=?", (split,)).fetchone()[0]
+
+    # -- reference captions ------------------------------------------------------------------
+    def replace_reference_captions(self, captions: dict[str, list[str]]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM reference_captions WHERE image_id=?", [(i,) for i in captions])
+            c.executemany(
+                "INSERT INTO reference_captions(image_id, idx, text) VALUES (?,?,?)",
+                [(i, n, t) for i, texts in captions.items() for n, t in enumerate(texts)],
+            )
+
+    def reference_captions(self, ids: Sequence[str] | None = None, split: str | None = None) -> dict[str, list[str]]:
+        sql = "SELECT rc.image_id, rc.text FROM reference_captions rc"
+        args: list[Any] = []
+        if split is not None:
+            sql += " JOIN images i ON i.id = rc.image_id WHERE i.split=?"
+            args.append(split)
+        sql += " ORDER BY rc.image_id, rc.idx"
+        out: dict[str, list[str]] = {}
+        wanted = set(ids) if ids is not None else None
+        for image_id, text in self.conn.execute(sql, args):
+            if wanted is None or image_id in wanted:
+                out.setdefault(image_id, []).append(text)
+        return out
+
+    def reference_db_captions(self, ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """Captions that may be shown to a captioner: those of reference-DB photos only, never of targets."""
+        return self.reference_captions(ids, split="reference")
+
+    # -- problems ---------------------------------------------------------------------------------
+    def record_problems(self, stage: str, problems: Iterable[tuple[str, str, str]]) -> None:
+        """(item, severity, reason) rows; a later record for the same item replaces the earlier one."""
+        now = time.time()
+        with self.transaction() as c:
+            c.executemany(
+                """INSERT INTO problems(stage, item, severity, reason, at) VALUES (?,?,?,?,?)
+                   ON CONFLICT(stage, item) DO UPDATE SET severity=excluded.severity, reason=excluded.reason, at=excluded.at""",
+                [(stage, item, sev, reason, now) for item, sev, reason in problems],
+            )
+
+    def clear_problems(self, stage: str, items: Sequence[str] | None = None) -> None:
+        with self.transaction() as c:
+            if items is None:
+                c.execute("DELETE FROM problems WHERE stage=?", (stage,))
+            else:
+                c.executemany("DELETE FROM problems WHERE stage=? AND item=?", [(stage, i) for i in items])
+
+    def problems(self, stage: str | None = None) -> list[Problem]:
+        sql = "SELECT stage, item, severity, reason FROM problems"
+        args: list[Any] = []
+        if stage is not None:
+            sql += " WHERE stage=?"
+            args.append(stage)
+        return [Problem(*r) for r in self.conn.execute(sql + " ORDER BY stage, item", args)]
+
+    # -- vectors ------------------------------------------------------------------------------------
+    def put_vectors(self, space: str, keys: Sequence[str], vectors: Any) -> None:
+        import numpy as np
+
+        arr = np.ascontiguousarray(np.asarray(vectors, dtype="<f4"))
+        if arr.ndim != 2 or arr.shape[0] != len(keys):
+            raise ValueError(f"vectors for {space}: shape {arr.shape} does not match {len(keys)} keys")
+        with self.transaction() as c:
+            row = c.execute("SELECT dim FROM spaces WHERE space=?", (space,)).fetchone()
+            if row is not None and row[0] != arr.shape[1]:
+                raise StoreError(f"vector space {space} holds dimension {row[0]}, got {arr.shape[1]}")
+            c.execute(
+                "INSERT INTO spaces(space, dim, version) VALUES (?,?,1) "
+                "ON CONFLICT(space) DO UPDATE SET version=spaces.version+1",
+                (space, arr.shape[1]),
+            )
+            c.executemany(
+                "INSERT INTO vectors(space, key, vec) VALUES (?,?,?) ON CONFLICT(space, key) DO UPDATE SET vec=excluded.vec",
+                [(space, k, arr[i].tobytes()) for i, k in enumerate(keys)],
+            )
+
+    def has_vectors(self, space: str, keys: Sequence[str]) -> set[str]:
+        """The subset of keys that already have a vector in this space."""
+        present: set[str] = set()
+        keys = list(keys)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            q = f"SELECT key FROM vectors WHERE space=? AND key IN ({','.join('?' * len(chunk))})"
+            present.update(r[0] for r in self.conn.execute(q, [space, *chunk]))
+        return present
+
+    def get_vectors(self, space: str, keys: Sequence[str] | None = None) -> tuple[list[str], Any]:
+        """(keys, float32 matrix). With keys given, returns them in that order (missing ones are left out)."""
+        import numpy as np
+
+        row = self.conn.execute("SELECT dim FROM spaces WHERE space=?", (space,)).fetchone()
+        if row is None:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        dim = row[0]
+        if keys is None:
+            rows = self.conn.execute("SELECT key, vec FROM vectors WHERE space=? ORDER BY key", (space,)).fetchall()
+        else:
+            found: dict[str, bytes] = {}
+            keys = list(keys)
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                q = f"SELECT key, vec FROM vectors WHERE space=? AND key IN ({','.join('?' * len(chunk))})"
+                found.update(self.conn.execute(q, [space, *chunk]).fetchall())
+            rows = [(k, found[k]) for k in dict.fromkeys(keys) if k in found]
+        if not rows:
+            return [], np.zeros((0, dim), dtype=np.float32)
+        mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
+        return [r[0] for r in rows], mat.astype(np.float32, copy=True)
+
+    def vector_spaces(self) -> dict[str, tuple[int, int]]:
+        """space -> (dim, count)."""
+        out = {}
+        for space, dim in self.conn.execute("SELECT space, dim FROM spaces ORDER BY space").fetchall():
+            n = self.conn.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
+            out[space] = (dim, n)
+        return out
+
+    def export_array(self, space: str) -> tuple[Path, Path]:
+        """Write arrays/<space>.npy and arrays/<space>.ids.json (skipped when already current)."""
+        import numpy as np
+
+        self.arrays_dir.mkdir(parents=True, exist_ok=True)
+        base = self.arrays_dir / space_filename(space)
+        npy, ids_path = base.with_suffix(".npy"), base.with_suffix(".ids.json")
+        row = self.conn.execute("SELECT version FROM spaces WHERE space=?", (space,)).fetchone()
+        version = row[0] if row else 0
+        if ids_path.exists() and npy.exists():
+            try:
+                if json.loads(ids_path.read_text())["version"] == version:
+                    return npy, ids_path
+            except (ValueError, KeyError):
+                pass
+        keys, mat = self.get_vectors(space)
+        tmp = npy.with_suffix(".tmp.npy")
+        np.save(tmp, mat)
+        tmp.replace(npy)
+        ids_tmp = ids_path.with_suffix(".tmp")
+        ids_tmp.write_text(json.dumps({"space": space, "version": version, "ids": keys}))
+        ids_tmp.replace(ids_path)
+        return npy, ids_path
+
+    def load_array(self, space: str) -> tuple[list[str], Any]:
+        """Read a space through its .npy snapshot (memory-mapped), exporting it first if stale."""
+        import numpy as np
+
+        npy, ids_path = self.export_array(space)
+        ids = json.loads(ids_path.read_text())["ids"]
+        return ids, np.load(npy, mmap_mode="r")
+
+    def delete_space(self, space: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM vectors WHERE space=?", (space,))
+            c.execute("DELETE FROM spaces WHERE space=?", (space,))
+
+    # -- neighbours ------------------------------------------------------------------------------------
+    def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, bool]]) -> None:
+        """(target_id, rank, neighbour_id, score, near_duplicate) rows, rank from 1."""
+        data = [(config_hash, t, r, n, float(s), int(bool(d))) for t, r, n, s, d in rows]
+        targets = sorted({d[1] for d in data})
+        with self.transaction() as c:
+            c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?", [(config_hash, t) for t in targets])
+            c.executemany(
+                "INSERT INTO neighbours(config_hash, target_id, rank, neighbour_id, score, near_duplicate) VALUES (?,?,?,?,?,?)",
+                data,
+            )
+
+    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, bool]]]:
+        out: dict[str, list[tuple[str, float, bool]]] = {}
+        wanted = set(target_ids) if target_ids is not None else None
+        for t, n, s, d in self.conn.execute(
+            "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=? ORDER BY target_id, rank",
+            (config_hash,),
+        ):
+            if wanted is None or t in wanted:
+                out.setdefault(t, []).append((n, s, bool(d)))
+        return out
+
+    def neighbour_targets(self, config_hash: str) -> set[str]:
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT target_id FROM neighbours WHERE config_hash=?", (config_hash,))}
+
+    # -- prompts ---------------------------------------------------------------------------------------
+    def put_prompts(self, config_hash: str, rows: Iterable[tuple[str, str, str, int, bool, str | None]]) -> None:
+        """(image_id, prompt_id, text, n_captions, trimmed, warning) rows."""
+        with self.transaction() as c:
+            c.executemany(
+                """INSERT INTO prompts(config_hash, image_id, prompt_id, text, n_captions, trimmed, warning) VALUES (?,?,?,?,?,?,?)
+                   ON CONFLICT(config_hash, image_id) DO UPDATE SET prompt_id=excluded.prompt_id, text=excluded.text,
+                     n_captions=excluded.n_captions, trimmed=excluded.trimmed, warning=excluded.warning""",
+                [(config_hash, i, p, t, n, int(tr), w) for i, p, t, n, tr, w in rows],
+            )
+
+    def prompts(self, config_hash: str, ids: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
+        """image_id -> (prompt_id, text)."""
+        wanted = set(ids) if ids is not None else None
+        return {
+            i: (p, t)
+            for i, p, t in self.conn.execute("SELECT image_id, prompt_id, text FROM prompts WHERE config_hash=?", (config_hash,))
+            if wanted is None or i in wanted
+        }
+
+    def prompt_for(self, image_id: str, config_hash: str | None = None) -> dict[str, Any] | None:
+        """The stored prompt of one photo (latest written when no hash is given)."""
+        sql = "SELECT config_hash, prompt_id, text, n_captions, trimmed, warning FROM prompts WHERE image_id=?"
+        args: list[Any] = [image_id]
+        if config_hash is not None:
+            sql += " AND config_hash=?"
+            args.append(config_hash)
+        r = self.conn.execute(sql + " ORDER BY rowid DESC LIMIT 1", args).fetchone()
+        return dict(r) if r else None
+
+    # -- captions --------------------------------------------------------------------------------------
+    def put_captions(self, captioner: str, config_hash: str, rows: Iterable[dict[str, Any]]) -> None:
+        """Rows with image_id, text, status, error, model, prompt_id, settings, seconds, attempts."""
+        now = time.time()
+        data = [
+            (captioner, config_hash, r["image_id"], r.get("text") or "", r["status"], r.get("error"), r.get("model"),
+             r.get("prompt_id"), json.dumps(r.get("settings") or {}, sort_keys=True), r.get("seconds"),
+             r.get("attempts", 1), now)
+            for r in rows
+        ]
+        with self.transaction() as c:
+            c.executemany(
+                """INSERT INTO captions(captioner, config_hash, image_id, text, status, error, model, prompt_id, settings, seconds, attempts, created_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(captioner, config_hash, image_id) DO UPDATE SET text=excluded.text, status=excluded.status,
+                     error=excluded.error, model=excluded.model, prompt_id=excluded.prompt_id, settings=excluded.settings,
+                     seconds=excluded.seconds, attempts=excluded.attempts, created_at=excluded.created_at""",
+                data,
+            )
+
+    def captions(self, captioner: str, config_hash: str, ids: Sequence[str] | None = None, status: str | None = None) -> dict[str, CaptionRow]:
+        sql = ("SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, seconds, attempts "
+               "FROM captions WHERE captioner=? AND config_hash=?")
+        args: list[Any] = [captioner, config_hash]
+        if status is not None:
+            sql += " AND status=?"
+            args.append(status)
+        wanted = set(ids) if ids is not None else None
+        out = {}
+        for r in self.conn.execute(sql, args):
+            if wanted is None or r[0] in wanted:
+                out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
+        return out
+
+    def captions_for_image(self, image_id: str) -> list[CaptionRow]:
+        """Every caption of one photo, newest first per captioner (for browsing)."""
+        rows = self.conn.execute(
+            "SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, seconds, attempts "
+            "FROM captions WHERE image_id=? ORDER BY captioner, created_at DESC",
+            (image_id,),
+        ).fetchall()
+        return [CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10]) for r in rows]
+
+    def delete_captions(self, captioner: str | None = None) -> None:
+        with self.transaction() as c:
+            if captioner is None:
+                c.execute("DELETE FROM captions")
+            else:
+                c.execute("DELETE FROM captions WHERE captioner=?", (captioner,))
+
+    # -- queries ----------------------------------------------------------------------------------------
+    def put_queries(self, config_hash: str, rows: Iterable[dict[str, Any]]) -> None:
+        now = time.time()
+        data = [
+            (config_hash, r["image_id"], r["kind"], r["generator"], r.get("text") or "", r["status"], r.get("error"),
+             r.get("source_caption_idx"), r.get("prompt_tokens", 0), r.get("completion_tokens", 0), now)
+            for r in rows
+        ]
+        with self.transaction() as c:
+            c.executemany(
+                """INSERT INTO queries(config_hash, image_id, kind, generator, text, status, error, source_caption_idx, prompt_tokens, completion_tokens, created_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(config_hash, image_id, kind) DO UPDATE SET generator=excluded.generator, text=excluded.text,
+                     status=excluded.status, error=excluded.error, source_caption_idx=excluded.source_caption_idx,
+                     prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens, created_at=excluded.created_at""",
+                data,
+            )
+
+    def queries(self, config_hash: str, kind: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM queries WHERE config_hash=?"
+        args: list[Any] = [config_hash]
+        if kind is not None:
+            sql += " AND kind=?"
+            args.append(kind)
+        if status is not None:
+            sql += " AND status=?"
+            args.append(status)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY image_id, kind", args)]
+
+    # -- rankings and evaluations ---------------------------------------------------------------------------
+    def put_rankings(self, eval_hash: str, rows: Iterable[tuple[str, str, str, float, list[str], list[float]]]) -> None:
+        """(method, query_kind, image_id, rank, top_ids, top_scores) rows."""
+        with self.transaction() as c:
+            c.executemany(
+                """INSERT INTO rankings(eval_hash, method, query_kind, image_id, rank, top_ids, top_scores) VALUES (?,?,?,?,?,?,?)
+                   ON CONFLICT(eval_hash, method, query_kind, image_id) DO UPDATE SET rank=excluded.rank,
+                     top_ids=excluded.top_ids, top_scores=excluded.top_scores""",
+                [(eval_hash, m, k, i, float(r), json.dumps(t), json.dumps([round(float(s), 6) for s in sc]))
+                 for m, k, i, r, t, sc in rows],
+            )
+
+    def rankings(self, eval_hash: str, method: str | None = None, query_kind: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT method, query_kind, image_id, rank, top_ids, top_scores FROM rankings WHERE eval_hash=?"
+        args: list[Any] = [eval_hash]
+        if method is not None:
+            sql += " AND method=?"
+            args.append(method)
+        if query_kind is not None:
+            sql += " AND query_kind=?"
+            args.append(query_kind)
+        out = []
+        for m, k, i, r, t, s in self.conn.execute(sql + " ORDER BY method, query_kind, image_id", args):
+            out.append({"method": m, "query_kind": k, "image_id": i, "rank": r, "top_ids": json.loads(t), "top_scores": json.loads(s)})
+        return out
+
+    def put_evaluations(self, eval_hash: str, rows: Iterable[dict[str, Any]]) -> None:
+        now = time.time()
+        cols = ("method", "query_kind", "metric", "value", "ci_low", "ci_high", "n", "baseline", "diff",
+                "diff_ci_low", "diff_ci_high", "p_value")
+        with self.transaction() as c:
+            c.execute("DELETE FROM evaluations WHERE eval_hash=?", (eval_hash,))
+            c.executemany(
+                f"INSERT INTO evaluations(eval_hash, {', '.join(cols)}, created_at) VALUES (?, {', '.join('?' * len(cols))}, ?)",
+                [(eval_hash, *[r.get(col) for col in cols], now) for r in rows],
+            )
+
+    def evaluations(self, eval_hash: str | None = None) -> list[dict[str, Any]]:
+        if eval_hash is None:
+            eval_hash = self.latest_eval_hash()
+            if eval_hash is None:
+                return []
+        return [dict(r) for r in self.conn.execute(
+            "SELECT * FROM evaluations WHERE eval_hash=? ORDER BY method, query_kind, metric", (eval_hash,))]
+
+    def latest_eval_hash(self) -> str | None:
+        r = self.conn.execute("SELECT eval_hash FROM evaluations ORDER BY created_at DESC LIMIT 1").fetchone()
+        return r[0] if r else None
+
+    # -- stage runs ------------------------------------------------------------------------------------------
+    def start_stage_run(self, stage: str, config_hash: str, config: dict[str, Any] | None = None, target: str = "",
+                        flow_run_id: str | None = None) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config) VALUES (?,?,?,?,?,?,?)",
+            (stage, target, config_hash, "running", time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True)),
+        )
+        return int(cur.lastrowid)
+
+    def finish_stage_run(self, run_id: int, status: str, done: int = 0, failed: int = 0, skipped: int = 0,
+                         message: str | None = None) -> None:
+        self.conn.execute(
+            "UPDATE stage_runs SET status=?, finished_at=?, done=?, failed=?, skipped=?, message=? WHERE id=?",
+            (status, time.time(), done, failed, skipped, message, run_id),
+        )
+
+    def stage_runs(self, stage: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM stage_runs"
+        args: list[Any] = []
+        if stage is not None:
+            sql += " WHERE stage=?"
+            args.append(stage)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return [dict(r) for r in self.conn.execute(sql, args)]

@@ -1,0 +1,78 @@
+"""A workspace: ``outputs/<name>/`` with its configuration, store, arrays and reports.
+
+The capsearch home is ``$CAPSEARCH_HOME`` or the current directory; relative data
+paths in the configuration resolve against it, and ``outputs/`` and ``data/``
+live under it.
+"""
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pipeline.config import Config, load_config
+from pipeline.store import Store
+
+DEFAULT_WORKSPACE = "outputs/default"
+CONFIG_NAME = "capsearch.toml"
+
+
+def capsearch_home() -> Path:
+    return Path(os.environ.get("CAPSEARCH_HOME") or os.getcwd()).resolve()
+
+
+def resolve_home_path(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else capsearch_home() / p
+
+
+def default_workspace_path() -> Path:
+    return resolve_home_path(os.environ.get("CAPSEARCH_WORKSPACE") or DEFAULT_WORKSPACE)
+
+
+class Workspace:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser().resolve() if root is not None else default_workspace_path()
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_NAME
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "capsearch.db"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where Prefect persists task results and cache records (deleted with the workspace)."""
+        return self.root / "prefect-results"
+
+    @property
+    def exists(self) -> bool:
+        return self.db_path.exists() or self.config_path.exists()
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def reload_config(self) -> Config:
+        self.__dict__.pop("config", None)
+        return self.config
+
+    @cached_property
+    def store(self) -> Store:
+        return Store(self.root)
+
+    def data_path(self) -> Path:
+        return resolve_home_path(self.config.data.path)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
