@@ -17,7 +17,9 @@ Scores from different embedders live on different scales (CLIP image-text cosine
 sit in a narrow band around 0.2-0.35, sentence-embedding cosines spread over
 0-0.9). ``hybrid`` therefore standardises each part per query (z-score: subtract
 the query's mean over scored documents, divide by their standard deviation; a
-constant row becomes 0) and returns ``(1 - weight) * z(first) + weight * z(second)``.
+constant row becomes 0) and returns ``weight * z(first) + (1 - weight) * z(second)``
+(so ``hybrid(caption_scores, clip_scores, search.hybrid_weight)`` gives the caption part its
+configured weight).
 Within one part this is a per-query increasing affine map, so ranking by one part
 alone is unchanged. A document missing in a part with non-zero weight is NaN.
 """
@@ -161,15 +163,15 @@ def standardise_scores(scores: np.ndarray) -> np.ndarray:
 
 
 def hybrid(first: np.ndarray, second: np.ndarray, weight: float = 0.5) -> np.ndarray:
-    """``(1 - weight) * z(first) + weight * z(second)`` for aligned score matrices (see module doc)."""
+    """``weight * z(first) + (1 - weight) * z(second)`` for aligned score matrices (see module doc)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"hybrid weight must be between 0 and 1, got {weight}")
     a = np.asarray(first, dtype=np.float32)
     b = np.asarray(second, dtype=np.float32)
     if a.shape != b.shape:
         raise ValueError(f"hybrid needs aligned score matrices, got {a.shape} and {b.shape}")
-    if weight == 0.0:
-        return standardise_scores(a)
     if weight == 1.0:
+        return standardise_scores(a)
+    if weight == 0.0:
         return standardise_scores(b)
-    return ((1.0 - weight) * standardise_scores(a) + weight * standardise_scores(b)).astype(np.float32)
+    return (weight * standardise_scores(a) + (1.0 - weight) * standardise_scores(b)).astype(np.float32)

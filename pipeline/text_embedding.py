@@ -75,23 +75,6 @@ def _pick_prompt(prompts: dict[str, str], names: Sequence[str]) -> str | None:
     return None
 
 
-def explain_load_error(what: str, model: str, exc: BaseException) -> ModelLoadError:
-    """One line saying which model failed and what the user can do about it."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    low = text.lower()
-    if "401" in low or "403" in low or "gated" in low or "unauthorized" in low:
-        hint = "the model is gated or private: accept its licence on the hub and set HF_TOKEN"
-    elif "offline" in low or "connect" in low or "resolve" in low or "local_files_only" in low or "cannot find" in low:
-        hint = "it is not in the local cache and the hub cannot be reached (check the name, network and HF_HUB_OFFLINE)"
-    elif "not a valid model identifier" in low or "404" in low or "not found" in low or "no such file" in low:
-        hint = "no such model on the hub or on disk (check the name or path)"
-    elif "out of memory" in low:
-        hint = "not enough memory: use a smaller model or device = \"cpu\""
-    else:
-        hint = type(exc).__name__
-    return ModelLoadError(f"cannot load {what} '{model}': {hint} ({text[:300]})")
-
-
 class SentenceTransformerEmbedder:
     """A ``TextEmbedder`` over ``sentence_transformers.SentenceTransformer``; float32, L2-normalised rows."""
 
@@ -131,18 +114,20 @@ class SentenceTransformerEmbedder:
     def _load(self) -> Any:
         from pipeline.models.cache import get_or_load
         from pipeline.models.device import resolve_device
+        from pipeline.models.loading import hub_token, load_pretrained
 
         device = resolve_device(self.device)
 
-        def loader() -> Any:
+        def from_pretrained(ref: str) -> Any:
             from sentence_transformers import SentenceTransformer
 
-            try:
-                return SentenceTransformer(
-                    self.path, device=device, revision=self.revision, trust_remote_code=self.trust_remote_code
-                )
-            except Exception as exc:  # every loading failure becomes one clear line
-                raise explain_load_error("text embedding model", self.model_name, exc) from exc
+            return SentenceTransformer(
+                ref, device=device, revision=self.revision, trust_remote_code=self.trust_remote_code,
+                token=hub_token(),
+            )
+
+        def loader() -> Any:
+            return load_pretrained(from_pretrained, self.path, what="text embedder")
 
         return get_or_load(f"sentence-transformers:{self.path}@{self.revision or 'main'}:{device}", loader)
 

@@ -91,12 +91,13 @@ def test_hybrid_weight_zero_and_one_equal_each_part():
     caption = rng.normal(0.5, 0.2, size=(6, 9)).astype(np.float32)
     clip = rng.normal(0.25, 0.03, size=(6, 9)).astype(np.float32)
     caption[:, 4] = np.nan                     # a target without caption
-    np.testing.assert_array_equal(hybrid(caption, clip, weight=0.0), standardise_scores(caption))
-    np.testing.assert_array_equal(hybrid(caption, clip, weight=1.0), standardise_scores(clip))
-    # standardising keeps each part's ranking, and weight 1 ignores the missing caption
-    assert (np.argsort(-hybrid(caption, clip, 1.0), axis=1) == np.argsort(-clip, axis=1)).all()
+    # weight is the share of the first part
+    np.testing.assert_array_equal(hybrid(caption, clip, weight=1.0), standardise_scores(caption))
+    np.testing.assert_array_equal(hybrid(caption, clip, weight=0.0), standardise_scores(clip))
+    # standardising keeps each part's ranking, and weight 0 ignores the missing caption
+    assert (np.argsort(-hybrid(caption, clip, 0.0), axis=1) == np.argsort(-clip, axis=1)).all()
     finite = np.isfinite(caption[0])
-    assert (np.argsort(-hybrid(caption, clip, 0.0)[0][finite]) == np.argsort(-caption[0][finite])).all()
+    assert (np.argsort(-hybrid(caption, clip, 1.0)[0][finite]) == np.argsort(-caption[0][finite])).all()
     mixed = hybrid(caption, clip, weight=0.3)
     assert np.isnan(mixed[:, 4]).all()
     z = standardise_scores(caption)
@@ -111,7 +112,7 @@ def test_hybrid_balances_parts_on_different_scales():
     b = np.array([[0.22, 0.30, 0.26]], dtype=np.float32)
     h = hybrid(a, b, 0.5)
     assert h[0, 0] == pytest.approx(h[0, 1], abs=1e-5)
-    assert hybrid(a, b, 0.6)[0].argmax() == 1 and hybrid(a, b, 0.4)[0].argmax() == 0
+    assert hybrid(a, b, 0.6)[0].argmax() == 0 and hybrid(a, b, 0.4)[0].argmax() == 1
     with pytest.raises(ValueError, match="aligned"):
         hybrid(a, b[:, :2])
     with pytest.raises(ValueError, match="between 0 and 1"):

@@ -99,7 +99,7 @@ def test_bge_models_get_their_query_instruction(tmp_path, minilm):
 
 
 def test_missing_model_is_one_clear_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="cannot load text embedding model 'nobody/no-such-model'"):
+    with pytest.raises(ModelLoadError, match="text embedder 'nobody/no-such-model'"):
         SentenceTransformerEmbedder("nobody/no-such-model", device="cpu").embed_queries(["x"])
     missing = tmp_path / "nowhere"
     with pytest.raises(ModelLoadError, match="nowhere"):
