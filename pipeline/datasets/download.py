@@ -86,7 +86,7 @@ def fetch(archive: Archive, dest_dir: Path, progress: ProgressCallback | None = 
                 sp = StageProgress(f"download {archive.filename}", total, progress)
                 sp.done = have
                 with open(part, "ab" if have else "wb") as out:
-                    for chunk in resp.iter_bytes(_CHUNK):
+                    for chunk in resp.iter_bytes():
                         out.write(chunk)
                         sp.advance(len(chunk))
                 sp.finish()

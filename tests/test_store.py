@@ -1,0 +1,128 @@
+"""The workspace store: schema, idempotent upserts, vectors, concurrent read during write."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.errors import StoreError
+from pipeline.store import SCHEMA_VERSION, ImageRow, Store
+
+
+def _images(n):
+    return [ImageRow(f"img{i:04d}.jpg", f"img{i:04d}.jpg", f"{i:064x}", 10, 10, "target" if i % 2 else "reference")
+            for i in range(n)]
+
+
+def test_schema_is_versioned_and_wal(tmp_path):
+    store = Store(tmp_path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    Store(tmp_path)  # re-opening migrates nothing and fails nothing
+
+
+def test_newer_schema_is_refused(tmp_path):
+    Store(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "capsearch.db")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this capsearch"):
+        Store(tmp_path)
+
+
+def test_upserts_are_idempotent_and_line_up_by_image_id(tmp_path):
+    store = Store(tmp_path)
+    store.upsert_images(_images(10))
+    store.upsert_images(_images(10))
+    assert store.count_images() == 10
+    rows = [{"image_id": f"img{i:04d}.jpg", "text": f"caption {i}", "status": "ok", "model": "m", "settings": {"a": 1}}
+            for i in range(10)]
+    for captioner in ("a", "b"):
+        store.put_captions(captioner, "h1", rows)
+        store.put_captions(captioner, "h1", rows)  # a re-run of the same batch
+    assert store.conn.execute("SELECT COUNT(*) FROM captions").fetchone()[0] == 20
+    a, b = store.captions("a", "h1"), store.captions("b", "h1")
+    assert a.keys() == b.keys()
+    assert a["img0003.jpg"].settings == {"a": 1}
+    # a different configuration hash is a different row, the old one is kept
+    store.put_captions("a", "h2", rows[:3])
+    assert len(store.captions("a", "h1")) == 10 and len(store.captions("a", "h2")) == 3
+
+
+def test_vectors_round_trip_and_snapshot(tmp_path):
+    store = Store(tmp_path)
+    rng = np.random.default_rng(0)
+    mat = rng.normal(size=(6, 4)).astype(np.float32)
+    keys = [f"k{i}" for i in range(6)]
+    store.put_vectors("image/test", keys[:3], mat[:3])
+    store.put_vectors("image/test", keys[3:], mat[3:])
+    store.put_vectors("image/test", keys[:1], mat[:1])  # idempotent
+    got_keys, got = store.get_vectors("image/test", ["k4", "k0", "missing"])
+    assert got_keys == ["k4", "k0"]
+    np.testing.assert_array_equal(got, mat[[4, 0]])
+    assert store.has_vectors("image/test", keys + ["x"]) == set(keys)
+    ids, arr = store.load_array("image/test")
+    assert ids == sorted(keys) and arr.shape == (6, 4)
+    npy, _ = store.export_array("image/test")
+    mtime = npy.stat().st_mtime_ns
+    store.export_array("image/test")
+    assert npy.stat().st_mtime_ns == mtime  # unchanged space: not rewritten
+    store.put_vectors("image/test", ["k9"], mat[:1])
+    ids, arr = store.load_array("image/test")
+    assert len(ids) == 7 and arr.shape == (7, 4)
+    with pytest.raises(StoreError, match="dimension"):
+        store.put_vectors("image/test", ["z"], np.zeros((1, 5), dtype=np.float32))
+
+
+def test_reader_reads_while_writer_writes(tmp_path):
+    """A second connection (the TUI) reads consistent counts while a writer commits batches."""
+    writer = Store(tmp_path)
+    writer.upsert_images(_images(200))
+    stop = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def read():
+        reader = Store(tmp_path)  # its own connection, as the TUI has
+        try:
+            while not stop.is_set():
+                n = reader.conn.execute("SELECT COUNT(*) FROM captions").fetchone()[0]
+                assert n % 20 == 0  # never a half-written batch
+                seen.append(n)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=read)
+    t.start()
+    for batch in range(10):
+        rows = [{"image_id": f"img{i:04d}.jpg", "text": "x", "status": "ok"} for i in range(batch * 20, batch * 20 + 20)]
+        writer.put_captions("c", "h", rows)
+        time.sleep(0.01)
+    stop.set()
+    t.join()
+    assert not errors
+    assert seen == sorted(seen) and seen[-1] <= 200 and len(seen) > 3
+
+
+def test_splits_and_reference_db_excludes_targets(tmp_path):
+    store = Store(tmp_path)
+    store.upsert_images(_images(6))
+    store.replace_reference_captions({f"img{i:04d}.jpg": [f"cap {i} a", f"cap {i} b"] for i in range(6)})
+    db = store.reference_db_captions()
+    assert set(db) == {"img0000.jpg", "img0002.jpg", "img0004.jpg"}
+    assert all(store.image(i).split == "reference" for i in db)
+
+
+def test_stage_runs_and_problems(tmp_path):
+    store = Store(tmp_path)
+    run = store.start_stage_run("ingest", "abc", {"x": 1})
+    store.finish_stage_run(run, "completed", done=3)
+    assert store.stage_runs()[0]["status"] == "completed"
+    store.record_problems("ingest", [("a.jpg", "skipped", "corrupt")])
+    store.record_problems("ingest", [("a.jpg", "skipped", "still corrupt")])
+    assert [p.reason for p in store.problems()] == ["still corrupt"]
+    store.clear_problems("ingest", ["a.jpg"])
+    assert store.problems() == []
