@@ -59,7 +59,7 @@ def card_query_instruction(model: str) -> str | None:
 
 def local_config_prompts(path: str) -> dict[str, str] | None:
     """Prompts saved in a local model directory's config_sentence_transformers.json (None if not local)."""
-    config = Path(path) / "config_sentence_transformers.json"
+    config = Path(path).expanduser() / "config_sentence_transformers.json"
     if not config.is_file():
         return None
     try:
