@@ -233,7 +233,8 @@ def status(
         console.print(f"\n[bold]{len(problems)} problems[/] (skipped, failed or repaired items):")
         for p in shown:
             colour = {"skipped": "yellow", "failed": "red", "repaired": "cyan"}.get(p["severity"], "white")
-            console.print(f"  [{colour}]{p['severity']:<8}[/] {p['stage']:<14} {p['item']}: {p['reason']}", highlight=False)
+            console.print(f"  [{colour}]{p['severity']:<8}[/] {p['stage']:<14} {p['item']}: {p['reason']}",
+                          highlight=False, soft_wrap=True)
         if len(shown) < len(problems):
             console.print(f"  ... and {len(problems) - len(shown)} more (--problems 0 lists all, --json prints them)")
 
@@ -285,27 +286,19 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.errors import CapsearchError
 
     try:
-        rv = app(args=argv, standalone_mode=False)
-        if isinstance(rv, int) and rv:
-            sys.exit(rv)
+        # Standalone mode: click/typer print usage errors and help themselves and exit with 2 / 0.
+        app(args=argv, prog_name="capsearch")
     except CapsearchError as exc:
         if ctx.is_debug():
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted; finished batches are kept in the store[/]")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and anything unexpected
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
+    except Exception as exc:  # anything unexpected: one line unless --debug
         if ctx.is_debug():
             raise
         err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} [dim](run with --debug for the traceback)[/]",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
         sys.exit(1)
