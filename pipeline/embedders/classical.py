@@ -4,15 +4,20 @@ Each image is resized to a fixed working size, then described by
 
 - a joint L*a*b* colour histogram (lightness x red-green x blue-yellow bins; the
   middle a*/b* bins hold neutral greys) over a spatial pyramid (whole image + 2x2),
+- a foreground colour histogram: the same bins, each pixel weighted by its colour
+  distance (delta E) from the median colour of its row, a simple background model
+  for photos whose background changes mainly with height (sky, ground, walls), so
+  that the colours of the subject count as much as those of the large background,
 - histograms of gradient orientations of the lightness channel weighted by gradient
   magnitude, softly binned into unsigned orientations (HOG-like), over a pyramid
   (whole image + 2x2 + 4x4).
 
 Every cell histogram is L1-normalised and square-rooted (Hellinger), so it has unit
-L2 norm; gradient cells are normalised with a floor so that flat cells stay weak.
-Pyramid levels and the two descriptor groups are weighted, concatenated and the
-whole vector is L2-normalised: the cosine of two vectors is a similarity of colour
-layout and edge structure. numpy and Pillow only.
+L2 norm; gradient and foreground cells are normalised with a floor so that flat
+cells and photos without a distinct subject stay weak. Pyramid levels and the three
+groups are weighted, concatenated and the whole vector is L2-normalised: the cosine
+of two vectors is a similarity of colour layout, subject colour and edge structure.
+numpy and Pillow only.
 """
 from __future__ import annotations
 
@@ -78,7 +83,9 @@ class ClassicalParams:
     orientation_bins: int = 12                  # unsigned gradient orientations over [0, pi)
     gradient_levels: tuple[int, ...] = (1, 2, 4)
     gradient_floor: float = 2.0                 # per-pixel gradient mass added to each cell's normaliser
-    colour_weight: float = 0.5                  # share of the squared norm given to colour (rest: gradients)
+    foreground_delta_e: float = 32.0            # a pixel this far (CIELAB delta E) from its row median counts fully
+    foreground_floor: float = 0.02              # share of pixels added to the foreground normaliser
+    weights: tuple[float, float, float] = (1.0, 2.0, 1.0)  # shares of the norm: layout colour, foreground colour, gradients
 
     def validate(self) -> None:
         w, h = self.size
@@ -91,8 +98,10 @@ class ClassicalParams:
                 raise ConfigError(f"classical embedder {name} must each divide the finest grid {max(levels)}, got {levels}")
         if min(self.lab_bins) < 1 or self.orientation_bins < 2:
             raise ConfigError("classical embedder needs at least 1 bin per L*a*b* axis and 2 orientation bins")
-        if not 0.0 <= self.colour_weight <= 1.0:
-            raise ConfigError(f"classical embedder colour_weight must be in [0, 1], got {self.colour_weight}")
+        if len(self.weights) != 3 or min(self.weights) < 0 or sum(self.weights) <= 0:
+            raise ConfigError(f"classical embedder weights must be three non-negative numbers, got {self.weights}")
+        if self.foreground_delta_e <= 0:
+            raise ConfigError(f"classical embedder foreground_delta_e must be positive, got {self.foreground_delta_e}")
 
 
 def _cell_map(size: tuple[int, int], grid: int, crop: int) -> np.ndarray:
@@ -144,7 +153,7 @@ class ClassicalEmbedder:
         nl, na, nb = params.lab_bins
         self._n_colour = nl * na * nb
         self.dim = (
-            self._n_colour * sum(g * g for g in params.colour_levels)
+            self._n_colour * (1 + sum(g * g for g in params.colour_levels))
             + params.orientation_bins * sum(g * g for g in params.gradient_levels)
         )
         self._colour_grid = max(params.colour_levels)
@@ -152,9 +161,12 @@ class ClassicalEmbedder:
         self._colour_cells = _cell_map(params.size, self._colour_grid, 0)
         self._gradient_cells = _cell_map(params.size, self._gradient_grid, 1)
         w, h = params.size
-        self._colour_weight = np.sqrt(params.colour_weight / len(params.colour_levels))
-        self._gradient_weight = np.sqrt((1.0 - params.colour_weight) / len(params.gradient_levels))
+        share = np.asarray(params.weights, dtype=np.float64) / sum(params.weights)
+        self._colour_weight = np.sqrt(share[0] / len(params.colour_levels))
+        self._foreground_weight = np.sqrt(share[1])
+        self._gradient_weight = np.sqrt(share[2] / len(params.gradient_levels))
         self._colour_floors = [0.0] * len(params.colour_levels)
+        self._foreground_floor = [params.foreground_floor * w * h]
         self._gradient_floors = [params.gradient_floor * (w - 2) * (h - 2)] * len(params.gradient_levels)
 
     def settings(self) -> dict[str, Any]:
@@ -169,7 +181,8 @@ class ClassicalEmbedder:
             image = image.resize(self.params.size, Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)
 
-    def _colour_histograms(self, lab: np.ndarray) -> list[np.ndarray]:
+    def _colour_bins(self, lab: np.ndarray) -> np.ndarray:
+        """Joint L*a*b* bin of every pixel (flat, row-major)."""
         p = self.params
         nl, na, nb = p.lab_bins
         flat = lab.reshape(-1, 3)
@@ -178,10 +191,21 @@ class ClassicalEmbedder:
         scale_b = nb / (2 * p.ab_range)
         ai = np.clip(np.floor((flat[:, 1] + p.ab_range) * scale_a).astype(np.int64), 0, na - 1)
         bi = np.clip(np.floor((flat[:, 2] + p.ab_range) * scale_b).astype(np.int64), 0, nb - 1)
-        code = (self._colour_cells * nl + li) * (na * nb) + ai * nb + bi
+        return (li * na + ai) * nb + bi
+
+    def _colour_histograms(self, bins: np.ndarray) -> list[np.ndarray]:
         g = self._colour_grid
-        finest = np.bincount(code, minlength=g * g * self._n_colour).astype(np.float32)
-        return _pyramid(finest.reshape(g, g, self._n_colour), self.params.colour_levels)
+        finest = np.bincount(self._colour_cells * self._n_colour + bins, minlength=g * g * self._n_colour)
+        return _pyramid(finest.astype(np.float32).reshape(g, g, self._n_colour), self.params.colour_levels)
+
+    def _foreground_histogram(self, lab: np.ndarray, bins: np.ndarray) -> list[np.ndarray]:
+        width = lab.shape[1]
+        rows = np.ascontiguousarray(lab.transpose(0, 2, 1))
+        background = np.partition(rows, width // 2, axis=-1)[..., width // 2]
+        distance = np.sqrt(((lab - background[:, None, :]) ** 2).sum(axis=-1))
+        weight = np.minimum(distance / self.params.foreground_delta_e, 1.0).ravel()
+        hist = np.bincount(bins, weights=weight, minlength=self._n_colour)
+        return [hist.astype(np.float32).reshape(1, 1, self._n_colour)]
 
     def _gradient_histograms(self, lightness: np.ndarray) -> list[np.ndarray]:
         nbins = self.params.orientation_bins
@@ -206,9 +230,15 @@ class ClassicalEmbedder:
         if pixels.shape != expected:
             raise ValueError(f"expected a working-size array of shape {expected}, got {pixels.shape}")
         lab = srgb_to_lab(pixels)
-        colour = _hellinger_cells(self._colour_histograms(lab), self._colour_floors)
+        bins = self._colour_bins(lab)
+        colour = _hellinger_cells(self._colour_histograms(bins), self._colour_floors)
+        foreground = _hellinger_cells(self._foreground_histogram(lab, bins), self._foreground_floor)
         gradient = _hellinger_cells(self._gradient_histograms(lab[..., 0]), self._gradient_floors)
-        vec = np.concatenate([c * self._colour_weight for c in colour] + [g * self._gradient_weight for g in gradient])
+        vec = np.concatenate(
+            [c * self._colour_weight for c in colour]
+            + [f * self._foreground_weight for f in foreground]
+            + [g * self._gradient_weight for g in gradient]
+        )
         vec = vec.astype(np.float32)
         norm = float(np.linalg.norm(vec))
         return vec / norm if norm > 0 else vec
