@@ -103,6 +103,8 @@ def test_classical_has_no_text_tower():
 def test_classical_rejects_bad_parameters():
     with pytest.raises(ConfigError, match="gradient_levels"):
         ClassicalEmbedder(gradient_levels=(1, 3, 4))
+    with pytest.raises(ConfigError, match="no parameter colour_bins"):
+        ClassicalEmbedder(colour_bins=8)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

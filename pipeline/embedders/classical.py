@@ -134,17 +134,20 @@ def _hellinger_cells(levels: list[np.ndarray], floors: list[float]) -> list[np.n
 
 
 class ClassicalEmbedder:
-    """Colour + gradient histogram embedder (the lite profile's image embedder, no weights)."""
+    """Colour layout, foreground colour and gradient histograms (the lite profile's image embedder, no weights)."""
 
     has_text_tower = False
 
-    def __init__(self, params: ClassicalParams | None = None, *, batch_size: int = 64, num_workers: int = 0, **overrides: Any):
-        params = params or ClassicalParams()
-        if overrides:
-            params = ClassicalParams(**{**asdict(params), **overrides})
-        params = ClassicalParams(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in asdict(params).items()}  # type: ignore[arg-type]
-        )
+    def __init__(
+        self, params: ClassicalParams | None = None, *, batch_size: int = 64, num_workers: int = 0, **overrides: Any
+    ):
+        """``overrides`` set single ``ClassicalParams`` fields, e.g. ``ClassicalEmbedder(orientation_bins=8)``."""
+        fields = asdict(params or ClassicalParams())
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ConfigError(f"classical embedder has no parameter {', '.join(unknown)}; known: {', '.join(fields)}")
+        fields.update(overrides)
+        params = ClassicalParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
         params.validate()
         self.params = params
         self.batch_size = batch_size

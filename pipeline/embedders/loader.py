@@ -92,7 +92,6 @@ def iter_decoded_batches(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate_decoded,
-        persistent_workers=False,
     )
     yield from loader
 

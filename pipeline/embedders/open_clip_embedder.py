@@ -45,12 +45,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    text = lines[0] if lines else "no details"
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
 class OpenClipEmbedder:
     """open_clip image embedder with its text tower (for CLIP text-to-image search)."""
 
@@ -146,23 +140,49 @@ class OpenClipEmbedder:
     def _cache_key(self) -> str:
         return f"open_clip|{self._name}|{self._weights}|{self._device}"
 
+    def _load_ref(self) -> str:
+        """What the weights are loaded from, as ``pipeline.models.loading`` names it in messages."""
+        if self._name.startswith(LOCAL_DIR):
+            return self._name[len(LOCAL_DIR):]
+        if self._name.startswith(HF_HUB):
+            return self._name[len(HF_HUB):]
+        assert self._weights is not None
+        if os.path.sep in self._weights or os.path.isfile(self._weights):
+            return self._weights
+        import open_clip
+
+        hub = (open_clip.get_pretrained_cfg(self._name, self._weights) or {}).get("hf_hub", "")
+        return hub.strip("/") or f"{self._name}/{self._weights}"
+
     def _load(self) -> tuple[Any, Any, Any]:
         import open_clip
+
+        from pipeline.models.loading import load_pretrained
 
         if not self._name.startswith((LOCAL_DIR, HF_HUB)) and self._name.replace("/", "-") not in open_clip.list_models():
             raise ModelLoadError(
                 f"open_clip has no model named '{self._name}' (open_clip.list_models() lists the known names)"
             )
-        try:
+        weights = self._weights
+        if weights and os.path.sep not in weights and not os.path.isfile(weights):
+            if not open_clip.get_pretrained_cfg(self._name, weights):
+                tags = ", ".join(open_clip.list_pretrained_tags_by_model(self._name)) or "none"
+                raise ModelLoadError(
+                    f"open_clip model '{self._name}' has no pretrained tag '{weights}' and no such weights file exists "
+                    f"(its tags: {tags})"
+                )
+
+        def create(_ref: str) -> tuple[Any, Any, Any]:
             model, preprocess = open_clip.create_model_from_pretrained(
                 self._name, pretrained=self._weights, device=self._device
             )
-            tokenizer = open_clip.get_tokenizer(self._name)
-        except Exception as exc:
-            raise ModelLoadError(
-                f"could not load open_clip model '{self.model_id}' on {self._device}: {_first_line(exc)}"
-            ) from exc
+            return model, preprocess, open_clip.get_tokenizer(self._name)
+
+        model, preprocess, tokenizer = load_pretrained(
+            create, self._load_ref(), what=f"open_clip image embedder {self._name}"
+        )
         model.eval()
+        model.requires_grad_(False)
         return model, preprocess, tokenizer
 
     def _loaded(self) -> tuple[Any, Any, Any]:
