@@ -121,7 +121,7 @@ def test_captions_name_the_scene_kind_colour_place_and_count(world):
                 assert counted <= ({"three"} if s["count"] == 3 else {"two", "pair", "couple"}) and counted, c
         # the first caption uses the plain names, so that searching for them finds the photo
         first = _words(caps[0])
-        plain = {"man", "men"} if s["variant"] == "man" else {"woman", "women"} if s["variant"] == "woman" else KIND_NAMES[s["kind"]]
+        plain = {"man": {"man", "men"}, "woman": {"woman", "women"}}.get(s["variant"], KIND_NAMES[s["kind"]])
         assert first & plain and s["colour"] in first, caps[0]
 
 

@@ -30,7 +30,9 @@ GENERATOR_VERSION = 1
 
 IMAGE_DIR = "Flicker8k_Dataset"
 TOKEN_FILE = "Flickr8k.token.txt"
-SPLIT_FILES = {"train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt"}
+SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt", "dev": "Flickr_8k.devImages.txt", "test": "Flickr_8k.testImages.txt",
+}
 SCENES_FILE = "demo_scenes.jsonl"
 MANIFEST_FILE = "demo_world.json"
 SPLIT_FRACTIONS = {"train": 0.7, "dev": 0.1, "test": 0.2}
@@ -195,7 +197,8 @@ _BOAT_PLACES = {
 _POSITIONS = {
     "left": ("on the left", "on the left side", "on the left side of the picture", "to the left of the frame",
              "at the left of the photo"),
-    "centre": ("in the middle", "in the centre of the picture", "in the middle of the frame", "at the centre of the photo"),
+    "centre": ("in the middle", "in the centre of the picture", "in the middle of the frame",
+               "at the centre of the photo"),
     "right": ("on the right", "on the right side", "on the right side of the picture", "to the right of the frame",
               "at the right of the photo"),
 }
@@ -639,10 +642,10 @@ def _draw_person(pen: _Pen, c: RGB, o: SceneObject, rng: random.Random) -> None:
 def _draw_ball(pen: _Pen, c: RGB, o: SceneObject, rng: random.Random) -> None:
     seam = _shade(c, 0.6) if o.colour != "white" else (60, 60, 60)
     pen.ellipse(0.0, 0.0, 1.0, 1.0, c)
-    b = pen._box(0.0, 0.0, 1.0, 1.0)
-    w = max(1, pen.lw)
-    pen.d.arc((b[0] - 0.5 * pen.w, b[1] + 0.1 * pen.h, b[0] + 0.55 * pen.w, b[3] - 0.1 * pen.h), -60, 60, fill=seam, width=w)
-    pen.d.arc((b[0] + 0.45 * pen.w, b[1] + 0.1 * pen.h, b[2] + 0.5 * pen.w, b[3] - 0.1 * pen.h), 120, 240, fill=seam, width=w)
+    x0, y0, x1, y1 = pen._box(0.0, 0.0, 1.0, 1.0)
+    top, bottom = y0 + 0.1 * pen.h, y1 - 0.1 * pen.h
+    pen.d.arc((x0 - 0.5 * pen.w, top, x0 + 0.55 * pen.w, bottom), -60, 60, fill=seam, width=pen.lw)
+    pen.d.arc((x0 + 0.45 * pen.w, top, x1 + 0.5 * pen.w, bottom), 120, 240, fill=seam, width=pen.lw)
     pen.ellipse(0.22, 0.14, 0.42, 0.3, _mix(c, (255, 255, 255), 0.55), edge=False)
 
 
@@ -738,13 +741,12 @@ _DRAW: dict[str, Callable[[_Pen, RGB, SceneObject, random.Random], None]] = {
 }
 
 
-def _vertical_gradient(h: int, w: int, stops: list[tuple[float, RGB]]) -> np.ndarray:
-    """An (h, w, 3) float image whose rows blend between colour stops given at height fractions."""
+def _vertical_gradient(h: int, stops: list[tuple[float, RGB]]) -> np.ndarray:
+    """An (h, 1, 3) float column that blends between colour stops given at height fractions."""
     ys = np.linspace(0.0, 1.0, h, dtype=np.float32)
     pos = np.array([p for p, _ in stops], dtype=np.float32)
     cols = np.array([c for _, c in stops], dtype=np.float32)
-    rows = np.stack([np.interp(ys, pos, cols[:, k]) for k in range(3)], axis=1)
-    return np.broadcast_to(rows[:, None, :], (h, w, 3)).copy()
+    return np.stack([np.interp(ys, pos, cols[:, k]) for k in range(3)], axis=1).astype(np.float32)[:, None, :]
 
 
 def _mottle(rng: np.random.Generator, h: int, w: int, cell: int, amount: float) -> np.ndarray:
@@ -787,8 +789,8 @@ def _background(scene: Scene, rng: random.Random, nrng: np.random.Generator, W: 
     else:  # indoor
         wall = J(rng.choice(((228, 212, 182), (236, 224, 200), (214, 200, 186), (226, 214, 172))), 6)
         stops = [(0, _shade(wall, 0.92)), (hz, wall), (hz + 0.001, J((158, 106, 64), 8)), (1, J((120, 80, 46), 8))]
-    arr = _vertical_gradient(H // _SS, W // _SS, stops)
-    arr += _mottle(nrng, H // _SS, W // _SS, 12, 5.0 if bg in ("snow", "night") else 9.0)
+    mottle = 5.0 if bg in ("snow", "night") else 9.0
+    arr = _vertical_gradient(H // _SS, stops) + _mottle(nrng, H // _SS, W // _SS, 12, mottle)
     # Nearest is enough: the final 2x reduction gives back the smooth base exactly.
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).resize((W, H), Image.Resampling.NEAREST)
     d = ImageDraw.Draw(img, "RGBA")
@@ -1051,8 +1053,8 @@ class _Phrases:
         colour = self.colour_word()
         if s.kind == "person":
             garment = _PERSON_GARMENT[s.variant][0 if s.count == 1 else 1]
-            return self._pick((f"wearing {_a(colour)} {colour} {garment}" if s.count == 1 else f"wearing {colour} {garment}",
-                               f"dressed in {colour}"))
+            worn = f"{_a(colour)} {colour} {garment}" if s.count == 1 else f"{colour} {garment}"
+            return self._pick((f"wearing {worn}", f"dressed in {colour}"))
         if s.kind == "tree":
             return self._pick((colour, f"covered in {colour} leaves"))
         return colour
@@ -1067,8 +1069,11 @@ class _Phrases:
     def be(self) -> str:
         return "is" if self.s.count == 1 else "are"
 
-    def place(self, static: bool = False) -> str:
+    def place(self, static: bool = False, scene_wide: bool = False) -> str:
+        """Where the subject is; ``scene_wide`` names the background alone (for two subjects)."""
         s = self.s
+        if scene_wide:
+            return self._pick(_PLACES[s.background]["static"])
         if s.kind == "boat":
             return self._pick(_BOAT_PLACES[s.background])
         table = _PLACES[s.background]
@@ -1142,7 +1147,7 @@ def _t_long(p: _Phrases) -> str:
 
 def _t_with_other(p: _Phrases) -> str:
     if p.rng.random() < 0.5:
-        return f"{_cap(p.np())} and {p.other()} {p.place(static=True)} ."
+        return f"{_cap(p.np())} and {p.other()} {p.place(scene_wide=True)} ."
     return f"{_cap(p.np())} {p.verb('s')} {p.place()} near {p.other()} ."
 
 
