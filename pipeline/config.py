@@ -52,6 +52,7 @@ class DataConfig(_Section):
     seed: int = 13
     official_test_targets: bool = False          # Flickr8k: draw targets from the official test list
     demo_images: int = Field(800, ge=20)
+    demo_seed: int = 7
     max_image_pixels: int = Field(100_000_000, ge=1)
 
 

@@ -29,6 +29,7 @@ _KEY_DOCS: dict[str, str] = {
     "data.seed": "fixes the split: same seed, same targets",
     "data.official_test_targets": "Flickr8k: draw the targets from the official test list",
     "data.demo_images": "size of the generated demo world",
+    "data.demo_seed": "seed of the generated demo world (same seed, same bytes)",
     "data.max_image_pixels": "larger images are skipped with a reason",
     "runtime.device": "auto | cuda | cuda:N | cpu | mps",
     "runtime.dtype": "auto (bf16/fp16 on GPU, fp32 on CPU) | float32 | float16 | bfloat16",

@@ -103,3 +103,12 @@ def test_console_script_exit_code_and_no_traceback(home):
                           env={**os.environ, "CAPSEARCH_HOME": str(home)}, timeout=120)
     assert proc.returncode == 1
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_data_demo_regenerates_only_when_settings_change(home, capsys):
+    ws = str(home / "ws")
+    run_cli(capsys, "data", "demo", "--images", "40", "--workspace", ws)
+    code, out, _ = run_cli(capsys, "data", "demo", "--images", "40", "--workspace", ws)
+    assert code == 0 and "already at" in out
+    code, out, _ = run_cli(capsys, "data", "demo", "--images", "50", "--workspace", ws)
+    assert code == 0 and "demo world: 50 photos" in out and "ingested 50 photos" in out

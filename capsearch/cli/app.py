@@ -121,20 +121,20 @@ def data_demo(
     workspace: WorkspaceOpt = None,
     images: Annotated[Optional[int], typer.Option(help="Number of photos to generate (default: data.demo_images).")] = None,
     path: Annotated[Optional[Path], typer.Option(help="Where to write the demo world (default data/demo).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the generated world.")] = 7,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the generated world (default: data.demo_seed).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Generate again even if it exists.")] = False,
 ) -> None:
     """Generate the offline demo world (Flickr8k layout) and ingest it into the workspace."""
     from pipeline.config_file import update_config_file
-    from pipeline.datasets.demo import generate_demo_world
-    from pipeline.datasets.flickr8k import is_flickr8k_layout
+    from pipeline.datasets.demo import demo_world_matches, generate_demo_world
     from pipeline.workspace import resolve_home_path
 
     ws = ctx.workspace(workspace)
     target = path or Path(ws.config.data.path if ws.config.data.source == "demo" else "data/demo")
     root = resolve_home_path(target)
     n = images or ws.config.data.demo_images
-    if force or not is_flickr8k_layout(root):
+    seed = ws.config.data.demo_seed if seed is None else seed
+    if force or not demo_world_matches(root, n, seed):
         from capsearch.cli.progress import rich_progress
 
         with rich_progress() as progress:
@@ -143,7 +143,7 @@ def data_demo(
                       f"({summary.seconds:.1f} s)")
     else:
         console.print(f"demo world already at {root} (use --force to generate again)")
-    update_config_file(ws.config_path, {"data": {"source": "demo", "path": str(target), "demo_images": n}})
+    update_config_file(ws.config_path, {"data": {"source": "demo", "path": str(target), "demo_images": n, "demo_seed": seed}})
     ws.reload_config()
     _ingest(ws)
 

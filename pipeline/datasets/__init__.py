@@ -12,14 +12,14 @@ __all__ = ["Collection", "CollectionItem", "load_collection"]
 
 def load_collection(data: DataConfig, root: Path, progress=None) -> Collection:
     """Read the configured data set. The demo world is generated first when it is not there yet."""
-    from pipeline.datasets.flickr8k import is_flickr8k_layout, load_flickr8k
+    from pipeline.datasets.flickr8k import load_flickr8k
     from pipeline.datasets.folder import load_folder
 
     if data.source == "demo":
-        if not is_flickr8k_layout(root):
-            from pipeline.datasets.demo import generate_demo_world
+        from pipeline.datasets.demo import demo_world_matches, generate_demo_world
 
-            generate_demo_world(root, n_images=data.demo_images, progress=progress)
+        if not demo_world_matches(root, data.demo_images, data.demo_seed):
+            generate_demo_world(root, n_images=data.demo_images, seed=data.demo_seed, progress=progress)
         return load_flickr8k(root, name="demo")
     if data.source == "flickr8k":
         return load_flickr8k(root)
