@@ -1,0 +1,119 @@
+"""Build the ``Captioner`` of a configured captioner name: the one place that maps ``kind`` to a backend.
+
+A captioner is configured in ``[captioners.<name>]`` with a ``kind``:
+
+- ``vlm-neighbours``: a chat VLM given each photo's neighbour prompt,
+- ``vlm-plain``: the same kind of VLM with one fixed instruction (``prompt``),
+- ``blip``: BLIP captioning (base or large, by ``model``),
+- ``vit-gpt2``: a ViT encoder with a GPT-2 decoder,
+- ``knn-consensus``: the neighbours' consensus caption, chosen with the text embedder.
+
+Building is cheap: models and processors load on first use, once per process.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.backends import Captioner
+    from pipeline.config import CaptionerConfig, Config
+
+GENERATIVE_KINDS = ("vlm-neighbours", "vlm-plain", "blip", "vit-gpt2")
+
+
+def _generation(cc: "CaptionerConfig") -> dict[str, Any]:
+    return {"max_new_tokens": cc.max_new_tokens, "num_beams": cc.num_beams,
+            "no_repeat_ngram_size": cc.no_repeat_ngram_size, "repetition_penalty": cc.repetition_penalty}
+
+
+def _placement(cfg: "Config") -> dict[str, Any]:
+    return {"device": cfg.runtime.device, "dtype": cfg.runtime.dtype}
+
+
+def _vlm(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+    from pipeline.captioners.vlm import DEFAULT_INSTRUCTION, DEFAULT_VLM, VLMCaptioner
+
+    plain = cc.kind == "vlm-plain"
+    return VLMCaptioner(name, cc.model or DEFAULT_VLM, needs_prompts=not plain,
+                        instruction=(cc.prompt or DEFAULT_INSTRUCTION) if plain else DEFAULT_INSTRUCTION,
+                        **_placement(cfg), **_generation(cc))
+
+
+def _blip(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+    from pipeline.captioners.blip import BlipCaptioner
+
+    return BlipCaptioner(name, cc.model or None, **_placement(cfg), **_generation(cc))
+
+
+def _vit_gpt2(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+    from pipeline.captioners.vit_gpt2 import DEFAULT_VIT_GPT2, VitGpt2Captioner
+
+    return VitGpt2Captioner(name, cc.model or DEFAULT_VIT_GPT2, **_placement(cfg), **_generation(cc))
+
+
+def _knn(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+    from pipeline.captioners.knn_consensus import KnnConsensusCaptioner
+
+    return KnnConsensusCaptioner(build_text_embedder(cfg), name=name)
+
+
+BUILDERS: dict[str, Callable[[str, "CaptionerConfig", "Config"], "Captioner"]] = {
+    "vlm-neighbours": _vlm,
+    "vlm-plain": _vlm,
+    "blip": _blip,
+    "vit-gpt2": _vit_gpt2,
+    "knn-consensus": _knn,
+}
+
+
+def build_text_embedder(cfg: "Config") -> Any:
+    """The configured text embedder (``[text_embedder]``), as kNN consensus and caption search use it."""
+    from pipeline.text_embedding import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(cfg.text_embedder.model, device=cfg.runtime.device,
+                                       batch_size=cfg.text_embedder.batch_size)
+
+
+def build_captioner(cfg: "Config", name: str) -> "Captioner":
+    """The captioner configured as ``[captioners.<name>]``; a clear error for an unknown name or kind."""
+    cc = cfg.captioner(name)
+    builder = BUILDERS.get(cc.kind)
+    if builder is None:
+        raise ConfigError(f"captioner '{name}': kind '{cc.kind}' is not one of {', '.join(BUILDERS)}")
+    return builder(name, cc, cfg)
+
+
+def is_generative(cfg: "Config", name: str) -> bool:
+    return cfg.captioner(name).kind in GENERATIVE_KINDS
+
+
+def default_model(kind: str) -> str:
+    """The model a captioner of this kind loads when its ``model`` is empty ("" for knn-consensus)."""
+    if kind in ("vlm-neighbours", "vlm-plain"):
+        from pipeline.captioners.vlm import DEFAULT_VLM
+
+        return DEFAULT_VLM
+    if kind == "vit-gpt2":
+        from pipeline.captioners.vit_gpt2 import DEFAULT_VIT_GPT2
+
+        return DEFAULT_VIT_GPT2
+    return ""
+
+
+def captioner_models_to_pull(cfg: "Config", names: list[str] | None = None) -> list[str]:
+    """Model ids (hub names or local paths) of the given captioners (default: the enabled ones), in order."""
+    out: list[str] = []
+    for name in names if names is not None else cfg.enabled_captioners():
+        cc = cfg.captioner(name)
+        if cc.kind not in GENERATIVE_KINDS:
+            continue
+        model = cc.model or default_model(cc.kind)
+        if not model and cc.kind == "blip":
+            from pipeline.captioners.blip import BLIP_MODELS
+
+            model = BLIP_MODELS.get(name, "")
+        if model and model not in out:
+            out.append(model)
+    return out
