@@ -42,9 +42,11 @@ def make_captioner(tiny_smolvlm_dir: Path, tiny_blip_dir: Path, tiny_vit_gpt2_di
     return make
 
 
+@pytest.mark.parametrize("num_beams", [1, 3])
 @pytest.mark.parametrize("kind", ["vlm", "blip", "vit-gpt2"])
-def test_captions_real_images_and_a_batch_equals_single_images(make_captioner, tiny_caption_images, kind: str) -> None:
-    captioner = make_captioner(kind, num_beams=1)
+def test_captions_real_images_and_a_batch_equals_single_images(make_captioner, tiny_caption_images, kind: str,
+                                                               num_beams: int) -> None:
+    captioner = make_captioner(kind, num_beams=num_beams)
     assert isinstance(captioner, Captioner)
     captions = captioner.caption(tiny_caption_images, PROMPTS)
     assert len(captions) == len(tiny_caption_images) and all(isinstance(c, str) for c in captions)

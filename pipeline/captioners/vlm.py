@@ -68,7 +68,10 @@ class VLMCaptioner(GenerativeCaptioner):
         processor = AutoProcessor.from_pretrained(ref, token=token)
         if getattr(processor, "chat_template", None) is None:
             raise ModelLoadError(f"{self._what()} '{self.model_id}' has no chat template: it is not a chat VLM")
-        processor.tokenizer.padding_side = "left"
+        tokenizer = processor.tokenizer
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
         return processor
 
     @property
@@ -86,7 +89,7 @@ class VLMCaptioner(GenerativeCaptioner):
 
     def prepare_inputs(self, images: Sequence["Image.Image"], prompts: Sequence[str | None]) -> Any:
         texts = [self.chat_text(p) for p in prompts]
-        inputs = self.processor(text=texts, images=[[image] for image in images], return_tensors="pt", padding=True)
+        inputs = self.processor(text=texts, images=list(images), return_tensors="pt", padding=True)
         return self._to_device(inputs)
 
     def _prefix_length(self, inputs: Any) -> int:
