@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from pipeline.captioners.generation import GenerationSettings, GenerativeCaptioner, clean_caption
 from pipeline.errors import ModelLoadError
+from pipeline.models.loading import hub_token, load_pretrained
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -109,8 +110,6 @@ class VLMCaptioner(GenerativeCaptioner):
     def context_length(self) -> int:
         """The model's context window in tokens (read from its config, without loading the weights)."""
         from transformers import AutoConfig
-
-        from pipeline.models.loading import hub_token, load_pretrained
 
         config = load_pretrained(lambda ref: AutoConfig.from_pretrained(ref, token=hub_token()),
                                  self.model_id, what=self._what())
