@@ -55,6 +55,7 @@ def _vit_gpt2(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
 
 def _knn(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
     from pipeline.captioners.knn_consensus import KnnConsensusCaptioner
+    from pipeline.text_models import build_text_embedder
 
     return KnnConsensusCaptioner(build_text_embedder(cfg), name=name)
 
@@ -66,14 +67,6 @@ BUILDERS: dict[str, Callable[[str, "CaptionerConfig", "Config"], "Captioner"]] =
     "vit-gpt2": _vit_gpt2,
     "knn-consensus": _knn,
 }
-
-
-def build_text_embedder(cfg: "Config") -> Any:
-    """The configured text embedder (``[text_embedder]``), as kNN consensus and caption search use it."""
-    from pipeline.text_embedding import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder(cfg.text_embedder.model, device=cfg.runtime.device,
-                                       batch_size=cfg.text_embedder.batch_size)
 
 
 def build_captioner(cfg: "Config", name: str) -> "Captioner":

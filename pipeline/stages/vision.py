@@ -406,7 +406,8 @@ class CaptionStage(Stage):
         return self.captioner_config.prompt or DEFAULT_INSTRUCTION
 
     def config(self) -> dict[str, Any]:
-        from pipeline.captioners.registry import build_text_embedder, default_model
+        from pipeline.captioners.registry import default_model
+        from pipeline.text_models import build_text_embedder
 
         out: dict[str, Any] = {"captioner": self.captioner_config.model_dump(mode="json", exclude={"batch_size"}),
                                "model_id": self.captioner_config.model or default_model(self.kind)}
