@@ -74,26 +74,28 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class _MissingInput:
-    """Sorts batch items whose upstream output is absent into failed (upstream failed) and skipped."""
+def _names(items: list[str], shown: int = 3) -> str:
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
-    def __init__(self, upstream_failures: dict[str, str], what: str, command: str):
-        self.upstream_failures, self.what, self.command = upstream_failures, what, command
-        self.failed = 0
-        self.skipped = 0
 
-    def add(self, item: str, progress: StageProgress | None) -> None:
-        reason = self.upstream_failures.get(item)
-        if reason is not None:
-            self.failed += 1
-            if progress:
-                progress.message(f"{item}: {reason}", "warning")
-        else:
-            self.skipped += 1
-            if progress:
-                progress.message(f"{item}: no {self.what} yet; run `capsearch {self.command}` first", "warning")
-        if progress:
-            progress.advance(1, failures=int(reason is not None))
+def report_missing_input(items: list[str], upstream_failures: dict[str, str], what: str, command: str,
+                         progress: StageProgress | None) -> tuple[int, int]:
+    """Batch items whose upstream output is absent: ``(failed, skipped)``.
+
+    An item failed when its upstream step failed for it (the reason is passed on); otherwise
+    that step has not run for it yet and the item is skipped with the command to run.
+    """
+    failed = [i for i in items if i in upstream_failures]
+    skipped = [i for i in items if i not in upstream_failures]
+    if progress:
+        for item in failed:
+            progress.message(f"{item}: {upstream_failures[item]}", "warning")
+        if skipped:
+            progress.message(f"{len(skipped)} photos have no {what} yet ({_names(skipped)}); "
+                             f"run `capsearch {command}` first", "warning")
+        if items:
+            progress.advance(len(items), failures=len(failed))
+    return len(failed), len(skipped)
 
 
 # -- embed-images -----------------------------------------------------------------------------------------
@@ -238,10 +240,9 @@ class NeighboursStage(Stage):
         keys, vecs = self.store.get_vectors(self.embed.space, sorted({shas[t] for t in batch.ids if t in shas}))
         row = {k: i for i, k in enumerate(keys)}
         have = [t for t in batch.ids if shas.get(t) in row]
-        missing = _MissingInput(self.failed_items() if len(have) < len(batch.ids) else {},
-                                "image embedding", "embed-images")
-        for t in sorted(set(batch.ids) - set(have)):
-            missing.add(t, progress)
+        absent = sorted(set(batch.ids) - set(have))
+        failed, skipped = report_missing_input(absent, self.failed_items() if absent else {},
+                                               "image embedding", "embed-images", progress)
         if have:
             res = find_neighbours(vecs[[row[shas[t]] for t in have]], db, n.k, block_size=n.block_size,
                                   target_ids=have, db_ids=db_ids, near_duplicate_threshold=n.near_duplicate_threshold,
@@ -251,7 +252,7 @@ class NeighboursStage(Stage):
             self.store.put_neighbours(self.config_hash(), rows)
             if progress:
                 progress.advance(len(have))
-        return BatchResult(done=len(have), failed=missing.failed, skipped=missing.skipped)
+        return BatchResult(done=len(have), failed=failed, skipped=skipped)
 
 
 # -- prompts ----------------------------------------------------------------------------------------------
@@ -340,14 +341,14 @@ class PromptsStage(Stage):
         from pipeline.prompts import build_prompt
 
         neighbours = self.store.neighbours(self.neighbours.config_hash(), batch.ids)
-        missing = _MissingInput(self.failed_items() if len(neighbours) < len(batch.ids) else {},
-                                "neighbours", "neighbours")
+        absent = [t for t in batch.ids if t not in neighbours]
+        failed, skipped = report_missing_input(absent, self.failed_items() if absent else {},
+                                               "neighbours", "neighbours", progress)
         captions = self.reference_captions()
         count, budget = self.token_counter() if neighbours else (estimate_tokens, None)
         rows, warnings = [], []
         for t in batch.ids:
             if t not in neighbours:
-                missing.add(t, progress)
                 continue
             lists = [captions.get(n, []) for n, _score, _dup in neighbours[t]]
             res = build_prompt(self.template[0], lists, per_neighbour=self.cfg.prompts.per_neighbour,
@@ -365,7 +366,7 @@ class PromptsStage(Stage):
                 progress.message(f"{item}: {text}", "warning")
             if rows:
                 progress.advance(len(rows))
-        return BatchResult(done=len(rows), failed=missing.failed, skipped=missing.skipped)
+        return BatchResult(done=len(rows), failed=failed, skipped=skipped)
 
 
 # -- caption:<captioner> ----------------------------------------------------------------------------------
@@ -461,12 +462,10 @@ class CaptionStage(Stage):
 
         prompts, neighbour_captions, prompt_ids = self._inputs(batch.ids)
         ready = [i for i in batch.ids if i in prompts]
-        missing = _MissingInput(self._upstream_failures() if len(ready) < len(batch.ids) else {},
-                                "prompt" if self.prompts is not None else "neighbours",
-                                "prompts" if self.prompts is not None else "neighbours")
-        for i in batch.ids:
-            if i not in prompts:
-                missing.add(i, progress)
+        absent = [i for i in batch.ids if i not in prompts]
+        what, command = ("prompt", "prompts") if self.prompts is not None else ("neighbours", "neighbours")
+        failed, skipped = report_missing_input(absent, self._upstream_failures() if absent else {},
+                                               what, command, progress)
         rows = {r.id: r for r in self.store.images(ids=ready)}
         root = collection_root(self.store) if ready else Path(".")
 
@@ -503,7 +502,7 @@ class CaptionStage(Stage):
             self.store.put_captions(self.target, self.config_hash(), records)
         ok = sum(r["status"] == "ok" for r in records)
         gone = len(ready) - len(loaded)
-        return BatchResult(done=ok, failed=len(records) - ok + missing.failed, skipped=missing.skipped + gone)
+        return BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone)
 
 
 STAGES: dict[str, type[Stage]] = {
