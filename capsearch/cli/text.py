@@ -1,0 +1,165 @@
+"""Text commands: `embed-captions`, `queries`, `search`, `evaluate`, `report`."""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
+
+import typer
+
+from capsearch.cli import context as ctx
+from capsearch.cli.context import JsonOpt, WorkspaceOpt, console
+
+if TYPE_CHECKING:
+    from pipeline.workspace import Workspace
+
+RetryOpt = Annotated[bool, typer.Option("--retry-failed", help="Compute failed items again (otherwise they are skipped).")]
+CaptionersOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--captioner", "-c", show_default=False, help="Captioner (repeatable); default: every enabled one."),
+]
+
+
+@contextmanager
+def _progress_to_stderr(enabled: bool) -> Iterator[None]:
+    """Keep stdout clean for --json: progress bars and notes go to stderr meanwhile."""
+    if not enabled:
+        yield
+        return
+    saved = getattr(console, "_file", None)      # None: follow sys.stdout, whatever it is at the time
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = saved  # type: ignore[assignment]
+
+
+def _print_counts(ws: "Workspace", names: list[str], captioners: list[str] | None = None) -> None:
+    from pipeline.stages.registry import pipeline_stages
+
+    for stage in pipeline_stages(ws, names, captioners):
+        c = stage.counts()
+        failed = f", [red]{c.failed} failed[/]" if c.failed else ""
+        missing = f", [yellow]{c.missing} missing[/]" if c.missing else ""
+        console.print(f"{c.stage}: {c.done} of {c.total} done{failed}{missing}", highlight=False)
+
+
+def embed_captions(captioner: CaptionersOpt = None, workspace: WorkspaceOpt = None) -> None:
+    """Embed the captions of the targets (each distinct caption text once) with the text embedder."""
+    from capsearch.cli.execute import run_stages
+
+    ws = ctx.workspace(workspace)
+    run_stages(ws, ["embed-captions"], captioners=captioner or None)
+    _print_counts(ws, ["embed-captions"], captioner or None)
+
+
+def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
+    """Make the evaluation queries (short and detail) from each target's own held-out reference captions."""
+    from capsearch.cli.execute import run_stages
+    from pipeline.stages.text import usage_line
+
+    ws = ctx.workspace(workspace)
+    reports = run_stages(ws, ["queries"], retry_failed=retry_failed)
+    _print_counts(ws, ["queries"])
+    usage = ws.store.get_meta("queries/last_run")
+    if usage and any(r.batches_run for r in reports) and ws.config.queries.generator == "openai":
+        console.print(f"this run: {usage_line(usage)}", highlight=False)
+    failed = ws.store.queries(_queries_hash(ws), status="failed")
+    if failed:
+        console.print(f"[yellow]{len({q['image_id'] for q in failed})} targets have failed queries "
+                      "(reasons: `capsearch status`); retry only those with `capsearch queries --retry-failed`[/]")
+
+
+def _queries_hash(ws: "Workspace") -> str:
+    from pipeline.search_service import stage_hash
+
+    return stage_hash(ws, "queries")
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, e.g. \"a dog in the snow\".")],
+    by: Annotated[Optional[str], typer.Option("--by", help="Method: a captioner, clip, hybrid or oracle.")] = None,
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many photos to list.")] = 10,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank the target photos for a text query and print the best ones with their scores and captions."""
+    from pipeline.search_service import SearchIndex
+
+    ws = ctx.workspace(workspace)
+    index = SearchIndex(ws)
+    method = by or index.default_method()
+    hits = index.search(query, method, k)
+    found = index.evaluation_query(query)
+    truth = None
+    if found is not None:
+        image_id, kind = found
+        truth = {"image_id": image_id, "kind": kind, "rank": index.rank_of(query, method, image_id)}
+    if as_json:
+        print(json.dumps({"query": query, "method": method, "k": k, "methods": index.methods(),
+                          "hits": [h.__dict__ for h in hits], "evaluation_query": truth}, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("#", "score", "photo", "caption", title=f"“{query}” by {method}", title_justify="left",
+                  header_style="bold")
+    for h in hits:
+        mark = " [green]← true photo[/]" if truth and h.image_id == truth["image_id"] else ""
+        table.add_row(str(h.rank), f"{h.score:.3f}", h.image_id + mark, h.caption)
+    console.print(table)
+    if not hits:
+        console.print("[yellow]no results[/]")
+    if truth:
+        console.print(f"evaluation query ({truth['kind']}) of {truth['image_id']}: "
+                      f"{method} ranks it #{truth['rank']:g} of {len(index.target_ids)}", highlight=False)
+    console.print(f"[dim]methods: {', '.join(index.methods())}[/]")
+
+
+def evaluate(
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+    baseline: Annotated[Optional[str], typer.Option(help="Method the others are compared with (default: evaluate.baseline).")] = None,
+) -> None:
+    """Recall@K, MRR and median rank per method and query kind, with CIs and a paired test against the baseline."""
+    from capsearch.cli.execute import run_stages
+    from capsearch.cli.summary import print_evaluation
+    from pipeline.errors import ConfigError
+    from pipeline.evaluation import evaluation_plan, load_evaluation
+    from pipeline.reports.tables import evaluation_json
+
+    ws = ctx.workspace(workspace)
+    if baseline:
+        plan = evaluation_plan(ws)
+        if baseline not in plan.methods:
+            raise ConfigError(f"baseline '{baseline}' is not an evaluated method; choose one of {', '.join(plan.methods)}")
+        ws.config.evaluate.baseline = baseline
+    with _progress_to_stderr(as_json):
+        run_stages(ws, ["evaluate"])
+    result = load_evaluation(ws)
+    if result is None:
+        from pipeline.errors import CapsearchError
+
+        raise CapsearchError("the evaluation did not produce results (see `capsearch status`)")
+    if as_json:
+        print(json.dumps(evaluation_json(result), indent=2, allow_nan=False))
+    else:
+        print_evaluation(result)
+
+
+def report(workspace: WorkspaceOpt = None) -> None:
+    """Write metrics.json/csv, PNG charts and a self-contained HTML page into <workspace>/reports/."""
+    from capsearch.cli.execute import run_stages
+    from capsearch.cli.summary import print_report_paths
+
+    ws = ctx.workspace(workspace)
+    run_stages(ws, ["evaluate", "report"])
+    print_report_paths(ws)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed-captions")(embed_captions)
+    app.command("queries")(queries)
+    app.command("search")(search)
+    app.command("evaluate")(evaluate)
+    app.command("report")(report)

@@ -1,0 +1,345 @@
+"""Evaluation: how well each method finds the true photo of every evaluation query.
+
+For every enabled captioner, every available extra method (``evaluate.extra_methods``:
+``clip``, ``hybrid``, ``oracle``; see ``search_service``) and every query kind, each query
+ranks all target photos and the true photo's rank gives Recall@K (``evaluate.ks``), MRR and
+the median rank (``pipeline.metrics``: expected values under random tie-breaking), with
+percentile bootstrap intervals over queries and a paired bootstrap against
+``evaluate.baseline`` on the same queries.
+
+A target that a method cannot rank (its caption failed or came out empty) is *missing*: it
+ranks below every scored photo, so its queries count as misses, never dropped; the number
+of missing targets per method is stored and printed. Failed queries (the generator gave
+none) are not evaluated and are counted separately.
+
+Evaluate embeds whatever it needs that is not stored yet: ok captions without a vector
+(normally done by ``embed-captions``), the oracle's captions (the oracle has no
+``embed-captions`` stage; its documents live in the same ``text/<key>/document`` space) and
+the queries (``text/<key>/query``, ``clip-text/<key>``). Results go to the store under the
+evaluate stage's configuration hash (the *eval hash*): per-query rankings (expected rank and
+the top ``TOP_STORED`` ids and scores) and the metrics, plus a summary in store meta
+``evaluation/<eval hash>``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import CapsearchError
+from pipeline.hashing import hash_obj, hash_text
+from pipeline.progress import StageProgress
+from pipeline.search_service import (CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, clip_text_space,
+                                     document_space, image_space, oracle_captions, query_space, stage_hash,
+                                     text_vectors, top_from_scores)
+from pipeline.workspace import Workspace
+
+TOP_STORED = 10
+CONFIDENCE = 0.95
+QUERY_CHUNK = 256
+KIND_ORDER = ("short", "detail")
+
+
+@dataclass
+class EvaluationPlan:
+    """What an evaluation covers: methods (name -> upstream identity) and the methods it must skip."""
+
+    methods: dict[str, Any]
+    skipped: dict[str, str]
+    queries_hash: str
+    kinds: list[str]
+
+
+def evaluation_plan(ws: Workspace) -> EvaluationPlan:
+    """Methods to evaluate under the current configuration, with the hashes of what each one reads."""
+    from pipeline.text_models import build_clip_embedder, build_text_embedder
+
+    cfg = ws.config
+    text_key = build_text_embedder(cfg).key
+    queries_hash = stage_hash(ws, "queries")
+    methods: dict[str, Any] = {c: stage_hash(ws, "embed-captions", c) for c in cfg.enabled_captioners()}
+    skipped: dict[str, str] = {}
+    extras = cfg.evaluate.extra_methods
+    clip = build_clip_embedder(cfg)
+    if CLIP in extras or HYBRID in extras:
+        if clip is None:
+            reason = (f"image embedder '{cfg.image_embedder.name}' has no text tower; clip and hybrid need "
+                      "image_embedder.name = \"open_clip\"")
+            skipped.update({m: reason for m in (CLIP, HYBRID) if m in extras})
+        else:
+            clip_id = {"image_embedder": clip.key, "embed_images": _optional_hash(ws, "embed-images")}
+            if CLIP in extras:
+                methods[CLIP] = clip_id
+            if HYBRID in extras:
+                hc = cfg.search.hybrid_captioner
+                if hc in cfg.enabled_captioners():
+                    methods[HYBRID] = {"captioner": hc, "captions": methods[hc], "clip": clip_id,
+                                       "weight": cfg.search.hybrid_weight}
+                else:
+                    skipped[HYBRID] = f"search.hybrid_captioner '{hc}' is not an enabled captioner"
+    if ORACLE in extras:
+        methods[ORACLE] = {"queries": queries_hash, "text_embedder": text_key, "rule": ORACLE_RULE}
+    kinds = [k for k in KIND_ORDER if k in cfg.queries.kinds]
+    return EvaluationPlan(methods, skipped, queries_hash, kinds)
+
+
+def _optional_hash(ws: Workspace, name: str) -> str:
+    try:
+        return stage_hash(ws, name)
+    except CapsearchError:
+        return ""
+
+
+def input_fingerprint(ws: Workspace, plan: EvaluationPlan) -> str:
+    """Hash of the content an evaluation reads: targets, caption texts and statuses, queries, image vectors."""
+    from pipeline.text_models import build_clip_embedder
+
+    store = ws.store
+    targets = store.image_ids("target")
+    target_set = set(targets)
+    parts: dict[str, Any] = {"targets": hash_obj(targets)}
+    for method in plan.methods:
+        if method in (CLIP, HYBRID, ORACLE):
+            continue
+        rows = store.captions(method, stage_hash(ws, "caption", method))
+        parts[method] = hash_obj(sorted((i, r.status, hash_text(r.text)) for i, r in rows.items() if i in target_set))
+    queries = store.queries(plan.queries_hash)
+    parts["queries"] = hash_obj([(q["image_id"], q["kind"], q["status"], hash_text(q["text"]), q["source_caption_idx"])
+                                 for q in queries])
+    if CLIP in plan.methods or HYBRID in plan.methods:
+        clip = build_clip_embedder(ws.config)
+        shas = [img.sha256 for img in store.images(split="target")]
+        parts["images"] = hash_obj(sorted(store.has_vectors(image_space(clip.key), shas)))
+    return hash_obj(parts)
+
+
+def evaluation_config(ws: Workspace, plan: EvaluationPlan | None = None) -> dict[str, Any]:
+    """The evaluate stage's configuration: every method's upstream hash, the queries, metric settings, inputs."""
+    from pipeline.text_models import build_text_embedder
+
+    plan = plan or evaluation_plan(ws)
+    ev = ws.config.evaluate
+    return {
+        "methods": plan.methods, "skipped": sorted(plan.skipped), "queries": plan.queries_hash, "kinds": plan.kinds,
+        "ks": sorted(set(ev.ks)), "n_boot": ev.n_boot, "seed": ev.seed, "confidence": CONFIDENCE,
+        "baseline": ev.baseline, "top_stored": TOP_STORED,
+        "text_embedder": build_text_embedder(ws.config).key,
+        "inputs": input_fingerprint(ws, plan),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- results
+
+@dataclass
+class MethodResult:
+    method: str
+    kind: str
+    n_queries: int
+    missing_targets: int
+    metrics: dict[str, dict[str, float]]                     # metric -> value, low, high
+    vs_baseline: dict[str, dict[str, float]] | None = None   # metric -> diff, low, high, p
+
+
+@dataclass
+class EvaluationResult:
+    eval_hash: str
+    queries_hash: str
+    methods: list[str]
+    kinds: list[str]
+    metrics: list[str]
+    baseline: str | None
+    n_targets: int
+    n_queries: dict[str, int]
+    failed_queries: int
+    missing: dict[str, int]
+    skipped: dict[str, str]
+    results: list[MethodResult] = field(default_factory=list)
+    n_boot: int = 0
+    confidence: float = CONFIDENCE
+    created_at: float = 0.0
+    seconds: float = 0.0
+
+    def get(self, method: str, kind: str) -> MethodResult | None:
+        return next((r for r in self.results if r.method == method and r.kind == kind), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvaluationResult":
+        data = dict(data)
+        data["results"] = [MethodResult(**r) for r in data.get("results", [])]
+        return cls(**data)
+
+    def missing_note(self, method: str) -> str:
+        n = self.missing.get(method, 0)
+        return f"{n} of {self.n_targets} targets missing" if n else ""
+
+
+def _metric_names(ks: list[int]) -> list[str]:
+    from pipeline.metrics import metric_names
+
+    return metric_names(ks)
+
+
+def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = None,
+                   progress: StageProgress | None = None) -> EvaluationResult:
+    """Evaluate every planned method and query kind; store rankings, metrics and the summary."""
+    from pipeline.metrics import evaluate_ranks, paired_bootstrap, rank_bounds
+    from pipeline.text_models import build_clip_embedder, build_text_embedder
+
+    t0 = time.perf_counter()
+    cfg, store = ws.config, ws.store
+    plan = plan or evaluation_plan(ws)
+    ev = cfg.evaluate
+    ks = sorted(set(ev.ks))
+    say = progress.message if progress else (lambda text, level="info": None)
+    queries = [q for q in store.queries(plan.queries_hash) if q["kind"] in plan.kinds]
+    ok_queries = [q for q in queries if q["status"] == "ok" and q["text"].strip()]
+    if not ok_queries:
+        raise CapsearchError("no evaluation queries for the current configuration: run `capsearch queries` first")
+    if not plan.methods:
+        raise CapsearchError("nothing to evaluate: enable a captioner or an extra method (evaluate.extra_methods)")
+    for method, reason in plan.skipped.items():
+        say(f"{method} skipped: {reason}", "warning")
+
+    text_embedder = build_text_embedder(cfg)
+    doc_space = document_space(text_embedder.key)
+    targets = store.image_ids("target")
+    documents = []
+    for method in plan.methods:
+        if method not in (CLIP, HYBRID, ORACLE):
+            documents += [r.text for i, r in store.captions(method, stage_hash(ws, "caption", method),
+                                                            status="ok").items() if r.text.strip()]
+    if ORACLE in plan.methods:
+        documents += list(oracle_captions(store, targets, plan.queries_hash).values())
+    _, n_new = text_vectors(store, doc_space, documents, text_embedder.embed_documents)
+    if n_new:
+        say(f"embedded {n_new} captions that had no vector yet")
+    if documents:
+        store.export_array(doc_space)
+
+    clip = build_clip_embedder(cfg) if (CLIP in plan.methods or HYBRID in plan.methods) else None
+    index = SearchIndex(ws, include_empty=True, text_embedder=text_embedder, clip_embedder=clip)
+    missing = {m: index.missing(m) for m in plan.methods}
+    for method, n in missing.items():
+        if n:
+            say(f"{method}: {n} of {len(targets)} targets have no usable caption or embedding; "
+                "they rank at the bottom", "warning")
+
+    names = _metric_names(ks)
+    result = EvaluationResult(
+        eval_hash=eval_hash, queries_hash=plan.queries_hash, methods=list(plan.methods), kinds=list(plan.kinds), metrics=names,
+        baseline=ev.baseline if ev.baseline in plan.methods else None, n_targets=len(targets),
+        n_queries={}, failed_queries=len(queries) - len(ok_queries), missing=missing, skipped=dict(plan.skipped),
+        n_boot=ev.n_boot, confidence=CONFIDENCE, created_at=time.time(),
+    )
+    if ev.baseline not in plan.methods:
+        say(f"baseline '{ev.baseline}' is not among the evaluated methods; no paired test", "warning")
+    if result.failed_queries:
+        say(f"{result.failed_queries} queries failed to generate and are not evaluated "
+            "(`capsearch queries --retry-failed`)", "warning")
+
+    rankings: list[tuple[str, str, str, float, list[str], list[float]]] = []
+    bounds: dict[tuple[str, str], Any] = {}
+    need_clip = any(m in (CLIP, HYBRID) for m in plan.methods)
+    for kind in plan.kinds:
+        rows = [q for q in ok_queries if q["kind"] == kind and q["image_id"] in index.position]
+        result.n_queries[kind] = len(rows)
+        texts = [q["text"] for q in rows]
+        true = np.array([index.position[q["image_id"]] for q in rows], dtype=np.int64)
+        text_q = text_vectors(store, query_space(text_embedder.key), texts, text_embedder.embed_queries)[0]
+        clip_q = (text_vectors(store, clip_text_space(clip.key), texts, clip.embed_texts)[0]
+                  if need_clip and clip is not None else None)
+        for method in plan.methods:
+            better, tied = [], []
+            for start in range(0, len(rows), QUERY_CHUNK):
+                sl = slice(start, start + QUERY_CHUNK)
+                scores = index.score_matrix(method, text_q[sl], clip_q[sl] if clip_q is not None else None)
+                b = rank_bounds(scores, true[sl])
+                better.append(b.better)
+                tied.append(b.tied)
+                top_idx, top_sc = top_from_scores(scores, TOP_STORED)
+                for q, rank, ids, sc in zip(rows[sl], b.expected, top_idx, top_sc):
+                    keep = ids >= 0
+                    rankings.append((method, kind, q["image_id"], float(rank),
+                                     [index.target_ids[i] for i in ids[keep]], [float(s) for s in sc[keep]]))
+            from pipeline.metrics import RankBounds
+
+            bounds[(method, kind)] = RankBounds(np.concatenate(better) if better else np.zeros(0, np.int64),
+                                                np.concatenate(tied) if tied else np.zeros(0, np.int64))
+            if progress:
+                progress.advance(1)
+
+    metric_rows: list[dict[str, Any]] = []
+    for method in plan.methods:
+        for kind in plan.kinds:
+            b = bounds[(method, kind)]
+            est = evaluate_ranks(b, ks, n_boot=ev.n_boot, seed=ev.seed, confidence=CONFIDENCE)
+            diffs = None
+            if result.baseline and method != result.baseline:
+                diffs = paired_bootstrap(b, bounds[(result.baseline, kind)], ks, n_boot=ev.n_boot, seed=ev.seed,
+                                         confidence=CONFIDENCE)
+            mr = MethodResult(method, kind, len(b), missing[method], est.as_dict(),
+                              {n: {"diff": d.diff, "low": d.low, "high": d.high, "p": d.p_value}
+                               for n, d in diffs.items()} if diffs else None)
+            result.results.append(mr)
+            for name in names:
+                e = est[name]
+                row = {"method": method, "query_kind": kind, "metric": name, "value": e.value, "ci_low": e.low,
+                       "ci_high": e.high, "n": len(b)}
+                if diffs:
+                    d = diffs[name]
+                    row.update(baseline=result.baseline, diff=d.diff, diff_ci_low=d.low, diff_ci_high=d.high,
+                               p_value=d.p_value)
+                metric_rows.append(row)
+    result.seconds = time.perf_counter() - t0
+    store.put_rankings(eval_hash, rankings)
+    store.put_evaluations(eval_hash, metric_rows)
+    store.set_meta(f"evaluation/{eval_hash}", json_safe(result.as_dict()))
+    return result
+
+
+def json_safe(obj: Any) -> Any:
+    """NaN/inf as None, so the summary is valid JSON."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def load_evaluation(ws: Workspace, eval_hash: str | None = None) -> EvaluationResult | None:
+    """A stored evaluation: the given hash, else the current configuration's, else None."""
+    store = ws.store
+    if eval_hash is None:
+        eval_hash = current_eval_hash(ws)
+    if eval_hash is None:
+        return None
+    data = store.get_meta(f"evaluation/{eval_hash}")
+    if data is None or not store.evaluations(eval_hash):
+        return None
+    return EvaluationResult.from_dict(data)
+
+
+def current_eval_hash(ws: Workspace) -> str | None:
+    try:
+        return stage_hash(ws, "evaluate")
+    except CapsearchError:
+        return None
+
+
+def latest_evaluation(ws: Workspace) -> tuple[EvaluationResult | None, bool]:
+    """(evaluation, stale): the current configuration's, else the newest stored one marked stale."""
+    current = load_evaluation(ws)
+    if current is not None:
+        return current, False
+    latest = ws.store.latest_eval_hash()
+    if latest is None:
+        return None, False
+    found = load_evaluation(ws, latest)
+    return found, found is not None

@@ -1,0 +1,125 @@
+"""PNG charts of an evaluation (matplotlib, Agg backend: no display needed)."""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Callable
+
+from pipeline.evaluation import EvaluationResult
+
+K_COLOURS = ("#9ecae1", "#4292c6", "#08519c", "#08306b", "#041c40")
+KIND_COLOURS = {"short": "#f28e2b", "detail": "#4e79a7"}
+DPI = 110
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(result: EvaluationResult, method: str) -> str:
+    return f"{method}\n(baseline)" if method == result.baseline else method
+
+
+def _err(value: float | None, low: float | None, high: float | None) -> tuple[float, float]:
+    if value is None or low is None or high is None or any(map(math.isnan, (value, low, high))):
+        return 0.0, 0.0
+    return max(0.0, value - low), max(0.0, high - value)
+
+
+def _save(fig, path: Path | None) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    data = buf.getvalue()
+    if path is not None:
+        path.write_bytes(data)
+    return data
+
+
+def _grouped_bars(ax, result: EvaluationResult, series: list[tuple[str, str, Callable[[str], dict]]],
+                  annotate: bool = False) -> None:
+    """One group of bars per method, one bar per series (label, colour, method -> {value, low, high})."""
+    methods = result.methods
+    width = 0.8 / max(1, len(series))
+    for j, (label, colour, get) in enumerate(series):
+        xs, ys, low, high = [], [], [], []
+        for i, method in enumerate(methods):
+            m = get(method) or {}
+            value = m.get("value")
+            xs.append(i + (j - (len(series) - 1) / 2) * width)
+            ys.append(value if value is not None and not math.isnan(value) else 0.0)
+            lo, hi = _err(value, m.get("low"), m.get("high"))
+            low.append(lo)
+            high.append(hi)
+        bars = ax.bar(xs, ys, width * 0.92, yerr=(low, high), capsize=3, label=label, color=colour,
+                      error_kw={"elinewidth": 1, "ecolor": "#333333"})
+        if annotate:
+            for bar, y, hi in zip(bars, ys, high):
+                ax.annotate(f"{y:.2f}", (bar.get_x() + bar.get_width() / 2, y + hi), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=7, color="#333333")
+    tilt = len(methods) > 4
+    ax.set_xticks(range(len(methods)))
+    ax.set_xticklabels([_label(result, m) for m in methods], rotation=25 if tilt else 0,
+                       ha="right" if tilt else "center", fontsize=9)
+    ax.set_ylim(0, 1.12)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _legend_below(fig, ax) -> None:
+    """The series legend in one row under the plots, where it can never hide a bar."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=9,
+               frameon=False)
+
+
+def _metric_getter(result: EvaluationResult, kind: str, metric: str) -> Callable[[str], dict]:
+    def get(method: str) -> dict:
+        r = result.get(method, kind)
+        return (r.metrics.get(metric) if r else None) or {}
+    return get
+
+
+def recall_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
+    """Recall@K per method (grouped bars, one colour per K, CI error bars), one panel per query kind."""
+    plt = _pyplot()
+    recall = [m for m in result.metrics if m.startswith("R@")]
+    kinds = result.kinds
+    panel_w = max(4.8, 0.32 * len(result.methods) * max(1, len(recall)) + 1.6)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(panel_w * len(kinds), 4.8), squeeze=False, sharey=True)
+    for ax, kind in zip(axes[0], kinds):
+        series = [(metric, K_COLOURS[j % len(K_COLOURS)], _metric_getter(result, kind, metric))
+                  for j, metric in enumerate(recall)]
+        _grouped_bars(ax, result, series, annotate=True)
+        ax.set_title(f"{kind} queries (n = {result.n_queries.get(kind, 0)})", fontsize=11)
+    axes[0][0].set_ylabel("Recall@K (higher is better)")
+    fig.suptitle(f"Recall@K with {round(result.confidence * 100)}% bootstrap intervals "
+                 f"({result.n_targets} target photos)", fontsize=12)
+    fig.tight_layout()
+    _legend_below(fig, axes[0][0])
+    data = _save(fig, path)
+    plt.close(fig)
+    return data
+
+
+def mrr_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
+    """Mean reciprocal rank per method, one bar per query kind, with CI error bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(result.methods) * len(result.kinds) + 2), 4.4))
+    series = [(f"{kind} queries", KIND_COLOURS.get(kind, "#888888"), _metric_getter(result, kind, "MRR"))
+              for kind in result.kinds]
+    _grouped_bars(ax, result, series, annotate=True)
+    ax.set_ylabel("MRR (higher is better)")
+    ax.set_title(f"Mean reciprocal rank with {round(result.confidence * 100)}% bootstrap intervals", fontsize=12)
+    fig.tight_layout()
+    _legend_below(fig, ax)
+    data = _save(fig, path)
+    plt.close(fig)
+    return data

@@ -1,0 +1,286 @@
+"""The text side of the pipeline: embed-captions, queries, evaluate, report.
+
+* ``embed-captions:<captioner>`` embeds the captioner's ok captions of the targets into
+  ``text/<embedder key>/document``, keyed by ``hash_text(caption)``: a caption text is embedded
+  once, whichever captioner wrote it and however often the stage runs. The oracle's documents
+  (reference captions) are embedded by ``evaluate``, which needs them, not by a stage of their own.
+* ``queries`` makes ``queries.kinds`` queries per target from its own held-out reference captions
+  (reference or OpenAI-compatible generator); failures are stored with their reason and retried
+  only with ``--retry-failed``; token use and estimated cost go to store meta ``queries/usage``.
+* ``evaluate`` and ``report`` each run as one batch (see ``pipeline.evaluation``, ``pipeline.reports``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.backends import QueryRequest, QueryResult
+from pipeline.errors import CapsearchError
+from pipeline.hashing import hash_obj, hash_text
+from pipeline.progress import StageProgress
+from pipeline.search_service import document_space, stage_hash, text_vectors
+from pipeline.stages.base import Batch, BatchResult, Stage
+from pipeline.stages.ingest import current_split_hash
+
+REPORT_VERSION = 1
+
+
+class _WholeStage(Stage):
+    """A stage that always recomputes all of its items together (one batch)."""
+
+    batched = False
+
+    def settled_items(self, retry_failed: bool = False) -> set[str]:
+        done = self.done_items()
+        return done if done >= set(self.items()) else set()
+
+    def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
+        return {i: "" for i in ids}
+
+
+class EmbedCaptionsStage(Stage):
+    name = "embed-captions"
+
+    def __init__(self, ws, target: str = ""):
+        super().__init__(ws, target)
+        if not target:
+            raise CapsearchError("embed-captions needs a captioner (embed-captions:<captioner>)")
+        from pipeline.text_models import build_text_embedder
+
+        self.embedder = build_text_embedder(self.cfg)
+        self.space = document_space(self.embedder.key)
+
+    def caption_hash(self) -> str:
+        return stage_hash(self.ws, "caption", self.target)
+
+    def config(self) -> dict[str, Any]:
+        return {"captions": self.caption_hash(), "text_embedder": self.embedder.key}
+
+    def _captions(self) -> dict[str, str]:
+        targets = set(self.store.image_ids("target"))
+        rows = self.store.captions(self.target, self.caption_hash(), status="ok")
+        return {i: r.text for i, r in rows.items() if i in targets and r.text.strip()}
+
+    def items(self) -> list[str]:
+        return sorted(self._captions())
+
+    def done_items(self) -> set[str]:
+        captions = self._captions()
+        present = self.store.has_vectors(self.space, [hash_text(t) for t in captions.values()])
+        return {i for i, t in captions.items() if hash_text(t) in present}
+
+    def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
+        captions = self._captions()
+        return {i: hash_text(captions.get(i, "")) for i in ids}
+
+    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        captions = self._captions()
+        texts = [captions[i] for i in batch.ids if i in captions]
+        _, n_new = text_vectors(self.store, self.space, texts, self.embedder.embed_documents)
+        gone = len(batch.ids) - len(texts)
+        if progress:
+            if gone:
+                progress.message(f"{gone} captions changed since the plan was made; run again", "warning")
+            progress.advance(len(batch.ids))
+        return BatchResult(done=len(texts), skipped=gone,
+                           messages=[f"{n_new} new caption embeddings"] if n_new else [])
+
+    def finalize(self, progress: StageProgress | None = None) -> None:
+        if self.space in self.store.vector_spaces():
+            self.store.export_array(self.space)
+
+
+class QueriesStage(Stage):
+    name = "queries"
+
+    def __init__(self, ws, target: str = ""):
+        super().__init__(ws, target)
+        self.network = self.cfg.queries.generator == "openai"   # network stages are retried by the flows
+        self._generator: Any = None
+        self._run = {"requests": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
+
+    def kinds(self) -> list[str]:
+        from pipeline.queries.reference import check_kinds
+
+        return check_kinds(self.cfg.queries.kinds)
+
+    def config(self) -> dict[str, Any]:
+        from pipeline.text_models import query_generator_settings
+
+        return {"split": current_split_hash(self.store), "kinds": self.kinds(),
+                "generator": query_generator_settings(self.cfg)}
+
+    def _references(self) -> dict[str, list[str]]:
+        return self.store.reference_captions(split="target")
+
+    def items(self) -> list[str]:
+        return sorted(self._references())
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return self.store.queries(self.config_hash())
+
+    def done_items(self) -> set[str]:
+        kinds = set(self.kinds())
+        ok: dict[str, set[str]] = {}
+        for r in self._rows():
+            if r["status"] == "ok":
+                ok.setdefault(r["image_id"], set()).add(r["kind"])
+        return {i for i, got in ok.items() if kinds <= got}
+
+    def failed_items(self) -> dict[str, str]:
+        return {r["image_id"]: r["error"] or "failed" for r in self._rows() if r["status"] == "failed"}
+
+    def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
+        refs = self._references()
+        return {i: hash_obj(refs.get(i, [])) for i in ids}
+
+    def prepare(self, progress: StageProgress | None = None) -> None:
+        from pipeline.text_models import build_query_generator
+
+        self._generator = build_query_generator(self.cfg)
+
+    def _photo_path(self, relative: str) -> str:
+        from pathlib import Path
+
+        root = (self.store.get_meta("collection") or {}).get("root")
+        return str(Path(root) / relative) if root else relative
+
+    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        if self._generator is None:
+            self.prepare(progress)
+        refs = self.store.reference_captions(list(batch.ids))
+        paths = {r.id: r.path for r in self.store.images(ids=list(batch.ids))}
+        requests = [QueryRequest(i, self._photo_path(paths.get(i, i)), refs.get(i, [])) for i in batch.ids]
+        kinds = self.kinds()
+        results: list[QueryResult] = self._generator.generate(requests, kinds)
+        rows = []
+        for res in results:
+            for n, kind in enumerate(kinds):
+                failed = res.error is not None or not res.queries.get(kind)
+                rows.append({
+                    "image_id": res.image_id, "kind": kind, "generator": self._generator.name,
+                    "text": "" if failed else res.queries[kind], "status": "failed" if failed else "ok",
+                    "error": (res.error or f"image {res.image_id}: no {kind} query") if failed else None,
+                    "source_caption_idx": res.source_caption_index,
+                    # a request makes every kind at once: its tokens are counted on the first kind's row
+                    "prompt_tokens": res.prompt_tokens if n == 0 else 0,
+                    "completion_tokens": res.completion_tokens if n == 0 else 0,
+                })
+        self.store.put_queries(self.config_hash(), rows)
+        failed = [r for r in results if r.error is not None]
+        self._add_usage(results)
+        if progress:
+            for r in failed:
+                progress.message(r.error or f"image {r.image_id}: failed", "warning")
+            progress.advance(len(results), failures=len(failed))
+        return BatchResult(done=len(results) - len(failed), failed=len(failed))
+
+    def _add_usage(self, results: list[QueryResult]) -> None:
+        self._run["requests"] += len(results)
+        self._run["failures"] += sum(r.error is not None for r in results)
+        self._run["prompt_tokens"] += sum(r.prompt_tokens for r in results)
+        self._run["completion_tokens"] += sum(r.completion_tokens for r in results)
+
+    def finalize(self, progress: StageProgress | None = None) -> None:
+        if not self._run["requests"]:
+            return
+        run = dict(self._run, generator=self.cfg.queries.generator, model=self._model(),
+                   cost_usd=self._cost(self._run["prompt_tokens"], self._run["completion_tokens"]))
+        key = f"queries/usage/{self.config_hash()}"
+        total = self.store.get_meta(key) or {"requests": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        for field in ("requests", "failures", "prompt_tokens", "completion_tokens"):
+            total[field] = total.get(field, 0) + run[field]
+        total.update(generator=run["generator"], model=run["model"],
+                     cost_usd=self._cost(total["prompt_tokens"], total["completion_tokens"]))
+        self.store.set_meta(key, total)
+        self.store.set_meta("queries/last_run", run)
+        if progress:
+            progress.message(usage_line(run), "info")
+
+    def _model(self) -> str | None:
+        return self.cfg.queries.model if self.cfg.queries.generator == "openai" else None
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.cfg.queries.generator != "openai":
+            return 0.0
+        from pipeline.queries.openai_gen import estimate_cost
+
+        return estimate_cost(prompt_tokens, completion_tokens, self.cfg.queries.model)
+
+
+def usage_line(usage: dict[str, Any]) -> str:
+    """One line on a query run's requests, failures, tokens and estimated cost."""
+    cost = usage.get("cost_usd")
+    money = "cost unknown for this model" if cost is None else f"estimated cost ${cost:.4f}"
+    return (f"{usage['requests']} targets, {usage['failures']} failed; {usage['prompt_tokens']} prompt + "
+            f"{usage['completion_tokens']} completion tokens ({usage.get('model') or usage.get('generator')}); {money}")
+
+
+class EvaluateStage(_WholeStage):
+    name = "evaluate"
+
+    def config(self) -> dict[str, Any]:
+        from pipeline.evaluation import evaluation_config
+
+        return evaluation_config(self.ws)
+
+    def items(self) -> list[str]:
+        from pipeline.evaluation import evaluation_plan
+
+        plan = evaluation_plan(self.ws)
+        return [f"{m}/{k}" for m in plan.methods for k in plan.kinds]
+
+    def done_items(self) -> set[str]:
+        return {f"{r['method']}/{r['query_kind']}" for r in self.store.evaluations(self.config_hash())}
+
+    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        from pipeline.evaluation import evaluation_plan, run_evaluation
+
+        result = run_evaluation(self.ws, self.config_hash(), evaluation_plan(self.ws), progress)
+        done = len(result.methods) * len(result.kinds)
+        return BatchResult(done=done, messages=[f"evaluated {done} method/kind pairs in {result.seconds:.1f} s"])
+
+
+class ReportStage(_WholeStage):
+    name = "report"
+
+    def config(self) -> dict[str, Any]:
+        r = self.cfg.report
+        return {"evaluate": stage_hash(self.ws, "evaluate"), "sample_queries": r.sample_queries, "top": r.top,
+                "version": REPORT_VERSION}
+
+    def items(self) -> list[str]:
+        return ["report"]
+
+    def done_items(self) -> set[str]:
+        from pathlib import Path
+
+        meta = self.store.get_meta(f"report/{self.config_hash()}")
+        if meta and all(Path(p).exists() for p in meta.get("files", [])):
+            return {"report"}
+        return set()
+
+    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        from pipeline.evaluation import load_evaluation
+        from pipeline.reports import write_report
+
+        eval_hash = stage_hash(self.ws, "evaluate")
+        result = load_evaluation(self.ws, eval_hash)
+        if result is None:
+            raise CapsearchError("no evaluation for the current configuration: run `capsearch evaluate` first")
+        paths = write_report(self.ws, result, progress)
+        self.store.set_meta(f"report/{self.config_hash()}", {"files": [str(p) for p in paths.all()],
+                                                             "html": str(paths.html)})
+        self.store.set_meta("report/latest", {"files": [str(p) for p in paths.all()], "html": str(paths.html),
+                                              "eval_hash": eval_hash})
+        if progress:
+            progress.advance(1)
+            progress.message(f"report written to {paths.html}", "info")
+        return BatchResult(done=1)
+
+
+STAGES: dict[str, type[Stage]] = {
+    "embed-captions": EmbedCaptionsStage,
+    "queries": QueriesStage,
+    "evaluate": EvaluateStage,
+    "report": ReportStage,
+}
