@@ -1,0 +1,136 @@
+"""Runs launched from the Pipeline screen: live progress, counts updated, cancel, a responsive screen."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from textual.widgets import DataTable
+
+from tests.fixtures.tui_world import tui_workspace_at, use_prefect_harness
+from tui.app import CapsearchApp
+from tui.messages import RunFinished, RunStarted, StageProgressed, StatusLoaded
+from tui.widgets.progress import StageBar
+
+pytestmark = pytest.mark.slow
+
+
+class MessageLog(list):
+    """Every message the app handled, once (a bubbling message reaches the hook at each level)."""
+
+    def __call__(self, message) -> None:
+        if not any(m is message for m in self[-50:]):
+            self.append(message)
+
+    def of(self, cls) -> list:
+        return [m for m in self if isinstance(m, cls)]
+
+
+def rows(table: DataTable) -> dict[str, list[str]]:
+    out = {}
+    for i in range(table.row_count):
+        cells = [str(c) for c in table.get_row_at(i)]
+        out[cells[0].removesuffix(" ✓")] = cells[1:]
+    return out
+
+
+async def wait_for(pilot, predicate, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s")
+        await pilot.pause(0.2)
+
+
+@pytest.fixture
+def fresh_workspace(tmp_path, tui_world, tui_workspace, request):
+    """A new workspace over the session's demo world (already generated): nothing computed yet."""
+    use_prefect_harness(request)
+    return tui_workspace_at(tmp_path / "fresh", tui_world)
+
+
+@pytest.mark.asyncio
+async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts(fresh_workspace):
+    messages = MessageLog()
+    app = CapsearchApp(fresh_workspace, image_mode="none")
+    async with app.run_test(size=(100, 32), message_hook=messages) as pilot:
+        await wait_for(pilot, lambda: any(isinstance(m, StatusLoaded) for m in messages), 60)
+        await pilot.pause()
+        before = rows(app.screen.query_one("#stages", DataTable))
+        assert before["embed-images"][0] == "0" and before["caption:knn-consensus"][0] == "0"
+
+        await pilot.press("a")
+        await wait_for(pilot, lambda: any(isinstance(m, StageProgressed) and m.event.kind == "advance"
+                                          for m in messages), 120)
+        screen = app.screen
+        assert screen.running is not None
+        await pilot.press("2")                 # the app answers keys while the run goes on
+        assert app.current_mode == "captions"
+        await pilot.press("1")
+        assert app.current_mode == "pipeline"
+
+        await wait_for(pilot, lambda: any(isinstance(m, RunFinished) for m in messages), 300)
+        finished = next(m for m in messages if isinstance(m, RunFinished))
+        assert finished.outcome == "completed", finished.detail
+        n_status = sum(isinstance(m, StatusLoaded) for m in messages)
+        await wait_for(pilot, lambda: sum(isinstance(m, StatusLoaded) for m in messages) > n_status
+                       or not screen._status_loading, 60)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        after = rows(screen.query_one("#stages", DataTable))
+        bars = {bar.stage: bar for bar in screen.query(StageBar)}
+        log = "\n".join(str(line.text) for line in screen.query_one("#log").lines)
+
+    for stage, (done, missing, failed, total) in after.items():
+        assert (missing, failed) == ("0", "0") and done == total != "0", stage
+    assert after["ingest"][0] == "80" and after["caption:knn-consensus"][0] == "30"
+    # every stage got a progress bar that ended with a finish event
+    assert set(bars) >= set(after)
+    assert all(bar.event is not None and bar.event.kind == "finish" for bar in bars.values())
+    assert "run completed" in log
+
+    # the typed message stream: started, then progress per stage, then finished
+    kinds = [type(m) for m in messages if isinstance(m, (RunStarted, StageProgressed, RunFinished))]
+    assert kinds[0] is RunStarted and kinds[-1] is RunFinished
+    progress = [m.event for m in messages if isinstance(m, StageProgressed)]
+    finishes = [e for e in progress if e.kind == "finish"]
+    assert list(dict.fromkeys(e.stage for e in finishes)) == list(after), "stages finish in pipeline order"
+    last = {e.stage: e for e in finishes}
+    for stage, (done, _, _, _) in after.items():
+        assert last[stage].done == int(done), stage
+
+
+@pytest.mark.asyncio
+async def test_cancel_stops_the_run_and_keeps_the_screen_usable(fresh_workspace):
+    messages = MessageLog()
+    app = CapsearchApp(fresh_workspace, image_mode="none")
+    async with app.run_test(size=(100, 32), message_hook=messages) as pilot:
+        await wait_for(pilot, lambda: any(isinstance(m, StatusLoaded) for m in messages), 60)
+        await pilot.press("a", "x")
+        await wait_for(pilot, lambda: any(isinstance(m, RunFinished) for m in messages), 120)
+        finished = next(m for m in messages if isinstance(m, RunFinished))
+        assert finished.outcome == "cancelled"
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        after = rows(app.screen.query_one("#stages", DataTable))
+        assert app.screen.running is None
+        assert any(missing != "0" for _, missing, _, _ in after.values()), "a cancelled run leaves work to do"
+        await pilot.press("r")                 # a new run can start after a cancelled one: ingest
+        await wait_for(pilot, lambda: len(messages.of(RunFinished)) == 2, 120)
+        assert messages.of(RunFinished)[-1].outcome == "completed"
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert rows(app.screen.query_one("#stages", DataTable))["ingest"][:2] == ["80", "0"]
+
+
+def test_advance_events_of_one_stage_supersede_each_other():
+    from pipeline.progress import ProgressEvent
+
+    a1 = StageProgressed(ProgressEvent("embed-images", "advance", done=32, total=80))
+    a2 = StageProgressed(ProgressEvent("embed-images", "advance", done=64, total=80))
+    other = StageProgressed(ProgressEvent("neighbours", "advance", done=1, total=30))
+    message = StageProgressed(ProgressEvent("embed-images", "message", message="skipped x.jpg"))
+    finish = StageProgressed(ProgressEvent("embed-images", "finish", done=80, total=80))
+    assert a1.can_replace(a2)
+    assert not a1.can_replace(other) and not a1.can_replace(message) and not a1.can_replace(finish)
+    assert not message.can_replace(a2) and not finish.can_replace(a2)

@@ -1,0 +1,21 @@
+"""``python -m tui [--workspace PATH]``: the same as ``capsearch tui``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tui", description="The capsearch terminal UI.")
+    parser.add_argument("--workspace", "-w", type=Path, default=None,
+                        help="workspace folder (default outputs/default; env CAPSEARCH_WORKSPACE)")
+    parser.add_argument("--images", choices=("auto", "halfcell", "unicode", "none"), default=None,
+                        help="how photos are drawn (default: half-blocks under tmux, else the best available)")
+    args = parser.parse_args(argv)
+    from tui.launch import run_tui
+
+    return run_tui(args.workspace, image_mode=args.images)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""Typed messages that workers post to the screens (workers never touch widgets)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual.message import Message
+
+from pipeline.browse import EvaluationTable, MissedQuery, PhotoDetail, PhotoSummary
+from pipeline.progress import ProgressEvent
+
+
+# -- pipeline ------------------------------------------------------------------------------------------
+class StatusLoaded(Message):
+    """Per-stage counts and problems from ``workspace_status``."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__()
+        self.status = status
+
+
+class StatusFailed(Message):
+    def __init__(self, error: str) -> None:
+        super().__init__()
+        self.error = error
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked to run."""
+
+    stages: tuple[str, ...] | None = None       # None: the whole pipeline
+    captioners: tuple[str, ...] | None = None   # None: the enabled captioners
+    retry_failed: bool = False
+
+    def describe(self) -> str:
+        what = "the whole pipeline" if self.stages is None else ", ".join(self.stages)
+        if self.captioners:
+            what += f" for {', '.join(self.captioners)}"
+        return what + (" (retrying failed items)" if self.retry_failed else "")
+
+
+class RunStarted(Message):
+    def __init__(self, request: RunRequest) -> None:
+        super().__init__()
+        self.request = request
+
+
+class StageProgressed(Message):
+    """One progress event of a running stage.
+
+    Consecutive ``advance`` events of the same stage supersede each other (the event carries the
+    cumulative counts), so a fast stage cannot flood the screen's message queue.
+    """
+
+    def __init__(self, event: ProgressEvent) -> None:
+        super().__init__()
+        self.event = event
+
+    def can_replace(self, message: Message) -> bool:
+        return (isinstance(message, StageProgressed) and self.event.kind == "advance"
+                and message.event.kind == "advance" and message.event.stage == self.event.stage)
+
+
+class RunFinished(Message):
+    """The run ended: ``outcome`` is 'completed', 'cancelled' or 'failed'."""
+
+    def __init__(self, request: RunRequest, outcome: str, detail: str = "", failed_items: int = 0,
+                 seconds: float = 0.0) -> None:
+        super().__init__()
+        self.request = request
+        self.outcome = outcome
+        self.detail = detail
+        self.failed_items = failed_items
+        self.seconds = seconds
+
+
+class LibraryLog(Message):
+    """A warning a library (Prefect, Dask) logged during a run, for the log pane."""
+
+    def __init__(self, name: str, level: str, text: str) -> None:
+        super().__init__()
+        self.name = name
+        self.level = level
+        self.text = text
+
+
+# -- captions ----------------------------------------------------------------------------------------------
+class PhotosLoaded(Message):
+    def __init__(self, photos: list[PhotoSummary]) -> None:
+        super().__init__()
+        self.photos = photos
+
+
+class PhotoLoaded(Message):
+    def __init__(self, detail: PhotoDetail) -> None:
+        super().__init__()
+        self.detail = detail
+
+
+# -- search ------------------------------------------------------------------------------------------------
+class SearchReady(Message):
+    """The search index is loaded (or could not be: ``error``)."""
+
+    def __init__(self, methods: list[str], n_photos: int, error: str = "",
+                 examples: list[tuple[str, str, str]] | None = None) -> None:
+        super().__init__()
+        self.methods = methods
+        self.n_photos = n_photos
+        self.error = error
+        self.examples = examples or []
+
+
+@dataclass(frozen=True)
+class TruePhoto:
+    """Where the true photo of an evaluation query ranked."""
+
+    image_id: str
+    kind: str
+    rank: float
+
+
+class SearchResults(Message):
+    def __init__(self, query: str, method: str, hits: list[Any], seconds: float,
+                 truth: list[TruePhoto] | None = None, error: str = "") -> None:
+        super().__init__()
+        self.query = query
+        self.method = method
+        self.hits = hits
+        self.seconds = seconds
+        self.truth = truth or []
+        self.error = error
+
+
+class OpenInSearch(Message):
+    """Ask the app to show a query in the Search screen."""
+
+    def __init__(self, query: str, method: str) -> None:
+        super().__init__()
+        self.query = query
+        self.method = method
+
+
+# -- evaluation --------------------------------------------------------------------------------------------
+class EvaluationLoaded(Message):
+    def __init__(self, table: EvaluationTable) -> None:
+        super().__init__()
+        self.table = table
+
+
+class MissedLoaded(Message):
+    def __init__(self, method: str, kind: str, k: int, missed: list[MissedQuery]) -> None:
+        super().__init__()
+        self.method = method
+        self.kind = kind
+        self.k = k
+        self.missed = missed
+
+
+# -- runs --------------------------------------------------------------------------------------------------
+class RunsLoaded(Message):
+    """Recent runs: Prefect flow runs (when a server is configured) and this workspace's stage runs."""
+
+    def __init__(self, prefect: Any, stage_runs: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.prefect = prefect
+        self.stage_runs = stage_runs

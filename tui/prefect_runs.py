@@ -1,0 +1,93 @@
+"""Recent Prefect flow runs for the Runs screen, read with a short timeout (called from a worker thread)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+
+START_HINT = ("No Prefect server is configured (PREFECT_API_URL is not set), so runs use a temporary API that "
+              "lives only while they run. Start one with `capsearch server` and set PREFECT_API_URL to the "
+              "address it prints to keep a history of flow runs.")
+
+
+@dataclass(frozen=True)
+class FlowRunRow:
+    name: str
+    flow: str
+    state: str
+    stage: str
+    started: datetime | None
+    seconds: float | None
+
+
+@dataclass
+class PrefectRuns:
+    api_url: str | None
+    ui_url: str | None = None
+    runs: list[FlowRunRow] = field(default_factory=list)
+    error: str = ""
+
+
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL from the environment, else from the active Prefect profile; None when neither sets it."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url
+    try:
+        from prefect.settings import get_current_settings
+
+        return get_current_settings().api.url or None
+    except Exception:  # noqa: BLE001 - no usable Prefect settings: treat as not configured
+        return None
+
+
+def ui_url_for(api_url: str) -> str:
+    try:
+        from prefect.settings import get_current_settings
+
+        ui = get_current_settings().ui_url
+        if ui and os.environ.get("PREFECT_API_URL", api_url) == api_url:
+            return str(ui)
+    except Exception:  # noqa: BLE001
+        pass
+    return api_url.rstrip("/").removesuffix("/api")
+
+
+def _stage_of(run) -> str:
+    params = getattr(run, "parameters", None) or {}
+    for key in ("stage", "stages", "names"):
+        value = params.get(key)
+        if value:
+            return ", ".join(value) if isinstance(value, (list, tuple)) else str(value)
+    tags = [t for t in (getattr(run, "tags", None) or []) if t.startswith("stage:")]
+    return ", ".join(t[6:] for t in tags) or "all"
+
+
+def read_recent_runs(limit: int = 20, timeout: float = 3.0, api_url: str | None = None) -> PrefectRuns:
+    """The ``limit`` most recent flow runs from the configured server; never raises."""
+    url = api_url or configured_api_url()
+    if not url:
+        return PrefectRuns(None)
+    result = PrefectRuns(url, ui_url_for(url))
+    try:
+        import httpx
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+        from prefect.client.schemas.sorting import FlowRunSort
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: url}):
+            with get_client(sync_client=True, httpx_settings={"timeout": httpx.Timeout(timeout)}) as client:
+                runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit)
+                flow_ids = list({r.flow_id for r in runs})
+                flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids))) if flow_ids else []
+        names = {f.id: f.name for f in flows}
+        for r in runs:
+            seconds = r.total_run_time.total_seconds() if r.total_run_time else None
+            if not seconds and r.start_time and r.end_time:
+                seconds = (r.end_time - r.start_time).total_seconds()
+            result.runs.append(FlowRunRow(r.name, names.get(r.flow_id, "?"), r.state_name or "?", _stage_of(r),
+                                          r.start_time, seconds))
+    except Exception as exc:  # noqa: BLE001 - shown on screen
+        result.error = f"cannot read flow runs from {url}: {type(exc).__name__}: {str(exc)[:200]}"
+    return result

@@ -1,0 +1,200 @@
+"""Captions: a filterable list of the target photos, and a photo's detail (neighbours, prompt, captions)."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from pipeline.browse import Browser, PhotoDetail, PhotoSummary, filter_photos
+from tui.messages import PhotoLoaded, PhotosLoaded
+from tui.screens.base import CapsearchScreen
+from tui.widgets.captions import CaptionColumns, NeighbourRow
+from tui.widgets.nav import NavBar
+from tui.widgets.photo import Photo
+
+FILTER_DELAY = 0.15
+
+
+class CaptionsScreen(CapsearchScreen):
+    MODE = "captions"
+    HELP = ("The target photos. Type in the filter to keep photos whose id or captions contain every word; "
+            "enter opens a photo with its neighbours, the exact prompt and every captioner's caption.")
+    BINDINGS = [
+        Binding("enter", "open", "Open photo", tooltip="open the highlighted photo: neighbours, prompt, captions"),
+        Binding("slash", "focus_filter", "Filter", tooltip="type words to keep matching photos"),
+        Binding("escape", "leave_filter", "List", show=False, tooltip="leave the filter box for the list"),
+        Binding("u", "refresh", "Refresh", show=False, tooltip="read the photos from the store again"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.photos: list[PhotoSummary] = []
+        self.shown: list[PhotoSummary] = []
+        self._filter_timer = None
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="captions-body"):
+            yield Input(placeholder="filter photos: words in the id or captions (/ to focus, esc to leave)",
+                        id="photo-filter")
+            yield Static("loading photos…", id="photos-count")
+            yield DataTable(id="photos", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        table = self.query_one("#photos", DataTable)
+        table.add_column("photo", key="photo")
+        table.add_column("caption", key="caption")
+        table.focus()
+        self._load()
+
+    @work(thread=True, group="photos", exclusive=True, exit_on_error=False)
+    def _load(self) -> None:
+        self.post_message(PhotosLoaded(Browser(self.ws).target_photos()))
+
+    @on(PhotosLoaded)
+    def _loaded(self, message: PhotosLoaded) -> None:
+        self.photos = message.photos
+        self._apply_filter()
+
+    def _apply_filter(self) -> None:
+        text = self.query_one("#photo-filter", Input).value
+        self.shown = filter_photos(self.photos, text)
+        table = self.query_one("#photos", DataTable)
+        table.clear()
+        for p in self.shown:
+            table.add_row(p.id, p.caption, key=p.id)
+        count = f"{len(self.shown)} of {len(self.photos)} target photos"
+        if not self.photos:
+            count = "no target photos yet: run the pipeline (screen 1, key a)"
+        self.query_one("#photos-count", Static).update(Text(count + (f" matching '{text}'" if text.strip() else ""),
+                                                             style="dim"))
+
+    @on(Input.Changed, "#photo-filter")
+    def _filter_changed(self) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(FILTER_DELAY, self._apply_filter)
+
+    @on(Input.Submitted, "#photo-filter")
+    def _filter_submitted(self) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._apply_filter()
+        self.query_one("#photos", DataTable).focus()
+
+    def action_focus_filter(self) -> None:
+        self.query_one("#photo-filter", Input).focus()
+
+    def action_leave_filter(self) -> None:
+        self.query_one("#photos", DataTable).focus()
+
+    def action_refresh(self) -> None:
+        self._load()
+
+    def action_open(self) -> None:
+        table = self.query_one("#photos", DataTable)
+        if self.shown and table.cursor_row >= 0:
+            self.open_photo(table.cursor_row)
+
+    @on(DataTable.RowSelected, "#photos")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.open_photo(event.cursor_row)
+
+    def open_photo(self, index: int) -> None:
+        self.app.push_screen(PhotoScreen([p.id for p in self.shown], index))
+
+
+class PhotoScreen(Screen):
+    """One photo: the photo, its reference captions, every captioner's caption, its neighbours and the prompt."""
+
+    HELP = "n / p (or → / ←) step through the photos of the list; esc goes back to the list."
+    BINDINGS = [
+        Binding("n,right", "step(1)", "Next", tooltip="the next photo of the list"),
+        Binding("p,left", "step(-1)", "Previous", tooltip="the previous photo of the list"),
+        Binding("escape", "app.pop_screen", "Back", tooltip="back to the list"),
+        Binding("j,down", "scroll(1)", "Scroll down", show=False, tooltip="scroll the detail down"),
+        Binding("k,up", "scroll(-1)", "Scroll up", show=False, tooltip="scroll the detail up"),
+    ]
+
+    def __init__(self, ids: list[str], index: int) -> None:
+        super().__init__()
+        self.ids = ids
+        self.index = index
+        self.detail: PhotoDetail | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        yield NavBar("captions", id="nav")
+        with VerticalScroll(id="photo-body"):
+            with Horizontal(id="photo-top"):
+                yield Photo(id="photo")
+                with Vertical(id="photo-info"):
+                    yield Static("", id="photo-title")
+                    yield Static("", id="reference-captions")
+            yield Static(Text("Captions", style="bold"), classes="section")
+            yield CaptionColumns(id="caption-columns")
+            yield Static(Text("Neighbours", style="bold"), id="neighbours-title", classes="section")
+            yield Vertical(id="neighbours")
+            yield Static(Text("Prompt given to the VLM", style="bold"), id="prompt-title", classes="section")
+            yield Static("", id="prompt", markup=False)
+        yield Footer()
+
+    @property
+    def ws(self):
+        return self.app.ws
+
+    def on_mount(self) -> None:
+        self._load(self.ids[self.index])
+
+    @work(thread=True, group="photo", exclusive=True, exit_on_error=False)
+    def _load(self, image_id: str) -> None:
+        self.post_message(PhotoLoaded(Browser(self.ws).photo_detail(image_id)))
+
+    def action_step(self, step: int) -> None:
+        if not self.ids:
+            return
+        self.index = (self.index + step) % len(self.ids)
+        self._load(self.ids[self.index])
+
+    def action_scroll(self, lines: int) -> None:
+        self.query_one("#photo-body", VerticalScroll).scroll_relative(y=lines * 3, animate=False)
+
+    @on(PhotoLoaded)
+    async def _loaded(self, message: PhotoLoaded) -> None:
+        d = self.detail = message.detail
+        if d.id != self.ids[self.index]:
+            return
+        await self.query_one("#photo", Photo).show(d.path)
+        title = Text()
+        title.append(d.id, style="bold")
+        title.append(f"  {self.index + 1}/{len(self.ids)} · {d.split or 'no split'} · {d.width}×{d.height}", style="dim")
+        self.query_one("#photo-title", Static).update(title)
+        refs = Text()
+        refs.append("Reference captions (human, never shown to the VLM)\n", style="italic dim")
+        for n, cap in enumerate(d.reference_captions, 1):
+            refs.append(f"{n}. {cap}\n")
+        if not d.reference_captions:
+            refs.append("none", style="dim")
+        self.query_one("#reference-captions", Static).update(refs)
+        self.query_one(CaptionColumns).show(d.captions)
+        title = Text("Neighbours", style="bold")
+        title.append(f"  {len(d.neighbours)} most similar reference photos · similarity"
+                     + (" · from an earlier configuration" if d.neighbours_stale else ""), style="dim")
+        self.query_one("#neighbours-title", Static).update(title)
+        box = self.query_one("#neighbours", Vertical)
+        await box.remove_children()
+        if d.neighbours:
+            await box.mount_all([NeighbourRow(n, rank) for rank, n in enumerate(d.neighbours, 1)])
+        else:
+            await box.mount(Static(Text("no neighbours yet: run the neighbours stage", style="dim")))
+        ptitle = Text("Prompt given to the VLM", style="bold")
+        if d.prompt_stale:
+            ptitle.append("  from an earlier configuration", style="dim")
+        if d.prompt_warning:
+            ptitle.append(f"  {d.prompt_warning}", style="yellow")
+        self.query_one("#prompt-title", Static).update(ptitle)
+        self.query_one("#prompt", Static).update(
+            Text(d.prompt) if d.prompt is not None else Text("no prompt yet: run the prompts stage", style="dim"))

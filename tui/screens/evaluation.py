@@ -1,0 +1,246 @@
+"""Evaluation: Recall@K, MRR and median rank per method and query kind with confidence intervals, a bar
+chart, and a drill-down into the queries a method missed (opened in the Search screen)."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from pipeline.browse import Browser, EvaluationTable, MetricValue, MissedQuery
+from tui.messages import EvaluationLoaded, MissedLoaded, OpenInSearch
+from tui.screens.base import CapsearchScreen
+from tui.screens.search import format_rank
+from tui.widgets.bar_chart import Bar, BarChart
+from tui.widgets.nav import NavBar
+
+
+def metric_digits(metric: str) -> int:
+    return 1 if metric == "MedR" else 3
+
+
+def cell(value: MetricValue | None, metric: str) -> Text:
+    """``0.433 ±0.08``: the value and half the width of its interval."""
+    if value is None:
+        return Text("-", style="dim")
+    d = metric_digits(metric)
+    text = Text(f"{value.value:.{d}f}")
+    if value.ci_low is not None and value.ci_high is not None:
+        text.append(f" ±{(value.ci_high - value.ci_low) / 2:.{max(1, d - 1)}f}", style="dim")
+    return text
+
+
+def interval(value: MetricValue, metric: str) -> str:
+    d = metric_digits(metric)
+    if value.ci_low is None or value.ci_high is None:
+        return f"{value.value:.{d}f}"
+    return f"{value.value:.{d}f} [{value.ci_low:.{d}f}, {value.ci_high:.{d}f}]"
+
+
+class EvaluationScreen(CapsearchScreen):
+    MODE = "evaluation"
+    HELP = ("Metrics per method for one query kind, with 95% bootstrap intervals (± is half the interval; the "
+            "line under the table gives it in full and the difference to the baseline). Enter lists the queries "
+            "the highlighted method missed.")
+    BINDINGS = [
+        Binding("enter", "drill", "Missed queries", tooltip="the queries the highlighted method missed"),
+        Binding("k", "next_kind", "Query kind", tooltip="show the next query kind (short, detail)"),
+        Binding("b", "next_metric", "Chart metric", tooltip="chart the next metric"),
+        Binding("u", "refresh", "Refresh", show=False, tooltip="read the evaluation from the store again"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table: EvaluationTable | None = None
+        self.kind = ""
+        self.chart_metric = ""
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="evaluation-body"):
+            yield Static("loading the evaluation…", id="eval-title")
+            yield DataTable(id="metrics", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="eval-detail")
+            yield Static("", id="chart-title")
+            yield BarChart(id="chart")
+
+    def on_mount(self) -> None:
+        self.query_one("#metrics", DataTable).focus()
+        self._load()
+
+    @work(thread=True, group="evaluation", exclusive=True, exit_on_error=False)
+    def _load(self) -> None:
+        self.post_message(EvaluationLoaded(Browser(self.ws).evaluation()))
+
+    @on(EvaluationLoaded)
+    def _loaded(self, message: EvaluationLoaded) -> None:
+        self.table = t = message.table
+        if t.empty:
+            self.query_one("#eval-title", Static).update(
+                Text("no evaluation yet: run the pipeline (screen 1, key a) or the evaluate stage", style="yellow"))
+            return
+        if self.kind not in t.kinds:
+            self.kind = t.kinds[0]
+        if self.chart_metric not in t.metrics:
+            self.chart_metric = next((m for m in t.metrics if m == "R@10"), t.metrics[0])
+        self._draw()
+
+    def _draw(self) -> None:
+        t = self.table
+        if t is None or t.empty:
+            return
+        first = next((v for (m, k, _), v in t.values.items() if k == self.kind), None)
+        title = Text()
+        title.append("query kind ", style="dim")
+        title.append(self.kind, style="bold")
+        title.append(f" ({', '.join(t.kinds)}; k cycles) · {first.n if first else 0} queries", style="dim")
+        if t.stale:
+            title.append(" · from an earlier configuration", style="yellow")
+        self.query_one("#eval-title", Static).update(title)
+        table = self.query_one("#metrics", DataTable)
+        row = max(0, table.cursor_row)
+        table.clear(columns=True)
+        table.add_column("method", key="method")
+        for metric in t.metrics:
+            table.add_column(metric, key=metric)
+        baselines = {v.baseline for v in t.values.values() if v.baseline}
+        for method in t.methods:
+            label = Text(method)
+            if method in baselines:
+                label.append(" (baseline)", style="dim")
+            table.add_row(label, *[cell(t.get(method, self.kind, m), m) for m in t.metrics], key=method)
+        table.move_cursor(row=min(row, len(t.methods) - 1))
+        self._detail()
+        self._chart()
+
+    def _chart(self) -> None:
+        t = self.table
+        metric = self.chart_metric
+        bars = [Bar(m, v.value, v.ci_low, v.ci_high) for m in t.methods
+                if (v := t.get(m, self.kind, metric)) is not None]
+        title = Text()
+        title.append(metric, style="bold")
+        title.append(f" per method, {self.kind} queries" + (" (lower is better)" if metric == "MedR" else "")
+                     + " · b cycles", style="dim")
+        self.query_one("#chart-title", Static).update(title)
+        top = 1.0 if metric.startswith("R@") or metric == "MRR" else None
+        self.query_one("#chart", BarChart).show(bars, top, metric_digits(metric))
+
+    def _selected_method(self) -> str | None:
+        if self.table is None or self.table.empty:
+            return None
+        row = self.query_one("#metrics", DataTable).cursor_row
+        return self.table.methods[row] if 0 <= row < len(self.table.methods) else None
+
+    def _detail(self) -> None:
+        method = self._selected_method()
+        if method is None:
+            return
+        t = self.table
+        text = Text()
+        text.append(method, style="bold")
+        for metric in t.metrics:
+            v = t.get(method, self.kind, metric)
+            if v is not None:
+                text.append(f"  {metric} ", style="dim")
+                text.append(interval(v, metric))
+        metric = self.chart_metric
+        v = t.get(method, self.kind, metric)
+        if v is not None and v.baseline and v.baseline != method and v.diff is not None:
+            text.append(f"\nvs {v.baseline}: {metric} {v.diff:+.3f}", style="")
+            if v.diff_ci_low is not None and v.diff_ci_high is not None:
+                text.append(f" [{v.diff_ci_low:+.3f}, {v.diff_ci_high:+.3f}]", style="dim")
+            if v.p_value is not None:
+                text.append(f" p={v.p_value:.3f}", style="dim")
+        self.query_one("#eval-detail", Static).update(text)
+
+    @on(DataTable.RowHighlighted, "#metrics")
+    def _highlighted(self) -> None:
+        self._detail()
+
+    @on(DataTable.RowSelected, "#metrics")
+    def _selected(self) -> None:
+        self.action_drill()
+
+    def action_next_kind(self) -> None:
+        if self.table is None or self.table.empty:
+            return
+        kinds = self.table.kinds
+        self.kind = kinds[(kinds.index(self.kind) + 1) % len(kinds)]
+        self._draw()
+
+    def action_next_metric(self) -> None:
+        if self.table is None or self.table.empty:
+            return
+        metrics = self.table.metrics
+        self.chart_metric = metrics[(metrics.index(self.chart_metric) + 1) % len(metrics)]
+        self._chart()
+        self._detail()
+
+    def action_refresh(self) -> None:
+        self._load()
+
+    def action_drill(self) -> None:
+        method = self._selected_method()
+        if method is not None:
+            ks = [int(m[2:]) for m in self.table.metrics if m.startswith("R@") and m[2:].isdigit()]
+            self.app.push_screen(MissedScreen(method, self.kind, max(ks) if ks else 10))
+
+
+class MissedScreen(Screen):
+    """The evaluation queries whose true photo a method did not rank in its top K; enter opens one in Search."""
+
+    HELP = "Queries whose true photo the method ranked below K, worst first; enter opens the query in Search."
+    BINDINGS = [
+        Binding("enter", "open", "Open in Search", tooltip="show the highlighted query in the Search screen"),
+        Binding("escape", "app.pop_screen", "Back", tooltip="back to the metrics"),
+    ]
+
+    def __init__(self, method: str, kind: str, k: int) -> None:
+        super().__init__()
+        self.method, self.kind, self.k = method, kind, k
+        self.missed: list[MissedQuery] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="◆")
+        yield NavBar("evaluation", id="nav")
+        with Vertical(id="missed-body"):
+            yield Static(f"loading the queries {self.method} missed…", id="missed-title")
+            yield DataTable(id="missed", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#missed", DataTable)
+        for key in ("rank", "true photo", "query", "top result"):
+            table.add_column(key, key=key)
+        table.focus()
+        self._load()
+
+    @work(thread=True, exit_on_error=False)
+    def _load(self) -> None:
+        missed = Browser(self.app.ws).missed_queries(self.method, self.kind, self.k)
+        self.post_message(MissedLoaded(self.method, self.kind, self.k, missed))
+
+    @on(MissedLoaded)
+    def _loaded(self, message: MissedLoaded) -> None:
+        self.missed = message.missed
+        title = Text()
+        title.append(f"{len(self.missed)} {self.kind} queries ", style="bold")
+        title.append(f"whose true photo {self.method} ranked below {self.k} · enter opens one in Search",
+                     style="dim")
+        self.query_one("#missed-title", Static).update(title)
+        table = self.query_one("#missed", DataTable)
+        table.clear()
+        for n, m in enumerate(self.missed):
+            table.add_row(format_rank(m.rank), m.image_id, m.query, m.top_ids[0] if m.top_ids else "-", key=str(n))
+
+    def action_open(self) -> None:
+        row = self.query_one("#missed", DataTable).cursor_row
+        if 0 <= row < len(self.missed):
+            self.post_message(OpenInSearch(self.missed[row].query, self.method))
+
+    @on(DataTable.RowSelected, "#missed")
+    def _selected(self) -> None:
+        self.action_open()

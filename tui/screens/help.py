@@ -1,0 +1,65 @@
+"""The help screen (``?``): every key of every screen, generated from the bindings themselves."""
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+def _key_name(key: str) -> str:
+    names = {"question_mark": "?", "escape": "esc", "enter": "enter", "slash": "/", "plus": "+", "minus": "-"}
+    return ", ".join(names.get(k, k) for k in key.split(","))
+
+
+def key_rows(bindings) -> list[tuple[str, str]]:
+    rows = []
+    for b in bindings:
+        if isinstance(b, Binding):
+            what = b.description or b.action
+            rows.append((_key_name(b.key), f"{what}: {b.tooltip}" if b.tooltip else what))
+        else:
+            rows.append((_key_name(b[0]), b[2] if len(b) > 2 else b[1]))
+    return rows
+
+
+def help_sections() -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(title, what it is, [(key, what it does)]) for the app and every screen."""
+    from tui.app import CapsearchApp
+    from tui.screens.captions import CaptionsScreen, PhotoScreen
+    from tui.screens.evaluation import EvaluationScreen, MissedScreen
+    from tui.screens.pipeline import PipelineScreen
+    from tui.screens.runs import RunsScreen
+    from tui.screens.search import SearchScreen
+
+    everywhere = [("1 … 5", "switch screen: Pipeline, Captions, Search, Evaluation, Runs")]
+    everywhere += [r for r in key_rows(CapsearchApp.BINDINGS) if r[0] not in "12345"]
+    everywhere += [("tab, shift+tab", "move between the parts of a screen"), ("ctrl+q", "quit from anywhere")]
+    sections = [("Everywhere", "Keys 1-5 switch screens when the cursor is not in a text box (esc leaves it).",
+                 everywhere)]
+    for cls, title in ((PipelineScreen, "1 Pipeline"), (CaptionsScreen, "2 Captions"), (PhotoScreen, "  Photo"),
+                       (SearchScreen, "3 Search"), (EvaluationScreen, "4 Evaluation"),
+                       (MissedScreen, "  Missed queries"), (RunsScreen, "5 Runs")):
+        sections.append((title, cls.HELP, key_rows(cls.BINDINGS)))
+    return sections
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,question_mark,q,f1", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static(Text("capsearch keys (esc closes)", style="bold"), id="help-title")
+            for title, about, rows in help_sections():
+                table = Table(show_header=False, box=None, padding=(0, 1))
+                table.add_column("key", style="bold cyan", min_width=16, max_width=16, no_wrap=True)
+                table.add_column("what", ratio=1)
+                for key, what in rows:
+                    table.add_row(key, what)
+                yield Static(Text(title, style="bold underline"), classes="help-heading")
+                if about:
+                    yield Static(Text(about, style="dim"), classes="help-about")
+                yield Static(table, classes="help-keys")

@@ -1,0 +1,288 @@
+"""Pipeline: per-stage counts, launching runs, live progress, the log and the problems."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Label, OptionList, RichLog, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+
+from tui.messages import LibraryLog, RunFinished, RunRequest, RunStarted, StageProgressed, StatusFailed, StatusLoaded
+from tui.screens.base import CapsearchScreen
+from tui.widgets.progress import ProgressPanel, format_seconds
+
+LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
+SEVERITY_STYLES = {"skipped": "yellow", "failed": "red", "repaired": "cyan", "warning": "yellow"}
+
+
+class CaptionerChooser(ModalScreen[str | None]):
+    """Pick a configured captioner to run (its caption and embed-captions stages)."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
+
+    def __init__(self, names: list[str], enabled: list[str]) -> None:
+        super().__init__()
+        self.names = names
+        self.enabled = enabled
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="chooser"):
+            yield Label("Run which captioner? (enter runs it, escape closes)")
+            yield OptionList(*[Option(f"{n}{'  (enabled)' if n in self.enabled else ''}", id=n) for n in self.names])
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+
+class PipelineScreen(CapsearchScreen):
+    MODE = "pipeline"
+    HELP = ("Every stage with its done / missing / failed counts. Runs go through Prefect flows in a worker "
+            "thread; progress, rate and ETA show per stage, and messages and failures land in the log.")
+    BINDINGS = [
+        Binding("r", "run_stage", "Run stage", tooltip="run the highlighted stage (its missing items only)"),
+        Binding("a", "run_all", "Run all", tooltip="run the whole pipeline (only what is missing)"),
+        Binding("c", "run_captioner", "Captioner",
+                tooltip="choose a captioner and run its caption and embed-captions stages"),
+        Binding("x", "cancel", "Cancel", tooltip="cancel the run: it stops after the batches in flight"),
+        Binding("f", "retry_failed", "Retry failed", show=False,
+                tooltip="run the highlighted stage again for its failed items too"),
+        Binding("l", "toggle_pane", "Log/Problems", show=False,
+                tooltip="switch the lower pane between the run log and the problems (failed or skipped items "
+                        "with their reasons)"),
+        Binding("u", "refresh", "Refresh", show=False, tooltip="read the counts from the store again"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage_labels: list[str] = []
+        self.cancel_event: threading.Event | None = None
+        self.running: RunRequest | None = None
+        self.status: dict | None = None
+        self._status_loading = False
+        self._status_again = False
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="pipeline-body"):
+            yield Static("loading the workspace…", id="pipeline-summary")
+            yield DataTable(id="stages", cursor_type="row", zebra_stripes=True)
+            yield ProgressPanel(id="progress")
+            with TabbedContent(id="pane"):
+                with TabPane("Log", id="log-tab"):
+                    yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=2000)
+                with TabPane("Problems", id="problems-tab"):
+                    yield DataTable(id="problems", cursor_type="row")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#stages", DataTable)
+        table.add_column("stage", key="stage")
+        for key in ("done", "missing", "failed", "total"):
+            table.add_column(key, key=key)
+        problems = self.query_one("#problems", DataTable)
+        for key in ("severity", "stage", "item", "reason"):
+            problems.add_column(key, key=key)
+        self.query_one("#progress").display = False
+        self.log_line(f"workspace {self.ws.name}: r runs the highlighted stage, a the whole pipeline, ? lists every key")
+        self.refresh_status()
+
+    def on_unmount(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()   # quitting: the run stops after the batches in flight
+
+    # -- status ------------------------------------------------------------------------------------
+    def refresh_status(self) -> None:
+        if self._status_loading:
+            self._status_again = True
+            return
+        self._status_loading = True
+        self._load_status()
+
+    @work(thread=True, group="status", exit_on_error=False)
+    def _load_status(self) -> None:
+        from pipeline.status import workspace_status
+
+        try:
+            self.post_message(StatusLoaded(workspace_status(self.ws)))
+        except Exception as exc:  # noqa: BLE001 - shown on screen
+            self.post_message(StatusFailed(f"{type(exc).__name__}: {exc}"))
+
+    @on(StatusFailed)
+    def _status_failed(self, message: StatusFailed) -> None:
+        self._status_loading = False
+        self.query_one("#pipeline-summary", Static).update(Text(f"cannot read the workspace: {message.error}", style="red"))
+        self.log_line(f"cannot read the workspace: {message.error}", "error")
+
+    @on(StatusLoaded)
+    def _status_loaded(self, message: StatusLoaded) -> None:
+        self._status_loading = False
+        self.status = status = message.status
+        self._show_summary()
+        table = self.query_one("#stages", DataTable)
+        labels = [s["stage"] for s in status["stages"]]
+        if labels != self.stage_labels:
+            row = table.cursor_row
+            table.clear()
+            for s in status["stages"]:
+                table.add_row(*self._cells(s), key=s["stage"])
+            self.stage_labels = labels
+            if labels:
+                table.move_cursor(row=min(max(row, 0), len(labels) - 1))
+        else:
+            for s in status["stages"]:
+                for key, cell in zip(("stage", "done", "missing", "failed", "total"), self._cells(s)):
+                    table.update_cell(s["stage"], key, cell)
+        problems = self.query_one("#problems", DataTable)
+        problems.clear()
+        for n, p in enumerate(status["problems"]):
+            problems.add_row(Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"],
+                             p["reason"], key=str(n))
+        self.query_one(TabbedContent).get_tab("problems-tab").label = f"Problems ({len(status['problems'])})"
+        if self._status_again:
+            self._status_again = False
+            self.refresh_status()
+
+    @staticmethod
+    def _cells(s: dict) -> tuple:
+        failed = Text(str(s["failed"]), style="bold red") if s["failed"] else Text("0", style="dim")
+        missing = Text(str(s["missing"]), style="yellow") if s["missing"] else Text("0", style="dim")
+        stage = Text(s["stage"])
+        if s.get("error"):
+            stage.append(" !", style="red")
+        elif s["total"] and not s["missing"] and not s["failed"]:
+            stage.append(" ✓", style="green")
+        return stage, Text(str(s["done"])), missing, failed, Text(str(s["total"]))
+
+    def _show_summary(self) -> None:
+        status = self.status
+        if status is None:
+            return
+        images = status["images"]
+        state = f"running {self.running.describe()}" if self.running else "idle"
+        text = Text()
+        text.append(f"{self.ws.name}", style="bold")
+        text.append(f" · {status['profile']} · {images['total']} photos "
+                    f"({images['reference']} reference, {images['target']} targets) · ")
+        text.append(state, style="bold yellow" if self.running else "green")
+        self.query_one("#pipeline-summary", Static).update(text)
+
+    # -- runs --------------------------------------------------------------------------------------
+    def _selected_stage(self) -> tuple[str, str] | None:
+        table = self.query_one("#stages", DataTable)
+        if not self.stage_labels or table.cursor_row < 0:
+            return None
+        label = self.stage_labels[min(table.cursor_row, len(self.stage_labels) - 1)]
+        name, _, target = label.partition(":")
+        return name, target
+
+    def action_run_stage(self) -> None:
+        chosen = self._selected_stage()
+        if chosen is None:
+            self.notify("no stage selected", severity="warning")
+            return
+        name, target = chosen
+        self.start_run(RunRequest((name,), (target,) if target else None))
+
+    def action_retry_failed(self) -> None:
+        chosen = self._selected_stage()
+        if chosen is None:
+            return
+        name, target = chosen
+        self.start_run(RunRequest((name,), (target,) if target else None, retry_failed=True))
+
+    def action_run_all(self) -> None:
+        self.start_run(RunRequest())
+
+    def action_run_captioner(self) -> None:
+        cfg = self.ws.config
+        names = cfg.captioners.names()
+
+        def chosen(name: str | None) -> None:
+            if name:
+                self.start_run(RunRequest(("caption", "embed-captions"), (name,)))
+
+        self.app.push_screen(CaptionerChooser(names, cfg.enabled_captioners()), chosen)
+
+    def start_run(self, request: RunRequest) -> None:
+        if self.running is not None:
+            self.notify("a run is going; x cancels it", severity="warning")
+            return
+        self.running = request
+        self.cancel_event = threading.Event()
+        panel = self.query_one("#progress", ProgressPanel)
+        panel.reset()
+        panel.display = True
+        self.post_message(RunStarted(request))
+        self._run(request, self.cancel_event)
+
+    @work(thread=True, group="run", exit_on_error=False)
+    def _run(self, request: RunRequest, cancel: threading.Event) -> None:
+        from tui.runner import run_request
+
+        def on_warning(record: logging.LogRecord) -> None:
+            self.post_message(LibraryLog(record.name, record.levelname.lower(), record.getMessage()))
+
+        result = run_request(self.ws, request, lambda event: self.post_message(StageProgressed(event)), cancel,
+                             log_path=getattr(self.app, "log_path", None), on_warning=on_warning)
+        self.post_message(RunFinished(request, result.outcome, result.detail, result.failed_items, result.seconds))
+
+    def action_cancel(self) -> None:
+        if self.running is None or self.cancel_event is None:
+            self.notify("nothing is running")
+            return
+        self.cancel_event.set()
+        self.log_line("cancelling: the run stops after the batches in flight", "warning")
+
+    def action_refresh(self) -> None:
+        self.refresh_status()
+
+    def action_toggle_pane(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = "problems-tab" if tabs.active == "log-tab" else "log-tab"
+
+    @on(RunStarted)
+    def _run_started(self, message: RunStarted) -> None:
+        self.log_line(f"run: {message.request.describe()} (starting Prefect…)")
+        self._show_summary()
+
+    @on(StageProgressed)
+    def _progressed(self, message: StageProgressed) -> None:
+        event = message.event
+        if event.kind == "message":
+            self.log_line(f"{event.stage}: {event.message}", event.level)
+            return
+        self.query_one("#progress", ProgressPanel).show_event(event)
+        if event.kind == "finish":
+            line = event.message or f"{event.stage}: {event.done} done"
+            self.log_line(line, "warning" if event.failures else "info")
+            self.refresh_status()
+
+    @on(LibraryLog)
+    def _library_log(self, message: LibraryLog) -> None:
+        self.log_line(f"[{message.name}] {message.text}", "warning" if message.level == "warning" else "error")
+
+    @on(RunFinished)
+    def _run_finished(self, message: RunFinished) -> None:
+        self.running = None
+        self.cancel_event = None
+        took = format_seconds(message.seconds)
+        if message.outcome == "completed":
+            extra = f", {message.failed_items} items failed (see Problems)" if message.failed_items else ""
+            self.log_line(f"run completed in {took}{extra}", "warning" if message.failed_items else "info")
+            self.notify(f"run completed in {took}{extra}")
+        elif message.outcome == "cancelled":
+            self.log_line(f"run cancelled after {took}; finished batches are kept", "warning")
+            self.notify("run cancelled", severity="warning")
+        else:
+            self.log_line(f"run failed after {took}: {message.detail}", "error")
+            self.notify(f"run failed: {message.detail}", severity="error", timeout=10)
+        self.refresh_status()
+
+    # -- log ---------------------------------------------------------------------------------------
+    def log_line(self, text: str, level: str = "info") -> None:
+        self.query_one("#log", RichLog).write(Text(text, style=LEVEL_STYLES.get(level, "")))

@@ -1,0 +1,101 @@
+"""Runs: recent Prefect flow runs when a server is configured, and this workspace's stage runs."""
+from __future__ import annotations
+
+import datetime as dt
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
+
+from tui.messages import RunsLoaded
+from tui.screens.base import CapsearchScreen
+from tui.widgets.progress import format_seconds
+
+STATE_STYLES = {"completed": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
+                "running": "cyan", "pending": "dim", "scheduled": "dim"}
+
+
+def _when(value: float | dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)):
+        value = dt.datetime.fromtimestamp(value)
+    return value.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+class RunsScreen(CapsearchScreen):
+    MODE = "runs"
+    HELP = ("Recent Prefect flow runs (state, stage, duration) and the Prefect UI's address when a server is "
+            "configured; below, every stage run recorded in this workspace.")
+    BINDINGS = [Binding("u", "refresh", "Refresh", tooltip="read the flow runs and stage runs again")]
+    PREFECT_TIMEOUT = 3.0
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="runs-body"):
+            yield Static("reading Prefect flow runs…", id="prefect-line")
+            yield DataTable(id="flow-runs", cursor_type="row", zebra_stripes=True)
+            yield Static(Text("Stage runs in this workspace", style="bold"), id="stage-runs-title")
+            yield DataTable(id="stage-runs", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        flow_runs = self.query_one("#flow-runs", DataTable)
+        for key in ("flow run", "flow", "state", "stage", "started", "took"):
+            flow_runs.add_column(key, key=key)
+        flow_runs.display = False
+        stage_runs = self.query_one("#stage-runs", DataTable)
+        for key in ("stage", "status", "done", "failed", "started", "took", "message"):
+            stage_runs.add_column(key, key=key)
+        stage_runs.focus()
+        self._load()
+
+    def action_refresh(self) -> None:
+        self.query_one("#prefect-line", Static).update("reading Prefect flow runs…")
+        self._load()
+
+    @work(thread=True, group="runs", exclusive=True, exit_on_error=False)
+    def _load(self) -> None:
+        from tui.prefect_runs import read_recent_runs
+
+        stage_runs = self.ws.store.stage_runs(limit=50)
+        prefect = read_recent_runs(timeout=self.PREFECT_TIMEOUT, api_url=getattr(self.app, "prefect_api_url", None))
+        self.post_message(RunsLoaded(prefect, stage_runs))
+
+    @on(RunsLoaded)
+    def _loaded(self, message: RunsLoaded) -> None:
+        from tui.prefect_runs import START_HINT
+
+        p = message.prefect
+        line = self.query_one("#prefect-line", Static)
+        flow_runs = self.query_one("#flow-runs", DataTable)
+        if p.api_url is None:
+            line.update(Text(START_HINT, style="yellow"))
+            flow_runs.display = False
+        else:
+            text = Text()
+            text.append("Prefect UI ", style="dim")
+            text.append(p.ui_url or p.api_url, style="bold underline")
+            text.append(f"  (API {p.api_url})", style="dim")
+            if p.error:
+                text.append(f"\n{p.error}", style="red")
+            else:
+                text.append(f"\n{len(p.runs)} recent flow runs", style="dim")
+            line.update(text)
+            flow_runs.display = not p.error
+            flow_runs.clear()
+            for n, r in enumerate(p.runs):
+                flow_runs.add_row(r.name, r.flow, Text(r.state, style=STATE_STYLES.get(r.state.lower(), "")), r.stage,
+                                  _when(r.started), format_seconds(r.seconds), key=str(n))
+        table = self.query_one("#stage-runs", DataTable)
+        table.clear()
+        for r in message.stage_runs:
+            stage = f"{r['stage']}:{r['target']}" if r.get("target") else r["stage"]
+            took = (r["finished_at"] - r["started_at"]) if r.get("finished_at") else None
+            table.add_row(stage, Text(r["status"], style=STATE_STYLES.get(r["status"], "")), str(r["done"]),
+                          str(r["failed"]), _when(r["started_at"]), format_seconds(took), r.get("message") or "",
+                          key=str(r["id"]))
+        if not message.stage_runs:
+            self.query_one("#stage-runs-title", Static).update(
+                Text("Stage runs in this workspace: none yet", style="bold"))

@@ -1,0 +1,263 @@
+"""Search: ranked photos as you type (debounced), a key to cycle the ranking method, and where the true
+photo of an evaluation query ranked."""
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Static
+from textual.worker import get_current_worker
+
+from pipeline.browse import Browser
+from tui.messages import SearchReady, SearchResults, TruePhoto
+from tui.screens.base import CapsearchScreen
+from tui.widgets.photo import Photo
+
+SEARCH_DELAY = 0.1        # seconds of quiet typing before a search starts
+TOP_K = 50
+
+
+def format_rank(rank: float) -> str:
+    return f"{rank:.0f}" if float(rank).is_integer() else f"{rank:.1f}"
+
+
+class SearchScreen(CapsearchScreen):
+    MODE = "search"
+    HELP = ("Type a query: the photos are ranked as you type. ctrl+t cycles the ranking method (each "
+            "captioner's captions, clip, hybrid); for an evaluation query the true photo is marked ★ and its rank "
+            "is shown. ctrl+n fills in the next evaluation query.")
+    BINDINGS = [
+        Binding("ctrl+t", "next_method", "Method", priority=True,
+                tooltip="rank with the next method: each captioner, clip, hybrid, oracle (m in the results)"),
+        Binding("ctrl+n", "next_example", "Eval query", priority=True,
+                tooltip="fill in the next evaluation query (its true photo is marked ★)"),
+        Binding("slash", "focus_query", "Query", show=False, tooltip="type in the query box"),
+        Binding("escape", "focus_results", "Results", show=False, tooltip="move from the query box to the results"),
+        Binding("m", "next_method", "Method", show=False, tooltip="next method (from the results)"),
+        Binding("enter", "open", "Open photo", show=False,
+                tooltip="in the results: open the photo with its neighbours, prompt and captions"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods: list[str] = []
+        self.method: str = ""
+        self.examples: list[tuple[str, str, str]] = []
+        self.example_index = -1
+        self.ready = False
+        self.index = None
+        self.browser: Browser | None = None
+        self.last: SearchResults | None = None
+        self._timer = None
+        self._pending: tuple[str, str] | None = None
+        self._paths: dict[str, object] = {}
+
+    def compose_body(self) -> ComposeResult:
+        with Vertical(id="search-body"):
+            with Horizontal(id="query-row"):
+                yield Input(placeholder="type a query, e.g. a dog running on the beach", id="query")
+                yield Static("", id="method")
+            yield Static("loading the search index…", id="search-status")
+            with Horizontal(id="results-row"):
+                yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
+                with Vertical(id="preview"):
+                    yield Photo(id="preview-photo")
+                    yield Static("", id="preview-text")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#hits", DataTable)
+        for key, label in (("rank", "#"), ("score", "score"), ("photo", "photo"), ("caption", "caption")):
+            table.add_column(label, key=key)
+        self.query_one("#query", Input).focus()
+        self._show_method()
+        self._load_index()
+
+    # -- index -------------------------------------------------------------------------------------
+    @work(thread=True, group="index", exit_on_error=False)
+    def _load_index(self) -> None:
+        try:
+            from pipeline.search_service import SearchIndex
+
+            index = SearchIndex(self.ws)
+            methods = list(index.methods())
+            if methods:
+                index.search("warm up", methods[0], 1)  # loads the text embedder now, not on the first key
+            browser = Browser(self.ws)
+            examples = browser.evaluation_queries(limit=200)
+            n_photos = self.ws.store.count_images("target")
+        except Exception as exc:  # noqa: BLE001 - shown on screen
+            self.post_message(SearchReady([], 0, error=f"{type(exc).__name__}: {exc}"))
+            return
+        self.index, self.browser = index, browser
+        self.post_message(SearchReady(methods, n_photos, examples=examples))
+
+    @on(SearchReady)
+    def _ready(self, message: SearchReady) -> None:
+        status = self.query_one("#search-status", Static)
+        if message.error:
+            status.update(Text(f"search is not available: {message.error}", style="red"))
+            return
+        if not message.methods:
+            status.update(Text("nothing to search yet: run the pipeline first (screen 1, key a)", style="yellow"))
+            return
+        self.ready = True
+        self.methods = message.methods
+        self.examples = message.examples
+        default = self.ws.config.search.default_method
+        if self.method not in self.methods:
+            self.method = default if default in self.methods else self.methods[0]
+        self._show_method()
+        status.update(Text(f"{message.n_photos} photos · {len(self.methods)} methods · "
+                           f"{len(self.examples)} evaluation queries (ctrl+n)", style="dim"))
+        if self._pending is not None:
+            query, method = self._pending
+            self._pending = None
+            self.show_query(query, method)
+        elif self.query_one("#query", Input).value.strip():
+            self._start_search()
+
+    # -- typing ------------------------------------------------------------------------------------
+    @on(Input.Changed, "#query")
+    def _changed(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(SEARCH_DELAY, self._start_search)
+
+    @on(Input.Submitted, "#query")
+    def _submitted(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._start_search()
+        self.query_one("#hits", DataTable).focus()
+
+    def _start_search(self) -> None:
+        query = self.query_one("#query", Input).value
+        if not self.ready:
+            return
+        if not query.strip():
+            self.query_one("#hits", DataTable).clear()
+            return
+        self._search(query, self.method)
+
+    @work(thread=True, group="search", exclusive=True, exit_on_error=False)
+    def _search(self, query: str, method: str) -> None:
+        worker = get_current_worker()
+        t0 = time.perf_counter()
+        try:
+            hits = self.index.search(query, method, TOP_K)
+            found = self.index.evaluation_query(query)
+            truth = ([TruePhoto(found[0], found[1], float(self.index.rank_of(query, method, found[0])))]
+                     if found else [])
+            paths = {h.image_id: self.browser.photo_path(h.image_id) for h in hits}
+        except Exception as exc:  # noqa: BLE001 - shown on screen
+            if not worker.is_cancelled:
+                self.post_message(SearchResults(query, method, [], time.perf_counter() - t0, error=str(exc)))
+            return
+        if not worker.is_cancelled:
+            self._paths.update(paths)
+            self.post_message(SearchResults(query, method, hits, time.perf_counter() - t0, truth))
+
+    @on(SearchResults)
+    def _results(self, message: SearchResults) -> None:
+        if message.query != self.query_one("#query", Input).value or message.method != self.method:
+            return  # typed on since: a newer search is coming
+        self.last = message
+        status = self.query_one("#search-status", Static)
+        if message.error:
+            status.update(Text(f"search failed: {message.error}", style="red"))
+            return
+        true_ids = {t.image_id for t in message.truth}
+        table = self.query_one("#hits", DataTable)
+        table.clear()
+        for hit in message.hits:
+            mark = "★" if hit.image_id in true_ids else ""
+            table.add_row(Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
+                          hit.image_id, hit.caption, key=f"{hit.rank}")
+        line = Text(f"{len(message.hits)} results · {message.method} · {message.seconds * 1000:.0f} ms", style="dim")
+        for t in message.truth:
+            line.append(f" · true photo of this {t.kind} query ranked ", style="")
+            line.append(f"#{format_rank(t.rank)}", style="bold yellow")
+        status.update(line)
+        if message.hits:
+            table.move_cursor(row=0)
+            self._preview(0)
+
+    @on(DataTable.RowHighlighted, "#hits")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._preview(event.cursor_row)
+
+    def _preview(self, row: int) -> None:
+        if self.last is None or not (0 <= row < len(self.last.hits)):
+            return
+        hit = self.last.hits[row]
+        self.run_worker(self.query_one("#preview-photo", Photo).show(self._paths.get(hit.image_id)),
+                        group="preview", exclusive=True)
+        text = Text()
+        text.append(f"#{hit.rank} ", style="bold")
+        text.append(f"{hit.image_id}\n", style="dim")
+        text.append(hit.caption or "")
+        self.query_one("#preview-text", Static).update(text)
+
+    # -- keys --------------------------------------------------------------------------------------
+    def _show_method(self) -> None:
+        label = Text()
+        label.append(" method ", style="dim")
+        label.append(self.method or "-", style="bold")
+        label.append(" ^t ", style="dim")
+        self.query_one("#method", Static).update(label)
+
+    def action_next_method(self) -> None:
+        if not self.methods:
+            return
+        i = self.methods.index(self.method) if self.method in self.methods else -1
+        self.method = self.methods[(i + 1) % len(self.methods)]
+        self._show_method()
+        self._start_search()
+
+    def action_next_example(self) -> None:
+        if not self.examples:
+            self.notify("no evaluation queries in this workspace yet")
+            return
+        self.example_index = (self.example_index + 1) % len(self.examples)
+        query, _, _ = self.examples[self.example_index]
+        self.query_one("#query", Input).value = query
+
+    def action_focus_query(self) -> None:
+        self.query_one("#query", Input).focus()
+
+    def action_focus_results(self) -> None:
+        self.query_one("#hits", DataTable).focus()
+
+    def action_open(self) -> None:
+        table = self.query_one("#hits", DataTable)
+        if self.last is not None and self.last.hits and table.has_focus:
+            from tui.screens.captions import PhotoScreen
+
+            self.app.push_screen(PhotoScreen([h.image_id for h in self.last.hits], max(0, table.cursor_row)))
+
+    @on(DataTable.RowSelected, "#hits")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        from tui.screens.captions import PhotoScreen
+
+        if self.last is not None and self.last.hits:
+            self.app.push_screen(PhotoScreen([h.image_id for h in self.last.hits], event.cursor_row))
+
+    def show_query(self, query: str, method: str) -> None:
+        """Put ``query`` in the box and rank with ``method`` (used by the Evaluation drill-down)."""
+        if not self.ready:
+            self._pending = (query, method)
+            self.query_one("#query", Input).value = query
+            return
+        if method in self.methods:
+            self.method = method
+            self._show_method()
+        box = self.query_one("#query", Input)
+        if box.value != query:
+            box.value = query
+        if self._timer is not None:
+            self._timer.stop()
+        self._start_search()

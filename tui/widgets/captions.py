@@ -1,0 +1,62 @@
+"""Every captioner's caption side by side, and one neighbour with its preview, similarity and captions."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static
+
+from pipeline.browse import CaptionView, NeighbourView
+from tui.widgets.photo import Photo
+
+STATUS_STYLES = {"ok": "", "empty": "yellow", "failed": "red", "missing": "dim"}
+
+
+def caption_text(c: CaptionView) -> Text:
+    if c.status == "missing":
+        return Text("not captioned yet", style="dim italic")
+    if c.status == "failed":
+        return Text(f"failed: {c.error or 'no reason recorded'}", style="red")
+    if c.status == "empty" or not c.text:
+        return Text("(empty caption)", style="yellow")
+    text = Text(c.text)
+    if c.stale:
+        text.append("\n(earlier configuration)", style="dim")
+    return text
+
+
+class CaptionColumns(Horizontal):
+    """One bordered column per captioner."""
+
+    def show(self, captions: tuple[CaptionView, ...]) -> None:
+        self.remove_children()
+        columns = []
+        for c in captions:
+            col = Static(caption_text(c), classes=f"caption-column -{c.status}")
+            col.border_title = c.captioner
+            columns.append(col)
+        if not columns:
+            columns.append(Static(Text("no captioners enabled", style="dim")))
+        self.mount_all(columns)
+
+
+class NeighbourRow(Horizontal):
+    """A small preview of a neighbour, its rank, similarity, id and captions."""
+
+    def __init__(self, neighbour: NeighbourView, rank: int) -> None:
+        super().__init__(classes="neighbour")
+        self.neighbour = neighbour
+        self.rank = rank
+
+    def compose(self) -> ComposeResult:
+        n = self.neighbour
+        yield Photo(n.path, classes="neighbour-photo")
+        text = Text()
+        text.append(f"#{self.rank} ", style="bold")
+        text.append(f"{n.score:.3f} ", style="bold cyan")
+        text.append(n.id, style="dim")
+        if n.near_duplicate:
+            text.append("  near-duplicate: its captions are left out of the prompt", style="yellow")
+        for cap in n.captions:
+            text.append(f"\n· {cap}")
+        yield Static(text, classes="neighbour-text")
