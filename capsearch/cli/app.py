@@ -33,6 +33,10 @@ def quiet_environment() -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "TOKENIZERS_PARALLELISM": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        # transformers' and the hub's own progress bars and warnings would draw over ours
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
     }.items():
         os.environ.setdefault(key, value)
 
