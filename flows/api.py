@@ -1,0 +1,109 @@
+"""What the CLI and the TUI call to run stages: every call is a Prefect run of the ``pipeline`` flow."""
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import flows  # noqa: F401 - applies the Prefect settings before Prefect is imported
+from pipeline.progress import ProgressCallback
+from pipeline.workspace import Workspace
+
+
+@dataclass
+class StageOutcome:
+    stage: str                 # label, e.g. "caption:knn-consensus"
+    name: str
+    target: str
+    config_hash: str
+    status: str                # completed | failed | cancelled
+    batches: int               # batches planned (every item of the stage)
+    cached: int                # batches answered from the Prefect cache
+    ran: int                   # batches that computed something
+    unchanged: int             # batches with nothing to compute and no cache record
+    items: int                 # items this run had to compute
+    done: int
+    failed: int
+    skipped: int
+    seconds: float
+    flow_run_id: str = ""
+    error: str = ""
+    messages: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "StageOutcome":
+        return cls(d["stage"], d["name"], d["target"], d["config_hash"], d["status"], d["batches"], d["cached"],
+                   d["ran"], d["unchanged"], d["items"], d["done"], d["failed"], d["skipped"], d["seconds"],
+                   d.get("flow_run_id", ""), d.get("error", ""), list(d.get("messages", [])))
+
+
+@dataclass
+class RunSummary:
+    flow_run_id: str
+    status: str                # completed | failed | cancelled
+    seconds: float
+    stages: list[StageOutcome]
+    runner: str = "thread"
+    error: str = ""
+
+    @property
+    def cached_batches(self) -> int:
+        return sum(s.cached for s in self.stages)
+
+    @property
+    def ran_batches(self) -> int:
+        return sum(s.ran for s in self.stages)
+
+    @property
+    def batches(self) -> int:
+        return sum(s.batches for s in self.stages)
+
+    def stage(self, label: str) -> StageOutcome:
+        for s in self.stages:
+            if s.stage == label:
+                return s
+        raise KeyError(label)
+
+
+def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | None = None, *,
+        progress: ProgressCallback | None = None, retry_failed: bool = False, runner: str | None = None,
+        dask_address: str | None = None, cancel: threading.Event | None = None) -> RunSummary:
+    """Run stages (default: all, in pipeline order) as the ``pipeline`` flow and return what happened.
+
+    ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
+    ``cancel`` stops the run between batches; finished batches stay in the store and the
+    run is recorded as cancelled. ``runner`` is ``thread`` or ``dask`` (default: the
+    workspace's ``orchestration.runner``); with ``dask`` and no ``dask_address`` (nor
+    ``orchestration.dask_address``) a local cluster is started. A stage that fails
+    raises its error after recording the run as failed.
+    """
+    from flows import run_context
+    from flows.pipeline_flow import pipeline
+    from flows.runners import check_runner
+    from flows.server import api_server
+    from flows.setup import no_heartbeats
+
+    orch = ws.config.orchestration
+    chosen = check_runner(runner or orch.runner)
+    address = dask_address or orch.dask_address or None
+    ctx = run_context.open_run(ws, progress, cancel)
+    t0 = time.perf_counter()
+    try:
+        with ExitStack() as stack:
+            if chosen == "dask":
+                stack.enter_context(api_server())
+            stack.enter_context(no_heartbeats())
+            state = pipeline(workspace=str(ws.root), stages=list(stages) if stages else None,
+                             captioners=list(captioners) if captioners else None, retry_failed=retry_failed,
+                             runner=chosen, dask_address=address, run_key=ctx.key, return_state=True)
+        outcomes = [StageOutcome.from_dict(o) for o in ctx.outcomes]
+        flow_run_id = str(state.state_details.flow_run_id or "")
+        seconds = time.perf_counter() - t0
+        if state.is_cancelled():
+            return RunSummary(flow_run_id, "cancelled", seconds, outcomes, chosen, state.message or "")
+        state.result(raise_on_failure=True)
+        return RunSummary(flow_run_id, "completed", seconds, outcomes, chosen)
+    finally:
+        run_context.close_run(ctx.key)

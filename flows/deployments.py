@@ -1,0 +1,79 @@
+"""Scheduled deployments (``capsearch serve``).
+
+The nightly deployment runs the ``pipeline`` flow on a workspace at the configured
+cron schedule: ingest picks up new photos (from ``orchestration.watch_folder`` when
+set, else the configured collection), every enabled captioner captions them, their
+captions are embedded and the evaluation and report are made again. Every stage
+computes only what is missing, so a night with no new photos costs seconds.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+from uuid import UUID
+
+import flows  # noqa: F401 - applies the Prefect settings
+from pipeline.errors import ConfigError
+from pipeline.workspace import Workspace, capsearch_home, resolve_home_path
+
+NIGHTLY = "nightly"
+
+
+def deployment_name(ws: Workspace) -> str:
+    return f"{NIGHTLY}-{ws.name}"
+
+
+def check_schedule(cron: str, timezone: str) -> None:
+    """A clear error for a malformed cron line or an unknown time zone (before anything is registered)."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from pydantic import ValidationError
+
+    try:
+        CronSchedule(cron=cron)
+    except ValidationError:
+        raise ConfigError(f"orchestration.schedule_cron '{cron}' is not a valid cron expression (e.g. \"0 2 * * *\")") from None
+    try:
+        CronSchedule(cron=cron, timezone=timezone)
+    except ValidationError:
+        raise ConfigError(f"orchestration.schedule_timezone '{timezone}' is not a known time zone (e.g. Europe/Berlin)") from None
+
+
+def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | None = None) -> Any:
+    """The nightly ``pipeline`` deployment of a workspace (a ``RunnerDeployment``, not yet registered)."""
+    from prefect.deployments.runner import EntrypointType
+    from prefect.schedules import Cron
+
+    from flows.pipeline_flow import pipeline
+
+    orch = ws.config.orchestration
+    cron = cron or orch.schedule_cron
+    timezone = timezone or orch.schedule_timezone
+    check_schedule(cron, timezone)
+    parameters: dict[str, Any] = {"workspace": str(ws.root), "runner": orch.runner,
+                                  "dask_address": orch.dask_address or None}
+    if orch.watch_folder:
+        parameters["data_path"] = str(resolve_home_path(orch.watch_folder))
+    return pipeline.to_deployment(
+        name=deployment_name(ws), schedules=[Cron(cron, timezone=timezone)], parameters=parameters,
+        tags=["capsearch", NIGHTLY], entrypoint_type=EntrypointType.MODULE_PATH,
+        description=(f"capsearch nightly run of {ws.root}: ingest new photos, caption them with every enabled "
+                     "captioner, embed the captions, evaluate and report"),
+    )
+
+
+def build_deployments(ws: Workspace, cron: str | None = None, timezone: str | None = None) -> list[Any]:
+    return [nightly_deployment(ws, cron, timezone)]
+
+
+def register(deployments: list[Any]) -> list[UUID]:
+    """Create or update the deployments in the Prefect API (what ``serve`` does first)."""
+    return [d.apply() for d in deployments]
+
+
+def serve(deployments: list[Any]) -> None:
+    """Register the deployments and run their scheduled runs until interrupted (blocks)."""
+    from prefect import serve as prefect_serve
+
+    # Scheduled runs execute in child processes: they must resolve relative data paths the same way.
+    os.environ.setdefault("CAPSEARCH_HOME", str(capsearch_home()))
+    prefect_serve(*deployments, print_starting_message=False)

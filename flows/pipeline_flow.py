@@ -1,0 +1,76 @@
+"""The ``pipeline`` flow: the stage flows in pipeline order, for the configured captioners."""
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.states import Cancelled, State
+
+from flows import run_context
+from flows.run_context import RunContext
+from flows.runners import task_runners
+from flows.setup import no_heartbeats
+from flows.stage_flows import stage_flow
+from pipeline.errors import ConfigError
+from pipeline.stages.registry import STAGE_ORDER, available_stages, pipeline_stages
+
+
+def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] | None) -> list[tuple[str, str]]:
+    """(stage name, target) in run order; registered stages in pipeline order, then ``module:Class`` stages."""
+    registered = [n for n in (names or []) if ":" not in n]
+    custom = [n for n in (names or []) if ":" in n]
+    unknown = [n for n in registered if n not in STAGE_ORDER]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_ORDER)}")
+    have = available_stages()
+    missing = [n for n in registered if n not in have]
+    if missing:
+        raise ConfigError(f"stage(s) {', '.join(missing)} are not available in this installation; "
+                          f"available: {', '.join(have)}")
+    plan: list[tuple[str, str]] = []
+    if registered or names is None:
+        for st in pipeline_stages(ctx.ws, registered or None, captioners):
+            ctx.stages.setdefault((st.name, st.target), st)
+            plan.append((st.name, st.target))
+    plan.extend((n, "") for n in custom)
+    return plan
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    ws = str(params.get("workspace", "")).rstrip("/").rsplit("/", 1)[-1] or "workspace"
+    stages = params.get("stages")
+    return f"{ws}: {', '.join(stages)}" if stages else f"{ws}: all stages"
+
+
+@flow(name="capsearch-pipeline", flow_run_name=_run_name, persist_result=False, log_prints=False,
+      description="capsearch: ingest, embed, neighbours, prompts, captions, caption embeddings, queries, evaluation, report")
+def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[str] | None = None,
+             retry_failed: bool = False, runner: str = "thread", dask_address: str | None = None,
+             data_path: str | None = None, run_key: str = "") -> dict[str, Any] | State:
+    """Run the stages of a workspace in order; each stage is its own flow run with batch tasks.
+
+    ``data_path`` overrides the collection folder for this run (the scheduled run's watched folder).
+    """
+    ctx = run_context.context_for(workspace, run_key)
+    if data_path:
+        ctx.ws.config.data.path = data_path
+    plan = stage_plan(ctx, stages, captioners)
+    completed: list[str] = []
+    with task_runners(runner, dask_address) as runner_for, no_heartbeats():
+        for name, target in plan:
+            if ctx.cancel.is_set():
+                break
+            st = ctx.stage(name, target)
+            sub = stage_flow(name).with_options(task_runner=runner_for(st))
+            state = sub(workspace=workspace, stage=name, target=target, retry_failed=retry_failed,
+                        run_key=ctx.key, return_state=True)
+            if state.is_cancelled():
+                break
+            state.result(raise_on_failure=True)
+            completed.append(st.label)
+    if ctx.cancel.is_set() and len(completed) < len(plan):
+        return Cancelled(message=f"cancelled after {len(completed)} of {len(plan)} stages; finished batches are kept")
+    return {"stages": completed}

@@ -1,0 +1,164 @@
+"""Process-local state of a run: the workspace, live stage objects, the progress callback, the cancel flag.
+
+Flow and task parameters carry only a run key (a string); everything that must not
+be hashed, persisted or pickled (callbacks, events, stages with open SQLite
+connections and loaded models) is looked up here by that key. In another process
+(a Dask worker, a deployment run) the key is unknown and stages are rebuilt from
+(workspace path, stage name, target).
+"""
+from __future__ import annotations
+
+import importlib
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.progress import ProgressCallback, ProgressEvent, StageProgress
+from pipeline.stages.base import Stage
+from pipeline.stages.registry import STAGE_ORDER, stage_class
+from pipeline.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class StageRef:
+    """How any process finds a stage: the workspace, the stage name (or ``module:Class``) and its target."""
+    workspace: str
+    name: str
+    target: str = ""
+    config_hash: str = ""
+    label: str = ""             # the stage's label (``caption:blip-base``): part of the cache key
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", f"{self.name}:{self.target}" if self.target else self.name)
+
+
+def resolve_stage_class(name: str) -> type[Stage]:
+    """A registered stage name, or ``package.module:Class`` for a stage defined outside the registry."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"stage '{name}' cannot be imported: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise ConfigError(f"stage '{name}' is not a Stage subclass")
+        return cls
+    try:
+        return stage_class(name)
+    except KeyError:
+        raise ConfigError(f"unknown stage '{name}'; stages: {', '.join(STAGE_ORDER)}") from None
+
+
+def build_stage(ws: Workspace, name: str, target: str = "") -> Stage:
+    return resolve_stage_class(name)(ws, target)
+
+
+class LockedProgress(StageProgress):
+    """StageProgress whose counters may be advanced from several task threads at once."""
+
+    def __init__(self, stage: str, total: int, callback: ProgressCallback | None = None):
+        self._lock = threading.RLock()
+        super().__init__(stage, total, callback)
+
+    def advance(self, n: int = 1, failures: int = 0) -> None:
+        with self._lock:
+            super().advance(n, failures)
+
+    def message(self, text: str, level: str = "info") -> None:
+        with self._lock:
+            super().message(text, level)
+
+    def finish(self, message: str = "") -> None:
+        with self._lock:
+            super().finish(message)
+
+
+def _safe(callback: ProgressCallback | None) -> ProgressCallback | None:
+    """A callback that never breaks a task: errors in the caller's UI code are swallowed."""
+    if callback is None:
+        return None
+
+    def call(event: ProgressEvent) -> None:
+        try:
+            callback(event)
+        except Exception:  # noqa: BLE001 - a progress bar must not fail a batch
+            pass
+
+    return call
+
+
+@dataclass
+class RunContext:
+    key: str
+    ws: Workspace
+    progress: ProgressCallback | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    stages: dict[tuple[str, str], Stage] = field(default_factory=dict)
+    trackers: dict[str, StageProgress] = field(default_factory=dict)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    flow_run_id: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stage(self, name: str, target: str = "") -> Stage:
+        """One stage object per (name, target) for the whole run, shared by every batch task."""
+        with self._lock:
+            st = self.stages.get((name, target))
+            if st is None:
+                st = self.stages[(name, target)] = build_stage(self.ws, name, target)
+            return st
+
+    def tracker(self, label: str, total: int) -> StageProgress:
+        sp = LockedProgress(label, total, _safe(self.progress))
+        self.trackers[label] = sp
+        return sp
+
+
+_runs: dict[str, RunContext] = {}
+_runs_lock = threading.Lock()
+
+
+def open_run(ws: Workspace, progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> RunContext:
+    ctx = RunContext(uuid.uuid4().hex, ws, progress, cancel or threading.Event())
+    with _runs_lock:
+        _runs[ctx.key] = ctx
+    return ctx
+
+
+def lookup(key: str) -> RunContext | None:
+    with _runs_lock:
+        return _runs.get(key)
+
+
+def close_run(key: str) -> None:
+    with _runs_lock:
+        _runs.pop(key, None)
+
+
+def context_for(workspace: str, key: str) -> RunContext:
+    """The registered run, or a fresh one (a flow started by a deployment or from another process)."""
+    ctx = lookup(key) if key else None
+    return ctx if ctx is not None else open_run(Workspace(workspace))
+
+
+# -- stages in processes that do not hold the run (Dask workers) ------------------------------------------
+_worker_stages: dict[tuple[str, str, str, str], Stage] = {}
+_worker_lock = threading.Lock()
+
+
+def worker_stage(ref: StageRef) -> Stage:
+    """Rebuild a stage from its reference, once per process and configuration (models stay loaded)."""
+    key = (ref.workspace, ref.name, ref.target, ref.config_hash)
+    with _worker_lock:
+        st = _worker_stages.get(key)
+        if st is None:
+            st = build_stage(Workspace(ref.workspace), ref.name, ref.target)
+            if ref.config_hash and st.config_hash() != ref.config_hash:
+                raise ConfigError(
+                    f"{ref.label}: this worker sees another configuration of {ref.workspace} than the flow "
+                    "(start the workers with the same capsearch.toml, CAPSEARCH_* environment and shared workspace path)"
+                )
+            _worker_stages[key] = st
+        return st

@@ -1,0 +1,131 @@
+"""Task runners: threads in this process (default), or a Dask cluster for the caption and embedding stages.
+
+``--runner dask`` without an address starts a local cluster with one single-threaded
+worker process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or one worker on
+a machine without GPUs. With an address, tasks go to that existing cluster; its
+workers must see the workspace at the same path and the same capsearch
+configuration. Dask workers are other processes, so they need a real Prefect API
+server (``flows.server.api_server`` provides one when none is configured).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from flows.settings import THREADS_ENV, env_int
+from pipeline.errors import ConfigError
+from pipeline.stages.base import Stage
+
+RUNNERS = ("thread", "dask")
+# Stages whose batches go to Dask: the heavy model work. The rest stay in threads of the flow.
+SCALE_OUT_STAGES = frozenset({"embed-images", "caption", "embed-captions"})
+_QUIET_LOGGERS = ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
+                  "distributed.core", "distributed.http.proxy", "distributed.deploy", "bokeh", "tornado")
+
+
+def thread_workers() -> int:
+    """Tasks in flight per stage with the thread runner (GPU stages still run one batch at a time)."""
+    return max(1, env_int(THREADS_ENV, min(4, max(2, os.cpu_count() or 2))))
+
+
+def scales_out(stage: Stage) -> bool:
+    return stage.name in SCALE_OUT_STAGES or bool(getattr(stage, "uses_gpu", False))
+
+
+def check_runner(runner: str) -> str:
+    if runner not in RUNNERS:
+        raise ConfigError(f"runner '{runner}' is not one of {', '.join(RUNNERS)}")
+    return runner
+
+
+def quiet_dask_logs() -> None:
+    import dask
+
+    dask.config.set({"distributed.admin.system-monitor.gil.enabled": False,
+                     "distributed.logging.distributed": "error"})
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def visible_gpus() -> list[int]:
+    """Indices of the CUDA GPUs this process may use (none on a CPU-only machine)."""
+    try:
+        import torch
+
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    except Exception:  # noqa: BLE001 - no torch or a broken driver: run on CPU
+        return []
+
+
+def cluster_spec(gpus: list[int]) -> dict[str, dict[str, Any]]:
+    """Worker specs: one single-threaded worker process per GPU, or one on CPU."""
+    from distributed import Nanny
+
+    slots = gpus or [None]
+    spec: dict[str, dict[str, Any]] = {}
+    for n, gpu in enumerate(slots):
+        env = {"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}
+        spec[f"capsearch-{n}"] = {"cls": Nanny, "options": {
+            "nthreads": 1, "env": env, "host": "127.0.0.1", "silence_logs": logging.ERROR,
+            "dashboard": False, "memory_limit": 0}}
+    return spec
+
+
+@contextmanager
+def local_cluster(gpus: list[int] | None = None) -> Iterator[str]:
+    """Start a local Dask cluster (one worker per GPU) and yield its scheduler address."""
+    from distributed import Scheduler, SpecCluster
+
+    quiet_dask_logs()
+    spec = cluster_spec(visible_gpus() if gpus is None else gpus)
+    cluster = SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {
+        "host": "127.0.0.1", "dashboard": False, "dashboard_address": None}},
+        silence_logs=logging.ERROR, name="capsearch")
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+@contextmanager
+def dask_scheduler(address: str | None) -> Iterator[str]:
+    """The given scheduler address, or a local cluster started for the duration of the block."""
+    if address:
+        quiet_dask_logs()
+        yield address
+        return
+    with local_cluster() as started:
+        yield started
+
+
+@contextmanager
+def task_runners(runner: str, dask_address: str | None = None) -> Iterator[Callable[[Stage], TaskRunner[Any]]]:
+    """Yield ``runner_for(stage)``: Dask for the stages that scale out (when asked), threads otherwise."""
+    threads = ThreadPoolTaskRunner(max_workers=thread_workers())
+    if check_runner(runner) == "thread":
+        yield lambda stage: threads
+        return
+    from prefect.settings import PREFECT_API_URL
+    from prefect_dask import DaskTaskRunner
+
+    if not PREFECT_API_URL.value():
+        raise ConfigError("the dask runner needs a Prefect server that its workers can reach: start "
+                          "`capsearch server` (or set PREFECT_API_URL) and run again")
+    with dask_scheduler(dask_address) as address:
+        dask = DaskTaskRunner(address=address)
+        yield lambda stage: dask if scales_out(stage) else threads
+
+
+def submission_window(task_runner: Any) -> int:
+    """How many batch tasks to keep in flight: the runner's threads (Dask: every worker thread)."""
+    client = getattr(task_runner, "client", None) if type(task_runner).__name__ == "DaskTaskRunner" else None
+    if client is not None:
+        try:
+            return max(1, 2 * sum(client.nthreads().values()))
+        except Exception:  # noqa: BLE001
+            return 2
+    return max(1, getattr(task_runner, "_max_workers", None) or thread_workers())
