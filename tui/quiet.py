@@ -11,6 +11,7 @@ Two layers:
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import sys
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 _MARK = "_capsearch_tui"
-LIBRARY_LEVEL = logging.INFO
 
 
 class _CallbackHandler(logging.Handler):
@@ -34,11 +34,14 @@ class _CallbackHandler(logging.Handler):
 
 
 def _is_console(handler: logging.Handler) -> bool:
-    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    """A handler that writes to a terminal stream (not a file, not an in-memory capture such as pytest's)."""
+    return (isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+            and not isinstance(getattr(handler, "stream", None), io.StringIO))
 
 
 def route_library_logging(log_path: Path | None, on_warning: Callable[[logging.LogRecord], None] | None = None) -> None:
-    """Remove console handlers everywhere; log to ``log_path`` (if given) and WARNING+ to ``on_warning``."""
+    """Remove console handlers everywhere; records reaching the root logger (WARNING and above unless a
+    library lowers its own level) go to ``log_path`` (if given) and to ``on_warning``."""
     loggers = [logging.getLogger()] + [
         lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
     ]
@@ -61,8 +64,6 @@ def route_library_logging(log_path: Path | None, on_warning: Callable[[logging.L
         ch = _CallbackHandler(on_warning)
         setattr(ch, _MARK, True)
         root.addHandler(ch)
-    if root.level > LIBRARY_LEVEL or root.level == logging.NOTSET:
-        root.setLevel(LIBRARY_LEVEL if log_path is not None else logging.WARNING)
     logging.captureWarnings(True)
 
 

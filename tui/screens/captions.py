@@ -164,9 +164,11 @@ class PhotoScreen(Screen):
 
     @on(PhotoLoaded)
     async def _loaded(self, message: PhotoLoaded) -> None:
-        d = self.detail = message.detail
-        if d.id != self.ids[self.index]:
+        if message.detail.id != self.ids[self.index]:
             return
+        if self.detail is not None and self.detail.id != message.detail.id:
+            self.query_one("#photo-body", VerticalScroll).scroll_home(animate=False)
+        d = self.detail = message.detail
         await self.query_one("#photo", Photo).show(d.path)
         title = Text()
         title.append(d.id, style="bold")

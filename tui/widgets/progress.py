@@ -19,6 +19,8 @@ def format_seconds(seconds: float | None) -> str:
 
 def progress_line(event: ProgressEvent) -> str:
     """``12/80 · 3.1/s · ETA 0:22 · 1 failed`` for one event."""
+    if event.kind == "finish" and not event.total and not event.done:
+        return "nothing to do"
     parts = [f"{event.done}/{event.total}" if event.total else f"{event.done}"]
     if event.kind == "finish":
         parts.append("done")
