@@ -30,6 +30,7 @@ import numpy as np
 
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
+from pipeline.metrics import RankBounds, evaluate_ranks, metric_names, paired_bootstrap, rank_bounds
 from pipeline.progress import StageProgress
 from pipeline.search_service import (CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, clip_text_space,
                                      document_space, image_space, oracle_captions, query_space, stage_hash,
@@ -173,21 +174,10 @@ class EvaluationResult:
         data["results"] = [MethodResult(**r) for r in data.get("results", [])]
         return cls(**data)
 
-    def missing_note(self, method: str) -> str:
-        n = self.missing.get(method, 0)
-        return f"{n} of {self.n_targets} targets missing" if n else ""
-
-
-def _metric_names(ks: list[int]) -> list[str]:
-    from pipeline.metrics import metric_names
-
-    return metric_names(ks)
-
 
 def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = None,
                    progress: StageProgress | None = None) -> EvaluationResult:
     """Evaluate every planned method and query kind; store rankings, metrics and the summary."""
-    from pipeline.metrics import evaluate_ranks, paired_bootstrap, rank_bounds
     from pipeline.text_models import build_clip_embedder, build_text_embedder
 
     t0 = time.perf_counter()
@@ -229,7 +219,7 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
             say(f"{method}: {n} of {len(targets)} targets have no usable caption or embedding; "
                 "they rank at the bottom", "warning")
 
-    names = _metric_names(ks)
+    names = metric_names(ks)
     result = EvaluationResult(
         eval_hash=eval_hash, queries_hash=plan.queries_hash, methods=list(plan.methods), kinds=list(plan.kinds), metrics=names,
         baseline=ev.baseline if ev.baseline in plan.methods else None, n_targets=len(targets),
@@ -247,6 +237,9 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
     need_clip = any(m in (CLIP, HYBRID) for m in plan.methods)
     for kind in plan.kinds:
         rows = [q for q in ok_queries if q["kind"] == kind and q["image_id"] in index.position]
+        if not rows:
+            raise CapsearchError(f"no {kind} query was generated for the current targets: "
+                                 "run `capsearch queries --retry-failed` (or drop the kind from queries.kinds)")
         result.n_queries[kind] = len(rows)
         texts = [q["text"] for q in rows]
         true = np.array([index.position[q["image_id"]] for q in rows], dtype=np.int64)
@@ -266,8 +259,6 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
                     keep = ids >= 0
                     rankings.append((method, kind, q["image_id"], float(rank),
                                      [index.target_ids[i] for i in ids[keep]], [float(s) for s in sc[keep]]))
-            from pipeline.metrics import RankBounds
-
             bounds[(method, kind)] = RankBounds(np.concatenate(better) if better else np.zeros(0, np.int64),
                                                 np.concatenate(tied) if tied else np.zeros(0, np.int64))
             if progress:

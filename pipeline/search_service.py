@@ -20,6 +20,7 @@ is embedded once per call, and the last few query embeddings are remembered.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -130,6 +131,7 @@ class DocumentSet:
         self.missing = np.asarray(missing, dtype=bool)
         if self.vectors.shape[0] != self.missing.shape[0]:
             raise ValueError(f"{self.vectors.shape[0]} vectors but a mask of {self.missing.shape[0]}")
+        self._mask = self.missing if self.missing.any() else None     # no mask to apply: skip the masking
 
     @classmethod
     def gather(cls, n: int, rows: dict[int, int], matrix: np.ndarray | None, dim: int = 1) -> "DocumentSet":
@@ -151,10 +153,10 @@ class DocumentSet:
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(n_queries, n_documents) cosine scores, NaN for missing documents."""
-        return core.cosine_scores(queries, self.vectors, self.missing)
+        return core.cosine_scores(queries, self.vectors, self._mask)
 
     def top_k(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return core.top_k_batch(queries, self.vectors, k, missing=self.missing)
+        return core.top_k_batch(queries, self.vectors, k, missing=self._mask)
 
 
 def top_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,6 +204,7 @@ class SearchIndex:
         self.documents: dict[str, DocumentSet] = {}
         self.unavailable: dict[str, str] = {}             # method -> why it cannot be searched
         self._memory: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()                     # the TUI searches from worker threads
         self._queries: dict[str, tuple[str, str]] | None = None
         self._include_empty = include_empty
         self._load_text_methods()
@@ -309,13 +312,15 @@ class SearchIndex:
     # -- query embeddings ---------------------------------------------------------------------------
     def _remember(self, space: str, text: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         key = (space, text)
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            return self._memory[key]
+        with self._lock:
+            if key in self._memory:
+                self._memory.move_to_end(key)
+                return self._memory[key]
         vec = compute()
-        self._memory[key] = vec
-        if len(self._memory) > _QUERY_MEMORY:
-            self._memory.popitem(last=False)
+        with self._lock:
+            self._memory[key] = vec
+            if len(self._memory) > _QUERY_MEMORY:
+                self._memory.popitem(last=False)
         return vec
 
     def text_queries(self, texts: Sequence[str]) -> np.ndarray:

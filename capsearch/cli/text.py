@@ -65,6 +65,9 @@ def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> N
     usage = ws.store.get_meta("queries/last_run")
     if usage and any(r.batches_run for r in reports) and ws.config.queries.generator == "openai":
         console.print(f"this run: {usage_line(usage)}", highlight=False)
+    total = ws.store.get_meta(f"queries/usage/{_queries_hash(ws)}")
+    if total:
+        console.print(f"all runs of this configuration: {usage_line(total)}", highlight=False)
     failed = ws.store.queries(_queries_hash(ws), status="failed")
     if failed:
         console.print(f"[yellow]{len({q['image_id'] for q in failed})} targets have failed queries "

@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluation import EvaluationResult
+from pipeline.evaluation import KIND_ORDER, EvaluationResult
 
 THUMB_SIZE = (168, 126)
 
@@ -242,9 +242,10 @@ def choose_samples(pairs: list[tuple[str, str]], n: int) -> list[tuple[str, str]
         by_kind.setdefault(kind, []).append((image_id, kind))
     for items in by_kind.values():
         items.sort(key=lambda p: hashlib.sha256(f"report:{p[0]}/{p[1]}".encode("utf-8")).hexdigest())
+    order = sorted(by_kind, key=lambda k: (KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER), k))
     out: list[tuple[str, str]] = []
     while len(out) < n and any(by_kind.values()):
-        for kind in list(by_kind):
+        for kind in order:
             if by_kind[kind] and len(out) < n:
                 out.append(by_kind[kind].pop(0))
     return out

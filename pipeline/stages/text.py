@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from pipeline.backends import QueryRequest, QueryResult
@@ -20,8 +21,10 @@ from pipeline.progress import StageProgress
 from pipeline.search_service import document_space, stage_hash, text_vectors
 from pipeline.stages.base import Batch, BatchResult, Stage
 from pipeline.stages.ingest import current_split_hash
+from pipeline.stages.vision import collection_root
 
 REPORT_VERSION = 1
+USAGE_FIELDS = ("requests", "failures", "prompt_tokens", "completion_tokens")
 
 
 class _WholeStage(Stage):
@@ -96,7 +99,8 @@ class QueriesStage(Stage):
         super().__init__(ws, target)
         self.network = self.cfg.queries.generator == "openai"   # network stages are retried by the flows
         self._generator: Any = None
-        self._run = {"requests": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self._run = dict.fromkeys(USAGE_FIELDS, 0)
+        self._lock = threading.Lock()
 
     def kinds(self) -> list[str]:
         from pipeline.queries.reference import check_kinds
@@ -138,18 +142,13 @@ class QueriesStage(Stage):
 
         self._generator = build_query_generator(self.cfg)
 
-    def _photo_path(self, relative: str) -> str:
-        from pathlib import Path
-
-        root = (self.store.get_meta("collection") or {}).get("root")
-        return str(Path(root) / relative) if root else relative
-
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         if self._generator is None:
             self.prepare(progress)
         refs = self.store.reference_captions(list(batch.ids))
         paths = {r.id: r.path for r in self.store.images(ids=list(batch.ids))}
-        requests = [QueryRequest(i, self._photo_path(paths.get(i, i)), refs.get(i, [])) for i in batch.ids]
+        root = collection_root(self.store)
+        requests = [QueryRequest(i, str(root / paths.get(i, i)), refs.get(i, [])) for i in batch.ids]
         kinds = self.kinds()
         results: list[QueryResult] = self._generator.generate(requests, kinds)
         rows = []
@@ -174,37 +173,34 @@ class QueriesStage(Stage):
             progress.advance(len(results), failures=len(failed))
         return BatchResult(done=len(results) - len(failed), failed=len(failed))
 
+    def _usage(self, counts: dict[str, int]) -> dict[str, Any]:
+        from pipeline.queries.openai_gen import estimate_cost
+
+        return dict(counts, generator=self.cfg.queries.generator, model=self.cfg.queries.model,
+                    cost_usd=estimate_cost(counts["prompt_tokens"], counts["completion_tokens"], self.cfg.queries.model))
+
     def _add_usage(self, results: list[QueryResult]) -> None:
-        self._run["requests"] += len(results)
-        self._run["failures"] += sum(r.error is not None for r in results)
-        self._run["prompt_tokens"] += sum(r.prompt_tokens for r in results)
-        self._run["completion_tokens"] += sum(r.completion_tokens for r in results)
+        """Count a batch's requests and tokens for this run and, atomically, in the stored total of all runs."""
+        if self.cfg.queries.generator != "openai":
+            return
+        batch = {"requests": len(results), "failures": sum(r.error is not None for r in results),
+                 "prompt_tokens": sum(r.prompt_tokens for r in results),
+                 "completion_tokens": sum(r.completion_tokens for r in results)}
+        with self._lock:
+            for k in USAGE_FIELDS:
+                self._run[k] += batch[k]
+        key = f"queries/usage/{self.config_hash()}"
+        with self.store.transaction():
+            total = self.store.get_meta(key) or {}
+            self.store.set_meta(key, self._usage({k: total.get(k, 0) + batch[k] for k in USAGE_FIELDS}))
 
     def finalize(self, progress: StageProgress | None = None) -> None:
         if not self._run["requests"]:
             return
-        run = dict(self._run, generator=self.cfg.queries.generator, model=self._model(),
-                   cost_usd=self._cost(self._run["prompt_tokens"], self._run["completion_tokens"]))
-        key = f"queries/usage/{self.config_hash()}"
-        total = self.store.get_meta(key) or {"requests": 0, "failures": 0, "prompt_tokens": 0, "completion_tokens": 0}
-        for field in ("requests", "failures", "prompt_tokens", "completion_tokens"):
-            total[field] = total.get(field, 0) + run[field]
-        total.update(generator=run["generator"], model=run["model"],
-                     cost_usd=self._cost(total["prompt_tokens"], total["completion_tokens"]))
-        self.store.set_meta(key, total)
+        run = self._usage(self._run)
         self.store.set_meta("queries/last_run", run)
         if progress:
             progress.message(usage_line(run), "info")
-
-    def _model(self) -> str | None:
-        return self.cfg.queries.model if self.cfg.queries.generator == "openai" else None
-
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        if self.cfg.queries.generator != "openai":
-            return 0.0
-        from pipeline.queries.openai_gen import estimate_cost
-
-        return estimate_cost(prompt_tokens, completion_tokens, self.cfg.queries.model)
 
 
 def usage_line(usage: dict[str, Any]) -> str:

@@ -1,0 +1,98 @@
+"""Reports: metrics.json / metrics.csv match the store, the charts are real PNGs, and the HTML page is
+self-contained, deterministic, and shows every method's results with the true photo highlighted."""
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from pipeline.errors import CapsearchError
+from pipeline.evaluation import current_eval_hash, load_evaluation
+from pipeline.reports import build_samples, write_report
+from pipeline.reports.html import choose_samples
+from pipeline.stages.base import run_stage
+from pipeline.stages.registry import build_stage
+from pipeline.workspace import Workspace
+from tests.test_evaluation import hand_workspace
+from tests.test_text_stages import text_world
+
+
+@pytest.fixture(scope="module")
+def world() -> Workspace:
+    return Workspace(text_world())
+
+
+def test_metrics_json_and_csv_match_the_store(world):
+    stored = {(r["method"], r["query_kind"], r["metric"]): r for r in world.store.evaluations(current_eval_hash(world))}
+    data = json.loads((world.reports_dir / "metrics.json").read_text())
+    assert data["eval_hash"] == current_eval_hash(world) and data["n_targets"] == 40
+    for r in data["results"]:
+        for name, m in r["metrics"].items():
+            row = stored[(r["method"], r["kind"], name)]
+            assert (m["value"], m["low"], m["high"]) == pytest.approx((row["value"], row["ci_low"], row["ci_high"]))
+    with (world.reports_dir / "metrics.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(stored) == 2 * 2 * 5
+    for row in rows:
+        assert float(row["value"]) == pytest.approx(stored[(row["method"], row["query_kind"], row["metric"])]["value"])
+        if row["method"] == "oracle":
+            assert row["baseline"] == "knn-consensus" and 0 < float(row["p_value"]) <= 1
+
+
+@pytest.mark.parametrize("name", ["recall_at_k.png", "mrr.png"])
+def test_charts_are_png_images(world, name):
+    with Image.open(world.reports_dir / name) as im:
+        assert im.format == "PNG" and im.width >= 600 and im.height >= 400
+
+
+def test_html_page_is_self_contained_and_shows_the_samples(world):
+    page = (world.reports_dir / "index.html").read_text()
+    assert page == (world.reports_dir / f"report-{current_eval_hash(world)}.html").read_text()
+    assert "<script" not in page and "<link" not in page
+    assert not re.search(r"""(src|href)=["']?(https?:|file:|/)""", page)
+    sources = re.findall(r'src="([^"]+)"', page)
+    assert sources and all(s.startswith("data:image/") for s in sources)
+    assert page.count('<img src="data:image/png;base64,') == 2
+    sections = page.split('<section class="q">')[1:]
+    n = world.config.report.sample_queries
+    assert len(sections) == n
+    for section in sections:
+        assert section.count('<td class="m">') == 2                         # knn-consensus and oracle
+        assert '<figure class="true"' in section                            # the true photo is always shown, framed
+        assert "true photo at #" in section
+    result = load_evaluation(world)
+    for method in result.methods:
+        assert f">{method}<" in page or f">{method} <" in page
+
+
+def test_samples_are_deterministic_and_mix_kinds(world):
+    result = load_evaluation(world)
+    first = build_samples(world, result, 6, 5)
+    again = build_samples(world, result, 6, 5)
+    assert [(s.image_id, s.kind) for s in first] == [(s.image_id, s.kind) for s in again]
+    assert [s.kind for s in first] == ["short", "detail"] * 3
+    ranks = {(r["method"], r["query_kind"], r["image_id"]): r["rank"] for r in world.store.rankings(result.eval_hash)}
+    for s in first:
+        for r in s.results:
+            assert r.rank == ranks[(r.method, s.kind, s.image_id)] and len(r.top) == 5
+    assert choose_samples([("a", "short"), ("b", "short")], 5) == choose_samples([("b", "short"), ("a", "short")], 5)
+
+
+def test_report_stage_reruns_when_its_settings_change(tmp_path):
+    ws = hand_workspace(tmp_path, report={"sample_queries": 2, "top": 2})
+    with pytest.raises(CapsearchError, match="capsearch evaluate"):
+        run_stage(build_stage(ws, "report"))
+    run_stage(build_stage(ws, "evaluate"))
+    stage = build_stage(ws, "report")
+    run_stage(stage)
+    assert stage.plan(only_missing=True) == []
+    page = (ws.reports_dir / "index.html").read_text()
+    assert page.count('<section class="q">') == 2
+    assert "knn-consensus</b>: 1 of 4 targets have no usable caption" in page
+    ws.config.report.sample_queries = 3
+    assert build_stage(ws, "report").plan(only_missing=True) != []
+    paths = write_report(ws, load_evaluation(ws))
+    assert paths.html.read_text().count('<section class="q">') == 3
