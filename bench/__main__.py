@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 import sys
 
@@ -22,7 +23,8 @@ def run(argv: list[str]) -> int:
     for name in names:
         module = importlib.import_module(f"bench.{name}")
         print(f"\n## {name}", flush=True)
-        module.main([])
+        main = module.main
+        main([]) if inspect.signature(main).parameters else main()
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from pipeline.config_file import update_config_file
 from pipeline.datasets.demo import IMAGE_DIR, generate_demo_world
+from pipeline.hashing import hash_text
 from pipeline.images import open_rgb
 from pipeline.prompts import select_captions
 from pipeline.stages.base import run_stage
@@ -191,12 +192,14 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
     template.write_text(SHORT_TEMPLATE, encoding="utf-8")
     ws = workspace_factory(data=demo_data(demo_world, n_targets=6),
                            prompts={"template": str(template), "per_neighbour": "first"},
-                           captioners=generative_captioners(vlm_neighbours=tiny_smolvlm_dir))
+                           captioners=generative_captioners(vlm_neighbours=tiny_smolvlm_dir,
+                                                            vlm_plain=tiny_smolvlm_dir))
     run_all(ws, ["ingest", "embed-images", "neighbours"])
 
     stage = CaptionStage(ws, "vlm-neighbours")
     captioner = stage.captioner
     cache.evict(captioner.cache_key)
+    loads = cache.load_counts.get(captioner.cache_key, 0)
     prompts_stage = PromptsStage(ws)
     assert prompts_stage.config()["token_budget"] == {
         "counter": "tokenizer", "model": str(tiny_smolvlm_dir), "max_tokens": "model context", "max_new_tokens": 6}
@@ -219,11 +222,19 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
         seen = captioner.tokenizer.decode(inputs["input_ids"][0])
         assert all(refs[n][0].strip() in seen for n, _, _ in nb[target])
         assert row.text == captioner.caption([image], [prompt])[0]  # the batch gave what this prompt gives alone
-    plain = {t: captioner.caption([open_rgb(demo_world / IMAGE_DIR / t)], ["Describe this image in one sentence."])[0]
-             for t in rows}
-    assert any(plain[t] != rows[t].text for t in rows)  # the prompt steers the output
     assert run_stage(CaptionStage(ws, "vlm-neighbours")).batches_run == 0
-    assert cache.load_counts[captioner.cache_key] >= 1
+
+    # vlm-plain: the same model with one fixed instruction instead of the neighbours
+    plain_stage = CaptionStage(ws, "vlm-plain")
+    assert plain_stage.captioner.cache_key == captioner.cache_key  # one loaded model serves both
+    assert run_stage(plain_stage).result.done == 6
+    plain = ws.store.captions("vlm-plain", plain_stage.config_hash())
+    instruction = "Describe this image in one sentence."
+    for target, row in plain.items():
+        assert row.prompt_id == hash_text(instruction)
+        assert row.text == captioner.caption([open_rgb(demo_world / IMAGE_DIR / target)], [instruction])[0]
+    assert any(plain[t].text != rows[t].text for t in rows)  # the neighbour prompt steers the output
+    assert cache.load_counts[captioner.cache_key] == loads + 1  # loaded once for both stages
 
 
 def test_blip_and_vit_gpt2_caption_stages(demo_world, workspace_factory, tiny_blip_dir, tiny_vit_gpt2_dir):
