@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -175,6 +175,74 @@ class EvaluationResult:
         return cls(**data)
 
 
+def _embed_documents(ws: Workspace, plan: EvaluationPlan, text_embedder: Any, say: Callable[..., None]) -> None:
+    """Store a vector for every ok caption of the planned captioners and for the oracle's captions."""
+    store = ws.store
+    documents: list[str] = []
+    for method in plan.methods:
+        if method not in (CLIP, HYBRID, ORACLE):
+            rows = store.captions(method, stage_hash(ws, "caption", method), status="ok")
+            documents += [r.text for r in rows.values() if r.text.strip()]
+    if ORACLE in plan.methods:
+        documents += list(oracle_captions(store, store.image_ids("target"), plan.queries_hash).values())
+    space = document_space(text_embedder.key)
+    _, n_new = text_vectors(store, space, documents, text_embedder.embed_documents)
+    if n_new:
+        say(f"embedded {n_new} captions that had no vector yet")
+    if documents:
+        store.export_array(space)
+
+
+Ranking = tuple[str, str, str, float, list[str], list[float]]
+
+
+def _rank(index: SearchIndex, method: str, kind: str, rows: list[dict[str, Any]], text_q: np.ndarray,
+          clip_q: np.ndarray | None) -> tuple[RankBounds, list[Ranking]]:
+    """Rank bounds of every query's true photo, and the stored rows (expected rank, top ids and scores)."""
+    true = np.array([index.position[q["image_id"]] for q in rows], dtype=np.int64)
+    better, tied, rankings = [], [], []
+    for start in range(0, len(rows), QUERY_CHUNK):
+        sl = slice(start, start + QUERY_CHUNK)
+        scores = index.score_matrix(method, text_q[sl], clip_q[sl] if clip_q is not None else None)
+        b = rank_bounds(scores, true[sl])
+        better.append(b.better)
+        tied.append(b.tied)
+        top_idx, top_sc = top_from_scores(scores, TOP_STORED)
+        for q, rank, ids, sc in zip(rows[sl], b.expected, top_idx, top_sc):
+            keep = ids >= 0
+            rankings.append((method, kind, q["image_id"], float(rank), [index.target_ids[i] for i in ids[keep]],
+                             [float(x) for x in sc[keep]]))
+    return RankBounds(np.concatenate(better), np.concatenate(tied)), rankings
+
+
+def _metric_rows(result: EvaluationResult, bounds: dict[tuple[str, str], RankBounds], ks: list[int],
+                 n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Fill ``result.results`` with estimates and paired differences; return the rows for the store."""
+    rows: list[dict[str, Any]] = []
+    for method in result.methods:
+        for kind in result.kinds:
+            b = bounds[(method, kind)]
+            est = evaluate_ranks(b, ks, n_boot=n_boot, seed=seed, confidence=CONFIDENCE)
+            diffs = None
+            if result.baseline and method != result.baseline:
+                diffs = paired_bootstrap(b, bounds[(result.baseline, kind)], ks, n_boot=n_boot, seed=seed,
+                                         confidence=CONFIDENCE)
+            result.results.append(MethodResult(
+                method, kind, len(b), result.missing[method], est.as_dict(),
+                {n: {"diff": d.diff, "low": d.low, "high": d.high, "p": d.p_value} for n, d in diffs.items()}
+                if diffs else None))
+            for name in result.metrics:
+                e = est[name]
+                row = {"method": method, "query_kind": kind, "metric": name, "value": e.value, "ci_low": e.low,
+                       "ci_high": e.high, "n": len(b)}
+                if diffs:
+                    d = diffs[name]
+                    row.update(baseline=result.baseline, diff=d.diff, diff_ci_low=d.low, diff_ci_high=d.high,
+                               p_value=d.p_value)
+                rows.append(row)
+    return rows
+
+
 def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = None,
                    progress: StageProgress | None = None) -> EvaluationResult:
     """Evaluate every planned method and query kind; store rankings, metrics and the summary."""
@@ -184,7 +252,6 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
     cfg, store = ws.config, ws.store
     plan = plan or evaluation_plan(ws)
     ev = cfg.evaluate
-    ks = sorted(set(ev.ks))
     say = progress.message if progress else (lambda text, level="info": None)
     queries = [q for q in store.queries(plan.queries_hash) if q["kind"] in plan.kinds]
     ok_queries = [q for q in queries if q["status"] == "ok" and q["text"].strip()]
@@ -196,45 +263,28 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
         say(f"{method} skipped: {reason}", "warning")
 
     text_embedder = build_text_embedder(cfg)
-    doc_space = document_space(text_embedder.key)
-    targets = store.image_ids("target")
-    documents = []
-    for method in plan.methods:
-        if method not in (CLIP, HYBRID, ORACLE):
-            documents += [r.text for i, r in store.captions(method, stage_hash(ws, "caption", method),
-                                                            status="ok").items() if r.text.strip()]
-    if ORACLE in plan.methods:
-        documents += list(oracle_captions(store, targets, plan.queries_hash).values())
-    _, n_new = text_vectors(store, doc_space, documents, text_embedder.embed_documents)
-    if n_new:
-        say(f"embedded {n_new} captions that had no vector yet")
-    if documents:
-        store.export_array(doc_space)
-
+    _embed_documents(ws, plan, text_embedder, say)
     clip = build_clip_embedder(cfg) if (CLIP in plan.methods or HYBRID in plan.methods) else None
     index = SearchIndex(ws, include_empty=True, text_embedder=text_embedder, clip_embedder=clip)
-    missing = {m: index.missing(m) for m in plan.methods}
-    for method, n in missing.items():
-        if n:
-            say(f"{method}: {n} of {len(targets)} targets have no usable caption or embedding; "
-                "they rank at the bottom", "warning")
-
-    names = metric_names(ks)
+    n_targets = len(index.target_ids)
     result = EvaluationResult(
-        eval_hash=eval_hash, queries_hash=plan.queries_hash, methods=list(plan.methods), kinds=list(plan.kinds), metrics=names,
-        baseline=ev.baseline if ev.baseline in plan.methods else None, n_targets=len(targets),
-        n_queries={}, failed_queries=len(queries) - len(ok_queries), missing=missing, skipped=dict(plan.skipped),
-        n_boot=ev.n_boot, confidence=CONFIDENCE, created_at=time.time(),
+        eval_hash=eval_hash, queries_hash=plan.queries_hash, methods=list(plan.methods), kinds=list(plan.kinds),
+        metrics=metric_names(sorted(set(ev.ks))), baseline=ev.baseline if ev.baseline in plan.methods else None,
+        n_targets=n_targets, n_queries={}, failed_queries=len(queries) - len(ok_queries),
+        missing={m: index.missing(m) for m in plan.methods}, skipped=dict(plan.skipped), n_boot=ev.n_boot,
+        confidence=CONFIDENCE, created_at=time.time(),
     )
-    if ev.baseline not in plan.methods:
+    for method, n in result.missing.items():
+        if n:
+            say(f"{method}: {n} of {n_targets} targets have no usable caption; they rank at the bottom", "warning")
+    if result.baseline is None:
         say(f"baseline '{ev.baseline}' is not among the evaluated methods; no paired test", "warning")
     if result.failed_queries:
         say(f"{result.failed_queries} queries failed to generate and are not evaluated "
             "(`capsearch queries --retry-failed`)", "warning")
 
-    rankings: list[tuple[str, str, str, float, list[str], list[float]]] = []
-    bounds: dict[tuple[str, str], Any] = {}
-    need_clip = any(m in (CLIP, HYBRID) for m in plan.methods)
+    rankings: list[Ranking] = []
+    bounds: dict[tuple[str, str], RankBounds] = {}
     for kind in plan.kinds:
         rows = [q for q in ok_queries if q["kind"] == kind and q["image_id"] in index.position]
         if not rows:
@@ -242,50 +292,15 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
                                  "run `capsearch queries --retry-failed` (or drop the kind from queries.kinds)")
         result.n_queries[kind] = len(rows)
         texts = [q["text"] for q in rows]
-        true = np.array([index.position[q["image_id"]] for q in rows], dtype=np.int64)
         text_q = text_vectors(store, query_space(text_embedder.key), texts, text_embedder.embed_queries)[0]
-        clip_q = (text_vectors(store, clip_text_space(clip.key), texts, clip.embed_texts)[0]
-                  if need_clip and clip is not None else None)
+        clip_q = text_vectors(store, clip_text_space(clip.key), texts, clip.embed_texts)[0] if clip else None
         for method in plan.methods:
-            better, tied = [], []
-            for start in range(0, len(rows), QUERY_CHUNK):
-                sl = slice(start, start + QUERY_CHUNK)
-                scores = index.score_matrix(method, text_q[sl], clip_q[sl] if clip_q is not None else None)
-                b = rank_bounds(scores, true[sl])
-                better.append(b.better)
-                tied.append(b.tied)
-                top_idx, top_sc = top_from_scores(scores, TOP_STORED)
-                for q, rank, ids, sc in zip(rows[sl], b.expected, top_idx, top_sc):
-                    keep = ids >= 0
-                    rankings.append((method, kind, q["image_id"], float(rank),
-                                     [index.target_ids[i] for i in ids[keep]], [float(s) for s in sc[keep]]))
-            bounds[(method, kind)] = RankBounds(np.concatenate(better) if better else np.zeros(0, np.int64),
-                                                np.concatenate(tied) if tied else np.zeros(0, np.int64))
+            bounds[(method, kind)], ranked = _rank(index, method, kind, rows, text_q, clip_q)
+            rankings += ranked
             if progress:
                 progress.advance(1)
 
-    metric_rows: list[dict[str, Any]] = []
-    for method in plan.methods:
-        for kind in plan.kinds:
-            b = bounds[(method, kind)]
-            est = evaluate_ranks(b, ks, n_boot=ev.n_boot, seed=ev.seed, confidence=CONFIDENCE)
-            diffs = None
-            if result.baseline and method != result.baseline:
-                diffs = paired_bootstrap(b, bounds[(result.baseline, kind)], ks, n_boot=ev.n_boot, seed=ev.seed,
-                                         confidence=CONFIDENCE)
-            mr = MethodResult(method, kind, len(b), missing[method], est.as_dict(),
-                              {n: {"diff": d.diff, "low": d.low, "high": d.high, "p": d.p_value}
-                               for n, d in diffs.items()} if diffs else None)
-            result.results.append(mr)
-            for name in names:
-                e = est[name]
-                row = {"method": method, "query_kind": kind, "metric": name, "value": e.value, "ci_low": e.low,
-                       "ci_high": e.high, "n": len(b)}
-                if diffs:
-                    d = diffs[name]
-                    row.update(baseline=result.baseline, diff=d.diff, diff_ci_low=d.low, diff_ci_high=d.high,
-                               p_value=d.p_value)
-                metric_rows.append(row)
+    metric_rows = _metric_rows(result, bounds, sorted(set(ev.ks)), ev.n_boot, ev.seed)
     result.seconds = time.perf_counter() - t0
     store.put_rankings(eval_hash, rankings)
     store.put_evaluations(eval_hash, metric_rows)

@@ -93,17 +93,22 @@ def recall_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
     recall = [m for m in result.metrics if m.startswith("R@")]
     kinds = result.kinds
     panel_w = max(4.8, 0.32 * len(result.methods) * max(1, len(recall)) + 1.6)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(panel_w * len(kinds), 4.8), squeeze=False, sharey=True)
-    for ax, kind in zip(axes[0], kinds):
+    stacked = len(result.methods) > 4          # wide panels go one under the other, so the page need not shrink them
+    shape = (len(kinds), 1) if stacked else (1, len(kinds))
+    size = (panel_w, 4.2 * len(kinds)) if stacked else (panel_w * len(kinds), 4.8)
+    fig, grid = plt.subplots(*shape, figsize=size, squeeze=False, sharey=True)
+    axes = list(grid.flat)
+    for ax, kind in zip(axes, kinds):
         series = [(metric, K_COLOURS[j % len(K_COLOURS)], _metric_getter(result, kind, metric))
                   for j, metric in enumerate(recall)]
         _grouped_bars(ax, result, series, annotate=True)
         ax.set_title(f"{kind} queries (n = {result.n_queries.get(kind, 0)})", fontsize=11)
-    axes[0][0].set_ylabel("Recall@K (higher is better)")
+    for ax in (axes if stacked else axes[:1]):
+        ax.set_ylabel("Recall@K (higher is better)")
     fig.suptitle(f"Recall@K with {round(result.confidence * 100)}% bootstrap intervals "
                  f"({result.n_targets} target photos)", fontsize=12)
     fig.tight_layout()
-    _legend_below(fig, axes[0][0])
+    _legend_below(fig, axes[0])
     data = _save(fig, path)
     plt.close(fig)
     return data
@@ -112,7 +117,7 @@ def recall_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
 def mrr_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
     """Mean reciprocal rank per method, one bar per query kind, with CI error bars."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(result.methods) * len(result.kinds) + 2), 4.4))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.55 * len(result.methods) * len(result.kinds) + 2)), 4.4))
     series = [(f"{kind} queries", KIND_COLOURS.get(kind, "#888888"), _metric_getter(result, kind, "MRR"))
               for kind in result.kinds]
     _grouped_bars(ax, result, series, annotate=True)
