@@ -5,7 +5,9 @@ worker process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or one work
 a machine without GPUs. With an address, tasks go to that existing cluster; its
 workers must see the workspace at the same path and the same capsearch
 configuration. Dask workers are other processes, so they need a real Prefect API
-server (``flows.server.api_server`` provides one when none is configured).
+server (``flows.server.api_server`` provides one when none is configured). Workers of
+an existing cluster should be started with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``
+so that stages may start processes of their own (the image loader's workers).
 """
 from __future__ import annotations
 
@@ -71,20 +73,23 @@ def cluster_spec(gpus: list[int]) -> dict[str, dict[str, Any]]:
         env = {"CUDA_VISIBLE_DEVICES": str(gpu)} if gpu is not None else {}
         spec[f"capsearch-{n}"] = {"cls": Nanny, "options": {
             "nthreads": 1, "env": env, "host": "127.0.0.1", "silence_logs": logging.ERROR,
-            "dashboard": False, "memory_limit": 0}}
+            "memory_limit": 0}}
     return spec
 
 
 @contextmanager
 def local_cluster(gpus: list[int] | None = None) -> Iterator[str]:
     """Start a local Dask cluster (one worker per GPU) and yield its scheduler address."""
+    import dask
     from distributed import Scheduler, SpecCluster
 
     quiet_dask_logs()
     spec = cluster_spec(visible_gpus() if gpus is None else gpus)
-    cluster = SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {
-        "host": "127.0.0.1", "dashboard": False, "dashboard_address": None}},
-        silence_logs=logging.ERROR, name="capsearch")
+    # Non-daemonic workers: a stage may start processes of its own (a torch DataLoader's workers).
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {
+            "host": "127.0.0.1", "dashboard": False, "dashboard_address": "127.0.0.1:0"}},
+            silence_logs=logging.ERROR, name="capsearch")
     try:
         yield cluster.scheduler_address
     finally:

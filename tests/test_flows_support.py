@@ -50,6 +50,26 @@ class RowsStage(Stage):
 
     name = "rows-test"
     delay = 0.0                      # seconds of work per batch
+    _guard = threading.Lock()
+    active = 0                       # batches running now in this process
+    max_active = 0                   # the most that ever ran at once
+    instances: set[int] = set()      # ids of the stage objects that ran batches
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.active = cls.max_active = 0
+        cls.instances = set()
+
+    def _enter(self) -> None:
+        with RowsStage._guard:
+            cls = type(self)
+            cls.active += 1
+            cls.max_active = max(cls.max_active, cls.active)
+            cls.instances = cls.instances | {id(self)}
+
+    def _leave(self) -> None:
+        with RowsStage._guard:
+            type(self).active -= 1
 
     def _ensure(self) -> None:
         self.store.conn.executescript(_SCHEMA)
@@ -71,9 +91,13 @@ class RowsStage(Stage):
 
     def run_batch(self, batch: Batch, progress=None) -> BatchResult:
         self._ensure()
-        if self.delay:
-            time.sleep(self.delay)
-        values = {i: self.value(i) for i in batch.ids}
+        self._enter()
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            values = {i: self.value(i) for i in batch.ids}
+        finally:
+            self._leave()
         now, pid, thread = time.time(), os.getpid(), threading.current_thread().name
         h = self.config_hash()
         with self.store.transaction() as c:
@@ -94,12 +118,32 @@ class SlowRowsStage(RowsStage):
     delay = 0.6
 
 
+class ParallelRowsStage(RowsStage):
+    """A CPU stage whose batches may overlap."""
+
+    name = "parallel-rows-test"
+    delay = 0.2
+
+
+class ModelRowsStage(RowsStage):
+    """Uses a "model" through the process-wide model cache, as the real backends do."""
+
+    name = "model-rows-test"
+    model_key = "flowtest/model"
+
+    def value(self, item: str) -> str:
+        from pipeline.models.cache import get_or_load
+
+        model = get_or_load(self.model_key, lambda: {"weights": object()})
+        return f"{id(model['weights'])}:{item}"
+
+
 class GpuRowsStage(RowsStage):
     """Claims the GPU: its batches must never overlap in one process."""
 
     name = "gpu-rows-test"
     uses_gpu = True
-    delay = 0.05
+    delay = 0.1
 
 
 class ChatStage(RowsStage):
