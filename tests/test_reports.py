@@ -52,17 +52,19 @@ def test_html_page_is_self_contained_and_shows_the_samples(world):
     page = (world.reports_dir / "index.html").read_text()
     assert page == (world.reports_dir / f"report-{current_eval_hash(world)}.html").read_text()
     assert "<script" not in page and "<link" not in page
-    assert not re.search(r"""(src|href)=["']?(https?:|file:|/)""", page)
-    sources = re.findall(r'src="([^"]+)"', page)
-    assert sources and all(s.startswith("data:image/") for s in sources)
-    assert page.count('<img src="data:image/png;base64,') == 2
+    assert not re.search(r"""(src|href)=["']?(https?:|file:|/)|url\((?!data:)""", page)
+    assert re.findall(r'src="([^"]+)"', page) and all(s.startswith("data:image/png;base64,")
+                                                     for s in re.findall(r'src="([^"]+)"', page))
+    thumbs = dict(re.findall(r"\.(p\d+)\{background-image:url\((data:image/jpeg;base64,[^)]+)\)\}", page))
+    assert len(thumbs) == len(set(thumbs.values()))                        # each photo's bytes appear once
     sections = page.split('<section class="q">')[1:]
-    n = world.config.report.sample_queries
-    assert len(sections) == n
+    assert len(sections) == world.config.report.sample_queries
     for section in sections:
         assert section.count('<td class="m">') == 2                         # knn-consensus and oracle
-        assert '<figure class="true"' in section                            # the true photo is always shown, framed
-        assert "true photo at #" in section
+        true_id = re.search(r"true photo <b>([^<]+)</b>", section).group(1)
+        shown = re.findall(r'<figure class="true"><div class="ph (p\d+)" role="img" aria-label="([^"]+)"', section)
+        assert len(shown) == 2 and all(label == true_id and name in thumbs for name, label in shown)
+        assert len(re.findall(r'class="rank (hit|lost)">true photo at #', section)) == 2
     result = load_evaluation(world)
     for method in result.methods:
         assert f">{method}<" in page or f">{method} <" in page

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.evaluation import KIND_ORDER, EvaluationResult
 
-THUMB_SIZE = (168, 126)
+THUMB_SIZE = (150, 112)
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2733;margin:0;background:#f6f7f9}
@@ -35,12 +35,13 @@ section.q{background:#fff;border:1px solid #e0e4e8;border-radius:8px;padding:12p
 section.q h3{margin:0 0 8px;font-size:16px} .kind{font-size:11px;text-transform:uppercase;letter-spacing:.06em;
 background:#e8edf3;color:#3b4a5a;border-radius:4px;padding:2px 6px;margin-left:8px;vertical-align:2px}
 .truth{display:flex;gap:12px;align-items:center;margin:0 0 10px;color:#55606d}
-.truth img{border:3px solid #1f9d55;border-radius:4px}
+.truth .ph{border-color:#1f9d55;width:112px;height:84px}
 table.res{border-collapse:collapse;width:100%} table.res td{vertical-align:top;padding:6px 6px 10px}
 table.res td.m{width:150px;font-weight:600;padding-top:10px} .rank{display:block;font-weight:400;font-size:12px;color:#55606d}
 .rank.hit{color:#127a3a;font-weight:600} .rank.lost{color:#b3261e}
-figure{margin:0;width:172px} figure img{display:block;border:3px solid transparent;border-radius:4px;width:168px;height:126px;
-object-fit:cover;background:#eee} figure.true img{border-color:#1f9d55}
+figure{margin:0;width:156px} .ph{border:3px solid transparent;border-radius:4px;width:150px;height:112px;
+background:#e4e7eb center/cover no-repeat} figure.true .ph{border-color:#1f9d55}
+.ph.none::after{content:"no photo";display:block;padding:44px 0;text-align:center;color:#7a8590;font-size:12px}
 figcaption{font-size:11.5px;color:#3b4a5a;margin-top:3px;line-height:1.3;overflow-wrap:anywhere}
 figcaption .n{color:#7a8590;font-variant-numeric:tabular-nums} figure.true figcaption .n{color:#127a3a;font-weight:700}
 .cells{display:flex;gap:8px;flex-wrap:wrap} .gap{align-self:center;color:#7a8590;font-size:18px;padding:0 2px}
@@ -65,17 +66,32 @@ class Sample:
 
 
 class Thumbnails:
-    """Base64 JPEG thumbnails of the workspace's photos, made once per photo."""
+    """Base64 JPEG thumbnails of the workspace's photos, each embedded once in the page's stylesheet (a photo
+    shown by several methods costs its bytes once) and referenced by a CSS class."""
 
     def __init__(self, paths: dict[str, Path], size: tuple[int, int] = THUMB_SIZE):
         self.paths = paths
         self.size = size
-        self._cache: dict[str, str | None] = {}
+        self._classes: dict[str, str | None] = {}
+        self._rules: list[str] = []
 
-    def url(self, image_id: str) -> str | None:
-        if image_id not in self._cache:
-            self._cache[image_id] = self._make(image_id)
-        return self._cache[image_id]
+    def css_class(self, image_id: str) -> str | None:
+        """The class that shows this photo (None when its file cannot be read)."""
+        if image_id not in self._classes:
+            url = self._make(image_id)
+            name = f"p{len(self._rules)}" if url else None
+            if url:
+                self._rules.append(f".{name}{{background-image:url({url})}}")
+            self._classes[image_id] = name
+        return self._classes[image_id]
+
+    def html(self, image_id: str, css: str = "ph") -> str:
+        name = self.css_class(image_id)
+        label = escape(image_id) + ("" if name else " (photo not found)")
+        return f'<div class="{css} {name or "none"}" role="img" aria-label="{label}" title="{escape(image_id)}"></div>'
+
+    def stylesheet(self) -> str:
+        return "\n".join(self._rules)
 
     def _make(self, image_id: str) -> str | None:
         from PIL import Image
@@ -86,10 +102,10 @@ class Thumbnails:
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB")
-                im.thumbnail((self.size[0] * 2, self.size[1] * 2))
+                im.thumbnail((self.size[0] * 3 // 2, self.size[1] * 3 // 2))
                 buf = io.BytesIO()
-                im.save(buf, format="JPEG", quality=80)
-        except OSError:
+                im.save(buf, format="JPEG", quality=78)
+        except Exception:  # an unreadable photo is shown as a grey box with its name
             return None
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -163,10 +179,8 @@ def metrics_table(result: EvaluationResult) -> str:
 
 
 def _figure(thumbs: Thumbnails, image_id: str, caption: str, label: str, true: bool) -> str:
-    url = thumbs.url(image_id)
-    img = f'<img src="{url}" alt="{escape(image_id)}">' if url else f'<img alt="{escape(image_id)} (no file)">'
     cap = escape(caption) if caption else "<i>no caption</i>"
-    return (f'<figure class="{"true" if true else ""}" title="{escape(image_id)}">{img}'
+    return (f'<figure class="{"true" if true else ""}">{thumbs.html(image_id)}'
             f'<figcaption><span class="n">{escape(label)}</span> {cap}</figcaption></figure>')
 
 
@@ -187,10 +201,8 @@ def sample_section(sample: Sample, thumbs: Thumbnails, true_caption: str) -> str
         where = f"true photo at #{rank_text}" if res.rank is not None else "not ranked"
         rows.append(f'<tr><td class="m">{escape(res.method)}<span class="rank {cls}">{where}</span></td>'
                     f'<td><div class="cells">{"".join(cells)}</div></td></tr>')
-    url = thumbs.url(sample.image_id)
-    truth_img = f'<img src="{url}" width="112" height="84" alt="true photo">' if url else ""
     return (f'<section class="q"><h3>“{escape(sample.query)}”<span class="kind">{escape(sample.kind)}</span></h3>'
-            f'<div class="truth">{truth_img}'
+            f'<div class="truth">{thumbs.html(sample.image_id)}'
             f'<div>true photo <b>{escape(sample.image_id)}</b><br><small>its reference captions: {escape(true_caption)}</small></div></div>'
             f'<table class="res">{"".join(rows)}</table></section>')
 
@@ -214,7 +226,8 @@ def render_page(result: EvaluationResult, *, workspace: str, charts: dict[str, b
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="capsearch-eval-hash" content="{escape(result.eval_hash)}">
-<title>capsearch report · {escape(Path(workspace).name)} · {escape(result.eval_hash)}</title><style>{CSS}</style></head>
+<title>capsearch report · {escape(Path(workspace).name)} · {escape(result.eval_hash)}</title><style>{CSS}</style>
+<style>{thumbs.stylesheet()}</style></head>
 <body><main>
 <h1>Which captioner makes text search find the right photo?</h1>
 <p class="meta">workspace <b>{escape(workspace)}</b> · evaluation <b>{escape(result.eval_hash)}</b> · {created}</p>
