@@ -362,8 +362,10 @@ class PromptsStage(Stage):
         if warnings:
             self.store.record_problems(self.name, warnings)
         if progress:
-            for item, _, text in warnings:
-                progress.message(f"{item}: {text}", "warning")
+            if warnings:
+                item, _, text = warnings[0]
+                progress.message(f"{len(warnings)} prompts with a warning ({_names([w[0] for w in warnings])}), "
+                                 f"e.g. {item}: {text}; `capsearch status` lists them", "warning")
             if rows:
                 progress.advance(len(rows))
         return BatchResult(done=len(rows), failed=failed, skipped=skipped)
