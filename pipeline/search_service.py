@@ -294,7 +294,9 @@ class SearchIndex:
             return
         known = ", ".join(self.methods()) or "none yet"
         reason = self.unavailable.get(method)
-        if reason is None and method in self.documents:
+        if reason is None and method == ORACLE:
+            reason = "the oracle's reference captions are embedded by `capsearch evaluate`; run it first"
+        elif reason is None and method in self.documents:
             reason = f"'{method}' has no embedded captions yet (run `capsearch embed-captions`)"
         raise CapsearchError(f"cannot search by '{method}': {reason or 'unknown method'}; available: {known}")
 

@@ -119,3 +119,13 @@ def test_embed_captions_command(tmp_path, capsys):
     code, out, err = run_cli(capsys, "embed-captions", "-c", "knn-consensus", "-w", str(ws.root))
     assert code == 0, err
     assert "embed-captions:knn-consensus: 3 of 3 done" in out and "blip-base" not in out
+
+
+def test_evaluate_says_how_many_targets_each_method_could_not_rank(tmp_path, capsys):
+    ws = hand_workspace(tmp_path)
+    code, out, err = run_cli(capsys, "evaluate", "-w", str(ws.root))
+    assert code == 0, err
+    flat = " ".join(out.split())
+    assert "1 missing" in flat and "4 missing" in flat
+    assert "knn-consensus: 1 of 4 targets have no usable caption" in flat
+    assert "1 queries failed to generate and are not evaluated" in flat

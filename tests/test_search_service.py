@@ -111,6 +111,8 @@ def test_clip_and_hybrid_with_a_tiny_open_clip(tmp_path, tiny_open_clip):
         run_stage(stage)
     index = SearchIndex(ws)
     assert index.methods() == ["knn-consensus", CLIP, HYBRID]             # the oracle needs stored oracle vectors
+    with pytest.raises(CapsearchError, match="capsearch evaluate"):
+        index.search(CAR, ORACLE)
     clip = index.clip_embedder
     image_vectors = {img.id: ws.store.get_vectors(f"image/{clip.key}", [img.sha256])[1][0]
                      for img in ws.store.images(split="target")}

@@ -34,7 +34,8 @@ def _cell(m: dict | None, d: dict | None, metric: str) -> str:
 
 
 def evaluation_tables(result: "EvaluationResult") -> list[Table]:
-    """One table per query kind: per method, each metric's value, CI, and Δ vs the baseline with p."""
+    """One table per query kind: per method, each metric's value, CI, and Δ vs the baseline with p; under a
+    method's name, how many targets it could not rank (failed or empty captions)."""
     from rich import box
 
     ci = round(result.confidence * 100)
@@ -47,15 +48,15 @@ def evaluation_tables(result: "EvaluationResult") -> list[Table]:
         table.add_column("method", no_wrap=True)
         for metric in result.metrics:
             table.add_column(metric, justify="right", no_wrap=True)
-        table.add_column("missing", justify="right")
         for method in result.methods:
             r = result.get(method, kind)
             if r is None:
                 continue
             missing = result.missing.get(method, 0)
-            name = f"{method}\n[dim](baseline)[/]" if method == result.baseline else method
+            name = method + ("\n[dim](baseline)[/]" if method == result.baseline else "")
+            name += f"\n[red]{missing} missing[/]" if missing else ""
             table.add_row(name, *[_cell(r.metrics.get(m), (r.vs_baseline or {}).get(m), m) for m in result.metrics],
-                          f"[red]{missing}[/]" if missing else "0", end_section=True)
+                          end_section=True)
         tables.append(table)
     return tables
 
