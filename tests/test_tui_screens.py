@@ -11,21 +11,16 @@ from pipeline.browse import Browser
 from pipeline.search_service import SearchIndex
 from pipeline.stages.registry import build_stage
 from pipeline.status import workspace_status
+from tests.fixtures.tui_world import settle
 from tui.app import CapsearchApp
 from tui.screens.captions import PhotoScreen
 from tui.screens.evaluation import MissedScreen
 from tui.screens.help import HelpScreen
 from tui.screens.search import TOP_K, format_rank
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio]
-
-
-async def settle(pilot, rounds: int = 3) -> None:
-    """Let timers fire and every worker finish, then let the screen handle their messages."""
-    for _ in range(rounds):
-        await pilot.pause(0.15)
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+# textual-image 0.12 reads pixels with an API Pillow 13 deprecates
+IMAGE_WARNINGS = pytest.mark.filterwarnings("ignore:Image.Image.getdata:DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio, IMAGE_WARNINGS]
 
 
 def rows(table: DataTable) -> list[list[str]]:

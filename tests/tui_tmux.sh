@@ -49,7 +49,12 @@ wait_for() {
   done
 }
 # keys K...: one key at a time, as a person types (an escape followed at once by a key reads as alt+key)
-keys() { for k in "$@"; do tm send-keys -t tui "$k"; sleep 0.15; done; }
+keys() {
+  for k in "$@"; do
+    tm send-keys -t tui "$k"
+    if [ "$k" = Escape ]; then sleep 0.6; else sleep 0.15; fi
+  done
+}
 type_text() { tm send-keys -t tui -l "$1"; }
 
 wait_for pipeline 60 "1 Pipeline" "ingest ✓" "report"
@@ -77,7 +82,7 @@ keys Escape 5
 wait_for runs 30 "Stage runs in this workspace"
 keys '?'
 wait_for help 10 "capsearch keys"
-keys Escape 1 r
+keys '?' 1 r
 wait_for run 180 "run completed"
 keys q
 wait_for exit 30 "TUI-EXITED 0"

@@ -52,8 +52,11 @@ class CapsearchApp(App):
     ]
 
     def __init__(self, workspace: Workspace | str | Path, *, image_mode: str | None = None,
-                 log_path: Path | None = None, prefect_api_url: str | None = None, driver_class=None) -> None:
+                 log_path: Path | None = None, prefect_api_url: str | None = None, timings: bool = True,
+                 driver_class=None) -> None:
+        """``timings=False`` leaves per-search timings off the screen (for reproducible screenshots)."""
         super().__init__(driver_class=driver_class)
+        self.timings = timings
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         self.image_mode = image_mode or default_image_mode()
         self.log_path = log_path

@@ -29,25 +29,32 @@ class PrefectRuns:
 
 
 def configured_api_url() -> str | None:
-    """PREFECT_API_URL from the environment, else from the active Prefect profile; None when neither sets it."""
+    """The Prefect server runs report to: PREFECT_API_URL from the environment (``flows`` sets it while a
+    ``capsearch server`` is running), else from the active Prefect profile; None when neither sets it.
+
+    A temporary server that Prefect starts inside this process for a run does not count: it keeps no
+    history once the app exits."""
+    import flows  # noqa: F401 - applies capsearch's Prefect settings (the running server's address)
+
     url = os.environ.get("PREFECT_API_URL")
     if url:
         return url
     try:
-        from prefect.settings import get_current_settings
+        from prefect.settings import PREFECT_API_URL, load_current_profile
 
-        return get_current_settings().api.url or None
-    except Exception:  # noqa: BLE001 - no usable Prefect settings: treat as not configured
+        return load_current_profile().settings.get(PREFECT_API_URL) or None
+    except Exception:  # noqa: BLE001 - no usable Prefect profile: treat as not configured
         return None
 
 
 def ui_url_for(api_url: str) -> str:
+    """The UI of a ``capsearch server`` (from its record), else the API address without ``/api``."""
     try:
-        from prefect.settings import get_current_settings
+        from flows.settings import read_server_record
 
-        ui = get_current_settings().ui_url
-        if ui and os.environ.get("PREFECT_API_URL", api_url) == api_url:
-            return str(ui)
+        record = read_server_record()
+        if record is not None and record.api_url.rstrip("/") == api_url.rstrip("/"):
+            return record.ui_url
     except Exception:  # noqa: BLE001
         pass
     return api_url.rstrip("/").removesuffix("/api")

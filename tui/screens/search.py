@@ -177,7 +177,9 @@ class SearchScreen(CapsearchScreen):
             mark = "★" if hit.image_id in true_ids else ""
             table.add_row(Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
                           hit.image_id, hit.caption, key=f"{hit.rank}")
-        line = Text(f"{len(message.hits)} results · {message.method} · {message.seconds * 1000:.0f} ms", style="dim")
+        line = Text(f"{len(message.hits)} results · {message.method}", style="dim")
+        if getattr(self.app, "timings", True):
+            line.append(f" · {message.seconds * 1000:.0f} ms", style="dim")
         for t in message.truth:
             line.append(f" · true photo of this {t.kind} query ranked ", style="")
             line.append(f"#{format_rank(t.rank)}", style="bold yellow")

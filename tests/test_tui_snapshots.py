@@ -1,0 +1,81 @@
+"""SVG snapshots of every screen at 80x24 and 160x48 (pytest-textual-snapshot; update with --snapshot-update).
+
+The snapshots use a copy of the session's demo-world workspace with the times of its stage runs fixed,
+photos drawn with half-blocks, and search timings hidden, so that they are the same on every run.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from tests.fixtures.tui_world import settle
+from tui.app import CapsearchApp
+
+# textual-image 0.12 reads pixels with an API Pillow 13 deprecates
+IMAGE_WARNINGS = pytest.mark.filterwarnings("ignore:Image.Image.getdata:DeprecationWarning")
+pytestmark = [pytest.mark.slow, IMAGE_WARNINGS]
+SIZES = [(80, 24), (160, 48)]
+FIXED_START = 1_790_000_000.0   # 2026-09-21 14:13:20 UTC
+
+
+@pytest.fixture(scope="module")
+def snapshot_workspace(tui_workspace, tmp_path_factory):
+    """The session workspace, copied, with stage-run times and paths made reproducible."""
+    from pipeline.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("tui-snap") / "demo"
+    shutil.copytree(tui_workspace.root, root, ignore=shutil.ignore_patterns("logs"))
+    ws = Workspace(root)
+    with ws.store.transaction() as c:
+        c.execute("UPDATE stage_runs SET started_at = ? + id * 60, finished_at = ? + id * 60 + id",
+                  (FIXED_START, FIXED_START))
+        c.execute("UPDATE stage_runs SET message = REPLACE(REPLACE(message, ?, 'outputs/demo'), ?, 'outputs/demo')",
+                  (str(tui_workspace.root), str(root)))
+    return ws
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def app_for(ws) -> CapsearchApp:
+    return CapsearchApp(ws, image_mode="halfcell", timings=False, prefect_api_url=None)
+
+
+def steps_then_settle(*steps: tuple[str, ...]):
+    """Press each step's keys, then wait for the screen to settle."""
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        for keys in steps:
+            await pilot.press(*keys)
+            await settle(pilot)
+
+    return run_before
+
+
+SCREENS = {
+    "pipeline": (),
+    "captions": (("2",),),
+    "photo": (("2",), ("enter",)),
+    "search": (("3",), (*"three yellow kites", "enter")),
+    "evaluation": (("4",),),
+    "missed": (("4",), ("enter",)),
+    "runs": (("5",),),
+    "help": (("question_mark",),),
+}
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_screen_snapshot(screen, size, snapshot_workspace, snap_compare, utc, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(snapshot_workspace.root / "no-server-prefect-home"))
+    assert snap_compare(app_for(snapshot_workspace), terminal_size=size,
+                        run_before=steps_then_settle(*SCREENS[screen]))
