@@ -70,7 +70,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
         outcome.update(config_hash=config_hash, batches=len(batches), items=total)
         sp = ctx.tracker(st.label, total)
         run_id = store.start_stage_run(st.name, config_hash, st.config(), st.target, flow_run_id=flow_run_id or None)
-        artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, total)
+        artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, total) if total else None
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.target, config_hash, st.label)
         errors = _run_batches(ctx, st, ref, batches, todo, outcome, sp, artifact, frc)
         if errors:
@@ -83,7 +83,8 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
         else:
             st.finalize(sp)
             outcome["status"] = "completed"
-        artifact.update(sp.done, sp.failures, final=True)
+        if artifact is not None:
+            artifact.update(sp.done, sp.failures, final=True)
         sp.finish(f"{st.label}: {outcome['done']} done, {outcome['failed']} failed, "
                   f"{outcome['cached']} of {len(batches)} batches cached")
     except BaseException as exc:
@@ -109,7 +110,8 @@ def _spec_name(ctx: RunContext, st: Stage) -> str:
 
 
 def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, batches: list, todo: dict[int, tuple[str, ...]],
-                 outcome: dict[str, Any], sp, artifact: ProgressArtifact, frc: FlowRunContext | None) -> list[BaseException]:
+                 outcome: dict[str, Any], sp, artifact: ProgressArtifact | None,
+                 frc: FlowRunContext | None) -> list[BaseException]:
     task = batch_task(ctx.ws, st)
     fresh = task.with_options(refresh_cache=True)
     window = submission_window(frc.task_runner if frc else None)
@@ -129,7 +131,8 @@ def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, batches: list, todo:
         finished = next(as_completed(in_flight))
         in_flight.remove(finished)
         _collect(finished, outcome, sp, errors)
-        artifact.update(sp.done, sp.failures)
+        if artifact is not None:
+            artifact.update(sp.done, sp.failures)
     return errors
 
 

@@ -85,9 +85,8 @@ def _retry_unless_user_error(task: Task[..., Any], task_run: TaskRun, state: Sta
 
 def batch_task(ws: Workspace, stage: Stage) -> Task[..., Any]:
     """The batch task configured for one stage: results in the workspace, retries for network stages."""
-    options: dict[str, Any] = {"result_storage": result_storage(ws), "tags": [f"capsearch-stage:{stage.name}"]}
-    if stage.uses_gpu:
-        options["tags"].append("gpu")
+    # No task tags: each tag costs API calls per task (Prefect checks tag concurrency limits).
+    options: dict[str, Any] = {"result_storage": result_storage(ws)}
     if stage.network:
         retries = env_int(RETRIES_ENV, DEFAULT_RETRIES)
         options.update(retries=retries,
