@@ -153,7 +153,7 @@ def capsearch_batched(ws, ids: list[str], batch_size: int) -> float:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", default="1,4,16")
-    p.add_argument("--photos", type=int, default=8, help="photos per run (at least the batch size)")
+    p.add_argument("--photos", type=int, default=4, help="photos per run (runs with a larger batch size use that many)")
     p.add_argument("--max-new-tokens", type=int, default=24, help="a one-sentence caption")
     p.add_argument("--split-images", action="store_true", help="SmolVLM's own 512 px tiling up to 2048 px")
     p.add_argument("--device", default="auto")
