@@ -142,7 +142,10 @@ class EmbedImagesStage(Stage):
         return {i: r for i, r in failed.items() if i not in done}
 
     def batch_size(self) -> int:
-        return _round_up(super().batch_size(), getattr(self.embedder, "batch_size", 1))
+        """Several model batches per stage batch, so that decoding workers run ahead of the model."""
+        model_batch = getattr(self.embedder, "batch_size", 1)
+        workers = getattr(self.embedder, "num_workers", 0)
+        return _round_up(max(super().batch_size(), model_batch * 2 * max(1, workers)), model_batch)
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         rows = self.store.images(ids=batch.ids)
@@ -152,12 +155,20 @@ class EmbedImagesStage(Stage):
             if r.sha256 not in present:
                 todo.setdefault(r.sha256, r)  # identical photos are embedded once
         errors: dict[str, str] = {}
+
+        def advance(n: int, failures: int) -> None:
+            if progress:
+                progress.advance(n, failures=failures)
+
         if todo:
             root = collection_root(self.store)
             paths = [str(root / r.path) for r in todo.values()]
             by_path = dict(zip(paths, todo))
+            # one model batch gains nothing from worker processes: decode it here instead of forking
+            single = len(paths) <= getattr(self.embedder, "batch_size", 1)
             vectors, ok = self.embedder.embed_paths(
-                paths, on_error=lambda path, reason: errors.__setitem__(by_path[path], f"cannot decode the photo: {reason}"))
+                paths, num_workers=0 if single else None, progress=advance,
+                on_error=lambda path, reason: errors.__setitem__(by_path[path], f"cannot decode the photo: {reason}"))
             keys = [sha for sha, good in zip(todo, ok) if good]
             if keys:
                 self.store.put_vectors(self.space, keys, vectors[ok])
@@ -169,7 +180,7 @@ class EmbedImagesStage(Stage):
         if progress:
             for item, _, reason in failed:
                 progress.message(f"skipped {item}: {reason}", "warning")
-            progress.advance(len(batch.ids), failures=len(failed))
+        advance(len(batch.ids) - len(todo), len(failed) - len(errors))  # duplicates, already embedded, removed
         missing = len(batch.ids) - len(rows)  # removed from the collection since planning
         return BatchResult(done=len(rows) - len(failed), failed=len(failed), skipped=missing)
 
