@@ -17,6 +17,7 @@ from tui.widgets.nav import NavBar
 from tui.widgets.photo import Photo
 
 FILTER_DELAY = 0.15
+MAX_ROWS = 1000           # rows drawn in the list; next/previous still step through every match
 
 
 class CaptionsScreen(CapsearchScreen):
@@ -64,13 +65,14 @@ class CaptionsScreen(CapsearchScreen):
         self.shown = filter_photos(self.photos, text)
         table = self.query_one("#photos", DataTable)
         table.clear()
-        for p in self.shown:
-            table.add_row(p.id, p.caption, key=p.id)
+        table.add_rows([(p.id, p.caption) for p in self.shown[:MAX_ROWS]])
         count = f"{len(self.shown)} of {len(self.photos)} target photos"
         if not self.photos:
             count = "no target photos yet: run the pipeline (screen 1, key a)"
-        self.query_one("#photos-count", Static).update(Text(count + (f" matching '{text}'" if text.strip() else ""),
-                                                             style="dim"))
+        count += f" matching '{text}'" if text.strip() else ""
+        if len(self.shown) > MAX_ROWS:
+            count += f" · the first {MAX_ROWS} are listed: type to narrow"
+        self.query_one("#photos-count", Static).update(Text(count, style="dim"))
 
     @on(Input.Changed, "#photo-filter")
     def _filter_changed(self) -> None:

@@ -1,0 +1,58 @@
+"""A synthetic 10k-photo workspace for the TUI benchmarks (built once, then reused).
+
+Photos: ``n`` target rows whose files cycle through a small generated demo world (so previews
+draw real photos), each with that photo's five reference captions. Captions of the lite captioner
+(``knn-consensus``) are written directly: one of the photo's reference captions plus its number, so
+every caption is distinct; the real ``embed-captions`` stage then embeds them with MiniLM. Neighbours
+and prompts are not computed (the search and browsing benchmarks do not read them).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+DEFAULT_ROOT = Path("outputs/bench-tui-10k")
+WORLD_PHOTOS = 200
+
+
+def build_workspace(root: Path = DEFAULT_ROOT, n: int = 10_000, *, quiet: bool = False):
+    """The workspace at ``root`` with ``n`` searchable target photos (reused when already built)."""
+    from pipeline.config_file import update_config_file
+    from pipeline.datasets.demo import IMAGE_DIR, TOKEN_FILE, generate_demo_world
+    from pipeline.hashing import hash_text
+    from pipeline.search_service import stage_hash
+    from pipeline.stages.base import run_stage
+    from pipeline.stages.registry import build_stage
+    from pipeline.store import ImageRow
+    from pipeline.workspace import Workspace
+
+    root = root.resolve()
+    ws_root, world = root / "ws", root / "world"
+    update_config_file(ws_root / "capsearch.toml", {"data": {"source": "demo", "path": str(world),
+                                                             "demo_images": WORLD_PHOTOS, "n_targets": n}},
+                       profile="lite")
+    ws = Workspace(ws_root)
+    store = ws.store
+    if store.get_meta("bench_tui_photos") == n:
+        return ws
+    t0 = time.perf_counter()
+    if not (world / TOKEN_FILE).exists():
+        generate_demo_world(world, WORLD_PHOTOS)
+    refs: dict[str, list[str]] = {}
+    for line in (world / TOKEN_FILE).read_text(encoding="utf-8").splitlines():
+        key, _, text = line.partition("\t")
+        refs.setdefault(key.split("#")[0], []).append(text)
+    files = sorted(refs)
+    ids = [f"photo_{i:05d}.jpg" for i in range(n)]
+    source = {image_id: files[i % len(files)] for i, image_id in enumerate(ids)}
+    store.upsert_images([ImageRow(i, source[i], hash_text(i, 64), 320, 240, "target") for i in ids])
+    store.replace_reference_captions({i: refs[source[i]] for i in ids})
+    store.set_meta("collection", {"name": "bench", "root": str(world / IMAGE_DIR), "benchmark": True})
+    store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"), [
+        {"image_id": i, "text": f"{refs[source[i]][n_ % 5].rstrip(' .')} , number {n_} .", "status": "ok"}
+        for n_, i in enumerate(ids)])
+    run_stage(build_stage(ws, "embed-captions", "knn-consensus"))
+    store.set_meta("bench_tui_photos", n)
+    if not quiet:
+        print(f"built a {n}-photo workspace in {time.perf_counter() - t0:.0f} s at {ws_root}")
+    return ws
