@@ -5,7 +5,9 @@ On the demo world in the lite profile:
 1. every stage run directly with ``run_stage`` (no Prefect) on one workspace, and the
    ``pipeline`` flow (``flows.api.run``) on another: the ratio and the seconds of
    overhead per task (batch tasks plus one flow run per stage and the pipeline's own);
-2. a fully cached re-run of the flow vs its cold run (aim: under 10 %);
+2. a fully cached re-run of the flow vs its cold run (aim: under 10 %), three times: the
+   first one right after the cold run can wait on Prefect's SQLite database while the
+   server still records the cold run (a 2 s client retry per "database is locked");
 3. the first flow run of a process with a fresh Prefect home (database created and
    migrated on the way) vs with a migrated one (what ``capsearch init`` leaves),
    each in a new process, timed from the start of the process to the end of a run.
@@ -176,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.pop(THREADS_ENV, None)
     flow_ws = _workspace(tmp / "flow", world, args.images, args.targets, args.batch_size)
     flow_s, flow_work, cold = _timed_run(run, flow_ws)
-    cached_s, cached_work, cached = _timed_run(run, flow_ws)
+    reruns = [_timed_run(run, flow_ws) for _ in range(3)]
+    cached_s, cached_work, cached = sorted(reruns, key=lambda r: r[0])[1]
 
     tasks = seq.batches + len(seq.stages) + 1
     overhead = (seq_s - seq_work) - (direct_s - direct_work)
@@ -190,8 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  ratio flow / direct (wall - stage work): {(seq_s - seq_work + direct_work) / direct_s:7.2f}")
     print(f"pipeline flow, cold, {thread_workers()} batches in flight:   {flow_s:7.2f} s  "
           f"(stage work {flow_work:.2f} s, summed over threads)")
-    print(f"pipeline flow, fully cached:               {cached_s:7.2f} s  (stage work {cached_work:.2f} s; "
-          f"{cached.cached_batches} of {cached.batches} batches cached)")
+    print(f"pipeline flow, fully cached (median of 3): {cached_s:7.2f} s  (stage work {cached_work:.2f} s; "
+          f"{cached.cached_batches} of {cached.batches} batches cached; runs: "
+          f"{', '.join(f'{r[0]:.2f}' for r in reruns)} s)")
     print(f"  ratio cached / cold ({thread_workers()} in flight):        {cached_s / flow_s:7.3f}  (aim: < 0.10)")
     print(f"  ratio cached / cold (1 at a time):       {cached_s / seq_s:7.3f}")
 
