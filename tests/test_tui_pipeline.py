@@ -134,3 +134,65 @@ def test_advance_events_of_one_stage_supersede_each_other():
     assert a1.can_replace(a2)
     assert not a1.can_replace(other) and not a1.can_replace(message) and not a1.can_replace(finish)
     assert not message.can_replace(a2) and not finish.can_replace(a2)
+
+
+@pytest.mark.asyncio
+async def test_captioner_chooser_runs_the_chosen_captioners_stages(fresh_workspace):
+    from textual.widgets import OptionList
+
+    from tui.messages import RunRequest
+    from tui.screens.pipeline import CaptionerChooser
+
+    messages = MessageLog()
+    app = CapsearchApp(fresh_workspace, image_mode="none")
+    async with app.run_test(size=(100, 32), message_hook=messages) as pilot:
+        await wait_for(pilot, lambda: bool(messages.of(StatusLoaded)), 60)
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, CaptionerChooser)
+        options = app.screen.query_one(OptionList)
+        names = [options.get_option_at_index(i).id for i in range(options.option_count)]
+        assert names == fresh_workspace.config.captioners.names()
+        await pilot.press("escape")
+        assert not isinstance(app.screen, CaptionerChooser) and not messages.of(RunStarted)
+
+        await pilot.press("c")
+        await pilot.pause()
+        options = app.screen.query_one(OptionList)
+        options.highlighted = names.index("knn-consensus")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: bool(messages.of(RunFinished)), 120)
+    assert messages.of(RunStarted)[0].request == RunRequest(("caption", "embed-captions"), ("knn-consensus",))
+    assert messages.of(RunFinished)[0].outcome == "completed"
+    ran = {m.event.stage for m in messages.of(StageProgressed)}
+    assert ran == {"caption:knn-consensus", "embed-captions:knn-consensus"}
+
+
+@pytest.mark.asyncio
+async def test_problems_pane_lists_failed_and_skipped_items_with_reasons(tmp_path, flickr8k_bad):
+    from pipeline.config_file import update_config_file
+    from pipeline.stages.base import run_stage
+    from pipeline.stages.registry import build_stage
+    from pipeline.workspace import Workspace
+
+    update_config_file(tmp_path / "ws" / "capsearch.toml",
+                       {"data": {"source": "flickr8k", "path": str(flickr8k_bad["root"]), "n_targets": 8}},
+                       profile="lite")
+    ws = Workspace(tmp_path / "ws")
+    run_stage(build_stage(ws, "ingest"))
+    messages = MessageLog()
+    app = CapsearchApp(ws, image_mode="none")
+    async with app.run_test(size=(120, 40), message_hook=messages) as pilot:
+        await wait_for(pilot, lambda: bool(messages.of(StatusLoaded)), 60)
+        await pilot.pause()
+        ingest = rows(app.screen.query_one("#stages", DataTable))["ingest"]
+        await pilot.press("l")
+        await pilot.pause()
+        problems = [[str(c) for c in row] for row in
+                    (app.screen.query_one("#problems", DataTable).get_row_at(i)
+                     for i in range(app.screen.query_one("#problems", DataTable).row_count))]
+    assert ingest[2] == str(len(flickr8k_bad["bad"])), "the skipped photos count as failed"
+    by_item = {p[2]: p for p in problems}
+    for name, reason in flickr8k_bad["bad"].items():
+        severity, stage, _, shown_reason = by_item[name]
+        assert severity == "skipped" and stage == "ingest" and reason in shown_reason

@@ -225,3 +225,30 @@ async def test_help_lists_every_key_of_every_screen(tui_workspace):
     for needle in ("run the whole pipeline", "ctrl+t", "ctrl+n", "Missed queries", "Open in Search", "Next",
                    "Query kind", "Chart metric", "Retry failed", "cancel the run"):
         assert needle.lower() in text.lower(), needle
+
+
+async def test_runs_screen_lists_the_flow_runs_of_a_configured_server(tui_workspace, request):
+    pytest.importorskip("flows.api")
+    request.getfixturevalue("prefect_harness")
+    from prefect.settings import PREFECT_API_URL
+
+    from tui.prefect_runs import read_recent_runs
+
+    url = PREFECT_API_URL.value()
+    assert url, "the Prefect harness serves an API"
+    expected = read_recent_runs(api_url=url)
+    assert not expected.error and expected.runs
+    app = CapsearchApp(tui_workspace, image_mode="none", prefect_api_url=url)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        line = shown(app, "#prefect-line")
+        table = app.screen.query_one("#flow-runs", DataTable)
+        assert table.display
+        flow_runs = rows(table)
+    assert url.removesuffix("/api") in line and f"{len(expected.runs)} recent flow runs" in line
+    assert [r[0] for r in flow_runs] == [r.name for r in expected.runs]
+    by_flow = {r[1]: r for r in flow_runs}
+    assert by_flow["capsearch-caption"][3] == "caption:knn-consensus"
+    assert by_flow["capsearch-ingest"][3] == "ingest"
+    assert any(r[2] == "Completed" for r in flow_runs)

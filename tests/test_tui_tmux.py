@@ -1,6 +1,7 @@
 """The TUI in a real terminal: tests/tui_tmux.sh drives it in tmux and captures the pane at each step."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -20,12 +21,25 @@ LIBRARY_OUTPUT = re.compile(r"\| (DEBUG|INFO|WARNING|ERROR|CRITICAL) +\||Startin
                             r"Uvicorn running|Traceback \(most recent call last\)|Loading weights")
 
 
-def test_tui_in_tmux_by_keyboard(tui_workspace, tmp_path):
+def prefect_server_env(request) -> dict[str, str]:
+    """The session's Prefect test server for the app's run (it then need not start a temporary one)."""
+    try:
+        request.getfixturevalue("prefect_harness")
+    except pytest.FixtureLookupError:
+        return {}
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    return {"PREFECT_API_URL": url} if url else {}
+
+
+def test_tui_in_tmux_by_keyboard(tui_workspace, tmp_path, request):
     ws = tmp_path / "ws"
     shutil.copytree(tui_workspace.root, ws, ignore=shutil.ignore_patterns("logs"))
     out = tmp_path / "captures"
+    env = {**os.environ, **prefect_server_env(request)}
     proc = subprocess.run(["bash", str(SCRIPT), str(ws), str(out), sys.executable], capture_output=True, text=True,
-                          timeout=600, cwd=Path(__file__).parents[1])
+                          timeout=600, cwd=Path(__file__).parents[1], env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     captures = {p.stem.split("-", 1)[1]: p.read_text() for p in sorted(out.glob("*.txt"))}
 

@@ -39,10 +39,18 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     if not TerminalIsolation.available():
         app = CapsearchApp(ws, image_mode=mode, log_path=log_path)
         app.run()
+        report_exit(app, log_path)
         return app.return_code or 0
     with TerminalIsolation(log_path) as iso:
         app = CapsearchApp(ws, image_mode=mode, log_path=log_path, driver_class=isolated_driver(iso.terminal))
         app.run()
+    report_exit(app, log_path)
+    return app.return_code or 0
+
+
+def report_exit(app, log_path: Path) -> None:
+    if getattr(app, "run_cancelled_on_exit", False):
+        print("capsearch tui: the run was cancelled; it stops after the batches in flight "
+              "(finished batches are kept)", file=sys.stderr)
     if app.return_code:
         print(f"capsearch tui exited with an error; library output is in {log_path}", file=sys.stderr)
-    return app.return_code or 0

@@ -61,16 +61,17 @@ def ui_url_for(api_url: str) -> str:
 
 
 def _stage_of(run) -> str:
+    """A stage flow's ``stage[:target]``; a pipeline flow's stages ('all' when it ran every stage)."""
     params = getattr(run, "parameters", None) or {}
-    for key in ("stage", "stages", "names"):
-        value = params.get(key)
-        if value:
-            return ", ".join(value) if isinstance(value, (list, tuple)) else str(value)
-    tags = [t for t in (getattr(run, "tags", None) or []) if t.startswith("stage:")]
-    return ", ".join(t[6:] for t in tags) or "all"
+    if params.get("stage"):
+        return f"{params['stage']}:{params['target']}" if params.get("target") else str(params["stage"])
+    stages = params.get("stages")
+    if stages:
+        return ", ".join(stages) if isinstance(stages, (list, tuple)) else str(stages)
+    return "all"
 
 
-def read_recent_runs(limit: int = 20, timeout: float = 3.0, api_url: str | None = None) -> PrefectRuns:
+def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None) -> PrefectRuns:
     """The ``limit`` most recent flow runs from the configured server; never raises."""
     url = api_url or configured_api_url()
     if not url:

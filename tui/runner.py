@@ -54,5 +54,6 @@ def run_request(ws: Workspace, request: RunRequest, progress: ProgressCallback, 
                           seconds=time.perf_counter() - t0)
     finally:
         route_library_logging(log_path, on_warning)
-    outcome = "cancelled" if cancel.is_set() else "completed"
-    return RunOutcome(outcome, "", _summary_failures(summary), time.perf_counter() - t0)
+    outcome = getattr(summary, "status", None) or ("cancelled" if cancel.is_set() else "completed")
+    return RunOutcome(outcome, getattr(summary, "error", "") or "", _summary_failures(summary),
+                      time.perf_counter() - t0)

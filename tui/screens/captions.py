@@ -15,8 +15,10 @@ from tui.screens.base import CapsearchScreen
 from tui.widgets.captions import CaptionColumns, NeighbourRow
 from tui.widgets.nav import NavBar
 from tui.widgets.photo import Photo
+from tui.widgets.tables import fill_table
 
 FILTER_DELAY = 0.15
+PHOTO_COLUMNS = [("photo", "photo"), ("caption", "caption")]
 MAX_ROWS = 1000           # rows drawn in the list; next/previous still step through every match
 
 
@@ -45,10 +47,7 @@ class CaptionsScreen(CapsearchScreen):
             yield DataTable(id="photos", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        table = self.query_one("#photos", DataTable)
-        table.add_column("photo", key="photo")
-        table.add_column("caption", key="caption")
-        table.focus()
+        self.query_one("#photos", DataTable).focus()
         self._load()
 
     @work(thread=True, group="photos", exclusive=True, exit_on_error=False)
@@ -63,9 +62,8 @@ class CaptionsScreen(CapsearchScreen):
     def _apply_filter(self) -> None:
         text = self.query_one("#photo-filter", Input).value
         self.shown = filter_photos(self.photos, text)
-        table = self.query_one("#photos", DataTable)
-        table.clear()
-        table.add_rows([(p.id, p.caption) for p in self.shown[:MAX_ROWS]])
+        fill_table(self.query_one("#photos", DataTable), PHOTO_COLUMNS,
+                   [(p.id, p.caption) for p in self.shown[:MAX_ROWS]], keep_cursor=False)
         count = f"{len(self.shown)} of {len(self.photos)} target photos"
         if not self.photos:
             count = "no target photos yet: run the pipeline (screen 1, key a)"

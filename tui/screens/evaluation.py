@@ -16,6 +16,7 @@ from tui.screens.base import CapsearchScreen
 from tui.screens.search import format_rank
 from tui.widgets.bar_chart import Bar, BarChart
 from tui.widgets.nav import NavBar
+from tui.widgets.tables import fill_table
 
 
 def metric_digits(metric: str) -> int:
@@ -99,19 +100,15 @@ class EvaluationScreen(CapsearchScreen):
         if t.stale:
             title.append(" · from an earlier configuration", style="yellow")
         self.query_one("#eval-title", Static).update(title)
-        table = self.query_one("#metrics", DataTable)
-        row = max(0, table.cursor_row)
-        table.clear(columns=True)
-        table.add_column("method", key="method")
-        for metric in t.metrics:
-            table.add_column(metric, key=metric)
         baselines = {v.baseline for v in t.values.values() if v.baseline}
+        rows = []
         for method in t.methods:
             label = Text(method)
             if method in baselines:
                 label.append(" (baseline)", style="dim")
-            table.add_row(label, *[cell(t.get(method, self.kind, m), m) for m in t.metrics], key=method)
-        table.move_cursor(row=min(row, len(t.methods) - 1))
+            rows.append((label, *[cell(t.get(method, self.kind, m), m) for m in t.metrics]))
+        fill_table(self.query_one("#metrics", DataTable), [("method", "method"), *[(m, m) for m in t.metrics]],
+                   rows, t.methods)
         self._detail()
         self._chart()
 
@@ -212,10 +209,7 @@ class MissedScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#missed", DataTable)
-        for key in ("rank", "true photo", "query", "top result"):
-            table.add_column(key, key=key)
-        table.focus()
+        self.query_one("#missed", DataTable).focus()
         self._load()
 
     @work(thread=True, exit_on_error=False)
@@ -231,10 +225,9 @@ class MissedScreen(Screen):
         title.append(f"whose true photo {self.method} ranked below {self.k} · enter opens one in Search",
                      style="dim")
         self.query_one("#missed-title", Static).update(title)
-        table = self.query_one("#missed", DataTable)
-        table.clear()
-        for n, m in enumerate(self.missed):
-            table.add_row(format_rank(m.rank), m.image_id, m.query, m.top_ids[0] if m.top_ids else "-", key=str(n))
+        fill_table(self.query_one("#missed", DataTable),
+                   [(key, key) for key in ("rank", "true photo", "query", "top result")],
+                   [(format_rank(m.rank), m.image_id, m.query, m.top_ids[0] if m.top_ids else "-") for m in self.missed])
 
     def action_open(self) -> None:
         row = self.query_one("#missed", DataTable).cursor_row

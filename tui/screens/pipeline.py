@@ -16,8 +16,11 @@ from textual.widgets.option_list import Option
 from tui.messages import LibraryLog, RunFinished, RunRequest, RunStarted, StageProgressed, StatusFailed, StatusLoaded
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import ProgressPanel, format_seconds
+from tui.widgets.tables import fill_table
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
+STAGE_COLUMNS = [(key, key) for key in ("stage", "done", "missing", "failed", "total")]
+PROBLEM_COLUMNS = [(key, key) for key in ("severity", "stage", "item", "reason")]
 SEVERITY_STYLES = {"skipped": "yellow", "failed": "red", "repaired": "cyan", "warning": "yellow"}
 
 
@@ -75,25 +78,20 @@ class PipelineScreen(CapsearchScreen):
             yield ProgressPanel(id="progress")
             with TabbedContent(id="pane"):
                 with TabPane("Log", id="log-tab"):
-                    yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=2000)
+                    yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=2000, min_width=20)
                 with TabPane("Problems", id="problems-tab"):
                     yield DataTable(id="problems", cursor_type="row")
 
     def on_mount(self) -> None:
-        table = self.query_one("#stages", DataTable)
-        table.add_column("stage", key="stage")
-        for key in ("done", "missing", "failed", "total"):
-            table.add_column(key, key=key)
-        problems = self.query_one("#problems", DataTable)
-        for key in ("severity", "stage", "item", "reason"):
-            problems.add_column(key, key=key)
         self.query_one("#progress").display = False
-        self.log_line(f"workspace {self.ws.name}: r runs the highlighted stage, a the whole pipeline, ? lists every key")
+        self.call_after_refresh(self.log_line, f"workspace {self.ws.name}: r runs the highlighted stage, "
+                                "a the whole pipeline, c a captioner; ? lists every key")
         self.refresh_status()
 
     def on_unmount(self) -> None:
-        if self.cancel_event is not None:
+        if self.cancel_event is not None and self.running is not None:
             self.cancel_event.set()   # quitting: the run stops after the batches in flight
+            self.app.run_cancelled_on_exit = True  # type: ignore[attr-defined]
 
     # -- status ------------------------------------------------------------------------------------
     def refresh_status(self) -> None:
@@ -123,25 +121,12 @@ class PipelineScreen(CapsearchScreen):
         self._status_loading = False
         self.status = status = message.status
         self._show_summary()
-        table = self.query_one("#stages", DataTable)
-        labels = [s["stage"] for s in status["stages"]]
-        if labels != self.stage_labels:
-            row = table.cursor_row
-            table.clear()
-            for s in status["stages"]:
-                table.add_row(*self._cells(s), key=s["stage"])
-            self.stage_labels = labels
-            if labels:
-                table.move_cursor(row=min(max(row, 0), len(labels) - 1))
-        else:
-            for s in status["stages"]:
-                for key, cell in zip(("stage", "done", "missing", "failed", "total"), self._cells(s)):
-                    table.update_cell(s["stage"], key, cell)
-        problems = self.query_one("#problems", DataTable)
-        problems.clear()
-        for n, p in enumerate(status["problems"]):
-            problems.add_row(Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"],
-                             p["reason"], key=str(n))
+        self.stage_labels = [s["stage"] for s in status["stages"]]
+        fill_table(self.query_one("#stages", DataTable), STAGE_COLUMNS,
+                   [self._cells(s) for s in status["stages"]], self.stage_labels)
+        fill_table(self.query_one("#problems", DataTable), PROBLEM_COLUMNS, [
+            (Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"], p["reason"])
+            for p in status["problems"]])
         self.query_one(TabbedContent).get_tab("problems-tab").label = f"Problems ({len(status['problems'])})"
         if self._status_again:
             self._status_again = False
@@ -285,4 +270,4 @@ class PipelineScreen(CapsearchScreen):
 
     # -- log ---------------------------------------------------------------------------------------
     def log_line(self, text: str, level: str = "info") -> None:
-        self.query_one("#log", RichLog).write(Text(text, style=LEVEL_STYLES.get(level, "")))
+        self.query_one("#log", RichLog).write(Text(text, style=LEVEL_STYLES.get(level, "")), expand=True)

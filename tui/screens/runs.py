@@ -13,7 +13,10 @@ from textual.widgets import DataTable, Static
 from tui.messages import RunsLoaded
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import format_seconds
+from tui.widgets.tables import fill_table
 
+FLOW_RUN_COLUMNS = [(key, key) for key in ("flow run", "flow", "state", "stage", "started", "took")]
+STAGE_RUN_COLUMNS = [(key, key) for key in ("stage", "status", "done", "failed", "started", "took", "message")]
 STATE_STYLES = {"completed": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
                 "running": "cyan", "pending": "dim", "scheduled": "dim"}
 
@@ -41,14 +44,8 @@ class RunsScreen(CapsearchScreen):
             yield DataTable(id="stage-runs", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
-        flow_runs = self.query_one("#flow-runs", DataTable)
-        for key in ("flow run", "flow", "state", "stage", "started", "took"):
-            flow_runs.add_column(key, key=key)
-        flow_runs.display = False
-        stage_runs = self.query_one("#stage-runs", DataTable)
-        for key in ("stage", "status", "done", "failed", "started", "took", "message"):
-            stage_runs.add_column(key, key=key)
-        stage_runs.focus()
+        self.query_one("#flow-runs", DataTable).display = False
+        self.query_one("#stage-runs", DataTable).focus()
         self._load()
 
     def action_refresh(self) -> None:
@@ -84,18 +81,16 @@ class RunsScreen(CapsearchScreen):
                 text.append(f"\n{len(p.runs)} recent flow runs", style="dim")
             line.update(text)
             flow_runs.display = not p.error
-            flow_runs.clear()
-            for n, r in enumerate(p.runs):
-                flow_runs.add_row(r.name, r.flow, Text(r.state, style=STATE_STYLES.get(r.state.lower(), "")), r.stage,
-                                  _when(r.started), format_seconds(r.seconds), key=str(n))
-        table = self.query_one("#stage-runs", DataTable)
-        table.clear()
+            fill_table(flow_runs, FLOW_RUN_COLUMNS, [
+                (r.name, r.flow, Text(r.state, style=STATE_STYLES.get(r.state.lower(), "")), r.stage,
+                 _when(r.started), format_seconds(r.seconds)) for r in p.runs])
+        rows = []
         for r in message.stage_runs:
             stage = f"{r['stage']}:{r['target']}" if r.get("target") else r["stage"]
             took = (r["finished_at"] - r["started_at"]) if r.get("finished_at") else None
-            table.add_row(stage, Text(r["status"], style=STATE_STYLES.get(r["status"], "")), str(r["done"]),
-                          str(r["failed"]), _when(r["started_at"]), format_seconds(took), r.get("message") or "",
-                          key=str(r["id"]))
+            rows.append((stage, Text(r["status"], style=STATE_STYLES.get(r["status"], "")), str(r["done"]),
+                         str(r["failed"]), _when(r["started_at"]), format_seconds(took), r.get("message") or ""))
+        fill_table(self.query_one("#stage-runs", DataTable), STAGE_RUN_COLUMNS, rows)
         if not message.stage_runs:
             self.query_one("#stage-runs-title", Static).update(
                 Text("Stage runs in this workspace: none yet", style="bold"))

@@ -16,7 +16,9 @@ from pipeline.browse import Browser
 from tui.messages import SearchReady, SearchResults, TruePhoto
 from tui.screens.base import CapsearchScreen
 from tui.widgets.photo import Photo
+from tui.widgets.tables import fill_table
 
+HIT_COLUMNS = [("rank", "#"), ("score", "score"), ("photo", "photo"), ("caption", "caption")]
 SEARCH_DELAY = 0.1        # seconds of quiet typing before a search starts
 TOP_K = 50
 
@@ -69,9 +71,6 @@ class SearchScreen(CapsearchScreen):
                     yield Static("", id="preview-text")
 
     def on_mount(self) -> None:
-        table = self.query_one("#hits", DataTable)
-        for key, label in (("rank", "#"), ("score", "score"), ("photo", "photo"), ("caption", "caption")):
-            table.add_column(label, key=key)
         self.query_one("#query", Input).focus()
         self._show_method()
         self._load_index()
@@ -139,7 +138,7 @@ class SearchScreen(CapsearchScreen):
         if not self.ready:
             return
         if not query.strip():
-            self.query_one("#hits", DataTable).clear()
+            self.query_one("#hits", DataTable).clear(columns=True)
             return
         self._search(query, self.method)
 
@@ -172,11 +171,12 @@ class SearchScreen(CapsearchScreen):
             return
         true_ids = {t.image_id for t in message.truth}
         table = self.query_one("#hits", DataTable)
-        table.clear()
+        rows = []
         for hit in message.hits:
             mark = "★" if hit.image_id in true_ids else ""
-            table.add_row(Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
-                          hit.image_id, hit.caption, key=f"{hit.rank}")
+            rows.append((Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
+                         hit.image_id, hit.caption))
+        fill_table(table, HIT_COLUMNS, rows, keep_cursor=False)
         line = Text(f"{len(message.hits)} results · {message.method}", style="dim")
         if getattr(self.app, "timings", True):
             line.append(f" · {message.seconds * 1000:.0f} ms", style="dim")
