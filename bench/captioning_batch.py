@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{'tiled' if args.split_images else 'one 512 px tile per photo'}, prompts {min(tokens)}-{max(tokens)} "
               f"text tokens, {args.max_new_tokens} new tokens per caption")
         base_ids = ids[:args.photos]
-        capsearch_batched(ws, ids[:1], 1)  # warm-up of the stage path
+        capsearch_batched(ws, ids[:1], 1)  # warm-up of both paths (the first generate call is slow)
+        plain_one_at_a_time(captioner, [images[ids[0]]], [prompts[ids[0]][1]])
         best: dict[int, float] = {}
         for _ in range(args.rounds):  # alternating rounds; the best of each is kept (shared machines are noisy)
             single = plain_one_at_a_time(captioner, [images[i] for i in base_ids], [prompts[i][1] for i in base_ids])
