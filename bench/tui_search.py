@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -153,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     engine = engine_per_keystroke(ws, queries)
     app = asyncio.run(app_measurements(ws, queries))
     ms = lambda xs, q: pct(xs, q) * 1000  # noqa: E731
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores "
+          "(other work on the machine slows torch's threaded query embedding the most)")
     print(f"{args.photos} photos, {len(queries)} queries, {len(engine)} keystrokes (lite: all-MiniLM-L6-v2)")
     print(f"SearchIndex.search per keystroke: median {ms(engine, .5):.1f} ms, p95 {ms(engine, .95):.1f} ms")
     per_key = app["app_per_key"]

@@ -15,15 +15,16 @@ app first painted (they must not be).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import pty
 import select
 import signal
 import statistics
 import struct
+import subprocess
 import sys
 import termios
-import fcntl
 import time
 from pathlib import Path
 
@@ -128,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, (cmd, counts) in commands.items():
         run_once(cmd, b"Pipeline", counts)        # warm the file cache
         results[name] = [run_once(cmd, b"Pipeline", counts) for _ in range(args.repeats)]
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores "
+          "(other work on the machine slows torch's threaded query embedding the most)")
     print(f"workspace {ws}; pty {COLS}x{ROWS}; {args.repeats} runs each")
     base = statistics.median(r["first"] for r in results["minimal Textual app"])
     for name, runs in results.items():
@@ -137,8 +141,6 @@ def main(argv: list[str] | None = None) -> None:
             line += (f" = {first / base:.1f}x the minimal app; counts {summary(runs, 'counts')}; "
                      f"{'under' if first < TARGET_S else 'OVER'} the {TARGET_S} s target")
         print(line + f"; quit {summary(runs, 'quit')}")
-    import subprocess
-
     loaded = subprocess.run([sys.executable, "-c", PROBE_APP, ws], capture_output=True, text=True,
                             timeout=120).stdout.strip()
     print(f"heavy modules imported by first paint: {loaded or 'none'} (checked: {', '.join(HEAVY)})")
