@@ -80,11 +80,11 @@ def capsearch_stage(world: Path, workspace: Path, weights: Path, batch_size: int
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--photos", type=int, default=128)
+    p.add_argument("--photos", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the capsearch path")
     p.add_argument("--device", default="auto")
-    p.add_argument("--rounds", type=int, default=2, help="repeat the measurements, keep the best of each")
+    p.add_argument("--rounds", type=int, default=3, help="repeat the measurements, keep the best of each")
     p.add_argument("--single-photos", type=int, default=32, help="photos for the one-at-a-time loop")
     args = p.parse_args(argv)
     from pipeline.datasets.demo import IMAGE_DIR, generate_demo_world
