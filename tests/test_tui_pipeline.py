@@ -58,6 +58,9 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
         await pilot.pause()
         before = rows(app.screen.query_one("#stages", DataTable))
         assert before["embed-images"][0] == "0" and before["caption:knn-consensus"][0] == "0"
+        await pilot.press("3")
+        await wait_for(pilot, lambda: "nothing to search yet" in str(app.screen.query_one("#search-status").content), 60)
+        await pilot.press("escape", "1")
 
         await pilot.press("a")
         await wait_for(pilot, lambda: any(isinstance(m, StageProgressed) and m.event.kind == "advance"
@@ -80,6 +83,10 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
         after = rows(screen.query_one("#stages", DataTable))
         bars = {bar.stage: bar for bar in screen.query(StageBar)}
         log = "\n".join(str(line.text) for line in screen.query_one("#log").lines)
+
+        await pilot.press("3")                 # the Search screen reads the workspace again
+        await wait_for(pilot, lambda: app.screen.ready, 60)
+        assert app.screen.methods[0] == "knn-consensus"
 
     for stage, (done, missing, failed, total) in after.items():
         assert (missing, failed) == ("0", "0") and done == total != "0", stage

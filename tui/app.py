@@ -57,6 +57,7 @@ class CapsearchApp(App):
         """``timings=False`` leaves per-search timings off the screen (for reproducible screenshots)."""
         super().__init__(driver_class=driver_class)
         self.timings = timings
+        self.data_version = 0     # bumped when a run changes the workspace; screens reload when shown again
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
         self.image_mode = image_mode or default_image_mode()
         self.log_path = log_path

@@ -16,6 +16,8 @@ class CapsearchScreen(Screen):
     MODE: ClassVar[str] = ""
     HELP: ClassVar[str] = ""          # one paragraph for the help screen
 
+    loaded_version = 0
+
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
         yield NavBar(self.MODE, id="nav")
@@ -28,3 +30,16 @@ class CapsearchScreen(Screen):
     @property
     def ws(self):
         return self.app.ws
+
+    def on_mount(self) -> None:
+        self.loaded_version = getattr(self.app, "data_version", 0)
+
+    def on_screen_resume(self) -> None:
+        """Coming back to a screen after a run changed the workspace: read it again."""
+        version = getattr(self.app, "data_version", 0)
+        if version != self.loaded_version:
+            self.loaded_version = version
+            self.reload()
+
+    def reload(self) -> None:
+        """Read this screen's data from the workspace again."""

@@ -94,6 +94,9 @@ class CaptionsScreen(CapsearchScreen):
     def action_refresh(self) -> None:
         self._load()
 
+    def reload(self) -> None:
+        self._load()
+
     def action_open(self) -> None:
         table = self.query_one("#photos", DataTable)
         if self.shown and table.cursor_row >= 0:

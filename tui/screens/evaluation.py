@@ -179,6 +179,9 @@ class EvaluationScreen(CapsearchScreen):
     def action_refresh(self) -> None:
         self._load()
 
+    def reload(self) -> None:
+        self._load()
+
     def action_drill(self) -> None:
         method = self._selected_method()
         if method is not None:

@@ -243,6 +243,7 @@ class PipelineScreen(CapsearchScreen):
             return
         self.query_one("#progress", ProgressPanel).show_event(event)
         if event.kind == "finish":
+            self.app.data_version += 1  # type: ignore[attr-defined]
             line = event.message or f"{event.stage}: {event.done} done"
             self.log_line(line, "warning" if event.failures else "info")
             self.refresh_status()
@@ -253,6 +254,7 @@ class PipelineScreen(CapsearchScreen):
 
     @on(RunFinished)
     def _run_finished(self, message: RunFinished) -> None:
+        self.app.data_version += 1  # type: ignore[attr-defined]
         self.running = None
         self.cancel_event = None
         took = format_seconds(message.seconds)

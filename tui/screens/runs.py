@@ -48,6 +48,9 @@ class RunsScreen(CapsearchScreen):
         self.query_one("#stage-runs", DataTable).focus()
         self._load()
 
+    def reload(self) -> None:
+        self.action_refresh()
+
     def action_refresh(self) -> None:
         self.query_one("#prefect-line", Static).update("reading Prefect flow runs…")
         self._load()

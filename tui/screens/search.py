@@ -75,6 +75,12 @@ class SearchScreen(CapsearchScreen):
         self._show_method()
         self._load_index()
 
+    def reload(self) -> None:
+        self.ready = False
+        self.query_one("#search-status", Static).update(Text("the workspace changed: loading the search index…",
+                                                             style="dim"))
+        self._load_index()
+
     # -- index -------------------------------------------------------------------------------------
     @work(thread=True, group="index", exit_on_error=False)
     def _load_index(self) -> None:
