@@ -31,6 +31,7 @@ from pipeline import search as core
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_text
 from pipeline.stages.vision import image_space
+from pipeline.text_vectors import clip_text_space, document_space, query_space, text_vectors  # noqa: F401 (re-exported)
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -42,18 +43,6 @@ HYBRID = "hybrid"
 EXTRA_METHODS = (CLIP, HYBRID, ORACLE)
 ORACLE_RULE = "sha256('oracle:<id>') over the non-blank reference captions other than the query source"
 _QUERY_MEMORY = 64
-
-
-def document_space(text_key: str) -> str:
-    return f"text/{text_key}/document"
-
-
-def query_space(text_key: str) -> str:
-    return f"text/{text_key}/query"
-
-
-def clip_text_space(image_key: str) -> str:
-    return f"clip-text/{image_key}"
 
 
 def stage_hash(ws: Workspace, name: str, target: str = "") -> str:
@@ -96,23 +85,6 @@ def oracle_captions(store: "Store", target_ids: Sequence[str], queries_hash: str
         if idx is not None:
             out[image_id] = caps[idx]
     return out
-
-
-def text_vectors(store: "Store", space: str, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray],
-                 batch: int = 256) -> tuple[np.ndarray, int]:
-    """Vectors of ``texts`` in a store space keyed by ``hash_text``: stored ones are reused, the rest are
-    embedded (each distinct text once) and stored. Returns (matrix in the order of ``texts``, newly embedded)."""
-    keys = [hash_text(t) for t in texts]
-    present = store.has_vectors(space, keys)
-    todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in present))
-    for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
-        store.put_vectors(space, [hash_text(t) for t in chunk], embed(chunk))
-    if not keys:
-        return np.zeros((0, 0), dtype=np.float32), 0
-    found, mat = store.get_vectors(space, list(dict.fromkeys(keys)))
-    row = {k: i for i, k in enumerate(found)}
-    return mat[[row[k] for k in keys]], len(todo)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from pipeline.backends import Captioner
     from pipeline.config import CaptionerConfig, Config
+    from pipeline.store import Store
 
 GENERATIVE_KINDS = ("vlm-neighbours", "vlm-plain", "blip", "vit-gpt2")
 
@@ -32,7 +33,7 @@ def _placement(cfg: "Config") -> dict[str, Any]:
     return {"device": cfg.runtime.device, "dtype": cfg.runtime.dtype}
 
 
-def _vlm(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+def _vlm(name: str, cc: "CaptionerConfig", cfg: "Config", store: "Store | None" = None) -> "Captioner":
     from pipeline.captioners.vlm import DEFAULT_INSTRUCTION, DEFAULT_VLM, VLMCaptioner
 
     plain = cc.kind == "vlm-plain"
@@ -41,26 +42,33 @@ def _vlm(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
                         **_placement(cfg), **_generation(cc))
 
 
-def _blip(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+def _blip(name: str, cc: "CaptionerConfig", cfg: "Config", store: "Store | None" = None) -> "Captioner":
     from pipeline.captioners.blip import BlipCaptioner
 
     return BlipCaptioner(name, cc.model or None, **_placement(cfg), **_generation(cc))
 
 
-def _vit_gpt2(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+def _vit_gpt2(name: str, cc: "CaptionerConfig", cfg: "Config", store: "Store | None" = None) -> "Captioner":
     from pipeline.captioners.vit_gpt2 import DEFAULT_VIT_GPT2, VitGpt2Captioner
 
     return VitGpt2Captioner(name, cc.model or DEFAULT_VIT_GPT2, **_placement(cfg), **_generation(cc))
 
 
-def _knn(name: str, cc: "CaptionerConfig", cfg: "Config") -> "Captioner":
+def _knn(name: str, cc: "CaptionerConfig", cfg: "Config", store: "Store | None" = None) -> "Captioner":
     from pipeline.captioners.knn_consensus import KnnConsensusCaptioner
     from pipeline.text_models import build_text_embedder
 
-    return KnnConsensusCaptioner(build_text_embedder(cfg), name=name)
+    embedder = build_text_embedder(cfg)
+    if store is not None:
+        # Candidates are reference captions shared by many targets: embed each once per workspace.
+        from pipeline.text_vectors import StoreCachedTextEmbedder
+
+        embedder = StoreCachedTextEmbedder(embedder, store)
+    return KnnConsensusCaptioner(embedder, name=name)
 
 
-BUILDERS: dict[str, Callable[[str, "CaptionerConfig", "Config"], "Captioner"]] = {
+# Each builder takes (name, captioner config, config, store or None).
+BUILDERS: dict[str, Callable[..., "Captioner"]] = {
     "vlm-neighbours": _vlm,
     "vlm-plain": _vlm,
     "blip": _blip,
@@ -69,13 +77,16 @@ BUILDERS: dict[str, Callable[[str, "CaptionerConfig", "Config"], "Captioner"]] =
 }
 
 
-def build_captioner(cfg: "Config", name: str) -> "Captioner":
-    """The captioner configured as ``[captioners.<name>]``; a clear error for an unknown name or kind."""
+def build_captioner(cfg: "Config", name: str, store: "Store | None" = None) -> "Captioner":
+    """The captioner configured as ``[captioners.<name>]``; a clear error for an unknown name or kind.
+
+    With a store, captioners that embed text (kNN consensus) keep those vectors in it.
+    """
     cc = cfg.captioner(name)
     builder = BUILDERS.get(cc.kind)
     if builder is None:
         raise ConfigError(f"captioner '{name}': kind '{cc.kind}' is not one of {', '.join(BUILDERS)}")
-    return builder(name, cc, cfg)
+    return builder(name, cc, cfg, store)
 
 
 def is_generative(cfg: "Config", name: str) -> bool:

@@ -402,7 +402,7 @@ class CaptionStage(Stage):
         """Built once per stage instance; its model loads once per process (the shared model cache)."""
         from pipeline.captioners.registry import build_captioner
 
-        return build_captioner(self.cfg, self.target)
+        return build_captioner(self.cfg, self.target, self.store)
 
     @property
     def uses_gpu(self) -> bool:  # type: ignore[override]
