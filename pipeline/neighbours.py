@@ -49,8 +49,11 @@ def _as_matrix(name: str, x: Any) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float32)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (n, dim), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+    # Checked in row blocks so the check's temporary stays small at 1M+ vectors.
+    rows = max(1, (1 << 22) // max(1, arr.shape[1]))
+    for start in range(0, arr.shape[0], rows):
+        if not np.isfinite(arr[start:start + rows]).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
     return arr
 
 
