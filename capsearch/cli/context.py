@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from pipeline.workspace import Workspace, default_workspace_path
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 console = Console()
 err_console = Console(stderr=True)
@@ -19,6 +22,12 @@ WorkspaceOpt = Annotated[
                  show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+RetryOpt = Annotated[bool, typer.Option("--retry-failed", help="Compute failed items again (otherwise they are skipped).")]
+CaptionersOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--captioner", "-c", show_default=False,
+                 help="Captioner (repeatable or comma-separated); `all` or nothing: every enabled one."),
+]
 
 _state: dict[str, object] = {"workspace": None, "debug": False}
 
@@ -36,3 +45,41 @@ def workspace(option: Path | None = None) -> Workspace:
     """The workspace named on the command, else on the root command, else the default."""
     chosen = option or _state["workspace"]
     return Workspace(chosen if chosen is not None else default_workspace_path())
+
+
+def ingested_workspace(option: Path | None = None) -> Workspace:
+    """The workspace, which must hold ingested photos (a clear error says how to add some)."""
+    from pipeline.errors import StoreError
+
+    ws = workspace(option)
+    if not ws.exists or ws.store.count_images() == 0:
+        raise StoreError(f"no photos in the workspace {ws.root}: run `capsearch data demo`, "
+                         "`capsearch data flickr8k` or `capsearch data folder PATH` first")
+    return ws
+
+
+def print_stage_counts(ws: Workspace, names: list[str], captioners: list[str] | None = None) -> None:
+    """One line per stage: done of total, failed and missing."""
+    from pipeline.stages.registry import pipeline_stages
+
+    for stage in pipeline_stages(ws, names, captioners):
+        c = stage.counts()
+        failed = f", [red]{c.failed} failed[/]" if c.failed else ""
+        missing = f", [yellow]{c.missing} missing[/]" if c.missing else ""
+        console.print(f"{c.stage}: {c.done} of {c.total} done{failed}{missing}", highlight=False)
+
+
+def resolve_captioners(cfg: "Config", requested: list[str] | None) -> list[str]:
+    """Captioner names in the order asked, `all` expanded to every enabled one; unknown names are an error."""
+    from pipeline.errors import ConfigError
+
+    names: list[str] = []
+    for name in requested or ["all"]:
+        for part in (p.strip() for p in name.split(",")):
+            expanded = cfg.enabled_captioners() if part == "all" else [part] if part else []
+            names += [n for n in expanded if n not in names]
+    if not names:
+        raise ConfigError("no captioner is enabled: set captioners.enabled in capsearch.toml or name one with --captioner")
+    for name in names:
+        cfg.captioner(name)  # a clear error listing the configured ones
+    return names

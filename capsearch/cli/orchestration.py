@@ -8,12 +8,10 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from capsearch.cli import context as ctx
-from capsearch.cli.context import WorkspaceOpt, console, err_console
+from capsearch.cli.context import CaptionersOpt, WorkspaceOpt, console, err_console
 
 StageOpt = Annotated[Optional[list[str]], typer.Option(
     "--stage", "-s", help="Stage to run (repeat or comma-separate; default: every stage in pipeline order).")]
-CaptionerOpt = Annotated[Optional[list[str]], typer.Option(
-    "--captioner", "-c", help="Captioner for the caption and embed-captions stages (default: captioners.enabled).")]
 RunnerOpt = Annotated[Optional[str], typer.Option(
     "--runner", help="thread (default) or dask: caption and embedding batches on a Dask cluster.")]
 AddressOpt = Annotated[Optional[str], typer.Option(
@@ -28,7 +26,7 @@ def _split(values: list[str] | None) -> list[str] | None:
 def run(
     workspace: WorkspaceOpt = None,
     stage: StageOpt = None,
-    captioner: CaptionerOpt = None,
+    captioner: CaptionersOpt = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Try failed items again.")] = False,
     runner: RunnerOpt = None,
     address: AddressOpt = None,
@@ -44,7 +42,8 @@ def run(
         if not os.environ.get("PREFECT_API_URL") and (record is None or not record.is_alive()):
             err_console.print("[yellow]the dask runner needs a Prefect server its workers can reach; starting a "
                               "temporary one for this run (keep one with `capsearch server`)[/]")
-    reports = run_stages(ws, _split(stage) or [], _split(captioner), retry_failed=retry_failed, verbose=verbose,
+    captioners = ctx.resolve_captioners(ws.config, captioner) if captioner else None
+    reports = run_stages(ws, _split(stage) or [], captioners, retry_failed=retry_failed, verbose=verbose,
                          runner=runner, dask_address=address)
     ran = sum(r.batches_run for r in reports)
     reused = sum(r.batches_skipped for r in reports)

@@ -9,17 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 import typer
 
 from capsearch.cli import context as ctx
-from capsearch.cli.context import JsonOpt, WorkspaceOpt, console
+from capsearch.cli.context import CaptionersOpt, JsonOpt, RetryOpt, WorkspaceOpt, console
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
-
-RetryOpt = Annotated[bool, typer.Option("--retry-failed", help="Compute failed items again (otherwise they are skipped).")]
-CaptionersOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--captioner", "-c", show_default=False, help="Captioner (repeatable); default: every enabled one."),
-]
-
 
 @contextmanager
 def _progress_to_stderr(enabled: bool) -> Iterator[None]:
@@ -35,23 +28,14 @@ def _progress_to_stderr(enabled: bool) -> Iterator[None]:
         console.file = saved  # type: ignore[assignment]
 
 
-def _print_counts(ws: "Workspace", names: list[str], captioners: list[str] | None = None) -> None:
-    from pipeline.stages.registry import pipeline_stages
-
-    for stage in pipeline_stages(ws, names, captioners):
-        c = stage.counts()
-        failed = f", [red]{c.failed} failed[/]" if c.failed else ""
-        missing = f", [yellow]{c.missing} missing[/]" if c.missing else ""
-        console.print(f"{c.stage}: {c.done} of {c.total} done{failed}{missing}", highlight=False)
-
-
 def embed_captions(captioner: CaptionersOpt = None, workspace: WorkspaceOpt = None) -> None:
     """Embed the captions of the targets (each distinct caption text once) with the text embedder."""
     from capsearch.cli.execute import run_stages
 
     ws = ctx.workspace(workspace)
-    run_stages(ws, ["embed-captions"], captioners=captioner or None)
-    _print_counts(ws, ["embed-captions"], captioner or None)
+    names = ctx.resolve_captioners(ws.config, captioner)
+    run_stages(ws, ["embed-captions"], captioners=names)
+    ctx.print_stage_counts(ws, ["embed-captions"], names)
 
 
 def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
@@ -61,7 +45,7 @@ def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> N
 
     ws = ctx.workspace(workspace)
     reports = run_stages(ws, ["queries"], retry_failed=retry_failed)
-    _print_counts(ws, ["queries"])
+    ctx.print_stage_counts(ws, ["queries"])
     usage = ws.store.get_meta("queries/last_run")
     if usage and any(r.batches_run for r in reports) and ws.config.queries.generator == "openai":
         console.print(f"this run: {usage_line(usage)}", highlight=False)

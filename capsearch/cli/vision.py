@@ -6,77 +6,38 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from capsearch.cli import context as ctx
-from capsearch.cli.context import WorkspaceOpt, console
+from capsearch.cli.context import CaptionersOpt, RetryOpt, WorkspaceOpt, console
 
 if TYPE_CHECKING:
     from pipeline.config import Config
     from pipeline.workspace import Workspace
 
-RetryOpt = Annotated[bool, typer.Option("--retry-failed", help="Compute failed items again (otherwise they are skipped).")]
-CaptionerOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--captioner", "-c", show_default=False,
-                 help="Captioner to run (repeatable); `all` (the default) runs every enabled one."),
-]
-
-
-def _ingested(workspace: WorkspaceOpt) -> "Workspace":
-    from pipeline.errors import StoreError
-
-    ws = ctx.workspace(workspace)
-    if not ws.exists or ws.store.count_images() == 0:
-        raise StoreError(f"no photos in the workspace {ws.root}: run `capsearch data demo`, "
-                         "`capsearch data flickr8k` or `capsearch data folder PATH` first")
-    return ws
-
-
 def _run(ws: "Workspace", names: list[str], captioners: list[str] | None = None, retry_failed: bool = False) -> None:
     from capsearch.cli.execute import run_stages
-    from pipeline.stages.registry import pipeline_stages
 
     run_stages(ws, names, captioners=captioners, retry_failed=retry_failed)
-    for stage in pipeline_stages(ws, names, captioners):
-        c = stage.counts()
-        failed = f", [red]{c.failed} failed[/]" if c.failed else ""
-        missing = f", [yellow]{c.missing} missing[/]" if c.missing else ""
-        console.print(f"{c.stage}: {c.done} of {c.total} done{failed}{missing}", highlight=False)
-
-
-def resolve_captioners(cfg: "Config", requested: list[str] | None) -> list[str]:
-    """Captioner names in the order asked, `all` expanded to every enabled one; unknown names are an error."""
-    from pipeline.errors import ConfigError
-
-    names: list[str] = []
-    for name in requested or ["all"]:
-        for part in (p.strip() for p in name.split(",")):
-            expanded = cfg.enabled_captioners() if part == "all" else [part] if part else []
-            names += [n for n in expanded if n not in names]
-    if not names:
-        raise ConfigError("no captioner is enabled: set captioners.enabled in capsearch.toml or name one with --captioner")
-    for name in names:
-        cfg.captioner(name)  # a clear error listing the configured ones
-    return names
+    ctx.print_stage_counts(ws, names, captioners)
 
 
 def embed_images(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """Embed every photo (reference DB and targets) with the configured image embedder."""
-    _run(_ingested(workspace), ["embed-images"], retry_failed=retry_failed)
+    _run(ctx.ingested_workspace(workspace), ["embed-images"], retry_failed=retry_failed)
 
 
 def neighbours(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """For every target, find the k most similar reference-DB photos (targets are never neighbours)."""
-    _run(_ingested(workspace), ["neighbours"], retry_failed=retry_failed)
+    _run(ctx.ingested_workspace(workspace), ["neighbours"], retry_failed=retry_failed)
 
 
 def prompts(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """Write each target's prompt: its neighbours' captions in the template, fitted to the VLM's context."""
-    _run(_ingested(workspace), ["prompts"], retry_failed=retry_failed)
+    _run(ctx.ingested_workspace(workspace), ["prompts"], retry_failed=retry_failed)
 
 
-def caption(captioner: CaptionerOpt = None, workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
+def caption(captioner: CaptionersOpt = None, workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """Caption the targets with one or more captioners (run `neighbours` and `prompts` first)."""
-    ws = _ingested(workspace)
-    _run(ws, ["caption"], captioners=resolve_captioners(ws.config, captioner), retry_failed=retry_failed)
+    ws = ctx.ingested_workspace(workspace)
+    _run(ws, ["caption"], captioners=ctx.resolve_captioners(ws.config, captioner), retry_failed=retry_failed)
 
 
 def models_to_pull(cfg: "Config") -> tuple[list[str], list[str]]:
