@@ -69,7 +69,12 @@ def test_cold_run_computes_every_stage_and_reports_progress(cold):
                       "caption:vlm-neighbours", "embed-captions:knn-consensus", "embed-captions:vlm-neighbours",
                       "queries", "evaluate", "report"]
     for s in summary.stages:
-        assert s.status == "completed" and s.cached == 0 and s.ran == s.batches > 0, s
+        assert s.status == "completed" and s.cached == 0, s
+        if s.stage == "embed-captions:knn-consensus":
+            # kNN consensus picks reference captions it already embedded as candidates (same text, same vector)
+            assert s.items == 0 and s.ran == 0, s
+        else:
+            assert s.ran == s.batches > 0, s
     assert ws.store.count_images() == N_IMAGES and ws.store.count_images("target") == N_TARGETS
     for captioner in CAPTIONERS:
         assert len(caption_rows(ws, captioner)) == N_TARGETS
@@ -91,7 +96,7 @@ def test_progress_artifacts_have_a_key_per_stage_run(cold):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     _, summary, _ = cold
-    ids = [s.flow_run_id for s in summary.stages]
+    ids = [s.flow_run_id for s in summary.stages if s.items]  # a stage with nothing to do has no progress to show
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
     keys = {a.key for a in artifacts if a.type == "progress"}
@@ -162,5 +167,9 @@ def test_a_deleted_store_never_meets_a_stale_cache_hit(cold, tmp_path):
     ws = Workspace(ws.root)
     summary = run(ws)
     for s in summary.stages:
-        assert s.cached == 0 and s.ran == s.batches, s
+        if s.stage == "embed-captions:knn-consensus":
+            # its outputs were written again earlier in this run (kNN consensus embeds the captions it picks from)
+            assert s.items == 0, s
+        else:
+            assert s.cached == 0 and s.ran == s.batches, s
     assert len(caption_rows(ws, "knn-consensus")) == N_TARGETS

@@ -104,7 +104,9 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
     assert list(dict.fromkeys(e.stage for e in finishes)) == list(after), "stages finish in pipeline order"
     last = {e.stage: e for e in finishes}
     for stage, (done, _, _, _) in after.items():
-        assert last[stage].done == int(done), stage
+        # each stage finished what it set out to do; that is all of its items unless an earlier stage of the
+        # run already wrote them (kNN consensus embeds the captions it picks from, so embed-captions has none left)
+        assert last[stage].done == last[stage].total <= int(done), stage
 
 
 @pytest.mark.asyncio
