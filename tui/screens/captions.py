@@ -19,7 +19,7 @@ from tui.widgets.tables import fill_table
 
 FILTER_DELAY = 0.15
 PHOTO_COLUMNS = [("photo", "photo"), ("caption", "caption")]
-MAX_ROWS = 1000           # rows drawn in the list; next/previous still step through every match
+MAX_ROWS = 500            # rows drawn in the list; next/previous still step through every match
 
 
 class CaptionsScreen(CapsearchScreen):

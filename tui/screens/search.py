@@ -19,7 +19,7 @@ from tui.widgets.photo import Photo
 from tui.widgets.tables import fill_table
 
 HIT_COLUMNS = [("rank", "#"), ("score", "score"), ("photo", "photo"), ("caption", "caption")]
-SEARCH_DELAY = 0.1        # seconds of quiet typing before a search starts
+SEARCH_DELAY = 0.05       # seconds of quiet typing before a search starts
 TOP_K = 50
 
 
