@@ -205,3 +205,25 @@ async def test_problems_pane_lists_failed_and_skipped_items_with_reasons(tmp_pat
     for name, reason in flickr8k_bad["bad"].items():
         severity, stage, _, shown_reason = by_item[name]
         assert severity == "skipped" and stage == "ingest" and reason in shown_reason
+
+
+@pytest.mark.asyncio
+async def test_a_stage_that_cannot_be_read_shows_why(tmp_path):
+    from pipeline.config_file import update_config_file
+    from pipeline.workspace import Workspace
+
+    missing = tmp_path / "no-such-folder"
+    update_config_file(tmp_path / "ws" / "capsearch.toml", {"data": {"source": "folder", "path": str(missing)}},
+                       profile="lite")
+    messages = MessageLog()
+    app = CapsearchApp(Workspace(tmp_path / "ws"), image_mode="none")
+    async with app.run_test(size=(120, 40), message_hook=messages) as pilot:
+        await wait_for(pilot, lambda: bool(messages.of(StatusLoaded)), 60)
+        await pilot.pause()
+        stages = rows(app.screen.query_one("#stages", DataTable))
+        table = app.screen.query_one("#problems", DataTable)
+        problems = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+    error = next(s for s in messages.of(StatusLoaded)[0].status["stages"] if s["stage"] == "ingest")["error"]
+    assert str(missing) in error
+    assert "ingest !" in stages
+    assert ["error", "ingest", "(the stage)", error] in problems

@@ -112,7 +112,7 @@ class PipelineScreen(CapsearchScreen):
 
     @on(StatusFailed)
     def _status_failed(self, message: StatusFailed) -> None:
-        self._status_loading = False
+        self._status_loading = self._status_again = False
         self.query_one("#pipeline-summary", Static).update(Text(f"cannot read the workspace: {message.error}", style="red"))
         self.log_line(f"cannot read the workspace: {message.error}", "error")
 
@@ -124,10 +124,12 @@ class PipelineScreen(CapsearchScreen):
         self.stage_labels = [s["stage"] for s in status["stages"]]
         fill_table(self.query_one("#stages", DataTable), STAGE_COLUMNS,
                    [self._cells(s) for s in status["stages"]], self.stage_labels)
-        fill_table(self.query_one("#problems", DataTable), PROBLEM_COLUMNS, [
-            (Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"], p["reason"])
-            for p in status["problems"]])
-        self.query_one(TabbedContent).get_tab("problems-tab").label = f"Problems ({len(status['problems'])})"
+        problems = [(Text("error", style="bold red"), s["stage"], "(the stage)", s["error"])
+                    for s in status["stages"] if s.get("error")]
+        problems += [(Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"],
+                      p["reason"]) for p in status["problems"]]
+        fill_table(self.query_one("#problems", DataTable), PROBLEM_COLUMNS, problems)
+        self.query_one(TabbedContent).get_tab("problems-tab").label = f"Problems ({len(problems)})"
         if self._status_again:
             self._status_again = False
             self.refresh_status()
