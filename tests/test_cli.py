@@ -112,3 +112,11 @@ def test_data_demo_regenerates_only_when_settings_change(home, capsys):
     assert code == 0 and "already at" in out
     code, out, _ = run_cli(capsys, "data", "demo", "--images", "50", "--workspace", ws)
     assert code == 0 and "demo world: 50 photos" in out and "ingested 50 photos" in out
+
+
+def test_status_on_a_fresh_workspace_writes_nothing(home, capsys):
+    code, out, _ = run_cli(capsys, "status", "--json", "--workspace", str(home / "ws"))
+    assert code == 0
+    ingest = next(s for s in json.loads(out)["stages"] if s["stage"] == "ingest")
+    assert "not generated yet" in ingest["error"] and "capsearch data demo" in ingest["error"]
+    assert not (home / "data" / "demo").exists()

@@ -30,12 +30,17 @@ class IngestStage(Stage):
 
     @property
     def collection(self) -> Collection:
+        """The data set as it is on disk (never generated here: counting must not write a demo world)."""
         if self._collection is None:
-            self._collection = load_collection(self.cfg.data, self.ws.data_path())
+            self._collection = load_collection(self.cfg.data, self.ws.data_path(), generate=False)
         return self._collection
 
     def prepare(self, progress: StageProgress | None = None) -> None:
-        col = self.collection
+        if self._collection is None:
+            # generating the demo world reports to the same place as this stage (its own bar: "demo-world")
+            callback = progress.callback if progress is not None else None
+            self._collection = load_collection(self.cfg.data, self.ws.data_path(), callback)
+        col = self._collection
         self.store.clear_problems(STAGE + "/input")
         if col.problems:
             self.store.record_problems(STAGE + "/input", col.problems)
