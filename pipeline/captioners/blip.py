@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from pipeline.captioners.generation import GenerationSettings, GenerativeCaptioner, clean_caption
+from pipeline.captioners.generation import GUARDED_GENERATION, GenerativeCaptioner, clean_caption
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -23,29 +23,15 @@ class BlipCaptioner(GenerativeCaptioner):
 
     kind = "blip"
 
-    def __init__(
-        self,
-        name: str = "blip-base",
-        model_id: str | None = None,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_new_tokens: int = 30,
-        num_beams: int = 3,
-        no_repeat_ngram_size: int = 3,
-        repetition_penalty: float = 1.2,
-    ):
+    default_generation = GUARDED_GENERATION
+
+    def __init__(self, name: str = "blip-base", model_id: str | None = None, **kwargs: Any):
         if model_id is None:
             if name not in BLIP_MODELS:
                 raise ConfigError(f"captioner {name}: no model_id given and '{name}' is not one of "
                                   f"{', '.join(BLIP_MODELS)}")
             model_id = BLIP_MODELS[name]
-        super().__init__(
-            name, model_id, device=device, dtype=dtype,
-            generation=GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                          no_repeat_ngram_size=no_repeat_ngram_size,
-                                          repetition_penalty=repetition_penalty),
-        )
+        super().__init__(name, model_id, **kwargs)
 
     def _load_model(self, ref: str, *, dtype: Any, token: str | bool) -> Any:
         from transformers import BlipForConditionalGeneration

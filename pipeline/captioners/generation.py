@@ -10,7 +10,7 @@ model inputs, and how to decode ids.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from pipeline.errors import ConfigError
@@ -60,6 +60,10 @@ class GenerationSettings:
         if self.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = self.no_repeat_ngram_size
         return kwargs
+
+
+# BLIP and ViT-GPT2 loop ("a dog dog dog") without repetition guards, so theirs are on by default.
+GUARDED_GENERATION = GenerationSettings(max_new_tokens=30, num_beams=3, no_repeat_ngram_size=3, repetition_penalty=1.2)
 
 
 def _item(i: int, n: int) -> str:
@@ -173,21 +177,18 @@ class GenerativeCaptioner:
 
     kind: ClassVar[str]
     needs_prompts: bool = False
+    default_generation: ClassVar[GenerationSettings] = GenerationSettings()
 
-    def __init__(
-        self,
-        name: str,
-        model_id: str,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        generation: GenerationSettings,
-    ):
+    def __init__(self, name: str, model_id: str, *, device: str = "auto", dtype: str = "auto", **generation: Any):
+        """``generation`` overrides fields of the class's ``default_generation`` (max_new_tokens, num_beams, ...)."""
+        unknown = sorted(set(generation) - {f.name for f in fields(GenerationSettings)})
+        if unknown:
+            raise TypeError(f"captioner {name}: unknown generation settings {', '.join(unknown)}")
         self.name = name
         self.model_id = model_id
         self.device_spec = device
         self.dtype_spec = dtype
-        self.generation = generation.validate(name)
+        self.generation = replace(self.default_generation, **generation).validate(name)
         self._placement: tuple[str, Any] | None = None
 
     # --- loading -------------------------------------------------------------------------------

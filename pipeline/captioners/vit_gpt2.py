@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-from pipeline.captioners.generation import GenerationSettings, GenerativeCaptioner, clean_caption
+from pipeline.captioners.generation import GUARDED_GENERATION, GenerativeCaptioner, clean_caption
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -16,24 +16,10 @@ class VitGpt2Captioner(GenerativeCaptioner):
 
     kind = "vit-gpt2"
 
-    def __init__(
-        self,
-        name: str = "vit-gpt2",
-        model_id: str = DEFAULT_VIT_GPT2,
-        *,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_new_tokens: int = 30,
-        num_beams: int = 3,
-        no_repeat_ngram_size: int = 3,
-        repetition_penalty: float = 1.2,
-    ):
-        super().__init__(
-            name, model_id, device=device, dtype=dtype,
-            generation=GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                          no_repeat_ngram_size=no_repeat_ngram_size,
-                                          repetition_penalty=repetition_penalty),
-        )
+    default_generation = GUARDED_GENERATION
+
+    def __init__(self, name: str = "vit-gpt2", model_id: str = DEFAULT_VIT_GPT2, **kwargs: Any):
+        super().__init__(name, model_id, **kwargs)
 
     def _load_model(self, ref: str, *, dtype: Any, token: str | bool) -> Any:
         from transformers import VisionEncoderDecoderModel

@@ -27,28 +27,12 @@ DEFAULT_INSTRUCTION = "Describe this image in one sentence."
 
 class VLMCaptioner(GenerativeCaptioner):
     kind = "vlm"
+    default_generation = GenerationSettings(max_new_tokens=64)
 
-    def __init__(
-        self,
-        name: str,
-        model_id: str = DEFAULT_VLM,
-        *,
-        needs_prompts: bool = True,
-        instruction: str = DEFAULT_INSTRUCTION,
-        device: str = "auto",
-        dtype: str = "auto",
-        max_new_tokens: int = 64,
-        num_beams: int = 1,
-        no_repeat_ngram_size: int = 0,
-        repetition_penalty: float = 1.0,
-    ):
+    def __init__(self, name: str, model_id: str = DEFAULT_VLM, *, needs_prompts: bool = True,
+                 instruction: str = DEFAULT_INSTRUCTION, **kwargs: Any):
         """``needs_prompts=False`` makes a plain captioner that sends ``instruction`` with every image."""
-        super().__init__(
-            name, model_id, device=device, dtype=dtype,
-            generation=GenerationSettings(max_new_tokens=max_new_tokens, num_beams=num_beams,
-                                          no_repeat_ngram_size=no_repeat_ngram_size,
-                                          repetition_penalty=repetition_penalty),
-        )
+        super().__init__(name, model_id, **kwargs)
         self.needs_prompts = needs_prompts
         self.instruction = instruction
 
