@@ -9,26 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from capsearch.cli import main
+from tests.fixtures.cli import run_cli
 from tests.fixtures.photos import make_photo
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPSEARCH_HOME", str(tmp_path))
-    monkeypatch.delenv("CAPSEARCH_WORKSPACE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_init_writes_commented_config_and_store(home, capsys):

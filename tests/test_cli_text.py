@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from capsearch.cli import main
+from tests.fixtures.cli import run_cli
 from capsearch.cli.summary import print_summary
 from pipeline.evaluation import current_eval_hash, load_evaluation
 from pipeline.reports.tables import evaluation_json
@@ -15,16 +15,6 @@ from pipeline.workspace import Workspace
 from tests.fixtures.openai_server import Reply
 from tests.test_evaluation import hand_workspace
 from tests.test_text_stages import small_workspace, text_world
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -5,26 +5,13 @@ import json
 
 import pytest
 
-from capsearch.cli import main
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.fixtures.cli import run_cli
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CAPSEARCH_HOME", str(tmp_path))
-    monkeypatch.delenv("CAPSEARCH_WORKSPACE", raising=False)
+def home(home, monkeypatch):
     monkeypatch.setenv("CAPSEARCH_DATA__N_TARGETS", "10")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return home
 
 
 def stage_rows(capsys, ws) -> dict[str, dict]:

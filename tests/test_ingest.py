@@ -6,7 +6,7 @@ import os
 from pipeline.stages.base import run_stage
 from pipeline.stages.ingest import IngestStage
 from pipeline.status import workspace_status
-from tests.fixtures.photos import build_flickr8k_like, make_photo
+from tests.fixtures.photos import make_photo
 
 
 def _ingest(ws):
