@@ -1,6 +1,6 @@
 """TUI on 10,000 photos: search-as-you-type latency per keystroke, browsing the photo list, and memory.
 
-Builds (once) the synthetic workspace of ``bench/tui_workspace.py``: 10k target photos whose captions are
+Builds (once) the synthetic workspace of ``bench/_tui_workspace.py``: 10k target photos whose captions are
 embedded with the lite text embedder (all-MiniLM-L6-v2). Measured, per keystroke of 20 queries typed one
 character at a time (every prefix is a new query, so MiniLM embeds each one):
 
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--queries", type=int, default=20)
     args = p.parse_args(argv)
 
-    from bench.tui_workspace import build_workspace
+    from bench._tui_workspace import build_workspace
 
     ws = build_workspace(args.root, args.photos)
     queries = queries_from(ws, args.queries)

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     if args.workspace is None:
-        from bench.tui_workspace import build_workspace
+        from bench._tui_workspace import build_workspace
 
         args.workspace = build_workspace().root
     ws = str(args.workspace)
