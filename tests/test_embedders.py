@@ -128,6 +128,42 @@ def test_classical_embed_paths_reports_bad_files_and_matches_embed_images(tmp_pa
     assert sum(n for n, _ in progress) == len(paths) and sum(f for _, f in progress) == 3
 
 
+EMBED_FROM_A_POOL_THREAD = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from torch.utils.data import dataloader
+from pipeline.embedders.classical import ClassicalEmbedder
+
+# Watch how the decoding workers end (torch reaps them on shutdown; an exit code 1 there is what
+# torch's SIGCHLD handler raises in the main thread when it sees the exit before the reaping thread does).
+exit_codes = []
+shutdown = dataloader._MultiProcessingDataLoaderIter._shutdown_workers
+def watched(self):
+    shutdown(self)
+    exit_codes.extend(w.exitcode for w in self._workers if w.exitcode is not None)
+    self._workers = []
+dataloader._MultiProcessingDataLoaderIter._shutdown_workers = watched
+
+paths = sys.argv[1:]
+emb = ClassicalEmbedder()
+_, in_main = emb.embed_paths(paths, batch_size=2, num_workers=2)
+with ThreadPoolExecutor(1) as pool:  # as a flow's task runner does
+    _, in_pool = pool.submit(emb.embed_paths, paths, batch_size=2, num_workers=2).result()
+print(int(in_main.sum()), int(in_pool.sum()), *exit_codes)
+"""
+
+
+def test_decoding_workers_forked_from_a_task_thread_exit_cleanly(tmp_path):
+    """Flows embed in a pool thread; workers forked there used to exit with code 1 (fatal to the TUI, see loader)."""
+    paths = write_photos(tmp_path, [stripes((40 * i, 90, 200 - 30 * i), i % 2 == 0) for i in range(6)])
+    ran = subprocess.run([sys.executable, "-c", EMBED_FROM_A_POOL_THREAD, *map(str, paths)], capture_output=True,
+                         text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    in_main, in_pool, *exit_codes = ran.stdout.split()
+    assert (in_main, in_pool) == ("6", "6")
+    assert exit_codes == ["0"] * 4, "two workers per run, every one exits cleanly"
+
+
 def test_embedder_modules_import_without_torch():
     code = (
         "import sys, pipeline.embedders.classical, pipeline.embedders.open_clip_embedder, "

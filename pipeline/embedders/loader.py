@@ -6,6 +6,14 @@ flattened), decoded and turned into model input by a per-image
 ``num_workers > 0``, in this process otherwise, without importing torch). A file
 that cannot be read is reported through ``on_error(path, reason)`` and marked
 not ok; the run goes on.
+
+Flows embed inside a task thread (a ``ThreadPoolExecutor`` worker), so the
+DataLoader's worker processes are forked from that thread. A child forked there
+inherits ``concurrent.futures``' list of the parent's pool threads, and its exit
+handler then tries to join the thread it is running on and exits with code 1.
+The parent sees a worker "exit unexpectedly" (torch raises that in the main
+thread if a DataLoader ever ran there: in the TUI it would end the app), so each
+worker forgets the parent's pool threads when it starts.
 """
 from __future__ import annotations
 
@@ -92,8 +100,16 @@ def iter_decoded_batches(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=collate_decoded,
+        worker_init_fn=forget_parent_pool_threads,
     )
     yield from loader
+
+
+def forget_parent_pool_threads(worker_id: int = 0) -> None:
+    """In a forked worker: drop the parent's thread-pool threads, which do not exist here (see the module doc)."""
+    import concurrent.futures.thread as pool_threads
+
+    pool_threads._threads_queues.clear()
 
 
 def embed_paths_with(
