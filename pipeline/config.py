@@ -152,6 +152,7 @@ class ReportConfig(_Section):
 
 class OrchestrationConfig(_Section):
     batch_size: int = Field(32, ge=1)            # photos per Prefect task
+    cheap_batch_size: int = Field(256, ge=1)     # at least this many for stages costing ~1 ms a photo
     runner: Literal["thread", "dask"] = "thread"
     dask_address: str = ""
     schedule_cron: str = "0 2 * * *"

@@ -53,6 +53,7 @@ _KEY_DOCS: dict[str, str] = {
     "evaluate.baseline": "captioner the paired bootstrap test compares against",
     "evaluate.extra_methods": "clip | hybrid | oracle (reference captions, an upper bound)",
     "orchestration.batch_size": "photos per Prefect task: a crash loses at most one batch",
+    "orchestration.cheap_batch_size": "at least this many per task for stages that cost about a millisecond a photo (ingest, prompts, reference queries, caption embedding): fewer tasks, same bounded loss",
     "orchestration.runner": "thread | dask",
     "orchestration.dask_address": "tcp://host:port of an existing Dask scheduler (empty: a LocalCluster)",
     "orchestration.schedule_cron": "when `capsearch serve` re-runs the pipeline",

@@ -47,7 +47,9 @@ def run(
                          runner=runner, dask_address=address)
     ran = sum(r.batches_run for r in reports)
     reused = sum(r.batches_skipped for r in reports)
-    console.print(f"{len(reports)} stages: {ran} batches computed, {reused} reused from the cache "
+    stages = f"{len(reports)} stage" + ("" if len(reports) == 1 else "s")
+    batches = f"{ran} batch" + ("" if ran == 1 else "es")
+    console.print(f"{stages}: {batches} computed, {reused} reused from the cache "
                   f"({sum(r.seconds for r in reports):.1f} s)")
     record = read_server_record()
     if record is not None and record.is_alive():

@@ -64,6 +64,7 @@ class Stage(ABC):
     uses_gpu: ClassVar[bool] = False     # runs one task at a time per GPU
     network: ClassVar[bool] = False      # retried with backoff on failure
     batched: ClassVar[bool] = True       # False: one batch holds every item (evaluate, report)
+    cheap: bool = False                  # ~1 ms per item: batches of at least orchestration.cheap_batch_size
 
     def __init__(self, ws: Workspace, target: str = ""):
         self.ws = ws
@@ -103,7 +104,10 @@ class Stage(ABC):
 
     # -- batches -------------------------------------------------------------------------------
     def batch_size(self) -> int:
-        return self.cfg.orchestration.batch_size
+        """Items per task: a few dozen photos where a photo costs real compute, more where it costs ~1 ms
+        (a task's own overhead, ~50 ms in Prefect, would otherwise dominate)."""
+        orch = self.cfg.orchestration
+        return max(orch.batch_size, orch.cheap_batch_size) if self.cheap else orch.batch_size
 
     def settled_items(self, retry_failed: bool = False) -> set[str]:
         """Items a run need not compute again: done ones, and failed ones unless retrying them."""

@@ -17,6 +17,7 @@ STAGE = "ingest"
 
 class IngestStage(Stage):
     name = "ingest"
+    cheap = True
 
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)

@@ -42,6 +42,7 @@ class _WholeStage(Stage):
 
 class EmbedCaptionsStage(Stage):
     name = "embed-captions"
+    cheap = True
 
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)
@@ -98,6 +99,7 @@ class QueriesStage(Stage):
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)
         self.network = self.cfg.queries.generator == "openai"   # network stages are retried by the flows
+        self.cheap = not self.network                              # reference queries cost microseconds
         self._generator: Any = None
         self._run = dict.fromkeys(USAGE_FIELDS, 0)
         self._lock = threading.Lock()

@@ -278,6 +278,7 @@ class PromptsStage(Stage):
     """
 
     name = "prompts"
+    cheap = True
 
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)
@@ -396,6 +397,7 @@ class CaptionStage(Stage):
         self.kind = self.captioner_config.kind
         self.prompts = PromptsStage(ws) if self.kind == "vlm-neighbours" else None
         self.neighbours = NeighboursStage(ws) if self.kind == "knn-consensus" else None
+        self.cheap = self.kind == "knn-consensus"   # no generative model: milliseconds a photo
 
     @cached_property
     def captioner(self) -> "Captioner":
