@@ -22,12 +22,11 @@ numpy and Pillow only.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.embedders.loader import ErrorCallback, ProgressFn, embed_paths_with
+from pipeline.embedders.loader import FileEmbedding
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_obj
 from pipeline.images import to_rgb
@@ -133,7 +132,7 @@ def _hellinger_cells(levels: list[np.ndarray], floors: list[float]) -> list[np.n
     return out
 
 
-class ClassicalEmbedder:
+class ClassicalEmbedder(FileEmbedding):
     """Colour layout, foreground colour and gradient histograms (the lite profile's image embedder, no weights)."""
 
     has_text_tower = False
@@ -255,26 +254,11 @@ class ClassicalEmbedder:
             out[i] = self._describe_image(image)
         return out
 
-    def embed_paths(
-        self,
-        paths: Sequence[str | Path],
-        *,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        on_error: ErrorCallback | None = None,
-        progress: ProgressFn | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Embed image files (descriptors computed in the loader workers): ``(vectors, ok_mask)``."""
-        return embed_paths_with(
-            paths,
-            self._describe_image,
-            np.stack,
-            self.dim,
-            batch_size=batch_size or self.batch_size,
-            num_workers=self.num_workers if num_workers is None else num_workers,
-            on_error=on_error,
-            progress=progress,
-        )
+    def path_transform(self) -> "Callable[[Image.Image], np.ndarray]":
+        return self._describe_image  # descriptors are computed in the loader workers
+
+    def embed_payloads(self, payloads: list[np.ndarray]) -> np.ndarray:
+        return np.stack(payloads)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         raise ConfigError(

@@ -143,3 +143,43 @@ def embed_paths_with(
         if progress is not None:
             progress(len(batch.indices) + len(batch.failed), len(batch.failed))
     return vectors, ok
+
+
+class FileEmbedding:
+    """``embed_paths`` for an image embedder: decode with ``path_transform()``, embed with ``embed_payloads``.
+
+    The embedder sets ``dim``, ``batch_size`` and ``num_workers``.
+    """
+
+    dim: int
+    batch_size: int
+    num_workers: int
+
+    def path_transform(self) -> Transform:
+        """PIL RGB image -> model input; it runs in the loader workers, so it must pickle."""
+        raise NotImplementedError
+
+    def embed_payloads(self, payloads: list[Any]) -> np.ndarray:
+        """A list of ``path_transform()`` outputs -> (n, dim) float32 unit vectors."""
+        raise NotImplementedError
+
+    def embed_paths(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        batch_size: int | None = None,
+        num_workers: int | None = None,
+        on_error: ErrorCallback | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embed image files, decoded in DataLoader workers when ``num_workers > 0``: ``(vectors, ok_mask)``."""
+        return embed_paths_with(
+            paths,
+            self.path_transform(),
+            self.embed_payloads,
+            self.dim,
+            batch_size=batch_size or self.batch_size,
+            num_workers=self.num_workers if num_workers is None else num_workers,
+            on_error=on_error,
+            progress=progress,
+        )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from pipeline.embedders.loader import ErrorCallback, ProgressFn, embed_paths_with
+from pipeline.embedders.loader import FileEmbedding
 from pipeline.errors import ModelLoadError
 from pipeline.hashing import hash_obj, sha256_file
 from pipeline.images import to_rgb
@@ -45,7 +45,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
-class OpenClipEmbedder:
+class OpenClipEmbedder(FileEmbedding):
     """open_clip image embedder with its text tower (for CLIP text-to-image search)."""
 
     has_text_tower = True
@@ -221,27 +221,11 @@ class OpenClipEmbedder:
             out[start:start + len(chunk)] = self._embed_tensors(tensors)
         return out
 
-    def embed_paths(
-        self,
-        paths: Sequence[str | Path],
-        *,
-        batch_size: int | None = None,
-        num_workers: int | None = None,
-        on_error: ErrorCallback | None = None,
-        progress: ProgressFn | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Embed image files, decoded and preprocessed in DataLoader workers: ``(vectors, ok_mask)``."""
-        preprocess = self._loaded()[1]
-        return embed_paths_with(
-            paths,
-            preprocess,
-            self._embed_tensors,
-            self.dim,
-            batch_size=batch_size or self.batch_size,
-            num_workers=self.num_workers if num_workers is None else num_workers,
-            on_error=on_error,
-            progress=progress,
-        )
+    def path_transform(self) -> Any:
+        return self._loaded()[1]  # open_clip's preprocess, run in the loader workers
+
+    def embed_payloads(self, payloads: list[Any]) -> np.ndarray:
+        return self._embed_tensors(payloads)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         model, _, tokenizer = self._loaded()
