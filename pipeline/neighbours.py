@@ -68,13 +68,14 @@ def _excluded_pairs(
             f"id lists do not match the vectors: {len(target_ids)} target ids for {n_targets} targets, "
             f"{len(db_ids)} db ids for {n_db} db vectors"
         )
-    positions: dict[str, list[int]] = {}
-    for j, key in enumerate(db_ids):
-        positions.setdefault(str(key), []).append(j)
+    # Indexed by the (few) targets, not the DB, so memory stays small with a million DB ids.
+    target_rows: dict[str, list[int]] = {}
+    for i, key in enumerate(target_ids):
+        target_rows.setdefault(str(key), []).append(i)
     rows: list[int] = []
     cols: list[int] = []
-    for i, key in enumerate(target_ids):
-        for j in positions.get(str(key), ()):
+    for j, key in enumerate(db_ids):
+        for i in target_rows.get(str(key), ()):
             rows.append(i)
             cols.append(j)
     return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
