@@ -226,6 +226,15 @@ class Problem:
 _SPACE_RE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
+    """``sql`` with `` AND column=?`` for each filter that is not None (column names are the keywords)."""
+    for column, value in filters.items():
+        if value is not None:
+            sql += f" AND {column}=?"
+            args.append(value)
+    return sql, args
+
+
 def space_filename(space: str) -> str:
     return _SPACE_RE.sub("_", space)
 
@@ -580,11 +589,8 @@ class Store:
 
     def prompt_for(self, image_id: str, config_hash: str | None = None) -> dict[str, Any] | None:
         """The stored prompt of one photo (latest written when no hash is given)."""
-        sql = "SELECT config_hash, prompt_id, text, n_captions, trimmed, warning FROM prompts WHERE image_id=?"
-        args: list[Any] = [image_id]
-        if config_hash is not None:
-            sql += " AND config_hash=?"
-            args.append(config_hash)
+        sql, args = _and_equal("SELECT config_hash, prompt_id, text, n_captions, trimmed, warning FROM prompts "
+                               "WHERE image_id=?", [image_id], config_hash=config_hash)
         r = self.conn.execute(sql + " ORDER BY rowid DESC LIMIT 1", args).fetchone()
         return dict(r) if r else None
 
@@ -609,12 +615,9 @@ class Store:
             )
 
     def captions(self, captioner: str, config_hash: str, ids: Sequence[str] | None = None, status: str | None = None) -> dict[str, CaptionRow]:
-        sql = ("SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, seconds, attempts "
-               "FROM captions WHERE captioner=? AND config_hash=?")
-        args: list[Any] = [captioner, config_hash]
-        if status is not None:
-            sql += " AND status=?"
-            args.append(status)
+        sql, args = _and_equal("SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, "
+                               "seconds, attempts FROM captions WHERE captioner=? AND config_hash=?",
+                               [captioner, config_hash], status=status)
         wanted = set(ids) if ids is not None else None
         out = {}
         for r in self.conn.execute(sql, args):
@@ -657,14 +660,7 @@ class Store:
             )
 
     def queries(self, config_hash: str, kind: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM queries WHERE config_hash=?"
-        args: list[Any] = [config_hash]
-        if kind is not None:
-            sql += " AND kind=?"
-            args.append(kind)
-        if status is not None:
-            sql += " AND status=?"
-            args.append(status)
+        sql, args = _and_equal("SELECT * FROM queries WHERE config_hash=?", [config_hash], kind=kind, status=status)
         return [dict(r) for r in self.conn.execute(sql + " ORDER BY image_id, kind", args)]
 
     # -- rankings and evaluations ---------------------------------------------------------------------------
@@ -680,14 +676,8 @@ class Store:
             )
 
     def rankings(self, eval_hash: str, method: str | None = None, query_kind: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT method, query_kind, image_id, rank, top_ids, top_scores FROM rankings WHERE eval_hash=?"
-        args: list[Any] = [eval_hash]
-        if method is not None:
-            sql += " AND method=?"
-            args.append(method)
-        if query_kind is not None:
-            sql += " AND query_kind=?"
-            args.append(query_kind)
+        sql, args = _and_equal("SELECT method, query_kind, image_id, rank, top_ids, top_scores FROM rankings "
+                               "WHERE eval_hash=?", [eval_hash], method=method, query_kind=query_kind)
         out = []
         for m, k, i, r, t, s in self.conn.execute(sql + " ORDER BY method, query_kind, image_id", args):
             out.append({"method": m, "query_kind": k, "image_id": i, "rank": r, "top_ids": json.loads(t), "top_scores": json.loads(s)})
