@@ -12,6 +12,12 @@ ranks below every scored photo, so its queries count as misses, never dropped; t
 of missing targets per method is stored and printed. Failed queries (the generator gave
 none) are not evaluated and are counted separately.
 
+Ties: photos whose captions are the same text (for ``clip``: the same image vector) get the
+same score by construction (``pipeline.distinct``), on every CPU. A true photo tied with
+others gets its expected rank under uniformly random tie-breaking (mid-rank: tied with one
+other photo at the top, rank 1.5 and R@1 0.5), never a rank that depends on row order. The
+stored top ids list tied photos by photo id, ascending, as search and the TUI do.
+
 Evaluate embeds whatever it needs that is not stored yet: ok captions without a vector
 (normally done by ``embed-captions``), the oracle's captions (the oracle has no
 ``embed-captions`` stage; its documents live in the same ``text/<key>/document`` space) and
@@ -32,9 +38,10 @@ from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.metrics import RankBounds, evaluate_ranks, metric_names, paired_bootstrap, rank_bounds
 from pipeline.progress import StageProgress
+from pipeline.search import top_from_scores
 from pipeline.search_service import (CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, clip_text_space,
                                      document_space, image_space, oracle_captions, query_space, stage_hash,
-                                     text_vectors, top_from_scores)
+                                     text_vectors)
 from pipeline.workspace import Workspace
 
 TOP_STORED = 10

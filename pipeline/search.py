@@ -5,11 +5,29 @@ dot product. Documents may be *missing* (a photo whose caption failed): they get
 NaN in score matrices and never appear in a top-k list. A document is missing when
 ``missing[i]`` is True or when its row contains NaN.
 
-Top-k is computed in blocks of documents (and of queries), so memory stays bounded
-by ``query_block * block_size`` scores whatever the collection size: each block is
-reduced to its k best with ``argpartition`` and merged with the running best, and
-only the final k are sorted. Order: higher score first, ties broken by the lower
-document index, so blocked and unblocked search return the same list.
+Identical vectors, identical scores
+-----------------------------------
+Documents are scored as ``pipeline.distinct.DistinctRows``: each distinct vector
+once per query, its score copied to every document that has it. Photos whose
+captions are the same text (or, for ``clip``, whose images are the same) therefore
+tie exactly on every machine, whatever the BLAS kernel's rounding. Pass a
+``DistinctRows`` to score the same documents many times without grouping them
+again; a plain matrix is grouped on each call.
+
+Ties
+----
+The display order (``top_k``, ``top_k_batch``, ``top_from_scores``): higher score
+first, ties by the lower document index. Callers keep documents in photo id order
+(``SearchIndex`` sorts its targets by id), so tied photos are listed by id,
+ascending. The evaluation does not break ties: it scores a tied true photo by its
+expected rank under random tie-breaking (``pipeline.metrics``).
+
+Top-k is computed in blocks of distinct vectors (and of queries), so memory stays
+bounded by ``query_block * block_size`` scores whatever the collection size: each
+block is reduced to its k best with ``argpartition`` and merged with the running
+best; the final k distinct vectors (ties by their first document) are expanded to
+documents, taking at most k from each. Blocked and unblocked search return the
+same list.
 
 Hybrid scores
 -------------
@@ -21,11 +39,15 @@ constant row becomes 0) and returns ``weight * z(first) + (1 - weight) * z(secon
 (so ``hybrid(caption_scores, clip_scores, search.hybrid_weight)`` gives the caption part its
 configured weight).
 Within one part this is a per-query increasing affine map, so ranking by one part
-alone is unchanged. A document missing in a part with non-zero weight is NaN.
+alone is unchanged. A document missing in a part with non-zero weight is NaN. The
+combination is elementwise, so two photos with the same caption vector and the same
+image vector get the same hybrid score.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from pipeline.distinct import DistinctRows
 
 DEFAULT_BLOCK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 256
@@ -45,30 +67,32 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def _check_inputs(
-    queries: np.ndarray, documents: np.ndarray, missing: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def distinct_documents(documents: np.ndarray | DistinctRows, missing: np.ndarray | None = None) -> DistinctRows:
+    """``documents`` grouped by vector (a ``DistinctRows`` is returned as it is; then ``missing`` must be None)."""
+    if isinstance(documents, DistinctRows):
+        if missing is not None:
+            raise ValueError("a DistinctRows carries its own missing documents; pass no mask")
+        return documents
+    return DistinctRows.of(_as_matrix(documents, "documents"), missing)
+
+
+def _check_queries(queries: np.ndarray, docs: DistinctRows) -> np.ndarray:
     q = _as_matrix(queries, "queries")
-    d = _as_matrix(documents, "documents")
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(f"query dim {q.shape[1]} does not match document dim {d.shape[1]}")
+    if q.shape[1] != docs.dim:
+        raise ValueError(f"query dim {q.shape[1]} does not match document dim {docs.dim}")
     bad = ~np.isfinite(q).all(axis=1)
     if bad.any():
         raise ValueError(f"query {int(np.flatnonzero(bad)[0])} has a non-finite embedding")
-    if missing is not None:
-        missing = np.asarray(missing, dtype=bool)
-        if missing.shape != (d.shape[0],):
-            raise ValueError(f"missing mask has shape {missing.shape}, expected ({d.shape[0]},)")
-    return q, d, missing
+    return q
 
 
-def cosine_scores(queries: np.ndarray, documents: np.ndarray, missing: np.ndarray | None = None) -> np.ndarray:
-    """Full score matrix (n_queries, n_documents) float32; NaN for missing documents."""
-    q, d, missing = _check_inputs(queries, documents, missing)
-    scores = q @ d.T
-    if missing is not None:
-        scores[:, missing] = np.nan
-    return scores
+def cosine_scores(queries: np.ndarray, documents: np.ndarray | DistinctRows,
+                  missing: np.ndarray | None = None) -> np.ndarray:
+    """Full score matrix (n_queries, n_documents) float32; NaN for missing documents; identical document
+    vectors get identical scores."""
+    docs = distinct_documents(documents, missing)
+    q = _check_queries(queries, docs)
+    return docs.expand(q @ docs.vectors.T)
 
 
 def _select(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,7 +115,7 @@ def _select(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 def top_k_batch(
     queries: np.ndarray,
-    documents: np.ndarray,
+    documents: np.ndarray | DistinctRows,
     k: int,
     missing: np.ndarray | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
@@ -99,42 +123,40 @@ def top_k_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (n_queries, k') int64 and scores (n_queries, k') float32 of the best documents.
 
-    ``k' = min(k, number of non-missing documents)``; rows are best first.
+    ``k' = min(k, number of non-missing documents)``; rows are best first, ties by the lower index.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if block_size < 1 or query_block < 1:
         raise ValueError("block_size and query_block must be >= 1")
-    q, d, missing = _check_inputs(queries, documents, missing)
-    n_q, n_d = q.shape[0], d.shape[0]
-    out_idx = np.full((n_q, min(k, n_d)), -1, dtype=np.int64)
-    out_sc = np.full((n_q, min(k, n_d)), -np.inf, dtype=np.float32)
+    docs = distinct_documents(documents, missing)
+    q = _check_queries(queries, docs)
+    vectors = docs.vectors
+    n_q, n_u = q.shape[0], vectors.shape[0]
+    width = min(k, docs.n_present)
+    out_idx = np.full((n_q, width), -1, dtype=np.int64)
+    out_sc = np.full((n_q, width), np.nan, dtype=np.float32)
+    if width == 0:
+        return out_idx, out_sc
     for q0 in range(0, n_q, query_block):
         qb = q[q0:q0 + query_block]
         best_idx = np.empty((qb.shape[0], 0), dtype=np.int64)
         best_sc = np.empty((qb.shape[0], 0), dtype=np.float32)
-        for d0 in range(0, n_d, block_size):
-            sc = qb @ d[d0:d0 + block_size].T
-            sc[np.isnan(sc)] = -np.inf
-            if missing is not None:
-                sc[:, missing[d0:d0 + block_size]] = -np.inf
+        for d0 in range(0, n_u, block_size):
+            sc = qb @ vectors[d0:d0 + block_size].T
             idx = np.broadcast_to(np.arange(d0, d0 + sc.shape[1], dtype=np.int64), sc.shape)
             sc = np.concatenate([best_sc, sc], axis=1)
             idx = np.concatenate([best_idx, idx], axis=1)
             best_idx, best_sc = _select(sc, idx, min(k, sc.shape[1]))
-        out_idx[q0:q0 + qb.shape[0]] = best_idx
-        out_sc[q0:q0 + qb.shape[0]] = best_sc
-    found = np.isfinite(out_sc)
-    keep = int(found.sum(axis=1).max()) if n_q else 0
-    out_idx, out_sc = out_idx[:, :keep], out_sc[:, :keep]
-    out_idx[~found[:, :keep]] = -1
-    out_sc[~found[:, :keep]] = np.nan
+        idx, sc = docs.best_documents(best_idx, best_sc, width)
+        out_idx[q0:q0 + qb.shape[0]] = idx
+        out_sc[q0:q0 + qb.shape[0]] = sc
     return out_idx, out_sc
 
 
 def top_k(
     query: np.ndarray,
-    documents: np.ndarray,
+    documents: np.ndarray | DistinctRows,
     k: int,
     missing: np.ndarray | None = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
@@ -145,6 +167,29 @@ def top_k(
         raise ValueError(f"query must be a vector, got shape {query.shape}")
     idx, sc = top_k_batch(query[None, :], documents, k, missing=missing, block_size=block_size)
     return idx[0], sc[0]
+
+
+def top_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns of each row of a score matrix (higher first, lower index first on ties, NaN never);
+    rows shorter than k are padded with index -1 and NaN."""
+    s = np.asarray(scores, dtype=np.float32)
+    s = np.where(np.isnan(s), -np.inf, s)
+    n_q, n = s.shape
+    k = max(1, min(k, n))
+    if k < n:
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        kth = np.take_along_axis(s, part, axis=1).min(axis=1)
+        cand = [np.flatnonzero(s[r] >= kth[r]) for r in range(n_q)]
+    else:
+        cand = [np.arange(n) for _ in range(n_q)]
+    idx = np.full((n_q, k), -1, dtype=np.int64)
+    out = np.full((n_q, k), np.nan, dtype=np.float32)
+    for r, c in enumerate(cand):
+        c = c[np.isfinite(s[r, c])]
+        c = c[np.lexsort((c, -s[r, c]))][:k]
+        idx[r, :c.size] = c
+        out[r, :c.size] = s[r, c]
+    return idx, out
 
 
 def standardise_scores(scores: np.ndarray) -> np.ndarray:

@@ -11,11 +11,23 @@ Methods
   captioner ``search.hybrid_captioner``.
 
 Documents are read once from the store's ``.npy`` snapshots (``text/<key>/document`` keyed
-by ``hash_text(caption)``, ``image/<key>`` keyed by image sha256) and gathered into one
-matrix per method, aligned with the sorted target ids; a target without a usable caption
+by ``hash_text(caption)``, ``image/<key>`` keyed by image sha256) and grouped into distinct
+vectors per method, aligned with the sorted target ids; a target without a usable caption
 (failed, empty, not embedded) is *missing*: it never appears in results and ranks below
-every scored photo. The text embedder is loaded once per process (model cache); each query
-is embedded once per call, and the last few query embeddings are remembered.
+every scored photo. The text embedder is loaded once per process (model cache); a query the
+workspace already embedded (an evaluation query) is read from the store, so search ranks it
+exactly as the evaluation did; any other query is embedded, and the last few are remembered.
+
+Identical vectors and ties
+--------------------------
+Each method's documents are a ``pipeline.distinct.DistinctRows``: every distinct caption
+vector (or image vector, for ``clip``) is scored once per query and its score copied to every
+photo that has it, so photos with the same caption text tie exactly on any CPU (``hybrid``
+combines those copies elementwise, so photos with the same caption and the same image tie too).
+Targets are kept sorted by photo id, and every list (``search``, the evaluation's stored top
+ids, the TUI) orders by score descending, then photo id ascending. ``rank_of`` and the
+evaluation never break a tie: the true photo gets its expected rank under random tie-breaking
+(``pipeline.metrics``), e.g. 1.5 for a photo tied with one other at the top.
 """
 from __future__ import annotations
 
@@ -28,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from pipeline import search as core
+from pipeline.distinct import DistinctRows
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_text
 from pipeline.stages.vision import image_space
@@ -95,65 +108,6 @@ class Hit:
     rank: int                        # 1 = best
 
 
-class DocumentSet:
-    """One method's documents aligned with the target ids: unit rows and a mask of missing ones."""
-
-    def __init__(self, vectors: np.ndarray, missing: np.ndarray):
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        self.missing = np.asarray(missing, dtype=bool)
-        if self.vectors.shape[0] != self.missing.shape[0]:
-            raise ValueError(f"{self.vectors.shape[0]} vectors but a mask of {self.missing.shape[0]}")
-        self._mask = self.missing if self.missing.any() else None     # no mask to apply: skip the masking
-
-    @classmethod
-    def gather(cls, n: int, rows: dict[int, int], matrix: np.ndarray | None, dim: int = 1) -> "DocumentSet":
-        """Documents 0..n-1 where document i is ``matrix[rows[i]]`` (missing when i is not in ``rows``)."""
-        d = matrix.shape[1] if matrix is not None and matrix.ndim == 2 and matrix.shape[1] else dim
-        vectors = np.zeros((n, d), dtype=np.float32)
-        missing = np.ones(n, dtype=bool)
-        if rows and matrix is not None:
-            doc = np.fromiter(rows.keys(), dtype=np.int64, count=len(rows))
-            src = np.fromiter(rows.values(), dtype=np.int64, count=len(rows))
-            order = np.argsort(src, kind="stable")   # read the memory-mapped snapshot in file order
-            vectors[doc[order]] = matrix[src[order]]
-            missing[doc] = False
-        return cls(vectors, missing)
-
-    @property
-    def n_present(self) -> int:
-        return int((~self.missing).sum())
-
-    def scores(self, queries: np.ndarray) -> np.ndarray:
-        """(n_queries, n_documents) cosine scores, NaN for missing documents."""
-        return core.cosine_scores(queries, self.vectors, self._mask)
-
-    def top_k(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return core.top_k_batch(queries, self.vectors, k, missing=self._mask)
-
-
-def top_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` columns of each row of a score matrix (higher first, lower index first on ties, NaN never);
-    rows shorter than k are padded with index -1 and NaN."""
-    s = np.asarray(scores, dtype=np.float32)
-    s = np.where(np.isnan(s), -np.inf, s)
-    n_q, n = s.shape
-    k = max(1, min(k, n))
-    if k < n:
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        kth = np.take_along_axis(s, part, axis=1).min(axis=1)
-        cand = [np.flatnonzero(s[r] >= kth[r]) for r in range(n_q)]
-    else:
-        cand = [np.arange(n) for _ in range(n_q)]
-    idx = np.full((n_q, k), -1, dtype=np.int64)
-    out = np.full((n_q, k), np.nan, dtype=np.float32)
-    for r, c in enumerate(cand):
-        c = c[np.isfinite(s[r, c])]
-        c = c[np.lexsort((c, -s[r, c]))][:k]
-        idx[r, :c.size] = c
-        out[r, :c.size] = s[r, c]
-    return idx, out
-
-
 class SearchIndex:
     """Every search method over one workspace's targets, loaded once (see the module docstring).
 
@@ -170,10 +124,10 @@ class SearchIndex:
         self.store = ws.store
         self.text_embedder = text_embedder or build_text_embedder(self.cfg)
         self.clip_embedder = clip_embedder if clip_embedder is not None else build_clip_embedder(self.cfg)
-        self.target_ids: list[str] = self.store.image_ids("target")
+        self.target_ids: list[str] = sorted(self.store.image_ids("target"))   # ties list by photo id
         self.position = {t: i for i, t in enumerate(self.target_ids)}
         self.captions: dict[str, dict[str, str]] = {}     # method -> target id -> caption shown in results
-        self.documents: dict[str, DocumentSet] = {}
+        self.documents: dict[str, DistinctRows] = {}
         self.unavailable: dict[str, str] = {}             # method -> why it cannot be searched
         self._memory: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()                     # the TUI searches from worker threads
@@ -192,13 +146,14 @@ class SearchIndex:
 
     def _add_text_method(self, method: str, captions: dict[str, str], key_rows: dict[str, int],
                          matrix: np.ndarray | None) -> None:
-        rows = {}
+        doc, src = [], []
         for image_id, text in captions.items():
             row = key_rows.get(hash_text(text))
             if row is not None and image_id in self.position:
-                rows[self.position[image_id]] = row
+                doc.append(self.position[image_id])
+                src.append(row)
         self.captions[method] = {i: t for i, t in captions.items() if i in self.position}
-        self.documents[method] = DocumentSet.gather(len(self.target_ids), rows, matrix)
+        self.documents[method] = DistinctRows.from_rows(len(self.target_ids), doc, src, matrix)
 
     def _load_text_methods(self) -> None:
         key_rows, matrix = self._text_snapshot()
@@ -224,15 +179,17 @@ class SearchIndex:
             self.unavailable[CLIP] = self.unavailable[HYBRID] = reason
             return
         space = image_space(self.clip_embedder.key)
-        rows: dict[int, int] = {}
+        doc, src = [], []
         matrix = None
         if space in self.store.vector_spaces():
             keys, matrix = self.store.load_array(space)
             key_rows = {k: i for i, k in enumerate(keys)}
             for img in self.store.images(split="target"):
                 if img.sha256 in key_rows:
-                    rows[self.position[img.id]] = key_rows[img.sha256]
-        self.documents[CLIP] = DocumentSet.gather(len(self.target_ids), rows, matrix, dim=self.clip_embedder.dim)
+                    doc.append(self.position[img.id])
+                    src.append(key_rows[img.sha256])
+        self.documents[CLIP] = DistinctRows.from_rows(len(self.target_ids), doc, src, matrix,
+                                                      dim=self.clip_embedder.dim)
         hc = self.cfg.search.hybrid_captioner
         if hc not in self.documents:
             self.unavailable[HYBRID] = (f"search.hybrid_captioner '{hc}' is not an enabled captioner "
@@ -297,10 +254,17 @@ class SearchIndex:
                 self._memory.popitem(last=False)
         return vec
 
+    def _stored_or_embedded(self, space: str, text: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """The query's vector as the workspace stored it (an evaluation query), else freshly embedded."""
+        _, stored = self.store.get_vectors(space, [hash_text(text)])
+        return stored if len(stored) else embed([text])
+
     def text_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query embeddings in the caption space (the text embedder's query prompt)."""
         if len(texts) == 1:
-            return self._remember("text", texts[0], lambda: self.text_embedder.embed_queries([texts[0]]))
+            space = query_space(self.text_embedder.key)
+            return self._remember("text", texts[0], lambda: self._stored_or_embedded(
+                space, texts[0], self.text_embedder.embed_queries))
         return self.text_embedder.embed_queries(list(texts))
 
     def clip_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -308,7 +272,9 @@ class SearchIndex:
         if self.clip_embedder is None:
             raise CapsearchError(self.unavailable[CLIP])
         if len(texts) == 1:
-            return self._remember("clip", texts[0], lambda: self.clip_embedder.embed_texts([texts[0]]))
+            space = clip_text_space(self.clip_embedder.key)
+            return self._remember("clip", texts[0], lambda: self._stored_or_embedded(
+                space, texts[0], self.clip_embedder.embed_texts))
         return self.clip_embedder.embed_texts(list(texts))
 
     def encode(self, texts: Sequence[str], method: str) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -321,16 +287,17 @@ class SearchIndex:
     def score_matrix(self, method: str, text_q: np.ndarray | None, clip_q: np.ndarray | None) -> np.ndarray:
         """(n_queries, n_targets) scores, NaN where the method has no document."""
         if method == HYBRID:
-            captions = self.documents[self.cfg.search.hybrid_captioner].scores(text_q)
-            return core.hybrid(captions, self.documents[CLIP].scores(clip_q), self.cfg.search.hybrid_weight)
-        return self.documents[method].scores(clip_q if method == CLIP else text_q)
+            captions = core.cosine_scores(text_q, self.documents[self.cfg.search.hybrid_captioner])
+            return core.hybrid(captions, core.cosine_scores(clip_q, self.documents[CLIP]),
+                               self.cfg.search.hybrid_weight)
+        return core.cosine_scores(clip_q if method == CLIP else text_q, self.documents[method])
 
     def top_k(self, method: str, text_q: np.ndarray | None, clip_q: np.ndarray | None,
               k: int) -> tuple[np.ndarray, np.ndarray]:
         """Best k target positions and scores per query (blocked search for single-space methods)."""
         if method == HYBRID:
-            return top_from_scores(self.score_matrix(method, text_q, clip_q), k)
-        return self.documents[method].top_k(clip_q if method == CLIP else text_q, k)
+            return core.top_from_scores(self.score_matrix(method, text_q, clip_q), k)
+        return core.top_k_batch(clip_q if method == CLIP else text_q, self.documents[method], k)
 
     def search(self, query: str, method: str | None = None, k: int = 10) -> list[Hit]:
         """The k best targets for a text query, best first (missing documents never appear)."""

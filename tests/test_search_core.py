@@ -1,4 +1,4 @@
-"""Cosine ranking, blocked top-k, missing documents and hybrid scores."""
+"""Cosine ranking, identical vectors tying wherever they sit, blocked top-k, missing documents and hybrid scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -75,6 +75,46 @@ def test_blocked_equals_unblocked(block_size, query_block):
     expected = np.argsort(-np.nan_to_num(full, nan=-np.inf), axis=1, kind="stable")[:, :10]
     np.testing.assert_array_equal(ref_idx, expected)
     assert not np.isin(ref_idx, np.flatnonzero(missing)).any()
+
+
+# Rows where a BLAS kernel's blocking, FMA and tail handling differ: the start, block and tail edges.
+DUPLICATE_AT = [0, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 100, 127, 129, 255, 257, 511, 999]
+
+
+def test_identical_vectors_get_identical_scores_wherever_they_sit():
+    """The same caption vector at 20 places in a 1000 x 384 matrix, scored by 300 queries at once (a matrix
+    product: OpenBLAS's Haswell and Zen kernels give such rows different last bits) and one at a time."""
+    rng = np.random.default_rng(0)
+    docs = l2_normalise(rng.normal(size=(1000, 384)))
+    docs[DUPLICATE_AT] = docs[0]
+    queries = l2_normalise(rng.normal(size=(300, 384)))
+    for q in (queries, queries[:64], queries[:1]):
+        scores = cosine_scores(q, docs)
+        assert (scores[:, DUPLICATE_AT] == scores[:, :1]).all()
+    # so a photo among the copies always ties with all of them, and top-k lists the copies by index
+    bounds = rank_bounds(cosine_scores(queries, docs), np.full(300, DUPLICATE_AT[7]))
+    assert (bounds.tied == len(DUPLICATE_AT)).all()
+    near = l2_normalise(docs[0] + 0.05 * rng.normal(size=(300, 384)))       # queries whose best match is the copies
+    idx, _ = top_k_batch(near, docs, k=25)
+    assert (idx[:, :len(DUPLICATE_AT)] == DUPLICATE_AT).all()
+
+
+@pytest.mark.parametrize("block_size,query_block,k", [(1, 1, 5), (3, 7, 10), (64, 5, 40), (1000, 1000, 300)])
+def test_blocked_top_k_with_many_duplicates_equals_a_full_sort(block_size, query_block, k):
+    """Groups of 1-30 identical rows: the blocked top-k (over distinct rows, expanded) equals sorting every
+    document by (score desc, index asc)."""
+    rng = np.random.default_rng(k)
+    base = l2_normalise(rng.normal(size=(40, 8)))
+    docs = base[rng.integers(0, 40, size=400)]
+    missing = rng.random(400) < 0.1
+    queries = np.concatenate([l2_normalise(rng.normal(size=(20, 8))), base[:3]])
+    idx, sc = top_k_batch(queries, docs, k=k, missing=missing, block_size=block_size, query_block=query_block)
+    full = cosine_scores(queries, docs, missing=missing)
+    for q in range(len(queries)):
+        present = np.flatnonzero(~np.isnan(full[q]))
+        expected = present[np.lexsort((present, -full[q, present]))][:k]
+        assert idx[q].tolist() == expected.tolist()
+        np.testing.assert_allclose(sc[q], full[q, expected], atol=1e-6)   # another product: last bits may differ
 
 
 def test_bad_input_is_named():

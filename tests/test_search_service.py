@@ -9,8 +9,8 @@ from pipeline import search as core
 from pipeline.errors import CapsearchError
 from pipeline.evaluation import current_eval_hash, load_evaluation
 from pipeline.hashing import hash_text
-from pipeline.search_service import (CLIP, HYBRID, ORACLE, SearchIndex, clip_text_space, document_space, stage_hash,
-                                     top_from_scores)
+from pipeline.search import top_from_scores
+from pipeline.search_service import CLIP, HYBRID, ORACLE, SearchIndex, clip_text_space, document_space, stage_hash
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
 from pipeline.workspace import Workspace
@@ -60,6 +60,24 @@ def test_rank_of_agrees_with_the_stored_evaluation(world, index, detail_queries)
             assert index.rank_of(q["text"], method, q["image_id"]) == pytest.approx(stored["rank"])
             hits = index.search(q["text"], method, k=10)
             assert [h.image_id for h in hits] == stored["top_ids"]
+
+
+def test_photos_with_the_same_caption_tie_listed_by_id_and_share_a_mid_rank(index):
+    """The tie rules: equal scores by construction, listed by photo id, and each tied photo's rank is the
+    expected rank under random tie-breaking (the mean of the places the group takes)."""
+    by_text: dict[str, list[str]] = {}
+    for image_id, text in index.captions["knn-consensus"].items():
+        by_text.setdefault(text, []).append(image_id)
+    shared = {text: sorted(ids) for text, ids in by_text.items() if len(ids) > 1}
+    assert shared, "the text world should give several photos the same kNN-consensus caption"
+    for text, group in list(shared.items())[:4]:
+        hits = index.search(text, "knn-consensus", k=len(index.target_ids))
+        places = [h.rank for h in hits if h.image_id in group]
+        assert [h.image_id for h in hits if h.image_id in group] == group
+        assert places == list(range(places[0], places[0] + len(group)))          # together, in id order
+        assert len({h.score for h in hits if h.image_id in group}) == 1
+        expected = places[0] + (len(group) - 1) / 2
+        assert {index.rank_of(text, "knn-consensus", i) for i in group} == {expected}
 
 
 def test_evaluation_query_lookup(index, detail_queries):
@@ -122,8 +140,8 @@ def test_clip_and_hybrid_with_a_tiny_open_clip(tmp_path, tiny_open_clip):
     for h in hits:
         assert h.score == pytest.approx(float(q @ image_vectors[h.image_id]), abs=1e-5)
     text_q, clip_q = index.encode([DOGS], HYBRID)
-    expected = core.hybrid(index.documents["knn-consensus"].scores(text_q), index.documents[CLIP].scores(clip_q),
-                           ws.config.search.hybrid_weight)
+    expected = core.hybrid(core.cosine_scores(text_q, index.documents["knn-consensus"]),
+                           core.cosine_scores(clip_q, index.documents[CLIP]), ws.config.search.hybrid_weight)
     assert np.allclose(index.score_matrix(HYBRID, text_q, clip_q), expected, equal_nan=True)
     assert [h.image_id for h in index.search(DOGS, HYBRID, k=10)] == [index.target_ids[i] for i in
                                                                    np.argsort(-np.nan_to_num(expected[0], nan=-9),

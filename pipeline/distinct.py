@@ -1,0 +1,225 @@
+"""Identical vectors, one score: documents grouped by the bytes of their vectors.
+
+The same dot product is not reproducible across its place in a matrix product: BLAS kernels block
+rows, use FMA and handle tails differently, and the kernel depends on the CPU (numpy's OpenBLAS and
+torch alike). Two photos whose captions are the same text would then tie on one machine and not on
+another, and ranks, Recall@K and MedR would depend on the CPU. So every ranking in capsearch (search,
+evaluation, neighbours) scores each *distinct* document vector once and gives that score to every
+document that has it: identical vectors get identical scores by construction, whatever the rounding,
+and the tie rule (``docs/architecture.md``, "Ties") decides the rest.
+
+``DistinctRows`` holds n documents as ``vectors`` (the distinct rows, ordered by the first document that
+has each) and ``owner`` (document i is ``vectors[owner[i]]``; -1 for a missing document). Rows are the
+same when their bytes are: a 64-bit hash of each row groups candidates and a byte comparison confirms
+every group, so a hash collision never merges different vectors. A row with NaN or infinity is missing.
+
+Because distinct rows are ordered by their first document, "score descending, distinct row ascending"
+orders the groups as "score descending, first document ascending". ``best_documents`` turns the best
+distinct rows of each query into its best documents (score descending, document index ascending), taking
+from each group only the first documents that can matter, so a top-k never expands whole groups.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+_HASH_BLOCK = 2048                 # rows hashed at a time (bounds the temporary)
+_CHECK_BLOCK = 1 << 16             # rows compared or checked at a time
+_HASH_SEED = 0x5EED_CAB5
+
+
+def _words(matrix: np.ndarray) -> np.ndarray:
+    """The rows' bytes as unsigned integers (a view): 64-bit words when the row length allows."""
+    row_bytes = matrix.shape[1] * matrix.itemsize
+    dtype = np.uint64 if row_bytes % 8 == 0 else np.uint32
+    return matrix.view(dtype).reshape(matrix.shape[0], row_bytes // np.dtype(dtype).itemsize)
+
+
+def _row_hashes(words: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of every row: each word times a per-column odd constant, xor-shifted, summed (mod 2^64)."""
+    n, width = words.shape
+    consts = np.random.default_rng(_HASH_SEED).integers(1, 2**63, size=width, dtype=np.uint64) | np.uint64(1)
+    out = np.empty(n, dtype=np.uint64)
+    for start in range(0, n, _HASH_BLOCK):
+        x = words[start:start + _HASH_BLOCK].astype(np.uint64)
+        x *= consts
+        x ^= x >> np.uint64(29)
+        out[start:start + len(x)] = x.sum(axis=1, dtype=np.uint64)
+    return out
+
+
+def _first_equal_row(matrix: np.ndarray) -> np.ndarray:
+    """For every row, the index of the first row with the same bytes."""
+    n = matrix.shape[0]
+    if n == 0 or matrix.shape[1] == 0:
+        return np.zeros(n, dtype=np.int64)
+    words = _words(matrix)
+    _, first, inverse = np.unique(_row_hashes(words), return_index=True, return_inverse=True)
+    rep = first[inverse.ravel()].astype(np.int64)
+    dup = np.flatnonzero(rep != np.arange(n))
+    same = np.ones(dup.size, dtype=bool)
+    for start in range(0, dup.size, _CHECK_BLOCK):
+        d = dup[start:start + _CHECK_BLOCK]
+        same[start:start + d.size] = (words[d] == words[rep[d]]).all(axis=1)
+    if not same.all():   # a hash collision: split the groups involved by their bytes
+        involved = np.flatnonzero(np.isin(rep, rep[dup[~same]]))
+        rows = np.ascontiguousarray(words[involved])
+        keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
+        _, sub_first, sub_inverse = np.unique(keys, return_index=True, return_inverse=True)
+        rep[involved] = involved[sub_first[sub_inverse.ravel()]]
+    return rep
+
+
+def _finite_rows(matrix: np.ndarray) -> np.ndarray:
+    ok = np.empty(matrix.shape[0], dtype=bool)
+    for start in range(0, matrix.shape[0], _CHECK_BLOCK):
+        ok[start:start + _CHECK_BLOCK] = np.isfinite(matrix[start:start + _CHECK_BLOCK]).all(axis=1)
+    return ok
+
+
+class DistinctRows:
+    """n documents as their distinct vectors (see the module docstring)."""
+
+    def __init__(self, vectors: np.ndarray, owner: np.ndarray):
+        self.vectors = vectors
+        self.owner = owner
+        self._source = np.maximum(owner, 0)              # the row each document copies its score from
+        self._absent = np.flatnonzero(owner < 0)
+        present = np.flatnonzero(owner >= 0)
+        self.counts = np.bincount(owner[present], minlength=vectors.shape[0])
+        # documents grouped by distinct row, ascending within a group
+        self.members = present[np.argsort(owner[present], kind="stable")]
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    # -- building ------------------------------------------------------------------------------------
+    @classmethod
+    def of(cls, matrix: np.ndarray, missing: np.ndarray | None = None) -> "DistinctRows":
+        """Documents 0..n-1 are the rows of ``matrix``; ``missing[i]`` (or a non-finite row) leaves i out."""
+        m = np.ascontiguousarray(matrix, dtype=np.float32)
+        if m.ndim != 2:
+            raise ValueError(f"documents must be a 2-D array (n, dim), got shape {m.shape}")
+        present = _finite_rows(m)
+        if missing is not None:
+            missing = np.asarray(missing, dtype=bool)
+            if missing.shape != (m.shape[0],):
+                raise ValueError(f"missing mask has shape {missing.shape}, expected ({m.shape[0]},)")
+            present &= ~missing
+        doc = np.flatnonzero(present)
+        return cls._build(m.shape[0], doc, doc, m, m.shape[1])
+
+    @classmethod
+    def from_rows(cls, n: int, doc: Sequence[int] | np.ndarray, src: Sequence[int] | np.ndarray,
+                  matrix: np.ndarray | None, dim: int = 1) -> "DistinctRows":
+        """Documents 0..n-1 where document ``doc[j]`` is ``matrix[src[j]]``; the others are missing.
+
+        Only the rows that ``src`` names are read, in file order (``matrix`` may be memory-mapped); rows that
+        many documents share (one caption text, one photo) are read and hashed once.
+        """
+        doc = np.asarray(doc, dtype=np.int64)
+        src = np.asarray(src, dtype=np.int64)
+        if doc.shape != src.shape:
+            raise ValueError(f"{doc.size} documents but {src.size} source rows")
+        if matrix is None or doc.size == 0:
+            d = matrix.shape[1] if matrix is not None and matrix.ndim == 2 and matrix.shape[1] else dim
+            return cls._build(n, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32), d)
+        used, src_of_doc = np.unique(src, return_inverse=True)
+        rows = np.ascontiguousarray(matrix[used], dtype=np.float32)
+        ok = _finite_rows(rows)[src_of_doc.ravel()]
+        return cls._build(n, doc[ok], src_of_doc.ravel()[ok], rows, rows.shape[1])
+
+    @classmethod
+    def _build(cls, n: int, doc: np.ndarray, src: np.ndarray, rows: np.ndarray, dim: int) -> "DistinctRows":
+        """Document ``doc[j]`` is ``rows[src[j]]``: group ``rows`` by bytes, order groups by first document."""
+        owner = np.full(n, -1, dtype=np.int64)
+        if doc.size == 0:
+            return cls(np.zeros((0, dim), dtype=np.float32), owner)
+        rep = _first_equal_row(rows)
+        reps, group_of_row = np.unique(rep, return_inverse=True)
+        group = group_of_row.ravel()[src]                        # group of each document
+        first_doc = np.full(reps.size, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_doc, group, doc)
+        used = np.flatnonzero(first_doc < np.iinfo(np.int64).max)
+        order = used[np.argsort(first_doc[used], kind="stable")]
+        relabel = np.full(reps.size, -1, dtype=np.int64)
+        relabel[order] = np.arange(order.size)
+        owner[doc] = relabel[group]
+        keep = reps[order]
+        identity = keep.size == rows.shape[0] and np.array_equal(keep, np.arange(keep.size))
+        return cls(rows if identity else np.ascontiguousarray(rows[keep]), owner)
+
+    def take(self, index: Sequence[int] | np.ndarray) -> "DistinctRows":
+        """The documents ``index`` (in that order) as a new set: e.g. the same vectors given to other photos."""
+        owner = self.owner[np.asarray(index, dtype=np.int64)]
+        doc = np.flatnonzero(owner >= 0)
+        return DistinctRows._build(owner.size, doc, owner[doc], self.vectors, self.dim)
+
+    # -- reading -------------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return int(self.owner.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    @property
+    def missing(self) -> np.ndarray:
+        return self.owner < 0
+
+    @property
+    def n_present(self) -> int:
+        return int(self.members.size)
+
+    def dense(self) -> np.ndarray:
+        """The (n, dim) matrix of every document (zeros for missing ones)."""
+        out = np.zeros((self.n, self.dim), dtype=np.float32)
+        out[self.members] = self.vectors[self.owner[self.members]]
+        return out
+
+    def expand(self, scores: np.ndarray) -> np.ndarray:
+        """Scores per distinct row (n_queries, n_distinct) -> per document (n_queries, n), NaN for missing ones.
+        Every document gets a copy of its row's score, so documents with the same vector tie exactly."""
+        scores = np.asarray(scores)
+        if not scores.shape[1]:
+            return np.full((scores.shape[0], self.n), np.nan, dtype=scores.dtype)
+        out = scores[:, self._source]
+        if self._absent.size:
+            out[:, self._absent] = np.nan
+        return out
+
+    def best_documents(self, groups: np.ndarray, scores: np.ndarray, k: int,
+                       exclude: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The k best documents of each query, from its best distinct rows.
+
+        ``groups`` (n_queries, g) are distinct rows (-1 for none) with their ``scores``; for the result to be
+        exact they must be each query's g best rows by (score descending, row ascending), with
+        g >= min(k + e, n_distinct) where e is the most documents ``exclude`` (query rows, document indices)
+        takes from one query. Returns documents (n_queries, k) int64 and scores float32, best first, ties by
+        the lower document index; -1 and NaN where fewer than k exist.
+        """
+        groups = np.asarray(groups, dtype=np.int64)
+        n_q, g = groups.shape
+        excl_q, excl_d = exclude if exclude is not None else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        limit = k + (int(np.bincount(excl_q).max()) if excl_q.size else 0)
+        valid = groups >= 0
+        safe = np.where(valid, groups, 0)
+        take = np.where(valid, np.minimum(self.counts[safe], limit), 0).ravel()
+        slot = np.repeat(np.arange(n_q * g), take)
+        within = np.arange(slot.size) - np.repeat(np.cumsum(take) - take, take)
+        docs = self.members[self.starts[safe.ravel()[slot]] + within]
+        sc = np.asarray(scores, dtype=np.float32).ravel()[slot]
+        query = slot // max(g, 1)
+        if excl_q.size:
+            keys = query * self.n + docs
+            keep = ~np.isin(keys, np.asarray(excl_q, np.int64) * self.n + np.asarray(excl_d, np.int64))
+            docs, sc, query = docs[keep], sc[keep], query[keep]
+        order = np.lexsort((docs, -sc, query))
+        docs, sc, query = docs[order], sc[order], query[order]
+        pos = np.arange(query.size) - np.searchsorted(query, query)
+        keep = pos < k
+        out_idx = np.full((n_q, k), -1, dtype=np.int64)
+        out_sc = np.full((n_q, k), np.nan, dtype=np.float32)
+        out_idx[query[keep], pos[keep]] = docs[keep]
+        out_sc[query[keep], pos[keep]] = sc[keep]
+        return out_idx, out_sc
