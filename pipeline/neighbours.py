@@ -9,12 +9,22 @@ Shapes: ``indices`` and ``scores`` are (n_targets, k), nearest first. When fewer
 than k DB photos are available for a target, the missing slots hold index -1 and
 score NaN (and ``near_duplicate`` False).
 
-Exact search multiplies blocks of targets by blocks of the DB and keeps a running
-top-k, so memory stays at about ``block_size * db_block_size`` floats whatever the
-collection size (by default ``db_block_size`` keeps a block at 16M entries).
+Ties: DB photos with identical vectors (the same photo twice, under two ids) get
+identical scores by construction: the DB is searched as ``pipeline.distinct.DistinctRows``,
+each distinct vector scored once and its score copied to every photo that has it, so
+no BLAS kernel's rounding can separate them. Neighbours are ordered by score
+descending, then DB index ascending; the ``neighbours`` stage passes the DB sorted by
+photo id, so tied neighbours are listed by id. The ``db`` argument is a matrix or a
+``DistinctRows`` built once (what the stage does, so that each batch does not group
+the DB again).
+
+Exact search multiplies blocks of targets by blocks of the DB's distinct vectors and
+keeps a running top-k (k plus the most DB photos one target must skip), so memory
+stays at about ``block_size * db_block_size`` floats whatever the collection size (by
+default ``db_block_size`` keeps a block at 16M entries).
 ``index="faiss"`` uses a FAISS ``IndexFlatIP`` (exact) and
-``index="faiss-hnsw"`` an HNSW graph (approximate, for very large collections);
-FAISS is imported only then.
+``index="faiss-hnsw"`` an HNSW graph (approximate, for very large collections) over
+the distinct vectors; FAISS is imported only then.
 """
 from __future__ import annotations
 
@@ -23,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pipeline.distinct import DistinctRows
 from pipeline.errors import ConfigError
 
 INDEXES = ("exact", "faiss", "faiss-hnsw")
@@ -104,37 +115,40 @@ def _block_top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return _sort_rows(top, part.astype(np.int64))
 
 
+def _most_excluded(excl_rows: np.ndarray) -> int:
+    """The most DB photos any one target must skip."""
+    return int(np.bincount(excl_rows).max()) if excl_rows.size else 0
+
+
 def _exact(
-    targets: np.ndarray, db: np.ndarray, k: int, block_size: int, db_block_size: int,
+    targets: np.ndarray, db: DistinctRows, k: int, block_size: int, db_block_size: int,
     excl_rows: np.ndarray, excl_cols: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     n = targets.shape[0]
-    scores_out = np.full((n, k), -np.inf, dtype=np.float32)
+    vectors = db.vectors
+    g = min(k + _most_excluded(excl_rows), vectors.shape[0])   # distinct vectors that can hold the k best photos
+    scores_out = np.full((n, k), np.nan, dtype=np.float32)
     cols_out = np.full((n, k), -1, dtype=np.int64)
     for t0 in range(0, n, block_size):
         t1 = min(n, t0 + block_size)
         tb = _unit_rows(targets[t0:t1])
         best_s = np.full((t1 - t0, 0), -np.inf, dtype=np.float32)
         best_c = np.zeros((t1 - t0, 0), dtype=np.int64)
-        in_block = (excl_rows >= t0) & (excl_rows < t1)
-        for d0 in range(0, db.shape[0], db_block_size):
-            d1 = min(db.shape[0], d0 + db_block_size)
-            sims = tb @ _unit_rows(db[d0:d1]).T
-            sel = in_block & (excl_cols >= d0) & (excl_cols < d1)
-            sims[excl_rows[sel] - t0, excl_cols[sel] - d0] = -np.inf
-            s, c = _block_top_k(sims, k)
+        for d0 in range(0, vectors.shape[0], db_block_size):
+            d1 = min(vectors.shape[0], d0 + db_block_size)
+            s, c = _block_top_k(tb @ _unit_rows(vectors[d0:d1]).T, g)
             merged_s = np.concatenate([best_s, s], axis=1)
             merged_c = np.concatenate([best_c, c + d0], axis=1)
             best_s, best_c = _sort_rows(merged_s, merged_c)
-            best_s, best_c = best_s[:, :k], best_c[:, :k]
-        width = best_s.shape[1]
-        scores_out[t0:t1, :width] = best_s
-        cols_out[t0:t1, :width] = best_c
+            best_s, best_c = best_s[:, :g], best_c[:, :g]
+        sel = (excl_rows >= t0) & (excl_rows < t1)
+        cols_out[t0:t1], scores_out[t0:t1] = db.best_documents(best_c, best_s, k,
+                                                               exclude=(excl_rows[sel] - t0, excl_cols[sel]))
     return scores_out, cols_out
 
 
 def _faiss(
-    targets: np.ndarray, db: np.ndarray, k: int, block_size: int, index: str, hnsw_m: int, hnsw_ef: int,
+    targets: np.ndarray, db: DistinctRows, k: int, block_size: int, index: str, hnsw_m: int, hnsw_ef: int,
     excl_rows: np.ndarray, excl_cols: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     try:
@@ -144,35 +158,31 @@ def _faiss(
             f"neighbour index '{index}' needs FAISS, which is not installed: "
             "pip install 'capsearch[faiss]' (faiss-cpu), or set neighbours.index = \"exact\""
         ) from None
-    dim = db.shape[1]
+    dim = db.dim
+    ask = min(k + _most_excluded(excl_rows), db.vectors.shape[0])
     if index == "faiss":
         fx = faiss.IndexFlatIP(dim)
     else:
         fx = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        fx.hnsw.efSearch = max(hnsw_ef, k)
-    fx.add(np.ascontiguousarray(_unit_rows(db), dtype=np.float32))
-    extra = int(np.bincount(excl_rows).max()) if excl_rows.size else 0
-    ask = min(k + extra, db.shape[0])
+        fx.hnsw.efSearch = max(hnsw_ef, ask)
+    fx.add(np.ascontiguousarray(_unit_rows(db.vectors), dtype=np.float32))
     n = targets.shape[0]
-    scores_out = np.full((n, k), -np.inf, dtype=np.float32)
+    scores_out = np.full((n, k), np.nan, dtype=np.float32)
     cols_out = np.full((n, k), -1, dtype=np.int64)
     for t0 in range(0, n, block_size):
         t1 = min(n, t0 + block_size)
         s, c = fx.search(np.ascontiguousarray(_unit_rows(targets[t0:t1]), dtype=np.float32), ask)
         s = np.where(c >= 0, s, -np.inf).astype(np.float32)
+        s, c = _sort_rows(s, c.astype(np.int64))           # FAISS lists equal scores in any order
+        c = np.where(np.isfinite(s), c, -1)
         sel = (excl_rows >= t0) & (excl_rows < t1)
-        for r, col in zip(excl_rows[sel] - t0, excl_cols[sel]):
-            s[r, c[r] == col] = -np.inf
-        s, c = _sort_rows(s, c.astype(np.int64))
-        width = min(k, s.shape[1])
-        scores_out[t0:t1, :width] = s[:, :width]
-        cols_out[t0:t1, :width] = c[:, :width]
+        cols_out[t0:t1], scores_out[t0:t1] = db.best_documents(c, s, k, exclude=(excl_rows[sel] - t0, excl_cols[sel]))
     return scores_out, cols_out
 
 
 def find_neighbours(
     target_vecs: Any,
-    db_vecs: Any,
+    db_vecs: "np.ndarray | DistinctRows",
     k: int = 5,
     *,
     block_size: int = 4096,
@@ -193,12 +203,12 @@ def find_neighbours(
     if index not in INDEXES:
         raise ConfigError(f"neighbour index '{index}' is not one of {', '.join(INDEXES)}")
     targets = _as_matrix("target vectors", target_vecs)
-    db = _as_matrix("db vectors", db_vecs)
-    if targets.shape[1] != db.shape[1] and targets.shape[0] and db.shape[0]:
-        raise ValueError(f"target vectors have dim {targets.shape[1]} but db vectors have dim {db.shape[1]}")
-    excl_rows, excl_cols = _excluded_pairs(target_ids, db_ids, targets.shape[0], db.shape[0])
+    db = db_vecs if isinstance(db_vecs, DistinctRows) else DistinctRows.of(_as_matrix("db vectors", db_vecs))
+    if targets.shape[1] != db.dim and targets.shape[0] and db.n:
+        raise ValueError(f"target vectors have dim {targets.shape[1]} but db vectors have dim {db.dim}")
+    excl_rows, excl_cols = _excluded_pairs(target_ids, db_ids, targets.shape[0], db.n)
     n = targets.shape[0]
-    if n == 0 or db.shape[0] == 0:
+    if n == 0 or db.n_present == 0:
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         cols = np.full((n, k), -1, dtype=np.int64)
     elif index == "exact":

@@ -1,4 +1,5 @@
-"""Neighbour search: exact blocked top-k, FAISS, self-exclusion, padding, near duplicates."""
+"""Neighbour search: exact blocked top-k, FAISS, duplicate DB photos tying in DB order, self-exclusion, padding,
+near duplicates."""
 from __future__ import annotations
 
 import numpy as np
@@ -55,6 +56,51 @@ def test_ties_go_to_the_lower_db_index_whatever_the_blocking():
     for db_block in (1, 2, 3, 10):
         res = find_neighbours(target, db, k=2, db_block_size=db_block)
         assert res.indices.tolist() == [[1, 2]], db_block
+
+
+def test_duplicate_db_photos_tie_and_follow_db_order_under_a_matrix_product():
+    """One photo stored 20 times across a 1000-photo DB, 300 targets searched at once: the copies get one
+    score (a plain matrix product gives them different last bits on OpenBLAS's Haswell and Zen kernels)
+    and are listed by DB index, exact and FAISS alike."""
+    db = random_unit(1000, 384, 3)
+    copies = [0, 1, 2, 3, 5, 7, 8, 15, 16, 17, 31, 33, 63, 100, 127, 129, 255, 257, 511, 999]
+    db[copies] = db[0]
+    rng = np.random.default_rng(4)
+    targets = unit(db[0] + 0.05 * rng.normal(size=(300, 384)))
+    for index in ("exact", "faiss"):
+        res = find_neighbours(targets, db, k=25, index=index)
+        assert (res.indices[:, :20] == copies).all(), index
+        assert (res.scores[:, :20] == res.scores[:, :1]).all(), index
+
+
+def brute_force(targets, db, k, exclude=()):
+    """Scores of each distinct DB vector, copied to its photos; excluded pairs dropped; (score desc, index asc)."""
+    uniq, inverse = np.unique(db, axis=0, return_inverse=True)
+    sims = (unit(targets) @ unit(uniq).T)[:, inverse.ravel()]
+    out = np.full((len(targets), k), -1)
+    for t in range(len(targets)):
+        cols = np.array([c for c in range(len(db)) if (t, c) not in exclude], dtype=np.int64)
+        cols = cols[np.lexsort((cols, -sims[t, cols]))][:k]
+        out[t, :cols.size] = cols
+    return out
+
+
+@pytest.mark.parametrize("index", ["exact", "faiss"])
+@pytest.mark.parametrize("block_size, db_block_size", [(1, 1), (5, 3), (1000, 1000)])
+def test_duplicates_and_self_exclusion_equal_a_full_sort(index, block_size, db_block_size):
+    """A DB of 60 photos showing 15 distinct pictures; targets that are DB photos themselves (excluded from their
+    own neighbours, duplicates of them are not)."""
+    rng = np.random.default_rng(block_size)
+    pictures = random_unit(15, 8, 5)
+    db = pictures[rng.integers(0, 15, size=60)]
+    db_ids = [f"ref{i:02d}" for i in range(60)]
+    pick = [0, 7, 7, 21, 59]
+    targets = np.concatenate([db[pick], random_unit(4, 8, 6)])
+    target_ids = [db_ids[i] for i in pick] + [f"t{i}" for i in range(4)]
+    res = find_neighbours(targets, db, k=6, block_size=block_size, db_block_size=db_block_size,
+                          target_ids=target_ids, db_ids=db_ids, index=index)
+    expected = brute_force(targets, db, 6, exclude={(t, c) for t, c in enumerate(pick)})
+    np.testing.assert_array_equal(res.indices, expected)
 
 
 def test_hnsw_finds_almost_all_exact_neighbours():

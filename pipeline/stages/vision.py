@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from pipeline.backends import Captioner, ImageEmbedder
+    from pipeline.distinct import DistinctRows
     from pipeline.store import ImageRow
 
 # Photos are decoded for captioning at most this many pixels on the long side (above the input
@@ -199,7 +200,7 @@ class NeighboursStage(Stage):
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)
         self.embed = EmbedImagesStage(ws)
-        self._db: tuple[list[str], "np.ndarray"] | None = None
+        self._db: tuple[list[str], "DistinctRows"] | None = None
 
     def _reference_rows(self) -> list["ImageRow"]:
         return self.store.images(split="reference")
@@ -226,9 +227,12 @@ class NeighboursStage(Stage):
         """Targets are searched in blocks of ``neighbours.block_size``: one pass over the DB per block."""
         return max(super().batch_size(), self.cfg.neighbours.block_size)
 
-    def reference_matrix(self, progress: StageProgress | None = None) -> tuple[list[str], "np.ndarray"]:
-        """(reference photo ids, their vectors): loaded once per stage instance."""
+    def reference_matrix(self, progress: StageProgress | None = None) -> tuple[list[str], "DistinctRows"]:
+        """(reference photo ids in id order, their vectors grouped by vector): loaded once per stage instance.
+        Photos with the same content share one stored vector, so they tie as neighbours on any machine."""
         if self._db is None:
+            from pipeline.distinct import DistinctRows
+
             refs = self._reference_rows()
             keys, mat = self.store.get_vectors(self.embed.space, sorted({r.sha256 for r in refs}))
             row = {k: i for i, k in enumerate(keys)}
@@ -239,7 +243,8 @@ class NeighboursStage(Stage):
             if progress and len(usable) < len(refs):
                 progress.message(f"{len(refs) - len(usable)} reference photos have no embedding and are left out "
                                  "of the neighbour search (see `capsearch status`)", "warning")
-            self._db = [r.id for r in usable], mat[[row[r.sha256] for r in usable]]
+            self._db = [r.id for r in usable], DistinctRows.from_rows(
+                len(usable), range(len(usable)), [row[r.sha256] for r in usable], mat)
         return self._db
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
