@@ -11,6 +11,12 @@ metric is its expected value over that range:
 * reciprocal rank = mean of 1/r over the range;
 * expected rank = (g+1 + g+t) / 2, whose median over queries is the median rank.
 
+This is capsearch's one rule for a tied true item in evaluation (and in ``rank_of``):
+ties are never broken by position. Ties are exact because scores come from
+``pipeline.distinct`` (identical vectors scored once), so ``t`` counts every photo with
+the same caption vector on any CPU. Lists shown to a user break ties differently, by
+photo id ascending (``pipeline.search``).
+
 Items without a score (NaN, e.g. a photo whose caption failed) rank below every
 scored item and are tied among themselves; a query whose true item has no score
 therefore gets the bottom ranks ``n_scored+1 .. n``. A truncated ranking that does
