@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-_HASH_BLOCK = 2048                 # rows hashed at a time (bounds the temporary)
+_HASH_BLOCK = 8192                 # rows hashed at a time (bounds the temporary)
 _CHECK_BLOCK = 1 << 16             # rows compared or checked at a time
 _HASH_SEED = 0x5EED_CAB5
 
@@ -37,15 +37,13 @@ def _words(matrix: np.ndarray) -> np.ndarray:
 
 
 def _row_hashes(words: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of every row: each word times a per-column odd constant, xor-shifted, summed (mod 2^64)."""
+    """A 64-bit hash of every row: the sum of its words times per-column random odd constants, mod 2^64
+    (an integer product: exact, whatever the CPU; rows it cannot tell apart are told apart by their bytes)."""
     n, width = words.shape
     consts = np.random.default_rng(_HASH_SEED).integers(1, 2**63, size=width, dtype=np.uint64) | np.uint64(1)
     out = np.empty(n, dtype=np.uint64)
     for start in range(0, n, _HASH_BLOCK):
-        x = words[start:start + _HASH_BLOCK].astype(np.uint64)
-        x *= consts
-        x ^= x >> np.uint64(29)
-        out[start:start + len(x)] = x.sum(axis=1, dtype=np.uint64)
+        out[start:start + _HASH_BLOCK] = words[start:start + _HASH_BLOCK].astype(np.uint64, copy=False) @ consts
     return out
 
 
@@ -86,6 +84,7 @@ class DistinctRows:
         self.owner = owner
         self._source = np.maximum(owner, 0)              # the row each document copies its score from
         self._absent = np.flatnonzero(owner < 0)
+        self._identity = vectors.shape[0] == owner.shape[0] and not self._absent.size   # one row per document
         present = np.flatnonzero(owner >= 0)
         self.counts = np.bincount(owner[present], minlength=vectors.shape[0])
         # documents grouped by distinct row, ascending within a group
@@ -183,6 +182,8 @@ class DistinctRows:
         scores = np.asarray(scores)
         if not scores.shape[1]:
             return np.full((scores.shape[0], self.n), np.nan, dtype=scores.dtype)
+        if self._identity:                               # every vector distinct, none missing: nothing to copy
+            return scores
         out = scores[:, self._source]
         if self._absent.size:
             out[:, self._absent] = np.nan
