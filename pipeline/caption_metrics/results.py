@@ -44,6 +44,16 @@ def info(metric: str) -> MetricInfo:
     return METRIC_INFO[metric]
 
 
+def order_label(metric: str) -> str:
+    """How ``worst_first_key`` orders a metric, in words."""
+    m = METRIC_INFO.get(metric)
+    if m is not None and m.family == "copy":
+        return "highest first"
+    if m is not None and m.higher_is_better is None:
+        return "lowest first"
+    return "worst first"
+
+
 def worst_first_key(metric: str, value: float | None, image_id: str) -> tuple[int, float, str]:
     """Sort key putting a metric's worst photos first: lowest quality score, most copied, shortest; photos
     without a value last; equal values (compared at 6 decimals, so float noise never reorders) by photo id."""
@@ -104,6 +114,13 @@ class CaptionMetricsResult:
 
     def get(self, row: str, metric: str) -> dict[str, float | None] | None:
         return self.values.get(row, {}).get(metric)
+
+    def not_computed(self) -> list[tuple[list[str], str]]:
+        """Metrics not computed, grouped by reason: ([metric, ...], reason)."""
+        groups: dict[str, list[str]] = {}
+        for metric, reason in self.not_applicable.items():
+            groups.setdefault(reason, []).append(metric)
+        return [(metrics, reason) for reason, metrics in groups.items()]
 
     def as_dict(self) -> dict[str, Any]:
         return _json_safe(asdict(self))

@@ -28,8 +28,8 @@ def spice_unavailable() -> str | None:
     lib = jar("spice", "lib")
     missing = [name for name in (f"{CORENLP}.jar", f"{CORENLP}-models.jar") if not (lib / name).exists()]
     if missing:
-        return (f"its Stanford CoreNLP models ({', '.join(missing)}) are not installed in {lib}; pycocoevalcap "
-                "downloads them on first use, which needs the network")
+        return (f"its Stanford CoreNLP {CORENLP.rsplit('-', 1)[-1]} models are not installed (pycocoevalcap "
+                f"downloads {', '.join(missing)} into {lib} on first use, which needs the network)")
     return None
 
 

@@ -113,8 +113,8 @@ class CaptionMetricsStage(Stage):
         result.row_hashes = {r.row: hashes[r.row] for r in rows}
         storage.put_summary(self.store, result)
         if progress:
-            for metric, reason in result.not_applicable.items():
-                progress.message(f"{metric} not computed: {reason}", "info")
+            for metrics, reason in result.not_computed():
+                progress.message(f"{', '.join(metrics)} not computed: {reason}", "info")
 
 
 STAGES: dict[str, type[Stage]] = {"caption-metrics": CaptionMetricsStage}
