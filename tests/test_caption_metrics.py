@@ -116,6 +116,22 @@ def test_meteor_scores_from_the_jar_statistics_equal_the_jar_s_own(tui_workspace
     assert meteor.process.proc is None                     # stopped when the block ended
 
 
+def test_spearman_with_ties_and_the_paired_difference():
+    from pipeline.caption_metrics.stats import difference, interval, mean_of_scores, resampled, spearman
+
+    # ranks of x with a tie: 1, 2.5, 2.5, 4; y falls as x rises
+    rx, ry = np.array([1, 2.5, 2.5, 4]) - 2.5, np.array([4, 3, 2, 1]) - 2.5
+    assert spearman([0.1, 0.5, 0.5, 0.9], [10, 7, 3, 1]) == pytest.approx((rx @ ry) / np.sqrt((rx @ rx) * (ry @ ry)))
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    a = np.array([[1.0], [0.0], [1.0], [1.0], [np.nan]])
+    b = np.zeros((5, 1))
+    boot_a, boot_b = resampled(a, mean_of_scores, 500, 0), resampled(b, mean_of_scores, 500, 0)
+    est = interval(float(mean_of_scores(a)), boot_a)
+    assert est.value == 0.75 and 0.0 <= est.low <= est.value <= est.high <= 1.0   # the NaN photo is left out
+    d = difference(0.75, boot_a, boot_b)
+    assert d.diff == 0.75 and d.low > 0 and d.p < 0.05
+
+
 # ------------------------------------------------------------------------------------------ tokenizers
 
 @needs_java

@@ -18,7 +18,8 @@ import numpy as np
 
 from pipeline.caption_metrics import coco
 from pipeline.caption_metrics.results import HUMAN, METRICS, CaptionMetricsResult, RowScores
-from pipeline.caption_metrics.stats import Interval, Paired, bootstrap, mean_of_scores, paired
+from pipeline.caption_metrics.stats import Interval, Paired, difference, interval, mean_of_scores, resampled
+from pipeline.metrics import _check_boot
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
@@ -246,11 +247,12 @@ def summarise(config_hash: str, rows: list[RowScores], env: Environment, ph: Pho
         not_applicable.setdefault("CLIPScore", env.clip)
         not_applicable.setdefault("RefCLIPScore", env.clip)
     metrics = [m.name for m in METRICS if m.name not in not_applicable]
-    values: dict[str, dict[str, dict[str, float | None]]] = {}
-    diffs: dict[str, dict[str, dict[str, float | None]]] = {}
-    for row in rows:
-        values[row.row], diffs[row.row] = {}, {}
-        for metric in metrics:
+    values: dict[str, dict[str, dict[str, float | None]]] = {r.row: {} for r in rows}
+    diffs: dict[str, dict[str, dict[str, float | None]]] = {r.row: {} for r in rows}
+    _check_boot(n_boot, confidence)
+    for metric in metrics:
+        boots: dict[str, tuple[float, np.ndarray]] = {}       # row -> (point, resampled values)
+        for row in rows:
             if metric == "vocabulary":
                 values[row.row][metric] = {"value": float(row.vocabulary), "low": None, "high": None}
                 continue
@@ -258,16 +260,20 @@ def summarise(config_hash: str, rows: list[RowScores], env: Environment, ph: Pho
                 values[row.row][metric] = {"value": row.distinct, "low": None, "high": None}
                 continue
             got = _per_photo(row, metric)
-            if got is None:
+            if got is None or got[0].shape[0] == 0:
                 continue
             data, aggregate = got
-            est: Interval = bootstrap(data, aggregate, n_boot, seed, confidence)
+            point = float(aggregate(data))
+            boots[row.row] = (point, resampled(data, aggregate, n_boot, seed))    # same photo resamples per row
+            est: Interval = interval(point, boots[row.row][1], confidence)
             values[row.row][metric] = {"value": est.value, "low": est.low, "high": est.high}
-            if base is not None and row.row != base.row:
-                other = _per_photo(base, metric)
-                if other is not None:
-                    d: Paired = paired(data, other[0], aggregate, n_boot, seed, confidence)
-                    diffs[row.row][metric] = {"diff": d.diff, "low": d.low, "high": d.high, "p": d.p}
+        if base is None or base.row not in boots:
+            continue
+        base_point, base_boot = boots[base.row]
+        for name, (point, boot) in boots.items():
+            if name != base.row:
+                d: Paired = difference(point - base_point, boot, base_boot, confidence)
+                diffs[name][metric] = {"diff": d.diff, "low": d.low, "high": d.high, "p": d.p}
     result = CaptionMetricsResult(
         config_hash=config_hash, rows=names, metrics=metrics, not_applicable=not_applicable,
         baseline=base.row if base is not None else None, n_photos=len(ph.ids),

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.metrics import _check_boot, _resample_index
+from pipeline.metrics import _resample_index
 
 Aggregate = Callable[[np.ndarray], np.ndarray]     # (..., n_photos, d) -> (...)
 CHUNK = 250                                         # resamples aggregated at once (bounds memory)
@@ -43,42 +43,34 @@ class Paired:
     p: float
 
 
-def _resampled(data: np.ndarray, aggregate: Aggregate, n_boot: int, seed: int) -> np.ndarray:
+def resampled(data: np.ndarray, aggregate: Aggregate, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """The metric on ``n_boot`` resamples of the photos (the same resamples for every row of the same photos)."""
     index = _resample_index(data.shape[0], n_boot, seed)
     return np.concatenate([aggregate(data[index[s:s + CHUNK]]) for s in range(0, n_boot, CHUNK)])
 
 
-def bootstrap(data: np.ndarray, aggregate: Aggregate, n_boot: int = 1000, seed: int = 0,
-              confidence: float = 0.95) -> Interval:
-    """The metric on every photo and its percentile interval over resampled photos."""
-    _check_boot(n_boot, confidence)
-    if data.shape[0] == 0:
-        return Interval(float("nan"), float("nan"), float("nan"))
-    boot = _resampled(data, aggregate, n_boot, seed)
+def interval(point: float, boot: np.ndarray, confidence: float = 0.95) -> Interval:
+    """The percentile interval of resampled values around a point estimate."""
+    finite = boot[np.isfinite(boot)]
+    if finite.size == 0:
+        return Interval(float(point), float("nan"), float("nan"))
     alpha = (1.0 - confidence) / 2.0
-    low, high = np.nanquantile(boot, [alpha, 1.0 - alpha]) if np.isfinite(boot).any() else (np.nan, np.nan)
-    return Interval(float(aggregate(data)), float(low), float(high))
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
+    return Interval(float(point), float(low), float(high))
 
 
-def paired(data: np.ndarray, baseline: np.ndarray, aggregate: Aggregate, n_boot: int = 1000, seed: int = 0,
-           confidence: float = 0.95) -> Paired:
-    """row - baseline on the same photos (same order), with its percentile interval and p-value."""
-    _check_boot(n_boot, confidence)
-    if data.shape[0] != baseline.shape[0]:
-        raise ValueError(f"paired test needs the same photos: {data.shape[0]} vs {baseline.shape[0]}")
-    if data.shape[0] == 0:
-        nan = float("nan")
-        return Paired(nan, nan, nan, nan)
-    diffs = _resampled(data, aggregate, n_boot, seed) - _resampled(baseline, aggregate, n_boot, seed)
+def difference(point: float, boot: np.ndarray, boot_baseline: np.ndarray, confidence: float = 0.95) -> Paired:
+    """row - baseline from resamples of the same photos: percentile interval and two-sided p-value (as
+    ``metrics.paired_bootstrap``)."""
+    diffs = boot - boot_baseline
     diffs = diffs[np.isfinite(diffs)]
-    point = float(aggregate(data) - aggregate(baseline))
     if diffs.size == 0:
-        return Paired(point, float("nan"), float("nan"), float("nan"))
+        return Paired(float(point), float("nan"), float("nan"), float("nan"))
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
     tail = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
     p = min(1.0, 2.0 * (tail + 1) / (diffs.size + 1))
-    return Paired(point, float(low), float(high), float(p))
+    return Paired(float(point), float(low), float(high), float(p))
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:

@@ -35,7 +35,9 @@ class CaptionMetricsStage(Stage):
         return self._env
 
     def rows(self) -> list[str]:
-        return [HUMAN, *self.cfg.enabled_captioners()]
+        """``human`` (where targets have two human captions) and every enabled captioner."""
+        human = [HUMAN] if scoring.photos(self.ws).with_references else []
+        return [*human, *self.cfg.enabled_captioners()]
 
     def row_hashes(self) -> dict[str, str]:
         """Each row's identity: what it reads, how it is tokenised, which metrics can run."""
