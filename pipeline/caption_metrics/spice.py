@@ -8,6 +8,7 @@ and nothing is downloaded. Where they are present, the jar runs as pycocoevalcap
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -43,8 +44,11 @@ def spice(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> np.
         src, out = Path(tmp) / "in.json", Path(tmp) / "out.json"
         src.write_text(json.dumps([{"image_id": i, "test": h, "refs": list(r)}
                                    for i, (h, r) in enumerate(zip(hypotheses, references))]), encoding="utf-8")
-        proc = subprocess.Popen([java, "-jar", "-Xmx8G", path.name, str(src), "-out", str(out), "-subset", "-silent"],
-                                cwd=path.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        # SPICE reads files, not stdin, so it would not notice a dead parent: where util-linux's setpriv exists,
+        # the kernel kills it when the thread that started it dies (PR_SET_PDEATHSIG), even by SIGKILL.
+        guard = [setpriv, "--pdeathsig", "KILL", "--"] if (setpriv := shutil.which("setpriv")) else []
+        proc = subprocess.Popen([*guard, java, "-jar", "-Xmx8G", path.name, str(src), "-out", str(out), "-subset",
+                                 "-silent"], cwd=path.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
         try:
             log, _ = proc.communicate()
