@@ -57,10 +57,9 @@ def build_samples(ws: Workspace, result: EvaluationResult, n: int, top: int):
 def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgress | None = None) -> ReportPaths:
     """Write every report file for one evaluation and return their paths."""
     from pipeline.reports.charts import mrr_chart, recall_chart
+    from pipeline.reports.captions import caption_report
     from pipeline.reports.html import Thumbnails, render_page
     from pipeline.reports.tables import write_metrics_csv, write_metrics_json
-
-    from pipeline.reports.captions import caption_report
 
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)
