@@ -205,6 +205,29 @@ def test_lite_demo_world_rows_human_baseline_and_clipscore_not_applicable(lite_c
         assert "Java" in result.not_applicable["METEOR"] and result.tokenizer == "ptb-python"
 
 
+def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retrieval(lite_copy):
+    import csv
+    import json
+
+    ws = lite_copy
+    result = load_caption_metrics(ws)
+    reports = ws.reports_dir
+    data = json.loads((reports / "metrics.json").read_text())["caption_metrics"]
+    assert data["rows"] == result.rows and data["values"] == json.loads(json.dumps(result.as_dict()))["values"]
+    rho = data["retrieval_correlation"]["spearman"]["knn-consensus"]
+    assert set(rho) >= {"BLEU-4", "ROUGE-L", "CIDEr-D", "length"} and -1.0 <= rho["CIDEr-D"] <= 1.0
+    assert rho["copy rate"] is None                              # constant 1.0: no correlation to speak of
+    with (reports / "metrics.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["query_kind"] == "caption"]
+    cider = {r["method"]: r for r in rows if r["metric"] == "CIDEr-D"}
+    assert float(cider[HUMAN]["value"]) == pytest.approx(result.get(HUMAN, "CIDEr-D")["value"])
+    assert cider[HUMAN]["baseline"] == "knn-consensus" and cider["knn-consensus"]["diff"] == ""
+    page = (reports / "index.html").read_text()
+    assert "<h2>Caption metrics</h2>" in page and 'alt="caption metrics"' in page
+    assert "Which caption metric predicts retrieval?" in page and "Worst captions by CIDEr-D" in page
+    assert (reports / "caption_metrics.png").stat().st_size > 0
+
+
 def test_the_stage_is_cached_and_a_changed_captioner_recomputes_only_its_row(lite_copy):
     ws = lite_copy
     stage = build_stage(ws, "caption-metrics")
