@@ -49,7 +49,9 @@ def test_evaluate_json_is_the_stored_evaluation(world, capsys):
     code, out, err = run_cli(capsys, "evaluate", "--json", "-w", str(world.root))
     assert code == 0, err
     data = json.loads(out)                                     # nothing but JSON on stdout
+    captions = data.pop("caption_metrics")                     # the caption-metrics stage's summary
     assert data == json.loads(json.dumps(evaluation_json(load_evaluation(world))))
+    assert captions["rows"] == ["human", "knn-consensus"] and "CIDEr-D" in captions["values"]["knn-consensus"]
     assert {(r["method"], r["kind"]) for r in data["results"]} == {
         (m, k) for m in ("knn-consensus", "oracle") for k in ("short", "detail")}
 

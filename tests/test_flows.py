@@ -67,7 +67,7 @@ def test_cold_run_computes_every_stage_and_reports_progress(cold):
     labels = [s.stage for s in summary.stages]
     assert labels == ["ingest", "embed-images", "neighbours", "prompts", "caption:knn-consensus",
                       "caption:vlm-neighbours", "embed-captions:knn-consensus", "embed-captions:vlm-neighbours",
-                      "queries", "evaluate", "report"]
+                      "caption-metrics", "queries", "evaluate", "report"]
     for s in summary.stages:
         assert s.status == "completed" and s.cached == 0, s
         if s.stage == "embed-captions:knn-consensus":

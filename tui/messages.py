@@ -165,3 +165,12 @@ class RunsLoaded(Message):
         super().__init__()
         self.prefect = prefect
         self.stage_runs = stage_runs
+
+
+# -- caption metrics ----------------------------------------------------------------------------------------
+class CaptionMetricsLoaded(Message):
+    """The caption-metrics summary and per-photo scores (``pipeline.caption_metrics.views``)."""
+
+    def __init__(self, view: Any) -> None:
+        super().__init__()
+        self.view = view

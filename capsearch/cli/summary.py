@@ -102,10 +102,68 @@ def print_summary(ws: "Workspace") -> None:
     """What `capsearch demo` prints at the end: the evaluation table and the report's paths."""
     from pipeline.evaluation import latest_evaluation
 
+    from pipeline.caption_metrics.storage import latest_caption_metrics
+
     result, stale = latest_evaluation(ws)
     console.print()
     if result is None:
         console.print("no evaluation yet: run `capsearch evaluate`")
     else:
         print_evaluation(result, stale)
+    print_caption_metrics(*latest_caption_metrics(ws))
     print_report_paths(ws)
+
+
+# -- caption metrics --------------------------------------------------------------------------------------------
+
+def _caption_cell(result, row: str, metric: str) -> str:
+    from pipeline.caption_metrics.results import info
+
+    m = result.get(row, metric)
+    if not m or m.get("value") is None:
+        return "[dim]–[/]"
+    digits = info(metric).digits
+    text = _fmt(m["value"], digits)
+    if m.get("low") is not None:
+        ci = max(1, digits - 1)
+        text += f"\n[dim]{_fmt(m.get('low'), ci)}–{_fmt(m.get('high'), ci)}[/]"
+    d = result.vs_baseline.get(row, {}).get(metric)
+    if d and d.get("diff") is not None:
+        better = info(metric).higher_is_better
+        significant = d.get("p") is not None and d["p"] < 0.05 and d["diff"] != 0
+        colour = ("green" if d["diff"] > 0 else "red") if significant and better else "dim"
+        text += f"\n[{colour}]Δ{d['diff']:+.{max(1, digits - 1)}f}[/] [dim]p={_fmt(d.get('p'), 3)}[/]"
+    return text
+
+
+def caption_metrics_table(result) -> Table:
+    """Metrics down, rows (human, captioners) across: value, CI and Δ vs the baseline with p."""
+    from rich import box
+
+    ci = round(result.confidence * 100)
+    against = f", Δ vs {result.baseline} with paired-bootstrap p" if result.baseline else ""
+    table = Table(title=f"caption metrics ({result.n_photos} photos; tokeniser {result.tokenizer}): value, {ci}% CI"
+                        f"{against}", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric", no_wrap=True)
+    for row in result.rows:
+        table.add_column(row + ("\n(baseline)" if row == result.baseline else ""), justify="right", no_wrap=True)
+    for metric in result.metrics:
+        table.add_row(metric, *[_caption_cell(result, row, metric) for row in result.rows], end_section=True)
+    table.add_row("missing", *[(f"[red]{n}[/]" if (n := result.missing.get(row, 0)) else "0") for row in result.rows])
+    return table
+
+
+def print_caption_metrics(result, stale: bool = False) -> None:
+    if result is None:
+        console.print("no caption metrics yet: run `capsearch evaluate`")
+        return
+    console.print(f"[bold]Caption metrics[/]: the captions against the targets' human captions ({result.references})",
+                  highlight=False)
+    console.print(caption_metrics_table(result))
+    if stale:
+        console.print("[yellow]these caption metrics were made under an earlier configuration; "
+                      "run `capsearch evaluate` for the current one[/]")
+    for metrics, reason in result.not_computed():
+        console.print(f"[dim]{', '.join(metrics)} not computed: {reason}[/]", highlight=False)
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/]", highlight=False)

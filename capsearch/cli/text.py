@@ -108,9 +108,12 @@ def evaluate(
     as_json: JsonOpt = False,
     baseline: Annotated[Optional[str], typer.Option(help="Method the others are compared with (default: evaluate.baseline).")] = None,
 ) -> None:
-    """Recall@K, MRR and median rank per method and query kind, with CIs and a paired test against the baseline."""
+    """Recall@K, MRR and median rank per method and query kind, and the caption metrics (BLEU, METEOR, ROUGE-L,
+    CIDEr-D, CLIPScore, copy rate...) per captioner, with CIs and a paired test against the baseline."""
     from capsearch.cli.execute import run_stages
-    from capsearch.cli.summary import print_evaluation
+    from capsearch.cli.summary import print_caption_metrics, print_evaluation
+    from pipeline.caption_metrics.storage import load_caption_metrics
+    from pipeline.reports.captions import caption_metrics_json
     from pipeline.errors import ConfigError
     from pipeline.evaluation import evaluation_plan, load_evaluation
     from pipeline.reports.tables import evaluation_json
@@ -122,16 +125,19 @@ def evaluate(
             raise ConfigError(f"baseline '{baseline}' is not an evaluated method; choose one of {', '.join(plan.methods)}")
         ws.config.evaluate.baseline = baseline
     with _progress_to_stderr(as_json):
-        run_stages(ws, ["evaluate"])
+        run_stages(ws, ["caption-metrics", "evaluate"])
     result = load_evaluation(ws)
     if result is None:
         from pipeline.errors import CapsearchError
 
         raise CapsearchError("the evaluation did not produce results (see `capsearch status`)")
+    captions = load_caption_metrics(ws)
     if as_json:
-        print(json.dumps(evaluation_json(result), indent=2, allow_nan=False))
+        print(json.dumps(dict(evaluation_json(result), caption_metrics=caption_metrics_json(captions)), indent=2,
+                         allow_nan=False))
     else:
         print_evaluation(result)
+        print_caption_metrics(captions)
 
 
 def report(workspace: WorkspaceOpt = None) -> None:
@@ -140,7 +146,7 @@ def report(workspace: WorkspaceOpt = None) -> None:
     from capsearch.cli.summary import print_report_paths
 
     ws = ctx.workspace(workspace)
-    run_stages(ws, ["evaluate", "report"])
+    run_stages(ws, ["caption-metrics", "evaluate", "report"])
     print_report_paths(ws)
 
 

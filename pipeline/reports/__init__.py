@@ -57,20 +57,23 @@ def build_samples(ws: Workspace, result: EvaluationResult, n: int, top: int):
 def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgress | None = None) -> ReportPaths:
     """Write every report file for one evaluation and return their paths."""
     from pipeline.reports.charts import mrr_chart, recall_chart
+    from pipeline.reports.captions import caption_report
     from pipeline.reports.html import Thumbnails, render_page
     from pipeline.reports.tables import write_metrics_csv, write_metrics_json
 
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)
-    paths = ReportPaths(write_metrics_json(result, out / "metrics.json"), write_metrics_csv(result, out / "metrics.csv"))
+    captions = caption_report(ws, result, out / "caption_metrics.png")
+    paths = ReportPaths(write_metrics_json(result, out / "metrics.json", captions.json),
+                        write_metrics_csv(result, out / "metrics.csv", captions.records))
     charts = {"Recall@K": recall_chart(result, out / "recall_at_k.png"), "MRR": mrr_chart(result, out / "mrr.png")}
-    paths.charts = [out / "recall_at_k.png", out / "mrr.png"]
+    paths.charts = [out / "recall_at_k.png", out / "mrr.png"] + ([captions.chart_path] if captions.chart_path else [])
     cfg = ws.config.report
     samples = build_samples(ws, result, cfg.sample_queries, cfg.top)
     refs = ws.store.reference_captions([s.image_id for s in samples])
     true_captions = {i: " / ".join(c) for i, c in refs.items()}
     page = render_page(result, workspace=str(ws.root), charts=charts, samples=samples,
-                       thumbs=Thumbnails(_photo_paths(ws)), true_captions=true_captions)
+                       thumbs=Thumbnails(_photo_paths(ws)), true_captions=true_captions, caption_section=captions.html)
     paths.html = out / f"report-{result.eval_hash}.html"
     paths.index = out / "index.html"
     for target in (paths.html, paths.index):

@@ -208,7 +208,7 @@ def sample_section(sample: Sample, thumbs: Thumbnails, true_caption: str) -> str
 
 
 def render_page(result: EvaluationResult, *, workspace: str, charts: dict[str, bytes], samples: list[Sample],
-                thumbs: Thumbnails, true_captions: dict[str, str]) -> str:
+                thumbs: Thumbnails, true_captions: dict[str, str], caption_section: str = "") -> str:
     created = _dt.datetime.fromtimestamp(result.created_at or 0).strftime("%Y-%m-%d %H:%M")
     queries = ", ".join(f"{n} {k}" for k, n in result.n_queries.items())
     notes = []
@@ -239,6 +239,7 @@ def render_page(result: EvaluationResult, *, workspace: str, charts: dict[str, b
 (green / red: significantly better / worse at p &lt; 0.05). Bold: best per query kind. MedR: median rank, lower is better.</p>
 {metrics_table(result)}
 <h2>Charts</h2><div class="charts">{chart_html}</div>
+{caption_section}
 <h2>Sample queries</h2>
 <p class="meta">{len(samples)} queries drawn deterministically. For every method: its top results with the method's caption of each
 photo and the cosine score; the true photo has a green frame, and when it is not among the top results it is shown at its rank.</p>

@@ -36,15 +36,19 @@ def evaluation_json(result: EvaluationResult) -> dict[str, Any]:
     return json_safe(result.as_dict())
 
 
-def write_metrics_json(result: EvaluationResult, path: Path) -> Path:
-    path.write_text(json.dumps(evaluation_json(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+def write_metrics_json(result: EvaluationResult, path: Path, caption_metrics: dict[str, Any] | None = None) -> Path:
+    data = evaluation_json(result)
+    if caption_metrics is not None:
+        data["caption_metrics"] = caption_metrics
+    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return path
 
 
-def write_metrics_csv(result: EvaluationResult, path: Path) -> Path:
+def write_metrics_csv(result: EvaluationResult, path: Path, extra_records: list[dict[str, Any]] | None = None) -> Path:
+    """Retrieval rows, then ``extra_records`` (the caption metrics, query_kind 'caption')."""
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        for rec in metric_records(result):
+        for rec in metric_records(result) + [json_safe(r) for r in extra_records or []]:
             writer.writerow({k: ("" if rec[k] is None else rec[k]) for k in CSV_COLUMNS})
     return path

@@ -8,10 +8,11 @@ from pipeline.stages.base import Stage
 from pipeline.workspace import Workspace
 
 # Stage names in the order the pipeline runs them. Per-captioner stages take the captioner as target.
-STAGE_ORDER = ("ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "queries", "evaluate", "report")
+STAGE_ORDER = ("ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "caption-metrics", "queries",
+               "evaluate", "report")
 PER_CAPTIONER = ("caption", "embed-captions")
 # Modules that define more stages in a STAGES dict (name -> class).
-_STAGE_MODULES = ("pipeline.stages.vision", "pipeline.stages.text")
+_STAGE_MODULES = ("pipeline.stages.vision", "pipeline.stages.text", "pipeline.stages.caption_metrics")
 
 
 def stage_class(name: str) -> type[Stage]:

@@ -243,8 +243,8 @@ class ReportStage(_WholeStage):
 
     def config(self) -> dict[str, Any]:
         r = self.cfg.report
-        return {"evaluate": stage_hash(self.ws, "evaluate"), "sample_queries": r.sample_queries, "top": r.top,
-                "version": REPORT_VERSION}
+        return {"evaluate": stage_hash(self.ws, "evaluate"), "caption_metrics": _optional_stage_hash(self.ws, "caption-metrics"),
+                "sample_queries": r.sample_queries, "top": r.top, "version": REPORT_VERSION}
 
     def items(self) -> list[str]:
         return ["report"]
@@ -274,6 +274,14 @@ class ReportStage(_WholeStage):
             progress.advance(1)
             progress.message(f"report written to {paths.html}", "info")
         return BatchResult(done=1)
+
+
+def _optional_stage_hash(ws, name: str) -> str:
+    """A stage's configuration hash, or '' where the stage is not installed."""
+    try:
+        return stage_hash(ws, name)
+    except CapsearchError:
+        return ""
 
 
 STAGES: dict[str, type[Stage]] = {

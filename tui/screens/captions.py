@@ -10,8 +10,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from pipeline.browse import Browser, PhotoDetail, PhotoSummary, filter_photos
-from tui.messages import PhotoLoaded, PhotosLoaded
+from pipeline.caption_metrics.results import HUMAN, order_label
+from pipeline.caption_metrics.views import CaptionMetricsView, caption_metrics_view
+from tui.messages import CaptionMetricsLoaded, PhotoLoaded, PhotosLoaded
 from tui.screens.base import CapsearchScreen
+from tui.widgets.caption_metrics import fmt, photo_scores_text
 from tui.widgets.captions import CaptionColumns, NeighbourRow
 from tui.widgets.nav import NavBar
 from tui.widgets.photo import Photo
@@ -25,11 +28,15 @@ MAX_ROWS = 500            # rows drawn in the list; next/previous still step thr
 class CaptionsScreen(CapsearchScreen):
     MODE = "captions"
     HELP = ("The target photos. Type in the filter to keep photos whose id or captions contain every word; "
-            "enter opens a photo with its neighbours, the exact prompt and every captioner's caption.")
+            "enter opens a photo with its neighbours, the exact prompt and every captioner's caption and scores. "
+            "o orders the photos by a caption metric, worst first (o again: the next metric, then back to photo "
+            "order); r picks whose captions are scored (a captioner or the human baseline).")
     BINDINGS = [
         Binding("enter", "open", "Open photo", tooltip="open the highlighted photo: neighbours, prompt, captions"),
         Binding("slash", "focus_filter", "Filter", tooltip="type words to keep matching photos"),
         Binding("escape", "leave_filter", "List", show=False, tooltip="leave the filter box for the list"),
+        Binding("o", "next_order", "Order by", tooltip="order photos by a caption metric, worst first"),
+        Binding("r", "next_row", "Scored captioner", tooltip="whose captions the order and score column use"),
         Binding("u", "refresh", "Refresh", show=False, tooltip="read the photos from the store again"),
     ]
 
@@ -38,6 +45,9 @@ class CaptionsScreen(CapsearchScreen):
         self.photos: list[PhotoSummary] = []
         self.shown: list[PhotoSummary] = []
         self._filter_timer = None
+        self.scores = CaptionMetricsView(None)
+        self.order_metric = ""          # "": photo order; else a per-photo caption metric, worst first
+        self.score_row = ""
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="captions-body"):
@@ -53,6 +63,34 @@ class CaptionsScreen(CapsearchScreen):
     @work(thread=True, group="photos", exclusive=True, exit_on_error=False)
     def _load(self) -> None:
         self.post_message(PhotosLoaded(Browser(self.ws).target_photos()))
+        self.post_message(CaptionMetricsLoaded(caption_metrics_view(self.ws)))
+
+    @on(CaptionMetricsLoaded)
+    def _scores_loaded(self, message: CaptionMetricsLoaded) -> None:
+        self.scores = message.view
+        rows = self.scores.score_rows()
+        if self.score_row not in rows:
+            self.score_row = next((r for r in rows if r != HUMAN), rows[0] if rows else "")
+        if self.order_metric and self.order_metric not in self.scores.sortable():
+            self.order_metric = ""
+        if self.photos:
+            self._apply_filter()
+
+    def action_next_order(self) -> None:
+        choices = ["", *self.scores.sortable()]
+        if len(choices) == 1:
+            self.notify("no caption metrics yet: run the caption-metrics stage", severity="warning")
+            return
+        self.order_metric = choices[(choices.index(self.order_metric) + 1) % len(choices)]
+        self._apply_filter()
+
+    def action_next_row(self) -> None:
+        rows = self.scores.score_rows()
+        if not rows:
+            self.notify("no caption metrics yet: run the caption-metrics stage", severity="warning")
+            return
+        self.score_row = rows[(rows.index(self.score_row) + 1) % len(rows)] if self.score_row in rows else rows[0]
+        self._apply_filter()
 
     @on(PhotosLoaded)
     def _loaded(self, message: PhotosLoaded) -> None:
@@ -62,9 +100,22 @@ class CaptionsScreen(CapsearchScreen):
     def _apply_filter(self) -> None:
         text = self.query_one("#photo-filter", Input).value
         self.shown = filter_photos(self.photos, text)
-        fill_table(self.query_one("#photos", DataTable), PHOTO_COLUMNS,
-                   [(p.id, p.caption) for p in self.shown[:MAX_ROWS]], keep_cursor=False)
+        metric, row = self.order_metric, self.score_row
+        if metric:
+            by_id = {p.id: p for p in self.shown}
+            self.shown = [by_id[i] for i in self.scores.order(row, metric, list(by_id))]
+            scored = self.scores.rows.get(row)
+            caption = dict(zip(scored.ids, scored.captions)) if scored else {}
+            columns = [("photo", "photo"), ("score", f"{metric} ({row})"), ("caption", f"caption ({row})")]
+            cells = [(p.id, fmt(metric, self.scores.score(row, metric, p.id)), caption.get(p.id, ""))
+                     for p in self.shown[:MAX_ROWS]]
+        else:
+            columns = PHOTO_COLUMNS
+            cells = [(p.id, p.caption) for p in self.shown[:MAX_ROWS]]
+        fill_table(self.query_one("#photos", DataTable), columns, cells, keep_cursor=False)
         count = f"{len(self.shown)} of {len(self.photos)} target photos"
+        if metric:
+            count += f" · by {metric} of {row}, {order_label(metric)} (o: next metric, r: next captioner)"
         if not self.photos:
             count = "no target photos yet: run the pipeline (screen 1, key a)"
         count += f" matching '{text}'" if text.strip() else ""
@@ -107,7 +158,7 @@ class CaptionsScreen(CapsearchScreen):
         self.open_photo(event.cursor_row)
 
     def open_photo(self, index: int) -> None:
-        self.app.push_screen(PhotoScreen([p.id for p in self.shown], index))
+        self.app.push_screen(PhotoScreen([p.id for p in self.shown], index, self.scores))
 
 
 class PhotoScreen(Screen):
@@ -122,11 +173,12 @@ class PhotoScreen(Screen):
         Binding("k,up", "scroll(-1)", "Scroll up", show=False, tooltip="scroll the detail up"),
     ]
 
-    def __init__(self, ids: list[str], index: int) -> None:
+    def __init__(self, ids: list[str], index: int, scores: CaptionMetricsView | None = None) -> None:
         super().__init__()
         self.ids = ids
         self.index = index
         self.detail: PhotoDetail | None = None
+        self.scores = scores or CaptionMetricsView(None)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="◆")
@@ -183,8 +235,12 @@ class PhotoScreen(Screen):
             refs.append(f"{n}. {cap}\n")
         if not d.reference_captions:
             refs.append("none", style="dim")
+        photo_scores = self.scores.photo_scores(d.id)
+        if photo_scores.get(HUMAN):
+            refs.append("caption 1 scored against the others: ", style="italic dim")
+            refs.append_text(photo_scores_text(photo_scores[HUMAN]))
         self.query_one("#reference-captions", Static).update(refs)
-        self.query_one(CaptionColumns).show(d.captions)
+        self.query_one(CaptionColumns).show(d.captions, photo_scores)
         title = Text("Neighbours", style="bold")
         title.append(f"  {len(d.neighbours)} most similar reference photos · similarity"
                      + (" · from an earlier configuration" if d.neighbours_stale else ""), style="dim")

@@ -15,6 +15,7 @@ from tui.messages import EvaluationLoaded, MissedLoaded, OpenInSearch
 from tui.screens.base import CapsearchScreen
 from tui.screens.search import format_rank
 from tui.widgets.bar_chart import Bar, BarChart
+from tui.widgets.caption_metrics import CaptionMetricsPanel
 from tui.widgets.nav import NavBar
 from tui.widgets.tables import fill_table
 
@@ -45,11 +46,13 @@ class EvaluationScreen(CapsearchScreen):
     MODE = "evaluation"
     HELP = ("Metrics per method for one query kind, with 95% bootstrap intervals (± is half the interval; the "
             "line under the table gives it in full and the difference to the baseline). Enter lists the queries "
-            "the highlighted method missed.")
+            "the highlighted method missed. c switches to the caption metrics (BLEU, METEOR, ROUGE-L, CIDEr-D, "
+            "CLIPScore, copy rate... per captioner and the human baseline).")
     BINDINGS = [
         Binding("enter", "drill", "Missed queries", tooltip="the queries the highlighted method missed"),
         Binding("k", "next_kind", "Query kind", tooltip="show the next query kind (short, detail)"),
         Binding("b", "next_metric", "Chart metric", tooltip="chart the next metric"),
+        Binding("c", "toggle_captions", "Caption metrics", tooltip="switch between retrieval and caption metrics"),
         Binding("u", "refresh", "Refresh", show=False, tooltip="read the evaluation from the store again"),
     ]
 
@@ -66,10 +69,22 @@ class EvaluationScreen(CapsearchScreen):
             yield Static("", id="eval-detail")
             yield Static("", id="chart-title")
             yield BarChart(id="chart")
+        yield CaptionMetricsPanel(id="caption-metrics-body", classes="-hidden")
 
     def on_mount(self) -> None:
         self.query_one("#metrics", DataTable).focus()
         self._load()
+
+    def action_toggle_captions(self) -> None:
+        panel = self.query_one(CaptionMetricsPanel)
+        showing = panel.has_class("-hidden")
+        panel.set_class(not showing, "-hidden")
+        self.query_one("#evaluation-body").set_class(showing, "-hidden")
+        if showing:
+            panel.load()
+            panel.query_one(DataTable).focus()
+        else:
+            self.query_one("#metrics", DataTable).focus()
 
     @work(thread=True, group="evaluation", exclusive=True, exit_on_error=False)
     def _load(self) -> None:
@@ -177,12 +192,17 @@ class EvaluationScreen(CapsearchScreen):
         self._detail()
 
     def action_refresh(self) -> None:
-        self._load()
+        self.reload()
 
     def reload(self) -> None:
         self._load()
+        panel = self.query_one(CaptionMetricsPanel)
+        if not panel.has_class("-hidden"):
+            panel.load()
 
     def action_drill(self) -> None:
+        if self.query_one("#evaluation-body").has_class("-hidden"):
+            return                      # the caption metrics are shown: no retrieval method is highlighted
         method = self._selected_method()
         if method is not None:
             ks = [int(m[2:]) for m in self.table.metrics if m.startswith("R@") and m[2:].isdigit()]

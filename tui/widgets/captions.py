@@ -26,13 +26,21 @@ def caption_text(c: CaptionView) -> Text:
 
 
 class CaptionColumns(Horizontal):
-    """One bordered column per captioner."""
+    """One bordered column per captioner, with the caption's scores under it when there are any."""
 
-    def show(self, captions: tuple[CaptionView, ...]) -> None:
+    def show(self, captions: tuple[CaptionView, ...],
+             scores: dict[str, dict[str, float | None]] | None = None) -> None:
+        from tui.widgets.caption_metrics import photo_scores_text
+
         self.remove_children()
         columns = []
         for c in captions:
-            col = Static(caption_text(c), classes=f"caption-column -{c.status}")
+            text = caption_text(c)
+            mine = (scores or {}).get(c.captioner)
+            if mine and not c.stale:
+                text.append("\n")
+                text.append_text(photo_scores_text(mine))
+            col = Static(text, classes=f"caption-column -{c.status}")
             col.border_title = c.captioner
             columns.append(col)
         if not columns:

@@ -1,0 +1,136 @@
+"""The time of the caption-metrics stage on 400 targets x 6 captioners (+ the human row), against the COCO
+caption evaluation run directly on the same captions.
+
+A temporary lite workspace ingests a generated demo world (800 photos, 400 targets, five human captions
+each) and gets a caption for every target from each of the study's six captioners (a seeded choice of
+another photo's human caption: real caption text, so METEOR's matching does real work). Two paths on the
+same captions, alternating, twice each:
+
+* **stage**: ``run_stage(caption-metrics)`` from nothing stored: PTB tokenisation, BLEU-1..4, ROUGE-L,
+  CIDEr-D, METEOR (one jar process), copy rate, length and vocabulary for 7 rows, then the summary with
+  1000 bootstrap resamples and the paired test for every metric and row;
+* **pycocoevalcap**: what its ``COCOEvalCap`` does for each of the 7 rows (``PTBTokenizer`` over the
+  captions and references, ``Bleu(4)``, ``Meteor()``, ``Rouge()``, ``Cider()``; no SPICE, as offline it cannot
+  run), point estimates only.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from bench import machine, stopwatch
+
+CAPTIONERS = ["vlm-neighbours", "vlm-plain", "blip-base", "blip-large", "vit-gpt2", "knn-consensus"]
+
+
+def build_workspace(root: Path, n_images: int, n_targets: int):
+    from pipeline.config_file import update_config_file
+    from pipeline.datasets.demo import generate_demo_world
+    from pipeline.search_service import stage_hash
+    from pipeline.stages.base import run_stage
+    from pipeline.stages.registry import build_stage
+    from pipeline.workspace import Workspace
+
+    generate_demo_world(root / "world", n_images=n_images)
+    update_config_file(root / "ws" / "capsearch.toml",
+                       {"data": {"source": "demo", "path": str(root / "world"), "demo_images": n_images,
+                                 "n_targets": n_targets},
+                        "captioners": {"enabled": CAPTIONERS}}, profile="lite")
+    ws = Workspace(root / "ws")
+    run_stage(build_stage(ws, "ingest"))
+    store = ws.store
+    every = [c for caps in store.reference_captions().values() for c in caps]
+    targets = store.image_ids("target")
+    rng = random.Random(0)
+    for name in CAPTIONERS:
+        store.put_captions(name, stage_hash(ws, "caption", name),
+                           [{"image_id": t, "text": rng.choice(every), "status": "ok"} for t in targets])
+    return ws
+
+
+def run_stage_path(ws) -> tuple[float, float]:
+    """(seconds for the whole stage, seconds of its summary) from nothing stored."""
+    from pipeline.stages.base import run_stage
+    from pipeline.stages.registry import build_stage
+
+    ws.store.conn.execute("DELETE FROM meta WHERE key LIKE 'caption-metrics/%'")
+    stage = build_stage(ws, "caption-metrics")
+    finalize = stage.finalize
+    spent = [0.0]
+
+    def timed_finalize(progress=None):
+        t0 = time.perf_counter()
+        finalize(progress)
+        spent[0] = time.perf_counter() - t0
+
+    stage.finalize = timed_finalize
+    with stopwatch() as t:
+        report = run_stage(stage)
+    assert report.result.done == len(CAPTIONERS) + 1, report
+    return t[0], spent[0]
+
+
+def run_pycocoevalcap(ws) -> float:
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from pipeline.caption_metrics.scoring import photos, row_captions
+
+    ph = photos(ws)
+    gts_raw = {i: [{"caption": c} for c in refs] for i, refs in zip(ph.ids, ph.references)}
+    with stopwatch() as t:
+        meteor = Meteor()
+        try:
+            for row in ["human", *CAPTIONERS]:
+                caps = row_captions(ws, row, ph.ids, ph.human)
+                tokenizer = PTBTokenizer()
+                gts = tokenizer.tokenize(gts_raw)
+                res = tokenizer.tokenize({i: [{"caption": c}] for i, c in zip(ph.ids, caps)})
+                for scorer in (Bleu(4), meteor, Rouge(), Cider()):
+                    if isinstance(scorer, Bleu):
+                        scorer.compute_score(gts, res, verbose=0)
+                    else:
+                        scorer.compute_score(gts, res)
+        finally:
+            meteor.meteor_p.stdin.close()
+            meteor.meteor_p.kill()
+            meteor.meteor_p.wait()
+    return t[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=int, default=800)
+    p.add_argument("--targets", type=int, default=400)
+    p.add_argument("--rounds", type=int, default=2)
+    args = p.parse_args(argv)
+    from pipeline.caption_metrics.java import java_runtime
+
+    print(f"# caption-metrics stage time, {machine()}; java: {java_runtime()[1]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = build_workspace(Path(tmp), args.images, args.targets)
+        stage_times, summary_times, coco_times = [], [], []
+        for n in range(args.rounds):
+            seconds, summary = run_stage_path(ws)
+            stage_times.append(seconds)
+            summary_times.append(summary)
+            coco_times.append(run_pycocoevalcap(ws))
+            print(f"round {n + 1}: stage {seconds:.1f} s (summary {summary:.1f} s), "
+                  f"pycocoevalcap {coco_times[-1]:.1f} s", flush=True)
+        ws.store.close()
+    best_stage, best_coco = min(stage_times), min(coco_times)
+    print(f"caption-metrics stage, {args.targets} targets x {len(CAPTIONERS)} captioners + human: "
+          f"{best_stage:.1f} s (best of {args.rounds}; summary with 1000 bootstrap resamples "
+          f"{min(summary_times):.1f} s)")
+    print(f"pycocoevalcap directly (tokenizer, BLEU, METEOR, ROUGE-L, CIDEr-D; no intervals): {best_coco:.1f} s; "
+          f"ratio stage / pycocoevalcap {best_stage / best_coco:.2f}")
+
+
+if __name__ == "__main__":
+    main()

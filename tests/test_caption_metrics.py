@@ -1,0 +1,415 @@
+"""Caption metrics: known values, agreement with pycocoevalcap and the METEOR jar, the tokenizers, copy rate,
+CLIPScore with a tiny open_clip model, the stage on the demo world (cached, human row, lite profile), and the
+Java child processes (stopped on errors, gone after the parent is SIGKILLed)."""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.caption_metrics import coco
+from pipeline.caption_metrics.copying import copy_and_overlap
+from pipeline.caption_metrics.java import java_path
+from pipeline.caption_metrics.results import HUMAN
+from pipeline.caption_metrics.storage import load_caption_metrics, load_rows
+from pipeline.caption_metrics.tokenize import PythonPtbTokenizer
+from pipeline.stages.base import run_stage
+from pipeline.stages.registry import build_stage, pipeline_stages
+
+REPO = Path(__file__).resolve().parents[1]
+needs_java = pytest.mark.skipif(java_path() is None, reason="no Java runtime: METEOR and Stanford's PTB tokenizer "
+                                                            "need one (apt-get install default-jre-headless)")
+HARD_CASES = [
+    "A man's red colour-ful coat, isn't it?", "The dog (a \"big\" one) can't swim... 3.5 miles; 1,000 people!",
+    "Mr. Smith's U.S. car.", "Two girls -- one in pink -- are playing & laughing; she'd gonna cannot",
+    "he said 'hello' ok?! e-mail @ 10:30 a.m. $5 50% #1 the end.", "kids' toys and the dogs' bowls, st. louis etc.",
+    "well-known ... well.known [sq] {curly} <angle> a/b 1/2 don't DON'T I'm we've you'll", "the café’s menu",
+    "Don’t stop", "A.", "a b. c", "A black-and-white dog jumps over a log .", "", "   ", "A\tdog  runs",
+]
+
+
+def tok(texts):
+    return PythonPtbTokenizer().tokenize(texts)
+
+
+# ------------------------------------------------------------------------------------------ known values
+
+def test_identical_caption_and_references_score_bleu_4_one_and_the_maximum_cider_d():
+    captions = ["a brown dog runs on the grass", "two children play with a red ball", "a man rides a bicycle"]
+    refs = [[c] * 4 for c in captions]
+    b = coco.bleu(captions, refs)
+    assert b.corpus[3] == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(b.per_photo[:, 3], 1.0, atol=1e-6)
+    # every n-gram of a photo's caption is in its references and in no other photo's: CIDEr-D's maximum, 10
+    assert np.allclose(coco.cider_d(captions, refs), 10.0)
+    assert np.allclose(coco.rouge_l(captions, refs), 1.0)
+    worse = coco.cider_d(["a brown dog runs", *captions[1:]], refs)
+    assert worse[0] < 10.0 and np.allclose(worse[1:], 10.0)
+
+
+def test_bleu_and_rouge_l_computed_by_hand():
+    hyp, refs = ["a dog runs fast"], [["a dog runs", "the dog is fast"]]
+    b = coco.bleu(hyp, refs)
+    # unigrams 4/4, bigrams 2/3 (a dog, dog runs), trigrams 1/2 (a dog runs), 4-grams 0/1; closest ref length 4
+    assert b.corpus[0] == pytest.approx(1.0, abs=1e-8)
+    assert b.corpus[1] == pytest.approx(math.sqrt(2 / 3), abs=1e-8)
+    assert b.corpus[2] == pytest.approx((1 / 3) ** (1 / 3), abs=1e-8)
+    assert b.corpus[3] < 1e-3
+    # brevity penalty: a 2-word caption against 4-word references
+    short = coco.bleu(["a dog"], [["a dog runs fast"]])
+    assert short.corpus[0] == pytest.approx(math.exp(1 - 4 / 2), abs=1e-8)
+    # ROUGE-L: LCS 3 with "a dog runs" (P 3/4, R 1), 2 with "the dog is fast"; F with beta 1.2 on max P, max R
+    p, r, beta2 = 0.75, 1.0, 1.2 ** 2
+    assert coco.rouge_l(hyp, refs)[0] == pytest.approx((1 + beta2) * p * r / (r + beta2 * p), abs=1e-12)
+
+
+def test_cider_d_and_bleu_equal_pycocoevalcap_called_directly():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    hyps = tok(["A dog runs on the grass.", "Two cats sleep on a sofa.", "A red car parked near a tree.",
+                "People walk in the rain.", ""])
+    refs = [tok(["A brown dog running on grass.", "The dog runs across a lawn.", "A dog plays outside."]),
+            tok(["Two cats sleeping on a couch.", "Cats asleep on the sofa.", "A pair of cats rest."]),
+            tok(["A red car beside a tree.", "A car is parked by a tree.", "Red vehicle under a tree."]),
+            tok(["Pedestrians in the rain.", "People with umbrellas walk.", "A rainy street with people."]),
+            tok(["A blue boat on a lake.", "A boat floats on calm water.", "The lake has a boat."])]
+    gts, res = dict(enumerate(refs)), {k: [h] for k, h in enumerate(hyps)}
+    cider, per = Cider().compute_score(gts, res)
+    assert np.array_equal(coco.cider_d(hyps, refs), per) and coco.cider_d(hyps, refs).mean() == cider
+    score, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    b = coco.bleu(hyps, refs)
+    assert b.corpus == score
+    assert np.allclose(coco.bleu_corpus(b.stats), score, rtol=1e-12, atol=0)
+    # a resample of photos (what the bootstrap aggregates) gives what pycocoevalcap gives on that resample
+    pick = [0, 0, 2, 4, 3]
+    again, _ = Bleu(4).compute_score({n: refs[k] for n, k in enumerate(pick)}, {n: [hyps[k]] for n, k in enumerate(pick)},
+                                     verbose=0)
+    assert np.allclose(coco.bleu_corpus(b.stats[pick]), again, rtol=1e-12, atol=0)
+
+
+@needs_java
+def test_meteor_scores_from_the_jar_statistics_equal_the_jar_s_own(tui_workspace):
+    from pipeline.caption_metrics.meteor import MeteorScorer, corpus_score, segment_scores
+
+    refs = [c for c in tui_workspace.store.reference_captions().values() if len(c) >= 2][:25]
+    hyps = tok([r[0] for r in refs])
+    hyps[3] = ""                                             # a missing caption scores 0
+    hyps[4] = tok([refs[4][1]])[0]                           # a caption equal to a reference: a perfect match
+    references = [tok(r[1:]) for r in refs]
+    with MeteorScorer() as meteor:
+        stats = meteor.stats(hyps, references)
+        per, corpus = meteor.eval_line(stats)
+        _, sub = meteor.eval_line(stats[[0, 0, 5, 4, 9]])
+    assert np.allclose(segment_scores(stats), per, rtol=0, atol=1e-12)
+    assert segment_scores(stats)[3] == 0.0 and segment_scores(stats)[4] > 0.9
+    assert corpus_score(stats) == pytest.approx(corpus, abs=1e-12)
+    assert corpus_score(stats[[0, 0, 5, 4, 9]]) == pytest.approx(sub, abs=1e-12)
+    assert meteor.process.proc is None                     # stopped when the block ended
+
+
+def test_spearman_with_ties_and_the_paired_difference():
+    from pipeline.caption_metrics.stats import difference, interval, mean_of_scores, resampled, spearman
+
+    # ranks of x with a tie: 1, 2.5, 2.5, 4; y falls as x rises
+    rx, ry = np.array([1, 2.5, 2.5, 4]) - 2.5, np.array([4, 3, 2, 1]) - 2.5
+    assert spearman([0.1, 0.5, 0.5, 0.9], [10, 7, 3, 1]) == pytest.approx((rx @ ry) / np.sqrt((rx @ rx) * (ry @ ry)))
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    a = np.array([[1.0], [0.0], [1.0], [1.0], [np.nan]])
+    b = np.zeros((5, 1))
+    boot_a, boot_b = resampled(a, mean_of_scores, 500, 0), resampled(b, mean_of_scores, 500, 0)
+    est = interval(float(mean_of_scores(a)), boot_a)
+    assert est.value == 0.75 and 0.0 <= est.low <= est.value <= est.high <= 1.0   # the NaN photo is left out
+    d = difference(0.75, boot_a, boot_b)
+    assert d.diff == 0.75 and d.low > 0 and d.p < 0.05
+
+
+# ------------------------------------------------------------------------------------------ tokenizers
+
+@needs_java
+def test_python_tokenizer_gives_stanford_s_tokens_on_the_demo_world(tui_workspace):
+    from pipeline.caption_metrics.tokenize import JavaPtbTokenizer
+
+    store = tui_workspace.store
+    texts = [c for caps in store.reference_captions().values() for c in caps]
+    texts += [r[3] for r in store.conn.execute("SELECT image_id, captioner, config_hash, text FROM captions")]
+    texts += HARD_CASES
+    java, python = JavaPtbTokenizer().tokenize(texts), tok(texts)
+    assert len(texts) > 400
+    assert [(t, j) for t, j, p in zip(texts, java, python) if j != p] == []
+
+
+def test_python_tokenizer_rules():
+    assert tok(["A man's dog can't swim, isn't it?"]) == ["a man 's dog ca n't swim is n't it"]
+    assert tok(["The U.S. team (in red) won 1,000 games."]) == ["the u.s. team -lrb- in red -rrb- won 1,000 games"]
+    assert tok(['He said "hi" -- twice...']) == ["he said hi twice"]
+
+
+# ------------------------------------------------------------------------------------------ copy rate
+
+def test_copy_and_overlap():
+    shown = ["A brown dog runs on the grass .", "Two dogs play in a park ."]
+    assert copy_and_overlap("a brown dog runs on the grass", shown) == (1.0, 1.0)     # copied after normalising
+    copied, overlap = copy_and_overlap("A brown dog sleeps", shown)
+    # unigrams 3/4, bigrams 2/3 (a brown, brown dog), trigrams 1/2, 4-grams 0/1
+    assert copied == 0.0 and overlap == pytest.approx((3 / 4 + 2 / 3 + 1 / 2 + 0) / 4)
+    assert copy_and_overlap("a brown dog runs on the grass", []) == (0.0, 0.0)       # shown nothing: copies nothing
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+@pytest.fixture
+def lite_copy(tui_workspace, tmp_path):
+    """A copy of the TUI tests' lite demo workspace (every stage, caption metrics included, already run)."""
+    from pipeline.workspace import Workspace
+
+    root = tmp_path / "demo"
+    shutil.copytree(tui_workspace.root, root, ignore=shutil.ignore_patterns("logs"))
+    return Workspace(root)
+
+
+def test_lite_demo_world_rows_human_baseline_and_clipscore_not_applicable(lite_copy):
+    ws = lite_copy
+    result = load_caption_metrics(ws)
+    assert result is not None and result.rows == [HUMAN, "knn-consensus"] and result.baseline == "knn-consensus"
+    targets = ws.store.image_ids("target")
+    assert result.n_photos == len(targets) == 30 and result.missing == {HUMAN: 0, "knn-consensus": 0}
+    assert "clipscore needs image_embedder.name" in result.not_applicable["CLIPScore"].lower()
+    assert "RefCLIPScore" in result.not_applicable and "CLIPScore" not in result.metrics
+    assert "SPICE" in result.not_applicable
+    for metric in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr-D", "copy rate", "length", "vocabulary", "distinct"):
+        assert metric in result.metrics
+    # people agree with each other more than the neighbours' consensus agrees with them
+    for metric in ("BLEU-4", "ROUGE-L", "CIDEr-D"):
+        human, knn = result.get(HUMAN, metric), result.get("knn-consensus", metric)
+        assert human["value"] > knn["value"] and knn["low"] <= knn["value"] <= knn["high"]
+        assert result.vs_baseline[HUMAN][metric]["diff"] == pytest.approx(human["value"] - knn["value"])
+    # kNN consensus copies a neighbour's caption by construction; the human row has no copy rate
+    assert result.get("knn-consensus", "copy rate")["value"] == 1.0 and result.get(HUMAN, "copy rate") is None
+    rows = load_rows(ws, result)
+    refs = ws.store.reference_captions(targets)
+    assert rows[HUMAN].captions == [refs[i][0] for i in rows[HUMAN].ids]     # each target's first human caption
+    knn = rows["knn-consensus"]
+    assert np.mean(knn.scores["CIDEr-D"]) == pytest.approx(result.get("knn-consensus", "CIDEr-D")["value"])
+    if java_path() is not None:
+        assert "METEOR" in result.metrics and result.tokenizer == "ptb-java"
+    else:
+        assert "Java" in result.not_applicable["METEOR"] and result.tokenizer == "ptb-python"
+
+
+def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retrieval(lite_copy):
+    import csv
+    import json
+
+    ws = lite_copy
+    result = load_caption_metrics(ws)
+    reports = ws.reports_dir
+    data = json.loads((reports / "metrics.json").read_text())["caption_metrics"]
+    assert data["rows"] == result.rows and data["values"] == json.loads(json.dumps(result.as_dict()))["values"]
+    rho = data["retrieval_correlation"]["spearman"]["knn-consensus"]
+    assert set(rho) >= {"BLEU-4", "ROUGE-L", "CIDEr-D", "length"} and -1.0 <= rho["CIDEr-D"] <= 1.0
+    assert rho["copy rate"] is None                              # constant 1.0: no correlation to speak of
+    with (reports / "metrics.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["query_kind"] == "caption"]
+    cider = {r["method"]: r for r in rows if r["metric"] == "CIDEr-D"}
+    assert float(cider[HUMAN]["value"]) == pytest.approx(result.get(HUMAN, "CIDEr-D")["value"])
+    assert cider[HUMAN]["baseline"] == "knn-consensus" and cider["knn-consensus"]["diff"] == ""
+    page = (reports / "index.html").read_text()
+    assert "<h2>Caption metrics</h2>" in page and 'alt="caption metrics"' in page
+    assert "Which caption metric predicts retrieval?" in page and "Worst captions by CIDEr-D" in page
+    assert (reports / "caption_metrics.png").stat().st_size > 0
+
+
+def test_the_stage_is_cached_and_a_changed_captioner_recomputes_only_its_row(lite_copy):
+    ws = lite_copy
+    stage = build_stage(ws, "caption-metrics")
+    assert stage.plan(only_missing=True) == [] and run_stage(stage).batches_run == 0
+    before = load_caption_metrics(ws)
+    # one caption changes: the knn-consensus row (and the summary) are computed again, the human row is not
+    from pipeline.search_service import stage_hash
+
+    target = ws.store.image_ids("target")[0]
+    ws.store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"),
+                          [{"image_id": target, "text": "", "status": "failed", "error": "out of memory"}])
+    stage = build_stage(ws, "caption-metrics")
+    assert stage.settled_items() == {HUMAN}
+    report = run_stage(stage)
+    assert report.result.done == 1
+    after = load_caption_metrics(ws)
+    assert after.config_hash != before.config_hash and after.row_hashes[HUMAN] == before.row_hashes[HUMAN]
+    assert after.missing["knn-consensus"] == 1
+    knn = load_rows(ws, after)["knn-consensus"]
+    n = knn.ids.index(target)
+    assert knn.captions[n] == "" and knn.scores["CIDEr-D"][n] == 0.0 and knn.scores["BLEU-1"][n] < 1e-6
+
+
+def test_evaluate_twice_computes_the_caption_metrics_once(tmp_path, capsys):
+    import json
+
+    from tests.fixtures.cli import run_cli
+    from tests.test_text_stages import text_world
+
+    root = tmp_path / "ws"
+    shutil.copytree(text_world(), root, ignore=shutil.ignore_patterns("logs"))
+    code, out, err = run_cli(capsys, "evaluate", "--json", "-w", str(root))
+    assert code == 0, err
+    data = json.loads(out)["caption_metrics"]
+    assert data["rows"] == [HUMAN, "knn-consensus"] and data["values"]["knn-consensus"]["CIDEr-D"]["value"] > 0
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(root)
+    first = load_caption_metrics(ws)
+    runs = len(ws.store.stage_runs("caption-metrics"))
+    code, out, err = run_cli(capsys, "evaluate", "-w", str(root))
+    assert code == 0, err
+    assert "Caption metrics" in out and "CIDEr-D" in out and "human" in out
+    last = ws.store.stage_runs("caption-metrics")[0]
+    assert len(ws.store.stage_runs("caption-metrics")) == runs + 1 and last["done"] == 0
+    assert load_caption_metrics(ws).created_at == first.created_at      # the summary was not made again
+
+
+def test_a_captioner_that_copies_its_first_neighbour_scores_1_and_vlm_plain_0(tmp_path, tiny_smolvlm_dir):
+    from pipeline.config_file import update_config_file
+    from pipeline.search_service import stage_hash
+    from pipeline.workspace import Workspace
+    from tests.fixtures.tui_world import tui_workspace_at
+    from tests.test_vision_stages import SHORT_TEMPLATE, generative_captioners
+
+    template = tmp_path / "short.txt"
+    template.write_text(SHORT_TEMPLATE, encoding="utf-8")      # short enough for the tiny VLM's context
+    ws = tui_workspace_at(tmp_path / "ws", tmp_path / "world")
+    caps = generative_captioners(vlm_neighbours=tiny_smolvlm_dir, vlm_plain=tiny_smolvlm_dir)
+    caps["enabled"] = [*caps["enabled"], "knn-consensus"]
+    update_config_file(ws.config_path, {"captioners": caps, "prompts": {"template": str(template), "per_neighbour": "first"},
+                                        "evaluate": {"baseline": "vlm-plain", "n_boot": 200}})
+    ws = Workspace(ws.root)
+    for stage in pipeline_stages(ws, ["ingest", "embed-images", "neighbours", "prompts"]):
+        run_stage(stage)
+    run_stage(build_stage(ws, "caption", "knn-consensus"))
+    store = ws.store
+    targets = store.image_ids("target")
+    prompts = store.prompts(stage_hash(ws, "prompts"), targets)
+    first = {t: next(line[3:] for line in prompts[t][1].splitlines() if line.startswith("1. ")) for t in targets}
+    neighbours = store.neighbours(stage_hash(ws, "neighbours"), targets)
+    refs = store.reference_db_captions()
+    assert all(first[t] == refs[neighbours[t][0][0]][0] for t in targets)     # the first neighbour's first caption
+    # what a VLM that copies its nearest neighbour's caption writes (the tiny test VLM writes noise)
+    for name in ("vlm-neighbours", "vlm-plain"):
+        store.put_captions(name, stage_hash(ws, "caption", name),
+                           [{"image_id": t, "text": first[t].upper(), "status": "ok"} for t in targets])
+    run_stage(build_stage(ws, "caption-metrics"))
+    result = load_caption_metrics(ws)
+    assert result.get("vlm-neighbours", "copy rate")["value"] == 1.0
+    assert result.get("vlm-neighbours", "prompt overlap")["value"] == 1.0
+    assert result.get("vlm-plain", "copy rate")["value"] == 0.0         # its prompt shows no caption
+    assert result.get("knn-consensus", "copy rate")["value"] == 1.0
+    d = result.vs_baseline["vlm-neighbours"]["copy rate"]
+    assert d["diff"] == 1.0 and d["p"] < 0.05
+
+
+def test_clipscore_and_refclipscore_equal_a_direct_computation(tmp_path, tiny_open_clip):
+    import open_clip
+    import torch
+
+    from pipeline.caption_metrics.clipscore import PREFIX
+    from pipeline.config_file import update_config_file
+    from pipeline.images import open_rgb
+    from pipeline.workspace import Workspace
+    from tests.fixtures.tui_world import tui_workspace_at
+
+    ws = tui_workspace_at(tmp_path / "ws", tmp_path / "world")
+    update_config_file(ws.config_path, {"image_embedder": {"name": "open_clip", "model": tiny_open_clip.model,
+                                                           "pretrained": tiny_open_clip.weights_file},
+                                        "evaluate": {"n_boot": 200}})
+    ws = Workspace(ws.root)
+    for stage in pipeline_stages(ws, ["ingest", "embed-images", "neighbours", "prompts", "caption"]):
+        run_stage(stage)
+    run_stage(build_stage(ws, "caption-metrics"))
+    result = load_caption_metrics(ws)
+    assert "CLIPScore" in result.metrics and "RefCLIPScore" in result.metrics
+    rows = load_rows(ws, result)
+
+    model, _, preprocess = open_clip.create_model_and_transforms(tiny_open_clip.model,
+                                                                 pretrained=tiny_open_clip.weights_file)
+    tokenizer = open_clip.get_tokenizer(tiny_open_clip.model)
+    model.eval()
+    root = Path(ws.store.get_meta("collection")["root"])
+    paths = {img.id: root / img.path for img in ws.store.images(split="target")}
+    refs = ws.store.reference_captions(split="target")
+
+    def text(captions):
+        with torch.no_grad():
+            return torch.nn.functional.normalize(model.encode_text(tokenizer([PREFIX + c for c in captions])), dim=-1)
+
+    for name in (HUMAN, "knn-consensus"):
+        row = rows[name]
+        for n in range(0, len(row.ids), 7):
+            image_id, caption = row.ids[n], row.captions[n]
+            with torch.no_grad():
+                image = torch.nn.functional.normalize(model.encode_image(preprocess(open_rgb(paths[image_id]))[None]),
+                                                      dim=-1)
+            cap = text([caption])
+            clip_s = 2.5 * max(float((image * cap).sum()), 0.0)
+            text_s = max(float((text(refs[image_id][1:]) @ cap.T).max()), 0.0)
+            ref_s = 2 * clip_s * text_s / (clip_s + text_s) if clip_s + text_s else 0.0
+            assert row.scores["CLIPScore"][n] == pytest.approx(clip_s, abs=2e-4)
+            assert row.scores["RefCLIPScore"][n] == pytest.approx(ref_s, abs=2e-4)
+    assert result.get(HUMAN, "CLIPScore")["value"] == pytest.approx(np.mean(rows[HUMAN].scores["CLIPScore"]))
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+CHILD = """
+import sys, time
+from pipeline.caption_metrics.meteor import MeteorScorer
+with MeteorScorer() as m:
+    m.stats(["a dog runs"], [["a dog is running"]])
+    print(m.process.proc.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@needs_java
+def test_meteor_jar_is_stopped_on_an_error_and_exits_when_its_parent_is_killed():
+    from pipeline.caption_metrics.meteor import MeteorScorer
+
+    with pytest.raises(RuntimeError):
+        with MeteorScorer() as m:
+            proc = m.process.proc
+            raise RuntimeError("interrupted")
+    assert proc.poll() is not None
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        java_pid = int(child.stdout.readline())
+        assert _alive(java_pid)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 20
+        while _alive(java_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(java_pid), "the METEOR jar outlived its killed parent"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
