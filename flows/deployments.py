@@ -71,9 +71,38 @@ def register(deployments: list[Any]) -> list[UUID]:
 
 
 def serve(deployments: list[Any]) -> None:
-    """Register the deployments and run their scheduled runs until interrupted (blocks)."""
-    from prefect import serve as prefect_serve
+    """Register the deployments and run their scheduled runs until a stop signal (blocks).
+
+    Prefect's ``Runner`` (what ``prefect.serve`` runs) takes SIGTERM over in the main thread; here
+    SIGTERM, SIGINT and SIGHUP all go through ``flows.shutdown``: the runner stops (cancelling a
+    scheduled run in progress and pausing the schedules, as ``prefect.serve`` does), the caller stops
+    the server it started, and the command exits with 128 + the signal's number.
+    """
+    import asyncio
+    import signal
+    import time
+
+    from prefect.runner import Runner
+
+    from flows import shutdown
+
+    class SignalledRunner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            shutdown.request_stop(signal.SIGTERM)
 
     # Scheduled runs execute in child processes: they must resolve relative data paths the same way.
     os.environ.setdefault("CAPSEARCH_HOME", str(capsearch_home()))
-    prefect_serve(*deployments, print_starting_message=False)
+    runner = SignalledRunner(pause_on_shutdown=True)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+
+    def stop(signum: int) -> None:
+        deadline = time.monotonic() + 30
+        while getattr(runner, "_loop", None) is None and time.monotonic() < deadline:
+            time.sleep(0.1)   # a signal during start-up: stop once the runner's loop exists
+        if not runner.stopping:
+            runner.stopping = True
+            runner.execute_in_background(runner.astop)
+
+    with shutdown.cancellable(on_stop=stop):
+        asyncio.run(runner.start())
