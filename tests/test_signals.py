@@ -270,3 +270,18 @@ def test_stopping_capsearch_server_stops_prefect_server(sig, command_env, proces
     if sig != signal.SIGKILL:
         assert code == 128 + sig
         assert not record.exists(), "the server record is removed with the server"
+
+
+def test_sigterm_stops_capsearch_serve_and_the_server_it_started(ingested, command_env, process_tag, tmp_path):
+    out = tmp_path / "serve.log"
+    proc = start(command_env, out, "-w", str(ingested.root), "serve")
+    wait_until(lambda: "serving; Ctrl-C stops" in out.read_text(errors="replace"), proc, out, "serve to be serving",
+               timeout=240)
+    assert any("prefect server start" in p.command for p in process_tag.tagged() if p.ppid == proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=90)
+    log = out.read_text(errors="replace")
+    assert code == 128 + signal.SIGTERM and "stopped by SIGTERM" in log, log
+    assert "stopped serving" in log, "the runner stopped, then the command went on to stop the server"
+    alive = process_tag.wait_gone(15)
+    assert alive == [], f"left after SIGTERM: {[str(p) for p in alive]}"

@@ -124,8 +124,8 @@ def serve(
             sched = d.schedules[0].schedule
             console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]: cron '{sched.cron}' ({sched.timezone}), "
                           f"workspace {ws.root}", highlight=False)
-        console.print(f"Prefect UI: {url.removesuffix('/api')}  - serving; Ctrl-C stops", highlight=False)
-        serve_deployments(deployments)
+        serve_deployments(deployments, on_ready=lambda: console.print(
+            f"Prefect UI: {url.removesuffix('/api')}  - serving; Ctrl-C stops", highlight=False))
         console.print("stopped serving")
 
 
