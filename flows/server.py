@@ -62,23 +62,34 @@ def watched_command(module: str, *args: str) -> list[str]:
 
 
 def stop_process_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """SIGTERM to the process group a child leads (``start_new_session``), SIGKILL after ``timeout``."""
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
+    """SIGTERM to the process group a child leads (``start_new_session``), SIGKILL to what is left after ``timeout``.
+
+    The leader is reaped only after the SIGKILL: until then it is at least a zombie, so its group id
+    cannot have been given to anyone else.
+    """
+    if proc.returncode is not None:
+        return   # reaped already: its group id may belong to another process by now
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not _exited(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal_group(proc.pid, signal.SIGKILL)   # the leader if it did not stop, and anything it left behind
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)   # whatever it started and left behind
+        os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+
+
+def _exited(pid: int) -> bool:
+    """Whether a child has exited, without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 @dataclass
@@ -181,10 +192,9 @@ def watched_server_class() -> Any:
             return proc
 
         def stop(self) -> None:
-            proc = self.server_process
-            super().stop()
-            if proc is not None:
-                stop_process_group(proc, timeout=0)   # anything the server left in its group
+            if self.server_process is not None:
+                stop_process_group(self.server_process, timeout=5.0)
+            super().stop()   # Prefect's bookkeeping (the process is gone: its terminate and wait do nothing)
             if self._forget_abandon is not None:
                 self._forget_abandon()
                 self._forget_abandon = None
