@@ -74,7 +74,10 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
 
     ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
     ``cancel`` stops the run between batches; finished batches stay in the store and the
-    run is recorded as cancelled. ``runner`` is ``thread`` or ``dask`` (default: the
+    run is recorded as cancelled. A stop signal handled by ``flows.shutdown`` (SIGTERM,
+    SIGINT, SIGHUP) sets it too. Call it from a worker thread where signals matter
+    (``shutdown.run_cancellable``): in the main thread Prefect's own SIGTERM handler would
+    crash the flow run instead. ``runner`` is ``thread`` or ``dask`` (default: the
     workspace's ``orchestration.runner``); with ``dask`` and no ``dask_address`` (nor
     ``orchestration.dask_address``) a local cluster is started. A stage that fails
     raises its error after recording the run as failed.
@@ -82,9 +85,10 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
     from flows import run_context
     from flows.pipeline_flow import pipeline
     from flows.runners import check_runner
-    from flows.server import api_server
+    from flows.server import api_server, use_watched_temporary_server
     from flows.setup import no_heartbeats
 
+    use_watched_temporary_server()
     orch = ws.config.orchestration
     chosen = check_runner(runner or orch.runner)
     address = dask_address or orch.dask_address or None

@@ -9,7 +9,7 @@ computes only what is missing, so a night with no new photos costs seconds.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 from uuid import UUID
 
 import flows  # noqa: F401 - applies the Prefect settings
@@ -70,10 +70,45 @@ def register(deployments: list[Any]) -> list[UUID]:
     return [d.apply() for d in deployments]
 
 
-def serve(deployments: list[Any]) -> None:
-    """Register the deployments and run their scheduled runs until interrupted (blocks)."""
-    from prefect import serve as prefect_serve
+def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) -> None:
+    """Register the deployments and run their scheduled runs until a stop signal (blocks).
+
+    Prefect's ``Runner`` (what ``prefect.serve`` runs) takes SIGTERM over in the main thread; here
+    SIGTERM, SIGINT and SIGHUP all go through ``flows.shutdown``: the runner stops (cancelling a
+    scheduled run in progress and pausing the schedules, as ``prefect.serve`` does), the caller stops
+    the server it started, and the command exits with 128 + the signal's number. ``on_ready`` is
+    called once the runner is serving.
+    """
+    import asyncio
+    import signal
+    import time
+
+    from prefect.runner import Runner
+
+    from flows import shutdown
+
+    class SignalledRunner(Runner):
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            shutdown.request_stop(signal.SIGTERM)
+
+        async def __aenter__(self) -> "SignalledRunner":
+            entered = await super().__aenter__()
+            if on_ready is not None:
+                on_ready()
+            return entered
 
     # Scheduled runs execute in child processes: they must resolve relative data paths the same way.
     os.environ.setdefault("CAPSEARCH_HOME", str(capsearch_home()))
-    prefect_serve(*deployments, print_starting_message=False)
+    runner = SignalledRunner(pause_on_shutdown=True)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+
+    def stop(signum: int) -> None:
+        deadline = time.monotonic() + 60
+        while not runner.started and time.monotonic() < deadline:
+            time.sleep(0.1)   # a signal while the runner starts: stop it once it has (astop needs that)
+        if runner.started and not runner.stopping:
+            runner.execute_in_background(runner.astop)
+
+    with shutdown.cancellable(on_stop=stop):
+        asyncio.run(runner.start())

@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
+from prefect.context import FlowRunContext
 from prefect.states import Cancelled, State
 
-from flows import run_context
+from flows import run_context, shutdown
 from flows.run_context import RunContext
 from flows.runners import task_runners
 from flows.setup import no_heartbeats
-from flows.stage_flows import stage_flow
+from flows.stage_flows import abandon_flow_run, stage_flow
 from pipeline.errors import ConfigError
 from pipeline.stages.registry import STAGE_ORDER, available_stages, pipeline_stages
 
@@ -59,7 +60,14 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
         ctx.ws.config.data.path = data_path
     plan = stage_plan(ctx, stages, captioners)
     completed: list[str] = []
-    with task_runners(runner, dask_address) as runner_for, no_heartbeats():
+    frc = FlowRunContext.get()
+    flow_run_id = str(frc.flow_run.id) if frc and frc.flow_run else ""
+
+    def abandoned(signum: int) -> None:
+        abandon_flow_run(flow_run_id, f"abandoned on a second {shutdown.signal_name(signum)} after "
+                                      f"{len(completed)} of {len(plan)} stages; finished batches are kept")
+
+    with shutdown.on_abandon(abandoned), task_runners(runner, dask_address) as runner_for, no_heartbeats():
         for name, target in plan:
             if ctx.cancel.is_set():
                 break

@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from flows import shutdown
 from pipeline.errors import ConfigError
 from pipeline.progress import ProgressCallback, ProgressEvent, StageProgress
 from pipeline.stages.base import Stage
@@ -121,9 +122,11 @@ _runs_lock = threading.Lock()
 
 
 def open_run(ws: Workspace, progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> RunContext:
+    """Register a run; a stop signal (``flows.shutdown``) sets its cancel event, so it stops between batches."""
     ctx = RunContext(uuid.uuid4().hex, ws, progress, cancel or threading.Event())
     with _runs_lock:
         _runs[ctx.key] = ctx
+    shutdown.track(ctx.cancel)
     return ctx
 
 
@@ -134,7 +137,9 @@ def lookup(key: str) -> RunContext | None:
 
 def close_run(key: str) -> None:
     with _runs_lock:
-        _runs.pop(key, None)
+        ctx = _runs.pop(key, None)
+    if ctx is not None:
+        shutdown.untrack(ctx.cancel)
 
 
 def context_for(workspace: str, key: str) -> RunContext:

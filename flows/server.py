@@ -1,5 +1,10 @@
 """Prefect servers: ``capsearch server`` (API and UI, recorded so later runs report to it) and the
-short-lived local API server that multi-process runners need when none is configured."""
+temporary local API server a process uses when none is configured.
+
+Every server capsearch starts runs under ``flows.parent_watch`` in its own session: capsearch stops it
+on exit and on SIGTERM, SIGINT or SIGHUP (``flows.shutdown``), and if capsearch is killed (SIGKILL,
+OOM killer) the server notices within a second and shuts itself down instead of living on.
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import flows  # noqa: F401 - applies the Prefect settings
+from flows import shutdown
 from flows.settings import ServerRecord, clear_server_record, prefect_home, read_server_record, write_server_record
 from pipeline.errors import CapsearchError, ConfigError
 
@@ -50,36 +56,61 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def watched_command(module: str, *args: str) -> list[str]:
+    """``python -m MODULE ARGS`` that stops by itself when this process dies (see ``flows.parent_watch``)."""
+    return [sys.executable, "-m", "flows.parent_watch", str(os.getpid()), module, *args]
+
+
+def stop_process_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM to the process group a child leads (``start_new_session``), SIGKILL to what is left after ``timeout``.
+
+    The leader is reaped only after the SIGKILL: until then it is at least a zombie, so its group id
+    cannot have been given to anyone else.
+    """
+    if proc.returncode is not None:
+        return   # reaped already: its group id may belong to another process by now
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not _exited(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal_group(proc.pid, signal.SIGKILL)   # the leader if it did not stop, and anything it left behind
+    proc.wait()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exited(pid: int) -> bool:
+    """Whether a child has exited, without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
 @dataclass
 class ServerProcess:
     process: subprocess.Popen[bytes]
     record: ServerRecord
     log: Path
+    forget_abandon: Any = None
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (and the process group it started) and forget its record."""
-        proc = self.process
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    proc.kill()
-                proc.wait()
-        clear_server_record(pid=proc.pid)
+        stop_process_group(self.process, timeout)
+        clear_server_record(pid=self.process.pid)
+        if self.forget_abandon is not None:
+            self.forget_abandon()
+            self.forget_abandon = None
 
 
 def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, allow_remote: bool = False,
                  timeout: float = START_TIMEOUT) -> ServerProcess:
     """Start ``prefect server start`` (API, UI and services) in its own process group and wait until it answers."""
-    import httpx
-
     check_host(host, allow_remote)
     existing = read_server_record()
     if existing is not None and existing.is_alive():
@@ -90,12 +121,25 @@ def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, allow_re
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"],
+            watched_command("prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     api_url = f"http://{_url_host(local)}:{port}/api"
     record = ServerRecord(api_url, f"http://{_url_host(host)}:{port}", proc.pid, host, port)
     handle = ServerProcess(proc, record, log)
+    handle.forget_abandon = shutdown.add_abandon(lambda signum: handle.stop(timeout=3.0))
+    try:
+        _wait_until_healthy(proc, api_url, log, timeout)
+    except BaseException:
+        handle.stop()
+        raise
+    write_server_record(record)
+    return handle
+
+
+def _wait_until_healthy(proc: subprocess.Popen[bytes], api_url: str, log: Path, timeout: float) -> None:
+    import httpx
+
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:
         while True:
@@ -103,20 +147,83 @@ def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, allow_re
                 raise CapsearchError(f"the Prefect server exited with code {proc.returncode}; see {log}")
             try:
                 if client.get(f"{api_url}/health").status_code == 200:
-                    break
+                    return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                handle.stop()
                 raise CapsearchError(f"the Prefect server did not answer within {timeout:.0f} s; see {log}")
             time.sleep(0.25)
-    write_server_record(record)
-    return handle
+
+
+# -- the temporary local API server ---------------------------------------------------------------------------
+_watched_class: Any = None
+
+
+def watched_server_class() -> Any:
+    """Prefect's ``SubprocessASGIServer`` (its temporary API server), started under ``flows.parent_watch``.
+
+    Prefect starts it as a plain child (``uvicorn ... prefect.server.api.server:create_app``) and stops it
+    only from ``atexit``, which a SIGTERM or SIGKILL never reaches; this one leads its own session (a
+    Ctrl-C in the terminal reaches capsearch, which then stops it after the run has reported its final
+    state), a second stop signal stops it at once, and it shuts itself down when capsearch dies.
+    Built on first use: importing Prefect's server module is not free.
+    """
+    global _watched_class
+    if _watched_class is not None:
+        return _watched_class
+    import prefect
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    class WatchedASGIServer(SubprocessASGIServer):
+        _forget_abandon: Any = None
+
+        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
+            # The same command and environment as Prefect's own (prefect 3.9), run under the watcher.
+            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+                   "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
+            command = watched_command(
+                "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                "--log-level", "error", "--lifespan", "on")
+            proc = subprocess.Popen(command, env=env, start_new_session=True)
+            if self._forget_abandon is None:
+                self._forget_abandon = shutdown.add_abandon(lambda signum: self.stop())
+            return proc
+
+        def stop(self) -> None:
+            if self.server_process is not None:
+                stop_process_group(self.server_process, timeout=5.0)
+            super().stop()   # Prefect's bookkeeping (the process is gone: its terminate and wait do nothing)
+            if self._forget_abandon is not None:
+                self._forget_abandon()
+                self._forget_abandon = None
+
+    _watched_class = WatchedASGIServer
+    return _watched_class
+
+
+def use_watched_temporary_server() -> None:
+    """Make the temporary API server Prefect starts for this process (when no server is configured) a watched one.
+
+    Prefect keeps one default instance per process (``SubprocessASGIServer()``, the same registry its own
+    test harness uses) and starts it when a client first needs an API; registering ours as that instance
+    makes every path that would start one (flow runs, logs, events) use it. Nothing happens when runs
+    report to a configured server or a default instance exists already.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    if SubprocessASGIServer._instances.get(None) is None:
+        watched_server_class()()   # SubprocessASGIServer.__new__ registers it as the default instance
 
 
 @contextmanager
 def api_server() -> Iterator[str]:
-    """A Prefect API that other processes can reach: the configured one, else a local one for this block.
+    """A Prefect API that other processes can reach: the configured one, else the local one of this process.
 
     Prefect's default (ephemeral) mode gives each process its own server; Dask workers
     must report to the same one as the flow, so the flow's URL is pinned in the settings
@@ -130,6 +237,7 @@ def api_server() -> Iterator[str]:
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    use_watched_temporary_server()
     server = SubprocessASGIServer()
     server.start()
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):

@@ -37,9 +37,9 @@ def prepare_prefect(ws: Any = None, console: Any = None) -> float:
         if console is not None:
             console.print(f"Prefect: runs report to {PREFECT_API_URL.value()}")
         return 0.0
-    from prefect.server.api.server import SubprocessASGIServer
+    from flows.server import watched_server_class
 
-    server = SubprocessASGIServer(port=free_port())
+    server = watched_server_class()(port=free_port())
     try:
         server.start()
     finally:

@@ -12,15 +12,17 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from functools import partial
 from typing import Any
 
 from prefect import Flow, flow
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, State
 
-from flows import run_context
+from flows import run_context, shutdown
 from flows.artifacts import ProgressArtifact
 from flows.run_context import RunContext, StageRef, resolve_stage_class
 from flows.runners import submission_window
@@ -53,6 +55,27 @@ def _new_outcome(st: Stage, flow_run_id: str) -> dict[str, Any]:
             "items": 0, "seconds": 0.0, "messages": [], "error": "", "flow_run_id": flow_run_id}
 
 
+def abandon_flow_run(flow_run_id: str, message: str) -> None:
+    """Mark a flow run Cancelled from outside its engine (the process is about to exit; best effort, 2 s)."""
+    if not flow_run_id:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True, httpx_settings={"timeout": 2.0}) as client:
+            client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
+    except Exception:  # noqa: BLE001 - the server may be gone already
+        pass
+
+
+def _record_abandoned(st: Stage, run_id: int, outcome: dict[str, Any], signum: int) -> None:
+    """A second stop signal: the batches in flight are abandoned; the stage run says so before the exit."""
+    message = (f"abandoned on a second {shutdown.signal_name(signum)}: the batches in flight were not finished "
+               "(finished batches are kept)")
+    st.store.finish_stage_run(run_id, "cancelled", outcome["done"], outcome["failed"], outcome["skipped"], message)
+    abandon_flow_run(outcome["flow_run_id"], message)
+
+
 def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     frc = FlowRunContext.get()
@@ -60,6 +83,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
     outcome = _new_outcome(st, flow_run_id)
     store = st.store
     run_id: int | None = None
+    forget_abandon = None
     try:
         st.prepare(ctx.tracker(st.label, 0))
         batches = st.plan(only_missing=False, retry_failed=retry_failed)
@@ -70,6 +94,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
         outcome.update(config_hash=config_hash, batches=len(batches), items=total)
         sp = ctx.tracker(st.label, total)
         run_id = store.start_stage_run(st.name, config_hash, st.config(), st.target, flow_run_id=flow_run_id or None)
+        forget_abandon = shutdown.add_abandon(partial(_record_abandoned, st, run_id, outcome))
         artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, total) if total else None
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.target, config_hash, st.label)
         errors = _run_batches(ctx, st, ref, batches, todo, outcome, sp, artifact, frc)
@@ -89,10 +114,13 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
                   f"{outcome['cached']} of {len(batches)} batches cached")
     except BaseException as exc:
         if outcome["status"] not in ("failed", "cancelled"):
-            outcome["status"] = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+            # Interrupted (Ctrl-C in the main thread, or Prefect's SIGTERM bridge in a deployment run): cancelled.
+            outcome["status"] = "cancelled" if isinstance(exc, (KeyboardInterrupt, TerminationSignal)) else "failed"
             outcome["error"] = outcome["error"] or f"{type(exc).__name__}: {exc}"
         raise
     finally:
+        if forget_abandon is not None:
+            forget_abandon()
         outcome["seconds"] = time.perf_counter() - t0
         if run_id is not None:
             store.finish_stage_run(run_id, outcome["status"], outcome["done"], outcome["failed"], outcome["skipped"],

@@ -116,7 +116,8 @@ def test_init_migrates_prefect_once_and_runs_keep_prefect_logs_off_the_terminal(
                          capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
     terminal = ran.stdout + ran.stderr
-    assert "1 stage: 1 batch computed"  # ingest is cheap: one task for all 24 photos in terminal
+    # ingest is cheap: one task for all 24 photos, computed (nothing was cached before)
+    assert "1 stage: 1 batch computed, 0 reused from the cache" in terminal, terminal
     for prefect_line in ("Beginning flow run", "Finished in state", "temporary server", "prefect.", "| INFO"):
         assert prefect_line not in terminal
     log = (tmp_path / ".prefect" / "logs" / "prefect.log").read_text()

@@ -210,3 +210,15 @@ def flow_run(flow_run_id: str) -> Any:
 
     with get_client(sync_client=True) as client:
         return client.read_flow_run(flow_run_id)
+
+
+class StuckRowsStage(RowsStage):
+    """A batch that takes a minute: the run can only stop by abandoning it. Marks in the store when a batch starts."""
+
+    name = "stuck-rows-test"
+    delay = 60.0
+    started_key = "stuck-rows-test/started"
+
+    def run_batch(self, batch: Batch, progress=None) -> BatchResult:
+        self.store.set_meta(self.started_key, batch.index)
+        return super().run_batch(batch, progress)

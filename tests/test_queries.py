@@ -189,6 +189,19 @@ def test_too_slow_answers_time_out(chat_server, make_gen, tmp_path):
     assert res.error == "image img0: request failed: timed out after 0.5 s"
 
 
+def test_a_timed_out_request_is_retried_and_the_retry_answers(chat_server, make_gen, tmp_path):
+    slow = Reply.answer({"short": "too late", "detail": "Too late."}, delay=5)
+    chat_server.script = fail_then(1, slow, _echo)
+    start = time.monotonic()
+    [res] = make_gen(timeout=0.5, max_retries=1).generate(_requests(tmp_path)[:1], ["short", "detail"])
+    assert time.monotonic() - start < 4, "the retry did not wait for the slow first answer"
+    assert res.error is None, res.error
+    assert res.queries == {"short": "short 0", "detail": "Detail for image 0."}
+    first, second = chat_server.requests
+    assert first.text == second.text                      # the same request, sent again
+    assert second.received_at - first.received_at >= 0.5  # after the first one timed out
+
+
 def test_concurrency_is_bounded(chat_server, make_gen, tmp_path):
     chat_server.script = lambda request, attempt: Reply.answer({"short": "q", "detail": "Q."}, delay=0.25)
     reqs = _requests(tmp_path, CAPTIONS * 2)

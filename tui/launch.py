@@ -24,9 +24,15 @@ def prepare_terminal(image_mode: str) -> None:
 
 
 def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = None) -> int:
-    """Run the TUI on ``workspace`` (default: the default workspace) until the user quits."""
+    """Run the TUI on ``workspace`` (default: the default workspace) until the user quits.
+
+    Returns the exit code: 0, 1 after an error, 128 + N when signal N (SIGTERM, SIGINT, SIGHUP: a
+    closed terminal or a dropped SSH session) closed the app. A run in progress is cancelled either
+    way; the app returns once its batches in flight are finished and recorded (``flows.shutdown``).
+    """
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    from flows import shutdown
     from pipeline.workspace import Workspace
     from tui.app import CapsearchApp, default_image_mode
     from tui.quiet import TerminalIsolation, isolated_driver, route_library_logging
@@ -36,21 +42,51 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     prepare_terminal(mode)
     log_path = ws.root / "logs" / "tui.log"
     route_library_logging(log_path)
-    if not TerminalIsolation.available():
-        app = CapsearchApp(ws, image_mode=mode, log_path=log_path)
-        app.run()
+    with shutdown.stop_on_signals():
+        if not TerminalIsolation.available():
+            app = CapsearchApp(ws, image_mode=mode, log_path=log_path)
+            with shutdown.cancellable(on_stop=lambda signum: close_on_signal(app, signum)):
+                app.run()
+        else:
+            with TerminalIsolation(log_path) as iso:
+                app = CapsearchApp(ws, image_mode=mode, log_path=log_path, driver_class=isolated_driver(iso.terminal))
+                terminal_fd = iso.terminal.fileno() if iso.terminal is not None else None
+                with shutdown.cancellable(on_stop=lambda signum: close_on_signal(app, signum, terminal_fd)):
+                    app.run()
         report_exit(app, log_path)
-        return app.return_code or 0
-    with TerminalIsolation(log_path) as iso:
-        app = CapsearchApp(ws, image_mode=mode, log_path=log_path, driver_class=isolated_driver(iso.terminal))
-        app.run()
-    report_exit(app, log_path)
-    return app.return_code or 0
+        signum = shutdown.stop_requested()
+    return shutdown.exit_code(signum) if signum is not None else app.return_code or 0
+
+
+def close_on_signal(app, signum: int, terminal_fd: int | None = None, wait: float = 30.0) -> None:
+    """Close the app from the stop thread; on SIGHUP the terminal is gone, so the app draws to /dev/null."""
+    import signal
+    import time
+
+    from flows import shutdown
+
+    if signum == signal.SIGHUP and terminal_fd is not None:
+        shutdown.detach_terminal(terminal_fd)
+    deadline = time.monotonic() + wait
+    while not app.is_running and app.return_code is None and time.monotonic() < deadline:
+        time.sleep(0.05)   # a signal while the app is still starting
+    if app.is_running:
+        app.call_from_thread(app.exit, None, shutdown.exit_code(signum))
 
 
 def report_exit(app, log_path: Path) -> None:
+    from flows.shutdown import signal_name, stop_requested
+
+    signum = stop_requested()
+    lines = []
+    if signum is not None:
+        lines.append(f"capsearch tui: closed by {signal_name(signum)}")
     if getattr(app, "run_cancelled_on_exit", False):
-        print("capsearch tui: the run was cancelled; it stops after the batches in flight "
-              "(finished batches are kept)", file=sys.stderr)
-    if app.return_code:
-        print(f"capsearch tui exited with an error; library output is in {log_path}", file=sys.stderr)
+        lines.append("capsearch tui: the run was cancelled after the batches in flight (finished batches are kept)")
+    if app.return_code and signum is None:
+        lines.append(f"capsearch tui exited with an error; library output is in {log_path}")
+    for line in lines:
+        try:
+            print(line, file=sys.stderr)
+        except OSError:
+            pass   # the terminal is gone (SIGHUP)

@@ -286,23 +286,51 @@ _register_optional_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the command; exit 0, 1 on an error, 2 on a usage error, 128 + N when signal N stopped it.
+
+    SIGTERM, SIGINT and SIGHUP stop a run between batches (``flows.shutdown``): the batches in
+    flight finish and are kept, the stage run is recorded as cancelled, every process capsearch
+    started is stopped. A second signal abandons the batches in flight and exits at once.
+    """
     quiet_environment()
+    from flows.shutdown import stop_on_signals
+
+    with stop_on_signals():
+        code = _run_app(argv)
+    sys.exit(code)
+
+
+def _run_app(argv: list[str] | None) -> int:
+    from flows.shutdown import Stopped, exit_code, signal_name, stop_requested
     from pipeline.errors import CapsearchError
+
+    def stopped(signum: int) -> int:
+        code = exit_code(signum)
+        err_console.print(f"[yellow]stopped by {signal_name(signum)} (exit code {code})[/]", highlight=False)
+        return code
 
     try:
         # Standalone mode: click/typer print usage errors and help themselves and exit with 2 / 0.
         app(args=argv, prog_name="capsearch")
+    except SystemExit as exc:
+        signum = stop_requested()
+        if signum is not None:
+            return stopped(signum)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    except Stopped as exc:
+        return stopped(exc.signum)
     except CapsearchError as exc:
         if ctx.is_debug():
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        return 1
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted; finished batches are kept in the store[/]")
-        sys.exit(130)
+        return 130
     except Exception as exc:  # anything unexpected: one line unless --debug
         if ctx.is_debug():
             raise
         err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} [dim](run with --debug for the traceback)[/]",
                           highlight=False, soft_wrap=True)
-        sys.exit(1)
+        return 1
+    return 0

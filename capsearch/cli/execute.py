@@ -2,7 +2,10 @@
 
 This is the one place where the CLI starts work: every command runs its stages as
 a Prefect run of the ``pipeline`` flow (``flows.api.run``), so each CLI run shows
-up in the Prefect UI, is cached batch by batch and resumes after a crash.
+up in the Prefect UI, is cached batch by batch and resumes after a crash. The run
+goes on in a worker thread while the main thread waits and handles SIGTERM, SIGINT
+and SIGHUP (``flows.shutdown``): the run stops between batches and the command
+exits with 128 + the signal's number.
 """
 from __future__ import annotations
 
@@ -15,11 +18,19 @@ from pipeline.workspace import Workspace
 def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = None, *,
                retry_failed: bool = False, verbose: bool = False, runner: str | None = None,
                dask_address: str | None = None) -> list[StageReport]:
+    from flows import shutdown
     from flows.api import run
 
+    def stopping(signum: int) -> None:
+        console.print(f"[yellow]{shutdown.signal_name(signum)}: stopping after the batches in flight "
+                      "(finished batches are kept; send it again to stop at once)[/]", highlight=False)
+
     with rich_progress(verbose) as progress:
-        summary = run(ws, list(names) if names else None, captioners, progress=progress, retry_failed=retry_failed,
-                      runner=runner, dask_address=dask_address)
+        # In a worker thread: this thread handles stop signals (they cancel the run between batches).
+        summary = shutdown.run_cancellable(
+            lambda cancel: run(ws, list(names) if names else None, captioners, progress=progress,
+                               retry_failed=retry_failed, runner=runner, dask_address=dask_address, cancel=cancel),
+            on_stop=stopping)
     reports = [StageReport(o.stage, o.config_hash, BatchResult(o.done, o.failed, o.skipped, list(o.messages)),
                            o.seconds, o.ran, o.cached + o.unchanged) for o in summary.stages]
     for r in reports:
@@ -27,4 +38,5 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
             console.print(f"[yellow]{r.stage}: {r.result.failed} items failed (see `capsearch status`)[/]")
     if summary.status == "cancelled":
         console.print("[yellow]run cancelled; finished batches are kept in the store[/]")
+    shutdown.raise_if_stopped()   # a stop signal ends the command here, with its exit code
     return reports

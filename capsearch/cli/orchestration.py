@@ -64,6 +64,7 @@ def server(
 ) -> None:
     """Start Prefect's server and UI; capsearch runs started while it is up report to it."""
     from flows.server import check_host, start_server
+    from pipeline.errors import CapsearchError
 
     warning = check_host(host, allow_remote)
     if warning:
@@ -74,10 +75,12 @@ def server(
     console.print(f"capsearch runs now report to it; server log: {handle.log}. Ctrl-C stops it.", highlight=False)
     try:
         handle.process.wait()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # Ctrl-C, SIGTERM or SIGHUP (flows.shutdown.Stopped): stop the server, then exit
         console.print("stopping the Prefect server ...")
+        raise
     finally:
         handle.stop()
+    raise CapsearchError(f"the Prefect server exited with code {handle.process.returncode}; see {handle.log}")
 
 
 @contextmanager
@@ -121,11 +124,9 @@ def serve(
             sched = d.schedules[0].schedule
             console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]: cron '{sched.cron}' ({sched.timezone}), "
                           f"workspace {ws.root}", highlight=False)
-        console.print(f"Prefect UI: {url.removesuffix('/api')}  - serving; Ctrl-C stops", highlight=False)
-        try:
-            serve_deployments(deployments)
-        except KeyboardInterrupt:
-            console.print("stopped serving")
+        serve_deployments(deployments, on_ready=lambda: console.print(
+            f"Prefect UI: {url.removesuffix('/api')}  - serving; Ctrl-C stops", highlight=False))
+        console.print("stopped serving")
 
 
 def register(app: typer.Typer) -> None:

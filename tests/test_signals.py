@@ -1,0 +1,287 @@
+"""Real processes, real signals: SIGTERM, SIGINT, SIGHUP and SIGKILL of `capsearch run`, a product stage,
+`capsearch tui` in tmux and `capsearch server`.
+
+Each command runs as a subprocess the way a user starts it, with no Prefect server configured, so it starts
+its own temporary one (the process that used to outlive a killed capsearch). Every process a test starts
+carries a tag in its environment (``process_tag``), so "nothing is left" means nothing of *this* test,
+wherever init re-parented it. After a stop the next run must compute only what was missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from flows.api import run
+from pipeline.datasets.demo import generate_demo_world
+from tests.fixtures.workspaces import make_workspace
+from tests.test_flows_support import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
+                                      spec)
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 8
+N_TARGETS = 30
+# A user's shell delivers Ctrl-C and hang-ups; a test runner started as a background job has SIGINT ignored,
+# and an ignored signal stays ignored across exec (as it should: that is what nohup relies on). Start the
+# command with the stop signals at their defaults, as a terminal would.
+SHIM = ("import os, signal, sys\n"
+        "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_DFL)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'capsearch', *sys.argv[1:]])\n")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("signals-world")
+    generate_demo_world(root, n_images=N_IMAGES, seed=7)
+    return root
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory):
+    """A Prefect home of its own for the commands under test, migrated once (what `capsearch init` does)."""
+    home = tmp_path_factory.mktemp("signals-prefect")
+    env = {**_without_prefect(os.environ), "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", "from flows.setup import prepare_prefect; prepare_prefect()"],
+                   env=env, cwd=REPO, check=True, timeout=300, capture_output=True)
+    return home
+
+
+def _without_prefect(env) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith("PREFECT_")}
+
+
+@pytest.fixture
+def command_env(prefect_home, process_tag, tmp_path):
+    """The environment of a user's shell: no Prefect server configured, one task thread (batches in order)."""
+    return process_tag.env({**_without_prefect(os.environ), "PREFECT_HOME": str(prefect_home),
+                            "PYTHONPATH": str(REPO), "CAPSEARCH_HOME": str(tmp_path), "COLUMNS": "120",
+                            "CAPSEARCH_FLOW_THREADS": "1"})
+
+
+@pytest.fixture
+def ingested(world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(world, N_TARGETS), orchestration={"batch_size": BATCH})
+    run(ws, ["ingest"])
+    return ws
+
+
+def start(env: dict[str, str], out: Path, *args: str) -> subprocess.Popen[bytes]:
+    with open(out, "wb") as sink:
+        return subprocess.Popen([sys.executable, "-c", SHIM, *args], cwd=REPO, env=env, stdout=sink,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[bytes] | None, out: Path | None, what: str,
+               timeout: float = 180, show: Callable[[], str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            log = out.read_text(errors="replace")[-3000:] if out else ""
+            pytest.fail(f"the command ended (code {proc.returncode}) before {what}:\n{log}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}" + (f"; the screen:\n{show()}" if show else ""))
+        time.sleep(0.05)
+
+
+def temporary_servers(process_tag, parent: int) -> list:
+    return [p for p in process_tag.tagged() if p.ppid == parent and "prefect.server.api.server:create_app" in p.command]
+
+
+def one_photo_batches(world: Path, root: Path):
+    """A workspace ready for `caption --captioner knn-consensus`, one photo per batch (so it takes a while)."""
+    ws = make_workspace(root, data=demo_data(world, N_TARGETS), orchestration={"batch_size": 1, "cheap_batch_size": 1},
+                        captioners={"enabled": ["knn-consensus"], "knn-consensus": {"batch_size": 1}})
+    run(ws, ["ingest", "embed-images", "neighbours"])
+    return ws
+
+
+def knn_captions(ws) -> dict[str, tuple[str, float]]:
+    """image id -> (caption, when it was written) of the knn-consensus captioner."""
+    rows = ws.store.conn.execute("SELECT image_id, text, created_at FROM captions WHERE captioner='knn-consensus'")
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def latest_stage_run(ws, stage: str) -> dict:
+    return ws.store.stage_runs(stage, limit=1)[0]
+
+
+def flow_run_state(prefect_home: Path, flow_run_id: str) -> str:
+    with sqlite3.connect(prefect_home / "prefect.db") as conn:
+        row = conn.execute("SELECT state_type FROM flow_run WHERE id=?", (flow_run_id,)).fetchone()
+    return row[0] if row else ""
+
+
+def assert_resumes_with_only_the_missing_batches(ws, kept: dict[str, str]) -> None:
+    label = SlowRowsStage.name
+    summary = run(ws, [spec(SlowRowsStage)])
+    outcome = summary.stage(label)
+    assert summary.status == "completed"
+    assert outcome.done == N_IMAGES - len(kept)
+    assert outcome.ran == (N_IMAGES - len(kept)) // BATCH
+    assert outcome.cached + outcome.unchanged == len(kept) // BATCH
+    assert sorted(outputs(ws, label)) == ws.store.image_ids()
+    assert set(computed(ws, label).values()) == {1}, "no photo was computed twice"
+
+
+# -- capsearch run --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: signal.Signals(s).name)
+def test_a_stop_signal_ends_a_run_cleanly_and_the_next_run_computes_only_the_rest(
+        sig, ingested, command_env, process_tag, prefect_home, tmp_path):
+    ws, label = ingested, SlowRowsStage.name
+    out = tmp_path / "run.log"
+    proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
+    wait_until(lambda: len(outputs(ws, label)) >= 2 * BATCH, proc, out, "two batches were done")
+    assert temporary_servers(process_tag, proc.pid), f"no temporary Prefect server under capsearch: {process_tag.tagged()}"
+
+    proc.send_signal(sig)
+    code = proc.wait(timeout=120)
+    log = out.read_text(errors="replace")
+    assert code == 128 + sig, log
+    assert process_tag.wait_gone(10) == [], "processes of the run outlived it"
+    name = signal.Signals(sig).name
+    assert f"{name}: stopping after the batches in flight" in log and f"stopped by {name} (exit code {code})" in log
+
+    kept = outputs(ws, label)
+    assert 2 * BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "whole batches kept, the rest not started"
+    stage_run = latest_stage_run(ws, label)
+    assert stage_run["status"] == "cancelled" and stage_run["done"] == len(kept)
+    assert flow_run_state(prefect_home, stage_run["flow_run_id"]) == "CANCELLED"
+    assert_resumes_with_only_the_missing_batches(ws, kept)
+
+
+def test_a_second_signal_abandons_the_batch_in_flight_and_exits_at_once(ingested, command_env, process_tag,
+                                                                        prefect_home, tmp_path):
+    ws, label = ingested, StuckRowsStage.name
+    out = tmp_path / "run.log"
+    proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(StuckRowsStage))
+    wait_until(lambda: ws.store.get_meta(StuckRowsStage.started_key) is not None, proc, out, "a batch started")
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the first signal waits for the batch in flight"
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    code = proc.wait(timeout=30)
+    assert code == 128 + signal.SIGTERM and time.monotonic() - t0 < 15, "it did not wait for the 60 s batch"
+    assert process_tag.wait_gone(10) == []
+    assert "SIGTERM again: stopping now" in out.read_text(errors="replace")
+    stage_run = latest_stage_run(ws, label)
+    assert stage_run["status"] == "cancelled" and "abandoned on a second SIGTERM" in stage_run["message"]
+    assert flow_run_state(prefect_home, stage_run["flow_run_id"]) == "CANCELLED"
+    assert outputs(ws, label) == {}, "the abandoned batch wrote nothing"
+
+
+def test_sigkill_of_a_run_takes_its_temporary_server_along(ingested, command_env, process_tag, tmp_path):
+    ws, label = ingested, SlowRowsStage.name
+    out = tmp_path / "run.log"
+    proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
+    wait_until(lambda: len(outputs(ws, label)) >= BATCH, proc, out, "a batch was done")
+    assert temporary_servers(process_tag, proc.pid), "the run uses a temporary Prefect server"
+    proc.kill()
+    proc.wait(timeout=30)
+    alive = process_tag.wait_gone(8)
+    assert alive == [], f"still running 8 s after SIGKILL of capsearch: {[str(p) for p in alive]}"
+
+
+def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(world, tmp_path, prefect_harness,
+                                                                            command_env, process_tag):
+    ws = one_photo_batches(world, tmp_path / "ws")
+    captions = lambda: knn_captions(ws)  # noqa: E731
+    out = tmp_path / "caption.log"
+    proc = start(command_env, out, "-w", str(ws.root), "caption", "--captioner", "knn-consensus")
+    wait_until(lambda: len(captions()) >= 3, proc, out, "three photos were captioned")
+    proc.kill()
+    proc.wait(timeout=30)
+    assert process_tag.wait_gone(8) == []
+    before = captions()
+    assert 3 <= len(before) < N_TARGETS, "killed in the middle of the stage"
+
+    summary = run(ws, ["caption"], ["knn-consensus"])
+    outcome = summary.stage("caption:knn-consensus")
+    assert outcome.done == N_TARGETS - len(before) and outcome.ran == N_TARGETS - len(before)
+    after = captions()
+    assert sorted(after) == sorted(ws.store.image_ids("target"))
+    assert {i: after[i] for i in before} == before, "captions made before the kill were not made again"
+
+
+# -- capsearch tui --------------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
+def test_closing_the_tmux_session_stops_the_tui_run_cleanly(world, tmp_path, prefect_harness, command_env,
+                                                              process_tag):
+    """`tmux kill-session` (a dropped SSH session) sends SIGHUP: the run stops between batches, nothing is left."""
+    ws = one_photo_batches(world, tmp_path / "ws")
+    tag_env = " ".join(f"{k}={v}" for k, v in command_env.items()
+                       if k in ("PREFECT_HOME", "PYTHONPATH", "CAPSEARCH_FLOW_THREADS", "CAPSEARCH_TEST_PROCESS_TAG"))
+    sock = f"capsearch-signals-{os.getpid()}"
+    tm = lambda *a: subprocess.run(["tmux", "-L", sock, *a], capture_output=True, text=True, timeout=30)  # noqa: E731
+    pane = lambda: tm("capture-pane", "-p", "-t", "tui").stdout  # noqa: E731
+    env = _without_prefect(os.environ)
+    subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "100", "-y", "30",
+                    f"cd '{REPO}' && env {tag_env} '{sys.executable}' -c \"{SHIM}\" -w '{ws.root}' tui"],
+                   env=env, check=True, timeout=30)
+    try:
+        wait_until(lambda: "caption:knn-consensus" in pane(), None, None, "the pipeline screen", 90, pane)
+        for _ in range(4):
+            tm("send-keys", "-t", "tui", "Down")
+            time.sleep(0.2)
+        tm("send-keys", "-t", "tui", "r")
+        wait_until(lambda: "run: caption for knn-consensus" in pane(), None, None, "the caption run to start", 30, pane)
+        wait_until(lambda: len(knn_captions(ws)) >= 2, None, None, "two photos captioned", 180, pane)
+        [tui] = [p for p in process_tag.tagged() if p.command.endswith(" tui")]
+        assert temporary_servers(process_tag, tui.pid), "the TUI's run uses a temporary Prefect server"
+        tm("kill-session", "-t", "tui")
+        alive = process_tag.wait_gone(60)
+        assert alive == [], f"left after the session closed: {[str(p) for p in alive]}"
+    finally:
+        tm("kill-server")
+    before = knn_captions(ws)
+    assert 2 <= len(before) < N_TARGETS, "the run stopped in the middle of the stage"
+    assert latest_stage_run(ws, "caption")["status"] == "cancelled"
+    outcome = run(ws, ["caption"], ["knn-consensus"]).stage("caption:knn-consensus")
+    assert outcome.done == N_TARGETS - len(before)
+
+
+# -- capsearch server -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: signal.Signals(s).name)
+def test_stopping_capsearch_server_stops_prefect_server(sig, command_env, process_tag, prefect_home, tmp_path):
+    from flows.setup import free_port
+
+    port = free_port()
+    out = tmp_path / "server.log"
+    proc = start(command_env, out, "server", "--port", str(port))
+    wait_until(lambda: "Prefect UI:" in out.read_text(errors="replace"), proc, out, "the server to answer")
+    children = [p for p in process_tag.tagged() if p.ppid == proc.pid]
+    assert any("prefect server start" in p.command for p in children), children
+    record = prefect_home / "capsearch-server.json"
+    assert record.exists()
+
+    proc.send_signal(sig)
+    code = proc.wait(timeout=60)
+    alive = process_tag.wait_gone(15)
+    assert alive == [], f"left after {signal.Signals(sig).name}: {[str(p) for p in alive]}"
+    if sig != signal.SIGKILL:
+        assert code == 128 + sig
+        assert not record.exists(), "the server record is removed with the server"
+
+
+def test_sigterm_stops_capsearch_serve_and_the_server_it_started(ingested, command_env, process_tag, tmp_path):
+    out = tmp_path / "serve.log"
+    proc = start(command_env, out, "-w", str(ingested.root), "serve")
+    wait_until(lambda: "serving; Ctrl-C stops" in out.read_text(errors="replace"), proc, out, "serve to be serving",
+               timeout=240)
+    assert any("prefect server start" in p.command for p in process_tag.tagged() if p.ppid == proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=90)
+    log = out.read_text(errors="replace")
+    assert code == 128 + signal.SIGTERM and "stopped by SIGTERM" in log, log
+    assert "stopped serving" in log, "the runner stopped, then the command went on to stop the server"
+    alive = process_tag.wait_gone(15)
+    assert alive == [], f"left after SIGTERM: {[str(p) for p in alive]}"
