@@ -1,5 +1,7 @@
 """Reports of an evaluation in ``<workspace>/reports/``: ``metrics.json``, ``metrics.csv``, PNG charts, and a
-self-contained HTML page ``report-<eval hash>.html`` (also copied to the stable ``index.html``)."""
+self-contained HTML page ``report-<eval hash>.html`` (also copied to the stable ``index.html``).
+
+Every file is replaced atomically (``pipeline.atomic``): a reader, or a crash, sees the old file or the new one."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,10 +60,12 @@ def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgres
     """Write every report file for one evaluation and return their paths."""
     from pipeline.reports.charts import mrr_chart, recall_chart
     from pipeline.reports.html import Thumbnails, render_page
+    from pipeline.atomic import remove_stale_temps, write_text
     from pipeline.reports.tables import write_metrics_csv, write_metrics_json
 
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
     paths = ReportPaths(write_metrics_json(result, out / "metrics.json"), write_metrics_csv(result, out / "metrics.csv"))
     charts = {"Recall@K": recall_chart(result, out / "recall_at_k.png"), "MRR": mrr_chart(result, out / "mrr.png")}
     paths.charts = [out / "recall_at_k.png", out / "mrr.png"]
@@ -74,7 +78,5 @@ def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgres
     paths.html = out / f"report-{result.eval_hash}.html"
     paths.index = out / "index.html"
     for target in (paths.html, paths.index):
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(target)
+        write_text(target, page)
     return paths

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import atomic_write, write_text
 from pipeline.evaluation import EvaluationResult, json_safe
 
 CSV_COLUMNS = ("method", "query_kind", "metric", "value", "ci_low", "ci_high", "n_queries", "missing_targets",
@@ -37,12 +38,11 @@ def evaluation_json(result: EvaluationResult) -> dict[str, Any]:
 
 
 def write_metrics_json(result: EvaluationResult, path: Path) -> Path:
-    path.write_text(json.dumps(evaluation_json(result), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    return write_text(path, json.dumps(evaluation_json(result), indent=2, allow_nan=False) + "\n")
 
 
 def write_metrics_csv(result: EvaluationResult, path: Path) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for rec in metric_records(result):
