@@ -14,9 +14,10 @@ file it names, and checks it: same generation as the store, the file's size, hea
 and sha256 as the manifest says, as many ids as rows and as the store has vectors. Anything
 else (stale, truncated, empty, shuffled, unreadable, or a manifest and a data file of
 different generations) is rebuilt from the store, with a notice unless it was merely stale.
-A writer that replaces a snapshot while a reader reads it removes only data files two
-generations old, and a reader whose data file vanished before it opened it reads the
-manifest again, so readers always get one consistent generation.
+A writer that replaces a snapshot while a reader reads it removes only older data files (it
+keeps its own, the one the manifest named before and the newest others), a reader that has
+mapped a data file keeps it even if it is removed, and a reader whose data file vanished
+before it opened it reads the manifest again: readers always get one consistent generation.
 """
 from __future__ import annotations
 
@@ -41,9 +42,13 @@ DTYPE = np.dtype("<f4")
 _NAME_RE = re.compile(r"[^A-Za-z0-9._-]+")
 _CHUNK = 1 << 22
 _OPEN_ATTEMPTS = 8
-# A writer removes data files of other generations only once they are this old: a concurrent writer
-# may have just renamed one into place and be about to write the manifest that names it.
-GRACE_SECONDS = 60.0
+# A writer keeps this many of the newest data files besides the one it wrote and the one the manifest
+# named before: a concurrent writer may have just renamed one into place and be about to write the
+# manifest that names it.
+KEEP_NEWEST = 2
+# A data file without a manifest is a writer's leftover (a crash, a lost file) once it is this old;
+# younger, a concurrent writer is about to write its manifest.
+ORPHAN_SECONDS = 5.0
 # (path, inode, size, mtime_ns) -> sha256 of files this process already checked
 _verified: dict[tuple[str, int, int, int], str] = {}
 
@@ -160,17 +165,17 @@ def write_snapshot(store: "Store", space: str) -> "Snapshot":
 
 
 def _remove_old(files: SnapshotFiles, keep: set[str | None]) -> None:
-    """Remove data files of older generations (past the grace time) and the first format's files."""
-    import time
-
-    now = time.time()
-    for old in files.data_files():
+    """Remove data files of older generations and the first format's files."""
+    dated = []
+    for path in files.data_files():
         try:
-            young = now - old.stat().st_mtime < GRACE_SECONDS
+            dated.append((path.stat().st_mtime_ns, path.name, path))
         except OSError:
             continue
-        if old.name not in keep and not young:
-            _unlink(old)
+    newest = {name for _, name, _ in sorted(dated, reverse=True)[:KEEP_NEWEST]}
+    for _, name, path in dated:
+        if name not in keep and name not in newest:
+            _unlink(path)
     for old in files.legacy:
         _unlink(old)
     fsync_dir(files.folder)
@@ -258,6 +263,20 @@ def _open_checked(files: SnapshotFiles, m: dict[str, Any], dim: int, count: int)
     return Snapshot(m.get("space", ""), generation, ids, mat, path)
 
 
+def _orphaned(files: SnapshotFiles) -> bool:
+    """Data files without a manifest that no writer is about to name (not just renamed into place)."""
+    import time
+
+    now = time.time()
+    for path in files.data_files():
+        try:
+            if now - path.stat().st_mtime > ORPHAN_SECONDS:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def load_snapshot(store: "Store", space: str, notice: Callable[[str], None]) -> Snapshot:
     """The space's vectors through its snapshot: checked, and rebuilt from the store when it cannot be trusted."""
     files = files_for(store, space)
@@ -266,8 +285,7 @@ def load_snapshot(store: "Store", space: str, notice: Callable[[str], None]) -> 
         try:
             m = _read_manifest(files.manifest)
             if m is None:
-                orphans = files.data_files()
-                if orphans and not any(p.exists() for p in files.legacy):
+                if _orphaned(files):
                     notice(f"snapshot {files.manifest.name} is missing; rebuilt {space} from the store")
                 return write_snapshot(store, space)
             if m.get("generation") != generation or m.get("space") != space:
