@@ -574,6 +574,10 @@ class Store:
                 [(i, n, t) for i, texts in captions.items() for n, t in enumerate(texts)],
             )
 
+    def reference_caption_counts(self) -> dict[str, int]:
+        """image id -> how many reference captions are stored for it."""
+        return dict(self.conn.execute("SELECT image_id, COUNT(*) FROM reference_captions GROUP BY image_id").fetchall())
+
     def reference_captions(self, ids: Sequence[str] | None = None, split: str | None = None) -> dict[str, list[str]]:
         sql = "SELECT rc.image_id, rc.text FROM reference_captions rc"
         args: list[Any] = []

@@ -1,9 +1,10 @@
 """Ingest: read the data set, check every photo, store images and reference captions, assign splits.
 
 A photo is done when the store holds it as it is on disk (same size and mtime as recorded)
-*with* the reference captions the data set gives it now (``images.captions_hash``): a batch
-commits photos, captions and problems together, and a photo whose captions went missing or
-changed is ingested again. An unchanged file is not read again: only its captions are
+*with* the reference captions the data set gives it now (``images.captions_hash`` and the
+number of caption rows): a batch commits photos, captions and problems together, and a photo
+whose captions went missing (a store written before batches were one transaction) or changed
+is ingested again. An unchanged file is not read again: only its captions are
 rewritten.
 """
 from __future__ import annotations
@@ -91,10 +92,14 @@ class IngestStage(Stage):
     def done_items(self) -> set[str]:
         """Photos committed as they are on disk, with the reference captions the data set gives them now."""
         by_id = self._by_id()
+        with self.store.read():
+            records = self.store.file_records()
+            stored_captions = self.store.reference_caption_counts()
         done = set()
-        for image_id, record in self.store.file_records().items():
+        for image_id, record in records.items():
             item = by_id.get(image_id)
             if (item is not None and record.captions_hash == captions_hash(item.captions)
+                    and stored_captions.get(image_id, 0) == len(item.captions)
                     and _same_file(record, self._stat(image_id))):
                 done.add(image_id)
         return done
