@@ -2,8 +2,8 @@
 
 ``atomic_write`` writes to a temporary file in the same folder (a unique name holding the
 writer's pid), flushes and fsyncs it, renames it over the target and fsyncs the folder. A
-crash before the rename leaves the old file and a temporary file that ``remove_stale_temps``
-deletes once its writer is dead; a crash after it leaves the new file. A full disk (or a
+crash before the rename leaves the old file and a temporary file that the next write in that
+folder deletes (``remove_stale_temps``: its writer is dead); a crash after it leaves the new file. A full disk (or a
 file size limit) raises ``DiskFullError`` naming the target, with the temporary file removed.
 """
 from __future__ import annotations
@@ -89,6 +89,7 @@ def atomic_write(target: str | Path, mode: str = "wb", encoding: str | None = No
                  newline: str | None = None) -> Iterator[IO]:
     """Open a temporary file for writing; on success it replaces ``target`` atomically and durably."""
     target = Path(target)
+    remove_stale_temps(target.parent)
     tmp = temp_path(target)
     try:
         with open(tmp, mode, encoding=encoding, newline=newline) as fh:

@@ -680,14 +680,11 @@ class Store:
         mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
         return [r[0] for r in rows], mat.astype(np.float32, copy=True)
 
-    def space_state(self, space: str) -> tuple[str, int, int]:
-        """(generation, dim, number of vectors) of a space, read together ('' and zeros when it does not exist)."""
-        with self.read() as c:
-            row = c.execute("SELECT dim, COALESCE(generation, 'v' || version) FROM spaces WHERE space=?", (space,)).fetchone()
-            if row is None:
-                return "", 0, 0
-            n = c.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
-            return row[1], row[0], n
+    def space_state(self, space: str) -> tuple[str, int]:
+        """(generation, dim) of a space ('' and 0 when it does not exist). Cheap: no scan of the vectors."""
+        row = self.conn.execute("SELECT dim, COALESCE(generation, 'v' || version) FROM spaces WHERE space=?",
+                                (space,)).fetchone()
+        return ("", 0) if row is None else (row[1], row[0])
 
     def vectors_with_generation(self, space: str) -> tuple[str, list[str], Any]:
         """(generation, keys, matrix) of a whole space from one consistent read (what a snapshot holds)."""

@@ -60,12 +60,11 @@ def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgres
     """Write every report file for one evaluation and return their paths."""
     from pipeline.reports.charts import mrr_chart, recall_chart
     from pipeline.reports.html import Thumbnails, render_page
-    from pipeline.atomic import remove_stale_temps, write_text
+    from pipeline.atomic import write_text
     from pipeline.reports.tables import write_metrics_csv, write_metrics_json
 
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
     paths = ReportPaths(write_metrics_json(result, out / "metrics.json"), write_metrics_csv(result, out / "metrics.csv"))
     charts = {"Recall@K": recall_chart(result, out / "recall_at_k.png"), "MRR": mrr_chart(result, out / "mrr.png")}
     paths.charts = [out / "recall_at_k.png", out / "mrr.png"]
