@@ -33,7 +33,6 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pipeline.errors import DiskFullError, StoreError
 from pipeline.run_owner import current_owner, owner_state
 
-
 SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
@@ -522,10 +521,6 @@ class Store:
         """id -> what the last ingest recorded (to skip unchanged files and to see what was committed)."""
         return {r[0]: FileRecord(r[1], r[2], r[3], r[4])
                 for r in self.conn.execute("SELECT id, file_size, file_mtime, sha256, captions_hash FROM images")}
-
-    def file_stats(self) -> dict[str, tuple[int | None, float | None, str]]:
-        """id -> (size, mtime, sha256) as recorded at the last ingest."""
-        return {i: (r.size, r.mtime, r.sha256) for i, r in self.file_records().items()}
 
     def set_splits(self, splits: dict[str, str | None]) -> None:
         with self.transaction() as c:
