@@ -105,7 +105,7 @@ def test_status_on_a_fresh_workspace_writes_nothing(home, capsys):
     assert not (home / "data" / "demo").exists()
 
 
-@pytest.mark.parametrize("argv", [["status"], ["search", "a dog"], ["run"], ["queries"], ["embed-images"]])
+@pytest.mark.parametrize("argv", [["status"], ["search", "a dog"], ["run"], ["queries"], ["embed-images"], ["tui"]])
 def test_commands_refuse_a_workspace_that_does_not_exist(home, capsys, argv):
     """A mistyped -w names the path and how to create a workspace; nothing is created there."""
     typo = home / "outputs" / "dmeo"

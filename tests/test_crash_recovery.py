@@ -124,3 +124,18 @@ def test_runs_crashed_at_every_commit_point_end_like_a_clean_run(world, tiny_bli
     assert sum(r["status"] == "crashed" for r in runs) == len(CHAIN) - 1
     assert all(r["status"] != "running" for r in runs)
     assert list(ws.root.rglob("*.tmp")) == [], "temporary files of crashed writers are cleaned up"
+
+
+def test_a_crash_while_the_configuration_is_written_keeps_the_old_file(tmp_path, prefect_harness):
+    """capsearch.toml is replaced atomically: killed before the rename, the old file is whole, and the
+    temporary file of the dead writer is removed by the next write."""
+    ws = make_workspace(tmp_path / "ws", neighbours={"k": 7})
+    before = ws.config_path.read_text()
+    crashed = capsearch_child(ws, "init", "--force", env={cp.ENV: cp.FILE_RENAME})
+    assert crashed.returncode == cp.CRASH_EXIT_CODE, crashed.stderr[-2000:]
+    assert ws.config_path.read_text() == before
+    assert [p.name for p in ws.root.iterdir() if p.name.endswith(".tmp")] != []
+    again = capsearch_child(ws, "init", "--force")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "k = 5" in ws.config_path.read_text()
+    assert [p.name for p in ws.root.iterdir() if p.name.endswith(".tmp")] == []

@@ -20,10 +20,10 @@ from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
 from pipeline.search_service import document_space, stage_hash
-from pipeline.text_vectors import embed_missing, store_new
 from pipeline.stages.base import Batch, BatchResult, Stage
 from pipeline.stages.ingest import current_split_hash
 from pipeline.stages.vision import collection_root
+from pipeline.text_vectors import embed_missing, store_new
 
 REPORT_VERSION = 1
 USAGE_FIELDS = ("requests", "failures", "prompt_tokens", "completion_tokens")
