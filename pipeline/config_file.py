@@ -106,11 +106,26 @@ def render_config(profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_config_file(path, profile: str) -> None:
+    """Write a fresh commented capsearch.toml atomically (a crash leaves the old file or the new one)."""
+    from pathlib import Path
+
+    from pipeline.atomic import write_text
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, render_config(profile))
+
+
 def update_config_file(path, updates: dict[str, dict[str, Any]], profile: str = "lite") -> None:
-    """Set keys in a workspace's capsearch.toml, keeping its comments (the file is created if missing)."""
+    """Set keys in a workspace's capsearch.toml, keeping its comments (the file is created if missing).
+
+    The file is replaced atomically: a crash or a full disk never leaves a half-written configuration."""
     from pathlib import Path
 
     import tomlkit
+
+    from pipeline.atomic import write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,4 +135,4 @@ def update_config_file(path, updates: dict[str, dict[str, Any]], profile: str = 
             doc[section] = tomlkit.table()
         for key, value in values.items():
             doc[section][key] = value
-    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    write_text(path, tomlkit.dumps(doc))

@@ -20,3 +20,11 @@ class ModelLoadError(CapsearchError):
 
 class StoreError(CapsearchError):
     """The workspace store is missing, too new, or inconsistent."""
+
+
+class DiskFullError(CapsearchError):
+    """The disk (or a file size limit) had no room for a write; nothing half-written was kept."""
+
+    def __init__(self, path: object):
+        self.path = path
+        super().__init__(f"disk full writing {path}: free space and run again")

@@ -24,7 +24,7 @@ Evaluate embeds whatever it needs that is not stored yet: ok captions without a 
 the queries (``text/<key>/query``, ``clip-text/<key>``). Results go to the store under the
 evaluate stage's configuration hash (the *eval hash*): per-query rankings (expected rank and
 the top ``TOP_STORED`` ids and scores) and the metrics, plus a summary in store meta
-``evaluation/<eval hash>``.
+``evaluation/<eval hash>``, all three in one transaction.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.crashpoints import EVALUATE_RESULTS, crash_point
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.metrics import RankBounds, evaluate_ranks, metric_names, paired_bootstrap, rank_bounds
@@ -309,9 +310,11 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
 
     metric_rows = _metric_rows(result, bounds, sorted(set(ev.ks)), ev.n_boot, ev.seed)
     result.seconds = time.perf_counter() - t0
-    store.put_rankings(eval_hash, rankings)
-    store.put_evaluations(eval_hash, metric_rows)
-    store.set_meta(f"evaluation/{eval_hash}", json_safe(result.as_dict()))
+    with store.transaction():   # rankings, metrics and summary: one evaluation, committed together
+        store.put_rankings(eval_hash, rankings)
+        crash_point(EVALUATE_RESULTS)
+        store.put_evaluations(eval_hash, metric_rows)
+        store.set_meta(f"evaluation/{eval_hash}", json_safe(result.as_dict()))
     return result
 
 

@@ -4,9 +4,15 @@ Every output row is keyed by item id plus the hash of the configuration that mad
 it, and every write is an idempotent upsert, so re-running a batch overwrites
 rather than duplicates, and any two captioners' outputs line up by image id.
 
-Vectors are written to SQLite (transactional, batch by batch, crash-safe) and
-exported on demand to ``arrays/<space>.npy`` with ``arrays/<space>.ids.json``
-for readers that want a memory-mapped matrix (search, the TUI).
+Write protocol (docs/architecture.md, "The store's write protocol"): ``transaction()``
+is one SQLite transaction; called inside another it joins it (a savepoint), so a
+stage wraps everything one batch writes in one ``transaction()`` and it commits
+together or not at all. A full disk raises ``DiskFullError``; any other SQLite
+failure ``StoreError``: never an error of the item being computed.
+
+Vectors are written to SQLite; every write gives the space a new random
+*generation*. ``load_array`` reads a space through its checked ``.npy`` snapshot
+(``pipeline.snapshots``), rebuilding it when it is stale or damaged.
 
 Each thread gets its own connection (sqlite3 connections are not shared between
 threads); WAL mode lets a reader read while a writer writes.
@@ -14,18 +20,20 @@ threads); WAL mode lets a reader read while a writer writes.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
+import sys
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from pipeline.errors import StoreError
+from pipeline.errors import DiskFullError, StoreError
+from pipeline.run_owner import current_owner, owner_state
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -173,6 +181,17 @@ _MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX stage_runs_stage ON stage_runs(stage, started_at);
     """,
+    2: """
+    -- hash of the reference captions committed with the photo: ingest counts a photo done only with them
+    ALTER TABLE images ADD COLUMN captions_hash TEXT;
+    -- random id of a space's vectors, new at every write: names the snapshot that matches them
+    ALTER TABLE spaces ADD COLUMN generation TEXT;
+    -- the process that runs a stage run (JSON: host, pid, start): a dead owner's run is marked crashed
+    ALTER TABLE stage_runs ADD COLUMN owner TEXT;
+    UPDATE stage_runs SET status='crashed', finished_at=COALESCE(finished_at, started_at),
+        message=COALESCE(message, 'left running by an earlier capsearch (its process was not recorded)')
+        WHERE status='running';
+    """,
 }
 
 
@@ -201,6 +220,16 @@ class ImageRow:
 
 
 @dataclass(frozen=True)
+class FileRecord:
+    """What ingest recorded about a photo's file: its size and mtime then, its content hash, and the hash
+    of the reference captions committed with it (None for a photo stored before captions were hashed)."""
+    size: int | None
+    mtime: float | None
+    sha256: str
+    captions_hash: str | None
+
+
+@dataclass(frozen=True)
 class CaptionRow:
     image_id: str
     captioner: str
@@ -223,7 +252,14 @@ class Problem:
     reason: str
 
 
-_SPACE_RE = re.compile(r"[^A-Za-z0-9._-]+")
+def _rollback(conn: sqlite3.Connection, *statements: str) -> None:
+    """Undo an open transaction; a failure here (the disk is gone) must not hide the error that caused it."""
+    try:
+        for statement in statements:
+            if conn.in_transaction:
+                conn.execute(statement)
+    except sqlite3.Error:
+        pass
 
 
 def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
@@ -235,10 +271,6 @@ def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any
     return sql, args
 
 
-def space_filename(space: str) -> str:
-    return _SPACE_RE.sub("_", space)
-
-
 class Store:
     """One workspace database. Cheap to construct; connections are opened per thread on first use."""
 
@@ -246,19 +278,36 @@ class Store:
         self.root = Path(root)
         self.db_path = self.root / "capsearch.db"
         self.arrays_dir = self.root / "arrays"
-        if not self.db_path.exists() and not create:
-            raise StoreError(f"no workspace store at {self.db_path}; run `capsearch data demo` or `capsearch init` first")
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.db_path.exists():
+            if not create:
+                raise StoreError(f"no workspace at {self.root} (no capsearch.db there): create one with "
+                                 f"`capsearch init -w {self.root}` or `capsearch data demo -w {self.root}`")
+            self.root.mkdir(parents=True, exist_ok=True)
+        elif not self.db_path.is_file():
+            raise StoreError(f"{self.db_path} is not a file: choose another workspace folder")
+        else:
+            self._check_ours()
         self._local = threading.local()
+        # One line per snapshot rebuilt because it was damaged; printed to stderr unless a caller
+        # (the TUI, a test) sets its own ``on_notice``.
+        self.notices: list[str] = []
+        self.on_notice: Callable[[str], None] | None = None
         self._migrate()
 
     # -- connections -----------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=60.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=60000")
-        conn.execute("PRAGMA foreign_keys=ON")
+        try:
+            with self._errors():
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk (the WAL is fsynced) before COMMIT returns, so a batch the
+                # flow counts as done survives a power cut, not only a crash of the process
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA busy_timeout=60000")
+                conn.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            conn.close()
+            raise
         conn.row_factory = sqlite3.Row
         return conn
 
@@ -276,39 +325,156 @@ class Store:
             conn.close()
             self._local.conn = None
 
+    def notice(self, text: str) -> None:
+        self.notices.append(text)
+        if self.on_notice is not None:
+            self.on_notice(text)
+        else:
+            print(f"capsearch: {text}", file=sys.stderr, flush=True)
+
+    # -- transactions and errors ---------------------------------------------------------
+    def as_store_error(self, exc: BaseException) -> BaseException | None:
+        """The user-facing error for a failed SQLite call or write (None: not a store failure)."""
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            name = getattr(exc, "sqlite_errorname", "") or ""
+            text = " ".join(str(exc).split())
+            if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+                return DiskFullError(self.db_path)
+            if name.startswith("SQLITE_IOERR") and self._no_room():
+                return DiskFullError(self.db_path)
+            if code == sqlite3.SQLITE_NOTADB or "file is not a database" in text:
+                return StoreError(f"{self.db_path} is not a capsearch store (not an SQLite database): "
+                                  "choose another workspace folder")
+            if name in ("SQLITE_BUSY", "SQLITE_LOCKED") or "database is locked" in text:
+                return None
+            return StoreError(f"the workspace store {self.db_path} failed: {text} ({name or type(exc).__name__})")
+        if isinstance(exc, OSError):
+            from pipeline.atomic import is_disk_full
+
+            if is_disk_full(exc):
+                return DiskFullError(self.db_path)
+        return None
+
+    def _no_room(self) -> bool:
+        """After an I/O error: is the disk (or this process's file size limit) full?"""
+        import os
+        import resource
+
+        try:
+            st = os.statvfs(self.root)
+            if st.f_bavail * st.f_frsize < 4 << 20:
+                return True
+        except OSError:
+            pass
+        try:
+            limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        except (OSError, ValueError):
+            return False
+        if limit == resource.RLIM_INFINITY:
+            return False
+        sizes = [p.stat().st_size for p in (self.db_path, self.db_path.with_name(self.db_path.name + "-wal"))
+                 if p.exists()]
+        return any(size + (1 << 20) >= limit for size in sizes)
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            err = self.as_store_error(exc)
+            if err is None:
+                raise
+            raise err from exc
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; inside another one it joins it (a savepoint that rolls back alone)."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        try:
+            if depth:
+                name = f"capsearch_sp{depth}"
+                conn.execute(f"SAVEPOINT {name}")
+                try:
+                    yield conn
+                except BaseException:
+                    _rollback(conn, f"ROLLBACK TO {name}", f"RELEASE {name}")
+                    raise
+                conn.execute(f"RELEASE {name}")
+                return
+            with self._errors():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn, "ROLLBACK")
+                    raise
+        finally:
+            self._local.depth = depth
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one committed state (joins a transaction already open on this thread)."""
+        conn = self.conn
+        if conn.in_transaction:
+            yield conn
+            return
+        conn.execute("BEGIN")
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def _migrate(self) -> None:
         conn = self.conn
-        current = conn.execute("PRAGMA user_version").fetchone()[0]
+        with self._errors():
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
         if current > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.db_path} has schema version {current}, newer than this capsearch ({SCHEMA_VERSION}); upgrade capsearch"
             )
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with self.transaction():
                 # Another process may have migrated while we waited for the lock.
-                if conn.execute("PRAGMA user_version").fetchone()[0] >= version:
-                    conn.execute("COMMIT")
+                now = conn.execute("PRAGMA user_version").fetchone()[0]
+                if now >= version:
                     continue
+                if now == 0:
+                    self._refuse_foreign(conn)
                 for statement in _statements(_MIGRATIONS[version]):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={version}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+
+    def _check_ours(self) -> None:
+        """Look at an existing file read-only first: a file of another program is refused before anything
+        (even switching it to WAL) changes it."""
+        conn = None
+        try:
+            conn = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._refuse_foreign(conn)
+        except sqlite3.Error as exc:
+            err = self.as_store_error(exc)
+            if isinstance(err, StoreError) and "not an SQLite database" in str(err):
+                raise err from exc
+            # anything else (a read-only open that cannot recover the WAL, say) is left to the normal open
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """An SQLite file that holds tables but no capsearch schema belongs to something else: leave it alone."""
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        if tables:
+            shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+            raise StoreError(f"{self.db_path} is an SQLite database of another program (tables {shown}), "
+                             "not a capsearch store: choose another workspace folder")
 
     @property
     def schema_version(self) -> int:
@@ -316,40 +482,45 @@ class Store:
 
     # -- meta --------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (key, json.dumps(value)),
-        )
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value)),
+            )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
     # -- images --------------------------------------------------------------------------
-    def upsert_images(self, rows: Iterable[ImageRow | dict[str, Any]], file_stats: dict[str, tuple[int, float]] | None = None) -> int:
+    def upsert_images(self, rows: Iterable[ImageRow | dict[str, Any]], file_stats: dict[str, tuple[int, float]] | None = None,
+                      captions_hashes: dict[str, str] | None = None) -> int:
         now = time.time()
         stats = file_stats or {}
+        hashes = captions_hashes or {}
         data = []
         for r in rows:
             d = r if isinstance(r, dict) else r.__dict__
             size, mtime = stats.get(d["id"], (None, None))
             data.append((d["id"], d["path"], d["sha256"], d["width"], d["height"], d.get("split"),
-                         d.get("official_split"), size, mtime, d.get("note"), now))
+                         d.get("official_split"), size, mtime, d.get("note"), now, hashes.get(d["id"])))
         with self.transaction() as c:
             c.executemany(
-                """INSERT INTO images(id, path, sha256, width, height, split, official_split, file_size, file_mtime, note, added_at)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                """INSERT INTO images(id, path, sha256, width, height, split, official_split, file_size, file_mtime, note,
+                                      added_at, captions_hash)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
                    ON CONFLICT(id) DO UPDATE SET path=excluded.path, sha256=excluded.sha256, width=excluded.width,
                      height=excluded.height, split=COALESCE(excluded.split, images.split),
                      official_split=excluded.official_split, file_size=excluded.file_size,
-                     file_mtime=excluded.file_mtime, note=excluded.note""",
+                     file_mtime=excluded.file_mtime, note=excluded.note, captions_hash=excluded.captions_hash""",
                 data,
             )
         return len(data)
 
-    def file_stats(self) -> dict[str, tuple[int | None, float | None, str]]:
-        """id -> (size, mtime, sha256) as recorded at the last ingest (to skip unchanged files)."""
-        return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT id, file_size, file_mtime, sha256 FROM images")}
+    def file_records(self) -> dict[str, FileRecord]:
+        """id -> what the last ingest recorded (to skip unchanged files and to see what was committed)."""
+        return {r[0]: FileRecord(r[1], r[2], r[3], r[4])
+                for r in self.conn.execute("SELECT id, file_size, file_mtime, sha256, captions_hash FROM images")}
 
     def set_splits(self, splits: dict[str, str | None]) -> None:
         with self.transaction() as c:
@@ -397,6 +568,10 @@ class Store:
                 "INSERT INTO reference_captions(image_id, idx, text) VALUES (?,?,?)",
                 [(i, n, t) for i, texts in captions.items() for n, t in enumerate(texts)],
             )
+
+    def reference_caption_counts(self) -> dict[str, int]:
+        """image id -> how many reference captions are stored for it."""
+        return dict(self.conn.execute("SELECT image_id, COUNT(*) FROM reference_captions GROUP BY image_id").fetchall())
 
     def reference_captions(self, ids: Sequence[str] | None = None, split: str | None = None) -> dict[str, list[str]]:
         sql = "SELECT rc.image_id, rc.text FROM reference_captions rc"
@@ -454,9 +629,9 @@ class Store:
             if row is not None and row[0] != arr.shape[1]:
                 raise StoreError(f"vector space {space} holds dimension {row[0]}, got {arr.shape[1]}")
             c.execute(
-                "INSERT INTO spaces(space, dim, version) VALUES (?,?,1) "
-                "ON CONFLICT(space) DO UPDATE SET version=spaces.version+1",
-                (space, arr.shape[1]),
+                "INSERT INTO spaces(space, dim, version, generation) VALUES (?,?,1,?) "
+                "ON CONFLICT(space) DO UPDATE SET version=spaces.version+1, generation=excluded.generation",
+                (space, arr.shape[1], uuid.uuid4().hex),
             )
             c.executemany(
                 "INSERT INTO vectors(space, key, vec) VALUES (?,?,?) ON CONFLICT(space, key) DO UPDATE SET vec=excluded.vec",
@@ -475,6 +650,10 @@ class Store:
 
     def get_vectors(self, space: str, keys: Sequence[str] | None = None) -> tuple[list[str], Any]:
         """(keys, float32 matrix). With keys given, returns them in that order (missing ones are left out)."""
+        with self.read():
+            return self._get_vectors(space, keys)
+
+    def _get_vectors(self, space: str, keys: Sequence[str] | None) -> tuple[list[str], Any]:
         import numpy as np
 
         row = self.conn.execute("SELECT dim FROM spaces WHERE space=?", (space,)).fetchone()
@@ -496,45 +675,41 @@ class Store:
         mat = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(len(rows), dim)
         return [r[0] for r in rows], mat.astype(np.float32, copy=True)
 
+    def space_state(self, space: str) -> tuple[str, int]:
+        """(generation, dim) of a space ('' and 0 when it does not exist). Cheap: no scan of the vectors."""
+        row = self.conn.execute("SELECT dim, COALESCE(generation, 'v' || version) FROM spaces WHERE space=?",
+                                (space,)).fetchone()
+        return ("", 0) if row is None else (row[1], row[0])
+
+    def vectors_with_generation(self, space: str) -> tuple[str, list[str], Any]:
+        """(generation, keys, matrix) of a whole space from one consistent read (what a snapshot holds)."""
+        with self.read() as c:
+            row = c.execute("SELECT COALESCE(generation, 'v' || version) FROM spaces WHERE space=?", (space,)).fetchone()
+            keys, mat = self._get_vectors(space, None)
+            return (row[0] if row else "none"), keys, mat
+
     def vector_spaces(self) -> dict[str, tuple[int, int]]:
         """space -> (dim, count)."""
         out = {}
-        for space, dim in self.conn.execute("SELECT space, dim FROM spaces ORDER BY space").fetchall():
-            n = self.conn.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
-            out[space] = (dim, n)
+        with self.read():
+            for space, dim in self.conn.execute("SELECT space, dim FROM spaces ORDER BY space").fetchall():
+                n = self.conn.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
+                out[space] = (dim, n)
         return out
 
     def export_array(self, space: str) -> tuple[Path, Path]:
-        """Write arrays/<space>.npy and arrays/<space>.ids.json (skipped when already current)."""
-        import numpy as np
+        """Make sure the space's snapshot is current and sound (rebuilding it if not); returns (data file, manifest)."""
+        from pipeline.snapshots import files_for, load_snapshot
 
-        self.arrays_dir.mkdir(parents=True, exist_ok=True)
-        base = self.arrays_dir / space_filename(space)
-        npy, ids_path = base.with_suffix(".npy"), base.with_suffix(".ids.json")
-        row = self.conn.execute("SELECT version FROM spaces WHERE space=?", (space,)).fetchone()
-        version = row[0] if row else 0
-        if ids_path.exists() and npy.exists():
-            try:
-                if json.loads(ids_path.read_text())["version"] == version:
-                    return npy, ids_path
-            except (ValueError, KeyError):
-                pass
-        keys, mat = self.get_vectors(space)
-        tmp = npy.with_suffix(".tmp.npy")
-        np.save(tmp, mat)
-        tmp.replace(npy)
-        ids_tmp = ids_path.with_suffix(".tmp")
-        ids_tmp.write_text(json.dumps({"space": space, "version": version, "ids": keys}))
-        ids_tmp.replace(ids_path)
-        return npy, ids_path
+        snap = load_snapshot(self, space, self.notice)
+        return snap.path, files_for(self, space).manifest
 
     def load_array(self, space: str) -> tuple[list[str], Any]:
-        """Read a space through its .npy snapshot (memory-mapped), exporting it first if stale."""
-        import numpy as np
+        """(ids, matrix) of a space through its checked ``.npy`` snapshot (memory-mapped), rebuilt if stale or damaged."""
+        from pipeline.snapshots import load_snapshot
 
-        npy, ids_path = self.export_array(space)
-        ids = json.loads(ids_path.read_text())["ids"]
-        return ids, np.load(npy, mmap_mode="r")
+        snap = load_snapshot(self, space, self.notice)
+        return snap.ids, snap.matrix
 
     def delete_space(self, space: str) -> None:
         with self.transaction() as c:
@@ -709,18 +884,35 @@ class Store:
     # -- stage runs ------------------------------------------------------------------------------------------
     def start_stage_run(self, stage: str, config_hash: str, config: dict[str, Any] | None = None, target: str = "",
                         flow_run_id: str | None = None) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config) VALUES (?,?,?,?,?,?,?)",
-            (stage, target, config_hash, "running", time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True)),
-        )
-        return int(cur.lastrowid)
+        """Record a stage run of this process (first marking runs left ``running`` by dead processes as crashed)."""
+        with self.transaction() as c:
+            self.mark_crashed_runs()
+            cur = c.execute(
+                "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config, owner) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (stage, target, config_hash, "running", time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True),
+                 current_owner()),
+            )
+            return int(cur.lastrowid)
 
     def finish_stage_run(self, run_id: int, status: str, done: int = 0, failed: int = 0, skipped: int = 0,
                          message: str | None = None) -> None:
-        self.conn.execute(
-            "UPDATE stage_runs SET status=?, finished_at=?, done=?, failed=?, skipped=?, message=? WHERE id=?",
-            (status, time.time(), done, failed, skipped, message, run_id),
-        )
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE stage_runs SET status=?, finished_at=?, done=?, failed=?, skipped=?, message=? WHERE id=?",
+                (status, time.time(), done, failed, skipped, message, run_id),
+            )
+
+    def mark_crashed_runs(self) -> int:
+        """Mark ``running`` stage runs whose process has ended (killed, crashed, power cut) as ``crashed``."""
+        with self.transaction() as c:
+            dead = [r[0] for r in c.execute("SELECT id, owner FROM stage_runs WHERE status='running'")
+                    if owner_state(r[1]) == "dead"]
+            c.executemany(
+                "UPDATE stage_runs SET status='crashed', finished_at=?, "
+                "message=COALESCE(message, 'its process ended without finishing it') WHERE id=? AND status='running'",
+                [(time.time(), i) for i in dead])
+            return len(dead)
 
     def stage_runs(self, stage: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         sql = "SELECT * FROM stage_runs"
@@ -730,4 +922,8 @@ class Store:
             args.append(stage)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        return [dict(r) for r in self.conn.execute(sql, args)]
+        rows = [dict(r) for r in self.conn.execute(sql, args)]
+        for r in rows:  # shown as crashed at once, recorded so by the next run that starts
+            if r["status"] == "running" and owner_state(r.get("owner")) == "dead":
+                r["status"] = "crashed"
+        return rows

@@ -29,21 +29,41 @@ def clip_text_space(image_key: str) -> str:
     return f"clip-text/{image_key}"
 
 
-def text_vectors(store: "Store", space: str, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray],
-                 batch: int = 256) -> tuple[np.ndarray, int]:
-    """Vectors of ``texts`` in a store space keyed by ``hash_text``: stored ones are reused, the rest are
-    embedded (each distinct text once) and stored. Returns (matrix in the order of ``texts``, newly embedded)."""
+NewVectors = list[tuple[list[str], np.ndarray]]   # (text hashes, their vectors) per embedded chunk
+
+
+def embed_missing(store: "Store", space: str, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray],
+                  batch: int = 256) -> NewVectors:
+    """Embed the distinct texts that have no vector in the space yet (nothing is written)."""
     keys = [hash_text(t) for t in texts]
     present = store.has_vectors(space, keys)
     todo = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in present))
-    for start in range(0, len(todo), batch):
-        chunk = todo[start:start + batch]
-        store.put_vectors(space, [hash_text(t) for t in chunk], embed(chunk))
+    chunks = (todo[start:start + batch] for start in range(0, len(todo), batch))
+    return [([hash_text(t) for t in chunk], embed(chunk)) for chunk in chunks]
+
+
+def store_new(store: "Store", space: str, new: NewVectors) -> int:
+    """Write vectors from ``embed_missing`` in one transaction (joins the caller's); returns how many."""
+    if new:
+        with store.transaction():
+            for keys, vectors in new:
+                store.put_vectors(space, keys, vectors)
+    return sum(len(keys) for keys, _ in new)
+
+
+def text_vectors(store: "Store", space: str, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray],
+                 batch: int = 256) -> tuple[np.ndarray, int]:
+    """Vectors of ``texts`` in a store space keyed by ``hash_text``: stored ones are reused, the rest are
+    embedded (each distinct text once) and stored. Returns (matrix in the order of ``texts``, newly embedded).
+
+    Embedding happens before the write transaction, so the store's write lock is never held meanwhile."""
+    n_new = store_new(store, space, embed_missing(store, space, texts, embed, batch))
+    keys = [hash_text(t) for t in texts]
     if not keys:
         return np.zeros((0, 0), dtype=np.float32), 0
     found, mat = store.get_vectors(space, list(dict.fromkeys(keys)))
     row = {k: i for i, k in enumerate(found)}
-    return mat[[row[k] for k in keys]], len(todo)
+    return mat[[row[k] for k in keys]], n_new
 
 
 class StoreCachedTextEmbedder:

@@ -59,6 +59,16 @@ class Workspace:
     def exists(self) -> bool:
         return self.db_path.exists() or self.config_path.exists()
 
+    def require(self) -> "Workspace":
+        """This workspace, which must exist: only `capsearch init` and `capsearch data ...` create one."""
+        if not self.exists:
+            from pipeline.errors import StoreError
+
+            hint = "" if self.root.is_dir() else " (the folder does not exist)"
+            raise StoreError(f"no workspace at {self.root}{hint}: create one with `capsearch init -w {self.root}` "
+                             f"or `capsearch data demo -w {self.root}`, or name an existing one with -w")
+        return self
+
     @cached_property
     def config(self) -> Config:
         return load_config(self.config_path)
@@ -69,7 +79,9 @@ class Workspace:
 
     @cached_property
     def store(self) -> Store:
-        return Store(self.root)
+        """The workspace's store; created only in a workspace that has its capsearch.toml (never by a mistyped path)."""
+        self.require()
+        return Store(self.root, create=self.config_path.exists())
 
     def data_path(self) -> Path:
         return resolve_home_path(self.config.data.path)

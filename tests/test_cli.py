@@ -97,8 +97,38 @@ def test_data_demo_regenerates_only_when_settings_change(home, capsys):
 
 
 def test_status_on_a_fresh_workspace_writes_nothing(home, capsys):
+    run_cli(capsys, "init", "--workspace", str(home / "ws"))
     code, out, _ = run_cli(capsys, "status", "--json", "--workspace", str(home / "ws"))
     assert code == 0
     ingest = next(s for s in json.loads(out)["stages"] if s["stage"] == "ingest")
     assert "not generated yet" in ingest["error"] and "capsearch data demo" in ingest["error"]
     assert not (home / "data" / "demo").exists()
+
+
+@pytest.mark.parametrize("argv", [["status"], ["search", "a dog"], ["run"], ["queries"], ["embed-images"], ["tui"]])
+def test_commands_refuse_a_workspace_that_does_not_exist(home, capsys, argv):
+    """A mistyped -w names the path and how to create a workspace; nothing is created there."""
+    typo = home / "outputs" / "dmeo"
+    code, out, err = run_cli(capsys, *argv, "--workspace", str(typo))
+    assert code == 1, out + err
+    assert f"no workspace at {typo}" in err and "capsearch init" in err and "Traceback" not in err
+    assert not typo.exists() and not (home / "outputs").exists()
+
+
+def test_a_foreign_sqlite_file_is_refused_by_name(home, capsys):
+    import sqlite3
+
+    ws = home / "ws"
+    ws.mkdir()
+    with sqlite3.connect(ws / "capsearch.db") as conn:
+        conn.execute("CREATE TABLE meta (k TEXT)")
+        conn.execute("CREATE TABLE photos (id TEXT)")
+    before = (ws / "capsearch.db").read_bytes()
+    code, _, err = run_cli(capsys, "status", "--workspace", str(ws))
+    assert code == 1
+    assert "another program" in err and "meta, photos" in err and "not a capsearch store" in err
+    assert "already exists" not in err and "Traceback" not in err
+    assert (ws / "capsearch.db").read_bytes() == before   # left alone
+    (ws / "capsearch.db").write_bytes(b"not sqlite at all " * 100)
+    code, _, err = run_cli(capsys, "status", "--workspace", str(ws))
+    assert code == 1 and "not a capsearch store (not an SQLite database)" in err

@@ -44,6 +44,9 @@ def test_vision_commands_on_the_demo_world(home, capsys):
 def test_caption_names_unknown_captioners_and_needs_photos(home, capsys):
     ws = home / "ws"
     code, _, err = run_cli(capsys, "caption", "--workspace", str(ws))
+    assert code == 1 and "no workspace at" in err and "capsearch data demo" in err and not ws.exists()
+    run_cli(capsys, "init", "--workspace", str(ws))
+    code, _, err = run_cli(capsys, "caption", "--workspace", str(ws))
     assert code == 1 and "no photos in the workspace" in err and "capsearch data demo" in err
     run_cli(capsys, "--workspace", str(ws), "data", "demo", "--images", "30")
     code, _, err = run_cli(capsys, "caption", "--captioner", "no-such-captioner", "--workspace", str(ws))

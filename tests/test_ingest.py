@@ -80,3 +80,43 @@ def test_changing_seed_changes_split_but_not_the_images(flickr8k_like, workspace
     assert report.result.done == 0  # no photo checked again
     assert set(ws.store.image_ids("target")) != first
     assert ws.store.get_meta("split_hash") != h1
+
+
+def test_photos_whose_captions_were_lost_are_ingested_again_without_reading_the_files(flickr8k_like, workspace_factory):
+    """A store written before a batch was one transaction can hold photos without their captions (a crash
+    between the two commits): such photos count as missing and a run restores the captions. Files whose size
+    and mtime are unchanged are not read again (a file changed in place, same size and mtime, stays as it was)."""
+    ws = workspace_factory(data={"source": "flickr8k", "path": str(flickr8k_like["root"]), "n_targets": 8, "seed": 3})
+    _ingest(ws)
+    store = ws.store
+    expected = store.reference_captions()
+    lost = sorted(expected)[:10]
+    with store.transaction() as c:
+        c.executemany("DELETE FROM reference_captions WHERE image_id=?", [(i,) for i in lost])
+    stage = IngestStage(ws)
+    assert stage.counts().missing == 10 and set(lost).isdisjoint(stage.done_items())
+    sha = store.image(lost[0]).sha256
+    photo = flickr8k_like["root"] / "Flicker8k_Dataset" / lost[0]
+    st = photo.stat()
+    photo.write_bytes(b"\0" * st.st_size)                 # same size ...
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... same mtime: taken as unchanged
+    report = _ingest(ws)
+    assert report.result.done == 10 and report.result.failed == 0
+    assert store.reference_captions() == expected
+    assert store.image(lost[0]).sha256 == sha            # not read again
+    assert IngestStage(ws).counts().missing == 0
+
+
+def test_edited_captions_are_picked_up_by_the_next_ingest(flickr8k_like, workspace_factory):
+    ws = workspace_factory(data={"source": "flickr8k", "path": str(flickr8k_like["root"]), "n_targets": 8, "seed": 3})
+    _ingest(ws)
+    tokens = flickr8k_like["root"] / "Flickr8k.token.txt"
+    text = tokens.read_text()
+    tokens.write_text(text.replace("photo_003.jpg#2\tA ", "photo_003.jpg#2\tAn edited caption: a "))
+    try:
+        assert IngestStage(ws).counts().missing == 1
+        report = _ingest(ws)
+        assert report.result.done == 1
+        assert ws.store.reference_captions(["photo_003.jpg"])["photo_003.jpg"][2].startswith("An edited caption")
+    finally:
+        tokens.write_text(text)

@@ -126,3 +126,82 @@ def test_stage_runs_and_problems(tmp_path):
     assert [p.reason for p in store.problems()] == ["still corrupt"]
     store.clear_problems("ingest", ["a.jpg"])
     assert store.problems() == []
+
+
+def test_nested_transactions_commit_together_or_not_at_all(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.upsert_images(_images(4))                       # joins the outer transaction
+            store.replace_reference_captions({"img0000.jpg": ["a"]})
+            raise RuntimeError("crash between two writes of one batch")
+    assert store.count_images() == 0 and store.reference_captions() == {}
+    with store.transaction():
+        store.upsert_images(_images(4))
+        try:
+            with store.transaction():                              # an inner failure rolls back alone
+                store.set_meta("x", 1)
+                raise ValueError("inner")
+        except ValueError:
+            pass
+        store.set_meta("y", 2)
+    assert store.count_images() == 4 and store.get_meta("x") is None and store.get_meta("y") == 2
+
+
+def test_a_run_left_running_by_a_dead_process_is_marked_crashed_but_a_live_one_is_not(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    Store(tmp_path).close()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pipeline.store import Store; "
+         "print(Store(sys.argv[1]).start_stage_run('ingest', 'h'), flush=True); sys.stdin.read()", str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        run_id = int(child.stdout.readline())
+        store = Store(tmp_path)
+        assert store.mark_crashed_runs() == 0                      # its process is alive: still running
+        assert store.stage_runs()[0]["status"] == "running"
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert store.stage_runs()[0]["status"] == "crashed"            # shown so at once ...
+    mine = store.start_stage_run("embed-images", "h")              # ... and recorded by the next run
+    rows = {r["id"]: r for r in store.stage_runs()}
+    assert rows[run_id]["status"] == "crashed" and "ended without finishing" in rows[run_id]["message"]
+    assert rows[mine]["status"] == "running"                       # this process's own run is alive
+
+
+def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
+    import json
+
+    from pipeline.run_owner import current_owner
+
+    store = Store(tmp_path)
+    run = store.start_stage_run("ingest", "h")
+    impostor = {**json.loads(current_owner()), "start": "1"}      # our pid, another process's start time
+    store.conn.execute("UPDATE stage_runs SET owner=? WHERE id=?", (json.dumps(impostor), run))
+    assert store.mark_crashed_runs() == 1
+
+
+def test_a_store_of_schema_1_is_migrated(tmp_path):
+    from pipeline.store import _MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "capsearch.db")
+    conn.executescript(_MIGRATIONS[1])
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("INSERT INTO stage_runs(stage, config_hash, status, started_at) VALUES ('ingest', 'h', 'running', 1)")
+    conn.execute("INSERT INTO spaces(space, dim, version) VALUES ('image/x', 2, 3)")
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert store.stage_runs()[0]["status"] == "crashed"
+    assert store.space_state("image/x")[0] == "v3"                # the old counter until the next write

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -12,9 +13,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", choices=("auto", "halfcell", "unicode", "none"), default=None,
                         help="how photos are drawn (default: half-blocks under tmux, else the best available)")
     args = parser.parse_args(argv)
+    from pipeline.errors import CapsearchError
     from tui.launch import run_tui
 
-    return run_tui(args.workspace, image_mode=args.images)
+    try:
+        return run_tui(args.workspace, image_mode=args.images)
+    except CapsearchError as exc:   # e.g. no workspace at that path: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     from tui.app import CapsearchApp, default_image_mode
     from tui.quiet import TerminalIsolation, isolated_driver, route_library_logging
 
-    ws = Workspace(workspace)
+    ws = Workspace(workspace).require()   # never create a workspace at a mistyped path
     mode = image_mode or default_image_mode()
     prepare_terminal(mode)
     log_path = ws.root / "logs" / "tui.log"

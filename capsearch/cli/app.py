@@ -58,17 +58,17 @@ def init(
 ) -> None:
     """Create a workspace with a commented capsearch.toml and an empty store."""
     from pipeline.config import PROFILES
-    from pipeline.config_file import render_config
+    from pipeline.config_file import write_config_file
     from pipeline.errors import ConfigError
 
     if profile not in PROFILES:
         raise ConfigError(f"profile '{profile}' is not one of {', '.join(PROFILES)}")
-    ws = ctx.workspace(workspace)
+    ws = ctx.workspace(workspace, must_exist=False)
     ws.root.mkdir(parents=True, exist_ok=True)
     if ws.config_path.exists() and not force:
         console.print(f"[yellow]{ws.config_path} exists; left as it is (use --force to overwrite)[/]")
     else:
-        ws.config_path.write_text(render_config(profile), encoding="utf-8")
+        write_config_file(ws.config_path, profile)
         console.print(f"wrote {ws.config_path} (profile {profile})")
     ws.reload_config()
     ws.store  # creates and migrates the database
@@ -90,7 +90,7 @@ def config_show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
     """Print the effective configuration (profile defaults, file, environment) with secrets masked."""
     from pipeline.config import masked_secrets
 
-    ws = ctx.workspace(workspace)
+    ws = ctx.workspace(workspace, must_exist=False)
     cfg = ws.config
     data = cfg.model_dump(mode="json")
     secrets = masked_secrets()
@@ -133,7 +133,7 @@ def data_demo(
     from pipeline.datasets.demo import demo_world_matches, generate_demo_world
     from pipeline.workspace import resolve_home_path
 
-    ws = ctx.workspace(workspace)
+    ws = ctx.workspace(workspace, must_exist=False)
     target = path or Path(ws.config.data.path if ws.config.data.source == "demo" else "data/demo")
     root = resolve_home_path(target)
     n = images or ws.config.data.demo_images
@@ -165,7 +165,7 @@ def data_flickr8k(
     from pipeline.errors import DataError
     from pipeline.workspace import resolve_home_path
 
-    ws = ctx.workspace(workspace)
+    ws = ctx.workspace(workspace, must_exist=False)
     root = resolve_home_path(path)
     if not is_flickr8k_layout(root):
         if not download:
@@ -189,7 +189,7 @@ def data_folder(
     """Use a folder of your own photos; captioned photos form the reference DB, the rest are the targets."""
     from pipeline.config_file import update_config_file
 
-    ws = ctx.workspace(workspace)
+    ws = ctx.workspace(workspace, must_exist=False)
     update_config_file(ws.config_path, {"data": {"source": "folder", "path": str(path.expanduser().resolve()),
                                                  "captions": str(captions.expanduser().resolve()) if captions else ""}})
     ws.reload_config()
@@ -248,13 +248,12 @@ def status(
 def demo(workspace: WorkspaceOpt = None) -> None:
     """The main job on the offline demo world (what `make demo` runs): every stage, lite profile."""
     from capsearch.cli.execute import run_stages
-    from pipeline.config_file import render_config
+    from pipeline.config_file import write_config_file
     from pipeline.stages.registry import available_stages
 
-    ws = ctx.workspace(workspace)
+    ws = ctx.workspace(workspace, must_exist=False)
     if not ws.config_path.exists():
-        ws.root.mkdir(parents=True, exist_ok=True)
-        ws.config_path.write_text(render_config("lite"), encoding="utf-8")
+        write_config_file(ws.config_path, "lite")
         ws.reload_config()
     stages = available_stages()
     console.print(f"[bold]capsearch demo[/]: workspace {ws.root}, profile {ws.config.profile}, stages: {', '.join(stages)}")

@@ -41,10 +41,14 @@ def is_debug() -> bool:
     return bool(_state["debug"]) or os.environ.get("CAPSEARCH_DEBUG") == "1"
 
 
-def workspace(option: Path | None = None) -> Workspace:
-    """The workspace named on the command, else on the root command, else the default."""
+def workspace(option: Path | None = None, *, must_exist: bool = True) -> Workspace:
+    """The workspace named on the command, else on the root command, else the default.
+
+    It must exist (a clear error otherwise, and nothing is created at a mistyped path) unless the
+    command creates workspaces (`init`, `data ...`, `demo`) or only reads the configuration."""
     chosen = option or _state["workspace"]
-    return Workspace(chosen if chosen is not None else default_workspace_path())
+    ws = Workspace(chosen if chosen is not None else default_workspace_path())
+    return ws.require() if must_exist else ws
 
 
 def ingested_workspace(option: Path | None = None) -> Workspace:

@@ -67,7 +67,7 @@ def models_pull(
 
     notes: list[str] = []
     if not models:
-        ws = ctx.workspace(workspace)
+        ws = ctx.workspace(workspace, must_exist=False)   # reads the configuration only
         models, notes = models_to_pull(ws.config)
         console.print(f"profile {ws.config.profile}: {len(models)} models", highlight=False)
     for note in notes:

@@ -1,5 +1,7 @@
 """Reports of an evaluation in ``<workspace>/reports/``: ``metrics.json``, ``metrics.csv``, PNG charts, and a
-self-contained HTML page ``report-<eval hash>.html`` (also copied to the stable ``index.html``)."""
+self-contained HTML page ``report-<eval hash>.html`` (also copied to the stable ``index.html``).
+
+Every file is replaced atomically (``pipeline.atomic``): a reader, or a crash, sees the old file or the new one."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,6 +61,7 @@ def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgres
     from pipeline.reports.charts import mrr_chart, recall_chart
     from pipeline.reports.captions import caption_report
     from pipeline.reports.html import Thumbnails, render_page
+    from pipeline.atomic import write_text
     from pipeline.reports.tables import write_metrics_csv, write_metrics_json
 
     out = ws.reports_dir
@@ -77,7 +80,5 @@ def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgres
     paths.html = out / f"report-{result.eval_hash}.html"
     paths.index = out / "index.html"
     for target in (paths.html, paths.index):
-        tmp = target.with_suffix(".tmp")
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(target)
+        write_text(target, page)
     return paths

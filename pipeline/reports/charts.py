@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
+from pipeline.atomic import write_bytes
 from pipeline.evaluation import EvaluationResult
 
 K_COLOURS = ("#9ecae1", "#4292c6", "#08519c", "#08306b", "#041c40")
@@ -37,7 +38,7 @@ def _save(fig, path: Path | None) -> bytes:
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     data = buf.getvalue()
     if path is not None:
-        path.write_bytes(data)
+        write_bytes(path, data)
     return data
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import atomic_write, write_text
 from pipeline.evaluation import EvaluationResult, json_safe
 
 CSV_COLUMNS = ("method", "query_kind", "metric", "value", "ci_low", "ci_high", "n_queries", "missing_targets",
@@ -40,13 +41,12 @@ def write_metrics_json(result: EvaluationResult, path: Path, caption_metrics: di
     data = evaluation_json(result)
     if caption_metrics is not None:
         data["caption_metrics"] = caption_metrics
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def write_metrics_csv(result: EvaluationResult, path: Path, extra_records: list[dict[str, Any]] | None = None) -> Path:
     """Retrieval rows, then ``extra_records`` (the caption metrics, query_kind 'caption')."""
-    with path.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_write(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         for rec in metric_records(result) + [json_safe(r) for r in extra_records or []]:

@@ -3,8 +3,9 @@
 A stage knows which items it should produce for the current configuration
 (``items``), which of them are already in the store (``done_items``) and which
 failed (``failed_items``). Work is split into batches of item ids; ``run_batch``
-computes one batch and writes it to the store, so a run that dies loses at most
-the batch in flight. ``run_stage`` runs a stage directly; ``flows/`` runs the
+computes one batch and writes it to the store in one transaction (``commit``), so
+a run that dies loses at most the batches in flight, and ``done_items`` (what the
+store holds) is exactly what was committed. ``run_stage`` runs a stage directly; ``flows/`` runs the
 same batches as cached, retriable Prefect tasks.
 
 Every stage's ``config()`` includes the configuration hashes of the stages it
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
+from pipeline.crashpoints import BATCH_COMMITTED, crash_point
 from pipeline.hashing import hash_obj
 from pipeline.progress import ProgressCallback, StageProgress
 from pipeline.workspace import Workspace
@@ -137,7 +140,19 @@ class Stage(ABC):
 
     @abstractmethod
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
-        """Compute one batch and write it to the store (idempotent)."""
+        """Compute one batch, then write all of it inside one ``commit()`` (idempotent)."""
+
+    @contextmanager
+    def commit(self, point: str | None = None) -> Iterator[None]:
+        """Everything the batch writes inside is one transaction: all of it is committed, or none.
+
+        Compute before entering (the write lock is held inside). ``point`` names the crash-injection
+        point just before COMMIT (``pipeline.crashpoints``)."""
+        with self.store.transaction():
+            yield
+            if point is not None:
+                crash_point(point)
+        crash_point(BATCH_COMMITTED)
 
     def finalize(self, progress: StageProgress | None = None) -> None:
         """Work after every batch (e.g. exporting arrays)."""

@@ -1,18 +1,38 @@
-"""Ingest: read the data set, check every photo, store images and reference captions, assign splits."""
+"""Ingest: read the data set, check every photo, store images and reference captions, assign splits.
+
+A photo is done when the store holds it as it is on disk (same size and mtime as recorded)
+*with* the reference captions the data set gives it now (``images.captions_hash`` and the
+number of caption rows): a batch commits photos, captions and problems together, and a photo
+whose captions went missing (a store written before batches were one transaction) or changed
+is ingested again. An unchanged file is not read again: only its captions are
+rewritten.
+"""
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Sequence
 
+from pipeline.crashpoints import INGEST_BATCH, INGEST_FINALIZE, INGEST_PREPARE, crash_point
 from pipeline.datasets import Collection, load_collection
+from pipeline.hashing import hash_obj
 from pipeline.images import check_image
 from pipeline.progress import StageProgress
 from pipeline.splits import SplitItem, assign_splits, split_hash
 from pipeline.stages.base import Batch, BatchResult, Stage
-from pipeline.store import ImageRow
+from pipeline.store import FileRecord, ImageRow
 
 STAGE = "ingest"
+
+
+def captions_hash(captions: Sequence[str]) -> str:
+    """Identity of a photo's reference captions (what ``images.captions_hash`` records)."""
+    return hash_obj(list(captions))
+
+
+def _same_file(record: FileRecord | None, stat: tuple[int, float] | None) -> bool:
+    return (record is not None and stat is not None and record.size == stat[0] and record.mtime is not None
+            and abs(record.mtime - stat[1]) < 1e-6)
 
 
 class IngestStage(Stage):
@@ -42,12 +62,14 @@ class IngestStage(Stage):
             callback = progress.callback if progress is not None else None
             self._collection = load_collection(self.cfg.data, self.ws.data_path(), callback)
         col = self._collection
-        self.store.clear_problems(STAGE + "/input")
-        if col.problems:
-            self.store.record_problems(STAGE + "/input", col.problems)
-            if progress:
-                progress.message(f"{len(col.problems)} problems in the data set's caption/split files (see `capsearch status`)", "warning")
-        self.store.set_meta("collection", {"name": col.name, "root": str(col.root), "benchmark": col.benchmark})
+        with self.store.transaction():
+            self.store.clear_problems(STAGE + "/input")
+            if col.problems:
+                self.store.record_problems(STAGE + "/input", col.problems)
+            crash_point(INGEST_PREPARE)
+            self.store.set_meta("collection", {"name": col.name, "root": str(col.root), "benchmark": col.benchmark})
+        if col.problems and progress:
+            progress.message(f"{len(col.problems)} problems in the data set's caption/split files (see `capsearch status`)", "warning")
 
     def items(self) -> list[str]:
         return sorted(item.id for item in self.collection.items)
@@ -68,11 +90,17 @@ class IngestStage(Stage):
         return self._index
 
     def done_items(self) -> set[str]:
-        recorded = self.store.file_stats()
+        """Photos committed as they are on disk, with the reference captions the data set gives them now."""
+        by_id = self._by_id()
+        with self.store.read():
+            records = self.store.file_records()
+            stored_captions = self.store.reference_caption_counts()
         done = set()
-        for image_id, (size, mtime, _sha) in recorded.items():
-            stat = self._stat(image_id)
-            if stat is not None and size == stat[0] and mtime is not None and abs(mtime - stat[1]) < 1e-6:
+        for image_id, record in records.items():
+            item = by_id.get(image_id)
+            if (item is not None and record.captions_hash == captions_hash(item.captions)
+                    and stored_captions.get(image_id, 0) == len(item.captions)
+                    and _same_file(record, self._stat(image_id))):
                 done.add(image_id)
         return done
 
@@ -89,35 +117,53 @@ class IngestStage(Stage):
         return settled
 
     def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
-        return {i: repr(self._stat(i)) for i in ids}
+        by_id = self._by_id()
+        return {i: repr((self._stat(i), captions_hash(by_id[i].captions) if i in by_id else None)) for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         by_id = self._by_id()
         max_pixels = self.cfg.data.max_image_pixels
+        records = self.store.file_records()
+        stored = {r.id: r for r in self.store.images(ids=batch.ids)}
+        stats_now = {i: self._stat(i) for i in batch.ids}
+        # a file unchanged since it was committed is not read again (its captions may still need writing)
+        unchanged = {i for i in batch.ids if i in stored and _same_file(records.get(i), stats_now[i])}
+        to_check = [i for i in batch.ids if i not in unchanged]
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2))) as pool:
-            checks = list(pool.map(lambda i: check_image(by_id[i].path, max_pixels), batch.ids))
-        ok_rows, stats, captions, bad, repaired, ok_ids = [], {}, {}, [], [], []
-        for image_id, chk in zip(batch.ids, checks):
+            checks = dict(zip(to_check, pool.map(lambda i: check_image(by_id[i].path, max_pixels), to_check)))
+        ok_rows, stats, captions, hashes, bad, repaired, ok_ids = [], {}, {}, {}, [], [], []
+        for image_id in batch.ids:
             item = by_id[image_id]
-            if not chk.ok:
-                bad.append((image_id, "skipped", chk.reason))
-                continue
+            if image_id in unchanged:
+                row, stat = stored[image_id], stats_now[image_id]
+                row = ImageRow(row.id, row.path, row.sha256, row.width, row.height, None, item.official_split, row.note)
+                note = row.note
+            else:
+                chk = checks[image_id]
+                if not chk.ok:
+                    bad.append((image_id, "skipped", chk.reason))
+                    continue
+                row = ImageRow(image_id, image_id, chk.sha256, chk.width, chk.height, None, item.official_split, chk.note or None)
+                stat, note = (chk.size, chk.mtime), chk.note
             ok_ids.append(image_id)
-            ok_rows.append(ImageRow(image_id, image_id, chk.sha256, chk.width, chk.height, None, item.official_split, chk.note or None))
-            stats[image_id] = (chk.size, chk.mtime)
+            ok_rows.append(row)
+            stats[image_id] = stat
             captions[image_id] = item.captions
-            if chk.note:
-                repaired.append((image_id, "repaired", chk.note))
-        if ok_rows:
-            self.store.upsert_images(ok_rows, stats)
-            self.store.replace_reference_captions(captions)
-            self.store.clear_problems(STAGE, ok_ids)
-        if bad or repaired:
-            self.store.record_problems(STAGE, bad + repaired)
-        if bad:
-            seen = self.store.get_meta("ingest_skipped_stats", {})
-            seen.update({i: list(self._stat(i) or ()) for i, _, _ in bad})
-            self.store.set_meta("ingest_skipped_stats", seen)
+            hashes[image_id] = captions_hash(item.captions)
+            if note:
+                repaired.append((image_id, "repaired", note))
+        with self.commit():   # photos, their captions and problems: together or not at all
+            if ok_rows:
+                self.store.upsert_images(ok_rows, stats, hashes)
+                crash_point(INGEST_BATCH)
+                self.store.replace_reference_captions(captions)
+                self.store.clear_problems(STAGE, ok_ids)
+            if bad or repaired:
+                self.store.record_problems(STAGE, bad + repaired)
+            if bad:
+                seen = self.store.get_meta("ingest_skipped_stats", {})
+                seen.update({i: list(stats_now[i] or ()) for i, _, _ in bad})
+                self.store.set_meta("ingest_skipped_stats", seen)
         if progress:
             for image_id, _, reason in bad:
                 progress.message(f"skipped {image_id}: {reason}", "warning")
@@ -125,31 +171,34 @@ class IngestStage(Stage):
         return BatchResult(done=len(ok_rows), failed=len(bad))
 
     def finalize(self, progress: StageProgress | None = None) -> None:
-        col_ids = set(self.items())
-        stored = set(self.store.image_ids())
-        gone = sorted(stored - col_ids)
-        if gone:
-            self.store.delete_images(gone)
-            if progress:
-                progress.message(f"{len(gone)} photos are no longer in the collection and were removed from the index", "warning")
+        """Drop photos that left the collection and assign the split: one transaction."""
         by_id = self._by_id()
-        usable = [i for i in self.store.image_ids() if i in by_id]
+        stored = self.store.image_ids()
+        gone = sorted(set(stored) - set(by_id))
+        usable = [i for i in stored if i in by_id]
         items = [SplitItem(i, bool(by_id[i].captions), by_id[i].official_split) for i in usable]
         n_targets = self.cfg.data.n_targets
         captioned = sum(1 for i in items if i.has_captions)
+        warning = None
         if captioned and n_targets >= captioned:
             capped = max(1, captioned // 2)
-            self.store.record_problems(STAGE + "/split", [(
-                "n_targets", "warning",
-                f"data.n_targets={n_targets} leaves no reference DB among {captioned} captioned photos; used {capped}")])
+            warning = f"data.n_targets={n_targets} leaves no reference DB among {captioned} captioned photos; used {capped}"
             n_targets = capped
-        else:
-            self.store.clear_problems(STAGE + "/split")
         splits = assign_splits(items, n_targets, self.cfg.data.seed, self.cfg.data.official_test_targets)
-        self.store.set_splits(splits)
-        self.store.set_meta("split_hash", split_hash(splits))
-        self.store.set_meta("split_config", {"n_targets": n_targets, "seed": self.cfg.data.seed,
-                                             "official_test_targets": self.cfg.data.official_test_targets})
+        with self.store.transaction():
+            if gone:
+                self.store.delete_images(gone)
+            crash_point(INGEST_FINALIZE)
+            if warning:
+                self.store.record_problems(STAGE + "/split", [("n_targets", "warning", warning)])
+            else:
+                self.store.clear_problems(STAGE + "/split")
+            self.store.set_splits(splits)
+            self.store.set_meta("split_hash", split_hash(splits))
+            self.store.set_meta("split_config", {"n_targets": n_targets, "seed": self.cfg.data.seed,
+                                                 "official_test_targets": self.cfg.data.official_test_targets})
+        if gone and progress:
+            progress.message(f"{len(gone)} photos are no longer in the collection and were removed from the index", "warning")
 
 
 def current_split_hash(store) -> str:

@@ -15,13 +15,15 @@ import threading
 from typing import Any
 
 from pipeline.backends import QueryRequest, QueryResult
+from pipeline.crashpoints import EMBED_CAPTIONS_BATCH, QUERIES_BATCH, REPORT_FILES, crash_point
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
-from pipeline.search_service import document_space, stage_hash, text_vectors
+from pipeline.search_service import document_space, stage_hash
 from pipeline.stages.base import Batch, BatchResult, Stage
 from pipeline.stages.ingest import current_split_hash
 from pipeline.stages.vision import collection_root
+from pipeline.text_vectors import embed_missing, store_new
 
 REPORT_VERSION = 1
 USAGE_FIELDS = ("requests", "failures", "prompt_tokens", "completion_tokens")
@@ -79,7 +81,9 @@ class EmbedCaptionsStage(Stage):
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         captions = self._captions()
         texts = [captions[i] for i in batch.ids if i in captions]
-        _, n_new = text_vectors(self.store, self.space, texts, self.embedder.embed_documents)
+        new = embed_missing(self.store, self.space, texts, self.embedder.embed_documents)
+        with self.commit(EMBED_CAPTIONS_BATCH):
+            n_new = store_new(self.store, self.space, new)
         gone = len(batch.ids) - len(texts)
         if progress:
             if gone:
@@ -166,9 +170,10 @@ class QueriesStage(Stage):
                     "prompt_tokens": res.prompt_tokens if n == 0 else 0,
                     "completion_tokens": res.completion_tokens if n == 0 else 0,
                 })
-        self.store.put_queries(self.config_hash(), rows)
+        with self.commit(QUERIES_BATCH):   # the queries and their token use together
+            self.store.put_queries(self.config_hash(), rows)
+            self._add_usage(results)
         failed = [r for r in results if r.error is not None]
-        self._add_usage(results)
         if progress:
             for r in failed:
                 progress.message(r.error or f"image {r.image_id}: failed", "warning")
@@ -188,13 +193,13 @@ class QueriesStage(Stage):
         batch = {"requests": len(results), "failures": sum(r.error is not None for r in results),
                  "prompt_tokens": sum(r.prompt_tokens for r in results),
                  "completion_tokens": sum(r.completion_tokens for r in results)}
-        with self._lock:
-            for k in USAGE_FIELDS:
-                self._run[k] += batch[k]
         key = f"queries/usage/{self.config_hash()}"
         with self.store.transaction():
             total = self.store.get_meta(key) or {}
             self.store.set_meta(key, self._usage({k: total.get(k, 0) + batch[k] for k in USAGE_FIELDS}))
+        with self._lock:
+            for k in USAGE_FIELDS:
+                self._run[k] += batch[k]
 
     def finalize(self, progress: StageProgress | None = None) -> None:
         if not self._run["requests"]:
@@ -228,7 +233,11 @@ class EvaluateStage(_WholeStage):
         return [f"{m}/{k}" for m in plan.methods for k in plan.kinds]
 
     def done_items(self) -> set[str]:
-        return {f"{r['method']}/{r['query_kind']}" for r in self.store.evaluations(self.config_hash())}
+        """Method/kind pairs of a stored evaluation: its metrics *and* its summary (written together)."""
+        eval_hash = self.config_hash()
+        if self.store.get_meta(f"evaluation/{eval_hash}") is None:
+            return set()
+        return {f"{r['method']}/{r['query_kind']}" for r in self.store.evaluations(eval_hash)}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         from pipeline.evaluation import evaluation_plan, run_evaluation
@@ -265,11 +274,13 @@ class ReportStage(_WholeStage):
         result = load_evaluation(self.ws, eval_hash)
         if result is None:
             raise CapsearchError("no evaluation for the current configuration: run `capsearch evaluate` first")
-        paths = write_report(self.ws, result, progress)
-        self.store.set_meta(f"report/{self.config_hash()}", {"files": [str(p) for p in paths.all()],
-                                                             "html": str(paths.html)})
-        self.store.set_meta("report/latest", {"files": [str(p) for p in paths.all()], "html": str(paths.html),
-                                              "eval_hash": eval_hash})
+        paths = write_report(self.ws, result, progress)   # every file replaced atomically
+        crash_point(REPORT_FILES)
+        with self.commit():
+            self.store.set_meta(f"report/{self.config_hash()}", {"files": [str(p) for p in paths.all()],
+                                                                 "html": str(paths.html)})
+            self.store.set_meta("report/latest", {"files": [str(p) for p in paths.all()], "html": str(paths.html),
+                                                  "eval_hash": eval_hash})
         if progress:
             progress.advance(1)
             progress.message(f"report written to {paths.html}", "info")

@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from pipeline.crashpoints import CAPTION_BATCH, EMBED_IMAGES_BATCH, NEIGHBOURS_BATCH, PROMPTS_BATCH, crash_point
 from pipeline.errors import CapsearchError, ConfigError, StoreError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
@@ -170,14 +171,16 @@ class EmbedImagesStage(Stage):
             vectors, ok = self.embedder.embed_paths(
                 paths, num_workers=0 if single else None, progress=advance,
                 on_error=lambda path, reason: errors.__setitem__(by_path[path], f"cannot decode the photo: {reason}"))
-            keys = [sha for sha, good in zip(todo, ok) if good]
-            if keys:
-                self.store.put_vectors(self.space, keys, vectors[ok])
+        keys = [sha for sha, good in zip(todo, ok) if good] if todo else []
         failed = [(r.id, "failed", errors[r.sha256]) for r in rows if r.sha256 in errors]
         failed_ids = {f[0] for f in failed}
-        self.store.clear_problems(self.name, [r.id for r in rows if r.id not in failed_ids])
-        if failed:
-            self.store.record_problems(self.name, failed)
+        with self.commit():   # vectors and problems together
+            if keys:
+                self.store.put_vectors(self.space, keys, vectors[ok])
+            crash_point(EMBED_IMAGES_BATCH)
+            self.store.clear_problems(self.name, [r.id for r in rows if r.id not in failed_ids])
+            if failed:
+                self.store.record_problems(self.name, failed)
         if progress:
             for item, _, reason in failed:
                 progress.message(f"skipped {item}: {reason}", "warning")
@@ -265,7 +268,8 @@ class NeighboursStage(Stage):
                                   index=n.index)
             rows = [(t, rank + 1, db_ids[j], float(res.scores[i, rank]), bool(res.near_duplicate[i, rank]))
                     for i, t in enumerate(have) for rank, j in enumerate(res.indices[i]) if j >= 0]
-            self.store.put_neighbours(self.config_hash(), rows)
+            with self.commit(NEIGHBOURS_BATCH):
+                self.store.put_neighbours(self.config_hash(), rows)
             if progress:
                 progress.advance(len(have))
         return BatchResult(done=len(have), failed=failed, skipped=skipped)
@@ -373,11 +377,13 @@ class PromptsStage(Stage):
             rows.append((t, hash_text(res.text), res.text, res.n_captions_used, res.trimmed, res.warning))
             if res.warning:
                 warnings.append((t, "warning", res.warning))
-        if rows:
-            self.store.put_prompts(self.config_hash(), rows)
-            self.store.clear_problems(self.name, [r[0] for r in rows])
-        if warnings:
-            self.store.record_problems(self.name, warnings)
+        with self.commit():   # prompts and their warnings together
+            if rows:
+                self.store.put_prompts(self.config_hash(), rows)
+                crash_point(PROMPTS_BATCH)
+                self.store.clear_problems(self.name, [r[0] for r in rows])
+            if warnings:
+                self.store.record_problems(self.name, warnings)
         if progress:
             if warnings:
                 item, _, text = warnings[0]
@@ -498,7 +504,7 @@ class CaptionStage(Stage):
         present = [i for i in ready if i in rows]
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             loaded = dict(zip(present, pool.map(load, present)))
-        captioner = self.captioner
+        captioner = _StoreErrorTrap(self.captioner)
         settings = captioner.settings()
         records = []
         bad = {i: v for i, v in loaded.items() if isinstance(v, str)}
@@ -516,13 +522,56 @@ class CaptionStage(Stage):
                 batch_size=self.captioner_config.batch_size, progress=progress, item_names=good)
             records += [{"image_id": i, "text": o.text, "status": o.status, "error": o.error, "seconds": o.seconds,
                          "attempts": o.attempts} for i, o in zip(good, outcomes)]
+        captioner.raise_trapped(self.store)
         for r in records:
             r.update(model=captioner.model_id, prompt_id=prompt_ids.get(r["image_id"]), settings=settings)
         if records:
-            self.store.put_captions(self.target, self.config_hash(), records)
+            with self.commit(CAPTION_BATCH):
+                self.store.put_captions(self.target, self.config_hash(), records)
         ok = sum(r["status"] == "ok" for r in records)
         gone = len(ready) - len(loaded)
         return BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone)
+
+
+class _StoreErrorTrap:
+    """A captioner whose store or disk errors fail the batch instead of becoming the photos' caption failures.
+
+    ``caption_robust`` records any error of a captioner call as the failure of the items in it;
+    a captioner that writes to the store (kNN consensus keeps text vectors there) can fail because
+    the disk is full, which says nothing about the photos. The first such error is kept and
+    raised once the batch is captioned, before anything is written, so the next run retries it."""
+
+    def __init__(self, inner: "Captioner"):
+        self._inner = inner
+        self._trapped: BaseException | None = None
+
+    def caption(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._inner.caption(*args, **kwargs)
+        except Exception as exc:
+            if self._trapped is None and _is_store_failure(exc):
+                self._trapped = exc
+            raise
+
+    def raise_trapped(self, store: Any) -> None:
+        if self._trapped is not None:
+            exc, self._trapped = self._trapped, None
+            translated = store.as_store_error(exc)
+            if translated is None:
+                raise exc
+            raise translated from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _is_store_failure(exc: BaseException) -> bool:
+    import sqlite3
+
+    from pipeline.atomic import is_disk_full
+    from pipeline.errors import DiskFullError
+
+    return isinstance(exc, (StoreError, DiskFullError, sqlite3.Error)) or is_disk_full(exc)
 
 
 STAGES: dict[str, type[Stage]] = {
