@@ -3,20 +3,54 @@
 A randomly initialised open_clip ViT-B-32 (``pretrained=None``) is saved to a weights file,
 which capsearch loads as a user's local weights. Over the same demo-world photos:
 
-- capsearch: the ``embed-images`` stage (DataLoader decoding, batches, vectors written to the
+- capsearch: the ``embed-images`` stage (decoding threads, batches, vectors written to the
   workspace store, ``.npy`` snapshot), with the model already loaded;
+- with ``--process-decoders``, the same stage decoding in torch DataLoader worker processes
+  started with ``forkserver`` (torch, open_clip and the loader preloaded in the fork server) or
+  ``spawn``: the ways out of forking a threaded process that were not chosen;
 - plain batched: open, preprocess, stack and ``encode_image`` in batches, in one process;
 - one at a time: the same, one photo per forward pass (how the original scripts ran).
+
+Paths alternate within each round (their order reversed every other round); the median and the
+range over the rounds are printed, and each path's ratio to the plain batched loop of the same round.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 from bench import machine, stopwatch
+from pipeline.embedders.loader import DecodedBatch, ImageFileDataset, collate_decoded
+from pipeline.embedders.open_clip_embedder import OpenClipEmbedder
 
 MODEL = "ViT-B-32"
+PLAIN = "plain batched loop"
+OURS = "capsearch embed-images"
+
+
+class ProcessDecodingEmbedder(OpenClipEmbedder):
+    """The open_clip embedder decoding in DataLoader worker processes started with ``context``."""
+
+    context = "forkserver"
+
+    def decoded_batches(self, paths: Sequence[str], batch_size: int, num_workers: int) -> Iterator[DecodedBatch]:
+        import multiprocessing
+
+        from torch.utils.data import DataLoader
+
+        ctx = multiprocessing.get_context(self.context)
+        if self.context == "forkserver":
+            ctx.set_forkserver_preload(["torch", "torchvision", "open_clip", "pipeline.embedders.loader"])
+        dataset = ImageFileDataset(paths, self.path_transform())
+        yield from DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,  # type: ignore[arg-type]
+                              collate_fn=collate_decoded, multiprocessing_context=ctx)
+
+
+class SpawnDecodingEmbedder(ProcessDecodingEmbedder):
+    context = "spawn"
 
 
 def build_weights(folder: Path) -> Path:
@@ -53,8 +87,12 @@ def plain_loop(paths: list[Path], weights: Path, batch_size: int, device: str) -
     return t[0]
 
 
-def capsearch_stage(world: Path, workspace: Path, weights: Path, batch_size: int, workers: int, device: str) -> float:
-    """Seconds for the embed-images stage over every photo of the world (model loaded beforehand)."""
+def capsearch_stage(world: Path, workspace: Path, weights: Path, batch_size: int, workers: int, device: str,
+                    embedder: type[OpenClipEmbedder] | None = None) -> float:
+    """Seconds for the embed-images stage over every photo of the world (model loaded beforehand).
+
+    ``embedder``: a subclass of the configured embedder to run the stage with (another decoder).
+    """
     from pipeline.config_file import update_config_file
     from pipeline.stages.base import run_stage
     from pipeline.stages.ingest import IngestStage
@@ -71,6 +109,8 @@ def capsearch_stage(world: Path, workspace: Path, weights: Path, batch_size: int
     ws = Workspace(workspace)
     run_stage(IngestStage(ws))
     stage = EmbedImagesStage(ws)
+    if embedder is not None:
+        stage.embedder = embedder(MODEL, str(weights), device=device, batch_size=batch_size, num_workers=workers)
     stage.embedder.load()
     with stopwatch() as t:
         report = run_stage(stage)
@@ -78,14 +118,21 @@ def capsearch_stage(world: Path, workspace: Path, weights: Path, batch_size: int
     return t[0]
 
 
+def summary(values: list[float], digits: int = 2) -> str:
+    """Median and range."""
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--photos", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the capsearch path")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (or DataLoader worker processes)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--rounds", type=int, default=3, help="repeat the measurements, keep the best of each")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians and ranges are printed")
     p.add_argument("--single-photos", type=int, default=32, help="photos for the one-at-a-time loop")
+    p.add_argument("--process-decoders", action="store_true",
+                   help="also run the stage with DataLoader worker processes (forkserver, spawn)")
     args = p.parse_args(argv)
     from pipeline.datasets.demo import IMAGE_DIR, generate_demo_world
     from pipeline.models.device import resolve_device
@@ -99,22 +146,34 @@ def main(argv: list[str] | None = None) -> None:
         paths = sorted((world / IMAGE_DIR).glob("*.jpg"))
         weights = build_weights(root)
         print(f"# {MODEL} (random weights), {len(paths)} demo photos 320x240 ({args.single_photos} one at a time), "
-              f"batch {args.batch_size}, {args.workers} DataLoader workers, device {device}, best of {args.rounds} rounds")
+              f"batch {args.batch_size}, {args.workers} decoding workers, device {device}, {args.rounds} rounds")
         few = paths[:args.single_photos]
-        rates: dict[str, float] = {}
-        for r in range(args.rounds):  # alternating rounds; the best of each is kept (shared machines are noisy)
-            for label, n, run in (
-                ("one photo at a time", len(few), lambda: plain_loop(few, weights, 1, device)),
-                ("plain batched loop", len(paths), lambda: plain_loop(paths, weights, args.batch_size, device)),
-                ("capsearch embed-images", len(paths),
-                 lambda: capsearch_stage(world, root / f"ws{r}", weights, args.batch_size, args.workers, device)),
-            ):
-                rates[label] = max(rates.get(label, 0.0), n / run())
-    for label, rate in rates.items():
-        print(f"{label:<24} {rate:8.2f} photos/s")
-    ours = rates["capsearch embed-images"]
-    print(f"capsearch vs plain batched loop: {ours / rates['plain batched loop']:.2f}x (target >= 0.95x)")
-    print(f"capsearch vs one at a time:      {ours / rates['one photo at a time']:.2f}x")
+
+        def stage(label: str, embedder: type[OpenClipEmbedder] | None) -> tuple[str, int, Callable[[int], float]]:
+            slug = label.rsplit(" ", 1)[-1].strip("()")
+            return label, len(paths), lambda r: capsearch_stage(world, root / f"ws-{slug}-{r}", weights,
+                                                                args.batch_size, args.workers, device, embedder)
+
+        runs: list[tuple[str, int, Callable[[int], float]]] = [
+            ("one photo at a time", len(few), lambda r: plain_loop(few, weights, 1, device)),
+            (PLAIN, len(paths), lambda r: plain_loop(paths, weights, args.batch_size, device)),
+            stage(f"{OURS} (threads)", None),
+        ]
+        if args.process_decoders:
+            runs += [stage(f"{OURS} (DataLoader forkserver)", ProcessDecodingEmbedder),
+                     stage(f"{OURS} (DataLoader spawn)", SpawnDecodingEmbedder)]
+        rates: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+        for r in range(args.rounds):
+            for label, n, run in (runs if r % 2 == 0 else runs[::-1]):
+                rates[label].append(n / run(r))
+    ratios = {label: [a / b for a, b in zip(values, rates[PLAIN])] for label, values in rates.items()}
+    print(f"{'path':<44} {'photos/s, median (range)':>26} {'vs plain batched, median (range)':>34}")
+    for label, values in rates.items():
+        print(f"{label:<44} {summary(values):>26} {summary(ratios[label]) + 'x':>34}")
+    print(f"capsearch (threads) vs plain batched loop: {statistics.median(ratios[f'{OURS} (threads)']):.2f}x "
+          "(target >= 0.95x)")
+    print(f"capsearch (threads) vs one at a time:      "
+          f"{statistics.median(rates[f'{OURS} (threads)']) / statistics.median(rates['one photo at a time']):.2f}x")
 
 
 if __name__ == "__main__":

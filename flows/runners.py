@@ -5,9 +5,13 @@ worker process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or one work
 a machine without GPUs. With an address, tasks go to that existing cluster; its
 workers must see the workspace at the same path and the same capsearch
 configuration. Dask workers are other processes, so they need a real Prefect API
-server (``flows.server.api_server`` provides one when none is configured). Workers of
-an existing cluster should be started with ``DASK_DISTRIBUTED__WORKER__DAEMON=False``
-so that stages may start processes of their own (the image loader's workers).
+server (``flows.server.api_server`` provides one when none is configured).
+
+The local cluster's worker processes are started with ``spawn`` whatever the user's Dask
+configuration says (its default is ``spawn`` too): the process starting them runs Prefect's
+threads, and a process forked from a threaded one can hang on a lock another thread held
+at that instant. Stages start no processes of their own (images are decoded in threads), so
+the workers stay daemonic, Dask's default: they end with their nanny.
 """
 from __future__ import annotations
 
@@ -85,15 +89,16 @@ def local_cluster(gpus: list[int] | None = None) -> Iterator[str]:
 
     quiet_dask_logs()
     spec = cluster_spec(visible_gpus() if gpus is None else gpus)
-    # Non-daemonic workers: a stage may start processes of its own (a torch DataLoader's workers).
-    with dask.config.set({"distributed.worker.daemon": False}):
+    # Never fork this process: it runs Prefect's threads (see the module doc). Set for the cluster's
+    # lifetime, since a nanny here starts a worker process again when one dies.
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
         cluster = SpecCluster(workers=spec, scheduler={"cls": Scheduler, "options": {
             "host": "127.0.0.1", "dashboard": False, "dashboard_address": "127.0.0.1:0"}},
             silence_logs=logging.ERROR, name="capsearch")
-    try:
-        yield cluster.scheduler_address
-    finally:
-        cluster.close()
+        try:
+            yield cluster.scheduler_address
+        finally:
+            cluster.close()
 
 
 @contextmanager

@@ -36,7 +36,7 @@ _KEY_DOCS: dict[str, str] = {
     "image_embedder.name": "classical (colour + gradient histograms, no weights) | open_clip",
     "image_embedder.model": "open_clip model name",
     "image_embedder.pretrained": "open_clip pretrained tag, a local weights file, or local-dir:/path",
-    "image_embedder.num_workers": "DataLoader workers decoding photos",
+    "image_embedder.num_workers": "threads decoding photos ahead of the model (0: decode in the batch's own thread)",
     "neighbours.k": "neighbours per target",
     "neighbours.near_duplicate_threshold": "cosine similarity above which a neighbour is flagged a near-duplicate",
     "neighbours.block_size": "targets per block of the exact search (bounds memory)",

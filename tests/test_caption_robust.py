@@ -1,8 +1,8 @@
 """caption_robust: batches, retries, out-of-memory back-off, per-item failures, nothing good lost.
 
 Runs the real tiny BLIP captioner. Where a failure must happen on purpose, a small subclass of it
-fails on chosen images (the captioning itself stays real); for out-of-memory, the subclass acts
-as a GPU that has room for only so many images per batch.
+fails on chosen images (the captioning itself stays real); for out-of-memory, ``SmallGpuCaptioner``
+(tests/fixtures/small_gpu.py) acts as a GPU that has room for only so many images per batch.
 """
 from __future__ import annotations
 
@@ -16,36 +16,10 @@ from PIL import Image
 from pipeline.captioners.blip import BlipCaptioner
 from pipeline.captioners.robust import EMPTY, OUT_OF_MEMORY, caption_robust
 from pipeline.errors import ModelLoadError
+from pipeline.models.batch_limit import BatchLimit
 from pipeline.progress import ProgressEvent, StageProgress
+from tests.fixtures.small_gpu import RecordingCaptioner, SmallGpuCaptioner
 from tests.fixtures.tiny_transformers import make_caption_images
-
-
-class RecordingCaptioner(BlipCaptioner):
-    """The real BLIP captioner, remembering the size of every batch it was given."""
-
-    def __init__(self, model_dir: Path, **kwargs):
-        super().__init__("blip-base", str(model_dir), device="cpu", max_new_tokens=6, num_beams=1, **kwargs)
-        self.batches: list[int] = []
-
-    def caption(self, images, prompts, neighbour_captions=None):
-        self.batches.append(len(images))
-        return super().caption(images, prompts, neighbour_captions)
-
-
-class SmallGpuCaptioner(RecordingCaptioner):
-    """Runs out of GPU memory for batches above ``room`` images, and for ``huge`` images at any size."""
-
-    def __init__(self, model_dir: Path, room: int, huge: tuple[Image.Image, ...] = ()):
-        super().__init__(model_dir)
-        self.room, self.huge = room, huge
-
-    def caption(self, images, prompts, neighbour_captions=None):
-        if len(images) > self.room or any(any(i is h for h in self.huge) for i in images):
-            self.batches.append(len(images))
-            import torch
-
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.20 GiB")
-        return super().caption(images, prompts, neighbour_captions)
 
 
 class BatchShyCaptioner(RecordingCaptioner):
@@ -145,6 +119,17 @@ def test_out_of_memory_halves_the_batch_and_goes_on(tiny_blip_dir, images, expec
     assert all(o.status == "ok" and o.attempts == 1 for o in outcomes)
     assert captioner.batches == [7, 4, 2, 2, 2, 1]  # 8 -> 4 -> 2, then it stays at 2
     assert any("batch size lowered to 2" in e.message for e in events)
+
+
+def test_a_shared_batch_limit_keeps_the_halved_size_for_later_calls(tiny_blip_dir, images, expected) -> None:
+    """A stage passes one BatchLimit to every batch of its run: the second batch starts at the lowered size."""
+    captioner = SmallGpuCaptioner(tiny_blip_dir, room=2)
+    limit = BatchLimit(4)
+    first = caption_robust(captioner, images[:4], [None] * 4, batch_size=limit)
+    second = caption_robust(captioner, images[4:], [None] * 3, batch_size=limit)
+    assert [o.text for o in first + second] == expected
+    assert captioner.batches == [4, 2, 2, 2, 1], "only the first call tries 4"
+    assert limit.size == 2 and limit.configured == 4
 
 
 def test_an_image_too_big_even_alone_is_recorded_as_out_of_memory(tiny_blip_dir, images, expected) -> None:

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.backends import ImageEmbedder
 from pipeline.embedders.classical import ClassicalEmbedder, srgb_to_lab
+from pipeline.embedders.loader import PREFETCH_BATCHES, iter_decoded_batches
 from pipeline.errors import ConfigError, ModelLoadError
 
 
@@ -128,40 +132,47 @@ def test_classical_embed_paths_reports_bad_files_and_matches_embed_images(tmp_pa
     assert sum(n for n, _ in progress) == len(paths) and sum(f for _, f in progress) == 3
 
 
-EMBED_FROM_A_POOL_THREAD = """
-import sys
-from concurrent.futures import ThreadPoolExecutor
-from torch.utils.data import dataloader
-from pipeline.embedders.classical import ClassicalEmbedder
-
-# Watch how the decoding workers end (torch reaps them on shutdown; an exit code 1 there is what
-# torch's SIGCHLD handler raises in the main thread when it sees the exit before the reaping thread does).
-exit_codes = []
-shutdown = dataloader._MultiProcessingDataLoaderIter._shutdown_workers
-def watched(self):
-    shutdown(self)
-    exit_codes.extend(w.exitcode for w in self._workers if w.exitcode is not None)
-    self._workers = []
-dataloader._MultiProcessingDataLoaderIter._shutdown_workers = watched
-
-paths = sys.argv[1:]
-emb = ClassicalEmbedder()
-_, in_main = emb.embed_paths(paths, batch_size=2, num_workers=2)
-with ThreadPoolExecutor(1) as pool:  # as a flow's task runner does
-    _, in_pool = pool.submit(emb.embed_paths, paths, batch_size=2, num_workers=2).result()
-print(int(in_main.sum()), int(in_pool.sum()), *exit_codes)
-"""
-
-
-def test_decoding_workers_forked_from_a_task_thread_exit_cleanly(tmp_path):
-    """Flows embed in a pool thread; workers forked there used to exit with code 1 (fatal to the TUI, see loader)."""
+def test_decoding_runs_in_threads_of_this_process_even_from_a_task_thread(tmp_path):
+    """Flows embed in a pool thread of a process full of threads: decoding must never fork it."""
     paths = write_photos(tmp_path, [stripes((40 * i, 90, 200 - 30 * i), i % 2 == 0) for i in range(6)])
-    ran = subprocess.run([sys.executable, "-c", EMBED_FROM_A_POOL_THREAD, *map(str, paths)], capture_output=True,
-                         text=True, timeout=300, cwd=Path(__file__).parents[1])
-    assert ran.returncode == 0, ran.stderr[-2000:]
-    in_main, in_pool, *exit_codes = ran.stdout.split()
-    assert (in_main, in_pool) == ("6", "6")
-    assert exit_codes == ["0"] * 4, "two workers per run, every one exits cleanly"
+    emb = ClassicalEmbedder()
+    seen: set[tuple[int, str]] = set()
+
+    class Watched(ClassicalEmbedder):
+        def path_transform(self):
+            describe = super().path_transform()
+
+            def transform(image):
+                seen.add((os.getpid(), threading.current_thread().name.rsplit("_", 1)[0]))
+                return describe(image)
+            return transform
+
+    forks: list[int] = []
+    os.register_at_fork(before=lambda: forks.append(1))
+    with ThreadPoolExecutor(1, thread_name_prefix="task") as pool:  # as a flow's task runner does
+        vecs, ok = pool.submit(Watched().embed_paths, paths, batch_size=2, num_workers=2).result()
+    assert ok.all()
+    np.testing.assert_allclose(vecs, emb.embed_paths(paths, num_workers=0)[0], atol=1e-6)
+    assert seen == {(os.getpid(), "capsearch-decode")}
+    assert not forks, "no process was forked"
+    assert not [t for t in threading.enumerate() if t.name.startswith("capsearch-decode")]
+
+
+def test_closing_the_decoder_early_stops_its_threads(tmp_path):
+    paths = write_photos(tmp_path, [stripes((30 * i, 60, 90), True) for i in range(8)]) * 8
+    decoded: list[int] = []
+    emb = ClassicalEmbedder()
+
+    def transform(image):
+        decoded.append(1)
+        return emb.path_transform()(image)
+
+    batches = iter_decoded_batches(paths, transform, batch_size=4, num_workers=2)
+    first = next(batches)
+    assert first.indices == [0, 1, 2, 3]
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("capsearch-decode")]
+    assert len(decoded) <= 4 * (1 + PREFETCH_BATCHES), "decoding stays at most two batches ahead"
 
 
 def test_embedder_modules_import_without_torch():
@@ -246,7 +257,7 @@ def test_open_clip_text_tower(clip):
     assert np.abs(vecs[0] - vecs[1]).max() > 1e-3
 
 
-def test_open_clip_embed_paths_in_dataloader_workers(clip, tmp_path):
+def test_open_clip_embed_paths_in_decoding_threads(clip, tmp_path):
     good = [stripes((200, 30, 30), True), stripes((30, 160, 60), False), stripes((90, 90, 20), True, period=10)]
     good_paths = write_photos(tmp_path, good)
     bad = bad_files(tmp_path)

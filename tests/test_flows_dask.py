@@ -28,13 +28,11 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def two_workers():
-    import dask
     from distributed import LocalCluster
 
-    # Started as the docs say for an existing cluster: non-daemonic workers (the image loader forks).
-    with dask.config.set({"distributed.worker.daemon": False}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
-                               silence_logs=logging.ERROR)
+    # An existing cluster as a user starts one: Dask's defaults (spawned, daemonic worker processes).
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
+                           silence_logs=logging.ERROR)
     try:
         yield cluster
     finally:
@@ -104,3 +102,18 @@ def test_cluster_spec_pins_one_single_threaded_worker_per_gpu():
     assert [w["options"]["env"] for w in spec_.values()] == [{"CUDA_VISIBLE_DEVICES": str(i)} for i in range(3)]
     assert all(w["options"]["nthreads"] == 1 for w in spec_.values())
     assert [w["options"]["env"] for w in cluster_spec([]).values()] == [{}]
+
+
+def test_the_local_cluster_never_forks_this_process_even_when_dask_is_told_to():
+    """The flow's process runs Prefect's threads: its worker processes are spawned, whatever Dask's config says."""
+    import dask
+    from distributed import Client
+
+    from flows.runners import local_cluster
+
+    forks: list[int] = []
+    os.register_at_fork(before=lambda: forks.append(os.getpid()))
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        with local_cluster(gpus=[]) as address, Client(address) as client:
+            assert client.submit(os.getpid).result() != os.getpid()
+    assert not forks

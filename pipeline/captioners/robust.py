@@ -1,7 +1,8 @@
 """Caption many images without letting one bad item or a full GPU stop the run.
 
 ``caption_robust`` runs a captioner in batches. Out of GPU memory halves the batch
-size (down to 1) and goes on; an item that raises or comes back empty is retried
+size (down to 1) and goes on at that size (for the rest of the stage run when the
+stage passes its ``BatchLimit``); an item that raises or comes back empty is retried
 once on its own; what still fails is recorded with its reason. Good captions of a
 batch are never lost.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
 
 from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit, run_chunks
 from pipeline.models.device import free_accelerator_memory, is_oom
 
 if TYPE_CHECKING:
@@ -20,7 +22,8 @@ if TYPE_CHECKING:
     from pipeline.backends import Captioner
     from pipeline.progress import StageProgress
 
-OUT_OF_MEMORY = "out of GPU memory"
+__all__ = ["EMPTY", "OUT_OF_MEMORY", "CaptionOutcome", "caption_robust"]
+
 EMPTY = "the captioner returned an empty caption"
 
 
@@ -39,21 +42,25 @@ def caption_robust(
     prompts: Sequence[str | None],
     neighbour_captions: Sequence[Sequence[str]] | None = None,
     *,
-    batch_size: int,
+    batch_size: int | BatchLimit,
     progress: "StageProgress | None" = None,
     item_names: Sequence[str] | None = None,
 ) -> list[CaptionOutcome]:
     """One outcome per image, in order.
 
     Raises only for failures that concern the whole run (the model cannot be loaded, bad config).
-    ``progress`` is advanced per batch; ``item_names`` (e.g. image ids) name items in its messages.
+    ``batch_size`` is the configured size, or the stage run's ``BatchLimit`` (which keeps a size
+    lowered by out of memory for later calls). ``progress`` is advanced per batch; ``item_names``
+    (e.g. image ids) name items in its messages.
     """
     n = len(images)
     if len(prompts) != n or (neighbour_captions is not None and len(neighbour_captions) != n):
         raise ValueError(f"caption_robust: {n} images but {len(prompts)} prompts"
                          + ("" if neighbour_captions is None else f" and {len(neighbour_captions)} neighbour lists"))
-    if batch_size < 1:
+    if isinstance(batch_size, int) and batch_size < 1:
         raise ValueError(f"caption_robust: batch_size must be at least 1 (got {batch_size})")
+    shared = isinstance(batch_size, BatchLimit)
+    limit = batch_size if isinstance(batch_size, BatchLimit) else BatchLimit(batch_size)
 
     def call(indices: list[int]) -> list[str]:
         neighbours = None if neighbour_captions is None else [neighbour_captions[i] for i in indices]
@@ -91,32 +98,34 @@ def caption_robust(
             progress.message(f"{captioner.name}: {name(i)} {o.status}: {o.error}", level="warning")
         progress.advance(len(indices), failures=len(bad))
 
-    outcomes: list[CaptionOutcome] = []
-    size = batch_size
-    while len(outcomes) < n:
-        indices = list(range(len(outcomes), min(len(outcomes) + size, n)))
-        started = time.monotonic()
+    def attempt(start: int, stop: int) -> list[str] | Exception:
+        """The batch's texts, or what it raised (out of memory goes to ``run_chunks``)."""
         try:
-            texts = call(indices)
+            return call(list(range(start, stop)))
         except (ModelLoadError, ConfigError):
             raise
         except Exception as exc:
             if is_oom(exc):
-                free_accelerator_memory()
-                if size > 1:
-                    size = max(1, size // 2)
-                    if progress is not None:
-                        progress.message(f"{captioner.name}: out of GPU memory, batch size lowered to {size}",
-                                         level="warning")
-                    continue
-                batch = [CaptionOutcome("", "failed", OUT_OF_MEMORY, time.monotonic() - started, 1)]
-                report(indices, batch)
-                outcomes.extend(batch)
-                continue
-            texts = [""] * len(indices)  # every item of the failed batch gets its own try
-        share = (time.monotonic() - started) / len(indices)
-        batch = [CaptionOutcome(text.strip(), "ok", None, share, 1) if text.strip() else alone(i, share)
-                 for i, text in zip(indices, texts)]
+                raise
+            return exc
+
+    def lowered(size: int) -> None:
+        if progress is not None:
+            kept = " for the rest of this run" if shared else ""
+            progress.message(f"{captioner.name}: out of GPU memory, batch size lowered to {size}{kept}",
+                             level="warning")
+
+    outcomes: list[CaptionOutcome] = []
+    for chunk in run_chunks(n, limit, attempt, lowered):
+        indices = list(range(chunk.start, chunk.stop))
+        if chunk.result is None:  # one image that does not fit on its own
+            batch = [CaptionOutcome("", "failed", OUT_OF_MEMORY, chunk.seconds, 1)]
+        else:
+            # a batch that raised: every item gets its own try
+            texts = [""] * len(indices) if isinstance(chunk.result, Exception) else chunk.result
+            share = chunk.seconds / len(indices)
+            batch = [CaptionOutcome(text.strip(), "ok", None, share, 1) if text.strip() else alone(i, share)
+                     for i, text in zip(indices, texts)]
         report(indices, batch)
         outcomes.extend(batch)
     return outcomes

@@ -255,7 +255,7 @@ class ClassicalEmbedder(FileEmbedding):
         return out
 
     def path_transform(self) -> "Callable[[Image.Image], np.ndarray]":
-        return self._describe_image  # descriptors are computed in the loader workers
+        return self._describe_image  # descriptors are computed in the decoding threads
 
     def embed_payloads(self, payloads: list[np.ndarray]) -> np.ndarray:
         return np.stack(payloads)

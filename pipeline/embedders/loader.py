@@ -1,36 +1,46 @@
 """Batched decoding of image files, shared by every image embedder.
 
 Files are opened with ``pipeline.images.open_rgb`` (EXIF orientation, alpha
-flattened), decoded and turned into model input by a per-image
-``transform`` (in ``torch.utils.data.DataLoader`` worker processes when
-``num_workers > 0``, in this process otherwise, without importing torch). A file
-that cannot be read is reported through ``on_error(path, reason)`` and marked
-not ok; the run goes on.
+flattened), decoded and turned into model input by a per-image ``transform``, by
+``num_workers`` decoding threads that run up to ``PREFETCH_BATCHES`` batches ahead
+of the model (in the calling thread when ``num_workers`` is 0). A file that cannot
+be read is reported through ``on_error(path, reason)`` and marked not ok; the run
+goes on. The model sees the decoded images in chunks of the ``BatchLimit`` it is
+given: out of GPU memory halves it, and the stage keeps it halved for the rest of
+its run (``pipeline.models.batch_limit``).
 
-Flows embed inside a task thread (a ``ThreadPoolExecutor`` worker), so the
-DataLoader's worker processes are forked from that thread. A child forked there
-inherits ``concurrent.futures``' list of the parent's pool threads, and its exit
-handler then tries to join the thread it is running on and exits with code 1.
-The parent sees a worker "exit unexpectedly" (torch raises that in the main
-thread if a DataLoader ever ran there: in the TUI it would end the app), so each
-worker forgets the parent's pool threads when it starts.
+Threads, not processes: flows embed inside a task thread of a process that runs many
+threads (Prefect's engine and event loops, rich's refresh thread, the other batch
+tasks). A process forked from there starts with every lock as it was at that
+instant, held ones included, and torch DataLoader workers forked that way hung
+waiting for an import lock that another thread of the parent held (the parent then
+waits for them forever). Pillow releases the GIL while it decodes and resizes, and
+torch while it computes, so threads decode while the model runs;
+``bench/image_embedding.py`` compares them with DataLoader workers started with
+``forkserver`` and ``spawn`` (docs/benchmarks.md, docs/architecture.md).
 """
 from __future__ import annotations
 
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from pipeline.images import open_rgb
+from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit, run_chunks
 
 log = logging.getLogger(__name__)
 
 ErrorCallback = Callable[[str, str], None]
 ProgressFn = Callable[[int, int], None]  # (items done in this batch, failures in this batch)
 Transform = Callable[[Any], Any]          # PIL RGB image -> model input (array or tensor)
+
+PREFETCH_BATCHES = 2  # decoded batches the decoding threads may hold ready beyond the one being embedded
 
 
 def describe_error(exc: BaseException) -> str:
@@ -40,10 +50,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 class ImageFileDataset:
-    """Map-style dataset: item i is ``(i, transform(image) or None, error or None)``.
-
-    A plain class (no torch base) so that it also serves the in-process path.
-    """
+    """Item i is ``(i, transform(image) or None, error or None)``; reading an item never raises."""
 
     def __init__(self, paths: Sequence[str | Path], transform: Transform):
         self.paths = [str(p) for p in paths]
@@ -84,71 +91,78 @@ def iter_decoded_batches(
     batch_size: int = 64,
     num_workers: int = 0,
 ) -> Iterator[DecodedBatch]:
-    """Yield decoded batches in input order; failed items are listed in each batch's ``failed``."""
+    """Yield decoded batches in input order; failed items are listed in each batch's ``failed``.
+
+    With ``num_workers`` > 0 a pool of that many threads decodes ahead (at most ``PREFETCH_BATCHES``
+    batches beyond the one yielded); closing the generator cancels what was not started and waits
+    for the rest, so no decoding outlives it.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dataset = ImageFileDataset(paths, transform)
+    n = len(dataset)
     if num_workers <= 0:
-        for start in range(0, len(dataset), batch_size):
-            yield collate_decoded([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        for start in range(0, n, batch_size):
+            yield collate_decoded([dataset[i] for i in range(start, min(start + batch_size, n))])
         return
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(
-        dataset,  # type: ignore[arg-type]
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=collate_decoded,
-        worker_init_fn=forget_parent_pool_threads,
-    )
-    yield from loader
-
-
-def forget_parent_pool_threads(worker_id: int = 0) -> None:
-    """In a forked worker: drop the parent's thread-pool threads, which do not exist here (see the module doc)."""
-    import concurrent.futures.thread as pool_threads
-
-    pool_threads._threads_queues.clear()
+    if n == 0:
+        return
+    window = batch_size * (1 + PREFETCH_BATCHES)
+    pool = ThreadPoolExecutor(max_workers=num_workers, thread_name_prefix="capsearch-decode")
+    pending: deque[Future[tuple[int, Any, str | None]]] = deque()
+    submitted = 0
+    try:
+        for start in range(0, n, batch_size):
+            while submitted < min(n, start + window):
+                pending.append(pool.submit(dataset.__getitem__, submitted))
+                submitted += 1
+            yield collate_decoded([pending.popleft().result() for _ in range(start, min(start + batch_size, n))])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def embed_paths_with(
-    paths: Sequence[str | Path],
-    transform: Transform,
+def embed_batches(
+    batches: Iterable[DecodedBatch],
+    paths: Sequence[str],
     embed_batch: Callable[[list[Any]], np.ndarray],
     dim: int,
+    limit: BatchLimit,
     *,
-    batch_size: int = 64,
-    num_workers: int = 0,
     on_error: ErrorCallback | None = None,
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Embed image files: ``(vectors float32 (n, dim), ok_mask bool (n,))``.
+    """Embed decoded batches of ``paths``: ``(vectors float32 (n, dim), ok_mask bool (n,))``.
 
-    ``embed_batch`` turns a list of transform outputs into an (m, dim) array.
-    Rows of items that could not be read are zero and ``ok_mask`` is False there.
+    ``embed_batch`` turns a list of transform outputs into an (m, dim) array; it is given at most
+    ``limit.size`` of them at once. Rows of items that could not be read (or did not fit in GPU
+    memory even alone) are zero and ``ok_mask`` is False there.
     """
-    paths = [str(p) for p in paths]
     vectors = np.zeros((len(paths), dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
-    for batch in iter_decoded_batches(paths, transform, batch_size=batch_size, num_workers=num_workers):
-        if batch.payloads:
-            vectors[batch.indices] = embed_batch(batch.payloads)
-            ok[batch.indices] = True
-        for i, reason in batch.failed:
+    for batch in batches:
+        failed = list(batch.failed)
+        payloads = batch.payloads
+        for chunk in run_chunks(len(payloads), limit, lambda a, b: embed_batch(payloads[a:b])):
+            rows = batch.indices[chunk.start:chunk.stop]
+            if chunk.result is None:
+                failed += [(i, OUT_OF_MEMORY) for i in rows]
+            else:
+                vectors[rows] = chunk.result
+                ok[rows] = True
+        for i, reason in failed:
             if on_error is not None:
                 on_error(paths[i], reason)
             else:
                 log.warning("skipped %s: %s", paths[i], reason)
         if progress is not None:
-            progress(len(batch.indices) + len(batch.failed), len(batch.failed))
+            progress(len(batch.indices) + len(batch.failed), len(failed))
     return vectors, ok
 
 
 class FileEmbedding:
     """``embed_paths`` for an image embedder: decode with ``path_transform()``, embed with ``embed_payloads``.
 
-    The embedder sets ``dim``, ``batch_size`` and ``num_workers``.
+    The embedder sets ``dim``, ``batch_size`` and ``num_workers`` (decoding threads).
     """
 
     dim: int
@@ -156,12 +170,16 @@ class FileEmbedding:
     num_workers: int
 
     def path_transform(self) -> Transform:
-        """PIL RGB image -> model input; it runs in the loader workers, so it must pickle."""
+        """PIL RGB image -> model input; it runs in the decoding threads, so it must be thread-safe."""
         raise NotImplementedError
 
     def embed_payloads(self, payloads: list[Any]) -> np.ndarray:
         """A list of ``path_transform()`` outputs -> (n, dim) float32 unit vectors."""
         raise NotImplementedError
+
+    def decoded_batches(self, paths: Sequence[str], batch_size: int, num_workers: int) -> Iterator[DecodedBatch]:
+        """The files decoded by ``path_transform()``, in batches of ``batch_size``, in input order."""
+        return iter_decoded_batches(paths, self.path_transform(), batch_size=batch_size, num_workers=num_workers)
 
     def embed_paths(
         self,
@@ -169,17 +187,18 @@ class FileEmbedding:
         *,
         batch_size: int | None = None,
         num_workers: int | None = None,
+        limit: BatchLimit | None = None,
         on_error: ErrorCallback | None = None,
         progress: ProgressFn | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embed image files, decoded in DataLoader workers when ``num_workers > 0``: ``(vectors, ok_mask)``."""
-        return embed_paths_with(
-            paths,
-            self.path_transform(),
-            self.embed_payloads,
-            self.dim,
-            batch_size=batch_size or self.batch_size,
-            num_workers=self.num_workers if num_workers is None else num_workers,
-            on_error=on_error,
-            progress=progress,
-        )
+        """Embed image files, decoded by ``num_workers`` threads: ``(vectors, ok_mask)``.
+
+        ``limit`` is the stage run's model batch limit (lowered by out of GPU memory and kept low);
+        without one, out of memory lowers a limit that lasts for this call only.
+        """
+        paths = [str(p) for p in paths]
+        size = batch_size or self.batch_size
+        workers = self.num_workers if num_workers is None else num_workers
+        with closing(self.decoded_batches(paths, size, workers)) as batches:
+            return embed_batches(batches, paths, self.embed_payloads, self.dim, limit or BatchLimit(size),
+                                 on_error=on_error, progress=progress)

@@ -222,7 +222,7 @@ class OpenClipEmbedder(FileEmbedding):
         return out
 
     def path_transform(self) -> Any:
-        return self._loaded()[1]  # open_clip's preprocess, run in the loader workers
+        return self._loaded()[1]  # open_clip's preprocess, run in the decoding threads
 
     def embed_payloads(self, payloads: list[Any]) -> np.ndarray:
         return self._embed_tensors(payloads)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pipeline.crashpoints import CAPTION_BATCH, EMBED_IMAGES_BATCH, NEIGHBOURS_BATCH, PROMPTS_BATCH, crash_point
 from pipeline.errors import CapsearchError, ConfigError, StoreError
 from pipeline.hashing import hash_obj, hash_text
+from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit
 from pipeline.progress import StageProgress
 from pipeline.stages.base import Batch, BatchResult, Stage
 from pipeline.stages.ingest import current_split_hash
@@ -106,6 +107,11 @@ class EmbedImagesStage(Stage):
 
     name = "embed-images"
 
+    def __init__(self, ws, target: str = ""):
+        super().__init__(ws, target)
+        # photos per forward pass for this stage run: the configured size until out of GPU memory halves it
+        self.model_batch = BatchLimit(self.cfg.image_embedder.batch_size)
+
     @cached_property
     def embedder(self) -> "ImageEmbedder":
         from pipeline.embedders.registry import build_image_embedder
@@ -144,7 +150,7 @@ class EmbedImagesStage(Stage):
         return {i: r for i, r in failed.items() if i not in done}
 
     def batch_size(self) -> int:
-        """Several model batches per stage batch, so that decoding workers run ahead of the model."""
+        """Several model batches per stage batch, so that the decoding threads run ahead of the model."""
         model_batch = getattr(self.embedder, "batch_size", 1)
         workers = getattr(self.embedder, "num_workers", 0)
         return _round_up(max(super().batch_size(), model_batch * 2 * max(1, workers)), model_batch)
@@ -166,11 +172,15 @@ class EmbedImagesStage(Stage):
             root = collection_root(self.store)
             paths = [str(root / r.path) for r in todo.values()]
             by_path = dict(zip(paths, todo))
-            # one model batch gains nothing from worker processes: decode it here instead of forking
-            single = len(paths) <= getattr(self.embedder, "batch_size", 1)
+            size = self.model_batch.size
             vectors, ok = self.embedder.embed_paths(
-                paths, num_workers=0 if single else None, progress=advance,
-                on_error=lambda path, reason: errors.__setitem__(by_path[path], f"cannot decode the photo: {reason}"))
+                paths, limit=self.model_batch, progress=advance,
+                on_error=lambda path, reason: errors.__setitem__(by_path[path], f"cannot embed the photo: {reason}"
+                                                                 if reason == OUT_OF_MEMORY else
+                                                                 f"cannot decode the photo: {reason}"))
+            if progress and self.model_batch.size < size:
+                progress.message(f"{self.name}: out of GPU memory, batch size lowered to {self.model_batch.size} "
+                                 "for the rest of this run", "warning")
         keys = [sha for sha, good in zip(todo, ok) if good] if todo else []
         failed = [(r.id, "failed", errors[r.sha256]) for r in rows if r.sha256 in errors]
         failed_ids = {f[0] for f in failed}
@@ -405,6 +415,8 @@ class CaptionStage(Stage):
             raise ConfigError("the caption stage needs a captioner name, e.g. caption:knn-consensus")
         super().__init__(ws, target)
         self.captioner_config = self.cfg.captioner(target)
+        # photos per captioner call for this stage run: the configured size until out of GPU memory halves it
+        self.model_batch = BatchLimit(self.captioner_config.batch_size)
         self.kind = self.captioner_config.kind
         self.prompts = PromptsStage(ws) if self.kind == "vlm-neighbours" else None
         self.neighbours = NeighboursStage(ws) if self.kind == "knn-consensus" else None
@@ -519,7 +531,7 @@ class CaptionStage(Stage):
             outcomes = caption_robust(
                 captioner, [loaded[i] for i in good], [prompts[i] for i in good],
                 [neighbour_captions[i] for i in good] if neighbour_captions is not None else None,
-                batch_size=self.captioner_config.batch_size, progress=progress, item_names=good)
+                batch_size=self.model_batch, progress=progress, item_names=good)
             records += [{"image_id": i, "text": o.text, "status": o.status, "error": o.error, "seconds": o.seconds,
                          "attempts": o.attempts} for i, o in zip(good, outcomes)]
         captioner.raise_trapped(self.store)
