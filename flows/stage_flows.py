@@ -93,7 +93,8 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
         config_hash = st.config_hash()
         outcome.update(config_hash=config_hash, batches=len(batches), items=total)
         sp = ctx.tracker(st.label, total)
-        run_id = store.start_stage_run(st.name, config_hash, st.config(), st.target, flow_run_id=flow_run_id or None)
+        run_id = store.start_stage_run(st.name, config_hash, st.config(), st.target, flow_run_id=flow_run_id or None,
+                                       run_id=ctx.run_id)
         forget_abandon = shutdown.add_abandon(partial(_record_abandoned, st, run_id, outcome))
         artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, total) if total else None
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.target, config_hash, st.label)
@@ -161,6 +162,9 @@ def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, batches: list, todo:
         _collect(finished, outcome, sp, errors)
         if artifact is not None:
             artifact.update(sp.done, sp.failures)
+        if ctx.recorder is not None:
+            settled = outcome["ran"] + outcome["cached"] + outcome["unchanged"]
+            ctx.recorder.batches(st.label, settled, len(batches))
     return errors
 
 

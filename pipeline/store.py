@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pipeline.errors import DiskFullError, StoreError
 from pipeline.run_owner import current_owner, owner_state
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -191,6 +191,53 @@ _MIGRATIONS: dict[int, str] = {
     UPDATE stage_runs SET status='crashed', finished_at=COALESCE(finished_at, started_at),
         message=COALESCE(message, 'left running by an earlier capsearch (its process was not recorded)')
         WHERE status='running';
+    """,
+    3: """
+    -- runs of the workspace, one at a time (pipeline.run_lock), whoever started them (pipeline.runs)
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,             -- the process that runs it (JSON: host, pid, start; pipeline.run_owner)
+        status TEXT NOT NULL,            -- 'running' | 'completed' | 'failed' | 'cancelled' | 'crashed'
+        what TEXT NOT NULL,              -- the stages asked for, in words
+        started_by TEXT NOT NULL,        -- who started it, and how
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        flow_run_id TEXT,                -- its Prefect pipeline flow run
+        deployment TEXT,                 -- the Prefect deployment it is a run of (cancelled through Prefect)
+        api_url TEXT,                    -- the Prefect API its flow runs report to ('' for a temporary one)
+        log_path TEXT,                   -- where a background run writes its output
+        message TEXT
+    );
+    CREATE INDEX runs_status ON runs(status);
+    -- the live progress of a run's stages, written by the running process at a bounded rate
+    CREATE TABLE run_progress (
+        run_id INTEGER NOT NULL,
+        stage TEXT NOT NULL,             -- label, e.g. 'caption:knn-consensus'
+        position INTEGER NOT NULL,       -- the order the stages started in
+        state TEXT NOT NULL,             -- 'running' | 'finished'
+        done INTEGER NOT NULL DEFAULT 0,
+        total INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        batches_done INTEGER NOT NULL DEFAULT 0,
+        batches INTEGER NOT NULL DEFAULT 0,
+        rate REAL,                       -- items per second
+        message TEXT,                    -- the last message
+        level TEXT,
+        started_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (run_id, stage)
+    );
+    -- the messages of a run (skipped photos, warnings), a bounded number per run
+    CREATE TABLE run_log (
+        run_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        level TEXT NOT NULL,
+        text TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    ALTER TABLE stage_runs ADD COLUMN run_id INTEGER;
     """,
 }
 
@@ -883,15 +930,17 @@ class Store:
 
     # -- stage runs ------------------------------------------------------------------------------------------
     def start_stage_run(self, stage: str, config_hash: str, config: dict[str, Any] | None = None, target: str = "",
-                        flow_run_id: str | None = None) -> int:
-        """Record a stage run of this process (first marking runs left ``running`` by dead processes as crashed)."""
+                        flow_run_id: str | None = None, run_id: int | None = None) -> int:
+        """Record a stage run of this process (first marking runs left ``running`` by dead processes as crashed).
+
+        ``run_id`` is the workspace run (``pipeline.runs``) it belongs to, when there is one."""
         with self.transaction() as c:
             self.mark_crashed_runs()
             cur = c.execute(
-                "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config, owner) "
-                "VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config, owner, run_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
                 (stage, target, config_hash, "running", time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True),
-                 current_owner()),
+                 current_owner(), run_id),
             )
             return int(cur.lastrowid)
 

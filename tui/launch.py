@@ -81,8 +81,11 @@ def report_exit(app, log_path: Path) -> None:
     lines = []
     if signum is not None:
         lines.append(f"capsearch tui: closed by {signal_name(signum)}")
-    if getattr(app, "run_cancelled_on_exit", False):
-        lines.append("capsearch tui: the run was cancelled after the batches in flight (finished batches are kept)")
+    running = getattr(app, "run_going_on_at_exit", None)
+    if running is not None:
+        where = f" -w {app.ws.root}"
+        lines.append(f"capsearch tui: the run goes on without the TUI ({running.what}, pid {running.pid}); "
+                     f"`capsearch{where} status --follow` or the TUI shows it, `capsearch{where} cancel` stops it")
     if app.return_code and signum is None:
         lines.append(f"capsearch tui exited with an error; library output is in {log_path}")
     for line in lines:

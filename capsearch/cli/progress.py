@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -52,8 +53,54 @@ class RichProgress:
                                  description=f"{event.stage}{failures}")
 
 
+class LineProgress:
+    """Progress as plain lines, for output that is not a terminal (a background run's log, a pipe, nohup):
+    a line when a stage starts, every ``interval`` seconds while it runs, and when it finishes."""
+
+    def __init__(self, out, verbose: bool = False, interval: float = 30.0):
+        self.out = out
+        self.verbose = verbose
+        self.interval = interval
+        self.warnings = 0
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        self.out.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, markup=False, soft_wrap=True)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            if event.kind == "message":
+                if event.level != "info" or self.verbose:
+                    self._print(f"{event.stage}: {event.level}: {event.message}" if event.level != "info"
+                                else f"{event.stage}: {event.message}")
+                    self.warnings += event.level != "info"
+                return
+            now = time.monotonic()
+            if event.kind == "start":
+                if event.total > 0 and event.stage not in self._last:
+                    self._last[event.stage] = now
+                    self._print(f"{event.stage}: {event.total} to do")
+                return
+            if event.kind == "finish":
+                self._last.pop(event.stage, None)
+                self._print(event.message or f"{event.stage}: {event.done} done")
+                return
+            if event.total <= 0:
+                return
+            if event.stage not in self._last or now - self._last[event.stage] >= self.interval:
+                self._last[event.stage] = now
+                rate = f", {event.rate:.1f}/s" if event.rate else ""
+                failed = f", {event.failures} failed" if event.failures else ""
+                self._print(f"{event.stage}: {event.done}/{event.total}{failed}{rate}")
+
+
 @contextmanager
 def rich_progress(verbose: bool = False) -> Iterator[ProgressCallback]:
+    """Progress bars on a terminal; plain lines where the output is not one (a log file, a pipe)."""
+    if not console.is_terminal and not console.is_jupyter:
+        yield LineProgress(console, verbose)
+        return
     progress = Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),

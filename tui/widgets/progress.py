@@ -77,6 +77,13 @@ class ProgressPanel(VerticalScroll):
         self.mount(bar)
         return bar
 
+    def bar_event(self, stage: str) -> ProgressEvent | None:
+        """The last event shown for ``stage`` (None: no bar yet)."""
+        for bar in self.query(StageBar):
+            if bar.stage == stage:
+                return bar.event
+        return None
+
     def show_event(self, event: ProgressEvent) -> None:
         if event.kind == "message":
             return
