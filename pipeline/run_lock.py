@@ -125,11 +125,15 @@ class RunLock:
             return None
 
     def holder_description(self) -> str:
+        """The holder as its lock file names it (for the moment before its run is recorded in the store)."""
         h = self.holder() or {}
         owner = h.get("owner") or {}
         if not owner:
             return "a capsearch process holds its run lock"
-        return f"capsearch process {owner.get('pid')} on {owner.get('host')} holds its run lock"
+        since = h.get("since")
+        when = f" at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}" if since else ""
+        return (f"{h.get('what') or 'a run'}, started by {h.get('started_by') or 'capsearch'} "
+                f"(pid {owner.get('pid')} on {owner.get('host')}){when}, starting")
 
     def __enter__(self) -> "RunLock":
         self.acquire()
