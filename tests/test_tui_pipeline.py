@@ -1,14 +1,16 @@
-"""Runs launched from the Pipeline screen: live progress, counts updated, cancel, a responsive screen."""
+"""Runs launched from the Pipeline screen: they run outside the TUI (a background capsearch process), and the
+screen follows them through the store: live progress, counts updated, cancel, a responsive screen."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from textual.widgets import DataTable
 
 from tests.fixtures.tui_world import tui_workspace_at, use_prefect_harness
 from tui.app import CapsearchApp
-from tui.messages import RunFinished, RunStarted, StageProgressed, StatusLoaded
+from tui.messages import RunFinished, RunLaunched, RunSeen, RunStarted, StageProgressed, StatusLoaded
 from tui.widgets.progress import StageBar
 
 pytestmark = pytest.mark.slow
@@ -43,7 +45,7 @@ async def wait_for(pilot, predicate, timeout: float) -> None:
 
 
 @pytest.fixture
-def fresh_workspace(tmp_path, tui_world, tui_workspace, request):
+def fresh_workspace(tmp_path, tui_world, tui_workspace, request, detached_runs):
     """A new workspace over the session's demo world (already generated): nothing computed yet."""
     use_prefect_harness(request)
     return tui_workspace_at(tmp_path / "fresh", tui_world)
@@ -63,10 +65,13 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
         await pilot.press("escape", "1")
 
         await pilot.press("a")
-        await wait_for(pilot, lambda: any(isinstance(m, StageProgressed) and m.event.kind == "advance"
-                                          for m in messages), 120)
+        await wait_for(pilot, lambda: any(isinstance(m, StageProgressed) and m.event.kind in ("advance", "finish")
+                                          for m in messages), 180)
         screen = app.screen
         assert screen.running is not None
+        launched = messages.of(RunLaunched)[0].detached
+        assert launched.how == "background" and launched.pid != os.getpid()
+        assert screen.running.pid == launched.pid, "the screen follows the run the background process records"
         await pilot.press("2")                 # the app answers keys while the run goes on
         assert app.current_mode == "captions"
         await pilot.press("1")
@@ -96,9 +101,9 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
     assert all(bar.event is not None and bar.event.kind == "finish" for bar in bars.values())
     assert "run completed" in log
 
-    # the typed message stream: started, then progress per stage, then finished
-    kinds = [type(m) for m in messages if isinstance(m, (RunStarted, StageProgressed, RunFinished))]
-    assert kinds[0] is RunStarted and kinds[-1] is RunFinished
+    # the typed message stream: asked for, seen running, then progress per stage, then finished
+    kinds = [type(m) for m in messages if isinstance(m, (RunStarted, RunSeen, StageProgressed, RunFinished))]
+    assert kinds[0] is RunStarted and kinds[1] is RunSeen and kinds[-1] is RunFinished
     progress = [m.event for m in messages if isinstance(m, StageProgressed)]
     finishes = [e for e in progress if e.kind == "finish"]
     assert list(dict.fromkeys(e.stage for e in finishes)) == list(after), "stages finish in pipeline order"
@@ -115,8 +120,10 @@ async def test_cancel_stops_the_run_and_keeps_the_screen_usable(fresh_workspace)
     app = CapsearchApp(fresh_workspace, image_mode="none")
     async with app.run_test(size=(100, 32), message_hook=messages) as pilot:
         await wait_for(pilot, lambda: any(isinstance(m, StatusLoaded) for m in messages), 60)
-        await pilot.press("a", "x")
-        await wait_for(pilot, lambda: any(isinstance(m, RunFinished) for m in messages), 120)
+        await pilot.press("a")
+        await wait_for(pilot, lambda: bool(messages.of(RunSeen)), 120)
+        await pilot.press("x")
+        await wait_for(pilot, lambda: any(isinstance(m, RunFinished) for m in messages), 180)
         finished = next(m for m in messages if isinstance(m, RunFinished))
         assert finished.outcome == "cancelled"
         await app.workers.wait_for_complete()
