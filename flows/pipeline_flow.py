@@ -66,23 +66,34 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
     ctx = run_context.context_for(workspace, run_key)
     frc = FlowRunContext.get()
     flow_run_id = str(frc.flow_run.id) if frc and frc.flow_run else ""
-    with ExitStack() as stack:
-        if ctx.run_id is None:
-            stack.enter_context(_claimed_here(ctx, stages, captioners, retry_failed, started_by, wait, frc))
-        set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+
+    def plan(cancel: Any = None) -> dict[str, Any] | State:
         return _run_plan(ctx, workspace, stages, captioners, retry_failed, runner, dask_address, data_path, flow_run_id)
+
+    with ExitStack() as stack:
+        if ctx.run_id is not None:           # claimed by flows.api.run, which handles stop signals
+            set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+            return plan()
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            stack.enter_context(shutdown.stop_on_signals())
+        stack.enter_context(_claimed_here(ctx, stages, captioners, retry_failed, started_by, wait, frc))
+        set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+        if not in_main:
+            return plan()
+        # A run of a deployment, in the main thread of its own process: the runner that serves it cancels it
+        # with SIGTERM. Run the stages in a worker thread, as the CLI does, so that the signal reaches
+        # flows.shutdown here and stops the run between batches: every stage flow (a subflow) started in
+        # this thread would put Prefect's own handler back, which interrupts the batch in flight.
+        return shutdown.run_cancellable(plan)
 
 
 @contextmanager
 def _claimed_here(ctx: RunContext, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
                   started_by: str | None, wait: bool, frc: FlowRunContext | None) -> Iterator[None]:
-    """A run of a deployment: stop signals stop it between batches, and it claims the workspace."""
+    """A run of a deployment (or of the flow called directly) claims the workspace itself."""
     deployment, who = _deployment_and_starter(frc)
     with ExitStack() as stack:
-        if threading.current_thread() is threading.main_thread():
-            # The runner that serves the deployment cancels a run with SIGTERM: stop between batches, as the
-            # CLI does, instead of Prefect's own handler, which interrupts the batch in flight.
-            stack.enter_context(shutdown.stop_on_signals())
         claim = stack.enter_context(claim_workspace(ctx, describe_request(stages, captioners, retry_failed),
                                                     started_by or who, wait=wait, deployment=deployment))
         cancelled = False
