@@ -12,8 +12,8 @@ from flows.history import FlowRunRow, read_local_flow_runs, stage_of
 
 LOCAL_NOTE = ("Flow runs from the local Prefect database ({path}); `capsearch server` shows the same runs in "
               "the Prefect UI.")
-NO_DATABASE = ("No Prefect flow runs recorded yet (the local Prefect database {path} does not exist); "
-               "`capsearch server` shows runs in the Prefect UI once there are some.")
+NO_DATABASE = ("No Prefect flow runs recorded yet (no local Prefect database); `capsearch server` shows runs in the "
+               "Prefect UI once there are some.")
 
 
 @dataclass

@@ -82,7 +82,7 @@ class RunsScreen(CapsearchScreen):
             if p.error:
                 text.append(p.error, style="red")
             elif not p.runs:
-                text.append(NO_DATABASE.format(path=p.database), style="yellow")
+                text.append(NO_DATABASE, style="yellow")
             else:
                 text.append(LOCAL_NOTE.format(path=p.database), style="dim")
                 text.append(f"\n{len(p.runs)} recent flow runs", style="dim")
