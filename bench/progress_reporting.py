@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,24 +34,49 @@ def _workspace(root: Path, world: Path, n_images: int, n_targets: int):
     return Workspace(root)
 
 
-class _Writes:
-    """Counts the progress recorder's transactions (it calls ``write_progress`` once per write)."""
+class _Accounting:
+    """What the recorder itself spends: its transactions (``write_progress``, in its own thread) and the time the
+    stages' threads spend handing it events (``ProgressRecorder.__call__``). Noise from other processes does
+    not enter these, unlike the wall-clock ratio."""
 
     def __init__(self) -> None:
         import pipeline.live_progress as live
 
         self.live = live
-        self.original = live.write_progress
-        self.count = 0
+        self.original_write = live.write_progress
+        self.original_call = live.ProgressRecorder.__call__
+        self.writes = 0
+        self.write_seconds = 0.0
+        self.events = 0
+        self.event_seconds = 0.0
+        self.lock = threading.Lock()
 
-        def counted(*args, **kwargs):
-            self.count += 1
-            return self.original(*args, **kwargs)
+        def write(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return self.original_write(*args, **kwargs)
+            finally:
+                self.writes += 1
+                self.write_seconds += time.perf_counter() - t0
 
-        live.write_progress = counted
+        def call(recorder, event):
+            t0 = time.perf_counter()
+            try:
+                return self.original_call(recorder, event)
+            finally:
+                with self.lock:
+                    self.events += 1
+                    self.event_seconds += time.perf_counter() - t0
+
+        live.write_progress = write
+        live.ProgressRecorder.__call__ = call
+
+    def snapshot(self) -> tuple[int, float, int, float]:
+        return self.writes, self.write_seconds, self.events, self.event_seconds
 
     def close(self) -> None:
-        self.live.write_progress = self.original
+        self.live.write_progress = self.original_write
+        self.live.ProgressRecorder.__call__ = self.original_call
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,9 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"demo run: {args.images} photos, {args.targets} targets, lite profile, stages {', '.join(stages)}")
 
     run(_workspace(tmp / "warm", world, args.images, args.targets), stages)   # Prefect's server, models, caches
-    writes = _Writes()
+    accounting = _Accounting()
     times: dict[bool, list[float]] = {True: [], False: []}
     ratios: list[float] = []
+    costs: list[tuple[int, float, int, float]] = []
     n = 0
     try:
         for r in range(args.rounds):
@@ -85,25 +112,35 @@ def main(argv: list[str] | None = None) -> None:
             for record in order:
                 n += 1
                 ws = _workspace(tmp / f"run{n}", world, args.images, args.targets)
-                before = writes.count
+                before = accounting.snapshot()
                 t0 = time.perf_counter()
                 summary = run(ws, stages, record_progress=record)
                 this[record] = time.perf_counter() - t0
                 assert summary.status == "completed", summary
-                made = writes.count - before
-                print(f"round {r + 1}: {'with   ' if record else 'without'} progress {this[record]:7.2f} s"
-                      + (f"  ({made} progress transactions)" if record else ""), flush=True)
+                after = accounting.snapshot()
+                cost = tuple(a - b for a, b in zip(after, before))
+                line = f"round {r + 1}: {'with   ' if record else 'without'} progress {this[record]:7.2f} s"
+                if record:
+                    costs.append(cost)  # type: ignore[arg-type]
+                    line += (f"  ({cost[0]} progress transactions, {cost[1]:.3f} s in them; {cost[2]} events, "
+                             f"{cost[3]:.3f} s handing them over)")
+                print(line, flush=True)
             for record, seconds in this.items():
                 times[record].append(seconds)
             ratios.append(this[True] / this[False])
     finally:
-        writes.close()
+        accounting.close()
     print(f"with progress:    median {statistics.median(times[True]):7.2f} s  "
           f"(range {min(times[True]):.2f}-{max(times[True]):.2f})")
     print(f"without progress: median {statistics.median(times[False]):7.2f} s  "
           f"(range {min(times[False]):.2f}-{max(times[False]):.2f})")
     print(f"ratio with / without, per round: {', '.join(f'{x:.3f}' for x in ratios)}; "
           f"median {statistics.median(ratios):.3f}")
+    writes = statistics.median(c[1] for c in costs)
+    handing = statistics.median(c[3] for c in costs)
+    median_run = statistics.median(times[False])
+    print(f"the recorder's own time per run (median): {writes:.3f} s writing in its thread + {handing:.3f} s in the "
+          f"stages' threads = {(writes + handing) / median_run * 100:.2f} % of the median run without it")
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -89,6 +89,8 @@ class StageLive:
     def describe(self) -> str:
         """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
         text = f"{self.stage} {self.done} of {self.total}" if self.total else f"{self.stage} starting"
+        if self.batches and self.state != "finished":
+            text += f" (batch {min(self.batches_done + 1, self.batches)} of {self.batches})"
         if self.failures:
             text += f" ({self.failures} failed)"
         if self.state == "finished":
