@@ -89,6 +89,12 @@ class PromptsConfig(_Section):
     max_tokens: int = Field(0, ge=0)             # 0: what the VLM's context allows
 
 
+class CaptionConfig(_Section):
+    # targets: caption the targets only (the experiment); collection: every photo, reference-DB photos
+    # too, each with neighbours that exclude itself and its duplicates
+    scope: Literal["targets", "collection"] = "targets"
+
+
 class CaptionerConfig(_Section):
     kind: CaptionerKind
     model: str = ""
@@ -167,6 +173,7 @@ class Config(_Section):
     image_embedder: ImageEmbedderConfig = Field(default_factory=ImageEmbedderConfig)
     neighbours: NeighboursConfig = Field(default_factory=NeighboursConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
     captioners: CaptionersConfig = Field(default_factory=CaptionersConfig)
     text_embedder: TextEmbedderConfig = Field(default_factory=TextEmbedderConfig)
     queries: QueriesConfig = Field(default_factory=QueriesConfig)

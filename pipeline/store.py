@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pipeline.errors import DiskFullError, StoreError
 from pipeline.run_owner import current_owner, owner_state
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -191,6 +191,17 @@ _MIGRATIONS: dict[int, str] = {
     UPDATE stage_runs SET status='crashed', finished_at=COALESCE(finished_at, started_at),
         message=COALESCE(message, 'left running by an earlier capsearch (its process was not recorded)')
         WHERE status='running';
+    """,
+    3: """
+    -- the input fingerprint each item's outputs were computed from (Stage.record_inputs), written with the
+    -- outputs: an item whose inputs changed since (a replaced photo, edited captions) is computed again
+    CREATE TABLE item_inputs (
+        stage TEXT NOT NULL,             -- the stage label, e.g. 'prompts' or 'caption:knn-consensus'
+        config_hash TEXT NOT NULL,
+        item TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (stage, config_hash, item)
+    ) WITHOUT ROWID;
     """,
 }
 
@@ -560,6 +571,27 @@ class Store:
             return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM images WHERE split=?", (split,)).fetchone()[0]
 
+    def has_captions(self, split: str | None = None) -> bool:
+        """Whether any photo (of ``split``) has a human (reference) caption."""
+        sql = "SELECT 1 FROM reference_captions rc JOIN images i ON i.id = rc.image_id"
+        args: list[Any] = []
+        if split is not None:
+            sql += " WHERE i.split=?"
+            args.append(split)
+        return self.conn.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+    # -- item inputs ---------------------------------------------------------------------------
+    def put_item_inputs(self, stage: str, config_hash: str, fingerprints: dict[str, str]) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO item_inputs(stage, config_hash, item, fingerprint) VALUES (?,?,?,?) "
+                "ON CONFLICT(stage, config_hash, item) DO UPDATE SET fingerprint=excluded.fingerprint",
+                [(stage, config_hash, i, fp) for i, fp in fingerprints.items()])
+
+    def item_inputs(self, stage: str, config_hash: str) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT item, fingerprint FROM item_inputs WHERE stage=? AND config_hash=?",
+                                      (stage, config_hash)).fetchall())
+
     # -- reference captions ------------------------------------------------------------------
     def replace_reference_captions(self, captions: dict[str, list[str]]) -> None:
         with self.transaction() as c:
@@ -717,9 +749,10 @@ class Store:
             c.execute("DELETE FROM spaces WHERE space=?", (space,))
 
     # -- neighbours ------------------------------------------------------------------------------------
-    def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, bool]]) -> None:
-        """(target_id, rank, neighbour_id, score, near_duplicate) rows, rank from 1."""
-        data = [(config_hash, t, r, n, float(s), int(bool(d))) for t, r, n, s, d in rows]
+    def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, int]]) -> None:
+        """(target_id, rank, neighbour_id, score, duplicate) rows, rank from 1; duplicate is 0 (none), 1 (a near
+        duplicate of the target) or 2 (the same photo: same sha256)."""
+        data = [(config_hash, t, r, n, float(s), int(d)) for t, r, n, s, d in rows]
         targets = sorted({d[1] for d in data})
         with self.transaction() as c:
             c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?", [(config_hash, t) for t in targets])
@@ -728,15 +761,21 @@ class Store:
                 data,
             )
 
-    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, bool]]]:
-        out: dict[str, list[tuple[str, float, bool]]] = {}
+    def delete_neighbours(self, config_hash: str, target_ids: Sequence[str]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?",
+                          [(config_hash, t) for t in target_ids])
+
+    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, int]]]:
+        """target -> [(neighbour, score, duplicate kind)] nearest first (kind 0: none, 1: near, 2: exact)."""
+        out: dict[str, list[tuple[str, float, int]]] = {}
         wanted = set(target_ids) if target_ids is not None else None
         for t, n, s, d in self.conn.execute(
             "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=? ORDER BY target_id, rank",
             (config_hash,),
         ):
             if wanted is None or t in wanted:
-                out.setdefault(t, []).append((n, s, bool(d)))
+                out.setdefault(t, []).append((n, s, int(d)))
         return out
 
     def neighbour_targets(self, config_hash: str) -> set[str]:

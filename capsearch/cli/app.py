@@ -226,11 +226,15 @@ def status(
 
     console.print(f"workspace {ws.root}  profile {report['profile']}  "
                   f"photos {report['images']['total']} ({report['images']['reference']} reference, {report['images']['target']} targets)")
-    table = Table("stage", "done", "missing", "failed", "total", title=None, box=None, header_style="bold")
+    table = Table("stage", "done", "missing", "failed", "total", "", title=None, box=None, header_style="bold")
     for s in report["stages"]:
+        if s.get("not_applicable"):
+            table.add_row(s["stage"], "–", "–", "–", "–", f"[dim]not applicable: {s['not_applicable']}[/]")
+            continue
         table.add_row(s["stage"], str(s["done"]), str(s["missing"]),
-                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]))
+                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]), "")
     console.print(table)
+    _print_collection_notes(report, problems_limit)
     problems = report["problems"]
     if problems:
         shown = problems if problems_limit == 0 else problems[:problems_limit]
@@ -241,6 +245,30 @@ def status(
                           highlight=False, soft_wrap=True)
         if len(shown) < len(problems):
             console.print(f"  ... and {len(problems) - len(shown)} more (--problems 0 lists all, --json prints them)")
+
+
+def _print_collection_notes(report: dict, limit: int) -> None:
+    """Duplicates kept out of prompts and consensus, and photos that left the collection."""
+    dup = report.get("duplicates") or {}
+    parts = []
+    if dup.get("identical_photos"):
+        parts.append(f"{dup['identical_photos']} photos are identical copies of another (kept on one side of the split)")
+    for key, what in (("with_exact_duplicate_neighbour", "an identical copy"),
+                      ("with_near_duplicate_neighbour", "a near-duplicate")):
+        if dup.get(key):
+            parts.append(f"{dup[key]} photos have {what} among their neighbours (listed, its captions left out of "
+                         "prompts and consensus)")
+    for part in parts:
+        console.print(f"[cyan]duplicates:[/] {part}", highlight=False)
+    removed = report.get("removed") or {}
+    if removed:
+        console.print(f"\n[bold]{len(removed)} photos removed[/] from the collection (no longer searched):")
+        ids = list(removed)
+        shown = ids if limit == 0 else ids[:limit]
+        for image_id in shown:
+            console.print(f"  {image_id}", highlight=False, markup=False)
+        if len(shown) < len(ids):
+            console.print(f"  ... and {len(ids) - len(shown)} more (--problems 0 lists all, --json prints them)")
 
 
 # -- demo -------------------------------------------------------------------------------------------------------

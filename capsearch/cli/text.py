@@ -126,6 +126,13 @@ def evaluate(
         ws.config.evaluate.baseline = baseline
     with _progress_to_stderr(as_json):
         run_stages(ws, ["caption-metrics", "evaluate"])
+    reason = _not_applicable(ws, "evaluate")
+    if reason:
+        if as_json:
+            print(json.dumps({"not_applicable": reason}, indent=2))
+        else:
+            console.print(f"[yellow]evaluation is not applicable to this workspace: {reason}[/]", highlight=False)
+        return
     result = load_evaluation(ws)
     if result is None:
         from pipeline.errors import CapsearchError
@@ -147,7 +154,18 @@ def report(workspace: WorkspaceOpt = None) -> None:
 
     ws = ctx.workspace(workspace)
     run_stages(ws, ["caption-metrics", "evaluate", "report"])
+    reason = _not_applicable(ws, "report")
+    if reason:
+        console.print(f"[yellow]the report's metrics are not applicable to this workspace: {reason}[/]",
+                      highlight=False)
+        return
     print_report_paths(ws)
+
+
+def _not_applicable(ws: "Workspace", name: str) -> str | None:
+    from pipeline.stages.registry import build_stage
+
+    return build_stage(ws, name).applicable()
 
 
 def register(app: typer.Typer) -> None:
