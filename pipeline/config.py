@@ -138,9 +138,10 @@ class QueriesConfig(_Section):
 
 
 class SearchConfig(_Section):
+    scope: Literal["collection", "targets"] = "collection"   # every photo, or the targets only (the experiment)
     hybrid_weight: float = Field(0.5, ge=0.0, le=1.0)   # weight of the caption score (1 - w for CLIP)
     hybrid_captioner: str = "vlm-neighbours"
-    default_method: str = ""                             # empty: the first enabled captioner
+    default_method: str = ""                             # empty: captions (collection) / the first captioner
 
 
 class EvaluateConfig(_Section):

@@ -51,6 +51,7 @@ _KEY_DOCS: dict[str, str] = {
     "queries.generator": "reference (offline, from held-out captions) | openai (any OpenAI-compatible endpoint)",
     "queries.base_url": "empty for api.openai.com; e.g. http://127.0.0.1:8000/v1 for a local vLLM server",
     "queries.concurrency": "requests in flight at once",
+    "search.scope": "collection (every photo, by every caption it has) | targets (the experiment's view)",
     "search.hybrid_weight": "hybrid score = w * caption score + (1 - w) * CLIP score",
     "evaluate.baseline": "captioner the paired bootstrap test compares against",
     "evaluate.extra_methods": "clip | hybrid | oracle (reference captions, an upper bound)",

@@ -42,7 +42,7 @@ def probe(root: Path) -> dict:
     rankings = [[r["method"], r["query_kind"], r["image_id"], r["rank"], r["top_ids"]]
                 for r in store.rankings(eval_hash)]
 
-    index = SearchIndex(ws)
+    index = SearchIndex(ws, scope="targets")
     queries = store.queries(stage_hash(ws, "queries"), kind="detail", status="ok")[:SEARCHED_QUERIES]
     search = [[method, q["text"], [h.image_id for h in index.search(q["text"], method, k=10)],
                index.rank_of(q["text"], method, q["image_id"])]
