@@ -227,9 +227,12 @@ def status(
     console.print(f"workspace {ws.root}  profile {report['profile']}  "
                   f"photos {report['images']['total']} ({report['images']['reference']} reference, {report['images']['target']} targets)")
     table = Table("stage", "done", "missing", "failed", "total", "", title=None, box=None, header_style="bold")
+    said: set[str] = set()
     for s in report["stages"]:
         if s.get("not_applicable"):
-            table.add_row(s["stage"], "–", "–", "–", "–", f"[dim]not applicable: {s['not_applicable']}[/]")
+            why = "as above" if s["not_applicable"] in said else s["not_applicable"]
+            said.add(s["not_applicable"])
+            table.add_row(s["stage"], "–", "–", "–", "–", f"[dim]not applicable: {why}[/]")
             continue
         table.add_row(s["stage"], str(s["done"]), str(s["missing"]),
                       f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]), "")
@@ -252,12 +255,15 @@ def _print_collection_notes(report: dict, limit: int) -> None:
     dup = report.get("duplicates") or {}
     parts = []
     if dup.get("identical_photos"):
-        parts.append(f"{dup['identical_photos']} photos are identical copies of another (kept on one side of the split)")
+        n = dup["identical_photos"]
+        parts.append(f"{n} photo{' is an identical copy' if n == 1 else 's are identical copies'} of another "
+                     "(kept on the same side of the split)")
     for key, what in (("with_exact_duplicate_neighbour", "an identical copy"),
                       ("with_near_duplicate_neighbour", "a near-duplicate")):
         if dup.get(key):
-            parts.append(f"{dup[key]} photos have {what} among their neighbours (listed, its captions left out of "
-                         "prompts and consensus)")
+            n = dup[key]
+            parts.append(f"{n} photo{'' if n == 1 else 's'} {'has' if n == 1 else 'have'} {what} among its "
+                         "neighbours (listed and marked; its captions are left out of prompts and consensus)")
     for part in parts:
         console.print(f"[cyan]duplicates:[/] {part}", highlight=False)
     removed = report.get("removed") or {}

@@ -52,9 +52,12 @@ def print_run_summary(reports: list[StageReport]) -> None:
     from rich.table import Table
 
     table = Table("stage", "computed", "reused", "failed", "", box=None, header_style="bold", pad_edge=False)
+    said: set[str] = set()
     for r in reports:
         if r.not_applicable:
-            table.add_row(r.stage, "–", "–", "–", f"[dim]not applicable: {r.not_applicable}[/]")
+            why = "as above" if r.not_applicable in said else r.not_applicable
+            said.add(r.not_applicable)
+            table.add_row(r.stage, "–", "–", "–", f"[dim]not applicable: {why}[/]")
             continue
         failed = f"[red]{r.result.failed}[/]" if r.result.failed else "0"
         table.add_row(r.stage, f"{r.computed:,}", f"{r.reused:,}", failed, "")

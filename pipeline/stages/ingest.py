@@ -196,7 +196,7 @@ class IngestStage(Stage):
         n_targets = self.cfg.data.n_targets
         captioned = sum(1 for i in items if i.has_captions)
         warning = None
-        if captioned and n_targets >= captioned:
+        if captioned == len(items) and n_targets >= captioned:   # a benchmark: targets are drawn from the captioned
             capped = max(1, captioned // 2)
             warning = f"data.n_targets={n_targets} leaves no reference DB among {captioned} captioned photos; used {capped}"
             n_targets = capped
