@@ -702,8 +702,11 @@ class CaptionStage(Stage):
                 return f"cannot open the photo: {_one_line(exc)}"
 
         present = [i for i in ready if i in rows]
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            loaded = dict(zip(present, pool.map(load, present)))
+        if self.kind == "knn-consensus":   # it reads the neighbours' captions, never the pixels: decode nothing
+            loaded: dict[str, Any] = {i: None for i in present}
+        else:
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                loaded = dict(zip(present, pool.map(load, present)))
         captioner = _StoreErrorTrap(self.captioner)
         settings = captioner.settings()
         records = []
