@@ -23,8 +23,10 @@ Methods
 
 ``like(photo)`` ranks the photos by image similarity to an example (a photo of the workspace, or any
 image file) and, where the example and a photo both have captions, by caption similarity too
-(``hybrid`` of the two with ``fill_missing``); the example itself is left out, its identical copies come
-first.
+(``hybrid`` of the two with ``fill_missing``); the example's captions are its own descriptions (human
+captions, and captions of captioners that look at the photo: not kNN consensus, which copies a
+neighbour's caption and so would point at that neighbour); the example itself is left out, its
+identical copies come first.
 
 Documents are read once from the store's ``.npy`` snapshots (``text/<key>/document`` keyed
 by ``hash_text(caption)``, ``image/<key>`` keyed by image sha256) and grouped into distinct
@@ -531,7 +533,12 @@ class SearchIndex:
         by_captions = False
         doc_scores = None
         if example_id is not None and example_id in self.position and captions is not None:
-            mine = [j for j in captions.documents_of(self.position[example_id]) if not captions.rows.missing[j]]
+            # the example's own descriptions: human captions and captions of captioners that look at the photo
+            # (kNN consensus copies a neighbour's caption: image similarity already says what it would)
+            own_kinds = {HUMAN} | {c for c in self.cfg.enabled_captioners()
+                                   if self.cfg.captioner(c).kind != "knn-consensus"}
+            mine = [j for j in captions.documents_of(self.position[example_id])
+                    if not captions.rows.missing[j] and captions.kinds[j] in own_kinds]
             if mine:
                 own = captions.rows.vectors[captions.rows.owner[mine]]
                 with np.errstate(all="ignore"):
