@@ -420,7 +420,7 @@ def _json_list(values: Sequence[float] | None) -> str | None:
 
 
 def _from_json_list(text: str | None) -> tuple[float, ...] | None:
-    return None if text is None else tuple(float(v) for v in json.loads(text))
+    return None if text is None else tuple(json.loads(text))     # written as floats, read back as floats
 
 
 def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
@@ -1083,12 +1083,11 @@ class Store:
                 CaptionMetricPhoto(r[0], r[1], _from_json_list(r[2]), _from_json_list(r[3]))
                 for r in c.execute("SELECT image_id, caption, bleu_stats, meteor_stats FROM caption_metric_photos "
                                    "WHERE row_hash=? ORDER BY idx", (row_hash,)))
-            order = {p.image_id: n for n, p in enumerate(photos)}
-            scores = sorted(
-                (CaptionMetricScore(r[0], r[1], r[2]) for r in c.execute(
-                    "SELECT image_id, metric, value FROM caption_metric_scores WHERE row_hash=?", (row_hash,))),
-                key=lambda s: (s.metric, order.get(s.image_id, len(order)), s.image_id))
-        return StoredCaptionRow(row_hash, head[0], head[1], head[2], head[3], head[4], photos, tuple(scores))
+            scores = tuple(CaptionMetricScore(*r) for r in c.execute(
+                "SELECT s.image_id, s.metric, s.value FROM caption_metric_scores s LEFT JOIN caption_metric_photos p "
+                "ON p.row_hash=s.row_hash AND p.image_id=s.image_id WHERE s.row_hash=? ORDER BY s.metric, p.idx, s.image_id",
+                (row_hash,)))
+        return StoredCaptionRow(row_hash, head[0], head[1], head[2], head[3], head[4], photos, scores)
 
     def put_caption_metric_summary(self, summary: StoredCaptionSummary) -> None:
         """Store (or replace) the summary of one caption-metrics configuration, in one transaction."""
