@@ -14,6 +14,7 @@ prompts and of every captioner that uses them, and nothing else.
 """
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -45,6 +46,11 @@ class BatchResult:
                            self.messages + other.messages)
 
 
+class BatchCancelled(Exception):
+    """The run was cancelled in the middle of a batch (``Stage.cancelled()``): the batch stopped between two
+    units of work, and what it committed before stopping is kept."""
+
+
 @dataclass
 class StageCounts:
     stage: str
@@ -74,6 +80,13 @@ class Stage(ABC):
         self.cfg = ws.config
         self.store = ws.store
         self.target = target
+        # Set by the flow running the stage (``flows.tasks``) to the run's cancel event: a stage whose
+        # batches are long may stop between units of work inside a batch (``BatchCancelled``).
+        self.cancel_event: threading.Event | None = None
+
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled (a stop signal, the TUI's cancel) while this stage runs."""
+        return self.cancel_event is not None and self.cancel_event.is_set()
 
     @property
     def label(self) -> str:
