@@ -120,7 +120,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
             st.finalize(sp)
             outcome["status"] = "completed"
         if artifact is not None:
-            artifact.update(sp.done, sp.failures, final=True)
+            artifact.update(sp.done, sp.failures, final=True, total=sp.total)
         reused = outcome["total"] - total
         sp.finish(f"{st.label}: {outcome['done']} done, {outcome['failed']} failed, {reused} reused "
                   f"({outcome['cached']} of {len(batches)} batches cached)")
@@ -172,7 +172,7 @@ def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, batches: list, todo:
         in_flight.remove(finished)
         _collect(finished, outcome, sp, errors)
         if artifact is not None:
-            artifact.update(sp.done, sp.failures)
+            artifact.update(sp.done, sp.failures, total=sp.total)
     return errors
 
 

@@ -26,6 +26,7 @@ NEIGHBOURS_BATCH = "neighbours.batch"          # after a batch's neighbours, bef
 PROMPTS_BATCH = "prompts.batch"                # between a batch's prompts and their warnings
 CAPTION_BATCH = "caption.batch"                # after a batch's captions, before COMMIT
 EMBED_CAPTIONS_BATCH = "embed-captions.batch"  # after a batch's caption vectors, before COMMIT
+CAPTION_METRICS_BATCH = "caption-metrics.batch"  # between a batch's scored rows and the summary
 QUERIES_BATCH = "queries.batch"                # after a batch's queries, before COMMIT
 EVALUATE_RESULTS = "evaluate.results"          # between the rankings and the metrics + summary
 # -- between commits ---------------------------------------------------------------------------------------
@@ -37,8 +38,8 @@ FILE_RENAME = "file.rename"                    # an atomic file write: temp file
 
 ALL_POINTS = (
     INGEST_PREPARE, INGEST_BATCH, INGEST_FINALIZE, EMBED_IMAGES_BATCH, NEIGHBOURS_PREPARE, NEIGHBOURS_BATCH,
-    PROMPTS_BATCH,
-    CAPTION_BATCH, EMBED_CAPTIONS_BATCH, QUERIES_BATCH, EVALUATE_RESULTS, BATCH_COMMITTED, REPORT_FILES,
+    PROMPTS_BATCH, CAPTION_BATCH, EMBED_CAPTIONS_BATCH, CAPTION_METRICS_BATCH, QUERIES_BATCH, EVALUATE_RESULTS,
+    BATCH_COMMITTED, REPORT_FILES,
     SNAPSHOT_DATA, FILE_RENAME,
 )
 

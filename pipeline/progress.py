@@ -79,6 +79,12 @@ class StageProgress:
         self.failures += failures
         self._emit("advance")
 
+    def add_work(self, n: int) -> None:
+        """``n`` more units of work than announced (negative: fewer). A stage that learns how much work its
+        items are once a batch starts (caption-metrics: the metrics of each row) counts in those finer units."""
+        self.total = max(self.done, self.total + n)
+        self._emit("advance")
+
     def message(self, text: str, level: str = "info") -> None:
         self._emit("message", text, level)
 

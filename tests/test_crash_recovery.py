@@ -78,7 +78,7 @@ CHAIN = [
     (cp.FILE_RENAME, 1, "embed-images"), (cp.SNAPSHOT_DATA, 1, "embed-images"), (cp.NEIGHBOURS_PREPARE, 1, "neighbours"),
     (cp.NEIGHBOURS_BATCH, 2, "neighbours"),
     (cp.PROMPTS_BATCH, 2, "prompts"), (cp.CAPTION_BATCH, 2, "caption"), (cp.EMBED_CAPTIONS_BATCH, 2, "embed-captions"),
-    (cp.QUERIES_BATCH, 2, "queries"), (cp.EVALUATE_RESULTS, 1, "evaluate"), (cp.REPORT_FILES, 1, "report"),
+    (cp.CAPTION_METRICS_BATCH, 1, "caption-metrics"), (cp.QUERIES_BATCH, 2, "queries"), (cp.EVALUATE_RESULTS, 1, "evaluate"), (cp.REPORT_FILES, 1, "report"),
 ]
 
 
@@ -88,7 +88,8 @@ def test_every_crash_point_is_in_the_chain():
 
 def assert_committed_state_is_whole(ws: Workspace) -> None:
     """What a crash leaves is a set of whole batches: no photo without its captions, no metrics without
-    their summary, no stage run still shown as running, and the run does not look finished."""
+    their summary, no caption-metrics summary without its rows, no stage run still shown as running, and the
+    run does not look finished."""
     from pipeline.stages.ingest import IngestStage
 
     store = ws.store
@@ -96,6 +97,10 @@ def assert_committed_state_is_whole(ws: Workspace) -> None:
     assert stored <= IngestStage(ws).done_items(), "a stored photo lacks the captions it was ingested with"
     for eval_hash in {r[0] for r in store.conn.execute("SELECT DISTINCT eval_hash FROM evaluations")}:
         assert store.get_meta(f"evaluation/{eval_hash}") is not None, "metrics without their summary"
+    for (config_hash,) in store.conn.execute("SELECT config_hash FROM caption_metric_summaries").fetchall():
+        summary = store.caption_metric_summary(config_hash)
+        rows = {r.row_hash for r in summary.rows}
+        assert store.stored_caption_metric_rows(rows) == rows, "a caption-metrics summary without its rows"
     assert [r for r in store.stage_runs() if r["status"] == "running"] == []
     report = next(s for s in pipeline_stages(ws) if s.name == "report")
     assert report.counts().done == 0, "a crashed run must not look finished"

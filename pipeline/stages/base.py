@@ -25,6 +25,7 @@ items it touches, and a rerun after a crash never mistakes a stale output for a 
 """
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -57,6 +58,11 @@ class BatchResult:
 
 
 NOT_APPLICABLE = "not applicable"
+
+
+class BatchCancelled(Exception):
+    """The run was cancelled in the middle of a batch (``Stage.cancelled()``): the batch stopped between two
+    units of work, and what it committed before stopping is kept."""
 
 
 @dataclass
@@ -99,6 +105,13 @@ class Stage(ABC):
         self.cfg = ws.config
         self.store = ws.store
         self.target = target
+        # Set by the flow running the stage (``flows.tasks``) to the run's cancel event: a stage whose
+        # batches are long may stop between units of work inside a batch (``BatchCancelled``).
+        self.cancel_event: threading.Event | None = None
+
+    def cancelled(self) -> bool:
+        """Whether the run was cancelled (a stop signal, the TUI's cancel) while this stage runs."""
+        return self.cancel_event is not None and self.cancel_event.is_set()
 
     @property
     def label(self) -> str:
