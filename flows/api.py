@@ -18,7 +18,7 @@ class StageOutcome:
     name: str
     target: str
     config_hash: str
-    status: str                # completed | failed | cancelled
+    status: str                # completed | failed | cancelled | not applicable
     batches: int               # batches planned (every item of the stage)
     cached: int                # batches answered from the Prefect cache
     ran: int                   # batches that computed something
@@ -31,12 +31,19 @@ class StageOutcome:
     flow_run_id: str = ""
     error: str = ""
     messages: list[str] = field(default_factory=list)
+    total: int = 0             # items the stage has: those computed (items) and those reused (done before)
+    reason: str = ""           # why the stage does not apply (status 'not applicable')
+
+    @property
+    def reused(self) -> int:
+        return max(0, self.total - self.items)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageOutcome":
         return cls(d["stage"], d["name"], d["target"], d["config_hash"], d["status"], d["batches"], d["cached"],
                    d["ran"], d["unchanged"], d["items"], d["done"], d["failed"], d["skipped"], d["seconds"],
-                   d.get("flow_run_id", ""), d.get("error", ""), list(d.get("messages", [])))
+                   d.get("flow_run_id", ""), d.get("error", ""), list(d.get("messages", [])),
+                   d.get("total", 0), d.get("reason", ""))
 
 
 @dataclass

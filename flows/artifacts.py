@@ -36,7 +36,10 @@ class ProgressArtifact:
         tail = f", {failed} failed" if failed else ""
         return f"{self.label}: {done} of {self.total} items{tail}"
 
-    def update(self, done: int, failed: int = 0, final: bool = False) -> None:
+    def update(self, done: int, failed: int = 0, final: bool = False, total: int | None = None) -> None:
+        """``total``: the stage's total now, where it counts in finer units than items (``StageProgress.add_work``)."""
+        if total is not None:
+            self.total = total
         now = time.monotonic()
         if self._id is None or (not final and now - self._last < MIN_INTERVAL):
             return

@@ -68,6 +68,10 @@ class LockedProgress(StageProgress):
         with self._lock:
             super().advance(n, failures)
 
+    def add_work(self, n: int) -> None:
+        with self._lock:
+            super().add_work(n)
+
     def message(self, text: str, level: str = "info") -> None:
         with self._lock:
             super().message(text, level)

@@ -24,7 +24,7 @@ from flows.cache import batch_cache_policy, result_storage
 from flows.run_context import StageRef
 from flows.settings import RETRIES_ENV, RETRY_DELAY_ENV, env_float, env_int
 from pipeline.errors import CapsearchError
-from pipeline.stages.base import Batch, BatchResult, Stage
+from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
 from pipeline.workspace import Workspace
 
 DEFAULT_RETRIES = 3
@@ -65,10 +65,15 @@ def run_batch(stage: StageRef, batch: Batch, todo: tuple[str, ...] = (), run_key
     st = ctx.stage(stage.name, stage.target) if ctx is not None else run_context.worker_stage(stage)
     progress = ctx.trackers.get(stage.label) if ctx is not None else None
     work = Batch(batch.index, tuple(todo), batch.content_hash)
+    if ctx is not None:
+        st.cancel_event = ctx.cancel
     with device_slot(st):
         if ctx is not None and ctx.cancel.is_set():
             return Cancelled(message="run cancelled before this batch started")
-        result = st.run_batch(work, progress)
+        try:
+            result = st.run_batch(work, progress)
+        except BatchCancelled as exc:
+            return Cancelled(message=str(exc) or "run cancelled in the middle of this batch")
     return result_dict(result, len(todo))
 
 

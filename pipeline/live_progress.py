@@ -63,16 +63,18 @@ class ProgressRecorder:
                 if self._seq < self.log_limit:
                     self._seq += 1
                     self._lines.append(LogLine(self._seq, event.stage, event.level, event.message, now))
+            elif event.kind == "not-applicable":
+                live = replace(live, state="not-applicable", message=event.message, updated_at=now)
             else:
                 state = "finished" if event.kind == "finish" else "running"
-                if event.kind == "start" and live.state == "finished":
+                if event.kind == "start" and live.ended:
                     state = "running"       # a stage run again in the same run
                 message = event.message if event.kind == "finish" and event.message else live.message
                 live = replace(live, state=state, done=event.done, total=event.total, failures=event.failures,
                                rate=event.rate, message=message, updated_at=now)
             entry.live = live
             entry.dirty = True
-        if event.kind in ("start", "finish"):
+        if event.kind in ("start", "finish", "not-applicable"):
             self._urgent.set()
 
     def batches(self, stage: str, done: int, total: int) -> None:

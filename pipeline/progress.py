@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-EventKind = Literal["start", "advance", "message", "finish"]
+EventKind = Literal["start", "advance", "message", "finish", "not-applicable"]
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,18 @@ class StageProgress:
         self.failures += failures
         self._emit("advance")
 
+    def add_work(self, n: int) -> None:
+        """``n`` more units of work than announced (negative: fewer). A stage that learns how much work its
+        items are once a batch starts (caption-metrics: the metrics of each row) counts in those finer units."""
+        self.total = max(self.done, self.total + n)
+        self._emit("advance")
+
     def message(self, text: str, level: str = "info") -> None:
         self._emit("message", text, level)
 
     def finish(self, message: str = "") -> None:
         self._emit("finish", message)
+
+    def not_applicable(self, reason: str) -> None:
+        """The stage does not apply to this workspace (``Stage.applicable``): nothing ran, nothing failed."""
+        self._emit("not-applicable", reason)

@@ -65,7 +65,7 @@ class StageLive:
     """What a running (or finished) stage of a run last reported."""
     stage: str
     position: int
-    state: str                     # 'running' | 'finished'
+    state: str                     # 'running' | 'finished' | 'not-applicable' (the stage does not apply: message says why)
     done: int
     total: int
     failures: int
@@ -77,17 +77,24 @@ class StageLive:
     started_at: float              # wall clock
     updated_at: float
 
+    @property
+    def ended(self) -> bool:
+        return self.state in ("finished", "not-applicable")
+
     def event(self) -> ProgressEvent:
         """The same numbers as a progress event (for the progress bars of the CLI and the TUI)."""
         now_mono, now = time.monotonic(), time.time()
         at = now_mono - max(0.0, now - self.updated_at)
         started = now_mono - max(0.0, now - self.started_at)
-        return ProgressEvent(self.stage, "finish" if self.state == "finished" else "advance", done=self.done,
-                             total=self.total, failures=self.failures, message=self.message if self.state == "finished" else "",
+        kind = {"finished": "finish", "not-applicable": "not-applicable"}.get(self.state, "advance")
+        return ProgressEvent(self.stage, kind, done=self.done,
+                             total=self.total, failures=self.failures, message=self.message if self.ended else "",
                              started_at=started, at=at)
 
     def describe(self) -> str:
         """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
+        if self.state == "not-applicable":
+            return f"{self.stage} not applicable: {self.message}"
         text = f"{self.stage} {self.done} of {self.total}" if self.total else f"{self.stage} starting"
         if self.batches and self.state != "finished":
             text += f" (batch {min(self.batches_done + 1, self.batches)} of {self.batches})"
@@ -231,9 +238,9 @@ def how_far(stages: list[StageLive]) -> str:
     """``at caption:knn-consensus 120 of 400 (stage 5)`` or ``starting``."""
     if not stages:
         return "starting"
-    running = [s for s in stages if s.state != "finished"]
+    running = [s for s in stages if not s.ended]
     current = running[-1] if running else stages[-1]
-    finished = sum(s.state == "finished" for s in stages)
+    finished = sum(s.ended for s in stages)
     return f"at {current.describe()}; {finished} stage{'' if finished == 1 else 's'} finished"
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pipeline.errors import DiskFullError, StoreError
 from pipeline.run_owner import current_owner, owner_state
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -193,6 +193,96 @@ _MIGRATIONS: dict[int, str] = {
         WHERE status='running';
     """,
     3: """
+    -- caption metrics (pipeline/caption_metrics) in tables; schema 2 kept them as JSON blobs in meta.
+    -- A *row* is one captioner (or 'human') scored photo by photo, keyed by its row hash (what it read,
+    -- how it was tokenised, which metrics could run); every configuration with that hash reuses it.
+    CREATE TABLE caption_metric_rows (
+        row_hash TEXT PRIMARY KEY,
+        row TEXT NOT NULL,               -- the captioner, or 'human'
+        vocabulary INTEGER NOT NULL,     -- distinct words over the row's captions
+        distinct_share REAL,             -- distinct captions per caption (NULL: the row has no caption)
+        shown TEXT NOT NULL DEFAULT '',  -- what the captioner was shown in its prompt (copy rate)
+        seconds REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE caption_metric_photos (
+        row_hash TEXT NOT NULL,
+        idx INTEGER NOT NULL,            -- the photo's place in the row
+        image_id TEXT NOT NULL,
+        caption TEXT NOT NULL,           -- the caption scored; '' where the photo had none (scored 0)
+        bleu_stats TEXT,                 -- JSON list: BLEU's counts (corpus BLEU and its bootstrap); NULL: no BLEU
+        meteor_stats TEXT,               -- JSON list: the METEOR jar's statistics; NULL: no METEOR
+        PRIMARY KEY (row_hash, idx),
+        UNIQUE (row_hash, image_id)
+    );
+    CREATE TABLE caption_metric_scores (
+        row_hash TEXT NOT NULL,
+        metric TEXT NOT NULL,            -- a per-photo metric: 'CIDEr-D', 'METEOR', 'CLIPScore', 'copy rate', ...
+        image_id TEXT NOT NULL,
+        value REAL,                      -- NULL: no value for this photo (no image vector for CLIPScore, say)
+        PRIMARY KEY (row_hash, metric, image_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX caption_metric_scores_image ON caption_metric_scores(image_id);
+
+    -- the summary of one caption-metrics configuration (its stage hash): rows, metrics, values with CIs
+    CREATE TABLE caption_metric_summaries (
+        config_hash TEXT PRIMARY KEY,
+        baseline TEXT,                   -- the row every other is compared with (NULL: no paired test)
+        n_photos INTEGER NOT NULL,
+        tokenizer TEXT NOT NULL,
+        reference_rule TEXT NOT NULL,    -- how each photo's references were chosen, in words
+        n_boot INTEGER NOT NULL,
+        confidence REAL NOT NULL,
+        notes TEXT NOT NULL DEFAULT '[]',  -- JSON list of notes shown with the table
+        seconds REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE caption_metric_summary_rows (
+        config_hash TEXT NOT NULL,
+        position INTEGER NOT NULL,       -- column order: human first, then the captioners
+        row TEXT NOT NULL,
+        row_hash TEXT NOT NULL,          -- its per-photo scores
+        missing INTEGER NOT NULL,        -- photos without a usable caption (scored 0)
+        PRIMARY KEY (config_hash, row)
+    );
+    CREATE TABLE caption_metric_summary_metrics (
+        config_hash TEXT NOT NULL,
+        position INTEGER NOT NULL,       -- order among the computed metrics, or among those not computed
+        metric TEXT NOT NULL,
+        reason TEXT,                     -- NULL: computed; else why not (no Java for METEOR, SPICE offline, ...)
+        PRIMARY KEY (config_hash, metric)
+    );
+    CREATE TABLE caption_metric_values (
+        config_hash TEXT NOT NULL,
+        row TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        value REAL,
+        ci_low REAL,
+        ci_high REAL,
+        n INTEGER NOT NULL,              -- photos the value is made from
+        baseline TEXT,                   -- the row of the paired test below (NULL: none)
+        diff REAL,
+        diff_ci_low REAL,
+        diff_ci_high REAL,
+        p_value REAL,
+        PRIMARY KEY (config_hash, row, metric)
+    );
+    -- the schema 2 blobs are not carried over: caption metrics are derived, and the next run computes them
+    -- again into the tables above (the same numbers), so nothing stale is left in meta
+    DELETE FROM meta WHERE key LIKE 'caption-metrics/%';
+    """,
+    4: """
+    -- the input fingerprint each item's outputs were computed from (Stage.record_inputs), written with the
+    -- outputs: an item whose inputs changed since (a replaced photo, edited captions) is computed again
+    CREATE TABLE item_inputs (
+        stage TEXT NOT NULL,             -- the stage label, e.g. 'prompts' or 'caption:knn-consensus'
+        config_hash TEXT NOT NULL,
+        item TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (stage, config_hash, item)
+    ) WITHOUT ROWID;
+    """,
+    5: """
     -- runs of the workspace, one at a time (pipeline.run_lock), whoever started them (pipeline.runs)
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -299,6 +389,79 @@ class Problem:
     reason: str
 
 
+# -- caption metrics (migration 3) ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaptionMetricPhoto:
+    """One photo of a caption-metrics row: the caption scored and the counts corpus scores are made from."""
+    image_id: str
+    caption: str                                  # '' where the photo had no usable caption (scored 0)
+    bleu_stats: tuple[float, ...] | None          # None: BLEU not computed (no references)
+    meteor_stats: tuple[float, ...] | None        # None: METEOR not computed
+
+
+@dataclass(frozen=True)
+class CaptionMetricScore:
+    """A photo's score under one per-photo metric (value None: no value for this photo)."""
+    image_id: str
+    metric: str
+    value: float | None
+
+
+@dataclass(frozen=True)
+class StoredCaptionRow:
+    """One caption-metrics row as stored: a captioner (or ``human``) scored photo by photo."""
+    row_hash: str
+    row: str
+    vocabulary: int
+    distinct: float | None
+    shown: str
+    seconds: float | None
+    photos: tuple[CaptionMetricPhoto, ...]        # in the row's photo order
+    scores: tuple[CaptionMetricScore, ...]        # by metric, then photo order
+
+
+@dataclass(frozen=True)
+class CaptionSummaryRow:
+    row: str
+    row_hash: str
+    missing: int
+
+
+@dataclass(frozen=True)
+class CaptionMetricValue:
+    """A row's value of one metric with its interval and the paired test against the baseline."""
+    row: str
+    metric: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int                                        # photos the value is made from
+    baseline: str | None = None                   # None: no paired test for this cell
+    diff: float | None = None
+    diff_ci_low: float | None = None
+    diff_ci_high: float | None = None
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredCaptionSummary:
+    """The caption-metrics summary of one stage configuration."""
+    config_hash: str
+    baseline: str | None
+    n_photos: int
+    tokenizer: str
+    reference_rule: str
+    n_boot: int
+    confidence: float
+    notes: tuple[str, ...]
+    seconds: float | None
+    created_at: float
+    rows: tuple[CaptionSummaryRow, ...]           # column order
+    metrics: tuple[str, ...]                      # computed, in catalogue order
+    not_computed: tuple[tuple[str, str], ...]     # (metric, why not), in the order the reasons were found
+    values: tuple[CaptionMetricValue, ...]
+
+
 def _rollback(conn: sqlite3.Connection, *statements: str) -> None:
     """Undo an open transaction; a failure here (the disk is gone) must not hide the error that caused it."""
     try:
@@ -307,6 +470,15 @@ def _rollback(conn: sqlite3.Connection, *statements: str) -> None:
                 conn.execute(statement)
     except sqlite3.Error:
         pass
+
+
+def _json_list(values: Sequence[float] | None) -> str | None:
+    """A list of floats as JSON text (exact: Python writes the shortest repr that reads back the same)."""
+    return None if values is None else json.dumps([float(v) for v in values])
+
+
+def _from_json_list(text: str | None) -> tuple[float, ...] | None:
+    return None if text is None else tuple(json.loads(text))     # written as floats, read back as floats
 
 
 def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
@@ -607,6 +779,27 @@ class Store:
             return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM images WHERE split=?", (split,)).fetchone()[0]
 
+    def has_captions(self, split: str | None = None) -> bool:
+        """Whether any photo (of ``split``) has a human (reference) caption."""
+        sql = "SELECT 1 FROM reference_captions rc JOIN images i ON i.id = rc.image_id"
+        args: list[Any] = []
+        if split is not None:
+            sql += " WHERE i.split=?"
+            args.append(split)
+        return self.conn.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+    # -- item inputs ---------------------------------------------------------------------------
+    def put_item_inputs(self, stage: str, config_hash: str, fingerprints: dict[str, str]) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO item_inputs(stage, config_hash, item, fingerprint) VALUES (?,?,?,?) "
+                "ON CONFLICT(stage, config_hash, item) DO UPDATE SET fingerprint=excluded.fingerprint",
+                [(stage, config_hash, i, fp) for i, fp in fingerprints.items()])
+
+    def item_inputs(self, stage: str, config_hash: str) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT item, fingerprint FROM item_inputs WHERE stage=? AND config_hash=?",
+                                      (stage, config_hash)).fetchall())
+
     # -- reference captions ------------------------------------------------------------------
     def replace_reference_captions(self, captions: dict[str, list[str]]) -> None:
         with self.transaction() as c:
@@ -764,9 +957,10 @@ class Store:
             c.execute("DELETE FROM spaces WHERE space=?", (space,))
 
     # -- neighbours ------------------------------------------------------------------------------------
-    def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, bool]]) -> None:
-        """(target_id, rank, neighbour_id, score, near_duplicate) rows, rank from 1."""
-        data = [(config_hash, t, r, n, float(s), int(bool(d))) for t, r, n, s, d in rows]
+    def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, int]]) -> None:
+        """(target_id, rank, neighbour_id, score, duplicate) rows, rank from 1; duplicate is 0 (none), 1 (a near
+        duplicate of the target) or 2 (the same photo: same sha256)."""
+        data = [(config_hash, t, r, n, float(s), int(d)) for t, r, n, s, d in rows]
         targets = sorted({d[1] for d in data})
         with self.transaction() as c:
             c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?", [(config_hash, t) for t in targets])
@@ -775,15 +969,21 @@ class Store:
                 data,
             )
 
-    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, bool]]]:
-        out: dict[str, list[tuple[str, float, bool]]] = {}
+    def delete_neighbours(self, config_hash: str, target_ids: Sequence[str]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?",
+                          [(config_hash, t) for t in target_ids])
+
+    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, int]]]:
+        """target -> [(neighbour, score, duplicate kind)] nearest first (kind 0: none, 1: near, 2: exact)."""
+        out: dict[str, list[tuple[str, float, int]]] = {}
         wanted = set(target_ids) if target_ids is not None else None
         for t, n, s, d in self.conn.execute(
             "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=? ORDER BY target_id, rank",
             (config_hash,),
         ):
             if wanted is None or t in wanted:
-                out.setdefault(t, []).append((n, s, bool(d)))
+                out.setdefault(t, []).append((n, s, int(d)))
         return out
 
     def neighbour_targets(self, config_hash: str) -> set[str]:
@@ -927,6 +1127,118 @@ class Store:
     def latest_eval_hash(self) -> str | None:
         r = self.conn.execute("SELECT eval_hash FROM evaluations ORDER BY created_at DESC LIMIT 1").fetchone()
         return r[0] if r else None
+
+    # -- caption metrics -----------------------------------------------------------------------------------
+    def put_caption_metric_row(self, row: StoredCaptionRow) -> None:
+        """Store (or replace) one caption-metrics row: its photos and per-photo scores, in one transaction."""
+        h = row.row_hash
+        with self.transaction() as c:
+            self._delete_caption_metric_rows(c, [h])
+            c.execute("INSERT INTO caption_metric_rows(row_hash, row, vocabulary, distinct_share, shown, seconds, "
+                      "created_at) VALUES (?,?,?,?,?,?,?)",
+                      (h, row.row, row.vocabulary, row.distinct, row.shown, row.seconds, time.time()))
+            c.executemany(
+                "INSERT INTO caption_metric_photos(row_hash, idx, image_id, caption, bleu_stats, meteor_stats) "
+                "VALUES (?,?,?,?,?,?)",
+                [(h, n, p.image_id, p.caption, _json_list(p.bleu_stats), _json_list(p.meteor_stats))
+                 for n, p in enumerate(row.photos)])
+            c.executemany("INSERT INTO caption_metric_scores(row_hash, metric, image_id, value) VALUES (?,?,?,?)",
+                          [(h, s.metric, s.image_id, s.value) for s in row.scores])
+
+    @staticmethod
+    def _delete_caption_metric_rows(c: sqlite3.Connection, hashes: Sequence[str]) -> None:
+        for table in ("caption_metric_rows", "caption_metric_photos", "caption_metric_scores"):
+            c.executemany(f"DELETE FROM {table} WHERE row_hash=?", [(h,) for h in hashes])
+
+    def stored_caption_metric_rows(self, hashes: Iterable[str]) -> set[str]:
+        """Which of these row hashes have their row stored."""
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return set()
+        marks = ",".join("?" * len(wanted))
+        return {r[0] for r in self.conn.execute(f"SELECT row_hash FROM caption_metric_rows WHERE row_hash IN ({marks})",
+                                                wanted)}
+
+    def caption_metric_row(self, row_hash: str) -> StoredCaptionRow | None:
+        with self.read() as c:
+            head = c.execute("SELECT row, vocabulary, distinct_share, shown, seconds FROM caption_metric_rows "
+                             "WHERE row_hash=?", (row_hash,)).fetchone()
+            if head is None:
+                return None
+            photos = tuple(
+                CaptionMetricPhoto(r[0], r[1], _from_json_list(r[2]), _from_json_list(r[3]))
+                for r in c.execute("SELECT image_id, caption, bleu_stats, meteor_stats FROM caption_metric_photos "
+                                   "WHERE row_hash=? ORDER BY idx", (row_hash,)))
+            scores = tuple(CaptionMetricScore(*r) for r in c.execute(
+                "SELECT s.image_id, s.metric, s.value FROM caption_metric_scores s LEFT JOIN caption_metric_photos p "
+                "ON p.row_hash=s.row_hash AND p.image_id=s.image_id WHERE s.row_hash=? ORDER BY s.metric, p.idx, s.image_id",
+                (row_hash,)))
+        return StoredCaptionRow(row_hash, head[0], head[1], head[2], head[3], head[4], photos, scores)
+
+    def put_caption_metric_summary(self, summary: StoredCaptionSummary) -> None:
+        """Store (or replace) the summary of one caption-metrics configuration, in one transaction."""
+        h = summary.config_hash
+        with self.transaction() as c:
+            for table in ("caption_metric_summaries", "caption_metric_summary_rows", "caption_metric_summary_metrics",
+                          "caption_metric_values"):
+                c.execute(f"DELETE FROM {table} WHERE config_hash=?", (h,))
+            c.execute("INSERT INTO caption_metric_summaries(config_hash, baseline, n_photos, tokenizer, reference_rule, "
+                      "n_boot, confidence, notes, seconds, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      (h, summary.baseline, summary.n_photos, summary.tokenizer, summary.reference_rule,
+                       summary.n_boot, summary.confidence, json.dumps(list(summary.notes)), summary.seconds,
+                       summary.created_at))
+            c.executemany("INSERT INTO caption_metric_summary_rows(config_hash, position, row, row_hash, missing) "
+                          "VALUES (?,?,?,?,?)",
+                          [(h, n, r.row, r.row_hash, r.missing) for n, r in enumerate(summary.rows)])
+            c.executemany("INSERT INTO caption_metric_summary_metrics(config_hash, position, metric, reason) "
+                          "VALUES (?,?,?,?)",
+                          [(h, n, m, None) for n, m in enumerate(summary.metrics)]
+                          + [(h, n, m, why) for n, (m, why) in enumerate(summary.not_computed)])
+            c.executemany(
+                "INSERT INTO caption_metric_values(config_hash, row, metric, value, ci_low, ci_high, n, baseline, diff, "
+                "diff_ci_low, diff_ci_high, p_value) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                [(h, v.row, v.metric, v.value, v.ci_low, v.ci_high, v.n, v.baseline, v.diff, v.diff_ci_low,
+                  v.diff_ci_high, v.p_value) for v in summary.values])
+
+    def caption_metric_summary(self, config_hash: str) -> StoredCaptionSummary | None:
+        with self.read() as c:
+            head = c.execute("SELECT baseline, n_photos, tokenizer, reference_rule, n_boot, confidence, notes, seconds, "
+                             "created_at FROM caption_metric_summaries WHERE config_hash=?", (config_hash,)).fetchone()
+            if head is None:
+                return None
+            rows = tuple(CaptionSummaryRow(*r) for r in c.execute(
+                "SELECT row, row_hash, missing FROM caption_metric_summary_rows WHERE config_hash=? ORDER BY position",
+                (config_hash,)))
+            metrics = c.execute("SELECT metric, reason FROM caption_metric_summary_metrics WHERE config_hash=? "
+                                "ORDER BY position, metric", (config_hash,)).fetchall()
+            position = {r.row: n for n, r in enumerate(rows)}
+            values = sorted(
+                (CaptionMetricValue(*r) for r in c.execute(
+                    "SELECT row, metric, value, ci_low, ci_high, n, baseline, diff, diff_ci_low, diff_ci_high, p_value "
+                    "FROM caption_metric_values WHERE config_hash=?", (config_hash,))),
+                key=lambda v: (position.get(v.row, len(position)), v.row, v.metric))
+        return StoredCaptionSummary(
+            config_hash, head[0], head[1], head[2], head[3], head[4], head[5], tuple(json.loads(head[6])), head[7],
+            head[8], rows, tuple(m for m, why in metrics if why is None),
+            tuple((m, why) for m, why in metrics if why is not None), tuple(values))
+
+    def has_caption_metric_summary(self, config_hash: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM caption_metric_summaries WHERE config_hash=?",
+                                 (config_hash,)).fetchone() is not None
+
+    def latest_caption_metric_hash(self) -> str | None:
+        """The configuration hash of the newest caption-metrics summary (None: none stored)."""
+        r = self.conn.execute("SELECT config_hash FROM caption_metric_summaries "
+                              "ORDER BY created_at DESC, config_hash LIMIT 1").fetchone()
+        return r[0] if r else None
+
+    def delete_caption_metrics(self) -> None:
+        """Forget every caption-metrics row and summary (the stage computes them again)."""
+        with self.transaction() as c:
+            for table in ("caption_metric_rows", "caption_metric_photos", "caption_metric_scores",
+                          "caption_metric_summaries", "caption_metric_summary_rows", "caption_metric_summary_metrics",
+                          "caption_metric_values"):
+                c.execute(f"DELETE FROM {table}")
 
     # -- stage runs ------------------------------------------------------------------------------------------
     def start_stage_run(self, stage: str, config_hash: str, config: dict[str, Any] | None = None, target: str = "",

@@ -251,6 +251,127 @@ def test_the_stage_is_cached_and_a_changed_captioner_recomputes_only_its_row(lit
     assert knn.captions[n] == "" and knn.scores["CIDEr-D"][n] == 0.0 and knn.scores["BLEU-1"][n] < 1e-6
 
 
+def _same_numbers(a, b) -> None:
+    """Two summaries show the same table: rows, metrics, reasons, values, intervals and paired tests."""
+    for field in ("rows", "metrics", "not_applicable", "baseline", "n_photos", "missing", "values", "vs_baseline",
+                  "n", "notes", "tokenizer", "references", "n_boot", "confidence", "row_hashes"):
+        assert getattr(a, field) == getattr(b, field), field
+
+
+def test_summary_and_rows_are_typed_rows_of_their_own_tables(lite_copy):
+    from pipeline.caption_metrics.results import PER_PHOTO
+
+    ws = lite_copy
+    result = load_caption_metrics(ws)
+    stored = ws.store.caption_metric_summary(result.config_hash)
+    assert [r.row for r in stored.rows] == result.rows and stored.metrics == tuple(result.metrics)
+    assert dict(stored.not_computed) == result.not_applicable and "SPICE" in dict(stored.not_computed)
+    cider = next(v for v in stored.values if v.row == HUMAN and v.metric == "CIDEr-D")
+    assert (cider.value, cider.ci_low, cider.ci_high) == tuple(result.get(HUMAN, "CIDEr-D").values())
+    assert cider.n == result.n_photos and cider.baseline == "knn-consensus" and cider.p_value < 0.05
+    knn = ws.store.caption_metric_row(result.row_hashes["knn-consensus"])
+    assert knn.row == "knn-consensus" and len(knn.photos) == result.n_photos
+    assert {s.metric for s in knn.scores} <= set(PER_PHOTO) and "CIDEr-D" in {s.metric for s in knn.scores}
+    assert len(knn.photos[0].bleu_stats) == coco.BLEU_STATS
+    assert ws.store.get_meta("caption-metrics/latest") is None                 # nothing of it in meta
+
+
+def test_a_new_baseline_writes_only_the_summary(lite_copy):
+    ws = lite_copy
+    before = load_caption_metrics(ws)
+    ws.config.evaluate.baseline = HUMAN
+    stage = build_stage(ws, "caption-metrics")
+    # every row is stored, but this configuration has no summary: nothing is done until the batch writes it
+    assert stage.done_items() == set() and stage.counts().done == 0
+    report = run_stage(stage)
+    assert report.batches_run == 1 and report.result.done == 0              # no row scored again
+    after = load_caption_metrics(ws)
+    assert after.baseline == HUMAN and after.row_hashes == before.row_hashes
+    d = after.vs_baseline["knn-consensus"]["CIDEr-D"]
+    assert d["diff"] == pytest.approx(-before.vs_baseline[HUMAN]["CIDEr-D"]["diff"])
+    assert build_stage(ws, "caption-metrics").counts().done == 2
+
+
+def test_a_workspace_with_the_schema_2_blobs_recomputes_the_same_numbers(lite_copy):
+    """capsearch before schema 3 kept caption metrics as JSON in meta: opening such a workspace removes them
+    (nothing stale is shown) and the next run computes the same numbers into the tables."""
+    import json
+    import sqlite3
+
+    from pipeline.workspace import Workspace
+
+    ws = lite_copy
+    before = load_caption_metrics(ws)
+    rows = load_rows(ws, before)
+    ws.store.close()
+    conn = sqlite3.connect(ws.root / "capsearch.db")               # the store as schema 2 left it
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'caption_metric%'")]
+    assert len(tables) == 7
+    for table in tables:
+        conn.execute(f"DROP TABLE {table}")
+    blobs = {f"caption-metrics/row/{before.row_hashes[r]}": rows[r].as_dict() for r in rows}
+    blobs[f"caption-metrics/{before.config_hash}"] = before.as_dict()
+    blobs["caption-metrics/latest"] = before.config_hash
+    conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", [(k, json.dumps(v)) for k, v in blobs.items()])
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+
+    ws = Workspace(ws.root)
+    assert ws.store.conn.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'caption-metrics/%'").fetchone()[0] == 0
+    assert load_caption_metrics(ws) is None and build_stage(ws, "caption-metrics").counts().done == 0
+    assert run_stage(build_stage(ws, "caption-metrics")).result.done == 2
+    after = load_caption_metrics(ws)
+    _same_numbers(after, before)
+    again = load_rows(ws, after)
+    assert {r: (x.ids, x.captions, x.scores, x.bleu_stats, x.meteor_stats, x.vocabulary, x.distinct, x.shown)
+            for r, x in again.items()} == {
+        r: (x.ids, x.captions, x.scores, x.bleu_stats, x.meteor_stats, x.vocabulary, x.distinct, x.shown)
+        for r, x in rows.items()}
+
+
+def test_progress_moves_per_metric_of_each_row(lite_copy):
+    from pipeline.caption_metrics import scoring
+
+    ws = lite_copy
+    ws.store.delete_caption_metrics()
+    events = []
+    stage = build_stage(ws, "caption-metrics")
+    run_stage(stage, events.append)
+    advances = [e for e in events if e.stage == "caption-metrics" and e.kind == "advance"]
+    steps = scoring.count_steps(ws, stage.rows(), stage.env)
+    # the tokenizer run, BLEU, ROUGE-L, CIDEr-D (METEOR), copy rate, length per row, then the summary
+    assert steps >= 1 + 2 * 4 and advances[-1].total == steps + 1
+    assert [e.done for e in advances if e.done] == list(range(1, steps + 2))
+    assert all(e.total == steps + 1 for e in advances[1:])
+
+
+def test_a_cancelled_run_keeps_the_rows_it_scored_and_the_next_run_scores_the_rest(lite_copy, prefect_harness):
+    import threading
+
+    from flows.api import run
+
+    ws = lite_copy
+    reference = load_caption_metrics(ws)
+    ws.store.delete_caption_metrics()
+    cancel = threading.Event()
+
+    def progress(event):
+        if event.kind == "message" and event.message.startswith(f"{HUMAN}: ") and "photos scored" in event.message:
+            cancel.set()                                         # after the first row, before the second
+
+    summary = run(ws, ["caption-metrics"], progress=progress, cancel=cancel)
+    assert summary.status == "cancelled" and summary.stage("caption-metrics").status == "cancelled"
+    assert ws.store.stage_runs("caption-metrics")[0]["status"] == "cancelled"
+    assert ws.store.stored_caption_metric_rows(reference.row_hashes.values()) == {reference.row_hashes[HUMAN]}
+    assert load_caption_metrics(ws) is None
+    assert build_stage(ws, "caption-metrics").counts().done == 1
+
+    again = run(ws, ["caption-metrics"])
+    assert again.status == "completed" and again.stage("caption-metrics").done == 1   # only the other row
+    _same_numbers(load_caption_metrics(ws), reference)
+
+
 def test_evaluate_twice_computes_the_caption_metrics_once(tmp_path, capsys):
     import json
 

@@ -75,9 +75,10 @@ def capsearch_child(ws: Workspace, *args: str, env: dict[str, str] | None = None
 CHAIN = [
     (cp.INGEST_PREPARE, 1, "ingest"), (cp.INGEST_BATCH, 2, "ingest"), (cp.BATCH_COMMITTED, 3, "ingest"),
     (cp.INGEST_FINALIZE, 1, "ingest"), (cp.EMBED_IMAGES_BATCH, 2, "embed-images"),
-    (cp.FILE_RENAME, 1, "embed-images"), (cp.SNAPSHOT_DATA, 1, "embed-images"), (cp.NEIGHBOURS_BATCH, 2, "neighbours"),
+    (cp.FILE_RENAME, 1, "embed-images"), (cp.SNAPSHOT_DATA, 1, "embed-images"), (cp.NEIGHBOURS_PREPARE, 1, "neighbours"),
+    (cp.NEIGHBOURS_BATCH, 2, "neighbours"),
     (cp.PROMPTS_BATCH, 2, "prompts"), (cp.CAPTION_BATCH, 2, "caption"), (cp.EMBED_CAPTIONS_BATCH, 2, "embed-captions"),
-    (cp.QUERIES_BATCH, 2, "queries"), (cp.EVALUATE_RESULTS, 1, "evaluate"), (cp.REPORT_FILES, 1, "report"),
+    (cp.CAPTION_METRICS_BATCH, 1, "caption-metrics"), (cp.QUERIES_BATCH, 2, "queries"), (cp.EVALUATE_RESULTS, 1, "evaluate"), (cp.REPORT_FILES, 1, "report"),
 ]
 
 
@@ -87,7 +88,8 @@ def test_every_crash_point_is_in_the_chain():
 
 def assert_committed_state_is_whole(ws: Workspace) -> None:
     """What a crash leaves is a set of whole batches: no photo without its captions, no metrics without
-    their summary, no stage run still shown as running, and the run does not look finished."""
+    their summary, no caption-metrics summary without its rows, no stage run still shown as running, and the
+    run does not look finished."""
     from pipeline.stages.ingest import IngestStage
 
     store = ws.store
@@ -95,6 +97,10 @@ def assert_committed_state_is_whole(ws: Workspace) -> None:
     assert stored <= IngestStage(ws).done_items(), "a stored photo lacks the captions it was ingested with"
     for eval_hash in {r[0] for r in store.conn.execute("SELECT DISTINCT eval_hash FROM evaluations")}:
         assert store.get_meta(f"evaluation/{eval_hash}") is not None, "metrics without their summary"
+    for (config_hash,) in store.conn.execute("SELECT config_hash FROM caption_metric_summaries").fetchall():
+        summary = store.caption_metric_summary(config_hash)
+        rows = {r.row_hash for r in summary.rows}
+        assert store.stored_caption_metric_rows(rows) == rows, "a caption-metrics summary without its rows"
     assert [r for r in store.stage_runs() if r["status"] == "running"] == []
     report = next(s for s in pipeline_stages(ws) if s.name == "report")
     assert report.counts().done == 0, "a crashed run must not look finished"
@@ -120,8 +126,8 @@ def test_runs_crashed_at_every_commit_point_end_like_a_clean_run(world, tiny_bli
     assert diff_vectors(snapshots_content(ws), expected_snapshots) == []
     assert diff_searches(search_results(ws), expected_searches) == []
     runs = ws.store.stage_runs(limit=500)
-    # every crashed run is marked crashed (a crash in ingest's prepare comes before its run is recorded)
-    assert sum(r["status"] == "crashed" for r in runs) == len(CHAIN) - 1
+    # every crashed run is marked crashed (a crash in a stage's prepare comes before its run is recorded)
+    assert sum(r["status"] == "crashed" for r in runs) == len(CHAIN) - 2
     assert all(r["status"] != "running" for r in runs)
     assert list(ws.root.rglob("*.tmp")) == [], "temporary files of crashed writers are cleaned up"
 

@@ -83,7 +83,10 @@ def test_cold_run_computes_every_stage_and_reports_progress(cold):
     finals = {e.stage: e for _, e in events if e.kind == "finish"}
     assert set(finals) == set(labels)
     for label in labels:
-        assert finals[label].done == finals[label].total == summary.stage(label).items
+        if label == "caption-metrics":   # counts its units of work: each metric of each row, tokenizer, summary
+            assert finals[label].done == finals[label].total > summary.stage(label).items
+        else:
+            assert finals[label].done == finals[label].total == summary.stage(label).items
     assert any(thread != threading.main_thread().name for thread, e in events if e.kind == "advance")
     # each stage run is recorded in the store with its Prefect flow run
     runs = {(r["stage"], r["target"]): r for r in ws.store.stage_runs(limit=100)}

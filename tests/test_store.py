@@ -205,3 +205,23 @@ def test_a_store_of_schema_1_is_migrated(tmp_path):
     assert store.schema_version == SCHEMA_VERSION
     assert store.stage_runs()[0]["status"] == "crashed"
     assert store.space_state("image/x")[0] == "v3"                # the old counter until the next write
+
+
+def test_a_store_of_schema_2_loses_its_caption_metric_blobs(tmp_path):
+    """Schema 2 kept caption metrics as JSON in meta; schema 3 keeps them in tables and drops the blobs (the
+    stage computes them again), leaving every other meta key alone."""
+    from pipeline.store import _MIGRATIONS
+
+    conn = sqlite3.connect(tmp_path / "capsearch.db")
+    for version in (1, 2):
+        conn.executescript(_MIGRATIONS[version])
+    conn.execute("PRAGMA user_version=2")
+    conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
+                     [("caption-metrics/row/abc", "{}"), ("caption-metrics/def", "{}"), ("caption-metrics/latest", '"def"'),
+                      ("evaluation/xyz", "{}"), ("split_hash", '"s"')])
+    conn.commit()
+    conn.close()
+    store = Store(tmp_path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert sorted(r[0] for r in store.conn.execute("SELECT key FROM meta")) == ["evaluation/xyz", "split_hash"]
+    assert store.latest_caption_metric_hash() is None and store.stored_caption_metric_rows(["abc"]) == set()

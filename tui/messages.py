@@ -161,12 +161,22 @@ class SearchResults(Message):
 
 
 class OpenInSearch(Message):
-    """Ask the app to show a query in the Search screen."""
+    """Ask the app to show a query in the Search screen (in ``scope``: the evaluation's drill-down asks for the
+    targets, where its ranks were measured)."""
 
-    def __init__(self, query: str, method: str) -> None:
+    def __init__(self, query: str, method: str, scope: str | None = None) -> None:
         super().__init__()
         self.query = query
         self.method = method
+        self.scope = scope
+
+
+class OpenLike(Message):
+    """Ask the app to show the photos most like ``image_id`` in the Search screen."""
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__()
+        self.image_id = image_id
 
 
 # -- evaluation --------------------------------------------------------------------------------------------

@@ -237,11 +237,18 @@ def status(
 
     console.print(f"workspace {ws.root}  profile {report['profile']}  "
                   f"photos {report['images']['total']} ({report['images']['reference']} reference, {report['images']['target']} targets)")
-    table = Table("stage", "done", "missing", "failed", "total", title=None, box=None, header_style="bold")
+    table = Table("stage", "done", "missing", "failed", "total", "", title=None, box=None, header_style="bold")
+    said: set[str] = set()
     for s in report["stages"]:
+        if s.get("not_applicable"):
+            why = "as above" if s["not_applicable"] in said else s["not_applicable"]
+            said.add(s["not_applicable"])
+            table.add_row(s["stage"], "–", "–", "–", "–", f"[dim]not applicable: {why}[/]")
+            continue
         table.add_row(s["stage"], str(s["done"]), str(s["missing"]),
-                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]))
+                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]), "")
     console.print(table)
+    _print_collection_notes(report, problems_limit)
     if running:
         console.print(f"\n[bold yellow]running now:[/] {running['description']}; `capsearch status --follow` shows its "
                       "progress, `capsearch cancel` stops it", highlight=False, soft_wrap=True)
@@ -272,6 +279,33 @@ def _current_run(ws) -> dict | None:
             "log": run.log_path, "description": describe_run(run, stages),
             "stages": [{"stage": s.stage, "state": s.state, "done": s.done, "total": s.total, "failures": s.failures}
                        for s in stages]}
+
+
+def _print_collection_notes(report: dict, limit: int) -> None:
+    """Duplicates kept out of prompts and consensus, and photos that left the collection."""
+    dup = report.get("duplicates") or {}
+    parts = []
+    if dup.get("identical_photos"):
+        n = dup["identical_photos"]
+        parts.append(f"{n} photo{' is an identical copy' if n == 1 else 's are identical copies'} of another "
+                     "(kept on the same side of the split)")
+    for key, what in (("with_exact_duplicate_neighbour", "an identical copy"),
+                      ("with_near_duplicate_neighbour", "a near-duplicate")):
+        if dup.get(key):
+            n = dup[key]
+            parts.append(f"{n} photo{'' if n == 1 else 's'} {'has' if n == 1 else 'have'} {what} among its "
+                         "neighbours (listed and marked; its captions are left out of prompts and consensus)")
+    for part in parts:
+        console.print(f"[cyan]duplicates:[/] {part}", highlight=False)
+    removed = report.get("removed") or {}
+    if removed:
+        console.print(f"\n[bold]{len(removed)} photos removed[/] from the collection (no longer searched):")
+        ids = list(removed)
+        shown = ids if limit == 0 else ids[:limit]
+        for image_id in shown:
+            console.print(f"  {image_id}", highlight=False, markup=False)
+        if len(shown) < len(ids):
+            console.print(f"  ... and {len(ids) - len(shown)} more (--problems 0 lists all, --json prints them)")
 
 
 # -- demo -------------------------------------------------------------------------------------------------------

@@ -46,7 +46,9 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
         shutdown.raise_if_stopped()
         raise
     reports = [StageReport(o.stage, o.config_hash, BatchResult(o.done, o.failed, o.skipped, list(o.messages)),
-                           o.seconds, o.ran, o.cached + o.unchanged) for o in summary.stages]
+                           o.seconds, o.ran, o.cached + o.unchanged, o.total, o.items, o.reason or None)
+               for o in summary.stages]
+    print_run_summary(reports)
     for r in reports:
         if r.result.failed:
             console.print(f"[yellow]{r.stage}: {r.result.failed} items failed (see `capsearch status`)[/]")
@@ -54,3 +56,23 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
         console.print("[yellow]run cancelled; finished batches are kept in the store[/]")
     shutdown.raise_if_stopped()   # a stop signal ends the command here, with its exit code
     return reports
+
+
+def print_run_summary(reports: list[StageReport]) -> None:
+    """One line per stage: how many items this run computed and how many it reused, or why the stage did not
+    apply."""
+    if not reports:
+        return
+    from rich.table import Table
+
+    table = Table("stage", "computed", "reused", "failed", "", box=None, header_style="bold", pad_edge=False)
+    said: set[str] = set()
+    for r in reports:
+        if r.not_applicable:
+            why = "as above" if r.not_applicable in said else r.not_applicable
+            said.add(r.not_applicable)
+            table.add_row(r.stage, "–", "–", "–", f"[dim]not applicable: {why}[/]")
+            continue
+        failed = f"[red]{r.result.failed}[/]" if r.result.failed else "0"
+        table.add_row(r.stage, f"{r.computed:,}", f"{r.reused:,}", failed, "")
+    console.print(table)

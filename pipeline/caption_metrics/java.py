@@ -146,6 +146,10 @@ class JavaProcess:
             proc.kill()
             proc.wait()
         finally:
+            # the program has ended: let the stderr thread read to the end before its pipe is closed under
+            # it (closing a pipe another thread is reading raises in that thread)
+            if self._stderr_thread is not None:
+                self._stderr_thread.join(timeout=STOP_TIMEOUT)
             for pipe in (proc.stdout, proc.stderr):
                 if pipe is not None:
                     try:

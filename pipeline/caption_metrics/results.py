@@ -111,6 +111,7 @@ class CaptionMetricsResult:
     confidence: float = 0.95
     created_at: float = 0.0
     seconds: float = 0.0
+    n: dict[str, dict[str, int]] = field(default_factory=dict)   # row -> metric -> photos the value is made from
 
     def get(self, row: str, metric: str) -> dict[str, float | None] | None:
         return self.values.get(row, {}).get(metric)

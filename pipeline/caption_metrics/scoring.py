@@ -95,12 +95,44 @@ def row_captions(ws: "Workspace", row: str, ids: Sequence[str], human: Sequence[
     return [rows[i].text if i in rows and rows[i].text.strip() else "" for i in ids]
 
 
+def row_steps(row: str, env: Environment, with_references: bool) -> list[str]:
+    """The units of work that scoring one row takes, in order (each one advances the progress bar)."""
+    steps = []
+    if with_references:
+        steps += ["BLEU", "ROUGE-L", "CIDEr-D"]
+        if env.meteor is None:
+            steps.append("METEOR")
+        if env.spice is None:
+            steps.append("SPICE")
+    if env.clip_key is not None:
+        steps.append("CLIPScore")
+    if row != HUMAN:
+        steps.append("copy rate")
+    steps.append("length")                  # length, vocabulary and distinct captions
+    return steps
+
+
+def count_steps(ws: "Workspace", rows: Sequence[str], env: Environment) -> int:
+    """Units of work of ``score_rows`` for these rows: the tokenizer run, the CLIP inputs, each row's steps."""
+    if not rows:
+        return 0
+    with_references = photos(ws).with_references
+    return 1 + (env.clip_key is not None) + sum(len(row_steps(r, env, with_references)) for r in rows)
+
+
 def score_rows(ws: "Workspace", rows: Sequence[str], env: Environment, say: Say,
-               done: Callable[[RowScores], None]) -> None:
-    """Score every row photo by photo; ``done`` receives each row as it is finished."""
+               done: Callable[[RowScores], None], step: Callable[[], None] | None = None,
+               stop: Callable[[], bool] | None = None) -> None:
+    """Score every row photo by photo; ``done`` receives each row as it is finished, ``step`` is called after
+    each unit of work (``count_steps`` of them), and when ``stop()`` turns true scoring ends before the next
+    unit (the row in progress is dropped; rows already given to ``done`` are whole)."""
     from pipeline.caption_metrics.copying import copy_and_overlap, shown_captions
     from pipeline.caption_metrics.tokenize import JavaPtbTokenizer, PythonPtbTokenizer, normalise
 
+    if not rows:
+        return
+    tick = step or (lambda: None)
+    halt = stop or (lambda: False)
     ph = photos(ws)
     captions = {r: row_captions(ws, r, ph.ids, ph.human) for r in rows}
     tokenizer = JavaPtbTokenizer() if env.tokenizer == "ptb-java" else PythonPtbTokenizer()
@@ -109,8 +141,11 @@ def score_rows(ws: "Workspace", rows: Sequence[str], env: Environment, say: Say,
     t0 = time.perf_counter()
     tokens = dict(zip(texts, tokenizer.tokenize(texts)))
     say(f"tokenised {len(texts)} captions and references ({tokenizer.name}) in {time.perf_counter() - t0:.1f} s")
+    tick()
     ref_tokens = [[tokens[r] for r in refs] for refs in ph.references]
     clip_vectors = _clip_inputs(ws, env, ph, captions, say)
+    if env.clip_key is not None:
+        tick()
 
     with ExitStack() as stack:
         meteor_ctx = None
@@ -124,36 +159,44 @@ def score_rows(ws: "Workspace", rows: Sequence[str], env: Environment, say: Say,
             hyp = [tokens[c] for c in caps]
             scores: dict[str, list[float | None]] = {}
             result = RowScores(row, list(ph.ids), list(caps), [i for i, c in zip(ph.ids, caps) if not c], scores)
-            if ph.with_references:
-                b = coco.bleu(hyp, ref_tokens)
-                for k, name in enumerate(coco.BLEU_NAMES):
-                    scores[name] = b.per_photo[:, k].tolist()
-                result.bleu_stats = b.stats.tolist()
-                scores["ROUGE-L"] = coco.rouge_l(hyp, ref_tokens).tolist()
-                scores["CIDEr-D"] = coco.cider_d(hyp, ref_tokens).tolist()
-                if meteor_ctx is not None:
+            for name in row_steps(row, env, ph.with_references):
+                if halt():
+                    return
+                if name == "BLEU":
+                    b = coco.bleu(hyp, ref_tokens)
+                    for k, metric in enumerate(coco.BLEU_NAMES):
+                        scores[metric] = b.per_photo[:, k].tolist()
+                    result.bleu_stats = b.stats.tolist()
+                elif name == "ROUGE-L":
+                    scores["ROUGE-L"] = coco.rouge_l(hyp, ref_tokens).tolist()
+                elif name == "CIDEr-D":
+                    scores["CIDEr-D"] = coco.cider_d(hyp, ref_tokens).tolist()
+                elif name == "METEOR" and meteor_ctx is not None:
                     from pipeline.caption_metrics.meteor import segment_scores
 
                     say(f"{row}: METEOR for {len(hyp)} captions")
                     stats = meteor_ctx.stats(hyp, ref_tokens)
                     result.meteor_stats = stats.tolist()
                     scores["METEOR"] = segment_scores(stats).tolist()
-                if env.spice is None:
+                elif name == "SPICE":
                     from pipeline.caption_metrics.spice import spice
 
                     scores["SPICE"] = [None if np.isnan(v) else float(v) for v in spice(hyp, ref_tokens)]
-            if clip_vectors is not None:
-                scores["CLIPScore"], scores["RefCLIPScore"] = _clip_scores(clip_vectors, caps, ph)
-            if row != HUMAN:
-                shown, what = shown_captions(ws, row, ph.ids)
-                pairs = [copy_and_overlap(c, shown.get(i, [])) if c else (0.0, 0.0) for i, c in zip(ph.ids, caps)]
-                scores["copy rate"] = [p[0] for p in pairs]
-                scores["prompt overlap"] = [p[1] for p in pairs]
-                result.shown = what
-            scores["length"] = [float(len(tokens[c].split())) if c else None for c in caps]
-            present = [c for c in caps if c]
-            result.vocabulary = len({w for c in present for w in tokens[c].split()})
-            result.distinct = len({normalise(c) for c in present}) / len(present) if present else None
+                elif name == "CLIPScore" and clip_vectors is not None:
+                    scores["CLIPScore"], scores["RefCLIPScore"] = _clip_scores(clip_vectors, caps, ph)
+                elif name == "copy rate":
+                    shown, what = shown_captions(ws, row, ph.ids)
+                    pairs = [copy_and_overlap(c, shown.get(i, [])) if c else (0.0, 0.0)
+                             for i, c in zip(ph.ids, caps)]
+                    scores["copy rate"] = [p[0] for p in pairs]
+                    scores["prompt overlap"] = [p[1] for p in pairs]
+                    result.shown = what
+                elif name == "length":
+                    scores["length"] = [float(len(tokens[c].split())) if c else None for c in caps]
+                    present = [c for c in caps if c]
+                    result.vocabulary = len({w for c in present for w in tokens[c].split()})
+                    result.distinct = len({normalise(c) for c in present}) / len(present) if present else None
+                tick()
             result.seconds = time.perf_counter() - t_row
             done(result)
 
@@ -249,20 +292,24 @@ def summarise(config_hash: str, rows: list[RowScores], env: Environment, ph: Pho
     metrics = [m.name for m in METRICS if m.name not in not_applicable]
     values: dict[str, dict[str, dict[str, float | None]]] = {r.row: {} for r in rows}
     diffs: dict[str, dict[str, dict[str, float | None]]] = {r.row: {} for r in rows}
+    counts: dict[str, dict[str, int]] = {r.row: {} for r in rows}
     _check_boot(n_boot, confidence)
     for metric in metrics:
         boots: dict[str, tuple[float, np.ndarray]] = {}       # row -> (point, resampled values)
         for row in rows:
             if metric == "vocabulary":
                 values[row.row][metric] = {"value": float(row.vocabulary), "low": None, "high": None}
+                counts[row.row][metric] = len(row.ids) - len(row.missing)
                 continue
             if metric == "distinct":
                 values[row.row][metric] = {"value": row.distinct, "low": None, "high": None}
+                counts[row.row][metric] = len(row.ids) - len(row.missing)
                 continue
             got = _per_photo(row, metric)
             if got is None or got[0].shape[0] == 0:
                 continue
             data, aggregate = got
+            counts[row.row][metric] = int((~np.isnan(data).all(axis=1)).sum())
             point = float(aggregate(data))
             boots[row.row] = (point, resampled(data, aggregate, n_boot, seed))    # same photo resamples per row
             est: Interval = interval(point, boots[row.row][1], confidence)
@@ -279,7 +326,7 @@ def summarise(config_hash: str, rows: list[RowScores], env: Environment, ph: Pho
         baseline=base.row if base is not None else None, n_photos=len(ph.ids),
         missing={r.row: len(r.missing) for r in rows}, values=values, vs_baseline=diffs,
         tokenizer=env.tokenizer, references=ph.describe, n_boot=n_boot, confidence=confidence,
-        created_at=time.time())
+        created_at=time.time(), n=counts)
     if baseline and base is None:
         result.notes.append(f"baseline '{baseline}' is not a captioner scored here; no paired test")
     result.seconds = time.perf_counter() - t0

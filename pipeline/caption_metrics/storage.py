@@ -1,56 +1,142 @@
-"""Where caption metrics live in the workspace store (meta keys), and how readers find them.
+"""Caption metrics in the workspace store, and how readers find them.
 
-* ``caption-metrics/row/<row hash>``: one row's per-photo scores (``RowScores``). The row hash covers
-  what the row reads (its captions, the photos and references, the tokenizer and which metrics can run),
-  so a row is computed once and reused until one of those changes.
-* ``caption-metrics/<stage hash>``: the summary (``CaptionMetricsResult``) of the stage's configuration.
-* ``caption-metrics/latest``: the stage hash of the newest summary (shown, marked stale, when the current
-  configuration has none yet).
+The store owns the tables and their SQL (``pipeline.store``, schema 3, "caption metrics"); this module turns
+its typed rows into the stage's results and back:
+
+* a **row** (``RowScores``): one captioner, or ``human``, scored photo by photo, stored under its row hash
+  (``caption_metric_rows``, ``caption_metric_photos``, ``caption_metric_scores``). The row hash covers what
+  the row reads (its captions, the photos and references, the tokenizer and which metrics can run), so a
+  row is computed once and reused until one of those changes;
+* a **summary** (``CaptionMetricsResult``) of one stage configuration: its rows, metrics (and why others were
+  not computed), values with intervals and the paired test (``caption_metric_summaries`` and the
+  ``caption_metric_summary_*`` / ``caption_metric_values`` tables).
+
+The stage writes the rows it computed and the summary in one transaction. Readers see the current
+configuration's summary, else the newest one, marked stale.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Iterable
 
-from pipeline.caption_metrics.results import CaptionMetricsResult, RowScores
+from pipeline.caption_metrics.results import PER_PHOTO, CaptionMetricsResult, RowScores
+from pipeline.store import (CaptionMetricPhoto, CaptionMetricScore, CaptionMetricValue, CaptionSummaryRow,
+                            StoredCaptionRow, StoredCaptionSummary)
 
 if TYPE_CHECKING:
     from pipeline.store import Store
     from pipeline.workspace import Workspace
 
-PREFIX = "caption-metrics"
+
+def _number(value: float | None) -> float | None:
+    """A stored number: NaN and infinities (no value) become NULL, as JSON's ``null`` before."""
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
-def row_key(row_hash: str) -> str:
-    return f"{PREFIX}/row/{row_hash}"
+# -- rows -----------------------------------------------------------------------------------------------------
+
+def stored_rows(store: "Store", row_hashes: Iterable[str]) -> set[str]:
+    """Which of these rows are stored."""
+    return store.stored_caption_metric_rows(row_hashes)
 
 
-def summary_key(config_hash: str) -> str:
-    return f"{PREFIX}/{config_hash}"
+def to_stored_row(row_hash: str, row: RowScores) -> StoredCaptionRow:
+    photos = tuple(
+        CaptionMetricPhoto(image_id, caption,
+                           tuple(row.bleu_stats[n]) if row.bleu_stats else None,
+                           tuple(row.meteor_stats[n]) if row.meteor_stats else None)
+        for n, (image_id, caption) in enumerate(zip(row.ids, row.captions)))
+    scores = tuple(CaptionMetricScore(image_id, metric, _number(value))
+                   for metric, values in row.scores.items() for image_id, value in zip(row.ids, values))
+    return StoredCaptionRow(row_hash, row.row, row.vocabulary, _number(row.distinct), row.shown, row.seconds,
+                            photos, scores)
 
 
-def has_row(store: "Store", row_hash: str) -> bool:
-    return store.conn.execute("SELECT 1 FROM meta WHERE key=?", (row_key(row_hash),)).fetchone() is not None
+def from_stored_row(stored: StoredCaptionRow) -> RowScores:
+    ids = [p.image_id for p in stored.photos]
+    captions = [p.caption for p in stored.photos]
+    place = {image_id: n for n, image_id in enumerate(ids)}
+    by_metric: dict[str, list[float | None]] = {}
+    for s in stored.scores:
+        values = by_metric.setdefault(s.metric, [None] * len(ids))
+        if s.image_id in place:
+            values[place[s.image_id]] = s.value
+    known = [m for m in PER_PHOTO if m in by_metric]
+    scores = {m: by_metric[m] for m in [*known, *sorted(set(by_metric) - set(known))]}
+    photos = stored.photos
+    bleu = [list(p.bleu_stats) for p in photos] if photos and all(p.bleu_stats is not None for p in photos) else []
+    meteor = ([list(p.meteor_stats) for p in photos]
+              if photos and all(p.meteor_stats is not None for p in photos) else None)
+    return RowScores(stored.row, ids, captions, [i for i, c in zip(ids, captions) if not c], scores, bleu, meteor,
+                     stored.vocabulary, stored.distinct, stored.shown, stored.seconds or 0.0)
 
 
 def put_row(store: "Store", row_hash: str, row: RowScores) -> None:
-    store.set_meta(row_key(row_hash), row.as_dict())
+    store.put_caption_metric_row(to_stored_row(row_hash, row))
 
 
 def get_row(store: "Store", row_hash: str) -> RowScores | None:
-    data = store.get_meta(row_key(row_hash))
-    return RowScores.from_dict(data) if data else None
+    stored = store.caption_metric_row(row_hash)
+    return from_stored_row(stored) if stored is not None else None
+
+
+# -- summaries --------------------------------------------------------------------------------------------------
+
+def to_stored_summary(result: CaptionMetricsResult) -> StoredCaptionSummary:
+    values = []
+    for row in result.rows:
+        for metric, v in result.values.get(row, {}).items():
+            d = result.vs_baseline.get(row, {}).get(metric)
+            paired = (result.baseline, _number(d.get("diff")), _number(d.get("low")), _number(d.get("high")),
+                      _number(d.get("p"))) if d else (None, None, None, None, None)
+            values.append(CaptionMetricValue(row, metric, _number(v.get("value")), _number(v.get("low")),
+                                             _number(v.get("high")), result.n.get(row, {}).get(metric, 0), *paired))
+    return StoredCaptionSummary(
+        result.config_hash, result.baseline, result.n_photos, result.tokenizer, result.references, result.n_boot,
+        result.confidence, tuple(result.notes), result.seconds, result.created_at,
+        tuple(CaptionSummaryRow(r, result.row_hashes.get(r, ""), result.missing.get(r, 0)) for r in result.rows),
+        tuple(result.metrics), tuple(result.not_applicable.items()), tuple(values))
+
+
+def from_stored_summary(stored: StoredCaptionSummary) -> CaptionMetricsResult:
+    rows = [r.row for r in stored.rows]
+    cells = {(v.row, v.metric): v for v in stored.values}
+    metric_order = [*stored.metrics, *sorted({v.metric for v in stored.values} - set(stored.metrics))]
+    values: dict[str, dict[str, dict[str, float | None]]] = {r: {} for r in rows}
+    diffs: dict[str, dict[str, dict[str, float | None]]] = {r: {} for r in rows}
+    counts: dict[str, dict[str, int]] = {r: {} for r in rows}
+    for row in rows:
+        for metric in metric_order:
+            v = cells.get((row, metric))
+            if v is None:
+                continue
+            values[row][metric] = {"value": v.value, "low": v.ci_low, "high": v.ci_high}
+            counts[row][metric] = v.n
+            if v.baseline is not None:
+                diffs[row][metric] = {"diff": v.diff, "low": v.diff_ci_low, "high": v.diff_ci_high, "p": v.p_value}
+    return CaptionMetricsResult(
+        config_hash=stored.config_hash, rows=rows, metrics=list(stored.metrics),
+        not_applicable=dict(stored.not_computed), baseline=stored.baseline, n_photos=stored.n_photos,
+        missing={r.row: r.missing for r in stored.rows}, values=values, vs_baseline=diffs, notes=list(stored.notes),
+        row_hashes={r.row: r.row_hash for r in stored.rows}, tokenizer=stored.tokenizer,
+        references=stored.reference_rule, n_boot=stored.n_boot, confidence=stored.confidence,
+        created_at=stored.created_at, seconds=stored.seconds or 0.0, n=counts)
 
 
 def put_summary(store: "Store", result: CaptionMetricsResult) -> None:
-    with store.transaction():
-        store.set_meta(summary_key(result.config_hash), result.as_dict())
-        store.set_meta(f"{PREFIX}/latest", result.config_hash)
+    store.put_caption_metric_summary(to_stored_summary(result))
+
+
+def has_summary(store: "Store", config_hash: str) -> bool:
+    return store.has_caption_metric_summary(config_hash)
 
 
 def get_summary(store: "Store", config_hash: str) -> CaptionMetricsResult | None:
-    data = store.get_meta(summary_key(config_hash))
-    return CaptionMetricsResult.from_dict(data) if data else None
+    stored = store.caption_metric_summary(config_hash)
+    return from_stored_summary(stored) if stored is not None else None
 
+
+# -- readers -----------------------------------------------------------------------------------------------------
 
 def current_hash(ws: "Workspace") -> str | None:
     from pipeline.errors import CapsearchError
@@ -69,11 +155,12 @@ def load_caption_metrics(ws: "Workspace", config_hash: str | None = None) -> Cap
 
 
 def latest_caption_metrics(ws: "Workspace") -> tuple[CaptionMetricsResult | None, bool]:
-    """(summary, stale): the current configuration's, else the newest one marked stale."""
+    """(summary, stale): the current configuration's, else the newest one stored, marked stale (as
+    ``evaluation.latest_evaluation`` does for the retrieval metrics)."""
     current = load_caption_metrics(ws)
     if current is not None:
         return current, False
-    latest = ws.store.get_meta(f"{PREFIX}/latest")
+    latest = ws.store.latest_caption_metric_hash()
     found = get_summary(ws.store, latest) if latest else None
     return found, found is not None
 

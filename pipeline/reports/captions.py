@@ -71,6 +71,7 @@ def caption_metrics_json(result: CaptionMetricsResult | None, corr: Correlation 
         return None
     out = result.as_dict()
     out.pop("row_hashes", None)
+    out.pop("n", None)          # photos per cell: in the store (caption_metric_values.n), not in the JSON
     if corr is not None:
         out["retrieval_correlation"] = {"eval_hash": corr.eval_hash, "n_photos": corr.n_photos, "spearman": corr.rho}
     return out

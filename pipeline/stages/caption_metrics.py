@@ -3,19 +3,25 @@
 Its items are its rows: ``human`` (one held-out human caption of each target scored against the others)
 and every enabled captioner. Each row is stored under its own hash (``pipeline.caption_metrics.storage``),
 so re-running the stage computes only the rows whose inputs changed; all missing rows are computed in one
-batch (one tokenizer run, one METEOR process, one CLIP model). ``finalize`` writes the summary (bootstrap
-intervals, paired test against ``evaluate.baseline``) once per stage configuration.
+batch (one tokenizer run, one METEOR process, one CLIP model), which then summarises every row (bootstrap
+intervals, paired test against ``evaluate.baseline``) and commits the rows it computed and the summary in
+one transaction.
+
+Done-ness is what the store holds: a row is done when it is stored, and when every row is stored but the
+current configuration has no summary (a new baseline, or rows kept by a cancelled run) none is, so that
+the batch runs again: it reuses the stored rows and writes only the summary.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from pipeline.caption_metrics import scoring, storage
-from pipeline.caption_metrics.results import HUMAN
+from pipeline.caption_metrics.results import HUMAN, RowScores
+from pipeline.crashpoints import CAPTION_METRICS_BATCH, crash_point
 from pipeline.evaluation import CONFIDENCE
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
-from pipeline.stages.base import Batch, BatchResult, Stage
+from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
 
 VERSION = 1
 
@@ -27,6 +33,11 @@ class CaptionMetricsStage(Stage):
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)
         self._env: scoring.Environment | None = None
+
+    def applicable(self) -> str | None:
+        from pipeline.stages.applicability import no_held_out_captions
+
+        return no_held_out_captions(self.store)
 
     @property
     def env(self) -> scoring.Environment:
@@ -64,59 +75,75 @@ class CaptionMetricsStage(Stage):
         shas = sorted({img.sha256 for img in self.store.images(ids=ids)})
         return hash_obj(sorted(self.store.has_vectors(image_space(self.env.clip_key), shas)))
 
-    def config(self) -> dict[str, Any]:
+    def _config(self, hashes: dict[str, str]) -> dict[str, Any]:
         ev = self.cfg.evaluate
-        return {"rows": self.row_hashes(), "baseline": ev.baseline, "n_boot": ev.n_boot, "seed": ev.seed,
+        return {"rows": hashes, "baseline": ev.baseline, "n_boot": ev.n_boot, "seed": ev.seed,
                 "confidence": CONFIDENCE, "version": VERSION}
+
+    def config(self) -> dict[str, Any]:
+        return self._config(self.row_hashes())
+
+    def _config_hash(self, hashes: dict[str, str]) -> str:
+        return hash_obj({"stage": self.name, "target": self.target, **self._config(hashes)})
 
     def items(self) -> list[str]:
         return self.rows()
 
     def done_items(self) -> set[str]:
-        return {row for row, h in self.row_hashes().items() if storage.has_row(self.store, h)}
+        """Rows stored; none while every row is stored but this configuration's summary is not."""
+        hashes = self.row_hashes()
+        stored = storage.stored_rows(self.store, hashes.values())
+        done = {row for row, h in hashes.items() if h in stored}
+        if done == set(hashes) and not storage.has_summary(self.store, self._config_hash(hashes)):
+            return set()
+        return done
 
     def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
         hashes = self.row_hashes()
         return {i: hashes.get(i, "") for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        """Score every row not stored yet, summarise all rows, and commit both together."""
         hashes = self.row_hashes()
+        config_hash = self._config_hash(hashes)
+        stored = storage.stored_rows(self.store, hashes.values())
+        todo = [row for row, h in hashes.items() if h not in stored]
         say = progress.message if progress else (lambda text, level="info": None)
-        rows = [r for r in batch.ids if r in hashes]
-        if self.env.meteor:
+        if progress:   # progress in units of work: each metric of each row, the tokenizer run, the summary
+            progress.add_work(scoring.count_steps(self.ws, todo, self.env) + 1 - len(batch.ids))
+        if todo and self.env.meteor:
             say(f"METEOR not computed: {self.env.meteor}", "warning")
-        finished: list[str] = []
+        computed: dict[str, RowScores] = {}
 
-        def done(result) -> None:
-            storage.put_row(self.store, hashes[result.row], result)
-            finished.append(result.row)
+        def done(result: RowScores) -> None:
+            computed[result.row] = result
             missing = f", {len(result.missing)} photos without a caption (scored 0)" if result.missing else ""
             say(f"{result.row}: {len(result.ids)} photos scored in {result.seconds:.1f} s{missing}")
-            if progress:
-                progress.advance(1)
 
-        scoring.score_rows(self.ws, rows, self.env, say, done)
-        return BatchResult(done=len(finished), skipped=len(batch.ids) - len(rows))
-
-    def finalize(self, progress: StageProgress | None = None) -> None:
-        config_hash = self.config_hash()
-        if storage.get_summary(self.store, config_hash) is not None:
-            self.store.set_meta(f"{storage.PREFIX}/latest", config_hash)
-            return
-        hashes = self.row_hashes()
-        rows = []
-        for row, h in hashes.items():
-            got = storage.get_row(self.store, h)
-            if got is not None:
-                rows.append(got)
+        step = (lambda: progress.advance(1)) if progress else None
+        scoring.score_rows(self.ws, todo, self.env, say, done, step=step, stop=self.cancelled)
+        if len(computed) < len(todo):   # stopped by a cancel between two units of work
+            if computed:   # the rows finished before the cancel are kept: the next run computes only the rest
+                with self.commit():
+                    for row, result in computed.items():
+                        storage.put_row(self.store, hashes[row], result)
+            raise BatchCancelled(f"cancelled after scoring {len(computed)} of {len(todo)} rows "
+                                 f"({', '.join(computed) or 'none'} kept)")
+        rows = [computed[row] if row in computed else storage.get_row(self.store, h) for row, h in hashes.items()]
         ev = self.cfg.evaluate
-        result = scoring.summarise(config_hash, rows, self.env, scoring.photos(self.ws), ev.baseline, ev.n_boot,
-                                   ev.seed, CONFIDENCE)
-        result.row_hashes = {r.row: hashes[r.row] for r in rows}
-        storage.put_summary(self.store, result)
+        result = scoring.summarise(config_hash, [r for r in rows if r is not None], self.env,
+                                   scoring.photos(self.ws), ev.baseline, ev.n_boot, ev.seed, CONFIDENCE)
+        result.row_hashes = {r.row: hashes[r.row] for r in rows if r is not None}
+        with self.commit():   # the rows computed here and the summary: together or not at all
+            for row, scored in computed.items():
+                storage.put_row(self.store, hashes[row], scored)
+            crash_point(CAPTION_METRICS_BATCH)
+            storage.put_summary(self.store, result)
         if progress:
+            progress.advance(1)
             for metrics, reason in result.not_computed():
                 progress.message(f"{', '.join(metrics)} not computed: {reason}", "info")
+        return BatchResult(done=len(computed), skipped=len([i for i in batch.ids if i not in hashes]))
 
 
 STAGES: dict[str, type[Stage]] = {"caption-metrics": CaptionMetricsStage}

@@ -136,6 +136,8 @@ class PipelineScreen(CapsearchScreen):
                    [self._cells(s) for s in status["stages"]], self.stage_labels)
         problems = [(Text("error", style="bold red"), s["stage"], "(the stage)", s["error"])
                     for s in status["stages"] if s.get("error")]
+        problems += [(Text("n/a", style="dim"), s["stage"], "(the stage)", f"not applicable: {s['not_applicable']}")
+                     for s in status["stages"] if s.get("not_applicable")]
         problems += [(Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"],
                       p["reason"]) for p in status["problems"]]
         fill_table(self.query_one("#problems", DataTable), PROBLEM_COLUMNS, problems)
@@ -146,6 +148,9 @@ class PipelineScreen(CapsearchScreen):
 
     @staticmethod
     def _cells(s: dict) -> tuple:
+        if s.get("not_applicable"):   # not a failure, not done: the reason is in the Problems pane
+            dash = Text("–", style="dim")
+            return Text(s["stage"] + " n/a", style="dim"), dash, dash, dash, dash
         failed = Text(str(s["failed"]), style="bold red") if s["failed"] else Text("0", style="dim")
         missing = Text(str(s["missing"]), style="yellow") if s["missing"] else Text("0", style="dim")
         stage = Text(s["stage"])
@@ -319,6 +324,8 @@ class PipelineScreen(CapsearchScreen):
         panel = self.query_one("#progress", ProgressPanel)
         before = panel.bar_event(event.stage)
         panel.show_event(event)
+        if event.kind == "not-applicable" and (before is None or before.kind != "not-applicable"):
+            self.log_line(f"{event.stage}: not applicable: {event.message}", "info")
         if event.kind == "finish" and (before is None or before.kind != "finish"):
             self.app.data_version += 1  # type: ignore[attr-defined]
             line = event.message or f"{event.stage}: {event.done} done"
