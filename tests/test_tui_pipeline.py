@@ -61,7 +61,7 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
         before = rows(app.screen.query_one("#stages", DataTable))
         assert before["embed-images"][0] == "0" and before["caption:knn-consensus"][0] == "0"
         await pilot.press("3")
-        await wait_for(pilot, lambda: "nothing to search yet" in str(app.screen.query_one("#search-status").content), 60)
+        await wait_for(pilot, lambda: "nothing to search by text yet" in str(app.screen.query_one("#search-status").content), 60)
         await pilot.press("escape", "1")
 
         await pilot.press("a")
@@ -91,7 +91,7 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
 
         await pilot.press("3")                 # the Search screen reads the workspace again
         await wait_for(pilot, lambda: app.screen.ready, 60)
-        assert app.screen.methods[0] == "knn-consensus"
+        assert app.screen.methods[:2] == ["captions", "knn-consensus"]      # every photo: all captions first
 
     for stage, (done, missing, failed, total) in after.items():
         assert (missing, failed) == ("0", "0") and done == total != "0", stage
