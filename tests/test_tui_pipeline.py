@@ -111,7 +111,10 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
     for stage, (done, _, _, _) in after.items():
         # each stage finished what it set out to do; that is all of its items unless an earlier stage of the
         # run already wrote them (kNN consensus embeds the captions it picks from, so embed-captions has none left)
-        assert last[stage].done == last[stage].total <= int(done), stage
+        # (caption-metrics counts its units of work, each metric of each row: more than its rows)
+        assert last[stage].done == last[stage].total, stage
+        if stage != "caption-metrics":
+            assert last[stage].total <= int(done), stage
 
 
 @pytest.mark.asyncio
