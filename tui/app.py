@@ -48,7 +48,7 @@ class CapsearchApp(App):
     BINDINGS = [
         *[Binding(key, f"switch_screen_mode('{mode}')", label, show=False) for key, mode, label in SCREENS],
         Binding("question_mark,f1", "help", "Help", tooltip="this list of keys"),
-        Binding("q", "quit", "Quit", tooltip="leave the app (a run in progress is cancelled)"),
+        Binding("q", "quit", "Quit", tooltip="leave the app (a run going on keeps going; x on the Pipeline screen cancels it)"),
     ]
 
     def __init__(self, workspace: Workspace | str | Path, *, image_mode: str | None = None,

@@ -27,8 +27,9 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     """Run the TUI on ``workspace`` (default: the default workspace) until the user quits.
 
     Returns the exit code: 0, 1 after an error, 128 + N when signal N (SIGTERM, SIGINT, SIGHUP: a
-    closed terminal or a dropped SSH session) closed the app. A run in progress is cancelled either
-    way; the app returns once its batches in flight are finished and recorded (``flows.shutdown``).
+    closed terminal or a dropped SSH session) closed the app. A run the app started goes on either way:
+    it is a process of its own (or a deployment run) that writes its progress to the store, so
+    `capsearch status --follow` or the next TUI picks it up, and `capsearch cancel` stops it.
     """
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
