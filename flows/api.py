@@ -5,7 +5,7 @@ import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import flows  # noqa: F401 - applies the Prefect settings before Prefect is imported
 from pipeline.progress import ProgressCallback
@@ -18,7 +18,7 @@ class StageOutcome:
     name: str
     target: str
     config_hash: str
-    status: str                # completed | failed | cancelled
+    status: str                # completed | failed | cancelled | not applicable
     batches: int               # batches planned (every item of the stage)
     cached: int                # batches answered from the Prefect cache
     ran: int                   # batches that computed something
@@ -31,12 +31,19 @@ class StageOutcome:
     flow_run_id: str = ""
     error: str = ""
     messages: list[str] = field(default_factory=list)
+    total: int = 0             # items the stage has: those computed (items) and those reused (done before)
+    reason: str = ""           # why the stage does not apply (status 'not applicable')
+
+    @property
+    def reused(self) -> int:
+        return max(0, self.total - self.items)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "StageOutcome":
         return cls(d["stage"], d["name"], d["target"], d["config_hash"], d["status"], d["batches"], d["cached"],
                    d["ran"], d["unchanged"], d["items"], d["done"], d["failed"], d["skipped"], d["seconds"],
-                   d.get("flow_run_id", ""), d.get("error", ""), list(d.get("messages", [])))
+                   d.get("flow_run_id", ""), d.get("error", ""), list(d.get("messages", [])),
+                   d.get("total", 0), d.get("reason", ""))
 
 
 @dataclass
@@ -47,6 +54,7 @@ class RunSummary:
     stages: list[StageOutcome]
     runner: str = "thread"
     error: str = ""
+    run_id: int | None = None  # the workspace run in the store (pipeline.runs)
 
     @property
     def cached_batches(self) -> int:
@@ -69,7 +77,9 @@ class RunSummary:
 
 def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | None = None, *,
         progress: ProgressCallback | None = None, retry_failed: bool = False, runner: str | None = None,
-        dask_address: str | None = None, cancel: threading.Event | None = None) -> RunSummary:
+        dask_address: str | None = None, cancel: threading.Event | None = None, wait: bool = False,
+        on_wait: Callable[[str], None] | None = None, started_by: str | None = None,
+        record_progress: bool | None = None) -> RunSummary:
     """Run stages (default: all, in pipeline order) as the ``pipeline`` flow and return what happened.
 
     ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
@@ -81,33 +91,50 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
     workspace's ``orchestration.runner``); with ``dask`` and no ``dask_address`` (nor
     ``orchestration.dask_address``) a local cluster is started. A stage that fails
     raises its error after recording the run as failed.
+
+    One run per workspace (``flows.workspace_run``): when another run holds the workspace this
+    raises ``WorkspaceBusy`` naming it, before Prefect starts, or with ``wait`` waits for it to end
+    (``on_wait(description)`` is called once then). ``started_by`` says who started the run (default:
+    the user and this process's command); the run and its stages' live progress are recorded in the
+    store (``record_progress=False``, or ``CAPSEARCH_RECORD_PROGRESS=0``, leaves the progress out).
     """
     from flows import run_context
+    from flows.workspace_run import claim_workspace, describe_request
+
+    ctx = run_context.open_run(ws, progress, cancel)
+    try:
+        with claim_workspace(ctx, describe_request(stages, captioners, retry_failed), started_by, wait=wait,
+                             on_wait=on_wait, record_progress=record_progress) as claim:
+            summary = _run_pipeline(ctx, stages, captioners, retry_failed, runner, dask_address)
+            claim.finish(summary.status, summary.error)
+            return summary
+    finally:
+        run_context.close_run(ctx.key)
+
+
+def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
+                  runner: str | None, dask_address: str | None) -> RunSummary:
     from flows.pipeline_flow import pipeline
     from flows.runners import check_runner
     from flows.server import api_server, use_watched_temporary_server
     from flows.setup import no_heartbeats
 
     use_watched_temporary_server()
-    orch = ws.config.orchestration
+    orch = ctx.ws.config.orchestration
     chosen = check_runner(runner or orch.runner)
     address = dask_address or orch.dask_address or None
-    ctx = run_context.open_run(ws, progress, cancel)
     t0 = time.perf_counter()
-    try:
-        with ExitStack() as stack:
-            if chosen == "dask":
-                stack.enter_context(api_server())
-            stack.enter_context(no_heartbeats())
-            state = pipeline(workspace=str(ws.root), stages=list(stages) if stages else None,
-                             captioners=list(captioners) if captioners else None, retry_failed=retry_failed,
-                             runner=chosen, dask_address=address, run_key=ctx.key, return_state=True)
-        outcomes = [StageOutcome.from_dict(o) for o in ctx.outcomes]
-        flow_run_id = str(state.state_details.flow_run_id or "")
-        seconds = time.perf_counter() - t0
-        if state.is_cancelled():
-            return RunSummary(flow_run_id, "cancelled", seconds, outcomes, chosen, state.message or "")
-        state.result(raise_on_failure=True)
-        return RunSummary(flow_run_id, "completed", seconds, outcomes, chosen)
-    finally:
-        run_context.close_run(ctx.key)
+    with ExitStack() as stack:
+        if chosen == "dask":
+            stack.enter_context(api_server())
+        stack.enter_context(no_heartbeats())
+        state = pipeline(workspace=str(ctx.ws.root), stages=list(stages) if stages else None,
+                         captioners=list(captioners) if captioners else None, retry_failed=retry_failed,
+                         runner=chosen, dask_address=address, run_key=ctx.key, return_state=True)
+    outcomes = [StageOutcome.from_dict(o) for o in ctx.outcomes]
+    flow_run_id = str(state.state_details.flow_run_id or "")
+    seconds = time.perf_counter() - t0
+    if state.is_cancelled():
+        return RunSummary(flow_run_id, "cancelled", seconds, outcomes, chosen, state.message or "", ctx.run_id)
+    state.result(raise_on_failure=True)
+    return RunSummary(flow_run_id, "completed", seconds, outcomes, chosen, "", ctx.run_id)

@@ -17,6 +17,7 @@ from pipeline.errors import ConfigError
 from pipeline.workspace import Workspace, capsearch_home, resolve_home_path
 
 NIGHTLY = "nightly"
+RUNNER_POLL_SECONDS = 2
 
 
 def deployment_name(ws: Workspace) -> str:
@@ -49,8 +50,9 @@ def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | N
     cron = cron or orch.schedule_cron
     timezone = timezone or orch.schedule_timezone
     check_schedule(cron, timezone)
+    # A night's run waits for a run still going on in the workspace (one run at a time) instead of failing.
     parameters: dict[str, Any] = {"workspace": str(ws.root), "runner": orch.runner,
-                                  "dask_address": orch.dask_address or None}
+                                  "dask_address": orch.dask_address or None, "wait": True}
     if orch.watch_folder:
         parameters["data_path"] = str(resolve_home_path(orch.watch_folder))
     return pipeline.to_deployment(
@@ -61,8 +63,25 @@ def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | N
     )
 
 
+def on_demand_deployment(ws: Workspace) -> Any:
+    """The ``pipeline`` deployment that runs started from the TUI or ``capsearch run --detach`` go through
+    while ``capsearch serve`` runs (``flows.detach``): no schedule, stages and captioners per run."""
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.detach import on_demand_name
+    from flows.pipeline_flow import pipeline
+
+    orch = ws.config.orchestration
+    return pipeline.to_deployment(
+        name=on_demand_name(ws), parameters={"workspace": str(ws.root), "runner": orch.runner,
+                                             "dask_address": orch.dask_address or None},
+        tags=["capsearch", "on-demand"], entrypoint_type=EntrypointType.MODULE_PATH,
+        description=f"capsearch runs of {ws.root} started from the TUI or `capsearch run --detach`",
+    )
+
+
 def build_deployments(ws: Workspace, cron: str | None = None, timezone: str | None = None) -> list[Any]:
-    return [nightly_deployment(ws, cron, timezone)]
+    return [nightly_deployment(ws, cron, timezone), on_demand_deployment(ws)]
 
 
 def register(deployments: list[Any]) -> list[UUID]:
@@ -99,7 +118,8 @@ def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) ->
 
     # Scheduled runs execute in child processes: they must resolve relative data paths the same way.
     os.environ.setdefault("CAPSEARCH_HOME", str(capsearch_home()))
-    runner = SignalledRunner(pause_on_shutdown=True)
+    # Poll for new runs every few seconds: a run started from the TUI should not wait Prefect's default 10 s.
+    runner = SignalledRunner(pause_on_shutdown=True, query_seconds=RUNNER_POLL_SECONDS)
     for deployment in deployments:
         runner.add_deployment(deployment)
 

@@ -1,7 +1,9 @@
 """The ``pipeline`` flow: the stage flows in pipeline order, for the configured captioners."""
 from __future__ import annotations
 
-from typing import Any
+import threading
+from contextlib import ExitStack, contextmanager
+from typing import Any, Iterator
 
 from prefect import flow
 from prefect.context import FlowRunContext
@@ -12,6 +14,8 @@ from flows.run_context import RunContext
 from flows.runners import task_runners
 from flows.setup import no_heartbeats
 from flows.stage_flows import abandon_flow_run, stage_flow
+from flows.workspace_run import claim_workspace, configured_api_url, describe_request, started_by_default
+from pipeline.runs import set_flow_run
 from pipeline.errors import ConfigError
 from pipeline.stages.registry import STAGE_ORDER, available_stages, pipeline_stages
 
@@ -50,18 +54,81 @@ def _run_name() -> str:
       description="capsearch: ingest, embed, neighbours, prompts, captions, caption embeddings, queries, evaluation, report")
 def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[str] | None = None,
              retry_failed: bool = False, runner: str = "thread", dask_address: str | None = None,
-             data_path: str | None = None, run_key: str = "") -> dict[str, Any] | State:
+             data_path: str | None = None, run_key: str = "", started_by: str | None = None,
+             wait: bool = False) -> dict[str, Any] | State:
     """Run the stages of a workspace in order; each stage is its own flow run with batch tasks.
 
     ``data_path`` overrides the collection folder for this run (the scheduled run's watched folder).
+    Started by ``flows.api.run``, the workspace is claimed already; started any other way (a run of a
+    deployment), the flow claims it itself (``flows.workspace_run``): it fails at once when another
+    run holds the workspace, or waits for it with ``wait``. ``started_by`` says who asked for the run.
     """
     ctx = run_context.context_for(workspace, run_key)
+    frc = FlowRunContext.get()
+    flow_run_id = str(frc.flow_run.id) if frc and frc.flow_run else ""
+
+    def plan(cancel: Any = None) -> dict[str, Any] | State:
+        return _run_plan(ctx, workspace, stages, captioners, retry_failed, runner, dask_address, data_path, flow_run_id)
+
+    with ExitStack() as stack:
+        if ctx.run_id is not None:           # claimed by flows.api.run, which handles stop signals
+            set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+            return plan()
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            stack.enter_context(shutdown.stop_on_signals())
+        stack.enter_context(_claimed_here(ctx, stages, captioners, retry_failed, started_by, wait, frc))
+        set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+        if not in_main:
+            return plan()
+        # A run of a deployment, in the main thread of its own process: the runner that serves it cancels it
+        # with SIGTERM. Run the stages in a worker thread, as the CLI does, so that the signal reaches
+        # flows.shutdown here and stops the run between batches: every stage flow (a subflow) started in
+        # this thread would put Prefect's own handler back, which interrupts the batch in flight.
+        return shutdown.run_cancellable(plan)
+
+
+@contextmanager
+def _claimed_here(ctx: RunContext, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
+                  started_by: str | None, wait: bool, frc: FlowRunContext | None) -> Iterator[None]:
+    """A run of a deployment (or of the flow called directly) claims the workspace itself."""
+    deployment, who = _deployment_and_starter(frc)
+    with ExitStack() as stack:
+        claim = stack.enter_context(claim_workspace(ctx, describe_request(stages, captioners, retry_failed),
+                                                    started_by or who, wait=wait, deployment=deployment))
+        cancelled = False
+        try:
+            yield
+        finally:
+            cancelled = ctx.cancel.is_set()
+        if cancelled and claim.status is None:
+            claim.finish("cancelled", "cancelled; finished batches are kept")
+
+
+def _deployment_and_starter(frc: FlowRunContext | None) -> tuple[str, str]:
+    """The deployment this flow run belongs to (``flow/deployment``) and who started it, in words."""
+    try:
+        from prefect.runtime import deployment as runtime_deployment
+
+        name = runtime_deployment.name or ""
+    except Exception:  # noqa: BLE001
+        name = ""
+    deployment = f"capsearch-pipeline/{name}" if name else ""
+    flow_run = frc.flow_run if frc else None
+    if flow_run is not None and getattr(flow_run, "auto_scheduled", False):
+        return deployment, f"the schedule of {deployment or 'a deployment'}"
+    if deployment:
+        return deployment, f"a run of {deployment} (Prefect UI or API)"
+    return deployment, started_by_default()
+
+
+def _run_plan(ctx: RunContext, workspace: str, stages: list[str] | None, captioners: list[str] | None,
+              retry_failed: bool, runner: str, dask_address: str | None, data_path: str | None,
+              flow_run_id: str) -> dict[str, Any] | State:
     if data_path:
         ctx.ws.config.data.path = data_path
     plan = stage_plan(ctx, stages, captioners)
     completed: list[str] = []
-    frc = FlowRunContext.get()
-    flow_run_id = str(frc.flow_run.id) if frc and frc.flow_run else ""
 
     def abandoned(signum: int) -> None:
         abandon_flow_run(flow_run_id, f"abandoned on a second {shutdown.signal_name(signum)} after "

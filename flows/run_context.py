@@ -81,16 +81,18 @@ class LockedProgress(StageProgress):
             super().finish(message)
 
 
-def _safe(callback: ProgressCallback | None) -> ProgressCallback | None:
-    """A callback that never breaks a task: errors in the caller's UI code are swallowed."""
-    if callback is None:
+def _safe(*callbacks: ProgressCallback | None) -> ProgressCallback | None:
+    """One callback calling each of ``callbacks`` that never breaks a task: errors in UI code are swallowed."""
+    chosen = [c for c in callbacks if c is not None]
+    if not chosen:
         return None
 
     def call(event: ProgressEvent) -> None:
-        try:
-            callback(event)
-        except Exception:  # noqa: BLE001 - a progress bar must not fail a batch
-            pass
+        for callback in chosen:
+            try:
+                callback(event)
+            except Exception:  # noqa: BLE001 - a progress bar must not fail a batch
+                pass
 
     return call
 
@@ -105,6 +107,8 @@ class RunContext:
     trackers: dict[str, StageProgress] = field(default_factory=dict)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
     flow_run_id: str | None = None
+    run_id: int | None = None                   # the workspace run (``pipeline.runs``) once claimed
+    recorder: Any = None                        # its ProgressRecorder: live progress in the store
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stage(self, name: str, target: str = "") -> Stage:
@@ -116,7 +120,7 @@ class RunContext:
             return st
 
     def tracker(self, label: str, total: int) -> StageProgress:
-        sp = LockedProgress(label, total, _safe(self.progress))
+        sp = LockedProgress(label, total, _safe(self.progress, self.recorder))
         self.trackers[label] = sp
         return sp
 

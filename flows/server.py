@@ -108,6 +108,23 @@ class ServerProcess:
             self.forget_abandon = None
 
 
+def server_environment(host: str, port: int, ui_url: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of ``prefect server start --host HOST --port PORT``.
+
+    Prefect's UI asks its API at ``PREFECT_UI_API_URL``, which defaults to ``PREFECT_SERVER_API_HOST`` and
+    ``PREFECT_SERVER_API_PORT`` (127.0.0.1:4200), not to the ``--host`` and ``--port`` the server was started
+    with: on any other port the UI could not reach its API. Both are set to match (an address a browser can
+    use: this machine's name when listening on every interface), unless the user set the UI's API address
+    (a reverse proxy, say)."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k != "PREFECT_API_URL"}
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_SERVER_API_HOST"] = host
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    if not (env.get("PREFECT_UI_API_URL") or env.get("PREFECT_SERVER_UI_API_URL")):
+        env["PREFECT_UI_API_URL"] = f"{ui_url}/api"
+    return env
+
+
 def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, allow_remote: bool = False,
                  timeout: float = START_TIMEOUT) -> ServerProcess:
     """Start ``prefect server start`` (API, UI and services) in its own process group and wait until it answers."""
@@ -117,15 +134,15 @@ def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, allow_re
         raise CapsearchError(f"a capsearch Prefect server is already running at {existing.ui_url} (pid {existing.pid})")
     log = prefect_home() / SERVER_LOG
     log.parent.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    api_url = f"http://{_url_host(local)}:{port}/api"
+    ui_url = f"http://{_url_host(host)}:{port}"
+    env = server_environment(host, port, ui_url)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             watched_command("prefect", "server", "start", "--host", host, "--port", str(port), "--analytics-off"),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    local = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    api_url = f"http://{_url_host(local)}:{port}/api"
-    record = ServerRecord(api_url, f"http://{_url_host(host)}:{port}", proc.pid, host, port)
+    record = ServerRecord(api_url, ui_url, proc.pid, host, port)
     handle = ServerProcess(proc, record, log)
     handle.forget_abandon = shutdown.add_abandon(lambda signum: handle.stop(timeout=3.0))
     try:

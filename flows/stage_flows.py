@@ -6,6 +6,9 @@ each batch (with ``refresh_cache=True`` when the store lacks some of its outputs
 keeps a bounded number of batches in flight so a cancel stops between batches, and
 runs ``finalize`` once when every batch succeeded. It records the stage run in
 the store and reports progress to the caller and as a Prefect progress artifact.
+A stage that does not apply to the workspace (``Stage.applicable``) runs nothing:
+its outcome and stage run say "not applicable" with the reason, and the flow run
+completes.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from flows.artifacts import ProgressArtifact
 from flows.run_context import RunContext, StageRef, resolve_stage_class
 from flows.runners import submission_window
 from flows.tasks import batch_task
-from pipeline.stages.base import Stage
+from pipeline.stages.base import NOT_APPLICABLE, Stage, record_not_applicable
 from pipeline.stages.registry import STAGE_ORDER
 
 
@@ -52,7 +55,8 @@ def run_stage_flow(workspace: str, stage: str, target: str = "", retry_failed: b
 def _new_outcome(st: Stage, flow_run_id: str) -> dict[str, Any]:
     return {"stage": st.label, "name": st.name, "target": st.target, "config_hash": "", "status": "running",
             "batches": 0, "cached": 0, "ran": 0, "unchanged": 0, "done": 0, "failed": 0, "skipped": 0,
-            "items": 0, "seconds": 0.0, "messages": [], "error": "", "flow_run_id": flow_run_id}
+            "items": 0, "total": 0, "seconds": 0.0, "messages": [], "error": "", "reason": "",
+            "flow_run_id": flow_run_id}
 
 
 def abandon_flow_run(flow_run_id: str, message: str) -> None:
@@ -85,15 +89,23 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
     run_id: int | None = None
     forget_abandon = None
     try:
+        reason = st.applicable()
+        if reason:
+            record_not_applicable(st, reason, flow_run_id or None)
+            outcome.update(status=NOT_APPLICABLE, reason=reason)
+            ctx.tracker(st.label, 0).not_applicable(reason)
+            return outcome
         st.prepare(ctx.tracker(st.label, 0))
         batches = st.plan(only_missing=False, retry_failed=retry_failed)
         settled = st.settled_items(retry_failed)
         todo = {b.index: tuple(i for i in b.ids if i not in settled) for b in batches}
         total = sum(len(t) for t in todo.values())
         config_hash = st.config_hash()
-        outcome.update(config_hash=config_hash, batches=len(batches), items=total)
+        outcome.update(config_hash=config_hash, batches=len(batches), items=total,
+                       total=sum(len(b.ids) for b in batches))
         sp = ctx.tracker(st.label, total)
-        run_id = store.start_stage_run(st.name, config_hash, st.config(), st.target, flow_run_id=flow_run_id or None)
+        run_id = store.start_stage_run(st.name, config_hash, st.config(), st.target, flow_run_id=flow_run_id or None,
+                                       run_id=ctx.run_id)
         forget_abandon = shutdown.add_abandon(partial(_record_abandoned, st, run_id, outcome))
         artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, total) if total else None
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.target, config_hash, st.label)
@@ -110,8 +122,9 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dic
             outcome["status"] = "completed"
         if artifact is not None:
             artifact.update(sp.done, sp.failures, final=True, total=sp.total)
-        sp.finish(f"{st.label}: {outcome['done']} done, {outcome['failed']} failed, "
-                  f"{outcome['cached']} of {len(batches)} batches cached")
+        reused = outcome["total"] - total
+        sp.finish(f"{st.label}: {outcome['done']} done, {outcome['failed']} failed, {reused} reused "
+                  f"({outcome['cached']} of {len(batches)} batches cached)")
     except BaseException as exc:
         if outcome["status"] not in ("failed", "cancelled"):
             # Interrupted (Ctrl-C in the main thread, or Prefect's SIGTERM bridge in a deployment run): cancelled.
@@ -161,6 +174,9 @@ def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, batches: list, todo:
         _collect(finished, outcome, sp, errors)
         if artifact is not None:
             artifact.update(sp.done, sp.failures, total=sp.total)
+        if ctx.recorder is not None:
+            settled = outcome["ran"] + outcome["cached"] + outcome["unchanged"]
+            ctx.recorder.batches(st.label, settled, len(batches))
     return errors
 
 

@@ -31,8 +31,9 @@ class NeighbourView:
     id: str
     path: Path | None
     score: float
-    near_duplicate: bool
+    near_duplicate: bool              # a duplicate of the photo (exact or near): passed over by prompts and consensus
     captions: tuple[str, ...]
+    duplicate: str = ""               # '' | 'near-duplicate' | 'exact duplicate'
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,11 @@ class Browser:
             stale = True
         caps = self.store.reference_captions([r[0] for r in rows])
         paths = {r.id: r.path for r in self.store.images(ids=[r[0] for r in rows])}
+        from pipeline.stages.vision import DUPLICATE_KINDS
+
         views = tuple(
-            NeighbourView(n, self.photo_path(n, paths.get(n)), float(score), dup, tuple(caps.get(n, [])))
+            NeighbourView(n, self.photo_path(n, paths.get(n)), float(score), bool(dup), tuple(caps.get(n, [])),
+                          DUPLICATE_KINDS.get(int(dup), ""))
             for n, score, dup in rows
         )
         return views, stale

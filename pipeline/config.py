@@ -89,6 +89,12 @@ class PromptsConfig(_Section):
     max_tokens: int = Field(0, ge=0)             # 0: what the VLM's context allows
 
 
+class CaptionConfig(_Section):
+    # targets: caption the targets only (the experiment); collection: every photo, reference-DB photos
+    # too, each with neighbours that exclude itself and its duplicates
+    scope: Literal["targets", "collection"] = "targets"
+
+
 class CaptionerConfig(_Section):
     kind: CaptionerKind
     model: str = ""
@@ -132,9 +138,10 @@ class QueriesConfig(_Section):
 
 
 class SearchConfig(_Section):
+    scope: Literal["collection", "targets"] = "collection"   # every photo, or the targets only (the experiment)
     hybrid_weight: float = Field(0.5, ge=0.0, le=1.0)   # weight of the caption score (1 - w for CLIP)
     hybrid_captioner: str = "vlm-neighbours"
-    default_method: str = ""                             # empty: the first enabled captioner
+    default_method: str = ""                             # empty: captions (collection) / the first captioner
 
 
 class EvaluateConfig(_Section):
@@ -167,6 +174,7 @@ class Config(_Section):
     image_embedder: ImageEmbedderConfig = Field(default_factory=ImageEmbedderConfig)
     neighbours: NeighboursConfig = Field(default_factory=NeighboursConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
+    caption: CaptionConfig = Field(default_factory=CaptionConfig)
     captioners: CaptionersConfig = Field(default_factory=CaptionersConfig)
     text_embedder: TextEmbedderConfig = Field(default_factory=TextEmbedderConfig)
     queries: QueriesConfig = Field(default_factory=QueriesConfig)

@@ -21,6 +21,7 @@ INGEST_PREPARE = "ingest.prepare"              # between the data set's file pro
 INGEST_BATCH = "ingest.batch"                  # between a batch's photos and their reference captions
 INGEST_FINALIZE = "ingest.finalize"            # between removing vanished photos and writing the new split
 EMBED_IMAGES_BATCH = "embed-images.batch"      # between a batch's vectors and its problems
+NEIGHBOURS_PREPARE = "neighbours.prepare"      # between dropping stale neighbour lists and recording the DB
 NEIGHBOURS_BATCH = "neighbours.batch"          # after a batch's neighbours, before COMMIT
 PROMPTS_BATCH = "prompts.batch"                # between a batch's prompts and their warnings
 CAPTION_BATCH = "caption.batch"                # after a batch's captions, before COMMIT
@@ -36,8 +37,9 @@ SNAPSHOT_DATA = "snapshot.data"                # a snapshot's new vector file in
 FILE_RENAME = "file.rename"                    # an atomic file write: temp file synced, not yet renamed
 
 ALL_POINTS = (
-    INGEST_PREPARE, INGEST_BATCH, INGEST_FINALIZE, EMBED_IMAGES_BATCH, NEIGHBOURS_BATCH, PROMPTS_BATCH,
-    CAPTION_BATCH, EMBED_CAPTIONS_BATCH, CAPTION_METRICS_BATCH, QUERIES_BATCH, EVALUATE_RESULTS, BATCH_COMMITTED, REPORT_FILES,
+    INGEST_PREPARE, INGEST_BATCH, INGEST_FINALIZE, EMBED_IMAGES_BATCH, NEIGHBOURS_PREPARE, NEIGHBOURS_BATCH,
+    PROMPTS_BATCH, CAPTION_BATCH, EMBED_CAPTIONS_BATCH, CAPTION_METRICS_BATCH, QUERIES_BATCH, EVALUATE_RESULTS,
+    BATCH_COMMITTED, REPORT_FILES,
     SNAPSHOT_DATA, FILE_RENAME,
 )
 

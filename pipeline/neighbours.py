@@ -51,9 +51,13 @@ class NeighbourResult:
         return [[db_ids[j] for j in row if j >= 0] for row in self.indices]
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero): the cosine space neighbours are scored in."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms > 0, norms, 1.0)
+
+
+_unit_rows = unit_rows
 
 
 def _as_matrix(name: str, x: Any) -> np.ndarray:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-EventKind = Literal["start", "advance", "message", "finish"]
+EventKind = Literal["start", "advance", "message", "finish", "not-applicable"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +90,7 @@ class StageProgress:
 
     def finish(self, message: str = "") -> None:
         self._emit("finish", message)
+
+    def not_applicable(self, reason: str) -> None:
+        """The stage does not apply to this workspace (``Stage.applicable``): nothing ran, nothing failed."""
+        self._emit("not-applicable", reason)

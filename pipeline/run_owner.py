@@ -15,15 +15,25 @@ from typing import Literal
 from pipeline.atomic import pid_alive
 
 
-def process_start(pid: int) -> str | None:
-    """The process's start time as the kernel records it, or None where it cannot be read."""
+def _stat_fields(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
             stat = fh.read()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[-1].split()
-    return fields[19] if len(fields) > 19 else None   # field 22 of proc(5); fields[0] is field 3
+    return stat.rsplit(")", 1)[-1].split()   # fields[0] is field 3 of proc(5), the state
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time as the kernel records it, or None where it cannot be read."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields and len(fields) > 19 else None   # field 22 of proc(5)
+
+
+def is_zombie(pid: int) -> bool:
+    """Whether the process has exited and waits for its parent to collect it (it runs nothing any more)."""
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] in ("Z", "X")
 
 
 @lru_cache(maxsize=1)
@@ -46,10 +56,40 @@ def owner_state(owner: str | None) -> Literal["alive", "dead", "unknown"]:
         return "unknown"
     if host != _host():
         return "unknown"
-    if not pid_alive(pid):
+    if not pid_alive(pid) or is_zombie(pid):
         return "dead"
     if start is not None:
         now = process_start(pid)
         if now is not None and now != start:
             return "dead"        # the pid belongs to another process now
     return "alive"
+
+
+def signal_owner(owner: str | None, sig: int) -> bool:
+    """Send ``sig`` to the recorded owner if it is still that very process (same host, pid and start time).
+
+    The process is pinned with a pidfd before its start time is checked, so a pid reused after the
+    check cannot receive the signal. Returns whether it was sent.
+    """
+    import signal as _signal
+
+    try:
+        data = json.loads(owner or "")
+        host, pid, start = data["host"], int(data["pid"]), data.get("start")
+    except (ValueError, KeyError, TypeError):
+        return False
+    if host != _host():
+        return False
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return False
+    try:
+        if is_zombie(pid) or (start is not None and process_start(pid) != start):
+            return False
+        _signal.pidfd_send_signal(fd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(fd)

@@ -39,8 +39,10 @@ constant row becomes 0) and returns ``weight * z(first) + (1 - weight) * z(secon
 (so ``hybrid(caption_scores, clip_scores, search.hybrid_weight)`` gives the caption part its
 configured weight).
 Within one part this is a per-query increasing affine map, so ranking by one part
-alone is unchanged. A document missing in a part with non-zero weight is NaN. The
-combination is elementwise, so two photos with the same caption vector and the same
+alone is unchanged. A document missing in a part with non-zero weight is NaN, unless
+``fill_missing`` (searching a whole collection, and search by example): then a document
+missing in the first part only gets the second part's z-score alone, so a photo nobody
+captioned is still ranked by its image. The combination is elementwise, so two photos with the same caption vector and the same
 image vector get the same hybrid score.
 """
 from __future__ import annotations
@@ -207,7 +209,7 @@ def standardise_scores(scores: np.ndarray) -> np.ndarray:
     return np.where(valid, z, np.nan).astype(np.float32)
 
 
-def hybrid(first: np.ndarray, second: np.ndarray, weight: float = 0.5) -> np.ndarray:
+def hybrid(first: np.ndarray, second: np.ndarray, weight: float = 0.5, *, fill_missing: bool = False) -> np.ndarray:
     """``weight * z(first) + (1 - weight) * z(second)`` for aligned score matrices (see module doc)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"hybrid weight must be between 0 and 1, got {weight}")
@@ -215,6 +217,10 @@ def hybrid(first: np.ndarray, second: np.ndarray, weight: float = 0.5) -> np.nda
     b = np.asarray(second, dtype=np.float32)
     if a.shape != b.shape:
         raise ValueError(f"hybrid needs aligned score matrices, got {a.shape} and {b.shape}")
+    if fill_missing:
+        za, zb = standardise_scores(a), standardise_scores(b)
+        both = (weight * za + (1.0 - weight) * zb).astype(np.float32)
+        return np.where(np.isnan(za), zb, both).astype(np.float32)
     if weight == 1.0:
         return standardise_scores(a)
     if weight == 0.0:

@@ -1,18 +1,36 @@
-"""Text search over the target photos, used by the CLI, the TUI and the evaluation.
+"""Text search over a workspace's photos, and search by example photo, used by the CLI, the TUI and the
+evaluation.
+
+Scopes
+------
+* ``collection`` (the default, ``search.scope``): every photo. A photo is found by every caption it has:
+  its human captions and the caption each enabled captioner wrote for it (``pipeline.photo_documents``:
+  a photo scores the best of its captions, and a hit says which kind matched). Uncaptioned photos are
+  found by their generated captions, and every photo by its image for ``clip`` and ``hybrid``.
+* ``targets``: the experiment's view, one caption per target photo; evaluation ranks in this scope only.
 
 Methods
 -------
-* one per captioner (``knn-consensus``, ``blip-base``, ...): cosine between the query's
-  text embedding and the embedding of the captioner's caption of each target;
-* ``oracle``: the same with one of the target's own reference captions that is *not* the
+* ``captions`` (collection scope): every caption kind at once;
+* one per captioner (``knn-consensus``, ``blip-base``, ...): cosine between the query's text embedding
+  and that captioner's caption of each photo (in the collection scope: and the photo's human captions);
+* ``oracle`` (targets scope): the same with one of the target's own reference captions that is *not* the
   one its evaluation queries were made from (an upper bound for caption-based search);
 * ``clip``: the image embedder's text tower against the image embeddings (open_clip only);
 * ``hybrid``: ``search.hybrid(caption scores, clip scores, search.hybrid_weight)`` with the
-  captioner ``search.hybrid_captioner``.
+  captioner ``search.hybrid_captioner`` (in the collection scope a photo without a caption is ranked by its
+  image alone, ``fill_missing``).
+
+``like(photo)`` ranks the photos by image similarity to an example (a photo of the workspace, or any
+image file) and, where the example and a photo both have captions, by caption similarity too
+(``hybrid`` of the two with ``fill_missing``); the example's captions are its own descriptions (human
+captions, and captions of captioners that look at the photo: not kNN consensus, which copies a
+neighbour's caption and so would point at that neighbour); the example itself is left out, its
+identical copies come first.
 
 Documents are read once from the store's ``.npy`` snapshots (``text/<key>/document`` keyed
 by ``hash_text(caption)``, ``image/<key>`` keyed by image sha256) and grouped into distinct
-vectors per method, aligned with the sorted target ids; a target without a usable caption
+vectors per method, aligned with the sorted photo ids; a photo without a usable caption
 (failed, empty, not embedded) is *missing*: it never appears in results and ranks below
 every scored photo. The text embedder is loaded once per process (model cache); a query the
 workspace already embedded (an evaluation query) is read from the store, so search ranks it
@@ -23,11 +41,12 @@ Identical vectors and ties
 Each method's documents are a ``pipeline.distinct.DistinctRows``: every distinct caption
 vector (or image vector, for ``clip``) is scored once per query and its score copied to every
 photo that has it, so photos with the same caption text tie exactly on any CPU (``hybrid``
-combines those copies elementwise, so photos with the same caption and the same image tie too).
-Targets are kept sorted by photo id, and every list (``search``, the evaluation's stored top
-ids, the TUI) orders by score descending, then photo id ascending. ``rank_of`` and the
-evaluation never break a tie: the true photo gets its expected rank under random tie-breaking
-(``pipeline.metrics``), e.g. 1.5 for a photo tied with one other at the top.
+combines those copies elementwise, so photos with the same caption and the same image tie too;
+a photo's best caption is a maximum, exact too). Photos are kept sorted by id, and every list
+(``search``, ``like``, the evaluation's stored top ids, the TUI) orders by score descending, then
+photo id ascending. ``rank_of`` and the evaluation never break a tie: the true photo gets its
+expected rank under random tie-breaking (``pipeline.metrics``), e.g. 1.5 for a photo tied with one
+other at the top.
 """
 from __future__ import annotations
 
@@ -41,8 +60,9 @@ import numpy as np
 
 from pipeline import search as core
 from pipeline.distinct import DistinctRows
-from pipeline.errors import CapsearchError
+from pipeline.errors import CapsearchError, ConfigError
 from pipeline.hashing import hash_text
+from pipeline.photo_documents import PhotoDocuments
 from pipeline.stages.vision import image_space
 from pipeline.text_vectors import clip_text_space, document_space, query_space, text_vectors  # noqa: F401 (re-exported)
 from pipeline.workspace import Workspace
@@ -53,7 +73,11 @@ if TYPE_CHECKING:
 ORACLE = "oracle"
 CLIP = "clip"
 HYBRID = "hybrid"
+CAPTIONS = "captions"        # collection scope: every caption kind of every photo
+HUMAN = "human"              # the kind of a human (reference) caption
+IMAGE = "image"              # what matched when a photo is found by its image
 EXTRA_METHODS = (CLIP, HYBRID, ORACLE)
+SCOPES = ("collection", "targets")
 ORACLE_RULE = "sha256('oracle:<id>') over the non-blank reference captions other than the query source"
 _QUERY_MEMORY = 64
 
@@ -104,37 +128,65 @@ def oracle_captions(store: "Store", target_ids: Sequence[str], queries_hash: str
 class Hit:
     image_id: str
     score: float
-    caption: str
+    caption: str                     # the caption that matched (for clip: one of the photo's captions, if any)
     rank: int                        # 1 = best
+    matched: str = ""                # which kind matched: 'human', a captioner's name, 'image', or 'image + <kind>'
+
+
+@dataclass(frozen=True)
+class LikeResult:
+    """``SearchIndex.like``: the example (a photo id of the workspace, else None) and the photos most like it."""
+    example: str
+    example_id: str | None
+    hits: list[Hit]
+    by_captions: bool                # the example's captions took part (it has some, and so do photos)
+
+
+def check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise ConfigError(f"search scope '{scope}' is not one of {', '.join(SCOPES)}")
+    return scope
 
 
 class SearchIndex:
-    """Every search method over one workspace's targets, loaded once (see the module docstring).
+    """Every search method over one workspace's photos in one scope, loaded once (see the module docstring).
 
     ``include_empty`` keeps methods that have no document at all (the evaluation counts them as all
     missing); by default ``methods()`` lists only methods with something to find.
     """
 
-    def __init__(self, ws: Workspace, *, include_empty: bool = False, text_embedder: Any = None,
-                 clip_embedder: Any = None):
+    def __init__(self, ws: Workspace, *, scope: str | None = None, include_empty: bool = False,
+                 text_embedder: Any = None, clip_embedder: Any = None):
         from pipeline.text_models import build_clip_embedder, build_text_embedder
 
         self.ws = ws
         self.cfg = ws.config
         self.store = ws.store
+        self.scope = check_scope(scope or self.cfg.search.scope)
         self.text_embedder = text_embedder or build_text_embedder(self.cfg)
         self.clip_embedder = clip_embedder if clip_embedder is not None else build_clip_embedder(self.cfg)
-        self.target_ids: list[str] = sorted(self.store.image_ids("target"))   # ties list by photo id
-        self.position = {t: i for i, t in enumerate(self.target_ids)}
-        self.captions: dict[str, dict[str, str]] = {}     # method -> target id -> caption shown in results
-        self.documents: dict[str, DistinctRows] = {}
+        ids = self.store.image_ids() if self.scope == "collection" else self.store.image_ids("target")
+        self.photo_ids: list[str] = sorted(ids)           # ties list by photo id
+        self.position = {t: i for i, t in enumerate(self.photo_ids)}
+        self.captions: dict[str, dict[str, str]] = {}     # single-caption method -> photo id -> caption
+        self.documents: dict[str, DistinctRows] = {}      # one document per photo (targets scope, clip, oracle)
+        self.multi: dict[str, PhotoDocuments] = {}        # several per photo (collection scope captions)
         self.unavailable: dict[str, str] = {}             # method -> why it cannot be searched
         self._memory: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()                     # the TUI searches from worker threads
         self._queries: dict[str, tuple[str, str]] | None = None
+        self._images: DistinctRows | None = None          # unit image vectors of every photo (search by example)
         self._include_empty = include_empty
-        self._load_text_methods()
+        if self.scope == "collection":
+            self._load_collection_methods()
+        else:
+            self._load_text_methods()
         self._load_clip()
+
+    @property
+    def target_ids(self) -> list[str]:
+        """The photos this index ranks, in id order (the targets in the targets scope)."""
+        return self.photo_ids
 
     # -- loading ---------------------------------------------------------------------------------
     def _text_snapshot(self) -> tuple[dict[str, int], np.ndarray | None]:
@@ -153,24 +205,46 @@ class SearchIndex:
                 doc.append(self.position[image_id])
                 src.append(row)
         self.captions[method] = {i: t for i, t in captions.items() if i in self.position}
-        self.documents[method] = DistinctRows.from_rows(len(self.target_ids), doc, src, matrix)
+        self.documents[method] = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix)
+
+    def _generated(self, captioner: str) -> dict[str, str] | None:
+        try:
+            h = stage_hash(self.ws, "caption", captioner)
+        except CapsearchError as exc:
+            self.unavailable[captioner] = str(exc)
+            return None
+        return {i: r.text for i, r in self.store.captions(captioner, h, status="ok").items() if r.text.strip()}
 
     def _load_text_methods(self) -> None:
         key_rows, matrix = self._text_snapshot()
         for captioner in self.cfg.enabled_captioners():
-            try:
-                h = stage_hash(self.ws, "caption", captioner)
-            except CapsearchError as exc:
-                self.unavailable[captioner] = str(exc)
-                continue
-            ok = {i: r.text for i, r in self.store.captions(captioner, h, status="ok").items() if r.text.strip()}
-            self._add_text_method(captioner, ok, key_rows, matrix)
+            ok = self._generated(captioner)
+            if ok is not None:
+                self._add_text_method(captioner, ok, key_rows, matrix)
         try:
             qh = stage_hash(self.ws, "queries")
         except CapsearchError as exc:
             self.unavailable[ORACLE] = str(exc)
             return
-        self._add_text_method(ORACLE, oracle_captions(self.store, self.target_ids, qh), key_rows, matrix)
+        self._add_text_method(ORACLE, oracle_captions(self.store, self.photo_ids, qh), key_rows, matrix)
+
+    def _load_collection_methods(self) -> None:
+        """``captions`` and one method per captioner, over every photo: human captions, then each captioner's."""
+        key_rows, matrix = self._text_snapshot()
+        human = self.store.reference_captions()
+        generated = {c: got for c in self.cfg.enabled_captioners() if (got := self._generated(c)) is not None}
+        docs: list[tuple[int, str, str]] = []
+        for image_id in self.photo_ids:
+            p = self.position[image_id]
+            docs += [(p, HUMAN, t) for t in human.get(image_id, []) if t.strip()]
+            docs += [(p, c, got[image_id]) for c, got in generated.items() if image_id in got]
+        dim = matrix.shape[1] if matrix is not None and matrix.ndim == 2 else 1
+        self.multi[CAPTIONS] = PhotoDocuments.build(len(self.photo_ids), docs, key_rows, matrix, hash_text, dim)
+        for captioner in generated:
+            mine = [d for d in docs if d[1] in (HUMAN, captioner)]
+            self.multi[captioner] = PhotoDocuments.build(len(self.photo_ids), mine, key_rows, matrix, hash_text, dim)
+        self.unavailable[ORACLE] = ("the oracle is an evaluation method over the targets' held-out captions: "
+                                    "search with --scope targets")
 
     def _load_clip(self) -> None:
         if self.clip_embedder is None:
@@ -184,35 +258,45 @@ class SearchIndex:
         if space in self.store.vector_spaces():
             keys, matrix = self.store.load_array(space)
             key_rows = {k: i for i, k in enumerate(keys)}
-            for img in self.store.images(split="target"):
+            for img in self.store.images(ids=self.photo_ids):
                 if img.sha256 in key_rows:
                     doc.append(self.position[img.id])
                     src.append(key_rows[img.sha256])
-        self.documents[CLIP] = DistinctRows.from_rows(len(self.target_ids), doc, src, matrix,
+        self.documents[CLIP] = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix,
                                                       dim=self.clip_embedder.dim)
         hc = self.cfg.search.hybrid_captioner
-        if hc not in self.documents:
+        if hc not in self.documents and hc not in self.multi:
             self.unavailable[HYBRID] = (f"search.hybrid_captioner '{hc}' is not an enabled captioner "
                                         f"({', '.join(self.cfg.enabled_captioners())})")
 
     # -- methods -----------------------------------------------------------------------------------
+    def _docs_present(self, method: str) -> int:
+        if method in self.multi:
+            return self.multi[method].n_present
+        docs = self.documents.get(method)
+        return -1 if docs is None else docs.n_present
+
     def _method_ok(self, method: str) -> bool:
         if method == HYBRID:
             hc = self.cfg.search.hybrid_captioner
             return HYBRID not in self.unavailable and self._method_ok(CLIP) and self._method_ok(hc)
-        docs = self.documents.get(method)
-        return docs is not None and (self._include_empty or docs.n_present > 0)
+        n = self._docs_present(method)
+        return n >= 0 and (self._include_empty or n > 0)
 
     def methods(self) -> list[str]:
-        """Searchable methods: captioners with caption embeddings, then clip and hybrid, then oracle."""
-        names = [c for c in self.cfg.enabled_captioners() if c in self.documents] + [CLIP, HYBRID, ORACLE]
-        return [m for m in names if self._method_ok(m)]
+        """Searchable methods: (collection scope: ``captions``), captioners with caption embeddings, then clip and
+        hybrid, then oracle (targets scope)."""
+        first = [CAPTIONS] if self.scope == "collection" else []
+        names = first + [c for c in self.cfg.enabled_captioners() if c in self.documents or c in self.multi]
+        return [m for m in names + [CLIP, HYBRID, ORACLE] if self._method_ok(m)]
 
     def default_method(self) -> str:
         methods = self.methods()
         if not methods:
             raise CapsearchError("nothing to search yet: run the pipeline (`capsearch demo` or `capsearch run`) "
-                                 "so that captions are written and embedded")
+                                 "so that captions are written and embedded"
+                                 + ("" if self.clip_embedder is not None else
+                                    "; `capsearch search --like PHOTO` finds photos by image meanwhile"))
         wanted = self.cfg.search.default_method
         if wanted and wanted in methods:
             return wanted
@@ -225,19 +309,32 @@ class SearchIndex:
         reason = self.unavailable.get(method)
         if reason is None and method == ORACLE:
             reason = "the oracle's reference captions are embedded by `capsearch evaluate`; run it first"
-        elif reason is None and method in self.documents:
+        elif reason is None and (method in self.documents or method in self.multi):
             reason = f"'{method}' has no embedded captions yet (run `capsearch embed-captions`)"
         raise CapsearchError(f"cannot search by '{method}': {reason or 'unknown method'}; available: {known}")
 
+    def _missing_mask(self, method: str) -> np.ndarray:
+        if method in self.multi:
+            return self.multi[method].missing
+        return self.documents[method].missing
+
     def missing(self, method: str) -> int:
-        """Targets the method cannot rank (no usable caption or embedding)."""
+        """Photos the method cannot rank (no usable caption or embedding)."""
         if method == HYBRID:
-            docs = self.documents[self.cfg.search.hybrid_captioner].missing | self.documents[CLIP].missing
-            return int(docs.sum())
-        return int(self.documents[method].missing.sum())
+            caption = self._missing_mask(self.cfg.search.hybrid_captioner)
+            clip = self.documents[CLIP].missing
+            return int((clip | caption).sum()) if self.scope == "targets" else int(clip.sum())
+        return int(self._missing_mask(method).sum())
 
     def caption(self, method: str, image_id: str) -> str:
+        """A caption to show for a photo found by ``method`` (without a query: its first caption of that kind)."""
         source = self.cfg.search.hybrid_captioner if method in (CLIP, HYBRID) else method
+        if self.scope == "collection":
+            docs = self.multi.get(source) or self.multi.get(CAPTIONS)
+            if docs is None or image_id not in self.position:
+                return ""
+            found = docs.documents_of(self.position[image_id])
+            return docs.texts[found.start] if len(found) else ""
         return self.captions.get(source, {}).get(image_id, "")
 
     # -- query embeddings ---------------------------------------------------------------------------
@@ -284,37 +381,75 @@ class SearchIndex:
         return text, clip
 
     # -- scoring --------------------------------------------------------------------------------------
+    def _caption_scores(self, method: str, text_q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(photo scores, document scores or None) of a caption method."""
+        if method in self.multi:
+            docs = self.multi[method]
+            doc_scores = docs.document_scores(text_q)
+            return docs.photo_scores(doc_scores), doc_scores
+        return core.cosine_scores(text_q, self.documents[method]), None
+
     def score_matrix(self, method: str, text_q: np.ndarray | None, clip_q: np.ndarray | None) -> np.ndarray:
-        """(n_queries, n_targets) scores, NaN where the method has no document."""
+        """(n_queries, n_photos) scores, NaN where the method has no document."""
         if method == HYBRID:
-            captions = core.cosine_scores(text_q, self.documents[self.cfg.search.hybrid_captioner])
+            captions, _ = self._caption_scores(self.cfg.search.hybrid_captioner, text_q)
             return core.hybrid(captions, core.cosine_scores(clip_q, self.documents[CLIP]),
-                               self.cfg.search.hybrid_weight)
-        return core.cosine_scores(clip_q if method == CLIP else text_q, self.documents[method])
+                               self.cfg.search.hybrid_weight, fill_missing=self.scope == "collection")
+        if method == CLIP:
+            return core.cosine_scores(clip_q, self.documents[CLIP])
+        return self._caption_scores(method, text_q)[0]
 
     def top_k(self, method: str, text_q: np.ndarray | None, clip_q: np.ndarray | None,
               k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best k target positions and scores per query (blocked search for single-space methods)."""
-        if method == HYBRID:
+        """Best k photo positions and scores per query (blocked search for single-document methods)."""
+        if method == HYBRID or method in self.multi:
             return core.top_from_scores(self.score_matrix(method, text_q, clip_q), k)
         return core.top_k_batch(clip_q if method == CLIP else text_q, self.documents[method], k)
 
     def search(self, query: str, method: str | None = None, k: int = 10) -> list[Hit]:
-        """The k best targets for a text query, best first (missing documents never appear)."""
+        """The k best photos for a text query, best first (missing documents never appear)."""
         if not query.strip():
             return []
         if k < 1:
             raise CapsearchError(f"k must be at least 1, got {k}")
         method = method or self.default_method()
         self.check_method(method)
-        idx, sc = self.top_k(method, *self.encode([query], method), k)
+        text_q, clip_q = self.encode([query], method)
+        source = self.cfg.search.hybrid_captioner if method == HYBRID else method
+        doc_scores = None
+        if source in self.multi and text_q is not None:
+            photo_scores, doc_scores = self._caption_scores(source, text_q)
+            if method == HYBRID:
+                scores = core.hybrid(photo_scores, core.cosine_scores(clip_q, self.documents[CLIP]),
+                                     self.cfg.search.hybrid_weight, fill_missing=True)
+            else:
+                scores = photo_scores
+            idx, sc = core.top_from_scores(scores, k)
+        else:
+            idx, sc = self.top_k(method, text_q, clip_q, k)
         hits = []
         for i, s in zip(idx[0], sc[0]):
-            if i < 0:
+            if i < 0 or not np.isfinite(s):
                 break
-            image_id = self.target_ids[int(i)]
-            hits.append(Hit(image_id, float(s), self.caption(method, image_id), len(hits) + 1))
+            image_id = self.photo_ids[int(i)]
+            caption, matched = self._matched(method, source, int(i), doc_scores[0] if doc_scores is not None else None)
+            hits.append(Hit(image_id, float(s), caption, len(hits) + 1, matched))
         return hits
+
+    def _matched(self, method: str, source: str, position: int, doc_scores: np.ndarray | None) -> tuple[str, str]:
+        """(caption shown, kind that matched) for a hit at ``position``."""
+        image_id = self.photo_ids[position]
+        if method == CLIP:
+            return self.caption(CLIP, image_id), IMAGE
+        if doc_scores is not None:
+            docs = self.multi[source]
+            best = docs.best_document(doc_scores, position)
+            if best is None:                                   # hybrid: found by its image alone
+                return self.caption(CLIP, image_id), IMAGE
+            kind = docs.kinds[best]
+            return docs.texts[best], (f"{kind} + {IMAGE}" if method == HYBRID else kind)
+        kind = source if source != ORACLE else HUMAN
+        return self.caption(method, image_id), (f"{kind} + {IMAGE}" if method == HYBRID else kind)
 
     def rank_of(self, query: str, method: str, image_id: str) -> float:
         """Expected rank (1 = top, ties shared) of ``image_id`` for ``query``; a missing document gets the
@@ -323,9 +458,114 @@ class SearchIndex:
 
         self.check_method(method)
         if image_id not in self.position:
-            raise CapsearchError(f"'{image_id}' is not a target photo of this workspace")
+            what = "photo of this workspace" if self.scope == "collection" else "target photo of this workspace"
+            raise CapsearchError(f"'{image_id}' is not a {what}")
         scores = self.score_matrix(method, *self.encode([query], method))
         return float(rank_bounds(scores, [self.position[image_id]]).expected[0])
+
+    # -- search by example ----------------------------------------------------------------------------
+    def _image_documents(self) -> DistinctRows:
+        """Unit image vectors of every photo of the scope (the configured image embedder's), loaded once."""
+        if self._images is None:
+            from pipeline.embedders.registry import build_image_embedder
+
+            space = image_space(build_image_embedder(self.cfg).key)
+            doc, src, matrix = [], [], None
+            if space in self.store.vector_spaces():
+                keys, raw = self.store.load_array(space)
+                matrix = core.l2_normalise(raw)
+                key_rows = {k: i for i, k in enumerate(keys)}
+                for img in self.store.images(ids=self.photo_ids):
+                    if img.sha256 in key_rows:
+                        doc.append(self.position[img.id])
+                        src.append(key_rows[img.sha256])
+            if not doc:
+                raise CapsearchError("no photo has an image embedding yet: run `capsearch embed-images` first")
+            self._images = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix)
+        return self._images
+
+    def _example(self, example: str) -> tuple[str | None, np.ndarray]:
+        """(photo id or None, unit image vector) of an example given as a photo id or an image file."""
+        from pathlib import Path
+
+        from pipeline.embedders.registry import build_image_embedder
+        from pipeline.hashing import sha256_file
+
+        row = self.store.image(example)
+        path: Path | None = None
+        if row is None:
+            path = Path(example).expanduser()
+            if not path.is_file():
+                raise CapsearchError(f"'{example}' is neither a photo of this workspace nor an image file")
+            path = path.resolve()
+            root = (self.store.get_meta("collection") or {}).get("root")
+            if root:
+                try:
+                    row = self.store.image(path.relative_to(Path(root).resolve()).as_posix())
+                except ValueError:
+                    row = None
+        embedder = build_image_embedder(self.cfg)
+        space = image_space(embedder.key)
+        sha = row.sha256 if row is not None else sha256_file(path)
+        _, stored = self.store.get_vectors(space, [sha])
+        if len(stored):
+            vector = stored[0]
+        else:
+            if path is None:
+                raise CapsearchError(f"'{example}' has no image embedding yet: run `capsearch embed-images` first")
+            errors: list[str] = []
+            vectors, ok = embedder.embed_paths([path], on_error=lambda _p, reason: errors.append(reason))
+            if not ok[0]:
+                raise CapsearchError(f"cannot read {path} as a photo: {errors[0] if errors else 'unknown error'}")
+            vector = vectors[0]
+        return (row.id if row is not None else None), core.l2_normalise(np.asarray(vector, dtype=np.float32)[None, :])
+
+    def like(self, example: str, k: int = 10) -> LikeResult:
+        """The k photos most like ``example`` (a photo id, or an image file inside the collection or not): by image
+        similarity, combined with caption similarity where the example has captions (see the module docstring).
+        The example itself is left out."""
+        if k < 1:
+            raise CapsearchError(f"k must be at least 1, got {k}")
+        example_id, vector = self._example(example)
+        images = self._image_documents()
+        scores = core.cosine_scores(vector, images)
+        captions = self.multi.get(CAPTIONS)
+        by_captions = False
+        doc_scores = None
+        if example_id is not None and example_id in self.position and captions is not None:
+            # the example's own descriptions: human captions and captions of captioners that look at the photo
+            # (kNN consensus copies a neighbour's caption: image similarity already says what it would)
+            own_kinds = {HUMAN} | {c for c in self.cfg.enabled_captioners()
+                                   if self.cfg.captioner(c).kind != "knn-consensus"}
+            mine = [j for j in captions.documents_of(self.position[example_id])
+                    if not captions.rows.missing[j] and captions.kinds[j] in own_kinds]
+            if mine:
+                own = captions.rows.vectors[captions.rows.owner[mine]]
+                with np.errstate(all="ignore"):
+                    doc_scores = np.nanmax(captions.document_scores(own), axis=0, keepdims=True) \
+                        if captions.photo.size else None
+                if doc_scores is not None:
+                    caption_scores = captions.photo_scores(doc_scores)
+                    if example_id in self.position:
+                        caption_scores[0, self.position[example_id]] = np.nan
+                    if np.isfinite(caption_scores).any():
+                        scores = core.hybrid(caption_scores, scores, self.cfg.search.hybrid_weight, fill_missing=True)
+                        by_captions = True
+        if example_id is not None and example_id in self.position:
+            scores[0, self.position[example_id]] = np.nan
+        idx, sc = core.top_from_scores(scores, k)
+        hits = []
+        for i, s in zip(idx[0], sc[0]):
+            if i < 0 or not np.isfinite(s):
+                break
+            image_id = self.photo_ids[int(i)]
+            matched, caption = IMAGE, self.caption(CAPTIONS, image_id)
+            if by_captions and doc_scores is not None:
+                best = captions.best_document(doc_scores[0], int(i))
+                if best is not None:
+                    matched, caption = f"{IMAGE} + {captions.kinds[best]}", captions.texts[best]
+            hits.append(Hit(image_id, float(s), caption, len(hits) + 1, matched))
+        return LikeResult(example, example_id, hits, by_captions)
 
     # -- evaluation queries -------------------------------------------------------------------------
     def evaluation_query(self, text: str) -> tuple[str, str] | None:

@@ -12,6 +12,12 @@ lowest ``n_targets``.
 - A folder with some photos uncaptioned: captioned photos form the reference DB,
   uncaptioned ones are the targets.
 
+Identical photos (the same sha256: the same picture stored twice) are one unit
+and always land on the same side: a group's score is its lowest member's, a
+benchmark takes whole groups as targets, and in a folder a group is a reference
+photo when any copy of it is captioned. So a target's own picture is never in the
+reference DB under another name.
+
 A target's captions are never part of the reference DB: they are kept only to
 make evaluation queries.
 """
@@ -29,6 +35,11 @@ class SplitItem:
     id: str
     has_captions: bool
     official_split: str | None = None
+    group: str = ""              # photos with the same group (their sha256) share a side; "" : on its own
+
+    @property
+    def key(self) -> str:
+        return self.group or f"id:{self.id}"
 
 
 def _score(seed: int, image_id: str) -> str:
@@ -37,19 +48,26 @@ def _score(seed: int, image_id: str) -> str:
 
 def assign_splits(items: Iterable[SplitItem], n_targets: int, seed: int, official_test_targets: bool = False) -> dict[str, str]:
     items = list(items)
-    captioned = [i for i in items if i.has_captions]
-    uncaptioned = [i for i in items if not i.has_captions]
-    if uncaptioned:
-        splits = {i.id: "target" for i in uncaptioned}
-        splits.update({i.id: "reference" for i in captioned})
-        return splits
-    pool = captioned
+    groups: dict[str, list[SplitItem]] = {}
+    for item in items:
+        groups.setdefault(item.key, []).append(item)
+    if any(not i.has_captions for i in items):
+        captioned_groups = {k for k, members in groups.items() if any(m.has_captions for m in members)}
+        return {i.id: "reference" if i.key in captioned_groups else "target" for i in items}
+    pool = items
     if official_test_targets:
-        test = [i for i in captioned if i.official_split == "test"]
+        test = [i for i in items if i.official_split == "test"]
         if test:
             pool = test
-    chosen = {i.id for i in sorted(pool, key=lambda i: _score(seed, i.id))[:n_targets]}
-    return {i.id: ("target" if i.id in chosen else "reference") for i in captioned}
+    group_score = {k: min(_score(seed, m.id) for m in groups[k]) for k in {i.key for i in pool}}
+    chosen: set[str] = set()
+    count = 0
+    for key in sorted(group_score, key=lambda k: (group_score[k], k)):
+        if count >= n_targets:
+            break
+        chosen.add(key)
+        count += len(groups[key])
+    return {i.id: ("target" if i.key in chosen else "reference") for i in items}
 
 
 def split_hash(splits: dict[str, str]) -> str:

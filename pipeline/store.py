@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from pipeline.errors import DiskFullError, StoreError
 from pipeline.run_owner import current_owner, owner_state
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -270,6 +270,64 @@ _MIGRATIONS: dict[int, str] = {
     -- the schema 2 blobs are not carried over: caption metrics are derived, and the next run computes them
     -- again into the tables above (the same numbers), so nothing stale is left in meta
     DELETE FROM meta WHERE key LIKE 'caption-metrics/%';
+    """,
+    4: """
+    -- the input fingerprint each item's outputs were computed from (Stage.record_inputs), written with the
+    -- outputs: an item whose inputs changed since (a replaced photo, edited captions) is computed again
+    CREATE TABLE item_inputs (
+        stage TEXT NOT NULL,             -- the stage label, e.g. 'prompts' or 'caption:knn-consensus'
+        config_hash TEXT NOT NULL,
+        item TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        PRIMARY KEY (stage, config_hash, item)
+    ) WITHOUT ROWID;
+    """,
+    5: """
+    -- runs of the workspace, one at a time (pipeline.run_lock), whoever started them (pipeline.runs)
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,             -- the process that runs it (JSON: host, pid, start; pipeline.run_owner)
+        status TEXT NOT NULL,            -- 'running' | 'completed' | 'failed' | 'cancelled' | 'crashed'
+        what TEXT NOT NULL,              -- the stages asked for, in words
+        started_by TEXT NOT NULL,        -- who started it, and how
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        flow_run_id TEXT,                -- its Prefect pipeline flow run
+        deployment TEXT,                 -- the Prefect deployment it is a run of (cancelled through Prefect)
+        api_url TEXT,                    -- the Prefect API its flow runs report to ('' for a temporary one)
+        log_path TEXT,                   -- where a background run writes its output
+        message TEXT
+    );
+    CREATE INDEX runs_status ON runs(status);
+    -- the live progress of a run's stages, written by the running process at a bounded rate
+    CREATE TABLE run_progress (
+        run_id INTEGER NOT NULL,
+        stage TEXT NOT NULL,             -- label, e.g. 'caption:knn-consensus'
+        position INTEGER NOT NULL,       -- the order the stages started in
+        state TEXT NOT NULL,             -- 'running' | 'finished'
+        done INTEGER NOT NULL DEFAULT 0,
+        total INTEGER NOT NULL DEFAULT 0,
+        failures INTEGER NOT NULL DEFAULT 0,
+        batches_done INTEGER NOT NULL DEFAULT 0,
+        batches INTEGER NOT NULL DEFAULT 0,
+        rate REAL,                       -- items per second
+        message TEXT,                    -- the last message
+        level TEXT,
+        started_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (run_id, stage)
+    );
+    -- the messages of a run (skipped photos, warnings), a bounded number per run
+    CREATE TABLE run_log (
+        run_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        level TEXT NOT NULL,
+        text TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    ALTER TABLE stage_runs ADD COLUMN run_id INTEGER;
     """,
 }
 
@@ -721,6 +779,27 @@ class Store:
             return self.conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
         return self.conn.execute("SELECT COUNT(*) FROM images WHERE split=?", (split,)).fetchone()[0]
 
+    def has_captions(self, split: str | None = None) -> bool:
+        """Whether any photo (of ``split``) has a human (reference) caption."""
+        sql = "SELECT 1 FROM reference_captions rc JOIN images i ON i.id = rc.image_id"
+        args: list[Any] = []
+        if split is not None:
+            sql += " WHERE i.split=?"
+            args.append(split)
+        return self.conn.execute(sql + " LIMIT 1", args).fetchone() is not None
+
+    # -- item inputs ---------------------------------------------------------------------------
+    def put_item_inputs(self, stage: str, config_hash: str, fingerprints: dict[str, str]) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO item_inputs(stage, config_hash, item, fingerprint) VALUES (?,?,?,?) "
+                "ON CONFLICT(stage, config_hash, item) DO UPDATE SET fingerprint=excluded.fingerprint",
+                [(stage, config_hash, i, fp) for i, fp in fingerprints.items()])
+
+    def item_inputs(self, stage: str, config_hash: str) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT item, fingerprint FROM item_inputs WHERE stage=? AND config_hash=?",
+                                      (stage, config_hash)).fetchall())
+
     # -- reference captions ------------------------------------------------------------------
     def replace_reference_captions(self, captions: dict[str, list[str]]) -> None:
         with self.transaction() as c:
@@ -878,9 +957,10 @@ class Store:
             c.execute("DELETE FROM spaces WHERE space=?", (space,))
 
     # -- neighbours ------------------------------------------------------------------------------------
-    def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, bool]]) -> None:
-        """(target_id, rank, neighbour_id, score, near_duplicate) rows, rank from 1."""
-        data = [(config_hash, t, r, n, float(s), int(bool(d))) for t, r, n, s, d in rows]
+    def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, int]]) -> None:
+        """(target_id, rank, neighbour_id, score, duplicate) rows, rank from 1; duplicate is 0 (none), 1 (a near
+        duplicate of the target) or 2 (the same photo: same sha256)."""
+        data = [(config_hash, t, r, n, float(s), int(d)) for t, r, n, s, d in rows]
         targets = sorted({d[1] for d in data})
         with self.transaction() as c:
             c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?", [(config_hash, t) for t in targets])
@@ -889,15 +969,21 @@ class Store:
                 data,
             )
 
-    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, bool]]]:
-        out: dict[str, list[tuple[str, float, bool]]] = {}
+    def delete_neighbours(self, config_hash: str, target_ids: Sequence[str]) -> None:
+        with self.transaction() as c:
+            c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?",
+                          [(config_hash, t) for t in target_ids])
+
+    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, int]]]:
+        """target -> [(neighbour, score, duplicate kind)] nearest first (kind 0: none, 1: near, 2: exact)."""
+        out: dict[str, list[tuple[str, float, int]]] = {}
         wanted = set(target_ids) if target_ids is not None else None
         for t, n, s, d in self.conn.execute(
             "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=? ORDER BY target_id, rank",
             (config_hash,),
         ):
             if wanted is None or t in wanted:
-                out.setdefault(t, []).append((n, s, bool(d)))
+                out.setdefault(t, []).append((n, s, int(d)))
         return out
 
     def neighbour_targets(self, config_hash: str) -> set[str]:
@@ -1156,15 +1242,17 @@ class Store:
 
     # -- stage runs ------------------------------------------------------------------------------------------
     def start_stage_run(self, stage: str, config_hash: str, config: dict[str, Any] | None = None, target: str = "",
-                        flow_run_id: str | None = None) -> int:
-        """Record a stage run of this process (first marking runs left ``running`` by dead processes as crashed)."""
+                        flow_run_id: str | None = None, run_id: int | None = None) -> int:
+        """Record a stage run of this process (first marking runs left ``running`` by dead processes as crashed).
+
+        ``run_id`` is the workspace run (``pipeline.runs``) it belongs to, when there is one."""
         with self.transaction() as c:
             self.mark_crashed_runs()
             cur = c.execute(
-                "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config, owner) "
-                "VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config, owner, run_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
                 (stage, target, config_hash, "running", time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True),
-                 current_owner()),
+                 current_owner(), run_id),
             )
             return int(cur.lastrowid)
 

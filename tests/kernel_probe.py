@@ -6,7 +6,8 @@ queries, caption/query/image vectors), and writes to OUT.json:
 * ``evaluation``: every method's metrics with their intervals and paired differences;
 * ``rankings``: every evaluation query's expected rank of its true photo and the stored top ids;
 * ``search``: for the first evaluation queries and every method, the ids ``SearchIndex.search`` lists and
-  ``SearchIndex.rank_of`` of the true photo;
+  ``SearchIndex.rank_of`` of the true photo, in the targets scope and over the whole collection (with the kind
+  of caption that matched), and the photos ``SearchIndex.like`` lists for the first photos;
 * ``neighbours``: the neighbour ids of every target in a reference DB where every third photo appears twice
   (duplicate photos: identical vectors);
 * ``blas_core``: the BLAS kernel numpy ran.
@@ -42,14 +43,22 @@ def probe(root: Path) -> dict:
     rankings = [[r["method"], r["query_kind"], r["image_id"], r["rank"], r["top_ids"]]
                 for r in store.rankings(eval_hash)]
 
-    index = SearchIndex(ws)
+    index = SearchIndex(ws, scope="targets")
     queries = store.queries(stage_hash(ws, "queries"), kind="detail", status="ok")[:SEARCHED_QUERIES]
     search = [[method, q["text"], [h.image_id for h in index.search(q["text"], method, k=10)],
                index.rank_of(q["text"], method, q["image_id"])]
               for method in index.methods() for q in queries]
 
+    collection = SearchIndex(ws, scope="collection")
+    search += [[f"collection:{method}", q["text"],
+                [(h.image_id, h.matched) for h in collection.search(q["text"], method, k=10)],
+                collection.rank_of(q["text"], method, q["image_id"])]
+               for method in collection.methods() for q in queries]
+    search += [["like", photo, [(h.image_id, h.matched) for h in collection.like(photo, 10).hits], 0.0]
+               for photo in collection.photo_ids[:SEARCHED_QUERIES]]
+
     stage = build_stage(ws, "neighbours")
-    db_ids, db = stage.reference_matrix()
+    db_ids, _shas, db = stage.reference_matrix()
     copies = np.arange(0, len(db_ids), 3)
     db_ids = list(db_ids) + [f"{db_ids[i]}~copy" for i in copies]
     db = np.concatenate([db.dense(), db.dense()[copies]])

@@ -37,10 +37,18 @@ def test_search_prints_a_ranked_table(world, capsys, a_detail_query):
 
 def test_search_json(world, capsys, a_detail_query):
     q = a_detail_query
-    code, out, _ = run_cli(capsys, "search", q["text"], "-k", "4", "--json", "-w", str(world.root))
+    code, out, _ = run_cli(capsys, "search", q["text"], "-k", "4", "--json", "--scope", "targets",
+                           "-w", str(world.root))
     data = json.loads(out)
     assert code == 0 and data["method"] == "knn-consensus" and [h["rank"] for h in data["hits"]] == [1, 2, 3, 4]
+    assert data["scope"] == "targets" and {h["matched"] for h in data["hits"]} == {"knn-consensus"}
     assert data["evaluation_query"]["image_id"] == q["image_id"] and data["evaluation_query"]["rank"] >= 1
+    # the whole collection by default: every caption kind, and the hit says which one matched
+    code, out, _ = run_cli(capsys, "search", q["text"], "-k", "4", "--json", "-w", str(world.root))
+    data = json.loads(out)
+    assert code == 0 and data["scope"] == "collection" and data["method"] == "captions"
+    assert data["methods"][:2] == ["captions", "knn-consensus"]
+    assert all(h["matched"] in ("human", "knn-consensus") for h in data["hits"])
     code, _, err = run_cli(capsys, "search", "a dog", "--by", "clip", "-w", str(world.root))
     assert code == 1 and "no text tower" in err
 

@@ -66,7 +66,8 @@ def test_cold_run_computes_every_stage_and_reports_progress(cold):
     assert summary.status == "completed"
     labels = [s.stage for s in summary.stages]
     assert labels == ["ingest", "embed-images", "neighbours", "prompts", "caption:knn-consensus",
-                      "caption:vlm-neighbours", "embed-captions:knn-consensus", "embed-captions:vlm-neighbours",
+                      "caption:vlm-neighbours", "embed-captions:human", "embed-captions:knn-consensus",
+                      "embed-captions:vlm-neighbours",
                       "caption-metrics", "queries", "evaluate", "report"]
     for s in summary.stages:
         assert s.status == "completed" and s.cached == 0, s

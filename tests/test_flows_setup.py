@@ -159,3 +159,18 @@ def test_settings_module_does_not_import_prefect():
                          timeout=60)
     assert out.stdout.strip() == "False", out.stderr
     assert settings.applied() is not None
+
+
+def test_the_served_ui_asks_its_api_where_the_server_listens():
+    """`capsearch server --port 4288`: the UI's API address follows (it stayed at 4200 before); a UI address the
+    user set (a reverse proxy) is kept. The served UI is checked for real in tests/test_detached_runs.py."""
+    from flows.server import server_environment
+
+    base = {"PATH": "/usr/bin", "PREFECT_API_URL": "http://elsewhere:4200/api"}
+    env = server_environment("127.0.0.1", 4288, "http://127.0.0.1:4288", base)
+    assert env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4288/api"
+    assert (env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"]) == ("127.0.0.1", "4288")
+    assert "PREFECT_API_URL" not in env, "the server serves its own API, not another one"
+    proxied = server_environment("0.0.0.0", 4288, "http://box:4288",
+                                 {**base, "PREFECT_UI_API_URL": "https://photos.example.org/prefect/api"})
+    assert proxied["PREFECT_UI_API_URL"] == "https://photos.example.org/prefect/api"

@@ -222,3 +222,14 @@ class StuckRowsStage(RowsStage):
     def run_batch(self, batch: Batch, progress=None) -> BatchResult:
         self.store.set_meta(self.started_key, batch.index)
         return super().run_batch(batch, progress)
+
+
+class PacedRowsStage(RowsStage):
+    """Batches that take ``CAPSEARCH_TEST_BATCH_SECONDS`` each (1 s by default): a run long enough to watch,
+    cancel or race in another process."""
+
+    name = "paced-rows-test"
+
+    @property
+    def delay(self) -> float:  # type: ignore[override]
+        return float(os.environ.get("CAPSEARCH_TEST_BATCH_SECONDS", "1.0"))

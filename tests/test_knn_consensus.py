@@ -100,3 +100,51 @@ def test_missing_or_mismatched_neighbour_captions_are_clear_errors(minilm, image
         captioner.caption(images[:1], [None])
     with pytest.raises(ValueError, match="2 neighbour caption lists for 3 images"):
         captioner.caption(images, [None] * 3, [[CAR], [CAR]])
+
+
+def _unit(angle: float) -> np.ndarray:
+    return np.array([np.cos(angle), np.sin(angle), 0.0], dtype=np.float32)
+
+
+def test_the_higher_score_wins_wherever_it_sits_even_within_a_rounding_step():
+    """A and B differ by less than 1e-5 in mean similarity (rounded to 5 decimals they are equal): the higher
+    one, A, is chosen whether it comes first or second. Rounding made it a tie that the order decided."""
+    a, b, c, d = _unit(0.0), _unit(0.002), _unit(1.0), _unit(-1.0)
+    for order in ([a, b, c, d], [b, a, c, d]):
+        vectors = np.stack(order)
+        assert consensus_index(vectors) == [i for i, v in enumerate(order) if v is a][0]
+
+
+def test_identical_candidates_are_scored_once_and_exact_ties_go_to_the_earliest():
+    a, c, d = _unit(0.0), _unit(1.0), _unit(-1.0)
+    # c and d are mirror images around a: c and its copy tie exactly with d's... a is the centre and wins
+    assert consensus_index(np.stack([c, a, d, a.copy()])) == 1
+    # two copies of one caption and two of its mirror image tie exactly: the earliest candidate wins
+    assert consensus_index(np.stack([d, c, c.copy(), d.copy()])) == 0
+    assert consensus_index(np.stack([c, d, d.copy(), c.copy()])) == 0
+
+
+def test_choices_are_identical_under_two_blas_kernels(tmp_path):
+    """Candidate sets with repeated and near-identical captions choose the same caption under two kernels."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.blas import KERNELS
+
+    repo = Path(__file__).resolve().parents[1]
+    out = {}
+    for kernel in KERNELS:
+        path = tmp_path / f"{kernel}.json"
+        proc = subprocess.run([sys.executable, "-m", "tests.consensus_probe", str(path)], cwd=repo,
+                              env={**os.environ, "OPENBLAS_CORETYPE": kernel}, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[kernel] = json.loads(path.read_text())
+    cores = {k: p["blas_core"] for k, p in out.items()}
+    if len(set(cores.values())) < len(KERNELS):
+        pytest.skip(f"numpy's BLAS did not switch kernels here ({cores}): nothing to compare")
+    a, b = (out[k]["choices"] for k in KERNELS)
+    assert len(a) == 400 and a == b

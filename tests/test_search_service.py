@@ -25,7 +25,7 @@ def world() -> Workspace:
 
 @pytest.fixture(scope="module")
 def index(world) -> SearchIndex:
-    return SearchIndex(world)
+    return SearchIndex(world, scope="targets")
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +98,10 @@ def test_missing_captions_never_appear_and_rank_last(tmp_path):
     ws = hand_workspace(tmp_path)
     for stage in pipeline_stages(ws, ["embed-captions"]):
         run_stage(stage)
-    index = SearchIndex(ws)
+    index = SearchIndex(ws, scope="targets")
     t = index.target_ids
-    assert index.methods() == ["knn-consensus"]                           # blip-base has no caption at all
+    # blip-base has no caption at all; the oracle's captions are human captions, embedded by embed-captions:human
+    assert index.methods() == ["knn-consensus", ORACLE]
     with pytest.raises(CapsearchError, match="no embedded captions"):
         index.search(CAR, "blip-base")
     hits = index.search(FRUIT, "knn-consensus", k=10)
@@ -127,10 +128,8 @@ def test_clip_and_hybrid_with_a_tiny_open_clip(tmp_path, tiny_open_clip):
                                   "n_boot": 100})
     for stage in pipeline_stages(ws, ["embed-images", "embed-captions"]):
         run_stage(stage)
-    index = SearchIndex(ws)
-    assert index.methods() == ["knn-consensus", CLIP, HYBRID]             # the oracle needs stored oracle vectors
-    with pytest.raises(CapsearchError, match="capsearch evaluate"):
-        index.search(CAR, ORACLE)
+    index = SearchIndex(ws, scope="targets")
+    assert index.methods() == ["knn-consensus", CLIP, HYBRID, ORACLE]
     clip = index.clip_embedder
     image_vectors = {img.id: ws.store.get_vectors(f"image/{clip.key}", [img.sha256])[1][0]
                      for img in ws.store.images(split="target")}
@@ -151,7 +150,7 @@ def test_clip_and_hybrid_with_a_tiny_open_clip(tmp_path, tiny_open_clip):
     assert result.methods == ["knn-consensus", "blip-base", CLIP, HYBRID, ORACLE] and not result.skipped
     assert result.missing[CLIP] == 0 and result.missing[HYBRID] == 1      # hybrid needs the caption too
     assert len(ws.store.get_vectors(clip_text_space(clip.key))[0]) == 3   # distinct query texts, embedded once
-    assert ORACLE in SearchIndex(ws).methods()
+    assert ORACLE in SearchIndex(ws, scope="targets").methods()
 
 
 def test_full_profile_embedder_from_a_local_folder_uses_its_prompts(tmp_path):
@@ -165,7 +164,7 @@ def test_full_profile_embedder_from_a_local_folder_uses_its_prompts(tmp_path):
     ws = hand_workspace(tmp_path, text_embedder={"model": str(folder)})
     for stage in pipeline_stages(ws, ["embed-captions"]):
         run_stage(stage)
-    index = SearchIndex(ws)
+    index = SearchIndex(ws, scope="targets")
     key = index.text_embedder.key
     assert key.startswith("st-minilm-with-prompts-")
     _, stored = ws.store.get_vectors(document_space(key), [hash_text(CAR)])

@@ -125,7 +125,7 @@ def test_oracle_ranks_far_above_chance_and_knn_consensus_above_chance(world, kin
 
 def test_shuffled_captions_fall_below_the_thresholds(world):
     """The negative control: the same captions given to the wrong photos rank near chance."""
-    index = SearchIndex(world)
+    index = SearchIndex(world, scope="targets")
     rows = world.store.queries(stage_hash(world, "queries"), kind="detail", status="ok")
     true = np.array([index.position[r["image_id"]] for r in rows])
     queries = index.text_queries([r["text"] for r in rows])

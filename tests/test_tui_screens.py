@@ -193,17 +193,19 @@ async def test_evaluation_table_chart_and_drill_down_into_search(tui_workspace):
         assert true_id not in [r[2] for r in rows(search.query_one("#hits", DataTable))[:10]]
 
 
-async def test_runs_screen_without_a_server_says_how_to_start_one(tui_workspace, monkeypatch):
+async def test_runs_screen_without_a_server_or_any_history_says_so(tui_workspace, monkeypatch):
+    from tests.fixtures.prefect_harness import no_local_prefect_history
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setenv("PREFECT_HOME", str(tui_workspace.root / "no-server-prefect-home"))
     app = make_app(tui_workspace)
-    async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.press("5")
-        await settle(pilot)
-        line = shown(app, "#prefect-line")
-        assert "No Prefect server is configured" in line and "capsearch server" in line
-        assert not app.screen.query_one("#flow-runs", DataTable).display
-        stage_runs = rows(app.screen.query_one("#stage-runs", DataTable))
+    with no_local_prefect_history(tui_workspace.root):
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("5")
+            await settle(pilot)
+            line = shown(app, "#prefect-line")
+            assert not app.screen.query_one("#flow-runs", DataTable).display
+            stage_runs = rows(app.screen.query_one("#stage-runs", DataTable))
+    assert "No Prefect flow runs recorded yet" in line and "capsearch server" in line
     recorded = tui_workspace.store.stage_runs(limit=50)
     assert len(stage_runs) == len(recorded) > 0
     assert {r[0] for r in stage_runs} >= {"ingest", "caption:knn-consensus", "evaluate"}

@@ -23,7 +23,7 @@ FIXED_START = 1_790_000_000.0   # 2026-09-21 14:13:20 UTC
 @pytest.fixture(scope="module")
 def snapshot_workspace(tui_workspace, tmp_path_factory):
     """The session workspace, copied, with its stage-run history replaced by one run per stage at fixed
-    times (the recorded history depends on Prefect's cache and on timing)."""
+    times and flow run ids (the recorded history depends on Prefect's cache and on timing)."""
     from pipeline.stages.registry import pipeline_stages
     from pipeline.workspace import Workspace
 
@@ -37,7 +37,8 @@ def snapshot_workspace(tui_workspace, tmp_path_factory):
         run_id = store.start_stage_run(stage.name, stage.config_hash(), stage.config(), stage.target)
         store.finish_stage_run(run_id, "completed", counts.done, counts.failed)
     with store.transaction() as c:
-        c.execute("UPDATE stage_runs SET started_at = ? + id * 60, finished_at = ? + id * 60 + id",
+        c.execute("UPDATE stage_runs SET started_at = ? + id * 60, finished_at = ? + id * 60 + id, "
+                  "flow_run_id = printf('%08x-5a7e-4c0d-9a11-%012x', id * 2654435761 % 4294967296, id)",
                   (FIXED_START, FIXED_START))
     return ws
 
@@ -85,7 +86,10 @@ def test_screen_snapshot(screen, size, snapshot_workspace, snap_compare, utc, mo
 
     if screen == "photo" and java_path() is None:
         pytest.skip("the photo screen shows each caption's METEOR, which needs a Java runtime")
+    from tests.fixtures.prefect_harness import no_local_prefect_history
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("PREFECT_HOME", str(snapshot_workspace.root / "no-server-prefect-home"))
-    assert snap_compare(app_for(snapshot_workspace), terminal_size=size,
-                        run_before=steps_then_settle(*SCREENS[screen]))
+    with no_local_prefect_history(snapshot_workspace.root):
+        assert snap_compare(app_for(snapshot_workspace), terminal_size=size,
+                            run_before=steps_then_settle(*SCREENS[screen]))

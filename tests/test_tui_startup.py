@@ -13,7 +13,9 @@ from tui.messages import StatusLoaded
 
 async def main():
     seen = []
-    app = CapsearchApp(sys.argv[1], image_mode="halfcell")
+    # without the search index the app otherwise starts loading in a background thread as it opens (that
+    # imports the text model's libraries on purpose): what the screens themselves import is measured here
+    app = CapsearchApp(sys.argv[1], image_mode="halfcell", preload_search=False)
     async with app.run_test(message_hook=seen.append) as pilot:
         painted = [m for m in {HEAVY!r} if m in sys.modules]
         while not any(isinstance(m, StatusLoaded) for m in seen):

@@ -104,16 +104,34 @@ def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, wo
     assert (store.conn.execute("SELECT COUNT(*) FROM captions").fetchone()[0], store.vector_spaces()) == before
 
 
-def test_a_new_split_reuses_every_image_vector(demo_world, workspace_factory):
+def _lists(ws, config_hash: str) -> dict[str, list[tuple[str, int]]]:
+    """Each photo's neighbour ids and duplicate kinds, nearest first (scores left out: the same product can
+    differ in its last bit when the DB matrix around it differs)."""
+    return {t: [(n, d) for n, _s, d in ns] for t, ns in ws.store.neighbours(config_hash).items()}
+
+
+def test_a_new_split_reuses_every_image_vector_and_recomputes_only_the_lists_it_changes(demo_world, workspace_factory):
+    """40 targets become 30 (the other 10 join the reference DB): no photo is embedded again, the neighbours'
+    configuration is unchanged (the reference DB is not part of it), and exactly the targets whose neighbour
+    list the 10 new reference photos change are computed again, ending where a clean workspace does."""
     ws = workspace_factory(data=demo_data(demo_world))
     run_all(ws, ["ingest", "embed-images", "neighbours"])
     old_hash = NeighboursStage(ws).config_hash()
+    before = _lists(ws, old_hash)
     configure(ws, data={"n_targets": 30})
     run_stage(IngestStage(ws))
     assert run_stage(EmbedImagesStage(ws)).batches_run == 0
     stage = NeighboursStage(ws)
-    assert stage.config_hash() != old_hash
-    assert run_stage(stage).result.done == 30
+    assert stage.config_hash() == old_hash
+    recomputed = run_stage(stage).result.done
+
+    clean = workspace_factory(data=demo_data(demo_world, 30))
+    run_all(clean, ["ingest", "embed-images", "neighbours"])
+    expected = _lists(clean, old_hash)
+    targets = set(clean.store.image_ids("target"))
+    assert len(targets) == 30 and {t: v for t, v in _lists(ws, old_hash).items() if t in targets} == expected
+    changed = {t for t in targets if before.get(t) != expected[t]}
+    assert 0 < len(changed) < 30 and recomputed == len(changed)
 
 
 def test_prompt_template_changes_prompts_and_vlm_hashes_but_not_neighbours(demo_world, workspace_factory, tmp_path):

@@ -69,8 +69,15 @@ wait_for next-photo 30 "2/30"
 keys Escape 3
 wait_for search-ready 90 "evaluation queries (ctrl+n)"
 type_text "a pink tree"
-wait_for search 30 "results ·" "a pink tree"
-keys C-t
+wait_for search 30 "results ·" "a pink tree" "every photo"
+keys C-o
+wait_for search-targets 90 "targets only"
+# ctrl+t cycles the methods of the targets scope until the oracle's (at most one round of them)
+for _ in 1 2 3 4 5 6 7 8; do
+  capture "$out/cycle.tmp"; grep -qF "· oracle ·" "$out/cycle.tmp" && break
+  keys C-t; sleep 0.5
+done
+rm -f "$out/cycle.tmp"
 wait_for search-oracle 30 "· oracle ·"
 keys Escape 4
 wait_for evaluation 30 "R@10" "knn-consensus" "per method"

@@ -9,7 +9,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from pipeline.workspace import Workspace
-from tui.messages import OpenInSearch
+from tui.messages import OpenInSearch, OpenLike
 from tui.widgets.nav import SCREENS
 from tui.widgets.photo import IMAGE_MODES
 
@@ -48,13 +48,16 @@ class CapsearchApp(App):
     BINDINGS = [
         *[Binding(key, f"switch_screen_mode('{mode}')", label, show=False) for key, mode, label in SCREENS],
         Binding("question_mark,f1", "help", "Help", tooltip="this list of keys"),
-        Binding("q", "quit", "Quit", tooltip="leave the app (a run in progress is cancelled)"),
+        Binding("q", "quit", "Quit", tooltip="leave the app (a run going on keeps going; x on the Pipeline screen cancels it)"),
     ]
 
     def __init__(self, workspace: Workspace | str | Path, *, image_mode: str | None = None,
                  log_path: Path | None = None, prefect_api_url: str | None = None, timings: bool = True,
-                 driver_class=None) -> None:
-        """``timings=False`` leaves per-search timings off the screen (for reproducible screenshots)."""
+                 driver_class=None, preload_search: bool = True) -> None:
+        """``timings=False`` leaves per-search timings off the screen (for reproducible screenshots);
+        ``preload_search`` starts loading the search index (and the text model) as the app opens."""
+        from tui.search_loader import SearchLoader
+
         super().__init__(driver_class=driver_class)
         self.timings = timings
         self.data_version = 0     # bumped when a run changes the workspace; screens reload when shown again
@@ -63,6 +66,18 @@ class CapsearchApp(App):
         self.log_path = log_path
         self.prefect_api_url = prefect_api_url
         self.sub_title = f"{self.ws.name} · {self.ws.config.profile}"
+        self.search_loader = SearchLoader(self.ws)
+        self.preload_search = preload_search
+
+    def on_mount(self) -> None:
+        if self.preload_search:
+            self._preload_search()
+
+    def _preload_search(self) -> None:
+        try:
+            self.search_loader.start(self.ws.config.search.scope, self.data_version)
+        except Exception:  # noqa: BLE001 - the Search screen reports what went wrong when it is opened
+            pass
 
     def action_switch_screen_mode(self, mode: str) -> None:
         if self.current_mode != mode:
@@ -77,4 +92,13 @@ class CapsearchApp(App):
     @on(OpenInSearch)
     async def _open_in_search(self, message: OpenInSearch) -> None:
         await self.switch_mode("search")
-        self.screen.show_query(message.query, message.method)  # type: ignore[attr-defined]
+        self.screen.show_query(message.query, message.method, message.scope)  # type: ignore[attr-defined]
+
+    @on(OpenLike)
+    async def _open_like(self, message: OpenLike) -> None:
+        from tui.screens.base import CapsearchScreen
+
+        while not isinstance(self.screen, CapsearchScreen) and len(self.screen_stack) > 1:
+            self.pop_screen()       # a photo's detail over a list: back to the list first
+        await self.switch_mode("search")
+        self.screen.show_like(message.image_id)  # type: ignore[attr-defined]

@@ -27,8 +27,9 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     """Run the TUI on ``workspace`` (default: the default workspace) until the user quits.
 
     Returns the exit code: 0, 1 after an error, 128 + N when signal N (SIGTERM, SIGINT, SIGHUP: a
-    closed terminal or a dropped SSH session) closed the app. A run in progress is cancelled either
-    way; the app returns once its batches in flight are finished and recorded (``flows.shutdown``).
+    closed terminal or a dropped SSH session) closed the app. A run the app started goes on either way:
+    it is a process of its own (or a deployment run) that writes its progress to the store, so
+    `capsearch status --follow` or the next TUI picks it up, and `capsearch cancel` stops it.
     """
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -81,8 +82,11 @@ def report_exit(app, log_path: Path) -> None:
     lines = []
     if signum is not None:
         lines.append(f"capsearch tui: closed by {signal_name(signum)}")
-    if getattr(app, "run_cancelled_on_exit", False):
-        lines.append("capsearch tui: the run was cancelled after the batches in flight (finished batches are kept)")
+    running = getattr(app, "run_going_on_at_exit", None)
+    if running is not None:
+        where = f" -w {app.ws.root}"
+        lines.append(f"capsearch tui: the run goes on without the TUI ({running.what}, pid {running.pid}); "
+                     f"`capsearch{where} status --follow` or the TUI shows it, `capsearch{where} cancel` stops it")
     if app.return_code and signum is None:
         lines.append(f"capsearch tui exited with an error; library output is in {log_path}")
     for line in lines:

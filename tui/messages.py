@@ -41,9 +41,37 @@ class RunRequest:
 
 
 class RunStarted(Message):
+    """This TUI asked for a run (it starts outside the TUI: ``flows.detach``)."""
+
     def __init__(self, request: RunRequest) -> None:
         super().__init__()
         self.request = request
+
+
+class RunLaunched(Message):
+    """The run this TUI asked for has started outside it (``detached``: a ``flows.detach.Detached``)."""
+
+    def __init__(self, request: RunRequest, detached: Any) -> None:
+        super().__init__()
+        self.request = request
+        self.detached = detached
+
+
+class RunLaunchFailed(Message):
+    """The run could not start (another run holds the workspace, the background process ended at once)."""
+
+    def __init__(self, request: RunRequest, error: str) -> None:
+        super().__init__()
+        self.request = request
+        self.error = error
+
+
+class RunSeen(Message):
+    """A run is going on in the workspace (``run``: a ``pipeline.runs.RunInfo``), whoever started it."""
+
+    def __init__(self, run: Any) -> None:
+        super().__init__()
+        self.run = run
 
 
 class StageProgressed(Message):
@@ -63,26 +91,26 @@ class StageProgressed(Message):
 
 
 class RunFinished(Message):
-    """The run ended: ``outcome`` is 'completed', 'cancelled' or 'failed'."""
+    """The run ended: ``outcome`` is 'completed', 'cancelled', 'failed' or 'crashed'."""
 
-    def __init__(self, request: RunRequest, outcome: str, detail: str = "", failed_items: int = 0,
-                 seconds: float = 0.0) -> None:
+    def __init__(self, what: str, outcome: str, detail: str = "", failed_items: int = 0,
+                 seconds: float = 0.0, run_id: int | None = None) -> None:
         super().__init__()
-        self.request = request
+        self.what = what
         self.outcome = outcome
         self.detail = detail
         self.failed_items = failed_items
         self.seconds = seconds
+        self.run_id = run_id
 
 
-class LibraryLog(Message):
-    """A warning a library (Prefect, Dask) logged during a run, for the log pane."""
+class CancelSent(Message):
+    """What ``x`` did: the run was asked to stop (or could not be)."""
 
-    def __init__(self, name: str, level: str, text: str) -> None:
+    def __init__(self, text: str, level: str = "warning") -> None:
         super().__init__()
-        self.name = name
-        self.level = level
         self.text = text
+        self.level = level
 
 
 # -- captions ----------------------------------------------------------------------------------------------
@@ -133,12 +161,22 @@ class SearchResults(Message):
 
 
 class OpenInSearch(Message):
-    """Ask the app to show a query in the Search screen."""
+    """Ask the app to show a query in the Search screen (in ``scope``: the evaluation's drill-down asks for the
+    targets, where its ranks were measured)."""
 
-    def __init__(self, query: str, method: str) -> None:
+    def __init__(self, query: str, method: str, scope: str | None = None) -> None:
         super().__init__()
         self.query = query
         self.method = method
+        self.scope = scope
+
+
+class OpenLike(Message):
+    """Ask the app to show the photos most like ``image_id`` in the Search screen."""
+
+    def __init__(self, image_id: str) -> None:
+        super().__init__()
+        self.image_id = image_id
 
 
 # -- evaluation --------------------------------------------------------------------------------------------

@@ -1,31 +1,28 @@
-"""Recent Prefect flow runs for the Runs screen, read with a short timeout (called from a worker thread)."""
+"""Recent Prefect flow runs for the Runs screen (called from a worker thread).
+
+From the configured Prefect server's API when there is one (``capsearch server``, ``PREFECT_API_URL``),
+otherwise straight from the local Prefect database (``flows.history``), where every run's history is
+kept whether or not a server was up: no server is needed, and none is started."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from datetime import datetime
 
-START_HINT = ("No Prefect server is configured (PREFECT_API_URL is not set), so runs use a temporary API that "
-              "lives only while they run. Start one with `capsearch server` and set PREFECT_API_URL to the "
-              "address it prints to keep a history of flow runs.")
+from flows.history import FlowRunRow, read_local_flow_runs, stage_of
 
-
-@dataclass(frozen=True)
-class FlowRunRow:
-    name: str
-    flow: str
-    state: str
-    stage: str
-    started: datetime | None
-    seconds: float | None
+LOCAL_NOTE = ("Flow runs from the local Prefect database ({path}); `capsearch server` shows the same runs in "
+              "the Prefect UI.")
+NO_DATABASE = ("No Prefect flow runs recorded yet (no local Prefect database); `capsearch server` shows runs in the "
+               "Prefect UI once there are some.")
 
 
 @dataclass
 class PrefectRuns:
-    api_url: str | None
+    api_url: str | None                  # None: read from the local database
     ui_url: str | None = None
     runs: list[FlowRunRow] = field(default_factory=list)
     error: str = ""
+    database: str = ""                   # the local database read (no server)
 
 
 def configured_api_url() -> str | None:
@@ -60,22 +57,11 @@ def ui_url_for(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
 
 
-def _stage_of(run) -> str:
-    """A stage flow's ``stage[:target]``; a pipeline flow's stages ('all' when it ran every stage)."""
-    params = getattr(run, "parameters", None) or {}
-    if params.get("stage"):
-        return f"{params['stage']}:{params['target']}" if params.get("target") else str(params["stage"])
-    stages = params.get("stages")
-    if stages:
-        return ", ".join(stages) if isinstance(stages, (list, tuple)) else str(stages)
-    return "all"
-
-
 def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None) -> PrefectRuns:
     """The ``limit`` most recent flow runs from the configured server; never raises."""
     url = api_url or configured_api_url()
     if not url:
-        return PrefectRuns(None)
+        return read_local_runs(limit)
     result = PrefectRuns(url, ui_url_for(url))
     try:
         import httpx
@@ -94,8 +80,25 @@ def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None 
             seconds = r.total_run_time.total_seconds() if r.total_run_time else None
             if not seconds and r.start_time and r.end_time:
                 seconds = (r.end_time - r.start_time).total_seconds()
-            result.runs.append(FlowRunRow(r.name, names.get(r.flow_id, "?"), r.state_name or "?", _stage_of(r),
-                                          r.start_time, seconds))
+            result.runs.append(FlowRunRow(r.name, names.get(r.flow_id, "?"), r.state_name or "?",
+                                          stage_of(r.parameters), r.start_time, seconds, str(r.id)))
     except Exception as exc:  # noqa: BLE001 - shown on screen
         result.error = f"cannot read flow runs from {url}: {type(exc).__name__}: {str(exc)[:200]}"
+    return result
+
+
+def read_local_runs(limit: int = 30) -> PrefectRuns:
+    """The most recent flow runs from the local Prefect database; never raises."""
+    result = PrefectRuns(None)
+    try:
+        from flows.history import local_database
+
+        path = local_database()
+        result.database = str(path or "")
+        if path is None:
+            result.error = "Prefect uses a database other than SQLite here: start `capsearch server` to see its runs"
+            return result
+        result.runs = read_local_flow_runs(limit, path)
+    except Exception as exc:  # noqa: BLE001 - shown on screen
+        result.error = f"cannot read the local Prefect database: {type(exc).__name__}: {str(exc)[:200]}"
     return result

@@ -213,24 +213,45 @@ def status(
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     problems_limit: Annotated[int, typer.Option("--problems", help="How many problems to list (0: all).")] = 20,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="First show the progress of the run going on in the workspace (whoever started it) "
+                               "until it ends; exit code 1 unless it completed.")] = False,
 ) -> None:
     """Per stage: done, missing and failed items, with the reasons of failures and skipped input."""
     from pipeline.status import workspace_status
 
     ws = ctx.workspace(workspace)
+    followed = None
+    if follow:
+        from capsearch.cli.follow import follow as follow_run
+
+        followed = follow_run(ws)
     report = workspace_status(ws)
+    running = _current_run(ws)
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps({**report, "current_run": running}, indent=2))
+        if followed is not None and followed.status != "completed":
+            raise typer.Exit(1)
         return
     from rich.table import Table
 
     console.print(f"workspace {ws.root}  profile {report['profile']}  "
                   f"photos {report['images']['total']} ({report['images']['reference']} reference, {report['images']['target']} targets)")
-    table = Table("stage", "done", "missing", "failed", "total", title=None, box=None, header_style="bold")
+    table = Table("stage", "done", "missing", "failed", "total", "", title=None, box=None, header_style="bold")
+    said: set[str] = set()
     for s in report["stages"]:
+        if s.get("not_applicable"):
+            why = "as above" if s["not_applicable"] in said else s["not_applicable"]
+            said.add(s["not_applicable"])
+            table.add_row(s["stage"], "–", "–", "–", "–", f"[dim]not applicable: {why}[/]")
+            continue
         table.add_row(s["stage"], str(s["done"]), str(s["missing"]),
-                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]))
+                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]), "")
     console.print(table)
+    _print_collection_notes(report, problems_limit)
+    if running:
+        console.print(f"\n[bold yellow]running now:[/] {running['description']}; `capsearch status --follow` shows its "
+                      "progress, `capsearch cancel` stops it", highlight=False, soft_wrap=True)
     problems = report["problems"]
     if problems:
         shown = problems if problems_limit == 0 else problems[:problems_limit]
@@ -241,6 +262,50 @@ def status(
                           highlight=False, soft_wrap=True)
         if len(shown) < len(problems):
             console.print(f"  ... and {len(problems) - len(shown)} more (--problems 0 lists all, --json prints them)")
+    if followed is not None and followed.status != "completed":
+        raise typer.Exit(1)
+
+
+def _current_run(ws) -> dict | None:
+    """The run going on in the workspace, if any (for `status`)."""
+    from pipeline.runs import current_run, describe_run, run_progress
+
+    run = current_run(ws.store)
+    if run is None:
+        return None
+    stages = run_progress(ws.store, run.id)
+    return {"id": run.id, "what": run.what, "started_by": run.started_by, "started_at": run.started_at,
+            "pid": run.pid, "host": run.host, "flow_run_id": run.flow_run_id, "deployment": run.deployment,
+            "log": run.log_path, "description": describe_run(run, stages),
+            "stages": [{"stage": s.stage, "state": s.state, "done": s.done, "total": s.total, "failures": s.failures}
+                       for s in stages]}
+
+
+def _print_collection_notes(report: dict, limit: int) -> None:
+    """Duplicates kept out of prompts and consensus, and photos that left the collection."""
+    dup = report.get("duplicates") or {}
+    parts = []
+    if dup.get("identical_photos"):
+        n = dup["identical_photos"]
+        parts.append(f"{n} photo{' is an identical copy' if n == 1 else 's are identical copies'} of another "
+                     "(kept on the same side of the split)")
+    for key, what in (("with_exact_duplicate_neighbour", "an identical copy"),
+                      ("with_near_duplicate_neighbour", "a near-duplicate")):
+        if dup.get(key):
+            n = dup[key]
+            parts.append(f"{n} photo{'' if n == 1 else 's'} {'has' if n == 1 else 'have'} {what} among its "
+                         "neighbours (listed and marked; its captions are left out of prompts and consensus)")
+    for part in parts:
+        console.print(f"[cyan]duplicates:[/] {part}", highlight=False)
+    removed = report.get("removed") or {}
+    if removed:
+        console.print(f"\n[bold]{len(removed)} photos removed[/] from the collection (no longer searched):")
+        ids = list(removed)
+        shown = ids if limit == 0 else ids[:limit]
+        for image_id in shown:
+            console.print(f"  {image_id}", highlight=False, markup=False)
+        if len(shown) < len(ids):
+            console.print(f"  ... and {len(ids) - len(shown)} more (--problems 0 lists all, --json prints them)")
 
 
 # -- demo -------------------------------------------------------------------------------------------------------

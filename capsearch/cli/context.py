@@ -68,6 +68,9 @@ def print_stage_counts(ws: Workspace, names: list[str], captioners: list[str] | 
 
     for stage in pipeline_stages(ws, names, captioners):
         c = stage.counts()
+        if c.not_applicable:
+            console.print(f"{c.stage}: not applicable: {c.not_applicable}", highlight=False)
+            continue
         failed = f", [red]{c.failed} failed[/]" if c.failed else ""
         missing = f", [yellow]{c.missing} missing[/]" if c.missing else ""
         console.print(f"{c.stage}: {c.done} of {c.total} done{failed}{missing}", highlight=False)

@@ -17,22 +17,38 @@ from pipeline.workspace import Workspace
 
 def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = None, *,
                retry_failed: bool = False, verbose: bool = False, runner: str | None = None,
-               dask_address: str | None = None) -> list[StageReport]:
+               dask_address: str | None = None, wait: bool = False) -> list[StageReport]:
+    """Run the stages as one run of the workspace: refused (with the running one's details) while another
+    run holds the workspace, unless ``wait``: then it waits its turn, saying for what."""
     from flows import shutdown
     from flows.api import run
+    from pipeline.run_lock import WaitCancelled
 
     def stopping(signum: int) -> None:
         console.print(f"[yellow]{shutdown.signal_name(signum)}: stopping after the batches in flight "
                       "(finished batches are kept; send it again to stop at once)[/]", highlight=False)
 
-    with rich_progress(verbose) as progress:
-        # In a worker thread: this thread handles stop signals (they cancel the run between batches).
-        summary = shutdown.run_cancellable(
-            lambda cancel: run(ws, list(names) if names else None, captioners, progress=progress,
-                               retry_failed=retry_failed, runner=runner, dask_address=dask_address, cancel=cancel),
-            on_stop=stopping)
+    def waiting(description: str) -> None:
+        console.print(f"[yellow]another run is going on in {ws.root}: {description}[/]", highlight=False,
+                      soft_wrap=True)
+        console.print("waiting for it to end (Ctrl-C stops waiting) ...", highlight=False)
+
+    try:
+        with rich_progress(verbose) as progress:
+            # In a worker thread: this thread handles stop signals (they cancel the run between batches).
+            summary = shutdown.run_cancellable(
+                lambda cancel: run(ws, list(names) if names else None, captioners, progress=progress,
+                                   retry_failed=retry_failed, runner=runner, dask_address=dask_address,
+                                   cancel=cancel, wait=wait, on_wait=waiting),
+                on_stop=stopping)
+    except WaitCancelled as exc:
+        console.print(f"[yellow]{exc}[/]", highlight=False)
+        shutdown.raise_if_stopped()
+        raise
     reports = [StageReport(o.stage, o.config_hash, BatchResult(o.done, o.failed, o.skipped, list(o.messages)),
-                           o.seconds, o.ran, o.cached + o.unchanged) for o in summary.stages]
+                           o.seconds, o.ran, o.cached + o.unchanged, o.total, o.items, o.reason or None)
+               for o in summary.stages]
+    print_run_summary(reports)
     for r in reports:
         if r.result.failed:
             console.print(f"[yellow]{r.stage}: {r.result.failed} items failed (see `capsearch status`)[/]")
@@ -40,3 +56,23 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
         console.print("[yellow]run cancelled; finished batches are kept in the store[/]")
     shutdown.raise_if_stopped()   # a stop signal ends the command here, with its exit code
     return reports
+
+
+def print_run_summary(reports: list[StageReport]) -> None:
+    """One line per stage: how many items this run computed and how many it reused, or why the stage did not
+    apply."""
+    if not reports:
+        return
+    from rich.table import Table
+
+    table = Table("stage", "computed", "reused", "failed", "", box=None, header_style="bold", pad_edge=False)
+    said: set[str] = set()
+    for r in reports:
+        if r.not_applicable:
+            why = "as above" if r.not_applicable in said else r.not_applicable
+            said.add(r.not_applicable)
+            table.add_row(r.stage, "–", "–", "–", f"[dim]not applicable: {why}[/]")
+            continue
+        failed = f"[red]{r.result.failed}[/]" if r.result.failed else "0"
+        table.add_row(r.stage, f"{r.computed:,}", f"{r.reused:,}", failed, "")
+    console.print(table)

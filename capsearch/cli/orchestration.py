@@ -31,20 +31,28 @@ def run(
     runner: RunnerOpt = None,
     address: AddressOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show every stage message.")] = False,
+    detach: Annotated[bool, typer.Option(
+        "--detach", "-d", help="Run outside this terminal (through `capsearch serve` when it serves the workspace, "
+                               "else as a background process) and return at once.")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="When another run is going on in the workspace, wait for it to end instead of refusing.")] = False,
 ) -> None:
     """Run the pipeline (or the named stages) as a Prefect flow: cached per batch, resumable, shown in the UI."""
     from capsearch.cli.execute import run_stages
     from flows.settings import read_server_record
 
     ws = ctx.workspace(workspace)
+    captioners = ctx.resolve_captioners(ws.config, captioner) if captioner else None
+    if detach:
+        _run_detached(ws, _split(stage), captioners, retry_failed, runner, address, wait)
+        return
     if runner == "dask" or (runner is None and ws.config.orchestration.runner == "dask"):
         record = read_server_record()
         if not os.environ.get("PREFECT_API_URL") and (record is None or not record.is_alive()):
             err_console.print("[yellow]the dask runner needs a Prefect server its workers can reach; starting a "
                               "temporary one for this run (keep one with `capsearch server`)[/]")
-    captioners = ctx.resolve_captioners(ws.config, captioner) if captioner else None
     reports = run_stages(ws, _split(stage) or [], captioners, retry_failed=retry_failed, verbose=verbose,
-                         runner=runner, dask_address=address)
+                         runner=runner, dask_address=address, wait=wait)
     ran = sum(r.batches_run for r in reports)
     reused = sum(r.batches_skipped for r in reports)
     stages = f"{len(reports)} stage" + ("" if len(reports) == 1 else "s")
@@ -54,6 +62,44 @@ def run(
     record = read_server_record()
     if record is not None and record.is_alive():
         console.print(f"runs: {record.ui_url}/runs", highlight=False)
+
+
+def _run_detached(ws, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
+                  runner: str | None, address: str | None, wait: bool) -> None:
+    from flows.detach import start_detached
+    from flows.workspace_run import started_by_default
+
+    detached = start_detached(ws, stages, captioners, retry_failed, started_by=started_by_default(), runner=runner,
+                              dask_address=address, wait=wait)
+    if detached.how == "deployment":
+        console.print(f"started through `capsearch serve`: flow run {detached.flow_run_name} of "
+                      f"{detached.deployment}", highlight=False)
+        console.print(f"Prefect UI: {detached.ui_url}", highlight=False)
+    else:
+        console.print(f"started in the background: process {detached.pid}; its output goes to {detached.log_path}",
+                      highlight=False)
+    hint = f" -w {ws.root}"
+    console.print(f"it goes on after this terminal closes. Watch it: capsearch{hint} status --follow (or the TUI); "
+                  f"stop it: capsearch{hint} cancel", highlight=False, soft_wrap=True)
+
+
+def cancel(
+    workspace: WorkspaceOpt = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the run has stopped.")] = True,
+) -> None:
+    """Stop the run going on in the workspace after its batches in flight, whoever started it."""
+    from flows.control import cancel_run, wait_for_end
+
+    ws = ctx.workspace(workspace)
+    request = cancel_run(ws)
+    console.print(request.message, highlight=False, soft_wrap=True)
+    if request.how == "none" or request.run is None or not wait:
+        return
+    console.print("waiting for it to stop (Ctrl-C stops waiting; the run stops anyway) ...", highlight=False)
+    final = wait_for_end(ws, request.run.id)
+    if final is not None:
+        console.print(f"the run is {final.status}" + (f": {final.message}" if final.message else ""),
+                      highlight=False, soft_wrap=True)
 
 
 def server(
@@ -85,7 +131,7 @@ def server(
 
 @contextmanager
 def _server_for_serve() -> Iterator[str]:
-    """The configured Prefect server, or one started for as long as `serve` runs (schedules need one)."""
+    """The API of the configured Prefect server, or of one started for as long as `serve` runs (schedules need one)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     url = PREFECT_API_URL.value()
@@ -103,7 +149,7 @@ def _server_for_serve() -> Iterator[str]:
     os.environ["PREFECT_API_URL"] = handle.record.api_url
     try:
         with temporary_settings(updates={PREFECT_API_URL: handle.record.api_url}):
-            yield handle.record.ui_url
+            yield handle.record.api_url
     finally:
         handle.stop()
 
@@ -117,19 +163,34 @@ def serve(
     import flows  # noqa: F401 - Prefect settings first
     from flows.deployments import build_deployments, serve as serve_deployments
 
+    from flows.detach import clear_serving, on_demand_name, record_serving
+
     ws = ctx.workspace(workspace)
     deployments = build_deployments(ws, cron, timezone)
     with _server_for_serve() as url:
         for d in deployments:
-            sched = d.schedules[0].schedule
-            console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]: cron '{sched.cron}' ({sched.timezone}), "
-                          f"workspace {ws.root}", highlight=False)
-        serve_deployments(deployments, on_ready=lambda: console.print(
-            f"Prefect UI: {url.removesuffix('/api')}  - serving; Ctrl-C stops", highlight=False))
+            if d.schedules:
+                sched = d.schedules[0].schedule
+                console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]: cron '{sched.cron}' ({sched.timezone}), "
+                              f"workspace {ws.root}", highlight=False)
+            else:
+                console.print(f"deployment [bold]{d.flow_name}/{d.name}[/]: runs started from the TUI or "
+                              "`capsearch run --detach`", highlight=False)
+        ui_url = url.removesuffix("/api")
+
+        def ready() -> None:
+            record_serving(ws, url, ui_url, f"capsearch-pipeline/{on_demand_name(ws)}")
+            console.print(f"Prefect UI: {ui_url}  - serving; Ctrl-C stops", highlight=False)
+
+        try:
+            serve_deployments(deployments, on_ready=ready)
+        finally:
+            clear_serving(ws)
         console.print("stopped serving")
 
 
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
+    app.command("cancel")(cancel)
     app.command("server")(server)
     app.command("serve")(serve)

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+                           TimeElapsedColumn)
 from rich.text import Text
 
 from capsearch.cli.context import console
@@ -14,11 +15,28 @@ from pipeline.progress import ProgressCallback, ProgressEvent
 
 
 class RateColumn(ProgressColumn):
-    """Items per second."""
+    """Items per second over what this stage run has processed since it started (``ProgressEvent.rate``).
+
+    Not rich's own estimate, which measures from the first update, not from the start: a stage that spent 3 s
+    loading a model and then reported its photos in two quick batches showed thousands of photos a second."""
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:6.1f}/s" if speed else "      -/s", style="cyan")
+        rate = task.fields.get("rate")
+        return Text(f"{rate:6.1f}/s" if rate else "      -/s", style="cyan")
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the stage's own rate (``ProgressEvent.eta_seconds``)."""
+
+    def render(self, task) -> Text:
+        if task.finished:
+            return Text("0:00:00", style="progress.remaining")
+        eta = task.fields.get("eta")
+        if eta is None:
+            return Text("-:--:--", style="progress.remaining")
+        minutes, seconds = divmod(int(eta), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
 class RichProgress:
@@ -49,14 +67,60 @@ class RichProgress:
                 self.tasks[event.stage] = task
             failures = f" [red]{event.failures} failed[/]" if event.failures else ""
             self.progress.update(task, total=max(event.total, 1), completed=event.done,
-                                 description=f"{event.stage}{failures}")
+                                 description=f"{event.stage}{failures}", rate=event.rate, eta=event.eta_seconds)
+
+
+class LineProgress:
+    """Progress as plain lines, for output that is not a terminal (a background run's log, a pipe, nohup):
+    a line when a stage starts, every ``interval`` seconds while it runs, and when it finishes."""
+
+    def __init__(self, out, verbose: bool = False, interval: float = 30.0):
+        self.out = out
+        self.verbose = verbose
+        self.interval = interval
+        self.warnings = 0
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def _print(self, text: str) -> None:
+        self.out.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, markup=False, soft_wrap=True)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            if event.kind == "message":
+                if event.level != "info" or self.verbose:
+                    self._print(f"{event.stage}: {event.level}: {event.message}" if event.level != "info"
+                                else f"{event.stage}: {event.message}")
+                    self.warnings += event.level != "info"
+                return
+            now = time.monotonic()
+            if event.kind == "start":
+                if event.total > 0 and event.stage not in self._last:
+                    self._last[event.stage] = now
+                    self._print(f"{event.stage}: {event.total} to do")
+                return
+            if event.kind == "finish":
+                self._last.pop(event.stage, None)
+                self._print(event.message or f"{event.stage}: {event.done} done")
+                return
+            if event.total <= 0:
+                return
+            if event.stage not in self._last or now - self._last[event.stage] >= self.interval:
+                self._last[event.stage] = now
+                rate = f", {event.rate:.1f}/s" if event.rate else ""
+                failed = f", {event.failures} failed" if event.failures else ""
+                self._print(f"{event.stage}: {event.done}/{event.total}{failed}{rate}")
 
 
 @contextmanager
 def rich_progress(verbose: bool = False) -> Iterator[ProgressCallback]:
+    """Progress bars on a terminal; plain lines where the output is not one (a log file, a pipe)."""
+    if not console.is_terminal and not console.is_jupyter:
+        yield LineProgress(console, verbose)
+        return
     progress = Progress(
         SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        RateColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        RateColumn(), TimeElapsedColumn(), TextColumn("eta"), EtaColumn(),
         console=console, transient=False,
     )
     with progress:

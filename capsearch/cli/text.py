@@ -65,42 +65,84 @@ def _queries_hash(ws: "Workspace") -> str:
 
 
 def search(
-    query: Annotated[str, typer.Argument(help="What to look for, e.g. \"a dog in the snow\".")],
-    by: Annotated[Optional[str], typer.Option("--by", help="Method: a captioner, clip, hybrid or oracle.")] = None,
+    query: Annotated[Optional[str], typer.Argument(help="What to look for, e.g. \"a dog in the snow\".")] = None,
+    by: Annotated[Optional[str], typer.Option("--by", help="Method: captions, a captioner, clip, hybrid or oracle.")] = None,
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many photos to list.")] = 10,
+    scope: Annotated[Optional[str], typer.Option(
+        "--scope", help="collection: every photo, by every caption it has (default: search.scope); targets: the "
+                        "experiment's view, one caption per target photo.")] = None,
+    like: Annotated[Optional[str], typer.Option(
+        "--like", help="Find photos like this one: a photo id of the workspace, or any image file.")] = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rank the target photos for a text query and print the best ones with their scores and captions."""
+    """Rank the photos for a text query (or by example, --like) and print the best ones with the caption that
+    matched and which kind it is (human, a captioner's, or the image)."""
+    from pipeline.errors import ConfigError
     from pipeline.search_service import SearchIndex
 
+    if (query is None or not query.strip()) == (like is None):
+        raise ConfigError("give a text query or --like PHOTO (one of the two)")
     ws = ctx.workspace(workspace)
-    index = SearchIndex(ws)
+    if scope is None and by == "oracle":
+        scope = "targets"           # the oracle exists only in the experiment's view
+    index = SearchIndex(ws, scope=scope)
+    if like is not None:
+        _print_like(index, index.like(like, k), k, as_json)
+        return
     method = by or index.default_method()
     hits = index.search(query, method, k)
     found = index.evaluation_query(query)
     truth = None
-    if found is not None:
+    if found is not None and found[0] in index.position:
         image_id, kind = found
         truth = {"image_id": image_id, "kind": kind, "rank": index.rank_of(query, method, image_id)}
     if as_json:
-        print(json.dumps({"query": query, "method": method, "k": k, "methods": index.methods(),
+        print(json.dumps({"query": query, "method": method, "scope": index.scope, "k": k, "methods": index.methods(),
                           "hits": [h.__dict__ for h in hits], "evaluation_query": truth}, indent=2))
         return
-    from rich.table import Table
-
-    table = Table("#", "score", "photo", "caption", title=f"“{query}” by {method}", title_justify="left",
-                  header_style="bold")
-    for h in hits:
-        mark = " [green]← true photo[/]" if truth and h.image_id == truth["image_id"] else ""
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.image_id + mark, h.caption)
+    table = _hits_table(f"“{query}” by {method}, {_scope_words(index)}", hits,
+                        truth["image_id"] if truth else None)
     console.print(table)
     if not hits:
         console.print("[yellow]no results[/]")
     if truth:
         console.print(f"evaluation query ({truth['kind']}) of {truth['image_id']}: "
-                      f"{method} ranks it #{truth['rank']:g} of {len(index.target_ids)}", highlight=False)
-    console.print(f"[dim]methods: {', '.join(index.methods())}[/]")
+                      f"{method} ranks it #{truth['rank']:g} of {len(index.photo_ids)}", highlight=False)
+    console.print(f"[dim]methods: {', '.join(index.methods())}; scope {index.scope} (--scope "
+                  f"{'targets' if index.scope == 'collection' else 'collection'} for the other)[/]")
+
+
+def _scope_words(index) -> str:
+    n = len(index.photo_ids)
+    return f"{n} photos" if index.scope == "collection" else f"{n} target photos"
+
+
+def _hits_table(title: str, hits, true_id: str | None):
+    from rich.table import Table
+
+    from pipeline.display import shorten_middle
+
+    width = max(24, min(60, console.width * 2 // 5))
+    table = Table("#", "score", "photo", "matched", "caption", title=title, title_justify="left",
+                  header_style="bold")
+    for h in hits:
+        mark = " [green]← true photo[/]" if true_id and h.image_id == true_id else ""
+        table.columns[2].no_wrap = True
+        table.add_row(str(h.rank), f"{h.score:.3f}", shorten_middle(h.image_id, width) + mark, h.matched, h.caption)
+    return table
+
+
+def _print_like(index, result, k: int, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"like": result.example, "photo": result.example_id, "scope": index.scope, "k": k,
+                          "by_captions": result.by_captions, "hits": [h.__dict__ for h in result.hits]}, indent=2))
+        return
+    how = "image and caption similarity" if result.by_captions else "image similarity"
+    console.print(_hits_table(f"photos like {result.example_id or result.example} by {how}, {_scope_words(index)}",
+                              result.hits, None))
+    if not result.hits:
+        console.print("[yellow]no results[/]")
 
 
 def evaluate(
@@ -126,6 +168,13 @@ def evaluate(
         ws.config.evaluate.baseline = baseline
     with _progress_to_stderr(as_json):
         run_stages(ws, ["caption-metrics", "evaluate"])
+    reason = _not_applicable(ws, "evaluate")
+    if reason:
+        if as_json:
+            print(json.dumps({"not_applicable": reason}, indent=2))
+        else:
+            console.print(f"[yellow]evaluation is not applicable to this workspace: {reason}[/]", highlight=False)
+        return
     result = load_evaluation(ws)
     if result is None:
         from pipeline.errors import CapsearchError
@@ -147,7 +196,18 @@ def report(workspace: WorkspaceOpt = None) -> None:
 
     ws = ctx.workspace(workspace)
     run_stages(ws, ["caption-metrics", "evaluate", "report"])
+    reason = _not_applicable(ws, "report")
+    if reason:
+        console.print(f"[yellow]the report's metrics are not applicable to this workspace: {reason}[/]",
+                      highlight=False)
+        return
     print_report_paths(ws)
+
+
+def _not_applicable(ws: "Workspace", name: str) -> str | None:
+    from pipeline.stages.registry import build_stage
+
+    return build_stage(ws, name).applicable()
 
 
 def register(app: typer.Typer) -> None:

@@ -54,24 +54,22 @@ def shown_captions(ws: "Workspace", captioner: str, ids: Sequence[str]) -> tuple
     """Per photo, the captions the captioner was shown, and one line saying what they are."""
     from pipeline.prompts import select_captions
     from pipeline.search_service import stage_hash
+    from pipeline.stages.vision import neighbour_captions
 
     cfg, store = ws.config, ws.store
     kind = cfg.captioner(captioner).kind
     if kind == "vlm-neighbours":
         prompts_hash = stage_hash(ws, "prompts")
         prompts = store.prompts(prompts_hash, ids)
-        neighbours = store.neighbours(stage_hash(ws, "neighbours"), ids)
-        caps = store.reference_db_captions(sorted({n for ns in neighbours.values() for n, _, _ in ns}))
+        neighbours = neighbour_captions(store, stage_hash(ws, "neighbours"), ids)
         out: dict[str, list[str]] = {}
         for i in ids:
             text = prompts.get(i, ("", ""))[1]
-            listed = select_captions([caps.get(n, []) for n, _, _ in neighbours.get(i, [])],
-                                     cfg.prompts.per_neighbour)
+            listed = select_captions([caps for _n, caps in neighbours.get(i, [])], cfg.prompts.per_neighbour)
             out[i] = [c for _, c in listed if c in text]
         return out, "the neighbours' captions listed in its prompt"
     if kind == "knn-consensus":
-        neighbours = store.neighbours(stage_hash(ws, "neighbours"), ids)
-        caps = store.reference_db_captions(sorted({n for ns in neighbours.values() for n, _, _ in ns}))
-        return ({i: [c for n, _, _ in neighbours.get(i, []) for c in caps.get(n, [])] for i in ids},
+        neighbours = neighbour_captions(store, stage_hash(ws, "neighbours"), ids)
+        return ({i: [c for _n, caps in neighbours.get(i, []) for c in caps] for i in ids},
                 "every caption of its neighbours (it chooses one of them)")
     return {i: [] for i in ids}, "no captions (its prompt shows none)"

@@ -4,6 +4,13 @@ For each photo, every caption of its neighbours is a candidate; the chosen
 caption is the candidate with the highest mean similarity to the other
 candidates (the "consensus" caption), where similarity is the cosine of the text
 embedder's document embeddings. No generative model is involved.
+
+The same choice on every machine: candidates with identical vectors (the same caption text) are
+scored once, as ``pipeline.distinct`` does for search, so they tie exactly whatever the BLAS
+kernel; similarities are computed in float64 from the float32 vectors (each product is exact, so
+kernels differ only in the last bits of a float64 sum), and the highest score wins, the earliest
+candidate (nearest neighbour first, then caption order) on an exact tie. No score is rounded: a
+score on a rounding boundary could round either way depending on the kernel.
 """
 from __future__ import annotations
 
@@ -17,8 +24,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 RULE = "max-mean-cosine-to-other-candidates"
-VERSION = 1
-_SCORE_DECIMALS = 5  # scores are compared after rounding so that float noise never decides a tie
+VERSION = 2   # 2: identical candidates scored once, no rounding, exact ties to the earliest candidate
 
 
 def _candidates(captions: Sequence[str]) -> list[str]:
@@ -26,13 +32,24 @@ def _candidates(captions: Sequence[str]) -> list[str]:
 
 
 def consensus_index(vectors: np.ndarray) -> int:
-    """Index of the row with the highest mean cosine to the other rows (lowest index on ties)."""
+    """Index of the row with the highest mean cosine to the other rows (the lowest index on an exact tie).
+
+    Rows with identical vectors are one distinct row, scored once: its mean similarity to the others
+    counts each copy of every other row (repeats are agreement) and the copies of itself but one."""
+    from pipeline.distinct import DistinctRows
+
     n = vectors.shape[0]
     if n <= 2:
         return 0
-    sims = vectors @ vectors.T
-    mean_to_others = (sims.sum(axis=1) - np.diag(sims)) / (n - 1)
-    return int(np.argmax(np.round(mean_to_others, _SCORE_DECIMALS)))
+    docs = DistinctRows.of(np.asarray(vectors, dtype=np.float32))
+    if docs.n_present < n:
+        raise ValueError("candidate caption vectors must be finite")
+    unique = docs.vectors.astype(np.float64)
+    sims = unique @ unique.T
+    counts = docs.counts.astype(np.float64)
+    mean_to_others = ((sims * counts[None, :]).sum(axis=1) - np.diag(sims)) / (n - 1)
+    best = int(np.flatnonzero(mean_to_others == mean_to_others.max())[0])   # distinct rows: first candidate order
+    return int(docs.members[docs.starts[best]])
 
 
 class KnnConsensusCaptioner:

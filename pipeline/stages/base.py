@@ -11,6 +11,17 @@ same batches as cached, retriable Prefect tasks.
 Every stage's ``config()`` includes the configuration hashes of the stages it
 reads from, so changing, say, the prompt template changes the hash of the
 prompts and of every captioner that uses them, and nothing else.
+
+A stage that cannot apply to a workspace says why in one line (``applicable()``): evaluation on a
+collection whose targets have no held-out captions, neighbour-based captioning where no photo is
+captioned. *Not applicable* is a state of its own: not a failure, not done. ``counts()``, ``status``,
+the flows and ``run_stage`` all read it from here, so a run on such a workspace finishes cleanly.
+
+Stages whose outputs depend on more than their configuration (a target's neighbours depend on its
+photo; its prompt on its neighbours' captions) record each item's input fingerprint with the item's
+outputs, in the batch's transaction (``record_inputs``), and count an item done only while the
+fingerprint is current (``fresh``): an edited caption file or a replaced photo recomputes exactly the
+items it touches, and a rerun after a crash never mistakes a stale output for a done one.
 """
 from __future__ import annotations
 
@@ -46,6 +57,9 @@ class BatchResult:
                            self.messages + other.messages)
 
 
+NOT_APPLICABLE = "not applicable"
+
+
 class BatchCancelled(Exception):
     """The run was cancelled in the middle of a batch (``Stage.cancelled()``): the batch stopped between two
     units of work, and what it committed before stopping is kept."""
@@ -58,14 +72,25 @@ class StageCounts:
     done: int
     failed: int
     failures: dict[str, str] = field(default_factory=dict)   # item -> reason
+    not_applicable: str | None = None                          # why the stage does not apply (None: it does)
 
     @property
     def missing(self) -> int:
         return max(0, self.total - self.done - self.failed)
 
+    @property
+    def state(self) -> str:
+        """'not applicable', 'failed' (some items failed), 'missing' (some not computed yet) or 'done'."""
+        if self.not_applicable:
+            return NOT_APPLICABLE
+        if self.failed:
+            return "failed"
+        return "missing" if self.missing else "done"
+
     def as_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "total": self.total, "done": self.done, "failed": self.failed,
-                "missing": self.missing, "failures": self.failures}
+        return {"stage": self.stage, "state": self.state, "total": self.total, "done": self.done,
+                "failed": self.failed, "missing": self.missing, "failures": self.failures,
+                "not_applicable": self.not_applicable}
 
 
 class Stage(ABC):
@@ -100,6 +125,14 @@ class Stage(ABC):
     def config_hash(self) -> str:
         return hash_obj({"stage": self.name, "target": self.target, **self.config()})
 
+    # -- applicability ------------------------------------------------------------------------
+    def applicable(self) -> str | None:
+        """None when the stage applies to this workspace, else the one-line reason it does not.
+
+        Read from the store at each call: a stage may apply once an earlier stage of the same run has
+        ingested photos. Before anything is ingested every stage applies (it just has nothing to do)."""
+        return None
+
     # -- items -------------------------------------------------------------------------------
     @abstractmethod
     def items(self) -> list[str]:
@@ -117,6 +150,22 @@ class Stage(ABC):
         """Content identity of each item's inputs (default: the image sha256)."""
         rows = {r.id: r.sha256 for r in self.store.images(ids=ids)}
         return {i: rows.get(i, "") for i in ids}
+
+    # -- inputs recorded with the outputs ------------------------------------------------------
+    def record_inputs(self, fingerprints: dict[str, str]) -> None:
+        """Inside ``commit()``: the input fingerprint each item's outputs were computed from."""
+        self.store.put_item_inputs(self.label, self.config_hash(), fingerprints)
+
+    def fresh(self, stored: set[str], current: dict[str, str] | None = None) -> set[str]:
+        """The items of ``stored`` (outputs in the store) whose recorded inputs are still current.
+
+        ``current`` maps item -> fingerprint now (default: ``item_fingerprints``). An output with no
+        recorded fingerprint (written by a capsearch before fingerprints were kept) counts as current."""
+        if not stored:
+            return set()
+        current = self.item_fingerprints(sorted(stored)) if current is None else current
+        recorded = self.store.item_inputs(self.label, self.config_hash())
+        return {i for i in stored if recorded.get(i) is None or recorded[i] == current.get(i)}
 
     # -- batches -------------------------------------------------------------------------------
     def batch_size(self) -> int:
@@ -171,6 +220,9 @@ class Stage(ABC):
         """Work after every batch (e.g. exporting arrays)."""
 
     def counts(self) -> StageCounts:
+        reason = self.applicable()
+        if reason:
+            return StageCounts(self.label, 0, 0, 0, not_applicable=reason)
         items = self.items()
         done = self.done_items() & set(items)
         failed = {k: v for k, v in self.failed_items().items() if k in set(items) and k not in done}
@@ -185,12 +237,30 @@ class StageReport:
     seconds: float
     batches_run: int
     batches_skipped: int
+    items: int = 0                       # items the stage has (computed and reused)
+    computed: int = 0                    # items this run computed
+    not_applicable: str | None = None    # why the stage did not apply (nothing ran)
+
+    @property
+    def reused(self) -> int:
+        return max(0, self.items - self.computed)
+
+
+def record_not_applicable(stage: Stage, reason: str, flow_run_id: str | None = None) -> None:
+    """A stage run that did not apply: recorded (with its reason) so the history says why nothing ran."""
+    run_id = stage.store.start_stage_run(stage.name, "", {}, stage.target, flow_run_id=flow_run_id)
+    stage.store.finish_stage_run(run_id, NOT_APPLICABLE, message=reason[:500])
 
 
 def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, only_missing: bool = True,
               retry_failed: bool = False) -> StageReport:
     """Run a stage in this process without Prefect (the baseline the flows are measured against)."""
     t0 = time.perf_counter()
+    reason = stage.applicable()
+    if reason:
+        record_not_applicable(stage, reason)
+        StageProgress(stage.label, 0, progress).not_applicable(reason)
+        return StageReport(stage.label, "", BatchResult(), time.perf_counter() - t0, 0, 0, not_applicable=reason)
     prep = StageProgress(stage.label, 0, progress)
     stage.prepare(prep)
     batches = stage.plan(only_missing=only_missing, retry_failed=retry_failed)
@@ -207,5 +277,7 @@ def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, only_mi
                                      result.done, result.failed, result.skipped, str(exc)[:500])
         raise
     stage.store.finish_stage_run(run_id, "completed", result.done, result.failed, result.skipped)
-    sp.finish(f"{stage.label}: {result.done} done, {result.failed} failed")
-    return StageReport(stage.label, stage.config_hash(), result, time.perf_counter() - t0, len(batches), 0)
+    n_items = len(stage.items())
+    sp.finish(f"{stage.label}: {result.done} done, {result.failed} failed, {max(0, n_items - total)} reused")
+    return StageReport(stage.label, stage.config_hash(), result, time.perf_counter() - t0, len(batches), 0,
+                       n_items, total)

@@ -34,6 +34,11 @@ class CaptionMetricsStage(Stage):
         super().__init__(ws, target)
         self._env: scoring.Environment | None = None
 
+    def applicable(self) -> str | None:
+        from pipeline.stages.applicability import no_held_out_captions
+
+        return no_held_out_captions(self.store)
+
     @property
     def env(self) -> scoring.Environment:
         if self._env is None:

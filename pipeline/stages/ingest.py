@@ -4,8 +4,14 @@ A photo is done when the store holds it as it is on disk (same size and mtime as
 *with* the reference captions the data set gives it now (``images.captions_hash`` and the
 number of caption rows): a batch commits photos, captions and problems together, and a photo
 whose captions went missing (a store written before batches were one transaction) or changed
-is ingested again. An unchanged file is not read again: only its captions are
-rewritten.
+is ingested again.
+
+Size and mtime first, the hash when they differ, a decode only when the hash differs: an
+unchanged folder is rescanned without opening a photo (its files' sizes and mtimes are what
+was recorded), a file whose mtime changed but whose bytes did not (copied back, touched) is
+hashed and kept as it was, and only new or changed photos are decoded and checked. Photos
+that left the folder are removed from the index by ``finalize`` and listed (store meta
+``ingest/removed``, shown by ``capsearch status``) until they come back.
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any, Sequence
 
 from pipeline.crashpoints import INGEST_BATCH, INGEST_FINALIZE, INGEST_PREPARE, crash_point
 from pipeline.datasets import Collection, load_collection
-from pipeline.hashing import hash_obj
+from pipeline.hashing import hash_obj, sha256_file
 from pipeline.images import check_image
 from pipeline.progress import StageProgress
 from pipeline.splits import SplitItem, assign_splits, split_hash
@@ -23,6 +29,7 @@ from pipeline.stages.base import Batch, BatchResult, Stage
 from pipeline.store import FileRecord, ImageRow
 
 STAGE = "ingest"
+REMOVED_KEY = "ingest/removed"     # store meta: photos that left the collection -> when and what they were
 
 
 def captions_hash(captions: Sequence[str]) -> str:
@@ -128,8 +135,12 @@ class IngestStage(Stage):
         stats_now = {i: self._stat(i) for i in batch.ids}
         # a file unchanged since it was committed is not read again (its captions may still need writing)
         unchanged = {i for i in batch.ids if i in stored and _same_file(records.get(i), stats_now[i])}
-        to_check = [i for i in batch.ids if i not in unchanged]
+        # size or mtime differ: the same bytes (a touched or copied-back file) need no decode, only a new stat
+        rehash = [i for i in batch.ids if i in stored and i not in unchanged and stats_now[i] is not None]
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2))) as pool:
+            hashes_now = dict(zip(rehash, pool.map(lambda i: _sha256_or_none(by_id[i].path), rehash)))
+            unchanged |= {i for i, sha in hashes_now.items() if sha is not None and sha == stored[i].sha256}
+            to_check = [i for i in batch.ids if i not in unchanged]
             checks = dict(zip(to_check, pool.map(lambda i: check_image(by_id[i].path, max_pixels), to_check)))
         ok_rows, stats, captions, hashes, bad, repaired, ok_ids = [], {}, {}, {}, [], [], []
         for image_id in batch.ids:
@@ -171,16 +182,21 @@ class IngestStage(Stage):
         return BatchResult(done=len(ok_rows), failed=len(bad))
 
     def finalize(self, progress: StageProgress | None = None) -> None:
-        """Drop photos that left the collection and assign the split: one transaction."""
+        """Drop photos that left the collection (listing them) and assign the split: one transaction."""
+        import time
+
         by_id = self._by_id()
-        stored = self.store.image_ids()
+        rows = {r.id: r for r in self.store.images()}
+        stored = sorted(rows)
         gone = sorted(set(stored) - set(by_id))
         usable = [i for i in stored if i in by_id]
-        items = [SplitItem(i, bool(by_id[i].captions), by_id[i].official_split) for i in usable]
+        items = [SplitItem(i, bool(by_id[i].captions), by_id[i].official_split, rows[i].sha256) for i in usable]
+        removed = {i: r for i, r in (self.store.get_meta(REMOVED_KEY) or {}).items() if i not in rows}
+        removed.update({i: {"at": time.time(), "sha256": rows[i].sha256, "split": rows[i].split} for i in gone})
         n_targets = self.cfg.data.n_targets
         captioned = sum(1 for i in items if i.has_captions)
         warning = None
-        if captioned and n_targets >= captioned:
+        if captioned == len(items) and n_targets >= captioned:   # a benchmark: targets are drawn from the captioned
             capped = max(1, captioned // 2)
             warning = f"data.n_targets={n_targets} leaves no reference DB among {captioned} captioned photos; used {capped}"
             n_targets = capped
@@ -188,6 +204,8 @@ class IngestStage(Stage):
         with self.store.transaction():
             if gone:
                 self.store.delete_images(gone)
+            if removed != (self.store.get_meta(REMOVED_KEY) or {}):
+                self.store.set_meta(REMOVED_KEY, removed)
             crash_point(INGEST_FINALIZE)
             if warning:
                 self.store.record_problems(STAGE + "/split", [("n_targets", "warning", warning)])
@@ -199,6 +217,18 @@ class IngestStage(Stage):
                                                  "official_test_targets": self.cfg.data.official_test_targets})
         if gone and progress:
             progress.message(f"{len(gone)} photos are no longer in the collection and were removed from the index", "warning")
+
+
+def _sha256_or_none(path) -> str | None:
+    try:
+        return sha256_file(path)
+    except OSError:
+        return None
+
+
+def removed_photos(store) -> dict[str, dict]:
+    """Photos that left the collection since they were ingested: id -> when (``at``), sha256 and split."""
+    return dict(sorted((store.get_meta(REMOVED_KEY) or {}).items()))
 
 
 def current_split_hash(store) -> str:

@@ -11,6 +11,7 @@ from pipeline.workspace import Workspace
 STAGE_ORDER = ("ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "caption-metrics", "queries",
                "evaluate", "report")
 PER_CAPTIONER = ("caption", "embed-captions")
+HUMAN = "human"          # embed-captions:human: the photos' human captions
 # Modules that define more stages in a STAGES dict (name -> class).
 _STAGE_MODULES = ("pipeline.stages.vision", "pipeline.stages.text", "pipeline.stages.caption_metrics")
 
@@ -43,7 +44,10 @@ def build_stage(ws: Workspace, name: str, target: str = "") -> Stage:
 
 
 def pipeline_stages(ws: Workspace, names: list[str] | None = None, captioners: list[str] | None = None) -> list[Stage]:
-    """Stage instances in run order; per-captioner stages are expanded for each captioner."""
+    """Stage instances in run order; per-captioner stages are expanded for each captioner.
+
+    ``embed-captions`` also gets the target ``human`` (the photos' human captions, for searching the whole
+    collection) unless particular captioners were asked for."""
     wanted = names or available_stages()
     caps = captioners or ws.config.enabled_captioners()
     stages: list[Stage] = []
@@ -52,7 +56,8 @@ def pipeline_stages(ws: Workspace, names: list[str] | None = None, captioners: l
             continue
         cls = stage_class(name)
         if name in PER_CAPTIONER:
-            stages.extend(cls(ws, c) for c in caps)
+            targets = ([HUMAN] if name == "embed-captions" and captioners is None else []) + list(caps)
+            stages.extend(cls(ws, c) for c in targets)
         else:
             stages.append(cls(ws))
     return stages

@@ -1,12 +1,16 @@
 """The text side of the pipeline: embed-captions, queries, evaluate, report.
 
-* ``embed-captions:<captioner>`` embeds the captioner's ok captions of the targets into
-  ``text/<embedder key>/document``, keyed by ``hash_text(caption)``: a caption text is embedded
-  once, whichever captioner wrote it and however often the stage runs. The oracle's documents
-  (reference captions) are embedded by ``evaluate``, which needs them, not by a stage of their own.
+* ``embed-captions:<captioner>`` embeds the captioner's ok captions (of every photo it captioned)
+  into ``text/<embedder key>/document``, keyed by ``hash_text(caption)``: a caption text is embedded
+  once, whichever captioner wrote it and however often the stage runs. ``embed-captions:human``
+  embeds every photo's human (reference) captions into the same space, for searching the whole
+  collection. The oracle's documents are embedded by ``evaluate`` (usually already there).
 * ``queries`` makes ``queries.kinds`` queries per target from its own held-out reference captions
-  (reference or OpenAI-compatible generator); failures are stored with their reason and retried
-  only with ``--retry-failed``; token use and estimated cost go to store meta ``queries/usage``.
+  (reference or OpenAI-compatible generator); each target's queries are recorded with the captions
+  they came from, so edited captions make new queries; failures are stored with their reason and
+  retried only with ``--retry-failed``; token use and estimated cost go to store meta ``queries/usage``.
+* ``queries``, ``evaluate``, ``caption-metrics`` and ``report`` are not applicable where the targets
+  have no held-out captions (a person's collection: its uncaptioned photos are the targets).
 * ``evaluate`` and ``report`` each run as one batch (see ``pipeline.evaluation``, ``pipeline.reports``).
 """
 from __future__ import annotations
@@ -20,12 +24,13 @@ from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
 from pipeline.search_service import document_space, stage_hash
+from pipeline.stages.applicability import no_held_out_captions, no_human_caption
 from pipeline.stages.base import Batch, BatchResult, Stage
-from pipeline.stages.ingest import current_split_hash
 from pipeline.stages.vision import collection_root
 from pipeline.text_vectors import embed_missing, store_new
 
 REPORT_VERSION = 1
+HUMAN = "human"          # embed-captions:human embeds the photos' human captions
 USAGE_FIELDS = ("requests", "failures", "prompt_tokens", "completion_tokens")
 
 
@@ -33,6 +38,9 @@ class _WholeStage(Stage):
     """A stage that always recomputes all of its items together (one batch)."""
 
     batched = False
+
+    def applicable(self) -> str | None:
+        return no_held_out_captions(self.store)
 
     def settled_items(self, retry_failed: bool = False) -> set[str]:
         done = self.done_items()
@@ -55,41 +63,53 @@ class EmbedCaptionsStage(Stage):
         self.embedder = build_text_embedder(self.cfg)
         self.space = document_space(self.embedder.key)
 
+    def _caption_stage(self) -> Stage:
+        from pipeline.stages.vision import CaptionStage
+
+        return CaptionStage(self.ws, self.target)
+
     def caption_hash(self) -> str:
-        return stage_hash(self.ws, "caption", self.target)
+        return "" if self.target == HUMAN else stage_hash(self.ws, "caption", self.target)
+
+    def applicable(self) -> str | None:
+        return no_human_caption(self.store) if self.target == HUMAN else self._caption_stage().applicable()
 
     def config(self) -> dict[str, Any]:
-        return {"captions": self.caption_hash(), "text_embedder": self.embedder.key}
+        return {"captions": HUMAN if self.target == HUMAN else self.caption_hash(), "text_embedder": self.embedder.key}
 
-    def _captions(self) -> dict[str, str]:
-        targets = set(self.store.image_ids("target"))
+    def _captions(self) -> dict[str, list[str]]:
+        """Photo -> the caption texts to embed: its human captions, or the captioner's ok caption of it."""
+        ids = set(self.store.image_ids())
+        if self.target == HUMAN:
+            return {i: [t for t in caps if t.strip()] for i, caps in self.store.reference_captions().items()
+                    if i in ids and any(t.strip() for t in caps)}
         rows = self.store.captions(self.target, self.caption_hash(), status="ok")
-        return {i: r.text for i, r in rows.items() if i in targets and r.text.strip()}
+        return {i: [r.text] for i, r in rows.items() if i in ids and r.text.strip()}
 
     def items(self) -> list[str]:
         return sorted(self._captions())
 
     def done_items(self) -> set[str]:
         captions = self._captions()
-        present = self.store.has_vectors(self.space, [hash_text(t) for t in captions.values()])
-        return {i for i, t in captions.items() if hash_text(t) in present}
+        present = self.store.has_vectors(self.space, sorted({hash_text(t) for ts in captions.values() for t in ts}))
+        return {i for i, ts in captions.items() if all(hash_text(t) in present for t in ts)}
 
     def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
         captions = self._captions()
-        return {i: hash_text(captions.get(i, "")) for i in ids}
+        return {i: hash_obj([hash_text(t) for t in captions.get(i, [])]) for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         captions = self._captions()
-        texts = [captions[i] for i in batch.ids if i in captions]
+        texts = [t for i in batch.ids for t in captions.get(i, [])]
         new = embed_missing(self.store, self.space, texts, self.embedder.embed_documents)
         with self.commit(EMBED_CAPTIONS_BATCH):
             n_new = store_new(self.store, self.space, new)
-        gone = len(batch.ids) - len(texts)
+        gone = sum(1 for i in batch.ids if i not in captions)
         if progress:
             if gone:
                 progress.message(f"{gone} captions changed since the plan was made; run again", "warning")
             progress.advance(len(batch.ids))
-        return BatchResult(done=len(texts), skipped=gone,
+        return BatchResult(done=len(batch.ids) - gone, skipped=gone,
                            messages=[f"{n_new} new caption embeddings"] if n_new else [])
 
     def finalize(self, progress: StageProgress | None = None) -> None:
@@ -113,11 +133,13 @@ class QueriesStage(Stage):
 
         return check_kinds(self.cfg.queries.kinds)
 
+    def applicable(self) -> str | None:
+        return no_held_out_captions(self.store)
+
     def config(self) -> dict[str, Any]:
         from pipeline.text_models import query_generator_settings
 
-        return {"split": current_split_hash(self.store), "kinds": self.kinds(),
-                "generator": query_generator_settings(self.cfg)}
+        return {"kinds": self.kinds(), "generator": query_generator_settings(self.cfg), "version": 2}
 
     def _references(self) -> dict[str, list[str]]:
         return self.store.reference_captions(split="target")
@@ -134,10 +156,12 @@ class QueriesStage(Stage):
         for r in self._rows():
             if r["status"] == "ok":
                 ok.setdefault(r["image_id"], set()).add(r["kind"])
-        return {i for i, got in ok.items() if kinds <= got}
+        return self.fresh({i for i, got in ok.items() if kinds <= got} & set(self.items()))
 
     def failed_items(self) -> dict[str, str]:
-        return {r["image_id"]: r["error"] or "failed" for r in self._rows() if r["status"] == "failed"}
+        failed = {r["image_id"]: r["error"] or "failed" for r in self._rows() if r["status"] == "failed"}
+        current = self.fresh(set(failed) & set(self.items()))
+        return {i: reason for i, reason in failed.items() if i in current}
 
     def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
         refs = self._references()
@@ -170,8 +194,10 @@ class QueriesStage(Stage):
                     "prompt_tokens": res.prompt_tokens if n == 0 else 0,
                     "completion_tokens": res.completion_tokens if n == 0 else 0,
                 })
-        with self.commit(QUERIES_BATCH):   # the queries and their token use together
+        inputs = self.item_fingerprints(list(batch.ids))
+        with self.commit(QUERIES_BATCH):   # the queries, the captions they came from and their token use together
             self.store.put_queries(self.config_hash(), rows)
+            self.record_inputs({r.image_id: inputs[r.image_id] for r in results})
             self._add_usage(results)
         failed = [r for r in results if r.error is not None]
         if progress:

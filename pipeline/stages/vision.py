@@ -4,12 +4,23 @@ Configuration-hash chain (see docs/architecture.md):
 
 - ``embed-images``: the embedder key. Vectors live in the space ``image/<key>`` keyed by
   image sha256, so an unchanged photo is never embedded twice, even after a re-split.
-- ``neighbours``: embedder key, k, near-duplicate threshold, index, the split hash and
-  the content (ids and sha256) of the reference DB.
-- ``prompts``: the neighbours hash, template id, per-neighbour rule and token budget.
+- ``neighbours``: embedder key, k, near-duplicate threshold, index. The reference DB is not
+  part of the hash: a photo added to or removed from it makes only the targets whose
+  neighbour list it changes stale (``NeighboursStage.prepare``), and each target's list is
+  recorded with its photo's sha256.
+- ``prompts``: the neighbours hash, template id, per-neighbour rule and token budget; each
+  prompt is recorded with the neighbours and captions it lists.
 - ``caption:<name>``: the captioner's settings (kind, model, generation settings; not its
   batch size), plus the prompts hash (``vlm-neighbours``), the neighbours hash and text
-  embedder key (``knn-consensus``) or the fixed instruction (``vlm-plain``).
+  embedder key (``knn-consensus``) or the fixed instruction (``vlm-plain``); each caption is
+  recorded with its inputs (the photo's sha256, its prompt, its neighbours' captions).
+
+Which photos: neighbours, prompts and captions cover the targets, or every photo with
+``caption.scope = "collection"`` (``caption_items``). A photo's neighbours never include
+itself, and duplicates of it (the same sha256: ``EXACT_DUPLICATE``; image similarity at or
+above ``neighbours.near_duplicate_threshold``: ``NEAR_DUPLICATE``) are listed, marked, and
+passed over: their captions never reach a prompt or the kNN consensus, and the list goes on
+until it holds ``k`` neighbours that are not duplicates (``neighbour_captions``).
 
 An item whose input failed upstream (a photo that cannot be decoded has no embedding,
 hence no neighbours, prompt or neighbour-based caption) is reported as failed with the
@@ -20,18 +31,20 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from pipeline.crashpoints import CAPTION_BATCH, EMBED_IMAGES_BATCH, NEIGHBOURS_BATCH, PROMPTS_BATCH, crash_point
+from pipeline.crashpoints import (CAPTION_BATCH, EMBED_IMAGES_BATCH, NEIGHBOURS_BATCH, NEIGHBOURS_PREPARE, PROMPTS_BATCH,
+                                  crash_point)
 from pipeline.errors import CapsearchError, ConfigError, StoreError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit
 from pipeline.progress import StageProgress
+from pipeline.stages.applicability import no_captioned_photo
 from pipeline.stages.base import Batch, BatchResult, Stage
-from pipeline.stages.ingest import current_split_hash
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +69,30 @@ def estimate_tokens(text: str) -> int:
 
 def image_space(embedder_key: str) -> str:
     return f"image/{embedder_key}"
+
+
+# How a neighbour relates to its target (the ``near_duplicate`` column of the neighbours table).
+NOT_DUPLICATE, NEAR_DUPLICATE, EXACT_DUPLICATE = 0, 1, 2
+DUPLICATE_KINDS = {NEAR_DUPLICATE: "near-duplicate", EXACT_DUPLICATE: "exact duplicate"}
+# A reference photo added since a target's neighbours were found makes them stale when it scores at least the
+# target's last neighbour minus this (float noise between two ways of computing one score; erring towards
+# recomputing, which is always correct).
+STALE_MARGIN = 1e-5
+
+
+def caption_items(ws) -> list[str]:
+    """The photos neighbours, prompts and captions are made for: the targets, or every photo with
+    ``caption.scope = "collection"`` (sorted ids)."""
+    store = ws.store
+    return store.image_ids() if ws.config.caption.scope == "collection" else store.image_ids("target")
+
+
+def neighbour_captions(store, neighbours_hash: str, ids) -> dict[str, list[tuple[str, list[str]]]]:
+    """Per photo with neighbours: (neighbour id, its human captions) of every neighbour that is not a duplicate
+    of the photo, nearest first. What prompts list and the kNN consensus chooses from, and nothing else."""
+    neighbours = store.neighbours(neighbours_hash, ids)
+    caps = store.reference_db_captions(sorted({n for ns in neighbours.values() for n, _, _ in ns}))
+    return {t: [(n, caps.get(n, [])) for n, _score, dup in ns if not dup] for t, ns in neighbours.items()}
 
 
 def collection_root(store) -> Path:
@@ -205,32 +242,41 @@ class EmbedImagesStage(Stage):
 
 
 # -- neighbours -------------------------------------------------------------------------------------------
+@dataclass
+class DbChanges:
+    """The usable reference DB now, and how it differs from the one the stored neighbours were found in."""
+    current: dict[str, str]            # id -> sha256
+    removed: set[str]                  # ids gone, or whose photo was replaced
+    added: dict[str, str]              # ids new, or whose photo was replaced -> sha256
+    unknown: bool = False              # no record of the earlier DB: every stored list is stale
+
+
 class NeighboursStage(Stage):
-    """For every target, the top-k most similar reference-DB photos (never itself, never another target)."""
+    """For every photo of ``caption_items``, its most similar captioned reference-DB photos: ``k`` that are
+    not duplicates of it (after any duplicates that rank above them, listed and marked), never itself."""
 
     name = "neighbours"
+    VERSION = 2   # 2: duplicates (same sha256, or similarity >= the threshold) marked and passed over
 
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)
         self.embed = EmbedImagesStage(ws)
-        self._db: tuple[list[str], "DistinctRows"] | None = None
+        self._db: tuple[list[str], list[str], "DistinctRows"] | None = None
 
-    def _reference_rows(self) -> list["ImageRow"]:
-        return self.store.images(split="reference")
+    def applicable(self) -> str | None:
+        return no_captioned_photo(self.store)
 
     def config(self) -> dict[str, Any]:
         n = self.cfg.neighbours
-        return {
-            "embedder": self.embed.embedder.key, "k": n.k, "near_duplicate_threshold": n.near_duplicate_threshold,
-            "index": n.index, "split_hash": current_split_hash(self.store),
-            "reference_db": hash_obj([(r.id, r.sha256) for r in self._reference_rows()]),
-        }
+        return {"embedder": self.embed.embedder.key, "k": n.k, "near_duplicate_threshold": n.near_duplicate_threshold,
+                "index": n.index, "version": self.VERSION}
 
     def items(self) -> list[str]:
-        return self.store.image_ids("target")
+        return caption_items(self.ws)
 
     def done_items(self) -> set[str]:
-        return self.store.neighbour_targets(self.config_hash())
+        stored = self.store.neighbour_targets(self.config_hash()) & set(self.items())
+        return self.fresh(stored) - self.stale_targets(stored)
 
     def failed_items(self) -> dict[str, str]:
         embed_failed = self.embed.failed_items()
@@ -240,31 +286,158 @@ class NeighboursStage(Stage):
         """Targets are searched in blocks of ``neighbours.block_size``: one pass over the DB per block."""
         return max(super().batch_size(), self.cfg.neighbours.block_size)
 
-    def reference_matrix(self, progress: StageProgress | None = None) -> tuple[list[str], "DistinctRows"]:
-        """(reference photo ids in id order, their vectors grouped by vector): loaded once per stage instance.
-        Photos with the same content share one stored vector, so they tie as neighbours on any machine."""
+    # -- the reference DB and what changed in it -------------------------------------------------------
+    def _usable_db(self) -> dict[str, str]:
+        """id -> sha256 of the reference photos that can be neighbours: captioned, with an image embedding."""
+        captioned = set(self.store.reference_caption_counts())
+        refs = [r for r in self.store.images(split="reference") if r.id in captioned]
+        present = self.store.has_vectors(self.embed.space, sorted({r.sha256 for r in refs}))
+        return {r.id: r.sha256 for r in refs if r.sha256 in present}
+
+    def _db_keys(self) -> tuple[str, str]:
+        h = self.config_hash()
+        return f"neighbours/db-digest/{h}", f"neighbours/db/{h}"
+
+    def db_changes(self) -> "DbChanges | None":
+        """What changed in the usable DB since the stored neighbours were planned (None: nothing)."""
+        current = self._usable_db()
+        digest_key, members_key = self._db_keys()
+        if self.store.get_meta(digest_key) == hash_obj(sorted(current.items())):
+            return None
+        recorded = self.store.get_meta(members_key)
+        if recorded is None:   # never planned under this configuration: every stored list is suspect
+            return DbChanges(current, set(), dict(current), unknown=True)
+        removed = {i for i, sha in recorded.items() if current.get(i) != sha}
+        added = {i: sha for i, sha in current.items() if recorded.get(i) != sha}
+        return DbChanges(current, removed, added)
+
+    def stale_targets(self, stored: set[str]) -> set[str]:
+        """Stored neighbour lists that the DB's changes would change: a listed neighbour left (or was replaced),
+        or an added photo ranks above the last one listed (any added photo, where the DB had fewer than k)."""
+        if not stored:
+            return set()
+        changes = self.db_changes()
+        if changes is None:
+            return set()
+        if changes.unknown:
+            return set(stored)
+        removed, added = changes.removed, changes.added
+        lists = self.store.neighbours(self.config_hash(), sorted(stored))
+        stale = {t for t, ns in lists.items() if any(n in removed for n, _, _ in ns)}
+        others = sorted(t for t in lists if t not in stale)
+        if not added or not others:
+            return stale
+        k = self.cfg.neighbours.k
+        short = {t for t in others if sum(1 for *_x, dup in lists[t] if not dup) < k}
+        stale |= {t for t in short if set(added) - {t}}
+        full = [t for t in others if t not in short]
+        if not full:
+            return stale
+        from pipeline.neighbours import unit_rows
+
+        shas = {r.id: r.sha256 for r in self.store.images(ids=full)}
+        added_ids = sorted(added)
+        akeys, avecs = self.store.get_vectors(self.embed.space, sorted(set(added.values())))
+        arow = {k_: i for i, k_ in enumerate(akeys)}
+        added_ids = [a for a in added_ids if added[a] in arow]
+        if not added_ids:
+            return stale
+        amat = unit_rows(avecs[[arow[added[a]] for a in added_ids]])
+        tkeys, tvecs = self.store.get_vectors(self.embed.space, sorted({shas[t] for t in full if t in shas}))
+        trow = {k_: i for i, k_ in enumerate(tkeys)}
+        have = [t for t in full if shas.get(t) in trow]
+        stale |= set(full) - set(have)
+        for start in range(0, len(have), 4096):
+            block = have[start:start + 4096]
+            sims = unit_rows(tvecs[[trow[shas[t]] for t in block]]) @ amat.T
+            for i, t in enumerate(block):
+                last = lists[t][-1][1]
+                mine = [j for j, a in enumerate(added_ids) if a != t]
+                if mine and float(sims[i, mine].max()) >= last - STALE_MARGIN:
+                    stale.add(t)
+        return stale
+
+    def prepare(self, progress: StageProgress | None = None) -> None:
+        """Drop the stored lists the reference DB's changes made stale and record the DB they now hold for:
+        one transaction, so a crash after it leaves those targets missing (computed by the next run)."""
+        if self.applicable():
+            return
+        with self.store.transaction():
+            changes = self.db_changes()
+            if changes is None:
+                return
+            stored = self.store.neighbour_targets(self.config_hash())
+            stale = self.stale_targets(stored)
+            if stale:
+                self.store.delete_neighbours(self.config_hash(), sorted(stale))
+            crash_point(NEIGHBOURS_PREPARE)
+            digest_key, members_key = self._db_keys()
+            self.store.set_meta(members_key, changes.current)
+            self.store.set_meta(digest_key, hash_obj(sorted(changes.current.items())))
+        self._db = None
+        if progress and stale and not changes.unknown:
+            progress.message(f"the reference DB changed ({len(changes.added)} photos added, {len(changes.removed)} "
+                             f"removed, replacements counted in both): {len(stale)} photos get new neighbours", "info")
+
+    def reference_matrix(self, progress: StageProgress | None = None) -> tuple[list[str], list[str], "DistinctRows"]:
+        """(usable reference photo ids in id order, their sha256, their vectors grouped by vector): loaded once
+        per stage instance. Photos with the same content share one stored vector, so they tie as neighbours on
+        any machine."""
         if self._db is None:
             from pipeline.distinct import DistinctRows
 
-            refs = self._reference_rows()
-            keys, mat = self.store.get_vectors(self.embed.space, sorted({r.sha256 for r in refs}))
-            row = {k: i for i, k in enumerate(keys)}
-            usable = [r for r in refs if r.sha256 in row]
+            usable = self._usable_db()
             if not usable:
                 raise CapsearchError(
-                    f"no reference-DB photo has an image embedding in {self.embed.space}: run `capsearch embed-images` first")
-            if progress and len(usable) < len(refs):
-                progress.message(f"{len(refs) - len(usable)} reference photos have no embedding and are left out "
+                    f"no captioned reference-DB photo has an image embedding in {self.embed.space}: "
+                    "run `capsearch embed-images` first")
+            ids = sorted(usable)
+            keys, mat = self.store.get_vectors(self.embed.space, sorted(set(usable.values())))
+            row = {k: i for i, k in enumerate(keys)}
+            captioned = self.store.reference_caption_counts()
+            n_refs = sum(1 for r in self.store.images(split="reference") if r.id in captioned)
+            if progress and len(ids) < n_refs:
+                progress.message(f"{n_refs - len(ids)} reference photos have no embedding and are left out "
                                  "of the neighbour search (see `capsearch status`)", "warning")
-            self._db = [r.id for r in usable], DistinctRows.from_rows(
-                len(usable), range(len(usable)), [row[r.sha256] for r in usable], mat)
+            self._db = ids, [usable[i] for i in ids], DistinctRows.from_rows(
+                len(ids), range(len(ids)), [row[usable[i]] for i in ids], mat)
         return self._db
 
-    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+    def search(self, targets: list[str], target_shas: list[str], vectors: "np.ndarray") -> list[tuple]:
+        """Neighbour rows (target, rank, neighbour, score, duplicate kind) of each target: DB photos by score
+        (ties by id) until k of them are not duplicates of the target; never the target itself."""
         from pipeline.neighbours import find_neighbours
 
         n = self.cfg.neighbours
-        db_ids, db = self.reference_matrix(progress)
+        db_ids, db_shas, db = self.reference_matrix()
+        rows: list[tuple] = []
+        todo = list(range(len(targets)))
+        ask = n.k * 2
+        while todo:
+            res = find_neighbours(vectors[todo], db, min(ask, max(1, len(db_ids))), block_size=n.block_size,
+                                  target_ids=[targets[i] for i in todo], db_ids=db_ids,
+                                  near_duplicate_threshold=n.near_duplicate_threshold, index=n.index)
+            again = []
+            for r, i in enumerate(todo):
+                listed, usable = [], 0
+                for rank, j in enumerate(res.indices[r]):
+                    if j < 0:
+                        break
+                    kind = (EXACT_DUPLICATE if db_shas[j] == target_shas[i] else
+                            NEAR_DUPLICATE if res.near_duplicate[r, rank] else NOT_DUPLICATE)
+                    listed.append((targets[i], len(listed) + 1, db_ids[j], float(res.scores[r, rank]), kind))
+                    usable += kind == NOT_DUPLICATE
+                    if usable == n.k:
+                        break
+                if usable < n.k and len(listed) == ask and ask < len(db_ids):
+                    again.append(i)        # more duplicates than room: look further for this target
+                else:
+                    rows += listed
+            todo, ask = again, ask * 4
+        return rows
+
+    def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        self.reference_matrix(progress)
         shas = {r.id: r.sha256 for r in self.store.images(ids=batch.ids)}
         keys, vecs = self.store.get_vectors(self.embed.space, sorted({shas[t] for t in batch.ids if t in shas}))
         row = {k: i for i, k in enumerate(keys)}
@@ -273,13 +446,10 @@ class NeighboursStage(Stage):
         failed, skipped = report_missing_input(absent, self.failed_items() if absent else {},
                                                "image embedding", "embed-images", progress)
         if have:
-            res = find_neighbours(vecs[[row[shas[t]] for t in have]], db, n.k, block_size=n.block_size,
-                                  target_ids=have, db_ids=db_ids, near_duplicate_threshold=n.near_duplicate_threshold,
-                                  index=n.index)
-            rows = [(t, rank + 1, db_ids[j], float(res.scores[i, rank]), bool(res.near_duplicate[i, rank]))
-                    for i, t in enumerate(have) for rank, j in enumerate(res.indices[i]) if j >= 0]
+            rows = self.search(have, [shas[t] for t in have], vecs[[row[shas[t]] for t in have]])
             with self.commit(NEIGHBOURS_BATCH):
                 self.store.put_neighbours(self.config_hash(), rows)
+                self.record_inputs({t: shas[t] for t in have})
             if progress:
                 progress.advance(len(have))
         return BatchResult(done=len(have), failed=failed, skipped=skipped)
@@ -302,7 +472,6 @@ class PromptsStage(Stage):
     def __init__(self, ws, target: str = ""):
         super().__init__(ws, target)
         self.neighbours = NeighboursStage(ws)
-        self._captions: dict[str, list[str]] | None = None
         self._counter: tuple[Callable[[str], int], int | None] | None = None
 
     @cached_property
@@ -331,15 +500,23 @@ class PromptsStage(Stage):
         return {"counter": "tokenizer", "model": cc.model or default_model(cc.kind),
                 "max_tokens": self.cfg.prompts.max_tokens or "model context", "max_new_tokens": cc.max_new_tokens}
 
+    def applicable(self) -> str | None:
+        return self.neighbours.applicable()
+
     def config(self) -> dict[str, Any]:
         return {"neighbours": self.neighbours.config_hash(), "template_id": self.template[1],
                 "per_neighbour": self.cfg.prompts.per_neighbour, "token_budget": self._budget_config()}
 
     def items(self) -> list[str]:
-        return self.store.image_ids("target")
+        return caption_items(self.ws)
 
     def done_items(self) -> set[str]:
-        return set(self.store.prompts(self.config_hash()))
+        return self.fresh(set(self.store.prompts(self.config_hash())) & set(self.items()))
+
+    def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
+        """A prompt's inputs: the neighbours it lists (not duplicates of the photo) and their captions."""
+        lists = neighbour_captions(self.store, self.neighbours.config_hash(), ids)
+        return {i: hash_obj(lists[i]) if i in lists else "" for i in ids}
 
     def failed_items(self) -> dict[str, str]:
         return {t: f"no neighbours: {reason}" for t, reason in self.neighbours.failed_items().items()}
@@ -362,35 +539,29 @@ class PromptsStage(Stage):
                 self._counter = vlm.count_prompt_tokens, budget
         return self._counter
 
-    def reference_captions(self) -> dict[str, list[str]]:
-        """Captions that may be shown to a captioner (reference DB only), loaded once per stage instance."""
-        if self._captions is None:
-            self._captions = self.store.reference_db_captions()
-        return self._captions
-
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         from pipeline.prompts import build_prompt
 
-        neighbours = self.store.neighbours(self.neighbours.config_hash(), batch.ids)
+        neighbours = neighbour_captions(self.store, self.neighbours.config_hash(), batch.ids)
         absent = [t for t in batch.ids if t not in neighbours]
         failed, skipped = report_missing_input(absent, self.failed_items() if absent else {},
                                                "neighbours", "neighbours", progress)
-        captions = self.reference_captions()
         count, budget = self.token_counter() if neighbours else (estimate_tokens, None)
         rows, warnings = [], []
         for t in batch.ids:
             if t not in neighbours:
                 continue
-            lists = [captions.get(n, []) for n, _score, _dup in neighbours[t]]
-            res = build_prompt(self.template[0], lists, per_neighbour=self.cfg.prompts.per_neighbour,
+            res = build_prompt(self.template[0], [caps for _n, caps in neighbours[t]],
+                               per_neighbour=self.cfg.prompts.per_neighbour,
                                max_tokens=budget, count_tokens=count if budget else None)
             rows.append((t, hash_text(res.text), res.text, res.n_captions_used, res.trimmed, res.warning))
             if res.warning:
                 warnings.append((t, "warning", res.warning))
-        with self.commit():   # prompts and their warnings together
+        with self.commit():   # prompts, their inputs and their warnings together
             if rows:
                 self.store.put_prompts(self.config_hash(), rows)
                 crash_point(PROMPTS_BATCH)
+                self.record_inputs({r[0]: hash_obj(neighbours[r[0]]) for r in rows})
                 self.store.clear_problems(self.name, [r[0] for r in rows])
             if warnings:
                 self.store.record_problems(self.name, warnings)
@@ -459,11 +630,27 @@ class CaptionStage(Stage):
             out["prompt"] = self._instruction()
         return out
 
+    def applicable(self) -> str | None:
+        upstream = self.prompts or self.neighbours
+        return upstream.applicable() if upstream is not None else None
+
     def items(self) -> list[str]:
-        return self.store.image_ids("target")
+        return caption_items(self.ws)
 
     def done_items(self) -> set[str]:
-        return set(self.store.captions(self.target, self.config_hash(), status="ok"))
+        return self.fresh(set(self.store.captions(self.target, self.config_hash(), status="ok")) & set(self.items()))
+
+    def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
+        """A caption's inputs: the photo (sha256) and, for neighbour-based captioners, the prompt it was given
+        or the neighbours' captions it chose from (kNN consensus looks at no pixels: those alone)."""
+        if self.neighbours is not None:
+            lists = neighbour_captions(self.store, self.neighbours.config_hash(), ids)
+            return {i: hash_obj(lists[i]) if i in lists else "" for i in ids}
+        shas = super().item_fingerprints(ids)
+        if self.prompts is not None:
+            prompts = self.store.prompts(self.prompts.config_hash(), ids)
+            return {i: hash_obj([shas[i], prompts[i][0] if i in prompts else ""]) for i in ids}
+        return shas
 
     def _upstream_failures(self) -> dict[str, str]:
         if self.prompts is not None:
@@ -474,7 +661,8 @@ class CaptionStage(Stage):
 
     def failed_items(self) -> dict[str, str]:
         stored = self.store.captions(self.target, self.config_hash())
-        failed = {i: row.error or row.status for i, row in stored.items() if row.status != "ok"}
+        current = self.fresh(set(stored))          # a failure with other inputs now is tried again
+        failed = {i: row.error or row.status for i, row in stored.items() if row.status != "ok" and i in current}
         failed.update({i: r for i, r in self._upstream_failures().items() if i not in stored})
         return failed
 
@@ -487,9 +675,8 @@ class CaptionStage(Stage):
             stored = self.store.prompts(self.prompts.config_hash(), ids)
             return ({i: text for i, (_, text) in stored.items()}, None, {i: pid for i, (pid, _) in stored.items()})
         if self.neighbours is not None:
-            neighbours = self.store.neighbours(self.neighbours.config_hash(), ids)
-            captions = self.store.reference_db_captions(sorted({n for ns in neighbours.values() for n, _, _ in ns}))
-            lists = {t: [c for n, _, _ in ns for c in captions.get(n, [])] for t, ns in neighbours.items()}
+            neighbours = neighbour_captions(self.store, self.neighbours.config_hash(), ids)
+            lists = {t: [c for _n, caps in ns for c in caps] for t, ns in neighbours.items()}
             return {t: None for t in lists}, lists, {t: None for t in lists}
         prompt_id = hash_text(self._instruction()) if self.kind == "vlm-plain" else None
         return {i: None for i in ids}, None, {i: prompt_id for i in ids}
@@ -498,8 +685,9 @@ class CaptionStage(Stage):
         from pipeline.captioners.robust import caption_robust
         from pipeline.images import open_rgb
 
-        prompts, neighbour_captions, prompt_ids = self._inputs(batch.ids)
+        prompts, candidates, prompt_ids = self._inputs(batch.ids)
         ready = [i for i in batch.ids if i in prompts]
+        inputs = self.item_fingerprints(ready)
         absent = [i for i in batch.ids if i not in prompts]
         what, command = ("prompt", "prompts") if self.prompts is not None else ("neighbours", "neighbours")
         failed, skipped = report_missing_input(absent, self._upstream_failures() if absent else {},
@@ -514,8 +702,11 @@ class CaptionStage(Stage):
                 return f"cannot open the photo: {_one_line(exc)}"
 
         present = [i for i in ready if i in rows]
-        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            loaded = dict(zip(present, pool.map(load, present)))
+        if self.kind == "knn-consensus":   # it reads the neighbours' captions, never the pixels: decode nothing
+            loaded: dict[str, Any] = {i: None for i in present}
+        else:
+            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+                loaded = dict(zip(present, pool.map(load, present)))
         captioner = _StoreErrorTrap(self.captioner)
         settings = captioner.settings()
         records = []
@@ -530,7 +721,7 @@ class CaptionStage(Stage):
         if good:
             outcomes = caption_robust(
                 captioner, [loaded[i] for i in good], [prompts[i] for i in good],
-                [neighbour_captions[i] for i in good] if neighbour_captions is not None else None,
+                [candidates[i] for i in good] if candidates is not None else None,
                 batch_size=self.model_batch, progress=progress, item_names=good)
             records += [{"image_id": i, "text": o.text, "status": o.status, "error": o.error, "seconds": o.seconds,
                          "attempts": o.attempts} for i, o in zip(good, outcomes)]
@@ -540,6 +731,7 @@ class CaptionStage(Stage):
         if records:
             with self.commit(CAPTION_BATCH):
                 self.store.put_captions(self.target, self.config_hash(), records)
+                self.record_inputs({r["image_id"]: inputs[r["image_id"]] for r in records})
         ok = sum(r["status"] == "ok" for r in records)
         gone = len(ready) - len(loaded)
         return BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone)

@@ -12,7 +12,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from pipeline.browse import Browser, PhotoDetail, PhotoSummary, filter_photos
 from pipeline.caption_metrics.results import HUMAN, order_label
 from pipeline.caption_metrics.views import CaptionMetricsView, caption_metrics_view
-from tui.messages import CaptionMetricsLoaded, PhotoLoaded, PhotosLoaded
+from tui.messages import CaptionMetricsLoaded, OpenLike, PhotoLoaded, PhotosLoaded
 from tui.screens.base import CapsearchScreen
 from tui.widgets.caption_metrics import fmt, photo_scores_text
 from tui.widgets.captions import CaptionColumns, NeighbourRow
@@ -30,7 +30,8 @@ class CaptionsScreen(CapsearchScreen):
     HELP = ("The target photos. Type in the filter to keep photos whose id or captions contain every word; "
             "enter opens a photo with its neighbours, the exact prompt and every captioner's caption and scores. "
             "o orders the photos by a caption metric, worst first (o again: the next metric, then back to photo "
-            "order); r picks whose captions are scored (a captioner or the human baseline).")
+            "order); r picks whose captions are scored (a captioner or the human baseline); l shows the photos most "
+            "like the highlighted one (in the Search screen).")
     BINDINGS = [
         Binding("enter", "open", "Open photo", tooltip="open the highlighted photo: neighbours, prompt, captions"),
         Binding("slash", "focus_filter", "Filter", tooltip="type words to keep matching photos"),
@@ -38,6 +39,7 @@ class CaptionsScreen(CapsearchScreen):
         Binding("o", "next_order", "Order by", tooltip="order photos by a caption metric, worst first"),
         Binding("r", "next_row", "Scored captioner", tooltip="whose captions the order and score column use"),
         Binding("u", "refresh", "Refresh", show=False, tooltip="read the photos from the store again"),
+        Binding("l", "like", "More like this", tooltip="the photos most like the highlighted one (Search screen)"),
     ]
 
     def __init__(self) -> None:
@@ -153,6 +155,11 @@ class CaptionsScreen(CapsearchScreen):
         if self.shown and table.cursor_row >= 0:
             self.open_photo(table.cursor_row)
 
+    def action_like(self) -> None:
+        table = self.query_one("#photos", DataTable)
+        if self.shown and table.has_focus and 0 <= table.cursor_row < len(self.shown):
+            self.post_message(OpenLike(self.shown[table.cursor_row].id))
+
     @on(DataTable.RowSelected, "#photos")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         self.open_photo(event.cursor_row)
@@ -164,9 +171,12 @@ class CaptionsScreen(CapsearchScreen):
 class PhotoScreen(Screen):
     """One photo: the photo, its reference captions, every captioner's caption, its neighbours and the prompt."""
 
-    HELP = "n / p (or → / ←) step through the photos of the list; esc goes back to the list."
+    HELP = ("n / p (or → / ←) step through the photos of the list; l shows the photos most like this one; esc goes "
+            "back to the list. Neighbours that are duplicates of the photo are struck out: their captions are left "
+            "out of its prompt and of the kNN consensus.")
     BINDINGS = [
         Binding("n,right", "step(1)", "Next", tooltip="the next photo of the list"),
+        Binding("l", "like", "More like this", tooltip="the photos most like this one (Search screen)"),
         Binding("p,left", "step(-1)", "Previous", tooltip="the previous photo of the list"),
         Binding("escape", "app.pop_screen", "Back", tooltip="back to the list"),
         Binding("j,down", "scroll(1)", "Scroll down", show=False, tooltip="scroll the detail down"),
@@ -214,6 +224,10 @@ class PhotoScreen(Screen):
         self.index = (self.index + step) % len(self.ids)
         self._load(self.ids[self.index])
 
+    def action_like(self) -> None:
+        if self.ids:
+            self.post_message(OpenLike(self.ids[self.index]))
+
     def action_scroll(self, lines: int) -> None:
         self.query_one("#photo-body", VerticalScroll).scroll_relative(y=lines * 3, animate=False)
 
@@ -242,7 +256,9 @@ class PhotoScreen(Screen):
         self.query_one("#reference-captions", Static).update(refs)
         self.query_one(CaptionColumns).show(d.captions, photo_scores)
         title = Text("Neighbours", style="bold")
-        title.append(f"  {len(d.neighbours)} most similar reference photos · similarity"
+        dups = sum(1 for n in d.neighbours if n.duplicate)
+        title.append(f"  {len(d.neighbours) - dups} most similar reference photos · similarity"
+                     + (f" · {dups} duplicate{'s' if dups > 1 else ''} of this photo struck out" if dups else "")
                      + (" · from an earlier configuration" if d.neighbours_stale else ""), style="dim")
         self.query_one("#neighbours-title", Static).update(title)
         box = self.query_one("#neighbours", Vertical)

@@ -255,7 +255,7 @@ class MissedScreen(Screen):
     def action_open(self) -> None:
         row = self.query_one("#missed", DataTable).cursor_row
         if 0 <= row < len(self.missed):
-            self.post_message(OpenInSearch(self.missed[row].query, self.method))
+            self.post_message(OpenInSearch(self.missed[row].query, self.method, "targets"))
 
     @on(DataTable.RowSelected, "#missed")
     def _selected(self) -> None:

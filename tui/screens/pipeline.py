@@ -1,9 +1,6 @@
 """Pipeline: per-stage counts, launching runs, live progress, the log and the problems."""
 from __future__ import annotations
 
-import logging
-import threading
-
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -13,7 +10,9 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, OptionList, RichLog, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from tui.messages import LibraryLog, RunFinished, RunRequest, RunStarted, StageProgressed, StatusFailed, StatusLoaded
+from pipeline.runs import describe_run
+from tui.messages import (CancelSent, RunFinished, RunLaunched, RunLaunchFailed, RunRequest, RunSeen,
+                          RunStarted, StageProgressed, StatusFailed, StatusLoaded)
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import ProgressPanel, format_seconds
 from tui.widgets.tables import fill_table
@@ -46,14 +45,18 @@ class CaptionerChooser(ModalScreen[str | None]):
 
 class PipelineScreen(CapsearchScreen):
     MODE = "pipeline"
-    HELP = ("Every stage with its done / missing / failed counts. Runs go through Prefect flows in a worker "
-            "thread; progress, rate and ETA show per stage, and messages and failures land in the log.")
+    HELP = ("Every stage with its done / missing / failed counts. Runs go on outside the TUI (a background "
+            "capsearch process, or a run of the deployment `capsearch serve` serves), so quitting, closing the "
+            "terminal or losing SSH leaves them running; the live bars show whatever run is going on in the "
+            "workspace, whoever started it, and x stops it after the batches in flight.")
     BINDINGS = [
         Binding("r", "run_stage", "Run stage", tooltip="run the highlighted stage (its missing items only)"),
         Binding("a", "run_all", "Run all", tooltip="run the whole pipeline (only what is missing)"),
         Binding("c", "run_captioner", "Captioner",
                 tooltip="choose a captioner and run its caption and embed-captions stages"),
-        Binding("x", "cancel", "Cancel", tooltip="cancel the run: it stops after the batches in flight"),
+        Binding("x", "cancel", "Cancel",
+                tooltip="cancel the run going on in the workspace, whoever started it: it stops after the "
+                        "batches in flight"),
         Binding("f", "retry_failed", "Retry failed", show=False,
                 tooltip="run the highlighted stage again for its failed items too"),
         Binding("l", "toggle_pane", "Log/Problems", show=False,
@@ -65,8 +68,9 @@ class PipelineScreen(CapsearchScreen):
     def __init__(self) -> None:
         super().__init__()
         self.stage_labels: list[str] = []
-        self.cancel_event: threading.Event | None = None
-        self.running: RunRequest | None = None
+        self.running = None            # the run going on in the workspace (pipeline.runs.RunInfo), whoever started it
+        self.launching: RunRequest | None = None   # a run this TUI asked for that has not been seen running yet
+        self.follower = None
         self.status: dict | None = None
         self._status_loading = False
         self._status_again = False
@@ -83,15 +87,21 @@ class PipelineScreen(CapsearchScreen):
                     yield DataTable(id="problems", cursor_type="row")
 
     def on_mount(self) -> None:
+        from tui.live import RunFollower
+
         self.query_one("#progress").display = False
         self.call_after_refresh(self.log_line, f"workspace {self.ws.name}: r runs the highlighted stage, "
                                 "a the whole pipeline, c a captioner; ? lists every key")
         self.refresh_status()
+        self.follower = RunFollower(self.ws, self.post_message)
+        self.follower.start()
 
     def on_unmount(self) -> None:
-        if self.cancel_event is not None and self.running is not None:
-            self.cancel_event.set()   # quitting: the run stops after the batches in flight
-            self.app.run_cancelled_on_exit = True  # type: ignore[attr-defined]
+        if self.follower is not None:
+            self.follower.stop()
+        if self.running is not None:
+            # quitting leaves the run going on; the TUI says so when it exits (tui.launch.report_exit)
+            self.app.run_going_on_at_exit = self.running  # type: ignore[attr-defined]
 
     # -- status ------------------------------------------------------------------------------------
     def refresh_status(self) -> None:
@@ -126,6 +136,8 @@ class PipelineScreen(CapsearchScreen):
                    [self._cells(s) for s in status["stages"]], self.stage_labels)
         problems = [(Text("error", style="bold red"), s["stage"], "(the stage)", s["error"])
                     for s in status["stages"] if s.get("error")]
+        problems += [(Text("n/a", style="dim"), s["stage"], "(the stage)", f"not applicable: {s['not_applicable']}")
+                     for s in status["stages"] if s.get("not_applicable")]
         problems += [(Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"],
                       p["reason"]) for p in status["problems"]]
         fill_table(self.query_one("#problems", DataTable), PROBLEM_COLUMNS, problems)
@@ -136,6 +148,9 @@ class PipelineScreen(CapsearchScreen):
 
     @staticmethod
     def _cells(s: dict) -> tuple:
+        if s.get("not_applicable"):   # not a failure, not done: the reason is in the Problems pane
+            dash = Text("–", style="dim")
+            return Text(s["stage"] + " n/a", style="dim"), dash, dash, dash, dash
         failed = Text(str(s["failed"]), style="bold red") if s["failed"] else Text("0", style="dim")
         missing = Text(str(s["missing"]), style="yellow") if s["missing"] else Text("0", style="dim")
         stage = Text(s["stage"])
@@ -150,12 +165,17 @@ class PipelineScreen(CapsearchScreen):
         if status is None:
             return
         images = status["images"]
-        state = f"running {self.running.describe()}" if self.running else "idle"
+        if self.running is not None:
+            state = f"running {self.running.what} (started by {self.running.started_by})"
+        elif self.launching is not None:
+            state = f"starting {self.launching.describe()}…"
+        else:
+            state = "idle"
         text = Text()
         text.append(f"{self.ws.name}", style="bold")
         text.append(f" · {status['profile']} · {images['total']} photos "
                     f"({images['reference']} reference, {images['target']} targets) · ")
-        text.append(state, style="bold yellow" if self.running else "green")
+        text.append(state, style="bold yellow" if state != "idle" else "green")
         self.query_one("#pipeline-summary", Static).update(text)
 
     # -- runs --------------------------------------------------------------------------------------
@@ -196,34 +216,81 @@ class PipelineScreen(CapsearchScreen):
         self.app.push_screen(CaptionerChooser(names, cfg.enabled_captioners()), chosen)
 
     def start_run(self, request: RunRequest) -> None:
-        if self.running is not None:
-            self.notify("a run is going; x cancels it", severity="warning")
+        if self.running is not None or self.launching is not None:
+            what = self.running.what if self.running is not None else self.launching.describe()  # type: ignore[union-attr]
+            self.notify(f"a run is going on ({what}); x cancels it", severity="warning")
             return
-        self.running = request
-        self.cancel_event = threading.Event()
-        panel = self.query_one("#progress", ProgressPanel)
-        panel.reset()
-        panel.display = True
+        self.launching = request
         self.post_message(RunStarted(request))
-        self._run(request, self.cancel_event)
+        self._launch(request)
 
     @work(thread=True, group="run", exit_on_error=False)
-    def _run(self, request: RunRequest, cancel: threading.Event) -> None:
-        from tui.runner import run_request
+    def _launch(self, request: RunRequest) -> None:
+        """Start the run outside the TUI (``flows.detach``): it goes on when the TUI is closed."""
+        import os
 
-        def on_warning(record: logging.LogRecord) -> None:
-            self.post_message(LibraryLog(record.name, record.levelname.lower(), record.getMessage()))
+        from flows.detach import start_detached
+        from flows.workspace_run import user_name
 
-        result = run_request(self.ws, request, lambda event: self.post_message(StageProgressed(event)), cancel,
-                             log_path=getattr(self.app, "log_path", None), on_warning=on_warning)
-        self.post_message(RunFinished(request, result.outcome, result.detail, result.failed_items, result.seconds))
+        try:
+            detached = start_detached(self.ws, request.stages, request.captioners, request.retry_failed,
+                                      started_by=f"{user_name()} from the TUI (pid {os.getpid()})")
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.post_message(RunLaunchFailed(request, str(exc) or type(exc).__name__))
+            return
+        finally:
+            self._quiet_libraries()
+        self.post_message(RunLaunched(request, detached))
+
+    def _quiet_libraries(self) -> None:
+        """Prefect, once imported (a run through `capsearch serve`, a cancel), logs to files only."""
+        from tui.quiet import route_library_logging
+
+        route_library_logging(getattr(self.app, "log_path", None))
+
+    @on(RunLaunched)
+    def _launched(self, message: RunLaunched) -> None:
+        detached = message.detached
+        if self.follower is not None:
+            self.follower.launched(detached)
+        self.log_line(f"started {detached.describe()}; it goes on if the TUI is closed")
+        if detached.how == "deployment":
+            self.log_line("waiting for `capsearch serve` to start it…")
+
+    @on(RunLaunchFailed)
+    def _launch_failed(self, message: RunLaunchFailed) -> None:
+        self.launching = None
+        self.log_line(f"cannot start {message.request.describe()}: {message.error}", "error")
+        self.notify(message.error, severity="error", timeout=10)
+        self._show_summary()
 
     def action_cancel(self) -> None:
-        if self.running is None or self.cancel_event is None:
+        pending = self.follower.pending if self.follower is not None else None
+        if self.running is None and pending is None:
             self.notify("nothing is running")
             return
-        self.cancel_event.set()
         self.log_line("cancelling: the run stops after the batches in flight", "warning")
+        self._cancel(self.running, pending)
+
+    @work(thread=True, group="cancel", exit_on_error=False)
+    def _cancel(self, running, pending) -> None:
+        from flows.control import cancel_flow_run, cancel_run
+
+        try:
+            if running is not None:
+                request = cancel_run(self.ws, running)
+                self.post_message(CancelSent(request.message))
+            elif pending is not None:
+                state = cancel_flow_run(pending.api_url, pending.flow_run_id, "cancelled from the capsearch TUI")
+                self.post_message(CancelSent(f"flow run {pending.flow_run_name}: {state}"))
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.post_message(CancelSent(f"cannot cancel the run: {exc}", "error"))
+        finally:
+            self._quiet_libraries()
+
+    @on(CancelSent)
+    def _cancel_sent(self, message: CancelSent) -> None:
+        self.log_line(message.text, message.level)
 
     def action_refresh(self) -> None:
         self.refresh_status()
@@ -234,7 +301,18 @@ class PipelineScreen(CapsearchScreen):
 
     @on(RunStarted)
     def _run_started(self, message: RunStarted) -> None:
-        self.log_line(f"run: {message.request.describe()} (starting Prefect…)")
+        self.log_line(f"run: {message.request.describe()} (starting it outside the TUI…)")
+        self._show_summary()
+
+    @on(RunSeen)
+    def _run_seen(self, message: RunSeen) -> None:
+        run = message.run
+        self.running = run
+        self.launching = None
+        panel = self.query_one("#progress", ProgressPanel)
+        panel.reset()
+        panel.display = True
+        self.log_line(f"a run is going on: {describe_run(run)}")
         self._show_summary()
 
     @on(StageProgressed)
@@ -243,22 +321,22 @@ class PipelineScreen(CapsearchScreen):
         if event.kind == "message":
             self.log_line(f"{event.stage}: {event.message}", event.level)
             return
-        self.query_one("#progress", ProgressPanel).show_event(event)
-        if event.kind == "finish":
+        panel = self.query_one("#progress", ProgressPanel)
+        before = panel.bar_event(event.stage)
+        panel.show_event(event)
+        if event.kind == "not-applicable" and (before is None or before.kind != "not-applicable"):
+            self.log_line(f"{event.stage}: not applicable: {event.message}", "info")
+        if event.kind == "finish" and (before is None or before.kind != "finish"):
             self.app.data_version += 1  # type: ignore[attr-defined]
             line = event.message or f"{event.stage}: {event.done} done"
             self.log_line(line, "warning" if event.failures else "info")
             self.refresh_status()
 
-    @on(LibraryLog)
-    def _library_log(self, message: LibraryLog) -> None:
-        self.log_line(f"[{message.name}] {message.text}", "warning" if message.level == "warning" else "error")
-
     @on(RunFinished)
     def _run_finished(self, message: RunFinished) -> None:
         self.app.data_version += 1  # type: ignore[attr-defined]
         self.running = None
-        self.cancel_event = None
+        self.launching = None
         took = format_seconds(message.seconds)
         if message.outcome == "completed":
             extra = f", {message.failed_items} items failed (see Problems)" if message.failed_items else ""
@@ -268,8 +346,9 @@ class PipelineScreen(CapsearchScreen):
             self.log_line(f"run cancelled after {took}; finished batches are kept", "warning")
             self.notify("run cancelled", severity="warning")
         else:
-            self.log_line(f"run failed after {took}: {message.detail}", "error")
-            self.notify(f"run failed: {message.detail}", severity="error", timeout=10)
+            self.log_line(f"run {message.outcome} after {took}: {message.detail}", "error")
+            self.notify(f"run {message.outcome}: {message.detail}", severity="error", timeout=10)
+        self._show_summary()
         self.refresh_status()
 
     # -- log ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Runs: recent Prefect flow runs when a server is configured, and this workspace's stage runs."""
+"""Runs: recent Prefect flow runs (from the server, or from the local Prefect database without one), and this
+workspace's stage runs with the Prefect flow run each one was."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,7 +17,8 @@ from tui.widgets.progress import format_seconds
 from tui.widgets.tables import fill_table
 
 FLOW_RUN_COLUMNS = [(key, key) for key in ("flow run", "flow", "state", "stage", "started", "took")]
-STAGE_RUN_COLUMNS = [(key, key) for key in ("stage", "status", "done", "failed", "started", "took", "message")]
+STAGE_RUN_COLUMNS = [(key, key) for key in ("stage", "status", "done", "failed", "started", "took", "flow run",
+                                             "message")]
 STATE_STYLES = {"completed": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
                 "running": "cyan", "pending": "dim", "scheduled": "dim"}
 
@@ -31,8 +33,10 @@ def _when(value: float | dt.datetime | None) -> str:
 
 class RunsScreen(CapsearchScreen):
     MODE = "runs"
-    HELP = ("Recent Prefect flow runs (state, stage, duration) and the Prefect UI's address when a server is "
-            "configured; below, every stage run recorded in this workspace.")
+    HELP = ("Recent Prefect flow runs (state, stage, duration), from the Prefect server when one is configured, "
+            "else from the local Prefect database (`capsearch server` shows the same runs in the Prefect UI); "
+            "below, every stage run recorded in this workspace with its Prefect flow run (highlight one to see "
+            "its id and address).")
     BINDINGS = [Binding("u", "refresh", "Refresh", tooltip="read the flow runs and stage runs again")]
     PREFECT_TIMEOUT = 3.0
 
@@ -42,6 +46,7 @@ class RunsScreen(CapsearchScreen):
             yield DataTable(id="flow-runs", cursor_type="row", zebra_stripes=True)
             yield Static(Text("Stage runs in this workspace", style="bold"), id="stage-runs-title")
             yield DataTable(id="stage-runs", cursor_type="row", zebra_stripes=True)
+            yield Static("", id="stage-run-detail")
 
     def on_mount(self) -> None:
         self.query_one("#flow-runs", DataTable).display = False
@@ -65,16 +70,23 @@ class RunsScreen(CapsearchScreen):
 
     @on(RunsLoaded)
     def _loaded(self, message: RunsLoaded) -> None:
-        from tui.prefect_runs import START_HINT
+        from tui.prefect_runs import LOCAL_NOTE, NO_DATABASE
 
         p = message.prefect
+        self.prefect = p
+        self.stage_runs = message.stage_runs
         line = self.query_one("#prefect-line", Static)
         flow_runs = self.query_one("#flow-runs", DataTable)
+        text = Text()
         if p.api_url is None:
-            line.update(Text(START_HINT, style="yellow"))
-            flow_runs.display = False
+            if p.error:
+                text.append(p.error, style="red")
+            elif not p.runs:
+                text.append(NO_DATABASE, style="yellow")
+            else:
+                text.append(LOCAL_NOTE.format(path=p.database), style="dim")
+                text.append(f"\n{len(p.runs)} recent flow runs", style="dim")
         else:
-            text = Text()
             text.append("Prefect UI ", style="dim")
             text.append(p.ui_url or p.api_url, style="bold underline")
             text.append(f"  (API {p.api_url})", style="dim")
@@ -82,18 +94,49 @@ class RunsScreen(CapsearchScreen):
                 text.append(f"\n{p.error}", style="red")
             else:
                 text.append(f"\n{len(p.runs)} recent flow runs", style="dim")
-            line.update(text)
-            flow_runs.display = not p.error
-            fill_table(flow_runs, FLOW_RUN_COLUMNS, [
-                (r.name, r.flow, Text(r.state, style=STATE_STYLES.get(r.state.lower(), "")), r.stage,
-                 _when(r.started), format_seconds(r.seconds)) for r in p.runs])
+        line.update(text)
+        flow_runs.display = bool(p.runs) and not p.error
+        fill_table(flow_runs, FLOW_RUN_COLUMNS, [
+            (r.name, r.flow, Text(r.state, style=STATE_STYLES.get(r.state.lower(), "")), r.stage,
+             _when(r.started), format_seconds(r.seconds)) for r in p.runs])
+        names = {r.id: r.name for r in p.runs}
         rows = []
         for r in message.stage_runs:
             stage = f"{r['stage']}:{r['target']}" if r.get("target") else r["stage"]
             took = (r["finished_at"] - r["started_at"]) if r.get("finished_at") else None
+            flow_run = r.get("flow_run_id") or ""
             rows.append((stage, Text(r["status"], style=STATE_STYLES.get(r["status"], "")), str(r["done"]),
-                         str(r["failed"]), _when(r["started_at"]), format_seconds(took), r.get("message") or ""))
+                         str(r["failed"]), _when(r["started_at"]), format_seconds(took),
+                         names.get(flow_run) or flow_run[:8] or "-", r.get("message") or ""))
         fill_table(self.query_one("#stage-runs", DataTable), STAGE_RUN_COLUMNS, rows)
         if not message.stage_runs:
             self.query_one("#stage-runs-title", Static).update(
                 Text("Stage runs in this workspace: none yet", style="bold"))
+        self._detail()
+
+    @on(DataTable.RowHighlighted, "#stage-runs")
+    def _highlighted(self) -> None:
+        self._detail()
+
+    def _detail(self) -> None:
+        """The highlighted stage run's Prefect flow run: its id, and its page in the Prefect UI."""
+        runs = getattr(self, "stage_runs", None)
+        detail = self.query_one("#stage-run-detail", Static)
+        if not runs:
+            detail.update("")
+            return
+        row = self.query_one("#stage-runs", DataTable).cursor_row
+        r = runs[min(max(row, 0), len(runs) - 1)]
+        flow_run = r.get("flow_run_id") or ""
+        text = Text()
+        if not flow_run:
+            text.append("no Prefect flow run recorded for this stage run", style="dim")
+        else:
+            text.append("Prefect flow run ", style="dim")
+            text.append(flow_run, style="bold")
+            p = getattr(self, "prefect", None)
+            if p is not None and p.api_url is not None:
+                text.append(f"  {(p.ui_url or p.api_url).rstrip('/')}/runs/flow-run/{flow_run}", style="underline")
+            else:
+                text.append("  (`capsearch server` shows it in the Prefect UI)", style="dim")
+        detail.update(text)

@@ -1,5 +1,7 @@
-"""Search: ranked photos as you type (debounced), a key to cycle the ranking method, and where the true
-photo of an evaluation query ranked."""
+"""Search: ranked photos as you type (debounced), a key to cycle the ranking method, a key for the scope
+(every photo, or the experiment's targets), photos like a photo (``like:PHOTO``, or l on a result), and
+where the true photo of an evaluation query ranked. The index (text model included) is loaded by the app
+in the background from the moment it opens (``tui.search_loader``)."""
 from __future__ import annotations
 
 import time
@@ -18,9 +20,16 @@ from tui.screens.base import CapsearchScreen
 from tui.widgets.photo import Photo
 from tui.widgets.tables import fill_table
 
-HIT_COLUMNS = [("rank", "#"), ("score", "score"), ("photo", "photo"), ("caption", "caption")]
+HIT_COLUMNS = [("rank", "#"), ("score", "score"), ("photo", "photo"), ("matched", "matched"), ("caption", "caption")]
 SEARCH_DELAY = 0.05       # seconds of quiet typing before a search starts
 TOP_K = 50
+LIKE = "like:"            # a query "like:PHOTO" lists the photos most like PHOTO (an id or an image file)
+SCOPE_WORDS = {"collection": "every photo", "targets": "targets only"}
+
+
+def photo_width(screen_width: int) -> int:
+    """Characters for a photo name in the results (names longer than this are cut in the middle)."""
+    return max(16, min(48, screen_width // 3))
 
 
 def format_rank(rank: float) -> str:
@@ -29,12 +38,18 @@ def format_rank(rank: float) -> str:
 
 class SearchScreen(CapsearchScreen):
     MODE = "search"
-    HELP = ("Type a query: the photos are ranked as you type. ctrl+t cycles the ranking method (each "
-            "captioner's captions, clip, hybrid); for an evaluation query the true photo is marked ★ and its rank "
-            "is shown. ctrl+n fills in the next evaluation query.")
+    HELP = ("Type a query: the photos are ranked as you type, each with the caption that matched and its kind "
+            "(human, or the captioner that wrote it). ctrl+o switches between every photo of the collection and the "
+            "experiment's targets; ctrl+t cycles the ranking method (all captions, each captioner's, clip, hybrid); "
+            "l on a result (or in the photo lists) shows the photos most like it, as does typing like:PHOTO. For an "
+            "evaluation query the true photo is marked ★ and its rank is shown. ctrl+n fills in the next evaluation "
+            "query.")
     BINDINGS = [
         Binding("ctrl+t", "next_method", "Method", priority=True,
-                tooltip="rank with the next method: each captioner, clip, hybrid, oracle (m in the results)"),
+                tooltip="rank with the next method: all captions, each captioner, clip, hybrid, oracle (m in the results)"),
+        Binding("ctrl+o", "toggle_scope", "Scope", priority=True,
+                tooltip="search every photo of the collection, or only the experiment's targets"),
+        Binding("l", "like", "More like this", show=False, tooltip="in the results: the photos most like this one"),
         Binding("ctrl+n", "next_example", "Eval query", priority=True,
                 tooltip="fill in the next evaluation query (its true photo is marked ★)"),
         Binding("slash", "focus_query", "Query", show=False, tooltip="type in the query box"),
@@ -48,6 +63,7 @@ class SearchScreen(CapsearchScreen):
         super().__init__()
         self.methods: list[str] = []
         self.method: str = ""
+        self.scope: str = ""
         self.examples: list[tuple[str, str, str]] = []
         self.example_index = -1
         self.ready = False
@@ -71,34 +87,39 @@ class SearchScreen(CapsearchScreen):
                     yield Static("", id="preview-text")
 
     def on_mount(self) -> None:
+        super().on_mount()
+        self.scope = self.scope or self.ws.config.search.scope
         self.query_one("#query", Input).focus()
         self._show_method()
-        self._load_index()
+        self._load_index(self.scope)
 
     def reload(self) -> None:
         self.ready = False
         self.query_one("#search-status", Static).update(Text("the workspace changed: loading the search index…",
                                                              style="dim"))
-        self._load_index()
+        self._load_index(self.scope)
 
     # -- index -------------------------------------------------------------------------------------
-    @work(thread=True, group="index", exit_on_error=False)
-    def _load_index(self) -> None:
+    @work(thread=True, group="index", exclusive=True, exit_on_error=False)
+    def _load_index(self, scope: str) -> None:
         try:
-            from pipeline.search_service import SearchIndex
+            loader = getattr(self.app, "search_loader", None)
+            if loader is not None:      # started by the app when it opened: usually ready by now
+                index = loader.get(scope, getattr(self.app, "data_version", 0))
+            else:
+                from pipeline.search_service import SearchIndex
 
-            index = SearchIndex(self.ws)
+                index = SearchIndex(self.ws, scope=scope)
             methods = list(index.methods())
-            if methods:
-                index.search("warm up", methods[0], 1)  # loads the text embedder now, not on the first key
             browser = Browser(self.ws)
             examples = browser.evaluation_queries(limit=200)
-            n_photos = self.ws.store.count_images("target")
         except Exception as exc:  # noqa: BLE001 - shown on screen
             self.post_message(SearchReady([], 0, error=f"{type(exc).__name__}: {exc}"))
             return
+        if get_current_worker().is_cancelled or scope != self.scope:
+            return
         self.index, self.browser = index, browser
-        self.post_message(SearchReady(methods, n_photos, examples=examples))
+        self.post_message(SearchReady(methods, len(index.photo_ids), examples=examples))
 
     @on(SearchReady)
     def _ready(self, message: SearchReady) -> None:
@@ -106,18 +127,27 @@ class SearchScreen(CapsearchScreen):
         if message.error:
             status.update(Text(f"search is not available: {message.error}", style="red"))
             return
-        if not message.methods:
-            status.update(Text("nothing to search yet: run the pipeline first (screen 1, key a)", style="yellow"))
-            return
         self.ready = True
         self.methods = message.methods
         self.examples = message.examples
+        if not message.methods:
+            self.method = ""
+            self._show_method()
+            status.update(Text("nothing to search by text yet: run the pipeline first (screen 1, key a); "
+                               "like:PHOTO finds photos by image", style="yellow"))
+            if self._pending is not None or self.query_one("#query", Input).value.startswith(LIKE):
+                self._start_pending()
+            return
         default = self.ws.config.search.default_method
         if self.method not in self.methods:
             self.method = default if default in self.methods else self.methods[0]
         self._show_method()
-        status.update(Text(f"{message.n_photos} photos · {len(self.methods)} methods · "
-                           f"{len(self.examples)} evaluation queries (ctrl+n)", style="dim"))
+        status.update(Text(f"{message.n_photos} photos ({SCOPE_WORDS.get(self.scope, self.scope)}, ^o) · "
+                           f"{len(self.methods)} methods · {len(self.examples)} evaluation queries (ctrl+n)",
+                           style="dim"))
+        self._start_pending()
+
+    def _start_pending(self) -> None:
         if self._pending is not None:
             query, method = self._pending
             self._pending = None
@@ -146,6 +176,8 @@ class SearchScreen(CapsearchScreen):
         if not query.strip():
             self.query_one("#hits", DataTable).clear(columns=True)
             return
+        if not query.startswith(LIKE) and not self.method:
+            return
         self._search(query, self.method)
 
     @work(thread=True, group="search", exclusive=True, exit_on_error=False)
@@ -153,10 +185,15 @@ class SearchScreen(CapsearchScreen):
         worker = get_current_worker()
         t0 = time.perf_counter()
         try:
-            hits = self.index.search(query, method, TOP_K)
-            found = self.index.evaluation_query(query)
-            truth = ([TruePhoto(found[0], found[1], float(self.index.rank_of(query, method, found[0])))]
-                     if found else [])
+            truth: list[TruePhoto] = []
+            if query.startswith(LIKE):
+                result = self.index.like(query[len(LIKE):].strip(), TOP_K)
+                hits = result.hits
+            else:
+                hits = self.index.search(query, method, TOP_K)
+                found = self.index.evaluation_query(query)
+                if found and found[0] in self.index.position:
+                    truth = [TruePhoto(found[0], found[1], float(self.index.rank_of(query, method, found[0])))]
             paths = {h.image_id: self.browser.photo_path(h.image_id) for h in hits}
         except Exception as exc:  # noqa: BLE001 - shown on screen
             if not worker.is_cancelled:
@@ -175,15 +212,22 @@ class SearchScreen(CapsearchScreen):
         if message.error:
             status.update(Text(f"search failed: {message.error}", style="red"))
             return
+        from pipeline.display import shorten_middle
+
         true_ids = {t.image_id for t in message.truth}
         table = self.query_one("#hits", DataTable)
         rows = []
+        width = photo_width(self.app.size.width)
         for hit in message.hits:
             mark = "★" if hit.image_id in true_ids else ""
             rows.append((Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
-                         hit.image_id, hit.caption))
+                         shorten_middle(hit.image_id, width), Text(hit.matched, style="cyan"), hit.caption))
         fill_table(table, HIT_COLUMNS, rows, keep_cursor=False)
-        line = Text(f"{len(message.hits)} results · {message.method}", style="dim")
+        scope = SCOPE_WORDS.get(self.scope, self.scope)
+        if message.query.startswith(LIKE):
+            line = Text(f"{len(message.hits)} photos like {message.query[len(LIKE):].strip()} · {scope}", style="dim")
+        else:
+            line = Text(f"{len(message.hits)} results · {message.method} · {scope}", style="dim")
         if getattr(self.app, "timings", True):
             line.append(f" · {message.seconds * 1000:.0f} ms", style="dim")
         for t in message.truth:
@@ -217,6 +261,28 @@ class SearchScreen(CapsearchScreen):
         label.append(self.method or "-", style="bold")
         label.append(" ^t ", style="dim")
         self.query_one("#method", Static).update(label)
+
+    def action_toggle_scope(self) -> None:
+        self.scope = "targets" if self.scope == "collection" else "collection"
+        self.ready = False
+        self.query_one("#search-status", Static).update(
+            Text(f"loading the search index ({SCOPE_WORDS[self.scope]})…", style="dim"))
+        self._load_index(self.scope)
+
+    def action_like(self) -> None:
+        table = self.query_one("#hits", DataTable)
+        if self.last is not None and self.last.hits and table.has_focus and table.cursor_row >= 0:
+            self.show_like(self.last.hits[min(table.cursor_row, len(self.last.hits) - 1)].image_id)
+
+    def show_like(self, image_id: str) -> None:
+        """List the photos most like ``image_id`` (the query box shows ``like:<id>``)."""
+        box = self.query_one("#query", Input)
+        if box.value != LIKE + image_id:
+            box.value = LIKE + image_id
+        if self._timer is not None:
+            self._timer.stop()
+        self._start_search()
+        self.query_one("#hits", DataTable).focus()
 
     def action_next_method(self) -> None:
         if not self.methods:
@@ -254,8 +320,20 @@ class SearchScreen(CapsearchScreen):
         if self.last is not None and self.last.hits:
             self.app.push_screen(PhotoScreen([h.image_id for h in self.last.hits], event.cursor_row))
 
-    def show_query(self, query: str, method: str) -> None:
-        """Put ``query`` in the box and rank with ``method`` (used by the Evaluation drill-down)."""
+    def show_query(self, query: str, method: str, scope: str | None = None) -> None:
+        """Put ``query`` in the box and rank with ``method`` in ``scope`` (default: the current one; the Evaluation
+        drill-down asks for the targets)."""
+        if scope and scope != self.scope and self.is_mounted:
+            self.scope = scope
+            self.ready = False
+            self._pending = (query, method)
+            self.query_one("#query", Input).value = query
+            self.query_one("#search-status", Static).update(
+                Text(f"loading the search index ({SCOPE_WORDS[scope]})…", style="dim"))
+            self._load_index(scope)
+            return
+        if scope:
+            self.scope = scope
         if not self.ready:
             self._pending = (query, method)
             self.query_one("#query", Input).value = query

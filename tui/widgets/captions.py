@@ -59,12 +59,14 @@ class NeighbourRow(Horizontal):
     def compose(self) -> ComposeResult:
         n = self.neighbour
         yield Photo(n.path, classes="neighbour-photo")
+        strike = " strike" if n.duplicate else ""
         text = Text()
-        text.append(f"#{self.rank} ", style="bold")
-        text.append(f"{n.score:.3f} ", style="bold cyan")
-        text.append(n.id, style="dim")
-        if n.near_duplicate:
-            text.append("  near-duplicate: its captions are left out of the prompt", style="yellow")
+        text.append(f"#{self.rank} ", style="bold" + strike)
+        text.append(f"{n.score:.3f} ", style="bold cyan" + strike)
+        text.append(n.id, style="dim" + strike)
+        if n.duplicate:
+            text.append(f"  {n.duplicate} of this photo: its captions are left out of the prompt and the consensus",
+                        style="yellow")
         for cap in n.captions:
-            text.append(f"\n· {cap}")
+            text.append(f"\n· {cap}", style=strike.strip())
         yield Static(text, classes="neighbour-text")

@@ -19,6 +19,8 @@ def format_seconds(seconds: float | None) -> str:
 
 def progress_line(event: ProgressEvent) -> str:
     """``12/80 · 3.1/s · ETA 0:22 · 1 failed`` for one event."""
+    if event.kind == "not-applicable":
+        return f"not applicable: {event.message}"
     if event.kind == "finish" and not event.total and not event.done:
         return "nothing to do"
     parts = [f"{event.done}/{event.total}" if event.total else f"{event.done}"]
@@ -59,10 +61,10 @@ class StageBar(Horizontal):
         bar = self.query_one(ProgressBar)
         if event.total:
             bar.update(total=event.total, progress=event.done)
-        elif event.kind == "finish":
+        elif event.kind in ("finish", "not-applicable"):
             bar.update(total=1, progress=1)
         self.query_one(".stage-stats", Label).update(progress_line(event))
-        self.set_class(event.kind == "finish", "-finished")
+        self.set_class(event.kind in ("finish", "not-applicable"), "-finished")
         self.set_class(event.failures > 0, "-failures")
 
 
@@ -76,6 +78,13 @@ class ProgressPanel(VerticalScroll):
         bar = StageBar(stage)
         self.mount(bar)
         return bar
+
+    def bar_event(self, stage: str) -> ProgressEvent | None:
+        """The last event shown for ``stage`` (None: no bar yet)."""
+        for bar in self.query(StageBar):
+            if bar.stage == stage:
+                return bar.event
+        return None
 
     def show_event(self, event: ProgressEvent) -> None:
         if event.kind == "message":

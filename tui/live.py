@@ -1,0 +1,126 @@
+"""Following the run going on in the workspace, whoever started it, from the TUI.
+
+Runs execute outside the TUI (``flows.detach``), so the TUI learns about them the way any other
+process does: from the store, where the running process records the run and its stages' progress
+(``pipeline.runs``). :class:`RunFollower` is a daemon thread that polls it every half second and posts
+typed messages to the screen: ``RunSeen`` when a run is going on (also one started before the TUI
+opened, from a shell or by a deployment), ``StageProgressed`` for each changed stage and each new
+message, ``RunFinished`` when it ends. It also collects background processes this TUI started once
+they end, and watches a run this TUI asked ``capsearch serve`` for until its process has claimed the
+workspace (a flow run of a deployment that fails before that is reported too).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from textual.message import Message
+
+from pipeline.progress import ProgressEvent
+from pipeline.runs import RunUpdate, RunWatch
+from pipeline.workspace import Workspace
+from tui.messages import RunFinished, RunSeen, StageProgressed
+
+POLL_SECONDS = 0.5
+PREFECT_POLL_SECONDS = 2.0
+
+
+def messages_for(update: RunUpdate, failed_items: int = 0) -> list[Message]:
+    """The screen's messages for one poll of the watched run (``failed_items``: its stages' failures so far)."""
+    out: list[Message] = []
+    run = update.run
+    if run is None:
+        return out
+    if update.started:
+        out.append(RunSeen(run))
+    for line in update.lines:
+        out.append(StageProgressed(ProgressEvent(line.stage, "message", message=line.text, level=line.level)))  # type: ignore[arg-type]
+    for stage in update.stages:
+        out.append(StageProgressed(stage.event()))
+    if update.ended:
+        out.append(RunFinished(run.what, run.status, run.message, failed_items, run.seconds, run.id))
+    return out
+
+
+class RunFollower:
+    """Polls the workspace's runs in a daemon thread and posts what changed (see the module)."""
+
+    def __init__(self, ws: Workspace, post: Callable[[Message], object], interval: float = POLL_SECONDS):
+        self.ws = ws
+        self.post = post
+        self.interval = interval
+        self.pending = None                 # a Detached run of a deployment, until its process claims the workspace
+        self._launched: list = []           # Detached background runs this TUI started (to collect them)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="capsearch-follow", daemon=True)
+        self._failures: dict[int, dict[str, int]] = {}
+        self._last_prefect = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def launched(self, detached) -> None:
+        if detached.how == "deployment":
+            self.pending = detached
+        elif detached.process is not None:
+            self._launched.append(detached)
+
+    def _loop(self) -> None:
+        watch = RunWatch(self.ws.store)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.poll(watch)
+                except Exception:  # noqa: BLE001 - a busy or vanished store: try again next time
+                    pass
+                self._stop.wait(self.interval)
+        finally:
+            try:
+                self.ws.store.close()   # this thread's connection
+            except Exception:  # noqa: BLE001
+                pass
+
+    def poll(self, watch: RunWatch) -> None:
+        update = watch.poll()
+        run = update.run
+        if run is not None:
+            counts = self._failures.setdefault(run.id, {})
+            for stage in update.stages:
+                counts[stage.stage] = stage.failures
+            if self.pending is not None and run.flow_run_id == self.pending.flow_run_id:
+                self.pending = None
+            for message in messages_for(update, sum(counts.values())):
+                self.post(message)
+        self._launched = [d for d in self._launched if d.reap() is None]
+        if self.pending is not None and run is None:
+            self._check_pending()
+
+    def _check_pending(self) -> None:
+        """A deployment run that ended before it claimed the workspace (refused, crashed, cancelled)."""
+        now = time.monotonic()
+        if now - self._last_prefect < PREFECT_POLL_SECONDS:
+            return
+        self._last_prefect = now
+        pending = self.pending
+        try:
+            from prefect.client.orchestration import get_client
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            with temporary_settings({PREFECT_API_URL: pending.api_url}):
+                with get_client(sync_client=True, httpx_settings={"timeout": 5.0}) as client:
+                    state = client.read_flow_run(pending.flow_run_id).state
+        except Exception:  # noqa: BLE001 - the server may be busy: ask again later
+            return
+        if state is None or not state.is_final():
+            return
+        from pipeline.runs import run_for_flow_run
+
+        if run_for_flow_run(self.ws.store, pending.flow_run_id) is not None:
+            return   # it did claim the workspace: the watch reports its end
+        self.pending = None
+        outcome = "cancelled" if state.is_cancelled() else "completed" if state.is_completed() else "failed"
+        self.post(RunFinished(pending.what, outcome, state.message or state.name))
