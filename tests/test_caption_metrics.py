@@ -376,7 +376,7 @@ def test_evaluate_twice_computes_the_caption_metrics_once(tmp_path, capsys):
     import json
 
     from tests.fixtures.cli import run_cli
-    from tests.test_text_stages import text_world
+    from tests.fixtures.text_worlds import text_world
 
     root = tmp_path / "ws"
     shutil.copytree(text_world(), root, ignore=shutil.ignore_patterns("logs"))
@@ -402,7 +402,7 @@ def test_a_captioner_that_copies_its_first_neighbour_scores_1_and_vlm_plain_0(tm
     from pipeline.search_service import stage_hash
     from pipeline.workspace import Workspace
     from tests.fixtures.tui_world import tui_workspace_at
-    from tests.test_vision_stages import SHORT_TEMPLATE, generative_captioners
+    from tests.fixtures.captioner_configs import SHORT_TEMPLATE, generative_captioners
 
     template = tmp_path / "short.txt"
     template.write_text(SHORT_TEMPLATE, encoding="utf-8")      # short enough for the tiny VLM's context

@@ -13,8 +13,7 @@ from pipeline.reports.tables import evaluation_json
 from pipeline.search_service import stage_hash
 from pipeline.workspace import Workspace
 from tests.fixtures.openai_server import Reply
-from tests.test_evaluation import hand_workspace
-from tests.test_text_stages import small_workspace, text_world
+from tests.fixtures.text_worlds import hand_workspace, small_workspace, text_world
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pipeline.runs import current_run, get_run, recent_runs
 from pipeline.status import workspace_status
 from tests.fixtures.commands import REPO, SHIM, run_command, start_command, wait_until, without_prefect
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
+from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 
 pytestmark = pytest.mark.slow
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")

@@ -13,7 +13,6 @@ K = 10 is larger than the collection (4), so R@10 is 1 for every query.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -23,44 +22,8 @@ from pipeline.search_service import stage_hash
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace
-from tests.fixtures.photos import build_flickr8k_like
+from tests.fixtures.text_worlds import FRUIT, hand_workspace
 from tests.fixtures.workspaces import make_workspace
-
-CAR = "a red sports car parked on a street"
-DOGS = "two dogs playing in the snow"
-FRUIT = "a bowl of fruit on a kitchen table"
-
-
-def hand_workspace(root: Path, **sections) -> Workspace:
-    """The four-target workspace of the module docstring (ingested, captions and queries stored)."""
-    build_flickr8k_like(root / "data", n=8)
-    settings = {"data": {"source": "flickr8k", "path": str(root / "data"), "n_targets": 4},
-                "captioners": {"enabled": ["knn-consensus", "blip-base"]},
-                "evaluate": {"baseline": "blip-base", "extra_methods": [], "n_boot": 200}}
-    settings.update(sections)
-    ws = make_workspace(root / "ws", "lite", **settings)
-    run_stage(build_stage(ws, "ingest"))
-    t = ws.store.image_ids("target")
-    assert len(t) == 4
-    store = ws.store
-    knn = {t[0]: CAR, t[1]: DOGS, t[2]: DOGS}
-    store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"),
-                       [{"image_id": i, "text": c, "status": "ok"} for i, c in knn.items()]
-                       + [{"image_id": t[3], "text": "", "status": "failed", "error": "CUDA out of memory"}])
-    store.put_captions("blip-base", stage_hash(ws, "caption", "blip-base"),
-                       [{"image_id": i, "text": "", "status": "failed", "error": "model crashed"} for i in t])
-    queries = {t[0]: CAR, t[1]: DOGS, t[2]: DOGS, t[3]: FRUIT}
-    rows = []
-    for i, text in queries.items():
-        rows.append({"image_id": i, "kind": "detail", "generator": "reference", "text": text, "status": "ok",
-                     "source_caption_idx": 0})
-        failed = i == t[3]
-        rows.append({"image_id": i, "kind": "short", "generator": "reference", "text": "" if failed else text,
-                     "status": "failed" if failed else "ok", "error": "scripted" if failed else None,
-                     "source_caption_idx": 0})
-    store.put_queries(stage_hash(ws, "queries"), rows)
-    return ws
-
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> Workspace:

@@ -17,7 +17,7 @@ from pipeline.datasets.demo import generate_demo_world
 from pipeline.stages.vision import CaptionStage
 from pipeline.workspace import Workspace
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, N_TARGETS, configure, demo_data, task_runs
+from tests.fixtures.flow_stages import N_IMAGES, N_TARGETS, configure, demo_data, task_runs
 
 pytestmark = pytest.mark.slow
 

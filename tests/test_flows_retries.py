@@ -9,7 +9,7 @@ from pipeline.datasets.demo import generate_demo_world
 from pipeline.errors import ConfigError
 from tests.fixtures.openai_server import Reply
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, N_TARGETS, ChatStage, demo_data, outputs, spec, task_runs
+from tests.fixtures.flow_stages import N_IMAGES, N_TARGETS, ChatStage, demo_data, outputs, spec, task_runs
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pipeline.datasets.demo import generate_demo_world
 from pipeline.errors import ConfigError
 from pipeline.models import cache
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import (N_IMAGES, GpuRowsStage, ModelRowsStage, ParallelRowsStage, SlowRowsStage,
+from tests.fixtures.flow_stages import (N_IMAGES, GpuRowsStage, ModelRowsStage, ParallelRowsStage, SlowRowsStage,
                                       computed, demo_data, flow_run, outputs, spec)
 
 BATCH = 8

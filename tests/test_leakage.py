@@ -9,7 +9,6 @@ consensus all the same. Either inflates every neighbour-based captioner's Recall
 """
 from __future__ import annotations
 
-import io
 import shutil
 
 import pytest
@@ -21,6 +20,7 @@ from pipeline.stages.base import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.status import workspace_status
 from tests.fixtures.collection import build_photo_folder
+from tests.fixtures.photos import reencoded
 from tests.fixtures.workspaces import make_workspace
 
 pytestmark = pytest.mark.slow
@@ -83,18 +83,6 @@ def test_a_target_stored_again_in_the_reference_db_never_shows_its_own_captions(
     assert split[target] == split[twin], "identical photos sit on the same side of the split"
 
 
-def _reencoded(src, dest) -> None:
-    """The same picture saved again: resized by 2 % and JPEG-compressed harder (other bytes, other sha256)."""
-    from PIL import Image
-
-    with Image.open(src) as img:
-        img = img.convert("RGB")
-        smaller = img.resize((round(img.width * 0.98), round(img.height * 0.98)), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    smaller.save(buf, format="JPEG", quality=60)
-    dest.write_bytes(buf.getvalue())
-
-
 def test_a_near_duplicate_is_listed_and_marked_but_never_feeds_the_prompt_or_consensus(tmp_path):
     """A folder photo nobody captioned, and a re-encoded copy of it that the caption file describes: the copy
     is the target's nearest neighbour, listed as a near-duplicate and counted by status, and its captions
@@ -103,7 +91,7 @@ def test_a_near_duplicate_is_listed_and_marked_but_never_feeds_the_prompt_or_con
     target = folder.uncaptioned[0]
     near = "edited/" + target.rsplit("/", 1)[-1].rsplit(".", 1)[0] + " (edited).jpg"
     (folder.root / near).parent.mkdir(parents=True, exist_ok=True)
-    _reencoded(folder.path(target), folder.root / near)
+    reencoded(folder.path(target), folder.root / near)
     own_words = ["A copy of the photo, captioned: a lighthouse with a red roof .",
                  "Words only this copy has: a zeppelin over the harbour ."]
     with open(folder.captions, "a", encoding="utf-8") as fh:

@@ -16,8 +16,7 @@ from pipeline.reports.html import choose_samples
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace
-from tests.test_evaluation import hand_workspace
-from tests.test_text_stages import text_world
+from tests.fixtures.text_worlds import hand_workspace, text_world
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,7 @@ from pipeline.search_service import CLIP, HYBRID, ORACLE, SearchIndex, clip_text
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
 from pipeline.workspace import Workspace
-from tests.test_evaluation import CAR, DOGS, FRUIT, hand_workspace
-from tests.test_text_stages import text_world
+from tests.fixtures.text_worlds import CAR, DOGS, FRUIT, hand_workspace, text_world
 
 
 @pytest.fixture(scope="module")

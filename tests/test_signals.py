@@ -23,7 +23,7 @@ import pytest
 from flows.api import run
 from pipeline.datasets.demo import generate_demo_world
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
+from tests.fixtures.flow_stages import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
                                       spec)
 
 pytestmark = pytest.mark.slow

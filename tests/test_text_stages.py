@@ -3,11 +3,6 @@ no leakage of evaluation queries into prompts, retrieval quality far above chanc
 against a real local chat server, and embedding reuse by caption text."""
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,44 +16,13 @@ from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.openai_server import Reply
-from tests.fixtures.photos import build_flickr8k_like
+from tests.fixtures.text_worlds import WORLD_STAGES, small_workspace, text_world
 from tests.fixtures.workspaces import make_workspace
-
-N_IMAGES, N_TARGETS = 100, 40
-WORLD_STAGES = ["ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "queries",
-                "evaluate", "report"]
-
-
-@functools.lru_cache(maxsize=None)
-def text_world() -> Path:
-    """A demo world (100 photos, 40 targets) taken through every stage once per test process.
-
-    Shared read-only by the text test modules; tests that change a workspace make their own.
-    """
-    from pipeline.datasets.demo import generate_demo_world
-
-    root = Path(tempfile.mkdtemp(prefix="capsearch-text-world-"))
-    atexit.register(shutil.rmtree, root, True)
-    generate_demo_world(root / "demo", n_images=N_IMAGES)
-    ws = make_workspace(root / "ws", "lite", data={"source": "demo", "path": str(root / "demo"),
-                                                   "demo_images": N_IMAGES, "n_targets": N_TARGETS})
-    for stage in pipeline_stages(ws, WORLD_STAGES):
-        run_stage(stage)
-    return ws.root
 
 
 @pytest.fixture(scope="module")
 def world() -> Workspace:
     return Workspace(text_world())
-
-
-def small_workspace(root: Path, n: int = 8, n_targets: int = 4, **sections) -> Workspace:
-    """A Flickr8k-like folder of ``n`` photos, ingested, with ``n_targets`` targets."""
-    build_flickr8k_like(root / "data", n=n)
-    data = {"source": "flickr8k", "path": str(root / "data"), "n_targets": n_targets}
-    ws = make_workspace(root / "ws", "lite", data=data, **sections)
-    run_stage(build_stage(ws, "ingest"))
-    return ws
 
 
 # ----------------------------------------------------------------------------------------- end to end

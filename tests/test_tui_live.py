@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 from flows.api import run
 from tests.fixtures.commands import start_command
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
+from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 from tui.app import CapsearchApp
 from tui.messages import CancelSent, RunFinished, RunSeen, RunStarted, StageProgressed, StatusLoaded
 from tui.widgets.progress import StageBar

@@ -23,10 +23,10 @@ from pipeline.stages.registry import pipeline_stages
 from pipeline.stages.vision import (CaptionStage, EmbedImagesStage, NeighboursStage, PromptsStage, estimate_tokens,
                                     image_space)
 from pipeline.status import workspace_status
+from tests.fixtures.captioner_configs import SHORT_TEMPLATE, generative_captioners
 
 N_IMAGES = 100
 LITE_STAGES = ["ingest", "embed-images", "neighbours", "prompts", "caption"]
-SHORT_TEMPLATE = "Similar photos:\n{captions}\nWrite one caption for this photo."
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +48,6 @@ def configure(ws, **sections: dict) -> None:
 
 def run_all(ws, names=LITE_STAGES, captioners=None) -> dict:
     return {s.label: run_stage(s) for s in pipeline_stages(ws, names, captioners)}
-
-
-def generative_captioners(**models: Path) -> dict:
-    """Captioner entries for the tiny fixture models (by local folder), as a user writes them in capsearch.toml."""
-    kinds = {"vlm-neighbours": "vlm-neighbours", "vlm-plain": "vlm-plain", "blip-base": "blip", "vit-gpt2": "vit-gpt2"}
-    entries = {}
-    for name, folder in models.items():
-        name = name.replace("_", "-")
-        entries[name] = {"kind": kinds[name], "model": str(folder), "batch_size": 4, "max_new_tokens": 6, "num_beams": 1}
-    return {"enabled": list(entries), **entries}
 
 
 def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, workspace_factory):
