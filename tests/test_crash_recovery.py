@@ -87,7 +87,7 @@ def assert_committed_state_is_whole(ws: Workspace) -> None:
         summary = store.caption_metric_summary(config_hash)
         rows = {r.row_hash for r in summary.rows}
         assert store.stored_caption_metric_rows(rows) == rows, "a caption-metrics summary without its rows"
-    assert [r for r in store.stage_runs() if r["status"] == "running"] == []
+    assert [r for r in store.stage_runs() if r.status == "running"] == []
     report = next(s for s in pipeline_stages(ws) if s.name == "report")
     assert report.counts().done == 0, "a crashed run must not look finished"
 
@@ -113,8 +113,8 @@ def test_runs_crashed_at_every_commit_point_end_like_a_clean_run(world, tiny_bli
     assert diff_searches(search_results(ws), expected_searches) == []
     runs = ws.store.stage_runs(limit=500)
     # every crashed run is marked crashed (a crash in a stage's prepare comes before its run is recorded)
-    assert sum(r["status"] == "crashed" for r in runs) == len(CHAIN) - 2
-    assert all(r["status"] != "running" for r in runs)
+    assert sum(r.status == "crashed" for r in runs) == len(CHAIN) - 2
+    assert all(r.status != "running" for r in runs)
     assert list(ws.root.rglob("*.tmp")) == [], "temporary files of crashed writers are cleaned up"
 
 

@@ -58,26 +58,26 @@ def test_missing_targets_and_failed_queries_are_counted_not_dropped(evaluated):
     assert result.n_queries == {"short": 3, "detail": 4} and result.failed_queries == 1
     assert result.get("knn-consensus", "detail").n_queries == 4
     t = evaluated.store.image_ids("target")
-    rows = {r["image_id"]: r for r in evaluated.store.rankings(result.eval_hash, "knn-consensus", "detail")}
-    assert rows[t[0]]["rank"] == 1.0 and rows[t[0]]["top_ids"][0] == t[0]
-    assert rows[t[1]]["rank"] == 1.5 and set(rows[t[1]]["top_ids"][:2]) == {t[1], t[2]}
-    assert rows[t[3]]["rank"] == 4.0 and t[3] not in rows[t[3]]["top_ids"] and len(rows[t[3]]["top_ids"]) == 3
+    rows = {r.image_id: r for r in evaluated.store.rankings(result.eval_hash, "knn-consensus", "detail")}
+    assert rows[t[0]].rank == 1.0 and rows[t[0]].top_ids[0] == t[0]
+    assert rows[t[1]].rank == 1.5 and set(rows[t[1]].top_ids[:2]) == {t[1], t[2]}
+    assert rows[t[3]].rank == 4.0 and t[3] not in rows[t[3]].top_ids and len(rows[t[3]].top_ids) == 3
     blip = evaluated.store.rankings(result.eval_hash, "blip-base", "detail")
-    assert [r["rank"] for r in blip] == [2.5] * 4 and all(r["top_ids"] == [] for r in blip)
+    assert [r.rank for r in blip] == [2.5] * 4 and all(r.top_ids == () for r in blip)
 
 
 def test_paired_difference_against_the_baseline(evaluated):
-    stored = {(r["method"], r["query_kind"], r["metric"]): r
+    stored = {(r.method, r.query_kind, r.metric): r
               for r in evaluated.store.evaluations(current_eval_hash(evaluated))}
     r1 = stored[("knn-consensus", "detail", "R@1")]
-    assert r1["baseline"] == "blip-base" and r1["diff"] == pytest.approx(0.5 - 0.25)
-    assert r1["diff_ci_low"] <= r1["diff"] <= r1["diff_ci_high"] and 0 < r1["p_value"] <= 1
-    assert stored[("knn-consensus", "detail", "MedR")]["diff"] == pytest.approx(1.5 - 2.5)
+    assert r1.baseline == "blip-base" and r1.diff == pytest.approx(0.5 - 0.25)
+    assert r1.diff_ci_low <= r1.diff <= r1.diff_ci_high and 0 < r1.p_value <= 1
+    assert stored[("knn-consensus", "detail", "MedR")].diff == pytest.approx(1.5 - 2.5)
     r10 = stored[("knn-consensus", "detail", "R@10")]
-    assert r10["diff"] == 0 and r10["p_value"] == 1.0                # both find everything within 10
-    assert stored[("blip-base", "detail", "R@1")]["diff"] is None      # the baseline is not compared with itself
+    assert r10.diff == 0 and r10.p_value == 1.0                # both find everything within 10
+    assert stored[("blip-base", "detail", "R@1")].diff is None      # the baseline is not compared with itself
     for row in stored.values():
-        assert row["ci_low"] <= row["value"] <= row["ci_high"]
+        assert row.ci_low <= row.value <= row.ci_high
 
 
 def test_evaluate_is_done_until_its_inputs_change(tmp_path):

@@ -59,5 +59,5 @@ def test_a_configuration_error_is_not_retried(ws, chat_server, monkeypatch):
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         run(ws, [spec(ChatStage)])
     runs = ws.store.stage_runs(ChatStage.name)
-    assert runs[0]["status"] == "failed" and "OPENAI_API_KEY" in runs[0]["message"]
+    assert runs[0].status == "failed" and "OPENAI_API_KEY" in runs[0].message
     assert len(calls) == 1, "the batch ran once: no retry for an error the user has to fix"

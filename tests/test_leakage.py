@@ -36,7 +36,7 @@ def _run(ws) -> None:
 
 def _shown(ws, target: str) -> tuple[str, str]:
     """(the target's prompt, its kNN-consensus caption)."""
-    prompt = ws.store.prompts(stage_hash(ws, "prompts"), [target])[target][1]
+    prompt = ws.store.prompts(stage_hash(ws, "prompts"), [target])[target].text
     caption = ws.store.captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"))[target].text
     return prompt, caption
 
@@ -76,7 +76,7 @@ def test_a_target_stored_again_in_the_reference_db_never_shows_its_own_captions(
     neighbours = store.neighbours(stage_hash(ws, "neighbours"))
     for t in store.image_ids("target"):
         prompt, caption = _shown(ws, t)
-        own = [n for n, _s, _d in neighbours[t] if shas[n] == shas[t]]
+        own = [n.id for n in neighbours[t] if shas[n.id] == shas[t]]
         leaked = [c for n in own for c in captions.get(n, []) if c in prompt or c == caption]
         assert leaked == [], f"{t}: its own picture's captions reached its prompt or consensus"
     split = {r.id: r.split for r in store.images()}
@@ -104,7 +104,7 @@ def test_a_near_duplicate_is_listed_and_marked_but_never_feeds_the_prompt_or_con
     prompt, caption = _shown(ws, target)
     assert not any(text in prompt for text in own_words) and caption not in own_words
     listed = store.neighbours(stage_hash(ws, "neighbours"), [target])[target]
-    first, score, kind = listed[0]
-    assert first == near and score >= ws.config.neighbours.near_duplicate_threshold and kind == 1
-    assert sum(1 for *_x, d in listed if not d) == ws.config.neighbours.k, "k usable neighbours besides it"
-    assert workspace_status(ws)["duplicates"]["with_near_duplicate_neighbour"] >= 1
+    first = listed[0]
+    assert first.id == near and first.score >= ws.config.neighbours.near_duplicate_threshold and first.duplicate == 1
+    assert sum(1 for n in listed if not n.duplicate) == ws.config.neighbours.k, "k usable neighbours besides it"
+    assert workspace_status(ws).duplicates.with_near_duplicate_neighbour >= 1

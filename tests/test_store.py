@@ -120,7 +120,7 @@ def test_stage_runs_and_problems(tmp_path):
     store = Store(tmp_path)
     run = store.start_stage_run("ingest", "abc", {"x": 1})
     store.finish_stage_run(run, "completed", done=3)
-    assert store.stage_runs()[0]["status"] == "completed"
+    assert store.stage_runs()[0].status == "completed"
     store.record_problems("ingest", [("a.jpg", "skipped", "corrupt")])
     store.record_problems("ingest", [("a.jpg", "skipped", "still corrupt")])
     assert [p.reason for p in store.problems()] == ["still corrupt"]
@@ -165,18 +165,18 @@ def test_a_run_left_running_by_a_dead_process_is_marked_crashed_but_a_live_one_i
         run_id = int(child.stdout.readline())
         store = Store(tmp_path)
         assert store.mark_crashed_runs() == 0                      # its process is alive: still running
-        assert store.stage_runs()[0]["status"] == "running"
+        assert store.stage_runs()[0].status == "running"
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert store.stage_runs()[0]["status"] == "crashed"            # shown so at once ...
+    assert store.stage_runs()[0].status == "crashed"            # shown so at once ...
     mine = store.start_stage_run("embed-images", "h")              # ... and recorded by the next run
-    rows = {r["id"]: r for r in store.stage_runs()}
-    assert rows[run_id]["status"] == "crashed" and "ended without finishing" in rows[run_id]["message"]
-    assert rows[mine]["status"] == "running"                       # this process's own run is alive
+    rows = {r.id: r for r in store.stage_runs()}
+    assert rows[run_id].status == "crashed" and "ended without finishing" in rows[run_id].message
+    assert rows[mine].status == "running"                       # this process's own run is alive
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
@@ -203,7 +203,7 @@ def test_a_store_of_schema_1_is_migrated(tmp_path):
     conn.close()
     store = Store(tmp_path)
     assert store.schema_version == SCHEMA_VERSION
-    assert store.stage_runs()[0]["status"] == "crashed"
+    assert store.stage_runs()[0].status == "crashed"
     assert store.space_state("image/x")[0] == "v3"                # the old counter until the next write
 
 
