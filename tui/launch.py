@@ -6,14 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-QUIET_DEFAULTS = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-}
-
-
 def prepare_terminal(image_mode: str) -> None:
     """Truecolor under tmux/screen (which down-sample it if the outer terminal cannot), and textual-image's
     terminal queries done now: they cannot run once Textual reads the keyboard."""
@@ -30,8 +22,9 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     closed terminal or a dropped SSH session) closed the app. A run in progress is cancelled either
     way; the app returns once its batches in flight are finished and recorded (``flows.shutdown``).
     """
-    for key, value in QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    from pipeline.environment import quiet_defaults
+
+    quiet_defaults()
     from flows import shutdown
     from pipeline.workspace import Workspace
     from tui.app import CapsearchApp, default_image_mode

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -27,21 +26,6 @@ config_app = typer.Typer(help="Show the effective configuration.", no_args_is_he
 data_app = typer.Typer(help="Data sets: the demo world, Flickr8k, or a folder of your photos.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
-
-
-def quiet_environment() -> None:
-    """Offline-safe, quiet defaults that the user can still override in the environment."""
-    for key, value in {
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        # transformers' and the hub's own progress bars and warnings would draw over ours
-        "TRANSFORMERS_VERBOSITY": "error",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-    }.items():
-        os.environ.setdefault(key, value)
 
 
 @app.callback()
@@ -358,7 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     flight finish and are kept, the stage run is recorded as cancelled, every process capsearch
     started is stopped. A second signal abandons the batches in flight and exits at once.
     """
-    quiet_environment()
+    from pipeline.environment import quiet_defaults
+
+    quiet_defaults()
     from flows.shutdown import stop_on_signals
 
     with stop_on_signals():
