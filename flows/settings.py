@@ -25,11 +25,6 @@ LOG_FILE = "logs/prefect.log"
 LOGGING_CONFIG = "capsearch-logging.yml"
 TASK_RUN_RECORDER_BATCH = "500"
 
-# Task retries of network-bound stages (override in the environment).
-RETRIES_ENV = "CAPSEARCH_FLOW_RETRIES"
-RETRY_DELAY_ENV = "CAPSEARCH_FLOW_RETRY_DELAY"      # seconds before the first retry; doubles each time
-THREADS_ENV = "CAPSEARCH_FLOW_THREADS"              # tasks in flight per stage with the thread runner
-
 _applied: dict[str, str] = {}
 
 # Prefect's own logging.yml with every terminal handler replaced by one rotating file.
@@ -248,16 +243,3 @@ def _port_open(url: str, timeout: float = 0.2) -> bool:
     except OSError:
         return False
 
-
-def env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-
-
-def env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default

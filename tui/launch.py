@@ -31,7 +31,7 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     from tui.quiet import TerminalIsolation, isolated_driver, route_library_logging
 
     ws = Workspace(workspace).require()   # never create a workspace at a mistyped path
-    mode = image_mode or default_image_mode()
+    mode = image_mode or default_image_mode(ws.config.tui.images)
     prepare_terminal(mode)
     log_path = ws.root / "logs" / "tui.log"
     route_library_logging(log_path)
