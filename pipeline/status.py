@@ -5,7 +5,7 @@ stage does not apply; photos removed from the collection; duplicates kept out of
 prints."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import CapsearchError
@@ -13,35 +13,6 @@ from pipeline.stages.base import StageCounts
 from pipeline.stages.registry import pipeline_stages
 from pipeline.store_rows import Problem, StageRunRow
 from pipeline.workspace import Workspace
-
-
-@dataclass(frozen=True)
-class StageStatus:
-    """One stage's counts, or the error that kept them from being read (``state`` 'error')."""
-    stage: str
-    state: str                        # 'done' | 'missing' | 'failed' | 'not applicable' | 'error'
-    total: int
-    done: int
-    failed: int
-    missing: int
-    failures: dict[str, str] = field(default_factory=dict)   # item -> reason
-    not_applicable: str | None = None                          # why the stage does not apply (None: it does)
-    error: str | None = None                                   # e.g. the data folder is missing
-
-    @classmethod
-    def of(cls, counts: StageCounts) -> StageStatus:
-        return cls(counts.stage, counts.state, counts.total, counts.done, counts.failed, counts.missing,
-                   dict(counts.failures), counts.not_applicable)
-
-    @classmethod
-    def failed_to_read(cls, stage: str, error: str) -> StageStatus:
-        return cls(stage, "error", 0, 0, 0, 0, {}, None, error)
-
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        if self.error is None:
-            del out["error"]
-        return out
 
 
 @dataclass(frozen=True)
@@ -63,7 +34,7 @@ class StatusReport:
     workspace: str
     profile: str
     images: ImageCounts
-    stages: tuple[StageStatus, ...]
+    stages: tuple[StageCounts, ...]            # a stage whose counts could not be read has its error
     problems: tuple[Problem, ...]             # recorded problems, then failures the stages report beyond them
     removed: dict[str, dict[str, Any]]        # photos that left the collection: id -> when, sha256, split
     duplicates: DuplicateCounts
@@ -105,9 +76,9 @@ def workspace_status(ws: Workspace) -> StatusReport:
     stages = []
     for stage in pipeline_stages(ws):
         try:
-            stages.append(StageStatus.of(stage.counts()))
+            stages.append(stage.counts())
         except CapsearchError as exc:  # e.g. the data folder is missing: say so instead of failing
-            stages.append(StageStatus.failed_to_read(stage.label, str(exc)))
+            stages.append(StageCounts(stage.label, 0, 0, 0, error=str(exc)))
     problems = list(store.problems())
     for s in stages:
         for item, reason in s.failures.items():

@@ -20,7 +20,8 @@ from tui.widgets.progress import ProgressPanel, format_seconds
 from tui.widgets.tables import fill_table
 
 if TYPE_CHECKING:
-    from pipeline.status import StageStatus, StatusReport
+    from pipeline.stages.base import StageCounts
+    from pipeline.status import StatusReport
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 STAGE_COLUMNS = [(key, key) for key in ("stage", "done", "missing", "failed", "total")]
@@ -152,7 +153,7 @@ class PipelineScreen(CapsearchScreen):
             self.refresh_status()
 
     @staticmethod
-    def _cells(s: StageStatus) -> tuple:
+    def _cells(s: StageCounts) -> tuple:
         if s.not_applicable:   # not a failure, not done: the reason is in the Problems pane
             dash = Text("–", style="dim")
             return Text(s.stage + " n/a", style="dim"), dash, dash, dash, dash
