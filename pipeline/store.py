@@ -688,6 +688,10 @@ class Store:
                 (key, json.dumps(value)),
             )
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM meta WHERE key=?", (key,))
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
