@@ -872,10 +872,8 @@ class Store:
     def has_vectors(self, space: str, keys: Sequence[str]) -> set[str]:
         """The subset of keys that already have a vector in this space."""
         present: set[str] = set()
-        keys = list(keys)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            q = f"SELECT key FROM vectors WHERE space=? AND key IN ({','.join('?' * len(chunk))})"
+        for chunk in _chunks(keys):
+            q = f"SELECT key FROM vectors WHERE space=? AND key IN ({_marks(chunk)})"
             present.update(r[0] for r in self.conn.execute(q, [space, *chunk]))
         return present
 
@@ -896,9 +894,8 @@ class Store:
         else:
             found: dict[str, bytes] = {}
             keys = list(keys)
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                q = f"SELECT key, vec FROM vectors WHERE space=? AND key IN ({','.join('?' * len(chunk))})"
+            for chunk in _chunks(keys):
+                q = f"SELECT key, vec FROM vectors WHERE space=? AND key IN ({_marks(chunk)})"
                 found.update(self.conn.execute(q, [space, *chunk]).fetchall())
             rows = [(k, found[k]) for k in dict.fromkeys(keys) if k in found]
         if not rows:
