@@ -85,6 +85,22 @@ def test_environment_lists_and_texts(tmp_path):
     assert cfg.captioner("vlm-plain").prompt == "Describe this photo, briefly."   # a comma is not a list here
 
 
+def test_quiet_defaults_keep_what_the_user_set():
+    from pipeline.environment import quiet_defaults
+
+    env = {"DO_NOT_TRACK": "0", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "30"}
+    set_now = quiet_defaults(env)
+    assert env["DO_NOT_TRACK"] == "0" and "DO_NOT_TRACK" not in set_now
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["TRANSFORMERS_VERBOSITY"] == "error"
+    assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "120"         # only ever raised
+    assert "HF_HUB_OFFLINE" not in env
+    quiet_defaults(env, offline=True)
+    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+    env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}
+    quiet_defaults(env)
+    assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "600"
+
+
 def test_config_show_lists_every_setting(home, capsys):
     from tests.fixtures.cli import run_cli
 
