@@ -175,16 +175,16 @@ def main(argv: list[str] | None = None) -> None:
         images = {i: open_rgb(root / ws.store.image(i).path, max_side=MAX_CAPTION_SIDE) for i in ids}
         captioner = CaptionStage(ws, CAPTIONER).captioner
         params = sum(x.numel() for x in captioner.model.parameters()) / 1e6
-        tokens = [captioner.count_prompt_tokens(prompts[i][1]) for i in ids]
+        tokens = [captioner.count_prompt_tokens(prompts[i].text) for i in ids]
         print(f"# SmolVLM-256M-sized Idefics3 ({params:.0f}M parameters, random weights), device {device}, "
               f"{'tiled' if args.split_images else 'one 512 px tile per photo'}, prompts {min(tokens)}-{max(tokens)} "
               f"text tokens, {args.max_new_tokens} new tokens per caption")
         base_ids = ids[:args.photos]
         capsearch_batched(ws, ids[:1], 1)  # warm-up of both paths (the first generate call is slow)
-        plain_one_at_a_time(captioner, [images[ids[0]]], [prompts[ids[0]][1]])
+        plain_one_at_a_time(captioner, [images[ids[0]]], [prompts[ids[0]].text])
         best: dict[int, float] = {}
         for _ in range(args.rounds):  # alternating rounds; the best of each is kept (shared machines are noisy)
-            single = plain_one_at_a_time(captioner, [images[i] for i in base_ids], [prompts[i][1] for i in base_ids])
+            single = plain_one_at_a_time(captioner, [images[i] for i in base_ids], [prompts[i].text for i in base_ids])
             best[0] = min(best.get(0, single), single)
             for size in sizes:
                 seconds = capsearch_batched(ws, ids[:max(args.photos, size)], size)

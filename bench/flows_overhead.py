@@ -145,6 +145,9 @@ def _prepare_seconds(home: Path) -> float:
     return float(out.stdout.split()[-1])
 
 
+THREADS_ENV = "CAPSEARCH_ORCHESTRATION__FLOW_THREADS"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=800)
@@ -157,7 +160,6 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["PREFECT_HOME"] = str(tmp / "prefect-home")
     from flows.api import run
     from flows.runners import thread_workers
-    from flows.settings import THREADS_ENV
     from pipeline.datasets.demo import generate_demo_world
 
     print(f"# {machine()}")
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     run(_workspace(tmp / "warm-flow", world, args.images, args.targets, args.batch_size), ["ingest"])
 
     direct_s, direct_work = _direct(_workspace(tmp / "direct", world, args.images, args.targets, args.batch_size))
-    os.environ[THREADS_ENV] = "1"       # one batch at a time, as run_stage does: the pure overhead
+    os.environ[THREADS_ENV] = "1"       # one batch at a time (orchestration.flow_threads), as run_stage does
     try:
         seq_s, seq_work, seq = _timed_run(run, _workspace(tmp / "flow-1", world, args.images, args.targets,
                                                           args.batch_size))

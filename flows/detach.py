@@ -78,8 +78,7 @@ def record_serving(ws: Workspace, api_url: str, ui_url: str, deployment: str) ->
 def clear_serving(ws: Workspace) -> None:
     record = ws.store.get_meta(SERVE_META)
     if record and record.get("owner") == current_owner():
-        with ws.store.transaction() as c:
-            c.execute("DELETE FROM meta WHERE key=?", (SERVE_META,))
+        ws.store.delete_meta(SERVE_META)
 
 
 def serving(ws: Workspace) -> dict[str, Any] | None:

@@ -134,7 +134,8 @@ def _run_plan(ctx: RunContext, workspace: str, stages: list[str] | None, caption
         abandon_flow_run(flow_run_id, f"abandoned on a second {shutdown.signal_name(signum)} after "
                                       f"{len(completed)} of {len(plan)} stages; finished batches are kept")
 
-    with shutdown.on_abandon(abandoned), task_runners(runner, dask_address) as runner_for, no_heartbeats():
+    threads = ctx.ws.config.orchestration.flow_threads
+    with shutdown.on_abandon(abandoned), task_runners(runner, dask_address, threads) as runner_for, no_heartbeats():
         for name, target in plan:
             if ctx.cancel.is_set():
                 break

@@ -22,7 +22,6 @@ from typing import Any, Callable, Iterator
 
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.settings import THREADS_ENV, env_int
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Stage
 
@@ -33,9 +32,10 @@ _QUIET_LOGGERS = ("distributed", "distributed.worker", "distributed.scheduler", 
                   "distributed.core", "distributed.http.proxy", "distributed.deploy", "bokeh", "tornado")
 
 
-def thread_workers() -> int:
-    """Tasks in flight per stage with the thread runner (GPU stages still run one batch at a time)."""
-    return max(1, env_int(THREADS_ENV, min(4, max(2, os.cpu_count() or 2))))
+def thread_workers(configured: int = 0) -> int:
+    """Tasks in flight per stage with the thread runner (GPU stages still run one batch at a time):
+    ``orchestration.flow_threads``, or 2 to 4 by the CPUs when that is 0."""
+    return configured if configured > 0 else min(4, max(2, os.cpu_count() or 2))
 
 
 def scales_out(stage: Stage) -> bool:
@@ -113,9 +113,11 @@ def dask_scheduler(address: str | None) -> Iterator[str]:
 
 
 @contextmanager
-def task_runners(runner: str, dask_address: str | None = None) -> Iterator[Callable[[Stage], TaskRunner[Any]]]:
-    """Yield ``runner_for(stage)``: Dask for the stages that scale out (when asked), threads otherwise."""
-    threads = ThreadPoolTaskRunner(max_workers=thread_workers())
+def task_runners(runner: str, dask_address: str | None = None,
+                 threads_in_flight: int = 0) -> Iterator[Callable[[Stage], TaskRunner[Any]]]:
+    """Yield ``runner_for(stage)``: Dask for the stages that scale out (when asked), threads otherwise
+    (``threads_in_flight`` batches at once: ``orchestration.flow_threads``)."""
+    threads = ThreadPoolTaskRunner(max_workers=thread_workers(threads_in_flight))
     if check_runner(runner) == "thread":
         yield lambda stage: threads
         return

@@ -1,8 +1,8 @@
 """Prefect set-up for capsearch, applied before Prefect is imported anywhere in the process.
 
 - ``PREFECT_HOME`` is ``<capsearch home>/.prefect`` unless the user set one.
-- Analytics are off (``DO_NOT_TRACK=1``, ``PREFECT_SERVER_ANALYTICS_ENABLED=false``).
-- The ephemeral server gets a longer start-up timeout (slow first start on a cold disk).
+- The quiet defaults of ``pipeline.environment.quiet_defaults`` (analytics off: ``DO_NOT_TRACK=1``,
+  ``PREFECT_SERVER_ANALYTICS_ENABLED=false``; a longer start-up timeout for the ephemeral server).
 - Prefect's logs go to ``$PREFECT_HOME/logs/prefect.log`` instead of the terminal (the
   CLI's progress bars and the TUI draw there).
 - When ``capsearch server`` is running, runs report to it (``PREFECT_API_URL``).
@@ -18,16 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipeline.environment import quiet_defaults
+
 SERVER_RECORD = "capsearch-server.json"
 LOG_FILE = "logs/prefect.log"
 LOGGING_CONFIG = "capsearch-logging.yml"
-EPHEMERAL_STARTUP_TIMEOUT = "120"
 TASK_RUN_RECORDER_BATCH = "500"
-
-# Task retries of network-bound stages (override in the environment).
-RETRIES_ENV = "CAPSEARCH_FLOW_RETRIES"
-RETRY_DELAY_ENV = "CAPSEARCH_FLOW_RETRY_DELAY"      # seconds before the first retry; doubles each time
-THREADS_ENV = "CAPSEARCH_FLOW_THREADS"              # tasks in flight per stage with the thread runner
 
 _applied: dict[str, str] = {}
 
@@ -160,11 +156,7 @@ def apply_settings(environ: os._Environ | dict[str, str] | None = None) -> dict[
             set_now[key] = value
 
     default("PREFECT_HOME", str(home))
-    default("DO_NOT_TRACK", "1")
-    default("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    if float(env.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS") or 0) < float(EPHEMERAL_STARTUP_TIMEOUT):
-        env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = EPHEMERAL_STARTUP_TIMEOUT
-        set_now["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = EPHEMERAL_STARTUP_TIMEOUT
+    set_now.update(quiet_defaults(env))    # analytics off, the temporary server's start-up timeout
     # The server records task runs one at a time by default; with SQLite, those writes collide with
     # flow-run creation ("database is locked", answered after a 2 s client retry). Batch them.
     for key in ("PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE",
@@ -251,16 +243,3 @@ def _port_open(url: str, timeout: float = 0.2) -> bool:
     except OSError:
         return False
 
-
-def env_int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, "") or default)
-    except ValueError:
-        return default
-
-
-def env_float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, "") or default)
-    except ValueError:
-        return default

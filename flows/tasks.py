@@ -22,13 +22,10 @@ from prefect.tasks import Task, exponential_backoff
 from flows import run_context
 from flows.cache import batch_cache_policy, result_storage
 from flows.run_context import StageRef
-from flows.settings import RETRIES_ENV, RETRY_DELAY_ENV, env_float, env_int
 from pipeline.errors import CapsearchError
 from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
 from pipeline.workspace import Workspace
 
-DEFAULT_RETRIES = 3
-DEFAULT_RETRY_DELAY = 10.0
 RETRY_JITTER = 0.5
 
 _device_locks: dict[str, threading.Lock] = {}
@@ -93,8 +90,8 @@ def batch_task(ws: Workspace, stage: Stage) -> Task[..., Any]:
     # No task tags: each tag costs API calls per task (Prefect checks tag concurrency limits).
     options: dict[str, Any] = {"result_storage": result_storage(ws)}
     if stage.network:
-        retries = env_int(RETRIES_ENV, DEFAULT_RETRIES)
-        options.update(retries=retries,
-                       retry_delay_seconds=exponential_backoff(backoff_factor=env_float(RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY)),
+        orch = ws.config.orchestration      # flow_retries, flow_retry_delay: capsearch.toml or the environment
+        options.update(retries=orch.flow_retries,
+                       retry_delay_seconds=exponential_backoff(backoff_factor=orch.flow_retry_delay),
                        retry_jitter_factor=RETRY_JITTER, retry_condition_fn=_retry_unless_user_error)
     return run_batch.with_options(**options)

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
-
 from pipeline.errors import CapsearchError
+from pipeline.store_rows import PromptRow
 from pipeline.workspace import Workspace
 
 METRIC_ORDER_TAIL = ("MRR", "MedR")
@@ -150,19 +149,8 @@ class Browser:
     # -- photos --------------------------------------------------------------------------------
     def target_photos(self) -> list[PhotoSummary]:
         """The target photos (those captioned and searched), sorted by id."""
-        conn = self.store.conn
-        ids = [r[0] for r in conn.execute("SELECT id FROM images WHERE split='target' ORDER BY id")]
-        texts: dict[str, list[str]] = {}
-        for image_id, text in conn.execute(
-            "SELECT rc.image_id, rc.text FROM reference_captions rc JOIN images i ON i.id = rc.image_id "
-            "WHERE i.split='target' ORDER BY rc.image_id, rc.idx"
-        ):
-            texts.setdefault(image_id, []).append(text)
-        for image_id, text in conn.execute(
-            "SELECT c.image_id, c.text FROM captions c JOIN images i ON i.id = c.image_id "
-            "WHERE i.split='target' AND c.status='ok'"
-        ):
-            texts.setdefault(image_id, []).append(text)
+        ids = self.store.image_ids("target")
+        texts = self.store.target_caption_texts()
         out = []
         for image_id in ids:
             caps = texts.get(image_id, [])
@@ -180,7 +168,7 @@ class Browser:
             id=row.id, path=self.photo_path(row.id, row.path), width=row.width, height=row.height, split=row.split,
             reference_captions=tuple(self.store.reference_captions([image_id]).get(image_id, [])),
             neighbours=neighbours, neighbours_stale=n_stale,
-            prompt=prompt["text"] if prompt else None, prompt_warning=prompt.get("warning") if prompt else None,
+            prompt=prompt.text if prompt else None, prompt_warning=prompt.warning if prompt else None,
             prompt_stale=p_stale, captions=self._captions(image_id),
         )
 
@@ -189,25 +177,23 @@ class Browser:
         rows = self.store.neighbours(current, [image_id]).get(image_id, []) if current else []
         stale = False
         if not rows:
-            latest = self.store.conn.execute(
-                "SELECT config_hash FROM neighbours WHERE target_id=? ORDER BY rowid DESC LIMIT 1", (image_id,)
-            ).fetchone()
+            latest = self.store.latest_neighbours_hash(image_id)
             if latest is None:
                 return (), False
-            rows = self.store.neighbours(latest[0], [image_id]).get(image_id, [])
+            rows = self.store.neighbours(latest, [image_id]).get(image_id, [])
             stale = True
-        caps = self.store.reference_captions([r[0] for r in rows])
-        paths = {r.id: r.path for r in self.store.images(ids=[r[0] for r in rows])}
+        caps = self.store.reference_captions([r.id for r in rows])
+        paths = {r.id: r.path for r in self.store.images(ids=[r.id for r in rows])}
         from pipeline.stages.vision import DUPLICATE_KINDS
 
         views = tuple(
-            NeighbourView(n, self.photo_path(n, paths.get(n)), float(score), bool(dup), tuple(caps.get(n, [])),
-                          DUPLICATE_KINDS.get(int(dup), ""))
-            for n, score, dup in rows
+            NeighbourView(r.id, self.photo_path(r.id, paths.get(r.id)), float(r.score), bool(r.duplicate),
+                          tuple(caps.get(r.id, [])), DUPLICATE_KINDS.get(r.duplicate, ""))
+            for r in rows
         )
         return views, stale
 
-    def _prompt(self, image_id: str) -> tuple[dict[str, Any] | None, bool]:
+    def _prompt(self, image_id: str) -> tuple[PromptRow | None, bool]:
         current = self._stage_hash("prompts")
         if current:
             found = self.store.prompt_for(image_id, current)
@@ -251,14 +237,13 @@ class Browser:
         kinds: list[str] = []
         metrics: set[str] = set()
         for r in self.store.evaluations(eval_hash):
-            if r["method"] not in methods:
-                methods.append(r["method"])
-            if r["query_kind"] not in kinds:
-                kinds.append(r["query_kind"])
-            metrics.add(r["metric"])
-            table.values[(r["method"], r["query_kind"], r["metric"])] = MetricValue(
-                r["value"], r["ci_low"], r["ci_high"], r["n"], r["baseline"], r["diff"], r["diff_ci_low"],
-                r["diff_ci_high"], r["p_value"])
+            if r.method not in methods:
+                methods.append(r.method)
+            if r.query_kind not in kinds:
+                kinds.append(r.query_kind)
+            metrics.add(r.metric)
+            table.values[(r.method, r.query_kind, r.metric)] = MetricValue(
+                r.value, r.ci_low, r.ci_high, r.n, r.baseline, r.diff, r.diff_ci_low, r.diff_ci_high, r.p_value)
         order = {k: i for i, k in enumerate(("short", "detail"))}
         table.methods = methods
         table.kinds = sorted(kinds, key=lambda k: (order.get(k, 99), k))
@@ -272,8 +257,8 @@ class Browser:
             return []
         texts = self._query_texts(kind)
         out = [
-            MissedQuery(r["image_id"], kind, texts.get(r["image_id"], ""), float(r["rank"]), tuple(r["top_ids"]))
-            for r in self.store.rankings(eval_hash, method, kind) if r["rank"] > k
+            MissedQuery(r.image_id, kind, texts.get(r.image_id, ""), float(r.rank), r.top_ids)
+            for r in self.store.rankings(eval_hash, method, kind) if r.rank > k
         ]
         return sorted(out, key=lambda m: (-m.rank, m.image_id))
 
@@ -286,10 +271,9 @@ class Browser:
         current = self._stage_hash("queries")
         rows = self.store.queries(current, kind, status="ok") if current else []
         if not rows:
-            latest = self.store.conn.execute(
-                "SELECT config_hash FROM queries WHERE status='ok' ORDER BY created_at DESC LIMIT 1").fetchone()
-            rows = self.store.queries(latest[0], kind, status="ok") if latest else []
-        return {r["image_id"]: r["text"] for r in rows}
+            latest = self.store.latest_queries_hash()
+            rows = self.store.queries(latest, kind, status="ok") if latest else []
+        return {r.image_id: r.text for r in rows}
 
     def evaluation_queries(self, limit: int = 50) -> list[tuple[str, str, str]]:
         """(query, true photo, kind) of the first evaluation queries, for trying search out."""

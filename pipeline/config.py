@@ -4,8 +4,10 @@ Resolution order (later wins):
 1. built-in defaults of the chosen profile (``lite`` or ``full``),
 2. the workspace's ``capsearch.toml``,
 3. environment variables ``CAPSEARCH_<SECTION>__<KEY>`` (for example
-   ``CAPSEARCH_NEIGHBOURS__K=10`` or ``CAPSEARCH_CAPTIONERS__ENABLED=knn-consensus,blip-base``),
-   plus the shortcuts ``CAPSEARCH_PROFILE`` and ``CAPSEARCH_DEVICE``.
+   ``CAPSEARCH_NEIGHBOURS__K=10`` or ``CAPSEARCH_CAPTIONERS__ENABLED=knn-consensus,blip-base``), read by
+   pydantic-settings, plus ``CAPSEARCH_PROFILE`` and the older short names of ``ENV_ALIASES``
+   (``CAPSEARCH_DEVICE``, ``CAPSEARCH_FLOW_RETRIES``, ``CAPSEARCH_DEBUG``, ...),
+4. command-line flags, where a command has them.
 
 Secrets (``HF_TOKEN``, ``OPENAI_API_KEY``) are never part of the configuration:
 they are read from the environment by :func:`secret` when needed and are never
@@ -14,10 +16,11 @@ written to disk, logs or reports.
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -165,6 +168,18 @@ class OrchestrationConfig(_Section):
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     watch_folder: str = ""
+    flow_retries: int = Field(3, ge=0)           # retries of a failed batch of a network stage (queries)
+    flow_retry_delay: float = Field(10.0, ge=0)  # seconds before the first retry; doubles each time
+    flow_threads: int = Field(0, ge=0)           # batches in flight per stage, thread runner (0: 2-4 by CPUs)
+
+
+class CliConfig(_Section):
+    debug: bool = False                          # full tracebacks on errors (as `capsearch --debug`)
+
+
+class TuiConfig(_Section):
+    # how the TUI draws photos; empty: halfcell under tmux/screen, else auto (the best the terminal has)
+    images: Literal["", "auto", "halfcell", "unicode", "none"] = ""
 
 
 class Config(_Section):
@@ -182,6 +197,8 @@ class Config(_Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    cli: CliConfig = Field(default_factory=CliConfig)
+    tui: TuiConfig = Field(default_factory=TuiConfig)
 
     def captioner(self, name: str) -> CaptionerConfig:
         return self.captioners.get(name)
@@ -257,39 +274,74 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _parse_env_value(raw: str) -> Any:
-    """Parse an environment value as a TOML value when it is one, else as a string or a list."""
+# -- the environment layer -----------------------------------------------------------------------------------
+ENV_NESTED_DELIMITER = "__"
+# Shorter names that were documented before every setting had its CAPSEARCH_<SECTION>__<KEY> name: still
+# read; the long name wins when both are set.
+ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "CAPSEARCH_DEVICE": ("runtime", "device"),
+    "CAPSEARCH_FLOW_RETRIES": ("orchestration", "flow_retries"),
+    "CAPSEARCH_FLOW_RETRY_DELAY": ("orchestration", "flow_retry_delay"),
+    "CAPSEARCH_FLOW_THREADS": ("orchestration", "flow_threads"),
+    "CAPSEARCH_DEBUG": ("cli", "debug"),
+    "CAPSEARCH_TUI_IMAGES": ("tui", "images"),
+}
+# Captioner names contain dashes, which environment variable names cannot: vlm_plain -> vlm-plain.
+_CAPTIONER_ENV_NAMES = {name.replace("-", "_"): name for name in _CAPTIONERS}
+
+
+def _env_list(raw: str) -> Any:
+    """A list setting from the environment: a TOML or JSON array, else comma-separated words."""
     try:
-        return tomllib.loads(f"v = {raw}")["v"]
+        value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        if "," in raw:
-            return [part.strip() for part in raw.split(",") if part.strip()]
-        return raw
+        value = None
+    if isinstance(value, list):
+        return value
+    return [part.strip() for part in raw.split(",") if part.strip()]
 
 
-def env_overrides(environ: dict[str, str] | None = None) -> dict[str, Any]:
+@functools.cache
+def _environment_settings() -> type:
+    """A pydantic-settings class with ``Config``'s fields: what the environment source reads."""
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class ConfigEnvironment(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED_DELIMITER,
+                                          case_sensitive=False, extra="ignore")
+        __annotations__ = {name: field.annotation for name, field in Config.model_fields.items()}
+
+    return ConfigEnvironment
+
+
+def _environment_source(environ: Mapping[str, str]) -> Any:
+    """pydantic-settings' environment source over ``Config``'s fields, reading ``environ``."""
+    from pydantic_settings import EnvSettingsSource
+    from pydantic_settings.sources.utils import parse_env_vars
+
+    class Source(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            return parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+        def decode_complex_value(self, field_name: str, field: Any, value: Any) -> Any:
+            return _env_list(value) if isinstance(value, str) else value   # lists: also `a,b` (not only JSON)
+
+    return Source(_environment_settings(), env_ignore_empty=True)
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The environment layer: settings given as ``CAPSEARCH_<SECTION>__<KEY>`` (and the older short names of
+    ``ENV_ALIASES``), as a nested dict of what is set (values still strings, validated with the rest)."""
     environ = dict(os.environ if environ is None else environ)
     out: dict[str, Any] = {}
-    if environ.get("CAPSEARCH_DEVICE"):
-        out.setdefault("runtime", {})["device"] = environ["CAPSEARCH_DEVICE"]
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue
-        path = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
-        if not all(path):
-            continue
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part.replace("_", "-") if part in _CAPTIONER_ENV_NAMES else part, {})
-        value = _parse_env_value(raw)
-        if path[-1] in ("enabled", "kinds", "ks", "extra_methods") and isinstance(value, str):
-            value = [value]
-        node[path[-1]] = value
-    return out
-
-
-# Captioner names contain dashes, which environment variable names cannot: vlm_plain -> vlm-plain.
-_CAPTIONER_ENV_NAMES = {name.replace("-", "_") for name in _CAPTIONERS}
+    for name, (section, key) in ENV_ALIASES.items():
+        if environ.get(name):
+            out.setdefault(section, {})[key] = environ[name]
+    found = _environment_source(environ)()
+    captioners = found.get("captioners")
+    if isinstance(captioners, dict):   # CAPSEARCH_CAPTIONERS__BLIP_BASE__BATCH_SIZE: the section [captioners.blip-base]
+        found["captioners"] = {_CAPTIONER_ENV_NAMES.get(k, k): v for k, v in captioners.items()}
+    return _deep_merge(out, found)
 
 
 def _format_validation_error(err: ValidationError, origin: str) -> str:

@@ -19,7 +19,9 @@ _SECTION_DOCS: dict[str, str] = {
     "search": "Ranking methods.",
     "evaluate": "Recall@K, MRR and median rank with bootstrap confidence intervals.",
     "report": "The HTML / PNG / CSV report.",
-    "orchestration": "Prefect flows: task size, runner, and the scheduled deployment.",
+    "orchestration": "Prefect flows: task size, runner, retries, and the scheduled deployment.",
+    "cli": "The `capsearch` command.",
+    "tui": "The terminal UI (`capsearch tui`).",
 }
 
 _KEY_DOCS: dict[str, str] = {
@@ -61,6 +63,11 @@ _KEY_DOCS: dict[str, str] = {
     "orchestration.dask_address": "tcp://host:port of an existing Dask scheduler (empty: a LocalCluster)",
     "orchestration.schedule_cron": "when `capsearch serve` re-runs the pipeline",
     "orchestration.watch_folder": "scheduled runs ingest new photos from this folder",
+    "orchestration.flow_retries": "retries of a failed batch of a network stage (queries with openai); env also CAPSEARCH_FLOW_RETRIES",
+    "orchestration.flow_retry_delay": "seconds before the first retry, doubling each time; env also CAPSEARCH_FLOW_RETRY_DELAY",
+    "orchestration.flow_threads": "batches in flight per stage with the thread runner (0: 2 to 4 by the CPUs); env also CAPSEARCH_FLOW_THREADS",
+    "cli.debug": "full tracebacks on errors, as `capsearch --debug`; env also CAPSEARCH_DEBUG=1",
+    "tui.images": "auto | halfcell | unicode | none (empty: halfcell under tmux/screen, else auto); env also CAPSEARCH_TUI_IMAGES",
 }
 
 

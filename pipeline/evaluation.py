@@ -40,6 +40,7 @@ from pipeline.hashing import hash_obj, hash_text
 from pipeline.metrics import RankBounds, evaluate_ranks, metric_names, paired_bootstrap, rank_bounds
 from pipeline.progress import StageProgress
 from pipeline.search import top_from_scores
+from pipeline.store_rows import QueryRow
 from pipeline.search_service import (CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, clip_text_space,
                                      document_space, image_space, oracle_captions, query_space, stage_hash,
                                      text_vectors)
@@ -115,7 +116,7 @@ def input_fingerprint(ws: Workspace, plan: EvaluationPlan) -> str:
         rows = store.captions(method, stage_hash(ws, "caption", method))
         parts[method] = hash_obj(sorted((i, r.status, hash_text(r.text)) for i, r in rows.items() if i in target_set))
     queries = store.queries(plan.queries_hash)
-    parts["queries"] = hash_obj([(q["image_id"], q["kind"], q["status"], hash_text(q["text"]), q["source_caption_idx"])
+    parts["queries"] = hash_obj([(q.image_id, q.kind, q.status, hash_text(q.text), q.source_caption_idx)
                                  for q in queries])
     if CLIP in plan.methods or HYBRID in plan.methods:
         clip = build_clip_embedder(ws.config)
@@ -204,10 +205,10 @@ def _embed_documents(ws: Workspace, plan: EvaluationPlan, text_embedder: Any, sa
 Ranking = tuple[str, str, str, float, list[str], list[float]]
 
 
-def _rank(index: SearchIndex, method: str, kind: str, rows: list[dict[str, Any]], text_q: np.ndarray,
+def _rank(index: SearchIndex, method: str, kind: str, rows: list[QueryRow], text_q: np.ndarray,
           clip_q: np.ndarray | None) -> tuple[RankBounds, list[Ranking]]:
     """Rank bounds of every query's true photo, and the stored rows (expected rank, top ids and scores)."""
-    true = np.array([index.position[q["image_id"]] for q in rows], dtype=np.int64)
+    true = np.array([index.position[q.image_id] for q in rows], dtype=np.int64)
     better, tied, rankings = [], [], []
     for start in range(0, len(rows), QUERY_CHUNK):
         sl = slice(start, start + QUERY_CHUNK)
@@ -218,7 +219,7 @@ def _rank(index: SearchIndex, method: str, kind: str, rows: list[dict[str, Any]]
         top_idx, top_sc = top_from_scores(scores, TOP_STORED)
         for q, rank, ids, sc in zip(rows[sl], b.expected, top_idx, top_sc):
             keep = ids >= 0
-            rankings.append((method, kind, q["image_id"], float(rank), [index.target_ids[i] for i in ids[keep]],
+            rankings.append((method, kind, q.image_id, float(rank), [index.target_ids[i] for i in ids[keep]],
                              [float(x) for x in sc[keep]]))
     return RankBounds(np.concatenate(better), np.concatenate(tied)), rankings
 
@@ -261,8 +262,8 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
     plan = plan or evaluation_plan(ws)
     ev = cfg.evaluate
     say = progress.message if progress else (lambda text, level="info": None)
-    queries = [q for q in store.queries(plan.queries_hash) if q["kind"] in plan.kinds]
-    ok_queries = [q for q in queries if q["status"] == "ok" and q["text"].strip()]
+    queries = [q for q in store.queries(plan.queries_hash) if q.kind in plan.kinds]
+    ok_queries = [q for q in queries if q.status == "ok" and q.text.strip()]
     if not ok_queries:
         raise CapsearchError("no evaluation queries for the current configuration: run `capsearch queries` first")
     if not plan.methods:
@@ -294,12 +295,12 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
     rankings: list[Ranking] = []
     bounds: dict[tuple[str, str], RankBounds] = {}
     for kind in plan.kinds:
-        rows = [q for q in ok_queries if q["kind"] == kind and q["image_id"] in index.position]
+        rows = [q for q in ok_queries if q.kind == kind and q.image_id in index.position]
         if not rows:
             raise CapsearchError(f"no {kind} query was generated for the current targets: "
                                  "run `capsearch queries --retry-failed` (or drop the kind from queries.kinds)")
         result.n_queries[kind] = len(rows)
-        texts = [q["text"] for q in rows]
+        texts = [q.text for q in rows]
         text_q = text_vectors(store, query_space(text_embedder.key), texts, text_embedder.embed_queries)[0]
         clip_q = text_vectors(store, clip_text_space(clip.key), texts, clip.embed_texts)[0] if clip else None
         for method in plan.methods:

@@ -106,8 +106,8 @@ def query_sources(store: "Store", queries_hash: str) -> dict[str, int]:
     """image id -> index of the reference caption its (ok) queries were made from."""
     out: dict[str, int] = {}
     for row in store.queries(queries_hash, status="ok"):
-        if row["source_caption_idx"] is not None:
-            out.setdefault(row["image_id"], int(row["source_caption_idx"]))
+        if row.source_caption_idx is not None:
+            out.setdefault(row.image_id, int(row.source_caption_idx))
     return out
 
 
@@ -577,7 +577,7 @@ class SearchIndex:
             except CapsearchError:
                 rows = []
             for row in rows:
-                self._queries.setdefault(_normalise(row["text"]), (row["image_id"], row["kind"]))
+                self._queries.setdefault(_normalise(row.text), (row.image_id, row.kind))
         return self._queries.get(_normalise(text))
 
 

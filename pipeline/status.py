@@ -1,62 +1,96 @@
 """What `capsearch status` and the TUI's pipeline screen show: per stage done / missing / failed, or why a
-stage does not apply; photos removed from the collection; duplicates kept out of the neighbours' captions."""
+stage does not apply; photos removed from the collection; duplicates kept out of the neighbours' captions.
+
+``workspace_status(ws)`` returns a ``StatusReport``; ``StatusReport.as_dict()`` is what ``status --json``
+prints."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import CapsearchError
+from pipeline.stages.base import StageCounts
 from pipeline.stages.registry import pipeline_stages
+from pipeline.store_rows import Problem, StageRunRow
 from pipeline.workspace import Workspace
 
 
-def duplicate_counts(ws: Workspace) -> dict[str, int]:
+@dataclass(frozen=True)
+class ImageCounts:
+    total: int
+    reference: int
+    target: int
+
+
+@dataclass(frozen=True)
+class DuplicateCounts:
+    identical_photos: int = 0                 # photos with the same sha256 as another, beyond the first copy
+    with_exact_duplicate_neighbour: int = 0   # photos whose neighbours list an identical copy of them
+    with_near_duplicate_neighbour: int = 0    # ... a near duplicate of them
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    workspace: str
+    profile: str
+    images: ImageCounts
+    stages: tuple[StageCounts, ...]            # a stage whose counts could not be read has its error
+    problems: tuple[Problem, ...]             # recorded problems, then failures the stages report beyond them
+    removed: dict[str, dict[str, Any]]        # photos that left the collection: id -> when, sha256, split
+    duplicates: DuplicateCounts
+    runs: tuple[StageRunRow, ...]             # the newest stage runs first
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "workspace": self.workspace,
+            "profile": self.profile,
+            "images": asdict(self.images),
+            "stages": [s.as_dict() for s in self.stages],
+            "problems": [p.as_dict() for p in self.problems],
+            "removed": self.removed,
+            "duplicates": asdict(self.duplicates),
+            "runs": [r.as_dict() for r in self.runs],
+        }
+
+
+def duplicate_counts(ws: Workspace) -> DuplicateCounts:
     """Identical photos in the collection (same sha256, beyond the first copy), and photos whose neighbour list
     holds an exact or a near duplicate of them (listed, but their captions never reach a prompt or the
     consensus), under the current neighbours configuration."""
     from pipeline.stages.vision import EXACT_DUPLICATE, NEAR_DUPLICATE, NeighboursStage
 
     store = ws.store
-    copies = store.conn.execute(
-        "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM images GROUP BY sha256 HAVING n > 1)"
-    ).fetchone()[0]
-    out = {"identical_photos": int(copies), "with_exact_duplicate_neighbour": 0, "with_near_duplicate_neighbour": 0}
+    copies = store.identical_copies()
     try:
         config_hash = NeighboursStage(ws).config_hash()
     except CapsearchError:
-        return out
-    for kind, key in ((EXACT_DUPLICATE, "with_exact_duplicate_neighbour"),
-                      (NEAR_DUPLICATE, "with_near_duplicate_neighbour")):
-        out[key] = store.conn.execute(
-            "SELECT COUNT(DISTINCT n.target_id) FROM neighbours n JOIN images i ON i.id = n.target_id "
-            "WHERE n.config_hash=? AND n.near_duplicate=?", (config_hash, kind)).fetchone()[0]
-    return out
+        return DuplicateCounts(copies)
+    by_kind = store.targets_with_duplicate_neighbours(config_hash)
+    return DuplicateCounts(copies, by_kind.get(EXACT_DUPLICATE, 0), by_kind.get(NEAR_DUPLICATE, 0))
 
 
-def workspace_status(ws: Workspace) -> dict[str, Any]:
+def workspace_status(ws: Workspace) -> StatusReport:
     from pipeline.stages.ingest import removed_photos
 
     store = ws.store
     stages = []
     for stage in pipeline_stages(ws):
         try:
-            counts = stage.counts().as_dict()
+            stages.append(stage.counts())
         except CapsearchError as exc:  # e.g. the data folder is missing: say so instead of failing
-            counts = {"stage": stage.label, "state": "error", "total": 0, "done": 0, "failed": 0, "missing": 0,
-                      "failures": {}, "not_applicable": None, "error": str(exc)}
-        stages.append(counts)
-    problems = [p.__dict__ for p in store.problems()]
+            stages.append(StageCounts(stage.label, 0, 0, 0, error=str(exc)))
+    problems = list(store.problems())
     for s in stages:
-        for item, reason in s["failures"].items():
-            if not any(p["item"] == item and p["stage"] == s["stage"] for p in problems):
-                problems.append({"stage": s["stage"], "item": item, "severity": "failed", "reason": reason})
-    return {
-        "workspace": str(ws.root),
-        "profile": ws.config.profile,
-        "images": {"total": store.count_images(), "reference": store.count_images("reference"),
-                   "target": store.count_images("target")},
-        "stages": stages,
-        "problems": problems,
-        "removed": removed_photos(store),
-        "duplicates": duplicate_counts(ws),
-        "runs": store.stage_runs(limit=20),
-    }
+        for item, reason in s.failures.items():
+            if not any(p.item == item and p.stage == s.stage for p in problems):
+                problems.append(Problem(s.stage, item, "failed", reason))
+    return StatusReport(
+        workspace=str(ws.root),
+        profile=ws.config.profile,
+        images=ImageCounts(store.count_images(), store.count_images("reference"), store.count_images("target")),
+        stages=tuple(stages),
+        problems=tuple(problems),
+        removed=removed_photos(store),
+        duplicates=duplicate_counts(ws),
+        runs=tuple(store.stage_runs(limit=20)),
+    )

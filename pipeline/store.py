@@ -26,12 +26,14 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pipeline.errors import DiskFullError, StoreError
 from pipeline.run_owner import current_owner, owner_state
+from pipeline.store_rows import (CaptionRow, EvaluationRow, FileRecord, ImageRow, NeighbourRow, Problem,  # noqa: F401
+                                 PromptRow, QueryRow, RankingRow, StageRunRow)
 
 SCHEMA_VERSION = 5
 
@@ -344,51 +346,6 @@ def _statements(script: str) -> Iterator[str]:
         yield buf
 
 
-@dataclass(frozen=True)
-class ImageRow:
-    id: str
-    path: str
-    sha256: str
-    width: int
-    height: int
-    split: str | None
-    official_split: str | None = None
-    note: str | None = None
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """What ingest recorded about a photo's file: its size and mtime then, its content hash, and the hash
-    of the reference captions committed with it (None for a photo stored before captions were hashed)."""
-    size: int | None
-    mtime: float | None
-    sha256: str
-    captions_hash: str | None
-
-
-@dataclass(frozen=True)
-class CaptionRow:
-    image_id: str
-    captioner: str
-    config_hash: str
-    text: str
-    status: str
-    error: str | None
-    model: str | None
-    prompt_id: str | None
-    settings: dict[str, Any]
-    seconds: float | None
-    attempts: int
-
-
-@dataclass(frozen=True)
-class Problem:
-    stage: str
-    item: str
-    severity: str
-    reason: str
-
-
 # -- caption metrics (migration 3) ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CaptionMetricPhoto:
@@ -481,6 +438,20 @@ def _from_json_list(text: str | None) -> tuple[float, ...] | None:
     return None if text is None else tuple(json.loads(text))     # written as floats, read back as floats
 
 
+_CHUNK = 500     # ids per `IN (...)`: well below SQLite's limit on bound parameters
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    """Distinct ids in chunks of at most ``_CHUNK`` (for ``column IN (?,?,...)``)."""
+    distinct = list(dict.fromkeys(ids))
+    for start in range(0, len(distinct), _CHUNK):
+        yield distinct[start:start + _CHUNK]
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ",".join("?" * len(values))
+
+
 def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
     """``sql`` with `` AND column=?`` for each filter that is not None (column names are the keywords)."""
     for column, value in filters.items():
@@ -488,6 +459,16 @@ def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any
             sql += f" AND {column}=?"
             args.append(value)
     return sql, args
+
+
+_PROMPT_COLUMNS = "image_id, config_hash, prompt_id, text, n_captions, trimmed, warning"
+_QUERY_COLUMNS = ", ".join(f.name for f in fields(QueryRow))
+_EVALUATION_COLUMNS = ", ".join(f.name for f in fields(EvaluationRow))
+_STAGE_RUN_COLUMNS = ", ".join(f.name for f in fields(StageRunRow))
+
+
+def _prompt_row(r: Sequence[Any]) -> PromptRow:
+    return PromptRow(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), r[6])
 
 
 class Store:
@@ -707,6 +688,10 @@ class Store:
                 (key, json.dumps(value)),
             )
 
+    def delete_meta(self, key: str) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM meta WHERE key=?", (key,))
+
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
@@ -751,17 +736,22 @@ class Store:
             c.executemany("DELETE FROM reference_captions WHERE image_id=?", [(i,) for i in ids])
 
     def images(self, split: str | None = None, ids: Sequence[str] | None = None) -> list[ImageRow]:
-        sql = "SELECT id, path, sha256, width, height, split, official_split, note FROM images"
-        args: list[Any] = []
-        if split is not None:
-            sql += " WHERE split=?"
-            args.append(split)
-        sql += " ORDER BY id"
-        rows = [ImageRow(*r) for r in self.conn.execute(sql, args)]
-        if ids is not None:
-            wanted = set(ids)
-            rows = [r for r in rows if r.id in wanted]
-        return rows
+        """Stored photos (of ``split``; only those of ``ids``, looked up by id), sorted by id."""
+        sql, args = _and_equal("SELECT id, path, sha256, width, height, split, official_split, note FROM images "
+                               "WHERE 1=1", [], split=split)
+        if ids is None:
+            return [ImageRow(*r) for r in self.conn.execute(sql + " ORDER BY id", args)]
+        rows: list[ImageRow] = []
+        with self.read() as c:
+            for chunk in _chunks(ids):
+                rows.extend(ImageRow(*r) for r in c.execute(f"{sql} AND id IN ({_marks(chunk)})", [*args, *chunk]))
+        return sorted(rows, key=lambda r: r.id)
+
+    def identical_copies(self) -> int:
+        """Photos whose content (sha256) another stored photo has too, beyond the first copy of each."""
+        return int(self.conn.execute(
+            "SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM images GROUP BY sha256 HAVING n > 1)"
+        ).fetchone()[0])
 
     def image(self, image_id: str) -> ImageRow | None:
         r = self.conn.execute(
@@ -850,6 +840,7 @@ class Store:
                 c.executemany("DELETE FROM problems WHERE stage=? AND item=?", [(stage, i) for i in items])
 
     def problems(self, stage: str | None = None) -> list[Problem]:
+        """Recorded problems (of ``stage``), by stage and item."""
         sql = "SELECT stage, item, severity, reason FROM problems"
         args: list[Any] = []
         if stage is not None:
@@ -881,10 +872,8 @@ class Store:
     def has_vectors(self, space: str, keys: Sequence[str]) -> set[str]:
         """The subset of keys that already have a vector in this space."""
         present: set[str] = set()
-        keys = list(keys)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            q = f"SELECT key FROM vectors WHERE space=? AND key IN ({','.join('?' * len(chunk))})"
+        for chunk in _chunks(keys):
+            q = f"SELECT key FROM vectors WHERE space=? AND key IN ({_marks(chunk)})"
             present.update(r[0] for r in self.conn.execute(q, [space, *chunk]))
         return present
 
@@ -905,9 +894,8 @@ class Store:
         else:
             found: dict[str, bytes] = {}
             keys = list(keys)
-            for start in range(0, len(keys), 500):
-                chunk = keys[start:start + 500]
-                q = f"SELECT key, vec FROM vectors WHERE space=? AND key IN ({','.join('?' * len(chunk))})"
+            for chunk in _chunks(keys):
+                q = f"SELECT key, vec FROM vectors WHERE space=? AND key IN ({_marks(chunk)})"
                 found.update(self.conn.execute(q, [space, *chunk]).fetchall())
             rows = [(k, found[k]) for k in dict.fromkeys(keys) if k in found]
         if not rows:
@@ -974,17 +962,30 @@ class Store:
             c.executemany("DELETE FROM neighbours WHERE config_hash=? AND target_id=?",
                           [(config_hash, t) for t in target_ids])
 
-    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, int]]]:
-        """target -> [(neighbour, score, duplicate kind)] nearest first (kind 0: none, 1: near, 2: exact)."""
-        out: dict[str, list[tuple[str, float, int]]] = {}
+    def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[NeighbourRow]]:
+        """target -> its neighbours, nearest first (duplicate kind 0: none, 1: near, 2: exact)."""
+        out: dict[str, list[NeighbourRow]] = {}
         wanted = set(target_ids) if target_ids is not None else None
         for t, n, s, d in self.conn.execute(
             "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=? ORDER BY target_id, rank",
             (config_hash,),
         ):
             if wanted is None or t in wanted:
-                out.setdefault(t, []).append((n, s, int(d)))
+                out.setdefault(t, []).append(NeighbourRow(n, s, int(d)))
         return out
+
+    def latest_neighbours_hash(self, target_id: str) -> str | None:
+        """The configuration hash of the newest neighbour list stored for a photo (None: none)."""
+        r = self.conn.execute("SELECT config_hash FROM neighbours WHERE target_id=? ORDER BY rowid DESC LIMIT 1",
+                              (target_id,)).fetchone()
+        return r[0] if r else None
+
+    def targets_with_duplicate_neighbours(self, config_hash: str) -> dict[int, int]:
+        """Duplicate kind (1: near, 2: exact) -> how many stored photos list such a duplicate among their
+        neighbours under ``config_hash``."""
+        return {int(kind): int(n) for kind, n in self.conn.execute(
+            "SELECT n.near_duplicate, COUNT(DISTINCT n.target_id) FROM neighbours n JOIN images i ON i.id = n.target_id "
+            "WHERE n.config_hash=? AND n.near_duplicate > 0 GROUP BY n.near_duplicate", (config_hash,))}
 
     def neighbour_targets(self, config_hash: str) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT DISTINCT target_id FROM neighbours WHERE config_hash=?", (config_hash,))}
@@ -1000,21 +1001,21 @@ class Store:
                 [(config_hash, i, p, t, n, int(tr), w) for i, p, t, n, tr, w in rows],
             )
 
-    def prompts(self, config_hash: str, ids: Sequence[str] | None = None) -> dict[str, tuple[str, str]]:
-        """image_id -> (prompt_id, text)."""
+    def prompts(self, config_hash: str, ids: Sequence[str] | None = None) -> dict[str, PromptRow]:
+        """image_id -> its prompt under ``config_hash``."""
         wanted = set(ids) if ids is not None else None
         return {
-            i: (p, t)
-            for i, p, t in self.conn.execute("SELECT image_id, prompt_id, text FROM prompts WHERE config_hash=?", (config_hash,))
-            if wanted is None or i in wanted
+            r[0]: _prompt_row(r)
+            for r in self.conn.execute(f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE config_hash=?", (config_hash,))
+            if wanted is None or r[0] in wanted
         }
 
-    def prompt_for(self, image_id: str, config_hash: str | None = None) -> dict[str, Any] | None:
+    def prompt_for(self, image_id: str, config_hash: str | None = None) -> PromptRow | None:
         """The stored prompt of one photo (latest written when no hash is given)."""
-        sql, args = _and_equal("SELECT config_hash, prompt_id, text, n_captions, trimmed, warning FROM prompts "
-                               "WHERE image_id=?", [image_id], config_hash=config_hash)
+        sql, args = _and_equal(f"SELECT {_PROMPT_COLUMNS} FROM prompts WHERE image_id=?", [image_id],
+                               config_hash=config_hash)
         r = self.conn.execute(sql + " ORDER BY rowid DESC LIMIT 1", args).fetchone()
-        return dict(r) if r else None
+        return _prompt_row(r) if r else None
 
     # -- captions --------------------------------------------------------------------------------------
     def put_captions(self, captioner: str, config_hash: str, rows: Iterable[dict[str, Any]]) -> None:
@@ -1046,6 +1047,23 @@ class Store:
             if wanted is None or r[0] in wanted:
                 out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
         return out
+
+    def target_caption_texts(self) -> dict[str, list[str]]:
+        """Target photo -> its reference captions (in order), then every ok caption a captioner wrote for it:
+        what the photo list shows and filters by."""
+        texts: dict[str, list[str]] = {}
+        with self.read() as c:
+            for image_id, text in c.execute(
+                "SELECT rc.image_id, rc.text FROM reference_captions rc JOIN images i ON i.id = rc.image_id "
+                "WHERE i.split='target' ORDER BY rc.image_id, rc.idx"
+            ):
+                texts.setdefault(image_id, []).append(text)
+            for image_id, text in c.execute(
+                "SELECT c.image_id, c.text FROM captions c JOIN images i ON i.id = c.image_id "
+                "WHERE i.split='target' AND c.status='ok'"
+            ):
+                texts.setdefault(image_id, []).append(text)
+        return texts
 
     def captions_for_image(self, image_id: str) -> list[CaptionRow]:
         """Every caption of one photo, newest first per captioner (for browsing)."""
@@ -1081,9 +1099,16 @@ class Store:
                 data,
             )
 
-    def queries(self, config_hash: str, kind: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        sql, args = _and_equal("SELECT * FROM queries WHERE config_hash=?", [config_hash], kind=kind, status=status)
-        return [dict(r) for r in self.conn.execute(sql + " ORDER BY image_id, kind", args)]
+    def queries(self, config_hash: str, kind: str | None = None, status: str | None = None) -> list[QueryRow]:
+        """The queries of one queries configuration (of ``kind``, with ``status``), by photo and kind."""
+        sql, args = _and_equal(f"SELECT {_QUERY_COLUMNS} FROM queries WHERE config_hash=?", [config_hash],
+                               kind=kind, status=status)
+        return [QueryRow(*r) for r in self.conn.execute(sql + " ORDER BY image_id, kind", args)]
+
+    def latest_queries_hash(self) -> str | None:
+        """The configuration hash of the newest ok query (None: no query stored)."""
+        r = self.conn.execute("SELECT config_hash FROM queries WHERE status='ok' ORDER BY created_at DESC LIMIT 1").fetchone()
+        return r[0] if r else None
 
     # -- rankings and evaluations ---------------------------------------------------------------------------
     def put_rankings(self, eval_hash: str, rows: Iterable[tuple[str, str, str, float, list[str], list[float]]]) -> None:
@@ -1097,13 +1122,11 @@ class Store:
                  for m, k, i, r, t, sc in rows],
             )
 
-    def rankings(self, eval_hash: str, method: str | None = None, query_kind: str | None = None) -> list[dict[str, Any]]:
+    def rankings(self, eval_hash: str, method: str | None = None, query_kind: str | None = None) -> list[RankingRow]:
         sql, args = _and_equal("SELECT method, query_kind, image_id, rank, top_ids, top_scores FROM rankings "
                                "WHERE eval_hash=?", [eval_hash], method=method, query_kind=query_kind)
-        out = []
-        for m, k, i, r, t, s in self.conn.execute(sql + " ORDER BY method, query_kind, image_id", args):
-            out.append({"method": m, "query_kind": k, "image_id": i, "rank": r, "top_ids": json.loads(t), "top_scores": json.loads(s)})
-        return out
+        return [RankingRow(m, k, i, r, tuple(json.loads(t)), tuple(json.loads(sc)))
+                for m, k, i, r, t, sc in self.conn.execute(sql + " ORDER BY method, query_kind, image_id", args)]
 
     def put_evaluations(self, eval_hash: str, rows: Iterable[dict[str, Any]]) -> None:
         now = time.time()
@@ -1116,13 +1139,15 @@ class Store:
                 [(eval_hash, *[r.get(col) for col in cols], now) for r in rows],
             )
 
-    def evaluations(self, eval_hash: str | None = None) -> list[dict[str, Any]]:
+    def evaluations(self, eval_hash: str | None = None) -> list[EvaluationRow]:
+        """The metrics of one evaluation (the newest when no hash is given), by method, query kind and metric."""
         if eval_hash is None:
             eval_hash = self.latest_eval_hash()
             if eval_hash is None:
                 return []
-        return [dict(r) for r in self.conn.execute(
-            "SELECT * FROM evaluations WHERE eval_hash=? ORDER BY method, query_kind, metric", (eval_hash,))]
+        return [EvaluationRow(*r) for r in self.conn.execute(
+            f"SELECT {_EVALUATION_COLUMNS} FROM evaluations WHERE eval_hash=? ORDER BY method, query_kind, metric",
+            (eval_hash,))]
 
     def latest_eval_hash(self) -> str | None:
         r = self.conn.execute("SELECT eval_hash FROM evaluations ORDER BY created_at DESC LIMIT 1").fetchone()
@@ -1275,16 +1300,10 @@ class Store:
                 [(time.time(), i) for i in dead])
             return len(dead)
 
-    def stage_runs(self, stage: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM stage_runs"
-        args: list[Any] = []
-        if stage is not None:
-            sql += " WHERE stage=?"
-            args.append(stage)
-        sql += " ORDER BY id DESC LIMIT ?"
-        args.append(limit)
-        rows = [dict(r) for r in self.conn.execute(sql, args)]
-        for r in rows:  # shown as crashed at once, recorded so by the next run that starts
-            if r["status"] == "running" and owner_state(r.get("owner")) == "dead":
-                r["status"] = "crashed"
-        return rows
+    def stage_runs(self, stage: str | None = None, limit: int = 50) -> list[StageRunRow]:
+        """The newest stage runs (of ``stage``) first; a run whose process ended while it ran reads ``crashed``
+        at once (the next run that starts records it so)."""
+        sql, args = _and_equal(f"SELECT {_STAGE_RUN_COLUMNS} FROM stage_runs WHERE 1=1", [], stage=stage)
+        rows = [StageRunRow(*r) for r in self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])]
+        return [replace(r, status="crashed") if r.status == "running" and owner_state(r.owner) == "dead" else r
+                for r in rows]

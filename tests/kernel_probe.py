@@ -40,19 +40,19 @@ def probe(root: Path) -> dict:
     result = run_evaluation(ws, eval_hash).as_dict()
     for volatile in ("created_at", "seconds"):
         result.pop(volatile)
-    rankings = [[r["method"], r["query_kind"], r["image_id"], r["rank"], r["top_ids"]]
+    rankings = [[r.method, r.query_kind, r.image_id, r.rank, r.top_ids]
                 for r in store.rankings(eval_hash)]
 
     index = SearchIndex(ws, scope="targets")
     queries = store.queries(stage_hash(ws, "queries"), kind="detail", status="ok")[:SEARCHED_QUERIES]
-    search = [[method, q["text"], [h.image_id for h in index.search(q["text"], method, k=10)],
-               index.rank_of(q["text"], method, q["image_id"])]
+    search = [[method, q.text, [h.image_id for h in index.search(q.text, method, k=10)],
+               index.rank_of(q.text, method, q.image_id)]
               for method in index.methods() for q in queries]
 
     collection = SearchIndex(ws, scope="collection")
-    search += [[f"collection:{method}", q["text"],
-                [(h.image_id, h.matched) for h in collection.search(q["text"], method, k=10)],
-                collection.rank_of(q["text"], method, q["image_id"])]
+    search += [[f"collection:{method}", q.text,
+                [(h.image_id, h.matched) for h in collection.search(q.text, method, k=10)],
+                collection.rank_of(q.text, method, q.image_id)]
                for method in collection.methods() for q in queries]
     search += [["like", photo, [(h.image_id, h.matched) for h in collection.like(photo, 10).hits], 0.0]
                for photo in collection.photo_ids[:SEARCHED_QUERIES]]

@@ -365,7 +365,7 @@ def test_a_cancelled_run_keeps_the_rows_it_scored_and_the_next_run_scores_the_re
 
     summary = run(ws, ["caption-metrics"], progress=progress, cancel=cancel)
     assert summary.status == "cancelled" and summary.stage("caption-metrics").status == "cancelled"
-    assert ws.store.stage_runs("caption-metrics")[0]["status"] == "cancelled"
+    assert ws.store.stage_runs("caption-metrics")[0].status == "cancelled"
     assert ws.store.stored_caption_metric_rows(reference.row_hashes.values()) == {reference.row_hashes[HUMAN]}
     assert load_caption_metrics(ws) is None
     assert build_stage(ws, "caption-metrics").counts().done == 1
@@ -379,7 +379,7 @@ def test_evaluate_twice_computes_the_caption_metrics_once(tmp_path, capsys):
     import json
 
     from tests.fixtures.cli import run_cli
-    from tests.test_text_stages import text_world
+    from tests.fixtures.text_worlds import text_world
 
     root = tmp_path / "ws"
     shutil.copytree(text_world(), root, ignore=shutil.ignore_patterns("logs"))
@@ -396,7 +396,7 @@ def test_evaluate_twice_computes_the_caption_metrics_once(tmp_path, capsys):
     assert code == 0, err
     assert "Caption metrics" in out and "CIDEr-D" in out and "human" in out
     last = ws.store.stage_runs("caption-metrics")[0]
-    assert len(ws.store.stage_runs("caption-metrics")) == runs + 1 and last["done"] == 0
+    assert len(ws.store.stage_runs("caption-metrics")) == runs + 1 and last.done == 0
     assert load_caption_metrics(ws).created_at == first.created_at      # the summary was not made again
 
 
@@ -405,7 +405,7 @@ def test_a_captioner_that_copies_its_first_neighbour_scores_1_and_vlm_plain_0(tm
     from pipeline.search_service import stage_hash
     from pipeline.workspace import Workspace
     from tests.fixtures.tui_world import tui_workspace_at
-    from tests.test_vision_stages import SHORT_TEMPLATE, generative_captioners
+    from tests.fixtures.captioner_configs import SHORT_TEMPLATE, generative_captioners
 
     template = tmp_path / "short.txt"
     template.write_text(SHORT_TEMPLATE, encoding="utf-8")      # short enough for the tiny VLM's context
@@ -421,10 +421,10 @@ def test_a_captioner_that_copies_its_first_neighbour_scores_1_and_vlm_plain_0(tm
     store = ws.store
     targets = store.image_ids("target")
     prompts = store.prompts(stage_hash(ws, "prompts"), targets)
-    first = {t: next(line[3:] for line in prompts[t][1].splitlines() if line.startswith("1. ")) for t in targets}
+    first = {t: next(line[3:] for line in prompts[t].text.splitlines() if line.startswith("1. ")) for t in targets}
     neighbours = store.neighbours(stage_hash(ws, "neighbours"), targets)
     refs = store.reference_db_captions()
-    assert all(first[t] == refs[neighbours[t][0][0]][0] for t in targets)     # the first neighbour's first caption
+    assert all(first[t] == refs[neighbours[t][0].id][0] for t in targets)     # the first neighbour's first caption
     # what a VLM that copies its nearest neighbour's caption writes (the tiny test VLM writes noise)
     for name in ("vlm-neighbours", "vlm-plain"):
         store.put_captions(name, stage_hash(ws, "caption", name),

@@ -72,6 +72,32 @@ def test_errors_are_one_line_with_nonzero_exit(home, capsys):
     assert code == 2
 
 
+@pytest.mark.parametrize("variable", ["CAPSEARCH_DEBUG", "CAPSEARCH_CLI__DEBUG"])
+def test_debug_from_the_environment_shows_the_traceback_even_when_the_configuration_is_broken(
+        home, capsys, monkeypatch, variable):
+    from pipeline.errors import CapsearchError
+
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(CapsearchError, match="does not exist"):        # raised, not a one-line message
+        run_cli(capsys, "data", "folder", str(home / "nope"), "--workspace", str(home / "ws"))
+    (home / "outputs" / "default").mkdir(parents=True)
+    (home / "outputs" / "default" / "capsearch.toml").write_text("profile = [unclosed")
+    with pytest.raises(CapsearchError, match="not valid TOML"):
+        run_cli(capsys, "status")
+    monkeypatch.setenv(variable, "0")
+    code, _, err = run_cli(capsys, "status")
+    assert code == 1 and "not valid TOML" in err
+
+
+def test_debug_in_the_workspace_configuration(home, capsys):
+    from pipeline.config_file import update_config_file
+    from pipeline.errors import CapsearchError
+
+    update_config_file(home / "outputs" / "default" / "capsearch.toml", {"cli": {"debug": True}})
+    with pytest.raises(CapsearchError, match="does not exist"):
+        run_cli(capsys, "data", "folder", str(home / "nope"))
+
+
 @pytest.mark.parametrize("argv", [[], ["init"], ["config", "show"], ["data"], ["data", "demo"], ["data", "flickr8k"],
                                   ["data", "folder"], ["status"], ["demo"]])
 def test_help_on_every_command(capsys, argv):

@@ -13,8 +13,7 @@ from pipeline.reports.tables import evaluation_json
 from pipeline.search_service import stage_hash
 from pipeline.workspace import Workspace
 from tests.fixtures.openai_server import Reply
-from tests.test_evaluation import hand_workspace
-from tests.test_text_stages import small_workspace, text_world
+from tests.fixtures.text_worlds import hand_workspace, small_workspace, text_world
 
 
 @pytest.fixture(scope="module")
@@ -29,22 +28,22 @@ def a_detail_query(world) -> dict:
 
 def test_search_prints_a_ranked_table(world, capsys, a_detail_query):
     q = a_detail_query
-    code, out, err = run_cli(capsys, "search", q["text"], "--by", "oracle", "-k", "3", "-w", str(world.root))
+    code, out, err = run_cli(capsys, "search", q.text, "--by", "oracle", "-k", "3", "-w", str(world.root))
     assert code == 0, err
     assert "by oracle" in out and out.count(".jpg") >= 3
-    assert f"evaluation query (detail) of {q['image_id']}" in out and "methods: knn-consensus, oracle" in out
+    assert f"evaluation query (detail) of {q.image_id}" in out and "methods: knn-consensus, oracle" in out
 
 
 def test_search_json(world, capsys, a_detail_query):
     q = a_detail_query
-    code, out, _ = run_cli(capsys, "search", q["text"], "-k", "4", "--json", "--scope", "targets",
+    code, out, _ = run_cli(capsys, "search", q.text, "-k", "4", "--json", "--scope", "targets",
                            "-w", str(world.root))
     data = json.loads(out)
     assert code == 0 and data["method"] == "knn-consensus" and [h["rank"] for h in data["hits"]] == [1, 2, 3, 4]
     assert data["scope"] == "targets" and {h["matched"] for h in data["hits"]} == {"knn-consensus"}
-    assert data["evaluation_query"]["image_id"] == q["image_id"] and data["evaluation_query"]["rank"] >= 1
+    assert data["evaluation_query"]["image_id"] == q.image_id and data["evaluation_query"]["rank"] >= 1
     # the whole collection by default: every caption kind, and the hit says which one matched
-    code, out, _ = run_cli(capsys, "search", q["text"], "-k", "4", "--json", "-w", str(world.root))
+    code, out, _ = run_cli(capsys, "search", q.text, "-k", "4", "--json", "-w", str(world.root))
     data = json.loads(out)
     assert code == 0 and data["scope"] == "collection" and data["method"] == "captions"
     assert data["methods"][:2] == ["captions", "knn-consensus"]

@@ -176,9 +176,9 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
         first = run_deployment(name, timeout=600)
         assert first.state.is_completed(), (first.state, log.read_text(errors="replace")[-3000:])
         store = Workspace(ws.root).store
-        runs = {r["stage"]: r for r in reversed(store.stage_runs(limit=100))}
+        runs = {r.stage: r for r in reversed(store.stage_runs(limit=100))}
         for stage in EVALUATION_STAGES:
-            assert runs[stage]["status"] == "not applicable" and runs[stage]["message"] == NO_HELD_OUT_CAPTIONS
+            assert runs[stage].status == "not applicable" and runs[stage].message == NO_HELD_OUT_CAPTIONS
         targets = store.image_ids("target")
         assert len(targets) == len(folder.uncaptioned) - 1
         from pipeline.search_service import stage_hash
@@ -195,9 +195,9 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
         second = run_deployment(name, timeout=600)
         assert second.state.is_completed(), (second.state, log.read_text(errors="replace")[-3000:])
         store = Workspace(ws.root).store
-        latest = {r["stage"]: r for r in reversed(store.stage_runs(limit=100)) if r["flow_run_id"]}
-        assert latest["ingest"]["done"] == 3 and latest["embed-images"]["done"] == 3
-        assert latest["caption"]["done"] == 3, "the next night captions the new photos only"
+        latest = {r.stage: r for r in reversed(store.stage_runs(limit=100)) if r.flow_run_id}
+        assert latest["ingest"].done == 3 and latest["embed-images"].done == 3
+        assert latest["caption"].done == 3, "the next night captions the new photos only"
         assert set(store.captions("knn-consensus", knn, status="ok")) == set(store.image_ids("target"))
     finally:
         serve.send_signal(signal.SIGTERM)
@@ -238,7 +238,7 @@ import os  # noqa: E402 - used by PhotoOpens above
 def _neighbour_lists(ws) -> dict[str, list[tuple[str, int]]]:
     from pipeline.search_service import stage_hash
 
-    return {t: [(n, d) for n, _s, d in ns] for t, ns in ws.store.neighbours(stage_hash(ws, "neighbours")).items()}
+    return {t: [(n.id, n.duplicate) for n in ns] for t, ns in ws.store.neighbours(stage_hash(ws, "neighbours")).items()}
 
 
 def _prompt_inputs(ws) -> dict[str, list]:
@@ -332,7 +332,7 @@ def test_adding_removing_and_replacing_photos_computes_exactly_what_changed(tmp_
     assert counts[touched] == 1, "a touched file is hashed, not decoded"
 
     status = __import__("pipeline.status", fromlist=["workspace_status"]).workspace_status(ws)
-    assert sorted(status["removed"]) == sorted(removed)
+    assert sorted(status.removed) == sorted(removed)
     from pipeline.search_service import SearchIndex
 
     index = SearchIndex(ws)

@@ -49,6 +49,72 @@ def test_file_then_environment_override(tmp_path):
     assert cfg.runtime.device == "cpu"
 
 
+def test_every_knob_is_a_setting_the_file_and_the_environment_set_under_both_names(tmp_path):
+    """Retries, task threads, the TUI's photos and debug output are settings like any other: defaults, then
+    capsearch.toml, then CAPSEARCH_<SECTION>__<KEY>; the older short names still work, the long one wins."""
+    cfg = load_config(None, {})
+    assert (cfg.orchestration.flow_retries, cfg.orchestration.flow_retry_delay, cfg.orchestration.flow_threads,
+            cfg.tui.images, cfg.cli.debug) == (3, 10.0, 0, "", False)
+    path = tmp_path / "capsearch.toml"
+    update_config_file(path, {"orchestration": {"flow_retries": 1, "flow_threads": 3}, "tui": {"images": "unicode"}})
+    assert "flow_retries = 1" in path.read_text()
+    cfg = load_config(path, {})
+    assert (cfg.orchestration.flow_retries, cfg.orchestration.flow_threads, cfg.tui.images) == (1, 3, "unicode")
+    old = {"CAPSEARCH_FLOW_RETRIES": "5", "CAPSEARCH_FLOW_RETRY_DELAY": "0.5", "CAPSEARCH_FLOW_THREADS": "1",
+           "CAPSEARCH_TUI_IMAGES": "none", "CAPSEARCH_DEBUG": "1", "CAPSEARCH_DEVICE": "cpu"}
+    cfg = load_config(path, old)
+    assert (cfg.orchestration.flow_retries, cfg.orchestration.flow_retry_delay, cfg.orchestration.flow_threads,
+            cfg.tui.images, cfg.cli.debug, cfg.runtime.device) == (5, 0.5, 1, "none", True, "cpu")
+    new = {"CAPSEARCH_ORCHESTRATION__FLOW_RETRIES": "0", "CAPSEARCH_ORCHESTRATION__FLOW_THREADS": "2",
+           "CAPSEARCH_TUI__IMAGES": "halfcell", "CAPSEARCH_CLI__DEBUG": "false", "CAPSEARCH_RUNTIME__DEVICE": "cuda:1"}
+    cfg = load_config(path, {**old, **new})
+    assert (cfg.orchestration.flow_retries, cfg.orchestration.flow_threads, cfg.tui.images, cfg.cli.debug,
+            cfg.runtime.device) == (0, 2, "halfcell", False, "cuda:1")
+    with pytest.raises(ConfigError, match="tui.images"):
+        load_config(None, {"CAPSEARCH_TUI_IMAGES": "sixel-please"})
+
+
+def test_environment_lists_and_texts(tmp_path):
+    env = {"CAPSEARCH_EVALUATE__KS": "[1, 3]", "CAPSEARCH_QUERIES__KINDS": "detail",
+           "CAPSEARCH_EVALUATE__EXTRA_METHODS": '["oracle", "clip"]',
+           "CAPSEARCH_CAPTIONERS__VLM_PLAIN__PROMPT": "Describe this photo, briefly.",
+           "CAPSEARCH_HOME": str(tmp_path), "CAPSEARCH_CRASH_AT": "nowhere"}      # not settings: left alone
+    cfg = load_config(None, env)
+    assert cfg.evaluate.ks == [1, 3] and cfg.queries.kinds == ["detail"]
+    assert cfg.evaluate.extra_methods == ["oracle", "clip"]
+    assert cfg.captioner("vlm-plain").prompt == "Describe this photo, briefly."   # a comma is not a list here
+
+
+def test_quiet_defaults_keep_what_the_user_set():
+    from pipeline.environment import quiet_defaults
+
+    env = {"DO_NOT_TRACK": "0", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "30"}
+    set_now = quiet_defaults(env)
+    assert env["DO_NOT_TRACK"] == "0" and "DO_NOT_TRACK" not in set_now
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["TRANSFORMERS_VERBOSITY"] == "error"
+    assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "120"         # only ever raised
+    assert "HF_HUB_OFFLINE" not in env
+    quiet_defaults(env, offline=True)
+    assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+    env = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}
+    quiet_defaults(env)
+    assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "600"
+
+
+def test_config_show_lists_every_setting(home, capsys):
+    from tests.fixtures.cli import run_cli
+
+    code, out, err = run_cli(capsys, "init", "-w", str(home / "ws"))
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "config", "show", "-w", str(home / "ws"))
+    assert code == 0, err
+    for line in ("[orchestration]", "flow_retries = 3", "flow_retry_delay = 10.0", "flow_threads = 0", "[cli]",
+                 "debug = false", "[tui]", 'images = ""'):
+        assert line in out.splitlines(), line
+    written = (home / "ws" / "capsearch.toml").read_text()
+    assert "flow_retries = 3  # " in written and "[tui]" in written and "debug = false  # " in written
+
+
 def test_invalid_values_name_the_setting(tmp_path):
     path = tmp_path / "capsearch.toml"
     update_config_file(path, {"neighbours": {"k": 0}})

@@ -3,9 +3,6 @@
 snapshots and the same search results as a run that never crashed, and the dead run is marked crashed."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +13,11 @@ from pipeline.datasets.demo import generate_demo_world
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import STAGE_ORDER, pipeline_stages
 from pipeline.workspace import Workspace
+from tests.fixtures.commands import capsearch_child
 from tests.fixtures.store_content import (diff_content, diff_searches, diff_vectors, search_results, snapshots_content,
                                          store_content)
 from tests.fixtures.workspaces import make_workspace
 
-REPO = Path(__file__).resolve().parents[1]
 N_IMAGES, N_TARGETS = 48, 24
 
 
@@ -58,17 +55,6 @@ def clean(world, tiny_blip_dir, tmp_path_factory):
     return store_content(ws), snapshots_content(ws), search_results(ws)
 
 
-def capsearch_child(ws: Workspace, *args: str, env: dict[str, str] | None = None,
-                    launcher: list[str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`capsearch -w WS ARGS` in its own process, reporting to the session's Prefect test server."""
-    from prefect.settings import PREFECT_API_URL
-
-    full_env = {k: v for k, v in os.environ.items() if k != cp.ENV}
-    full_env.update(PREFECT_API_URL=PREFECT_API_URL.value(), PYTHONPATH=str(REPO), COLUMNS="200", **(env or {}))
-    cmd = [*(launcher or []), sys.executable, "-m", "capsearch", "-w", str(ws.root), *args]
-    return subprocess.run(cmd, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
-
-
 # (point, which hit, its stage) in pipeline order. Each run crashes at its point; the next run reruns the
 # stage of the previous crash before it goes on to its own point, so it must recover from that crash to
 # get there. A later hit crashes in the middle of a stage, with earlier batches of the same stage committed.
@@ -101,7 +87,7 @@ def assert_committed_state_is_whole(ws: Workspace) -> None:
         summary = store.caption_metric_summary(config_hash)
         rows = {r.row_hash for r in summary.rows}
         assert store.stored_caption_metric_rows(rows) == rows, "a caption-metrics summary without its rows"
-    assert [r for r in store.stage_runs() if r["status"] == "running"] == []
+    assert [r for r in store.stage_runs() if r.status == "running"] == []
     report = next(s for s in pipeline_stages(ws) if s.name == "report")
     assert report.counts().done == 0, "a crashed run must not look finished"
 
@@ -127,8 +113,8 @@ def test_runs_crashed_at_every_commit_point_end_like_a_clean_run(world, tiny_bli
     assert diff_searches(search_results(ws), expected_searches) == []
     runs = ws.store.stage_runs(limit=500)
     # every crashed run is marked crashed (a crash in a stage's prepare comes before its run is recorded)
-    assert sum(r["status"] == "crashed" for r in runs) == len(CHAIN) - 2
-    assert all(r["status"] != "running" for r in runs)
+    assert sum(r.status == "crashed" for r in runs) == len(CHAIN) - 2
+    assert all(r.status != "running" for r in runs)
     assert list(ws.root.rglob("*.tmp")) == [], "temporary files of crashed writers are cleaned up"
 
 

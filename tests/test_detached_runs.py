@@ -25,7 +25,7 @@ from pipeline.runs import current_run, get_run, recent_runs
 from pipeline.status import workspace_status
 from tests.fixtures.commands import REPO, SHIM, run_command, start_command, wait_until, without_prefect
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
+from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 
 pytestmark = pytest.mark.slow
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
@@ -140,8 +140,8 @@ async def test_a_tui_run_outlives_its_tmux_session_and_any_tui_or_shell_follows_
         tmux.kill()
     final = get_run(ws.store, running.id)
     assert final.status == "completed"
-    counts = {s["stage"]: s for s in workspace_status(ws)["stages"]}
-    assert counts["caption:knn-consensus"]["missing"] == 0 and counts["evaluate"]["missing"] == 0
+    counts = {s.stage: s for s in workspace_status(ws).stages}
+    assert counts["caption:knn-consensus"].missing == 0 and counts["evaluate"].missing == 0
     log = Path(final.log_path).read_text(errors="replace")
     assert "caption:knn-consensus" in log and "stages:" in log, "the background run's output is in its log"
     alive = process_tag.wait_gone(20)
@@ -191,7 +191,7 @@ def test_capsearch_cancel_stops_a_background_run_after_the_batch_in_flight(paced
     assert outputs(ws, label) == kept, "no batch ran after the cancel"
     assert 2 * BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "the batch in flight finished, no other"
     assert get_run(ws.store, running.id).status == "cancelled"
-    assert ws.store.stage_runs(label, limit=1)[0]["status"] == "cancelled"
+    assert ws.store.stage_runs(label, limit=1)[0].status == "cancelled"
     assert process_tag.wait_gone(20) == []
 
     summary = run(ws, [spec(PacedRowsStage)])       # the next run computes only what is missing
@@ -259,7 +259,7 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
         assert BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "stopped after the batch in flight"
         stage_run = ws.store.stage_runs(label, limit=1)[0]
         # stopped between batches by capsearch's handler of the runner's SIGTERM, not interrupted by Prefect's
-        assert stage_run["status"] == "cancelled" and not stage_run["message"], stage_run
+        assert stage_run.status == "cancelled" and not stage_run.message, stage_run
         _, flow_run = _deployment_and_flow_run(api, running.deployment, running.flow_run_id)
         assert flow_run.state.is_cancelled()
     finally:

@@ -16,7 +16,7 @@ from pipeline.stages.registry import pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.store_content import diff_content, diff_searches, search_results, store_content
 from tests.fixtures.workspaces import make_workspace
-from tests.test_crash_recovery import capsearch_child
+from tests.fixtures.commands import capsearch_child
 
 N_IMAGES, N_TARGETS = 48, 24
 # Runs the rest of its arguments as a program whose files may not grow past argv[1] bytes.

@@ -13,7 +13,6 @@ K = 10 is larger than the collection (4), so R@10 is 1 for every query.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
@@ -23,44 +22,8 @@ from pipeline.search_service import stage_hash
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace
-from tests.fixtures.photos import build_flickr8k_like
+from tests.fixtures.text_worlds import FRUIT, hand_workspace
 from tests.fixtures.workspaces import make_workspace
-
-CAR = "a red sports car parked on a street"
-DOGS = "two dogs playing in the snow"
-FRUIT = "a bowl of fruit on a kitchen table"
-
-
-def hand_workspace(root: Path, **sections) -> Workspace:
-    """The four-target workspace of the module docstring (ingested, captions and queries stored)."""
-    build_flickr8k_like(root / "data", n=8)
-    settings = {"data": {"source": "flickr8k", "path": str(root / "data"), "n_targets": 4},
-                "captioners": {"enabled": ["knn-consensus", "blip-base"]},
-                "evaluate": {"baseline": "blip-base", "extra_methods": [], "n_boot": 200}}
-    settings.update(sections)
-    ws = make_workspace(root / "ws", "lite", **settings)
-    run_stage(build_stage(ws, "ingest"))
-    t = ws.store.image_ids("target")
-    assert len(t) == 4
-    store = ws.store
-    knn = {t[0]: CAR, t[1]: DOGS, t[2]: DOGS}
-    store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"),
-                       [{"image_id": i, "text": c, "status": "ok"} for i, c in knn.items()]
-                       + [{"image_id": t[3], "text": "", "status": "failed", "error": "CUDA out of memory"}])
-    store.put_captions("blip-base", stage_hash(ws, "caption", "blip-base"),
-                       [{"image_id": i, "text": "", "status": "failed", "error": "model crashed"} for i in t])
-    queries = {t[0]: CAR, t[1]: DOGS, t[2]: DOGS, t[3]: FRUIT}
-    rows = []
-    for i, text in queries.items():
-        rows.append({"image_id": i, "kind": "detail", "generator": "reference", "text": text, "status": "ok",
-                     "source_caption_idx": 0})
-        failed = i == t[3]
-        rows.append({"image_id": i, "kind": "short", "generator": "reference", "text": "" if failed else text,
-                     "status": "failed" if failed else "ok", "error": "scripted" if failed else None,
-                     "source_caption_idx": 0})
-    store.put_queries(stage_hash(ws, "queries"), rows)
-    return ws
-
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> Workspace:
@@ -95,26 +58,26 @@ def test_missing_targets_and_failed_queries_are_counted_not_dropped(evaluated):
     assert result.n_queries == {"short": 3, "detail": 4} and result.failed_queries == 1
     assert result.get("knn-consensus", "detail").n_queries == 4
     t = evaluated.store.image_ids("target")
-    rows = {r["image_id"]: r for r in evaluated.store.rankings(result.eval_hash, "knn-consensus", "detail")}
-    assert rows[t[0]]["rank"] == 1.0 and rows[t[0]]["top_ids"][0] == t[0]
-    assert rows[t[1]]["rank"] == 1.5 and set(rows[t[1]]["top_ids"][:2]) == {t[1], t[2]}
-    assert rows[t[3]]["rank"] == 4.0 and t[3] not in rows[t[3]]["top_ids"] and len(rows[t[3]]["top_ids"]) == 3
+    rows = {r.image_id: r for r in evaluated.store.rankings(result.eval_hash, "knn-consensus", "detail")}
+    assert rows[t[0]].rank == 1.0 and rows[t[0]].top_ids[0] == t[0]
+    assert rows[t[1]].rank == 1.5 and set(rows[t[1]].top_ids[:2]) == {t[1], t[2]}
+    assert rows[t[3]].rank == 4.0 and t[3] not in rows[t[3]].top_ids and len(rows[t[3]].top_ids) == 3
     blip = evaluated.store.rankings(result.eval_hash, "blip-base", "detail")
-    assert [r["rank"] for r in blip] == [2.5] * 4 and all(r["top_ids"] == [] for r in blip)
+    assert [r.rank for r in blip] == [2.5] * 4 and all(r.top_ids == () for r in blip)
 
 
 def test_paired_difference_against_the_baseline(evaluated):
-    stored = {(r["method"], r["query_kind"], r["metric"]): r
+    stored = {(r.method, r.query_kind, r.metric): r
               for r in evaluated.store.evaluations(current_eval_hash(evaluated))}
     r1 = stored[("knn-consensus", "detail", "R@1")]
-    assert r1["baseline"] == "blip-base" and r1["diff"] == pytest.approx(0.5 - 0.25)
-    assert r1["diff_ci_low"] <= r1["diff"] <= r1["diff_ci_high"] and 0 < r1["p_value"] <= 1
-    assert stored[("knn-consensus", "detail", "MedR")]["diff"] == pytest.approx(1.5 - 2.5)
+    assert r1.baseline == "blip-base" and r1.diff == pytest.approx(0.5 - 0.25)
+    assert r1.diff_ci_low <= r1.diff <= r1.diff_ci_high and 0 < r1.p_value <= 1
+    assert stored[("knn-consensus", "detail", "MedR")].diff == pytest.approx(1.5 - 2.5)
     r10 = stored[("knn-consensus", "detail", "R@10")]
-    assert r10["diff"] == 0 and r10["p_value"] == 1.0                # both find everything within 10
-    assert stored[("blip-base", "detail", "R@1")]["diff"] is None      # the baseline is not compared with itself
+    assert r10.diff == 0 and r10.p_value == 1.0                # both find everything within 10
+    assert stored[("blip-base", "detail", "R@1")].diff is None      # the baseline is not compared with itself
     for row in stored.values():
-        assert row["ci_low"] <= row["value"] <= row["ci_high"]
+        assert row.ci_low <= row.value <= row.ci_high
 
 
 def test_evaluate_is_done_until_its_inputs_change(tmp_path):

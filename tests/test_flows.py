@@ -17,7 +17,7 @@ from pipeline.datasets.demo import generate_demo_world
 from pipeline.stages.vision import CaptionStage
 from pipeline.workspace import Workspace
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, N_TARGETS, configure, demo_data, task_runs
+from tests.fixtures.flow_stages import N_IMAGES, N_TARGETS, configure, demo_data, task_runs
 
 pytestmark = pytest.mark.slow
 
@@ -90,9 +90,9 @@ def test_cold_run_computes_every_stage_and_reports_progress(cold):
             assert finals[label].done == finals[label].total == summary.stage(label).items
     assert any(thread != threading.main_thread().name for thread, e in events if e.kind == "advance")
     # each stage run is recorded in the store with its Prefect flow run
-    runs = {(r["stage"], r["target"]): r for r in ws.store.stage_runs(limit=100)}
-    assert runs[("caption", "vlm-neighbours")]["status"] == "completed"
-    assert runs[("caption", "vlm-neighbours")]["flow_run_id"] == summary.stage("caption:vlm-neighbours").flow_run_id
+    runs = {(r.stage, r.target): r for r in ws.store.stage_runs(limit=100)}
+    assert runs[("caption", "vlm-neighbours")].status == "completed"
+    assert runs[("caption", "vlm-neighbours")].flow_run_id == summary.stage("caption:vlm-neighbours").flow_run_id
 
 
 def test_progress_artifacts_have_a_key_per_stage_run(cold):
@@ -143,7 +143,7 @@ def test_prompt_template_change_reruns_prompts_vlm_captions_and_what_follows(col
     new = caption_rows(ws, "vlm-neighbours")
     assert set(new) == set(old) and len(new) == N_TARGETS
     prompt = ws.store.prompt_for(sorted(new)[0])
-    assert prompt is not None and prompt["text"].startswith("Photos like this one were described as:")
+    assert prompt is not None and prompt.text.startswith("Photos like this one were described as:")
 
 
 def test_deleted_captions_are_computed_again(cold, tmp_path):

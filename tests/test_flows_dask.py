@@ -12,7 +12,7 @@ from flows.runners import cluster_spec
 from pipeline.datasets.demo import generate_demo_world
 from pipeline.workspace import Workspace
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, GpuRowsStage, demo_data, log_rows, outputs, spec
+from tests.fixtures.flow_stages import N_IMAGES, GpuRowsStage, demo_data, log_rows, outputs, spec
 
 pytestmark = pytest.mark.slow
 

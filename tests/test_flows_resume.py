@@ -15,7 +15,7 @@ from flows.api import run
 from flows.run_context import build_stage
 from pipeline.datasets.demo import generate_demo_world
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, SlowRowsStage, computed, demo_data, outputs, spec
+from tests.fixtures.flow_stages import N_IMAGES, SlowRowsStage, computed, demo_data, outputs, spec
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 8

@@ -4,18 +4,18 @@ from __future__ import annotations
 import pytest
 
 from flows.api import run
-from flows.settings import RETRIES_ENV, RETRY_DELAY_ENV
 from pipeline.datasets.demo import generate_demo_world
 from pipeline.errors import ConfigError
 from tests.fixtures.openai_server import Reply
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, N_TARGETS, ChatStage, demo_data, outputs, spec, task_runs
+from tests.fixtures.flow_stages import N_IMAGES, N_TARGETS, ChatStage, demo_data, outputs, spec, task_runs
 
 
 @pytest.fixture
 def ws(tmp_path, chat_server, prefect_harness, monkeypatch):
-    monkeypatch.setenv(RETRY_DELAY_ENV, "0.05")
-    monkeypatch.setenv(RETRIES_ENV, "3")
+    # the older short names of orchestration.flow_retry_delay / flow_retries (tests/test_config.py: both names)
+    monkeypatch.setenv("CAPSEARCH_FLOW_RETRY_DELAY", "0.05")
+    monkeypatch.setenv("CAPSEARCH_FLOW_RETRIES", "3")
     world = tmp_path / "world"
     generate_demo_world(world, n_images=N_IMAGES, seed=7)
     ws = make_workspace(tmp_path / "ws", data=demo_data(world), orchestration={"batch_size": 64},
@@ -59,5 +59,5 @@ def test_a_configuration_error_is_not_retried(ws, chat_server, monkeypatch):
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         run(ws, [spec(ChatStage)])
     runs = ws.store.stage_runs(ChatStage.name)
-    assert runs[0]["status"] == "failed" and "OPENAI_API_KEY" in runs[0]["message"]
+    assert runs[0].status == "failed" and "OPENAI_API_KEY" in runs[0].message
     assert len(calls) == 1, "the batch ran once: no retry for an error the user has to fix"

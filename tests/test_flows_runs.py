@@ -12,7 +12,7 @@ from pipeline.datasets.demo import generate_demo_world
 from pipeline.errors import ConfigError
 from pipeline.models import cache
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import (N_IMAGES, GpuRowsStage, ModelRowsStage, ParallelRowsStage, SlowRowsStage,
+from tests.fixtures.flow_stages import (N_IMAGES, GpuRowsStage, ModelRowsStage, ParallelRowsStage, SlowRowsStage,
                                       computed, demo_data, flow_run, outputs, spec)
 
 BATCH = 8
@@ -46,7 +46,7 @@ def test_cancel_stops_between_batches_and_is_recorded(ws):
     assert outcome.status == "cancelled" and outcome.ran < outcome.batches
     kept = outputs(ws, label)
     assert 2 * BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "whole batches, no partial one"
-    assert ws.store.stage_runs(SlowRowsStage.name)[0]["status"] == "cancelled"
+    assert ws.store.stage_runs(SlowRowsStage.name)[0].status == "cancelled"
     assert flow_run(summary.flow_run_id).state.type.value == "CANCELLED"
     assert flow_run(outcome.flow_run_id).state.type.value == "CANCELLED"
 

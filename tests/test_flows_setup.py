@@ -91,7 +91,7 @@ def test_capsearch_server_serves_the_ui_and_later_runs_report_to_it(tmp_path, mo
 @pytest.mark.slow
 def test_init_migrates_prefect_once_and_runs_keep_prefect_logs_off_the_terminal(tmp_path):
     """`capsearch init` in a fresh home prepares the Prefect database; `capsearch run` prints only its own output."""
-    from tests.test_flows_support import demo_data
+    from tests.fixtures.flow_stages import demo_data
 
     from pipeline.datasets.demo import generate_demo_world
 

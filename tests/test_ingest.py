@@ -46,9 +46,9 @@ def test_bad_input_reported_per_item_and_rest_goes_on(flickr8k_bad, workspace_fa
     # the skipped photos are not in the store and not in any split
     assert ws.store.image("truncated.jpg") is None
     status = workspace_status(ws)
-    ingest_row = next(s for s in status["stages"] if s["stage"] == "ingest")
-    assert ingest_row["failed"] == 4 and ingest_row["done"] == 28
-    listed = {p["item"] for p in status["problems"]}
+    ingest_row = next(s for s in status.stages if s.stage == "ingest")
+    assert ingest_row.failed == 4 and ingest_row.done == 28
+    listed = {p.item for p in status.problems}
     assert {"zero.jpg", "notanimage.jpg", "truncated.jpg", "huge.png", "missing_photo.jpg"} <= listed
 
 

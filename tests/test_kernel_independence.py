@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.blas import KERNELS
-from tests.test_text_stages import text_world
+from tests.fixtures.text_worlds import text_world
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

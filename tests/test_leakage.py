@@ -9,7 +9,6 @@ consensus all the same. Either inflates every neighbour-based captioner's Recall
 """
 from __future__ import annotations
 
-import io
 import shutil
 
 import pytest
@@ -21,6 +20,7 @@ from pipeline.stages.base import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.status import workspace_status
 from tests.fixtures.collection import build_photo_folder
+from tests.fixtures.photos import reencoded
 from tests.fixtures.workspaces import make_workspace
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def _run(ws) -> None:
 
 def _shown(ws, target: str) -> tuple[str, str]:
     """(the target's prompt, its kNN-consensus caption)."""
-    prompt = ws.store.prompts(stage_hash(ws, "prompts"), [target])[target][1]
+    prompt = ws.store.prompts(stage_hash(ws, "prompts"), [target])[target].text
     caption = ws.store.captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"))[target].text
     return prompt, caption
 
@@ -76,23 +76,11 @@ def test_a_target_stored_again_in_the_reference_db_never_shows_its_own_captions(
     neighbours = store.neighbours(stage_hash(ws, "neighbours"))
     for t in store.image_ids("target"):
         prompt, caption = _shown(ws, t)
-        own = [n for n, _s, _d in neighbours[t] if shas[n] == shas[t]]
+        own = [n.id for n in neighbours[t] if shas[n.id] == shas[t]]
         leaked = [c for n in own for c in captions.get(n, []) if c in prompt or c == caption]
         assert leaked == [], f"{t}: its own picture's captions reached its prompt or consensus"
     split = {r.id: r.split for r in store.images()}
     assert split[target] == split[twin], "identical photos sit on the same side of the split"
-
-
-def _reencoded(src, dest) -> None:
-    """The same picture saved again: resized by 2 % and JPEG-compressed harder (other bytes, other sha256)."""
-    from PIL import Image
-
-    with Image.open(src) as img:
-        img = img.convert("RGB")
-        smaller = img.resize((round(img.width * 0.98), round(img.height * 0.98)), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    smaller.save(buf, format="JPEG", quality=60)
-    dest.write_bytes(buf.getvalue())
 
 
 def test_a_near_duplicate_is_listed_and_marked_but_never_feeds_the_prompt_or_consensus(tmp_path):
@@ -103,7 +91,7 @@ def test_a_near_duplicate_is_listed_and_marked_but_never_feeds_the_prompt_or_con
     target = folder.uncaptioned[0]
     near = "edited/" + target.rsplit("/", 1)[-1].rsplit(".", 1)[0] + " (edited).jpg"
     (folder.root / near).parent.mkdir(parents=True, exist_ok=True)
-    _reencoded(folder.path(target), folder.root / near)
+    reencoded(folder.path(target), folder.root / near)
     own_words = ["A copy of the photo, captioned: a lighthouse with a red roof .",
                  "Words only this copy has: a zeppelin over the harbour ."]
     with open(folder.captions, "a", encoding="utf-8") as fh:
@@ -116,7 +104,7 @@ def test_a_near_duplicate_is_listed_and_marked_but_never_feeds_the_prompt_or_con
     prompt, caption = _shown(ws, target)
     assert not any(text in prompt for text in own_words) and caption not in own_words
     listed = store.neighbours(stage_hash(ws, "neighbours"), [target])[target]
-    first, score, kind = listed[0]
-    assert first == near and score >= ws.config.neighbours.near_duplicate_threshold and kind == 1
-    assert sum(1 for *_x, d in listed if not d) == ws.config.neighbours.k, "k usable neighbours besides it"
-    assert workspace_status(ws)["duplicates"]["with_near_duplicate_neighbour"] >= 1
+    first = listed[0]
+    assert first.id == near and first.score >= ws.config.neighbours.near_duplicate_threshold and first.duplicate == 1
+    assert sum(1 for n in listed if not n.duplicate) == ws.config.neighbours.k, "k usable neighbours besides it"
+    assert workspace_status(ws).duplicates.with_near_duplicate_neighbour >= 1

@@ -16,8 +16,7 @@ from pipeline.reports.html import choose_samples
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace
-from tests.test_evaluation import hand_workspace
-from tests.test_text_stages import text_world
+from tests.fixtures.text_worlds import hand_workspace, text_world
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +25,18 @@ def world() -> Workspace:
 
 
 def test_metrics_json_and_csv_match_the_store(world):
-    stored = {(r["method"], r["query_kind"], r["metric"]): r for r in world.store.evaluations(current_eval_hash(world))}
+    stored = {(r.method, r.query_kind, r.metric): r for r in world.store.evaluations(current_eval_hash(world))}
     data = json.loads((world.reports_dir / "metrics.json").read_text())
     assert data["eval_hash"] == current_eval_hash(world) and data["n_targets"] == 40
     for r in data["results"]:
         for name, m in r["metrics"].items():
             row = stored[(r["method"], r["kind"], name)]
-            assert (m["value"], m["low"], m["high"]) == pytest.approx((row["value"], row["ci_low"], row["ci_high"]))
+            assert (m["value"], m["low"], m["high"]) == pytest.approx((row.value, row.ci_low, row.ci_high))
     with (world.reports_dir / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(stored) == 2 * 2 * 5
     for row in rows:
-        assert float(row["value"]) == pytest.approx(stored[(row["method"], row["query_kind"], row["metric"])]["value"])
+        assert float(row["value"]) == pytest.approx(stored[(row["method"], row["query_kind"], row["metric"])].value)
         if row["method"] == "oracle":
             assert row["baseline"] == "knn-consensus" and 0 < float(row["p_value"]) <= 1
 
@@ -76,7 +75,7 @@ def test_samples_are_deterministic_and_mix_kinds(world):
     again = build_samples(world, result, 6, 5)
     assert [(s.image_id, s.kind) for s in first] == [(s.image_id, s.kind) for s in again]
     assert [s.kind for s in first] == ["short", "detail"] * 3
-    ranks = {(r["method"], r["query_kind"], r["image_id"]): r["rank"] for r in world.store.rankings(result.eval_hash)}
+    ranks = {(r.method, r.query_kind, r.image_id): r.rank for r in world.store.rankings(result.eval_hash)}
     for s in first:
         for r in s.results:
             assert r.rank == ranks[(r.method, s.kind, s.image_id)] and len(r.top) == 5

@@ -23,7 +23,7 @@ from pipeline.run_owner import current_owner, process_start, signal_owner
 from pipeline.runs import current_run, finish_run, get_run, recent_runs, run_log, run_progress, start_run
 from tests.fixtures.commands import REPO, run_command, start_command, wait_until
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
+from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 
 BATCH = 8
 HOLD = ("import fcntl, os, sys, time\n"

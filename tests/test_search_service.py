@@ -13,9 +13,9 @@ from pipeline.search import top_from_scores
 from pipeline.search_service import CLIP, HYBRID, ORACLE, SearchIndex, clip_text_space, document_space, stage_hash
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
+from pipeline.store_rows import QueryRow
 from pipeline.workspace import Workspace
-from tests.test_evaluation import CAR, DOGS, FRUIT, hand_workspace
-from tests.test_text_stages import text_world
+from tests.fixtures.text_worlds import CAR, DOGS, FRUIT, hand_workspace, text_world
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +29,14 @@ def index(world) -> SearchIndex:
 
 
 @pytest.fixture(scope="module")
-def detail_queries(world) -> list[dict]:
+def detail_queries(world) -> list[QueryRow]:
     return world.store.queries(stage_hash(world, "queries"), kind="detail", status="ok")
 
 
 def test_methods_and_ranked_hits(world, index, detail_queries):
     assert index.methods() == ["knn-consensus", ORACLE] and index.default_method() == "knn-consensus"
     captions = world.store.captions("knn-consensus", stage_hash(world, "caption", "knn-consensus"))
-    hits = index.search(detail_queries[0]["text"], "knn-consensus", k=7)
+    hits = index.search(detail_queries[0].text, "knn-consensus", k=7)
     assert [h.rank for h in hits] == list(range(1, 8))
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
     assert all(h.caption == captions[h.image_id].text for h in hits)
@@ -52,14 +52,14 @@ def test_an_oracle_caption_finds_its_own_photo_first(index):
 
 
 def test_rank_of_agrees_with_the_stored_evaluation(world, index, detail_queries):
-    rankings = {(r["method"], r["image_id"]): r for r in world.store.rankings(current_eval_hash(world),
+    rankings = {(r.method, r.image_id): r for r in world.store.rankings(current_eval_hash(world),
                                                                              query_kind="detail")}
     for q in detail_queries[:8]:
         for method in ("knn-consensus", ORACLE):
-            stored = rankings[(method, q["image_id"])]
-            assert index.rank_of(q["text"], method, q["image_id"]) == pytest.approx(stored["rank"])
-            hits = index.search(q["text"], method, k=10)
-            assert [h.image_id for h in hits] == stored["top_ids"]
+            stored = rankings[(method, q.image_id)]
+            assert index.rank_of(q.text, method, q.image_id) == pytest.approx(stored.rank)
+            hits = index.search(q.text, method, k=10)
+            assert [h.image_id for h in hits] == list(stored.top_ids)
 
 
 def test_photos_with_the_same_caption_tie_listed_by_id_and_share_a_mid_rank(index):
@@ -82,8 +82,8 @@ def test_photos_with_the_same_caption_tie_listed_by_id_and_share_a_mid_rank(inde
 
 def test_evaluation_query_lookup(index, detail_queries):
     q = detail_queries[3]
-    assert index.evaluation_query(q["text"]) == (q["image_id"], "detail")
-    assert index.evaluation_query("  " + q["text"].upper() + " ") == (q["image_id"], "detail")
+    assert index.evaluation_query(q.text) == (q.image_id, "detail")
+    assert index.evaluation_query("  " + q.text.upper() + " ") == (q.image_id, "detail")
     assert index.evaluation_query("a query nobody made") is None
 
 

@@ -23,7 +23,7 @@ import pytest
 from flows.api import run
 from pipeline.datasets.demo import generate_demo_world
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
+from tests.fixtures.flow_stages import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
                                       spec)
 
 pytestmark = pytest.mark.slow
@@ -153,8 +153,8 @@ def test_a_stop_signal_ends_a_run_cleanly_and_the_next_run_computes_only_the_res
     kept = outputs(ws, label)
     assert 2 * BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "whole batches kept, the rest not started"
     stage_run = latest_stage_run(ws, label)
-    assert stage_run["status"] == "cancelled" and stage_run["done"] == len(kept)
-    assert flow_run_state(prefect_home, stage_run["flow_run_id"]) == "CANCELLED"
+    assert stage_run.status == "cancelled" and stage_run.done == len(kept)
+    assert flow_run_state(prefect_home, stage_run.flow_run_id) == "CANCELLED"
     assert_resumes_with_only_the_missing_batches(ws, kept)
 
 
@@ -174,8 +174,8 @@ def test_a_second_signal_abandons_the_batch_in_flight_and_exits_at_once(ingested
     assert process_tag.wait_gone(10) == []
     assert "SIGTERM again: stopping now" in out.read_text(errors="replace")
     stage_run = latest_stage_run(ws, label)
-    assert stage_run["status"] == "cancelled" and "abandoned on a second SIGTERM" in stage_run["message"]
-    assert flow_run_state(prefect_home, stage_run["flow_run_id"]) == "CANCELLED"
+    assert stage_run.status == "cancelled" and "abandoned on a second SIGTERM" in stage_run.message
+    assert flow_run_state(prefect_home, stage_run.flow_run_id) == "CANCELLED"
     assert outputs(ws, label) == {}, "the abandoned batch wrote nothing"
 
 
@@ -254,7 +254,7 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world,
     if after_hangup.is_running:
         cancel_run(ws)                 # (or let it finish: tests/test_detached_runs.py does)
         assert wait_for_end(ws, running.id, timeout=120).status == "cancelled"
-        assert latest_stage_run(ws, "caption")["status"] == "cancelled"
+        assert latest_stage_run(ws, "caption").status == "cancelled"
     alive = process_tag.wait_gone(30)
     assert alive == [], f"left after the run stopped: {[str(p) for p in alive]}"
     before = knn_captions(ws)

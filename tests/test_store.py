@@ -116,11 +116,42 @@ def test_splits_and_reference_db_excludes_targets(tmp_path):
     assert all(store.image(i).split == "reference" for i in db)
 
 
+def test_images_by_id_are_looked_up_in_sql_sorted_by_id_and_filtered_by_split(tmp_path):
+    store = Store(tmp_path)
+    store.upsert_images(_images(1300))
+    asked = [f"img{i:04d}.jpg" for i in range(1299, -1, -2)] + ["img0003.jpg", "absent.jpg"]   # > one IN chunk
+    rows = store.images(ids=asked)
+    assert [r.id for r in rows] == sorted(set(asked) - {"absent.jpg"})        # once each, by id, unknown ids left out
+    assert rows[0] == ImageRow("img0001.jpg", "img0001.jpg", f"{1:064x}", 10, 10, "target")
+    assert [r.id for r in store.images("reference", ids=["img0002.jpg", "img0003.jpg"])] == ["img0002.jpg"]
+    assert store.images(ids=[]) == []
+    assert [r.id for r in store.images()] == sorted(r.id for r in _images(1300))
+
+
+def test_rows_come_back_typed(tmp_path):
+    store = Store(tmp_path)
+    store.put_queries("q", [{"image_id": "a.jpg", "kind": "detail", "generator": "reference", "text": "a dog",
+                             "status": "ok", "source_caption_idx": 2}])
+    (query,) = store.queries("q")
+    assert (query.image_id, query.kind, query.text, query.source_caption_idx, query.status) == ("a.jpg", "detail",
+                                                                                              "a dog", 2, "ok")
+    store.put_rankings("e", [("knn", "detail", "a.jpg", 1.5, ["b.jpg", "a.jpg"], [0.9, 0.9])])
+    (ranking,) = store.rankings("e")
+    assert (ranking.rank, ranking.top_ids, ranking.top_scores) == (1.5, ("b.jpg", "a.jpg"), (0.9, 0.9))
+    store.put_neighbours("n", [("a.jpg", 1, "b.jpg", 0.8, 1), ("a.jpg", 2, "c.jpg", 0.5, 0)])
+    assert [(n.id, n.score, n.duplicate) for n in store.neighbours("n")["a.jpg"]] == [("b.jpg", 0.8, 1), ("c.jpg", 0.5, 0)]
+    assert store.latest_neighbours_hash("a.jpg") == "n" and store.latest_neighbours_hash("b.jpg") is None
+    store.put_prompts("p", [("a.jpg", "pid", "Describe it.", 3, True, "trimmed to fit")])
+    prompt = store.prompt_for("a.jpg")
+    assert prompt == store.prompts("p")["a.jpg"] and (prompt.text, prompt.trimmed, prompt.warning) == (
+        "Describe it.", True, "trimmed to fit")
+
+
 def test_stage_runs_and_problems(tmp_path):
     store = Store(tmp_path)
     run = store.start_stage_run("ingest", "abc", {"x": 1})
     store.finish_stage_run(run, "completed", done=3)
-    assert store.stage_runs()[0]["status"] == "completed"
+    assert store.stage_runs()[0].status == "completed"
     store.record_problems("ingest", [("a.jpg", "skipped", "corrupt")])
     store.record_problems("ingest", [("a.jpg", "skipped", "still corrupt")])
     assert [p.reason for p in store.problems()] == ["still corrupt"]
@@ -165,18 +196,18 @@ def test_a_run_left_running_by_a_dead_process_is_marked_crashed_but_a_live_one_i
         run_id = int(child.stdout.readline())
         store = Store(tmp_path)
         assert store.mark_crashed_runs() == 0                      # its process is alive: still running
-        assert store.stage_runs()[0]["status"] == "running"
+        assert store.stage_runs()[0].status == "running"
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    assert store.stage_runs()[0]["status"] == "crashed"            # shown so at once ...
+    assert store.stage_runs()[0].status == "crashed"            # shown so at once ...
     mine = store.start_stage_run("embed-images", "h")              # ... and recorded by the next run
-    rows = {r["id"]: r for r in store.stage_runs()}
-    assert rows[run_id]["status"] == "crashed" and "ended without finishing" in rows[run_id]["message"]
-    assert rows[mine]["status"] == "running"                       # this process's own run is alive
+    rows = {r.id: r for r in store.stage_runs()}
+    assert rows[run_id].status == "crashed" and "ended without finishing" in rows[run_id].message
+    assert rows[mine].status == "running"                       # this process's own run is alive
 
 
 def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
@@ -203,7 +234,7 @@ def test_a_store_of_schema_1_is_migrated(tmp_path):
     conn.close()
     store = Store(tmp_path)
     assert store.schema_version == SCHEMA_VERSION
-    assert store.stage_runs()[0]["status"] == "crashed"
+    assert store.stage_runs()[0].status == "crashed"
     assert store.space_state("image/x")[0] == "v3"                # the old counter until the next write
 
 

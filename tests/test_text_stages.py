@@ -3,11 +3,6 @@ no leakage of evaluation queries into prompts, retrieval quality far above chanc
 against a real local chat server, and embedding reuse by caption text."""
 from __future__ import annotations
 
-import atexit
-import functools
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,44 +16,13 @@ from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.openai_server import Reply
-from tests.fixtures.photos import build_flickr8k_like
+from tests.fixtures.text_worlds import WORLD_STAGES, small_workspace, text_world
 from tests.fixtures.workspaces import make_workspace
-
-N_IMAGES, N_TARGETS = 100, 40
-WORLD_STAGES = ["ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "queries",
-                "evaluate", "report"]
-
-
-@functools.lru_cache(maxsize=None)
-def text_world() -> Path:
-    """A demo world (100 photos, 40 targets) taken through every stage once per test process.
-
-    Shared read-only by the text test modules; tests that change a workspace make their own.
-    """
-    from pipeline.datasets.demo import generate_demo_world
-
-    root = Path(tempfile.mkdtemp(prefix="capsearch-text-world-"))
-    atexit.register(shutil.rmtree, root, True)
-    generate_demo_world(root / "demo", n_images=N_IMAGES)
-    ws = make_workspace(root / "ws", "lite", data={"source": "demo", "path": str(root / "demo"),
-                                                   "demo_images": N_IMAGES, "n_targets": N_TARGETS})
-    for stage in pipeline_stages(ws, WORLD_STAGES):
-        run_stage(stage)
-    return ws.root
 
 
 @pytest.fixture(scope="module")
 def world() -> Workspace:
     return Workspace(text_world())
-
-
-def small_workspace(root: Path, n: int = 8, n_targets: int = 4, **sections) -> Workspace:
-    """A Flickr8k-like folder of ``n`` photos, ingested, with ``n_targets`` targets."""
-    build_flickr8k_like(root / "data", n=n)
-    data = {"source": "flickr8k", "path": str(root / "data"), "n_targets": n_targets}
-    ws = make_workspace(root / "ws", "lite", data=data, **sections)
-    run_stage(build_stage(ws, "ingest"))
-    return ws
 
 
 # ----------------------------------------------------------------------------------------- end to end
@@ -84,20 +48,20 @@ def test_queries_never_use_a_caption_shown_to_the_vlm(world):
     targets = set(store.image_ids("target"))
     neighbours = store.neighbours(stage_hash(world, "neighbours"))
     assert set(neighbours) == targets
-    assert all(n not in targets for rows in neighbours.values() for n, _, _ in rows)   # targets are never neighbours
-    prompts = [text for _, text in store.prompts(stage_hash(world, "prompts")).values()]
+    assert all(n.id not in targets for rows in neighbours.values() for n in rows)   # targets are never neighbours
+    prompts = [p.text for p in store.prompts(stage_hash(world, "prompts")).values()]
     assert len(prompts) == len(targets)
     rows = store.queries(stage_hash(world, "queries"), status="ok")
-    assert {r["image_id"] for r in rows} == targets and {r["kind"] for r in rows} == {"short", "detail"}
+    assert {r.image_id for r in rows} == targets and {r.kind for r in rows} == {"short", "detail"}
     refs = store.reference_captions(sorted(targets))
     for r in rows:
-        source = refs[r["image_id"]][r["source_caption_idx"]]          # the target's own held-out caption
-        if r["kind"] == "detail":
-            assert r["text"] == clean_caption(source)
+        source = refs[r.image_id][r.source_caption_idx]          # the target's own held-out caption
+        if r.kind == "detail":
+            assert r.text == clean_caption(source)
         for prompt in prompts:
-            assert r["text"] not in prompt and source not in prompt
+            assert r.text not in prompt and source not in prompt
     oracle = oracle_captions(store, sorted(targets), stage_hash(world, "queries"))
-    sources = {r["image_id"]: refs[r["image_id"]][r["source_caption_idx"]] for r in rows}
+    sources = {r.image_id: refs[r.image_id][r.source_caption_idx] for r in rows}
     assert set(oracle) == targets and all(oracle[t] != sources[t] for t in targets)
 
 
@@ -127,8 +91,8 @@ def test_shuffled_captions_fall_below_the_thresholds(world):
     """The negative control: the same captions given to the wrong photos rank near chance."""
     index = SearchIndex(world, scope="targets")
     rows = world.store.queries(stage_hash(world, "queries"), kind="detail", status="ok")
-    true = np.array([index.position[r["image_id"]] for r in rows])
-    queries = index.text_queries([r["text"] for r in rows])
+    true = np.array([index.position[r.image_id] for r in rows])
+    queries = index.text_queries([r.text for r in rows])
     docs = index.documents["knn-consensus"]
     perm = np.random.default_rng(0).permutation(len(index.target_ids))
     shuffled = docs.take(perm)                          # photo i gets the caption vector of photo perm[i]
@@ -205,7 +169,7 @@ def test_queries_stage_records_failures_and_retries_only_them(tmp_path, chat_ser
     assert len(chat_server.requests) == n_requests + 1 and marker in chat_server.requests[-1].text
     assert stage.failed_items() == {} and stage.done_items() == set(refs)
     rows = ws.store.queries(stage.config_hash())
-    assert {r["kind"] for r in rows} == {"short", "detail"} and all(r["status"] == "ok" for r in rows)
+    assert {r.kind for r in rows} == {"short", "detail"} and all(r.status == "ok" for r in rows)
     total = ws.store.get_meta(f"queries/usage/{stage.config_hash()}")
     assert total["requests"] == 5 and total["prompt_tokens"] == 400
 
@@ -229,5 +193,5 @@ def test_reference_queries_come_from_each_targets_own_captions(tmp_path):
     run_stage(stage)
     refs = ws.store.reference_captions(split="target")
     rows = ws.store.queries(stage.config_hash(), kind="detail")
-    assert len(rows) == len(refs) and all(r["text"] == clean_caption(refs[r["image_id"]][r["source_caption_idx"]])
+    assert len(rows) == len(refs) and all(r.text == clean_caption(refs[r.image_id][r.source_caption_idx])
                                           for r in rows)

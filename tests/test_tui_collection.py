@@ -10,9 +10,9 @@ from textual.widgets import DataTable, Input, Static
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import pipeline_stages
 from tests.fixtures.collection import build_photo_folder
+from tests.fixtures.photos import reencoded
 from tests.fixtures.tui_world import settle
 from tests.fixtures.workspaces import make_workspace
-from tests.test_leakage import _reencoded
 from tui.app import CapsearchApp
 from tui.screens.captions import PhotoScreen
 from tui.widgets.captions import NeighbourRow
@@ -29,7 +29,7 @@ def collection(tmp_path_factory):
     target = folder.uncaptioned[0]
     near = "edited/" + target.rsplit("/", 1)[-1].rsplit(".", 1)[0] + " (edited).jpg"
     (folder.root / near).parent.mkdir(parents=True, exist_ok=True)
-    _reencoded(folder.path(target), folder.root / near)
+    reencoded(folder.path(target), folder.root / near)
     with open(folder.captions, "a", encoding="utf-8") as fh:
         fh.write(f'"{near}","An edited copy: a lighthouse with a red roof ."\n')
     ws = make_workspace(root / "ws", data={"source": "folder", "path": str(folder.root),

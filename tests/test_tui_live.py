@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 from flows.api import run
 from tests.fixtures.commands import start_command
 from tests.fixtures.workspaces import make_workspace
-from tests.test_flows_support import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
+from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 from tui.app import CapsearchApp
 from tui.messages import CancelSent, RunFinished, RunSeen, RunStarted, StageProgressed, StatusLoaded
 from tui.widgets.progress import StageBar
@@ -99,7 +99,7 @@ async def test_x_cancels_a_run_another_process_started(paced, harness_shell, tmp
     assert messages.of(RunFinished)[0].outcome == "cancelled"
     kept = outputs(ws, label)
     assert BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "whole batches kept, later ones not started"
-    assert ws.store.stage_runs(label, limit=1)[0]["status"] == "cancelled"
+    assert ws.store.stage_runs(label, limit=1)[0].status == "cancelled"
     assert not messages.of(RunStarted), "a second run was not started while one was going on"
     summary = run(ws, [spec(PacedRowsStage)])      # the next run computes only what is missing
     assert summary.stage(label).done == N_IMAGES - len(kept)
@@ -134,7 +134,7 @@ async def test_the_runs_screen_reads_flow_runs_from_the_local_prefect_database(t
     recorded = tui_workspace.store.stage_runs(limit=50)
     assert len(stage_runs) == len(recorded)
     for row, r in zip(stage_runs, recorded):
-        assert row[6] == names.get(r["flow_run_id"], r["flow_run_id"][:8]), (row, r)
-    in_history = [r for r in recorded if r["flow_run_id"] in names]
-    assert all(names[r["flow_run_id"]].startswith(r["stage"]) for r in in_history)
-    assert recorded[0]["flow_run_id"] in detail and "Prefect flow run" in detail
+        assert row[6] == names.get(r.flow_run_id, r.flow_run_id[:8]), (row, r)
+    in_history = [r for r in recorded if r.flow_run_id in names]
+    assert all(names[r.flow_run_id].startswith(r.stage) for r in in_history)
+    assert recorded[0].flow_run_id in detail and "Prefect flow run" in detail

@@ -233,7 +233,7 @@ async def test_a_stage_that_cannot_be_read_shows_why(tmp_path):
         stages = rows(app.screen.query_one("#stages", DataTable))
         table = app.screen.query_one("#problems", DataTable)
         problems = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-    error = next(s for s in messages.of(StatusLoaded)[0].status["stages"] if s["stage"] == "ingest")["error"]
+    error = next(s for s in messages.of(StatusLoaded)[0].status.stages if s.stage == "ingest").error
     assert str(missing) in error
     assert "ingest !" in stages
     assert ["error", "ingest", "(the stage)", error] in problems

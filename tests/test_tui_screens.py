@@ -48,9 +48,9 @@ async def test_pipeline_screen_lists_every_stage_with_its_counts(tui_workspace):
         await settle(pilot)
         table_rows = rows(app.screen.query_one("#stages", DataTable))
     status = workspace_status(tui_workspace)
-    assert [r[0].removesuffix(" ✓") for r in table_rows] == [s["stage"] for s in status["stages"]]
-    for row, s in zip(table_rows, status["stages"]):
-        assert row[1:] == [str(s[k]) for k in ("done", "missing", "failed", "total")]
+    assert [r[0].removesuffix(" ✓") for r in table_rows] == [s.stage for s in status.stages]
+    for row, s in zip(table_rows, status.stages):
+        assert row[1:] == [str(v) for v in (s.done, s.missing, s.failed, s.total)]
     by_stage = {r[0].removesuffix(" ✓"): r for r in table_rows}
     assert by_stage["ingest"][1:] == ["80", "0", "0", "80"]
     assert by_stage["caption:knn-consensus"][1:] == ["30", "0", "0", "30"]
@@ -80,11 +80,11 @@ async def test_captions_filter_open_photo_and_step_through(tui_workspace):
         first = filtered[0]
         assert shown(app, "#photo-title").startswith(first)
         prompts_hash = build_stage(tui_workspace, "prompts").config_hash()
-        assert shown(app, "#prompt") == store.prompt_for(first, prompts_hash)["text"]
+        assert shown(app, "#prompt") == store.prompt_for(first, prompts_hash).text
         neighbours = store.neighbours(build_stage(tui_workspace, "neighbours").config_hash(), [first])[first]
         texts = [str(w.content) for w in app.screen.query(".neighbour-text")]
-        assert [t.split()[2] for t in texts] == [n for n, _, _ in neighbours]
-        assert [float(t.split()[1]) for t in texts] == pytest.approx([s for _, s, _ in neighbours], abs=1e-3)
+        assert [t.split()[2] for t in texts] == [n.id for n in neighbours]
+        assert [float(t.split()[1]) for t in texts] == pytest.approx([n.score for n in neighbours], abs=1e-3)
         caption_hash = build_stage(tui_workspace, "caption", "knn-consensus").config_hash()
         caption = store.captions("knn-consensus", caption_hash, [first])[first].text
         column = app.screen.query_one(".caption-column")
@@ -145,7 +145,7 @@ async def test_search_shows_where_the_true_photo_of_an_evaluation_query_ranked(t
 
 async def test_evaluation_table_chart_and_drill_down_into_search(tui_workspace):
     store = tui_workspace.store
-    evals = {(r["method"], r["query_kind"], r["metric"]): r for r in store.evaluations()}
+    evals = {(r.method, r.query_kind, r.metric): r for r in store.evaluations()}
     app = make_app(tui_workspace)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("4")
@@ -162,14 +162,14 @@ async def test_evaluation_table_chart_and_drill_down_into_search(tui_workspace):
             method = row[0].split()[0]
             for metric, cell in zip(metrics, row[1:]):
                 digits = 1 if metric == "MedR" else 3
-                assert cell.split()[0] == f"{evals[(method, 'short', metric)]['value']:.{digits}f}"
+                assert cell.split()[0] == f"{evals[(method, 'short', metric)].value:.{digits}f}"
         chart = shown(app, "#chart")
-        assert "knn-consensus" in chart and f"{evals[('oracle', 'short', 'R@10')]['value']:.3f}" in chart
+        assert "knn-consensus" in chart and f"{evals[('oracle', 'short', 'R@10')].value:.3f}" in chart
 
         await pilot.press("k")
         await settle(pilot)
         assert screen.kind == "detail"
-        assert rows(table)[0][3].split()[0] == f"{evals[('knn-consensus', 'detail', 'R@10')]['value']:.3f}"
+        assert rows(table)[0][3].split()[0] == f"{evals[('knn-consensus', 'detail', 'R@10')].value:.3f}"
         await pilot.press("k")
         await settle(pilot)
 
@@ -178,9 +178,9 @@ async def test_evaluation_table_chart_and_drill_down_into_search(tui_workspace):
         assert isinstance(app.screen, MissedScreen)
         missed = rows(app.screen.query_one("#missed", DataTable))
         eval_hash = store.latest_eval_hash()
-        expected = sorted((r for r in store.rankings(eval_hash, "knn-consensus", "short") if r["rank"] > 10),
-                          key=lambda r: (-r["rank"], r["image_id"]))
-        assert [m[1] for m in missed] == [r["image_id"] for r in expected]
+        expected = sorted((r for r in store.rankings(eval_hash, "knn-consensus", "short") if r.rank > 10),
+                          key=lambda r: (-r.rank, r.image_id))
+        assert [m[1] for m in missed] == [r.image_id for r in expected]
         assert missed, "the demo world has short queries that knn-consensus misses"
         rank, true_id, query = missed[0][0], missed[0][1], missed[0][2]
 

@@ -23,10 +23,10 @@ from pipeline.stages.registry import pipeline_stages
 from pipeline.stages.vision import (CaptionStage, EmbedImagesStage, NeighboursStage, PromptsStage, estimate_tokens,
                                     image_space)
 from pipeline.status import workspace_status
+from tests.fixtures.captioner_configs import SHORT_TEMPLATE, generative_captioners
 
 N_IMAGES = 100
 LITE_STAGES = ["ingest", "embed-images", "neighbours", "prompts", "caption"]
-SHORT_TEMPLATE = "Similar photos:\n{captions}\nWrite one caption for this photo."
 
 
 @pytest.fixture(scope="module")
@@ -48,16 +48,6 @@ def configure(ws, **sections: dict) -> None:
 
 def run_all(ws, names=LITE_STAGES, captioners=None) -> dict:
     return {s.label: run_stage(s) for s in pipeline_stages(ws, names, captioners)}
-
-
-def generative_captioners(**models: Path) -> dict:
-    """Captioner entries for the tiny fixture models (by local folder), as a user writes them in capsearch.toml."""
-    kinds = {"vlm-neighbours": "vlm-neighbours", "vlm-plain": "vlm-plain", "blip-base": "blip", "vit-gpt2": "vit-gpt2"}
-    entries = {}
-    for name, folder in models.items():
-        name = name.replace("_", "-")
-        entries[name] = {"kind": kinds[name], "model": str(folder), "batch_size": 4, "max_new_tokens": 6, "num_beams": 1}
-    return {"enabled": list(entries), **entries}
 
 
 def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, workspace_factory):
@@ -84,8 +74,8 @@ def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, wo
     assert set(nb) == targets
     for target, rows in nb.items():
         assert len(rows) == 5
-        assert {n for n, _, _ in rows} <= references and target not in {n for n, _, _ in rows}
-        scores = [s for _, s, _ in rows]
+        assert {n.id for n in rows} <= references and target not in {n.id for n in rows}
+        scores = [n.score for n in rows]
         assert scores == sorted(scores, reverse=True)
 
     # each prompt lists its neighbours' reference captions; kNN consensus picks one of them
@@ -93,8 +83,8 @@ def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, wo
     prompts = store.prompts(PromptsStage(ws).config_hash())
     knn = store.captions("knn-consensus", CaptionStage(ws, "knn-consensus").config_hash())
     for target, rows in nb.items():
-        listed = [c for _, c in select_captions([refs[n] for n, _, _ in rows])]
-        assert all(c in prompts[target][1] for c in listed)
+        listed = [c for _, c in select_captions([refs[n.id] for n in rows])]
+        assert all(c in prompts[target].text for c in listed)
         assert knn[target].status == "ok" and knn[target].text in listed
         assert knn[target].settings["rule"] and knn[target].model and knn[target].seconds is not None
 
@@ -107,7 +97,7 @@ def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, wo
 def _lists(ws, config_hash: str) -> dict[str, list[tuple[str, int]]]:
     """Each photo's neighbour ids and duplicate kinds, nearest first (scores left out: the same product can
     differ in its last bit when the DB matrix around it differs)."""
-    return {t: [(n, d) for n, _s, d in ns] for t, ns in ws.store.neighbours(config_hash).items()}
+    return {t: [(n.id, n.duplicate) for n in ns] for t, ns in ws.store.neighbours(config_hash).items()}
 
 
 def test_a_new_split_reuses_every_image_vector_and_recomputes_only_the_lists_it_changes(demo_world, workspace_factory):
@@ -154,8 +144,8 @@ def test_prompt_template_changes_prompts_and_vlm_hashes_but_not_neighbours(demo_
     assert reports["neighbours"].batches_run == 0 and reports["prompts"].result.done == 40
     new = ws.store.prompts(PromptsStage(ws).config_hash())
     old = ws.store.prompts(prompts_hash)
-    assert all(text.startswith("Similar photos:") for _, text in new.values())
-    assert not any(text.startswith("Similar photos:") for _, text in old.values())
+    assert all(p.text.startswith("Similar photos:") for p in new.values())
+    assert not any(p.text.startswith("Similar photos:") for p in old.values())
 
 
 def test_over_long_prompts_are_trimmed_with_a_warning_that_status_lists(demo_world, workspace_factory):
@@ -163,13 +153,12 @@ def test_over_long_prompts_are_trimmed_with_a_warning_that_status_lists(demo_wor
     run_all(ws, ["ingest", "embed-images", "neighbours", "prompts"])
     stage = PromptsStage(ws)
     assert stage.config()["token_budget"]["counter"].startswith("words")
-    rows = {r["image_id"]: r for r in ws.store.conn.execute(
-        "SELECT image_id, text, trimmed, warning FROM prompts WHERE config_hash=?", (stage.config_hash(),))}
+    rows = ws.store.prompts(stage.config_hash())
     assert len(rows) == 40
-    assert all(estimate_tokens(r["text"]) <= 200 for r in rows.values())
-    trimmed = {i for i, r in rows.items() if r["trimmed"]}
-    assert trimmed and all("max_tokens=200" in rows[i]["warning"] for i in trimmed)
-    listed = {p["item"] for p in workspace_status(ws)["problems"] if p["stage"] == "prompts" and p["severity"] == "warning"}
+    assert all(estimate_tokens(r.text) <= 200 for r in rows.values())
+    trimmed = {i for i, r in rows.items() if r.trimmed}
+    assert trimmed and all("max_tokens=200" in rows[i].warning for i in trimmed)
+    listed = {p.item for p in workspace_status(ws).problems if p.stage == "prompts" and p.severity == "warning"}
     assert listed == trimmed
 
 
@@ -192,7 +181,7 @@ def test_a_photo_corrupted_after_ingest_is_recorded_and_the_rest_goes_on(demo_wo
         assert reports[stage.label].result.done == 9 and (counts.done, counts.failed) == (9, 1), stage.label
         assert reason in counts.failures[victim]
     status = workspace_status(ws)
-    assert any(p["item"] == victim and p["stage"] == "embed-images" for p in status["problems"])
+    assert any(p.item == victim and p.stage == "embed-images" for p in status.problems)
 
     # not retried unless asked; once the photo is back, a retry completes every stage
     assert run_stage(EmbedImagesStage(ws)).batches_run == 0
@@ -225,7 +214,7 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
     assert captioner.cache_key not in cache.loaded_keys()  # counting tokens loads the tokenizer, not the model
     prompts = ws.store.prompts(prompts_stage.config_hash())
     assert len(prompts) == 6
-    assert all(captioner.count_prompt_tokens(text) <= captioner.max_prompt_tokens for _, text in prompts.values())
+    assert all(captioner.count_prompt_tokens(p.text) <= captioner.max_prompt_tokens for p in prompts.values())
 
     report = run_stage(stage)
     assert report.result.done == 6 and report.result.failed == 0
@@ -233,12 +222,12 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
     nb = ws.store.neighbours(NeighboursStage(ws).config_hash())
     refs = ws.store.reference_db_captions()
     for target, row in rows.items():
-        prompt_id, prompt = prompts[target]
-        assert row.prompt_id == prompt_id and row.model == str(tiny_smolvlm_dir)
+        prompt = prompts[target].text
+        assert row.prompt_id == prompts[target].prompt_id and row.model == str(tiny_smolvlm_dir)
         image = open_rgb(demo_world / IMAGE_DIR / target)
         inputs = captioner.prepare_inputs([image], [prompt])
         seen = captioner.tokenizer.decode(inputs["input_ids"][0])
-        assert all(refs[n][0].strip() in seen for n, _, _ in nb[target])
+        assert all(refs[n.id][0].strip() in seen for n in nb[target])
         assert row.text == captioner.caption([image], [prompt])[0]  # the batch gave what this prompt gives alone
     assert run_stage(CaptionStage(ws, "vlm-neighbours")).batches_run == 0
 

@@ -14,10 +14,11 @@ from tui.widgets.nav import SCREENS
 from tui.widgets.photo import IMAGE_MODES
 
 
-def default_image_mode() -> str:
-    """Half-blocks under tmux/screen (graphics protocols do not pass through), else the best the terminal has."""
-    if os.environ.get("CAPSEARCH_TUI_IMAGES") in IMAGE_MODES:
-        return os.environ["CAPSEARCH_TUI_IMAGES"]
+def default_image_mode(configured: str = "") -> str:
+    """``tui.images`` when set; else half-blocks under tmux/screen (graphics protocols do not pass through),
+    else the best the terminal has."""
+    if configured in IMAGE_MODES:
+        return configured
     if os.environ.get("TMUX") or os.environ.get("TERM", "").startswith("screen"):
         return "halfcell"
     return "auto"
@@ -62,7 +63,7 @@ class CapsearchApp(App):
         self.timings = timings
         self.data_version = 0     # bumped when a run changes the workspace; screens reload when shown again
         self.ws = workspace if isinstance(workspace, Workspace) else Workspace(workspace)
-        self.image_mode = image_mode or default_image_mode()
+        self.image_mode = image_mode or default_image_mode(self.ws.config.tui.images)
         self.log_path = log_path
         self.prefect_api_url = prefect_api_url
         self.sub_title = f"{self.ws.name} · {self.ws.config.profile}"

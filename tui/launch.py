@@ -6,14 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-QUIET_DEFAULTS = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-}
-
-
 def prepare_terminal(image_mode: str) -> None:
     """Truecolor under tmux/screen (which down-sample it if the outer terminal cannot), and textual-image's
     terminal queries done now: they cannot run once Textual reads the keyboard."""
@@ -31,15 +23,16 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     it is a process of its own (or a deployment run) that writes its progress to the store, so
     `capsearch status --follow` or the next TUI picks it up, and `capsearch cancel` stops it.
     """
-    for key, value in QUIET_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    from pipeline.environment import quiet_defaults
+
+    quiet_defaults()
     from flows import shutdown
     from pipeline.workspace import Workspace
     from tui.app import CapsearchApp, default_image_mode
     from tui.quiet import TerminalIsolation, isolated_driver, route_library_logging
 
     ws = Workspace(workspace).require()   # never create a workspace at a mistyped path
-    mode = image_mode or default_image_mode()
+    mode = image_mode or default_image_mode(ws.config.tui.images)
     prepare_terminal(mode)
     log_path = ws.root / "logs" / "tui.log"
     route_library_logging(log_path)

@@ -2,19 +2,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from pipeline.browse import EvaluationTable, MissedQuery, PhotoDetail, PhotoSummary
 from pipeline.progress import ProgressEvent
 
+if TYPE_CHECKING:
+    from pipeline.status import StatusReport
+    from pipeline.store_rows import StageRunRow
+
 
 # -- pipeline ------------------------------------------------------------------------------------------
 class StatusLoaded(Message):
     """Per-stage counts and problems from ``workspace_status``."""
 
-    def __init__(self, status: dict[str, Any]) -> None:
+    def __init__(self, status: StatusReport) -> None:
         super().__init__()
         self.status = status
 
@@ -199,7 +203,7 @@ class MissedLoaded(Message):
 class RunsLoaded(Message):
     """Recent runs: Prefect flow runs (when a server is configured) and this workspace's stage runs."""
 
-    def __init__(self, prefect: Any, stage_runs: list[dict[str, Any]]) -> None:
+    def __init__(self, prefect: Any, stage_runs: list[StageRunRow]) -> None:
         super().__init__()
         self.prefect = prefect
         self.stage_runs = stage_runs

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from capsearch.cli import context as ctx
 from capsearch.cli.context import JsonOpt, WorkspaceOpt, console, err_console
+
+if TYPE_CHECKING:
+    from pipeline.status import StatusReport
 
 app = typer.Typer(
     name="capsearch",
@@ -24,21 +26,6 @@ config_app = typer.Typer(help="Show the effective configuration.", no_args_is_he
 data_app = typer.Typer(help="Data sets: the demo world, Flickr8k, or a folder of your photos.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
-
-
-def quiet_environment() -> None:
-    """Offline-safe, quiet defaults that the user can still override in the environment."""
-    for key, value in {
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        # transformers' and the hub's own progress bars and warnings would draw over ours
-        "TRANSFORMERS_VERBOSITY": "error",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-    }.items():
-        os.environ.setdefault(key, value)
 
 
 @app.callback()
@@ -229,36 +216,36 @@ def status(
     report = workspace_status(ws)
     running = _current_run(ws)
     if as_json:
-        print(json.dumps({**report, "current_run": running}, indent=2))
+        print(json.dumps({**report.as_dict(), "current_run": running}, indent=2))
         if followed is not None and followed.status != "completed":
             raise typer.Exit(1)
         return
     from rich.table import Table
 
-    console.print(f"workspace {ws.root}  profile {report['profile']}  "
-                  f"photos {report['images']['total']} ({report['images']['reference']} reference, {report['images']['target']} targets)")
+    images = report.images
+    console.print(f"workspace {ws.root}  profile {report.profile}  "
+                  f"photos {images.total} ({images.reference} reference, {images.target} targets)")
     table = Table("stage", "done", "missing", "failed", "total", "", title=None, box=None, header_style="bold")
     said: set[str] = set()
-    for s in report["stages"]:
-        if s.get("not_applicable"):
-            why = "as above" if s["not_applicable"] in said else s["not_applicable"]
-            said.add(s["not_applicable"])
-            table.add_row(s["stage"], "–", "–", "–", "–", f"[dim]not applicable: {why}[/]")
+    for s in report.stages:
+        if s.not_applicable:
+            why = "as above" if s.not_applicable in said else s.not_applicable
+            said.add(s.not_applicable)
+            table.add_row(s.stage, "–", "–", "–", "–", f"[dim]not applicable: {why}[/]")
             continue
-        table.add_row(s["stage"], str(s["done"]), str(s["missing"]),
-                      f"[red]{s['failed']}[/]" if s["failed"] else "0", str(s["total"]), "")
+        table.add_row(s.stage, str(s.done), str(s.missing), f"[red]{s.failed}[/]" if s.failed else "0", str(s.total), "")
     console.print(table)
     _print_collection_notes(report, problems_limit)
     if running:
         console.print(f"\n[bold yellow]running now:[/] {running['description']}; `capsearch status --follow` shows its "
                       "progress, `capsearch cancel` stops it", highlight=False, soft_wrap=True)
-    problems = report["problems"]
+    problems = report.problems
     if problems:
         shown = problems if problems_limit == 0 else problems[:problems_limit]
         console.print(f"\n[bold]{len(problems)} problems[/] (skipped, failed or repaired items):")
         for p in shown:
-            colour = {"skipped": "yellow", "failed": "red", "repaired": "cyan"}.get(p["severity"], "white")
-            console.print(f"  [{colour}]{p['severity']:<8}[/] {p['stage']:<14} {p['item']}: {p['reason']}",
+            colour = {"skipped": "yellow", "failed": "red", "repaired": "cyan"}.get(p.severity, "white")
+            console.print(f"  [{colour}]{p.severity:<8}[/] {p.stage:<14} {p.item}: {p.reason}",
                           highlight=False, soft_wrap=True)
         if len(shown) < len(problems):
             console.print(f"  ... and {len(problems) - len(shown)} more (--problems 0 lists all, --json prints them)")
@@ -281,23 +268,22 @@ def _current_run(ws) -> dict | None:
                        for s in stages]}
 
 
-def _print_collection_notes(report: dict, limit: int) -> None:
+def _print_collection_notes(report: StatusReport, limit: int) -> None:
     """Duplicates kept out of prompts and consensus, and photos that left the collection."""
-    dup = report.get("duplicates") or {}
+    dup = report.duplicates
     parts = []
-    if dup.get("identical_photos"):
-        n = dup["identical_photos"]
+    if dup.identical_photos:
+        n = dup.identical_photos
         parts.append(f"{n} photo{' is an identical copy' if n == 1 else 's are identical copies'} of another "
                      "(kept on the same side of the split)")
-    for key, what in (("with_exact_duplicate_neighbour", "an identical copy"),
-                      ("with_near_duplicate_neighbour", "a near-duplicate")):
-        if dup.get(key):
-            n = dup[key]
+    for n, what in ((dup.with_exact_duplicate_neighbour, "an identical copy"),
+                    (dup.with_near_duplicate_neighbour, "a near-duplicate")):
+        if n:
             parts.append(f"{n} photo{'' if n == 1 else 's'} {'has' if n == 1 else 'have'} {what} among its "
                          "neighbours (listed and marked; its captions are left out of prompts and consensus)")
     for part in parts:
         console.print(f"[cyan]duplicates:[/] {part}", highlight=False)
-    removed = report.get("removed") or {}
+    removed = report.removed
     if removed:
         console.print(f"\n[bold]{len(removed)} photos removed[/] from the collection (no longer searched):")
         ids = list(removed)
@@ -356,7 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     flight finish and are kept, the stage run is recorded as cancelled, every process capsearch
     started is stopped. A second signal abandons the batches in flight and exits at once.
     """
-    quiet_environment()
+    from pipeline.environment import quiet_defaults
+
+    quiet_defaults()
     from flows.shutdown import stop_on_signals
 
     with stop_on_signals():

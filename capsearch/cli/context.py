@@ -1,7 +1,6 @@
 """Shared CLI plumbing: the workspace option, console, and error printing."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -38,7 +37,20 @@ def set_global(workspace: Path | None, debug: bool) -> None:
 
 
 def is_debug() -> bool:
-    return bool(_state["debug"]) or os.environ.get("CAPSEARCH_DEBUG") == "1"
+    """``--debug``, else ``cli.debug`` of the workspace's configuration (``CAPSEARCH_CLI__DEBUG`` or the older
+    ``CAPSEARCH_DEBUG``); when that configuration is what failed, the environment alone decides."""
+    if _state["debug"]:
+        return True
+    from pipeline.config import CliConfig, env_overrides, load_config
+
+    chosen = _state["workspace"]
+    try:
+        return load_config(Workspace(chosen if chosen is not None else default_workspace_path()).config_path).cli.debug
+    except Exception:  # noqa: BLE001 - the configuration itself is broken: read the environment alone
+        try:
+            return CliConfig.model_validate(env_overrides().get("cli", {})).debug
+        except Exception:  # noqa: BLE001
+            return False
 
 
 def workspace(option: Path | None = None, *, must_exist: bool = True) -> Workspace:

@@ -54,7 +54,7 @@ def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> N
         console.print(f"all runs of this configuration: {usage_line(total)}", highlight=False)
     failed = ws.store.queries(_queries_hash(ws), status="failed")
     if failed:
-        console.print(f"[yellow]{len({q['image_id'] for q in failed})} targets have failed queries "
+        console.print(f"[yellow]{len({q.image_id for q in failed})} targets have failed queries "
                       "(reasons: `capsearch status`); retry only those with `capsearch queries --retry-failed`[/]")
 
 

@@ -64,7 +64,7 @@ def shown_captions(ws: "Workspace", captioner: str, ids: Sequence[str]) -> tuple
         neighbours = neighbour_captions(store, stage_hash(ws, "neighbours"), ids)
         out: dict[str, list[str]] = {}
         for i in ids:
-            text = prompts.get(i, ("", ""))[1]
+            text = prompts[i].text if i in prompts else ""
             listed = select_captions([caps for _n, caps in neighbours.get(i, [])], cfg.prompts.per_neighbour)
             out[i] = [c for _, c in listed if c in text]
         return out, "the neighbours' captions listed in its prompt"

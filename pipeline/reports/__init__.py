@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipeline.evaluation import EvaluationResult
 from pipeline.progress import StageProgress
+from pipeline.store_rows import RankingRow
 from pipeline.workspace import Workspace
 
 
@@ -37,10 +38,10 @@ def build_samples(ws: Workspace, result: EvaluationResult, n: int, top: int):
     from pipeline.search_service import SearchIndex
 
     store = ws.store
-    texts = {(q["image_id"], q["kind"]): q["text"] for q in store.queries(result.queries_hash, status="ok")}
-    rankings: dict[tuple[str, str, str], dict] = {}
+    texts = {(q.image_id, q.kind): q.text for q in store.queries(result.queries_hash, status="ok")}
+    rankings: dict[tuple[str, str, str], RankingRow] = {}
     for row in store.rankings(result.eval_hash):
-        rankings[(row["method"], row["query_kind"], row["image_id"])] = row
+        rankings[(row.method, row.query_kind, row.image_id)] = row
     pairs = sorted({(i, k) for (_, k, i) in rankings if (i, k) in texts})
     index = SearchIndex(ws, scope="targets", include_empty=True)
     samples = []
@@ -50,8 +51,8 @@ def build_samples(ws: Workspace, result: EvaluationResult, n: int, top: int):
             row = rankings.get((method, kind, image_id))
             if row is None:
                 continue
-            top_rows = [(i, s, index.caption(method, i)) for i, s in zip(row["top_ids"][:top], row["top_scores"][:top])]
-            sample.results.append(SampleResult(method, float(row["rank"]), top_rows, index.caption(method, image_id)))
+            top_rows = [(i, s, index.caption(method, i)) for i, s in zip(row.top_ids[:top], row.top_scores[:top])]
+            sample.results.append(SampleResult(method, float(row.rank), top_rows, index.caption(method, image_id)))
         samples.append(sample)
     return samples
 

@@ -38,7 +38,7 @@ def correlation(ws: "Workspace", result: CaptionMetricsResult, rows: dict[str, R
             continue
         ranks: dict[str, list[float]] = {}
         for r in ws.store.rankings(evaluation.eval_hash, method=row):
-            ranks.setdefault(r["image_id"], []).append(float(r["rank"]))
+            ranks.setdefault(r.image_id, []).append(float(r.rank))
         scored = rows[row]
         keep = [n for n, i in enumerate(scored.ids) if i in ranks]
         mean_rank = [sum(ranks[scored.ids[n]]) / len(ranks[scored.ids[n]]) for n in keep]

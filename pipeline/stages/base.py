@@ -73,6 +73,7 @@ class StageCounts:
     failed: int
     failures: dict[str, str] = field(default_factory=dict)   # item -> reason
     not_applicable: str | None = None                          # why the stage does not apply (None: it does)
+    error: str | None = None                                   # why the counts could not be read (status)
 
     @property
     def missing(self) -> int:
@@ -80,7 +81,10 @@ class StageCounts:
 
     @property
     def state(self) -> str:
-        """'not applicable', 'failed' (some items failed), 'missing' (some not computed yet) or 'done'."""
+        """'error' (not read), 'not applicable', 'failed' (some items failed), 'missing' (some not computed
+        yet) or 'done'."""
+        if self.error:
+            return "error"
         if self.not_applicable:
             return NOT_APPLICABLE
         if self.failed:
@@ -88,9 +92,10 @@ class StageCounts:
         return "missing" if self.missing else "done"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "state": self.state, "total": self.total, "done": self.done,
-                "failed": self.failed, "missing": self.missing, "failures": self.failures,
-                "not_applicable": self.not_applicable}
+        out = {"stage": self.stage, "state": self.state, "total": self.total, "done": self.done,
+               "failed": self.failed, "missing": self.missing, "failures": self.failures,
+               "not_applicable": self.not_applicable}
+        return out if self.error is None else {**out, "error": self.error}
 
 
 class Stage(ABC):

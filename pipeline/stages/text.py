@@ -27,6 +27,7 @@ from pipeline.search_service import document_space, stage_hash
 from pipeline.stages.applicability import no_held_out_captions, no_human_caption
 from pipeline.stages.base import Batch, BatchResult, Stage
 from pipeline.stages.vision import collection_root
+from pipeline.store_rows import QueryRow
 from pipeline.text_vectors import embed_missing, store_new
 
 REPORT_VERSION = 1
@@ -147,19 +148,19 @@ class QueriesStage(Stage):
     def items(self) -> list[str]:
         return sorted(self._references())
 
-    def _rows(self) -> list[dict[str, Any]]:
+    def _rows(self) -> list[QueryRow]:
         return self.store.queries(self.config_hash())
 
     def done_items(self) -> set[str]:
         kinds = set(self.kinds())
         ok: dict[str, set[str]] = {}
         for r in self._rows():
-            if r["status"] == "ok":
-                ok.setdefault(r["image_id"], set()).add(r["kind"])
+            if r.status == "ok":
+                ok.setdefault(r.image_id, set()).add(r.kind)
         return self.fresh({i for i, got in ok.items() if kinds <= got} & set(self.items()))
 
     def failed_items(self) -> dict[str, str]:
-        failed = {r["image_id"]: r["error"] or "failed" for r in self._rows() if r["status"] == "failed"}
+        failed = {r.image_id: r.error or "failed" for r in self._rows() if r.status == "failed"}
         current = self.fresh(set(failed) & set(self.items()))
         return {i: reason for i, reason in failed.items() if i in current}
 
@@ -263,7 +264,7 @@ class EvaluateStage(_WholeStage):
         eval_hash = self.config_hash()
         if self.store.get_meta(f"evaluation/{eval_hash}") is None:
             return set()
-        return {f"{r['method']}/{r['query_kind']}" for r in self.store.evaluations(eval_hash)}
+        return {f"{r.method}/{r.query_kind}" for r in self.store.evaluations(eval_hash)}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         from pipeline.evaluation import evaluation_plan, run_evaluation

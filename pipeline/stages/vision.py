@@ -91,8 +91,8 @@ def neighbour_captions(store, neighbours_hash: str, ids) -> dict[str, list[tuple
     """Per photo with neighbours: (neighbour id, its human captions) of every neighbour that is not a duplicate
     of the photo, nearest first. What prompts list and the kNN consensus chooses from, and nothing else."""
     neighbours = store.neighbours(neighbours_hash, ids)
-    caps = store.reference_db_captions(sorted({n for ns in neighbours.values() for n, _, _ in ns}))
-    return {t: [(n, caps.get(n, [])) for n, _score, dup in ns if not dup] for t, ns in neighbours.items()}
+    caps = store.reference_db_captions(sorted({n.id for ns in neighbours.values() for n in ns}))
+    return {t: [(n.id, caps.get(n.id, [])) for n in ns if not n.duplicate] for t, ns in neighbours.items()}
 
 
 def collection_root(store) -> Path:
@@ -323,12 +323,12 @@ class NeighboursStage(Stage):
             return set(stored)
         removed, added = changes.removed, changes.added
         lists = self.store.neighbours(self.config_hash(), sorted(stored))
-        stale = {t for t, ns in lists.items() if any(n in removed for n, _, _ in ns)}
+        stale = {t for t, ns in lists.items() if any(n.id in removed for n in ns)}
         others = sorted(t for t in lists if t not in stale)
         if not added or not others:
             return stale
         k = self.cfg.neighbours.k
-        short = {t for t in others if sum(1 for *_x, dup in lists[t] if not dup) < k}
+        short = {t for t in others if sum(1 for n in lists[t] if not n.duplicate) < k}
         stale |= {t for t in short if set(added) - {t}}
         full = [t for t in others if t not in short]
         if not full:
@@ -351,7 +351,7 @@ class NeighboursStage(Stage):
             block = have[start:start + 4096]
             sims = unit_rows(tvecs[[trow[shas[t]] for t in block]]) @ amat.T
             for i, t in enumerate(block):
-                last = lists[t][-1][1]
+                last = lists[t][-1].score
                 mine = [j for j, a in enumerate(added_ids) if a != t]
                 if mine and float(sims[i, mine].max()) >= last - STALE_MARGIN:
                     stale.add(t)
@@ -649,7 +649,7 @@ class CaptionStage(Stage):
         shas = super().item_fingerprints(ids)
         if self.prompts is not None:
             prompts = self.store.prompts(self.prompts.config_hash(), ids)
-            return {i: hash_obj([shas[i], prompts[i][0] if i in prompts else ""]) for i in ids}
+            return {i: hash_obj([shas[i], prompts[i].prompt_id if i in prompts else ""]) for i in ids}
         return shas
 
     def _upstream_failures(self) -> dict[str, str]:
@@ -673,7 +673,7 @@ class CaptionStage(Stage):
         """(prompt per item, neighbour captions per item or None, prompt id per item) for items whose input exists."""
         if self.prompts is not None:
             stored = self.store.prompts(self.prompts.config_hash(), ids)
-            return ({i: text for i, (_, text) in stored.items()}, None, {i: pid for i, (pid, _) in stored.items()})
+            return ({i: p.text for i, p in stored.items()}, None, {i: p.prompt_id for i, p in stored.items()})
         if self.neighbours is not None:
             neighbours = neighbour_captions(self.store, self.neighbours.config_hash(), ids)
             lists = {t: [c for _n, caps in ns for c in caps] for t, ns in neighbours.items()}

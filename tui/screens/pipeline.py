@@ -1,6 +1,8 @@
 """Pipeline: per-stage counts, launching runs, live progress, the log and the problems."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -16,6 +18,10 @@ from tui.messages import (CancelSent, RunFinished, RunLaunched, RunLaunchFailed,
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import ProgressPanel, format_seconds
 from tui.widgets.tables import fill_table
+
+if TYPE_CHECKING:
+    from pipeline.stages.base import StageCounts
+    from pipeline.status import StatusReport
 
 LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 STAGE_COLUMNS = [(key, key) for key in ("stage", "done", "missing", "failed", "total")]
@@ -71,7 +77,7 @@ class PipelineScreen(CapsearchScreen):
         self.running = None            # the run going on in the workspace (pipeline.runs.RunInfo), whoever started it
         self.launching: RunRequest | None = None   # a run this TUI asked for that has not been seen running yet
         self.follower = None
-        self.status: dict | None = None
+        self.status: StatusReport | None = None
         self._status_loading = False
         self._status_again = False
 
@@ -131,15 +137,15 @@ class PipelineScreen(CapsearchScreen):
         self._status_loading = False
         self.status = status = message.status
         self._show_summary()
-        self.stage_labels = [s["stage"] for s in status["stages"]]
+        self.stage_labels = [s.stage for s in status.stages]
         fill_table(self.query_one("#stages", DataTable), STAGE_COLUMNS,
-                   [self._cells(s) for s in status["stages"]], self.stage_labels)
-        problems = [(Text("error", style="bold red"), s["stage"], "(the stage)", s["error"])
-                    for s in status["stages"] if s.get("error")]
-        problems += [(Text("n/a", style="dim"), s["stage"], "(the stage)", f"not applicable: {s['not_applicable']}")
-                     for s in status["stages"] if s.get("not_applicable")]
-        problems += [(Text(p["severity"], style=SEVERITY_STYLES.get(p["severity"], "")), p["stage"], p["item"],
-                      p["reason"]) for p in status["problems"]]
+                   [self._cells(s) for s in status.stages], self.stage_labels)
+        problems = [(Text("error", style="bold red"), s.stage, "(the stage)", s.error)
+                    for s in status.stages if s.error]
+        problems += [(Text("n/a", style="dim"), s.stage, "(the stage)", f"not applicable: {s.not_applicable}")
+                     for s in status.stages if s.not_applicable]
+        problems += [(Text(p.severity, style=SEVERITY_STYLES.get(p.severity, "")), p.stage, p.item,
+                      p.reason) for p in status.problems]
         fill_table(self.query_one("#problems", DataTable), PROBLEM_COLUMNS, problems)
         self.query_one(TabbedContent).get_tab("problems-tab").label = f"Problems ({len(problems)})"
         if self._status_again:
@@ -147,24 +153,24 @@ class PipelineScreen(CapsearchScreen):
             self.refresh_status()
 
     @staticmethod
-    def _cells(s: dict) -> tuple:
-        if s.get("not_applicable"):   # not a failure, not done: the reason is in the Problems pane
+    def _cells(s: StageCounts) -> tuple:
+        if s.not_applicable:   # not a failure, not done: the reason is in the Problems pane
             dash = Text("–", style="dim")
-            return Text(s["stage"] + " n/a", style="dim"), dash, dash, dash, dash
-        failed = Text(str(s["failed"]), style="bold red") if s["failed"] else Text("0", style="dim")
-        missing = Text(str(s["missing"]), style="yellow") if s["missing"] else Text("0", style="dim")
-        stage = Text(s["stage"])
-        if s.get("error"):
+            return Text(s.stage + " n/a", style="dim"), dash, dash, dash, dash
+        failed = Text(str(s.failed), style="bold red") if s.failed else Text("0", style="dim")
+        missing = Text(str(s.missing), style="yellow") if s.missing else Text("0", style="dim")
+        stage = Text(s.stage)
+        if s.error:
             stage.append(" !", style="red")
-        elif s["total"] and not s["missing"] and not s["failed"]:
+        elif s.total and not s.missing and not s.failed:
             stage.append(" ✓", style="green")
-        return stage, Text(str(s["done"])), missing, failed, Text(str(s["total"]))
+        return stage, Text(str(s.done)), missing, failed, Text(str(s.total))
 
     def _show_summary(self) -> None:
         status = self.status
         if status is None:
             return
-        images = status["images"]
+        images = status.images
         if self.running is not None:
             state = f"running {self.running.what} (started by {self.running.started_by})"
         elif self.launching is not None:
@@ -173,8 +179,8 @@ class PipelineScreen(CapsearchScreen):
             state = "idle"
         text = Text()
         text.append(f"{self.ws.name}", style="bold")
-        text.append(f" · {status['profile']} · {images['total']} photos "
-                    f"({images['reference']} reference, {images['target']} targets) · ")
+        text.append(f" · {status.profile} · {images.total} photos "
+                    f"({images.reference} reference, {images.target} targets) · ")
         text.append(state, style="bold yellow" if state != "idle" else "green")
         self.query_one("#pipeline-summary", Static).update(text)
 

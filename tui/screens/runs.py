@@ -102,12 +102,12 @@ class RunsScreen(CapsearchScreen):
         names = {r.id: r.name for r in p.runs}
         rows = []
         for r in message.stage_runs:
-            stage = f"{r['stage']}:{r['target']}" if r.get("target") else r["stage"]
-            took = (r["finished_at"] - r["started_at"]) if r.get("finished_at") else None
-            flow_run = r.get("flow_run_id") or ""
-            rows.append((stage, Text(r["status"], style=STATE_STYLES.get(r["status"], "")), str(r["done"]),
-                         str(r["failed"]), _when(r["started_at"]), format_seconds(took),
-                         names.get(flow_run) or flow_run[:8] or "-", r.get("message") or ""))
+            stage = f"{r.stage}:{r.target}" if r.target else r.stage
+            took = (r.finished_at - r.started_at) if r.finished_at else None
+            flow_run = r.flow_run_id or ""
+            rows.append((stage, Text(r.status, style=STATE_STYLES.get(r.status, "")), str(r.done),
+                         str(r.failed), _when(r.started_at), format_seconds(took),
+                         names.get(flow_run) or flow_run[:8] or "-", r.message or ""))
         fill_table(self.query_one("#stage-runs", DataTable), STAGE_RUN_COLUMNS, rows)
         if not message.stage_runs:
             self.query_one("#stage-runs-title", Static).update(
@@ -127,7 +127,7 @@ class RunsScreen(CapsearchScreen):
             return
         row = self.query_one("#stage-runs", DataTable).cursor_row
         r = runs[min(max(row, 0), len(runs) - 1)]
-        flow_run = r.get("flow_run_id") or ""
+        flow_run = r.flow_run_id or ""
         text = Text()
         if not flow_run:
             text.append("no Prefect flow run recorded for this stage run", style="dim")
