@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.api import RunSummary, run
+from flows.api import RunOutcome, run
 from pipeline.datasets.demo import generate_demo_world
 from pipeline.stages.vision import CaptionStage
 from pipeline.workspace import Workspace
@@ -50,7 +50,7 @@ def copy_of(ws: Workspace, dest: Path) -> Workspace:
     return Workspace(dest)
 
 
-def by_stage(summary: RunSummary) -> dict[str, tuple[int, int, int]]:
+def by_stage(summary: RunOutcome) -> dict[str, tuple[int, int, int]]:
     """label -> (batches, cached, ran)."""
     return {s.stage: (s.batches, s.cached, s.ran) for s in summary.stages}
 
