@@ -179,6 +179,8 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
         runs = {r["stage"]: r for r in reversed(store.stage_runs(limit=100))}
         for stage in EVALUATION_STAGES:
             assert runs[stage]["status"] == "not applicable" and runs[stage]["message"] == NO_HELD_OUT_CAPTIONS
+            # recorded by the one stage-run recorder: it belongs to the run that found it not applicable
+            assert runs[stage]["run_id"] == runs["ingest"]["run_id"] is not None
         targets = store.image_ids("target")
         assert len(targets) == len(folder.uncaptioned) - 1
         from pipeline.stages.registry import stage_hash
