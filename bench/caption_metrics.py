@@ -28,7 +28,7 @@ CAPTIONERS = ["vlm-neighbours", "vlm-plain", "blip-base", "blip-large", "vit-gpt
 def build_workspace(root: Path, n_images: int, n_targets: int):
     from pipeline.config_file import update_config_file
     from pipeline.datasets.demo import generate_demo_world
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
     from pipeline.stages.base import run_stage
     from pipeline.stages.registry import build_stage
     from pipeline.workspace import Workspace
@@ -60,7 +60,7 @@ def run_stage_path(ws) -> tuple[float, float]:
     stage = build_stage(ws, "caption-metrics")
     with stopwatch() as t:
         report = run_stage(stage)
-    assert report.result.done == len(CAPTIONERS) + 1, report
+    assert report.done == len(CAPTIONERS) + 1, report
     return t[0], load_caption_metrics(ws).seconds
 
 

@@ -28,7 +28,8 @@ def _unit(rng: np.random.Generator, n: int, dim: int = 384) -> np.ndarray:
 def build_workspace(root: Path, n_targets: int, store_query_vectors: bool, seed: int = 0):
     from pipeline.config_file import update_config_file
     from pipeline.hashing import hash_text
-    from pipeline.search_service import document_space, query_space, stage_hash
+    from pipeline.search_service import document_space, query_space
+    from pipeline.stages.registry import stage_hash
     from pipeline.store import ImageRow
     from pipeline.text_models import build_text_embedder
     from pipeline.workspace import Workspace

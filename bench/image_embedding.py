@@ -114,7 +114,7 @@ def capsearch_stage(world: Path, workspace: Path, weights: Path, batch_size: int
     stage.embedder.load()
     with stopwatch() as t:
         report = run_stage(stage)
-    assert report.result.done == n, report
+    assert report.done == n, report
     return t[0]
 
 

@@ -4,83 +4,21 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import flows  # noqa: F401 - applies the Prefect settings before Prefect is imported
 from pipeline.progress import ProgressCallback
+from pipeline.stages.outcome import RunOutcome
 from pipeline.workspace import Workspace
-
-
-@dataclass
-class StageOutcome:
-    stage: str                 # label, e.g. "caption:knn-consensus"
-    name: str
-    target: str
-    config_hash: str
-    status: str                # completed | failed | cancelled | not applicable
-    batches: int               # batches planned (every item of the stage)
-    cached: int                # batches answered from the Prefect cache
-    ran: int                   # batches that computed something
-    unchanged: int             # batches with nothing to compute and no cache record
-    items: int                 # items this run had to compute
-    done: int
-    failed: int
-    skipped: int
-    seconds: float
-    flow_run_id: str = ""
-    error: str = ""
-    messages: list[str] = field(default_factory=list)
-    total: int = 0             # items the stage has: those computed (items) and those reused (done before)
-    reason: str = ""           # why the stage does not apply (status 'not applicable')
-
-    @property
-    def reused(self) -> int:
-        return max(0, self.total - self.items)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "StageOutcome":
-        return cls(d["stage"], d["name"], d["target"], d["config_hash"], d["status"], d["batches"], d["cached"],
-                   d["ran"], d["unchanged"], d["items"], d["done"], d["failed"], d["skipped"], d["seconds"],
-                   d.get("flow_run_id", ""), d.get("error", ""), list(d.get("messages", [])),
-                   d.get("total", 0), d.get("reason", ""))
-
-
-@dataclass
-class RunSummary:
-    flow_run_id: str
-    status: str                # completed | failed | cancelled
-    seconds: float
-    stages: list[StageOutcome]
-    runner: str = "thread"
-    error: str = ""
-    run_id: int | None = None  # the workspace run in the store (pipeline.runs)
-
-    @property
-    def cached_batches(self) -> int:
-        return sum(s.cached for s in self.stages)
-
-    @property
-    def ran_batches(self) -> int:
-        return sum(s.ran for s in self.stages)
-
-    @property
-    def batches(self) -> int:
-        return sum(s.batches for s in self.stages)
-
-    def stage(self, label: str) -> StageOutcome:
-        for s in self.stages:
-            if s.stage == label:
-                return s
-        raise KeyError(label)
 
 
 def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | None = None, *,
         progress: ProgressCallback | None = None, retry_failed: bool = False, runner: str | None = None,
         dask_address: str | None = None, cancel: threading.Event | None = None, wait: bool = False,
         on_wait: Callable[[str], None] | None = None, started_by: str | None = None,
-        record_progress: bool | None = None) -> RunSummary:
-    """Run stages (default: all, in pipeline order) as the ``pipeline`` flow and return what happened.
+        record_progress: bool | None = None) -> RunOutcome:
+    """Run stages (default: all, in pipeline order) as the ``pipeline`` flow and return what happened
+    (a ``RunOutcome`` holding each stage's ``StageOutcome``, as the stage flows filled them).
 
     ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
     ``cancel`` stops the run between batches; finished batches stay in the store and the
@@ -105,19 +43,19 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
     try:
         with claim_workspace(ctx, describe_request(stages, captioners, retry_failed), started_by, wait=wait,
                              on_wait=on_wait, record_progress=record_progress) as claim:
-            summary = _run_pipeline(ctx, stages, captioners, retry_failed, runner, dask_address)
-            claim.finish(summary.status, summary.error)
-            return summary
+            outcome = _run_pipeline(ctx, stages, captioners, retry_failed, runner, dask_address)
+            claim.finish(outcome.status, outcome.error)
+            return outcome
     finally:
         run_context.close_run(ctx.key)
 
 
 def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
-                  runner: str | None, dask_address: str | None) -> RunSummary:
+                  runner: str | None, dask_address: str | None) -> RunOutcome:
     from flows.pipeline_flow import pipeline
     from flows.runners import check_runner
     from flows.server import api_server, use_watched_temporary_server
-    from flows.setup import no_heartbeats
+    from flows.runners import no_heartbeats
 
     use_watched_temporary_server()
     orch = ctx.ws.config.orchestration
@@ -131,10 +69,10 @@ def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | No
         state = pipeline(workspace=str(ctx.ws.root), stages=list(stages) if stages else None,
                          captioners=list(captioners) if captioners else None, retry_failed=retry_failed,
                          runner=chosen, dask_address=address, run_key=ctx.key, return_state=True)
-    outcomes = [StageOutcome.from_dict(o) for o in ctx.outcomes]
-    flow_run_id = str(state.state_details.flow_run_id or "")
-    seconds = time.perf_counter() - t0
+    outcome = RunOutcome("completed", time.perf_counter() - t0, list(ctx.outcomes),
+                         str(state.state_details.flow_run_id or ""), chosen, run_id=ctx.run_id)
     if state.is_cancelled():
-        return RunSummary(flow_run_id, "cancelled", seconds, outcomes, chosen, state.message or "", ctx.run_id)
+        outcome.status, outcome.error = "cancelled", state.message or ""
+        return outcome
     state.result(raise_on_failure=True)
-    return RunSummary(flow_run_id, "completed", seconds, outcomes, chosen, "", ctx.run_id)
+    return outcome

@@ -29,10 +29,11 @@ class FlowRunRow:
 
 
 def stage_of(parameters: dict[str, Any] | None) -> str:
-    """A stage flow's ``stage[:target]``; a pipeline flow's stages ('all' when it ran every stage)."""
+    """A stage flow's ``stage[:variant]``; a pipeline flow's stages ('all' when it ran every stage)."""
     params = parameters or {}
     if params.get("stage"):
-        return f"{params['stage']}:{params['target']}" if params.get("target") else str(params["stage"])
+        variant = params.get("variant") or params.get("target")     # "target": stage flow runs recorded by earlier capsearch versions
+        return f"{params['stage']}:{variant}" if variant else str(params["stage"])
     stages = params.get("stages")
     if stages:
         return ", ".join(stages) if isinstance(stages, (list, tuple)) else str(stages)

@@ -11,8 +11,7 @@ from prefect.states import Cancelled, State
 
 from flows import run_context, shutdown
 from flows.run_context import RunContext
-from flows.runners import task_runners
-from flows.setup import no_heartbeats
+from flows.runners import no_heartbeats, task_runners
 from flows.stage_flows import abandon_flow_run, stage_flow
 from flows.workspace_run import claim_workspace, configured_api_url, describe_request, started_by_default
 from pipeline.runs import set_flow_run
@@ -21,7 +20,7 @@ from pipeline.stages.registry import STAGE_ORDER, available_stages, pipeline_sta
 
 
 def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] | None) -> list[tuple[str, str]]:
-    """(stage name, target) in run order; registered stages in pipeline order, then ``module:Class`` stages."""
+    """(stage name, variant) in run order; registered stages in pipeline order, then ``module:Class`` stages."""
     registered = [n for n in (names or []) if ":" not in n]
     custom = [n for n in (names or []) if ":" in n]
     unknown = [n for n in registered if n not in STAGE_ORDER]
@@ -35,8 +34,8 @@ def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] |
     plan: list[tuple[str, str]] = []
     if registered or names is None:
         for st in pipeline_stages(ctx.ws, registered or None, captioners):
-            ctx.stages.setdefault((st.name, st.target), st)
-            plan.append((st.name, st.target))
+            ctx.stages.setdefault((st.name, st.variant), st)
+            plan.append((st.name, st.variant))
     plan.extend((n, "") for n in custom)
     return plan
 
@@ -136,12 +135,12 @@ def _run_plan(ctx: RunContext, workspace: str, stages: list[str] | None, caption
 
     threads = ctx.ws.config.orchestration.flow_threads
     with shutdown.on_abandon(abandoned), task_runners(runner, dask_address, threads) as runner_for, no_heartbeats():
-        for name, target in plan:
+        for name, variant in plan:
             if ctx.cancel.is_set():
                 break
-            st = ctx.stage(name, target)
+            st = ctx.stage(name, variant)
             sub = stage_flow(name).with_options(task_runner=runner_for(st))
-            state = sub(workspace=workspace, stage=name, target=target, retry_failed=retry_failed,
+            state = sub(workspace=workspace, stage=name, variant=variant, retry_failed=retry_failed,
                         run_key=ctx.key, return_state=True)
             if state.is_cancelled():
                 break

@@ -4,11 +4,10 @@ Flow and task parameters carry only a run key (a string); everything that must n
 be hashed, persisted or pickled (callbacks, events, stages with open SQLite
 connections and loaded models) is looked up here by that key. In another process
 (a Dask worker, a deployment run) the key is unknown and stages are rebuilt from
-(workspace path, stage name, target).
+(workspace path, stage name, variant).
 """
 from __future__ import annotations
 
-import importlib
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -18,43 +17,23 @@ from flows import shutdown
 from pipeline.errors import ConfigError
 from pipeline.progress import ProgressCallback, ProgressEvent, StageProgress
 from pipeline.stages.base import Stage
-from pipeline.stages.registry import STAGE_ORDER, stage_class
+from pipeline.stages.outcome import StageOutcome
+from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace
 
 
 @dataclass(frozen=True)
 class StageRef:
-    """How any process finds a stage: the workspace, the stage name (or ``module:Class``) and its target."""
+    """How any process finds a stage: the workspace, the stage name (or ``module:Class``) and its variant."""
     workspace: str
     name: str
-    target: str = ""
+    variant: str = ""
     config_hash: str = ""
     label: str = ""             # the stage's label (``caption:blip-base``): part of the cache key
 
     def __post_init__(self) -> None:
         if not self.label:
-            object.__setattr__(self, "label", f"{self.name}:{self.target}" if self.target else self.name)
-
-
-def resolve_stage_class(name: str) -> type[Stage]:
-    """A registered stage name, or ``package.module:Class`` for a stage defined outside the registry."""
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"stage '{name}' cannot be imported: {exc}") from None
-        if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise ConfigError(f"stage '{name}' is not a Stage subclass")
-        return cls
-    try:
-        return stage_class(name)
-    except KeyError:
-        raise ConfigError(f"unknown stage '{name}'; stages: {', '.join(STAGE_ORDER)}") from None
-
-
-def build_stage(ws: Workspace, name: str, target: str = "") -> Stage:
-    return resolve_stage_class(name)(ws, target)
+            object.__setattr__(self, "label", f"{self.name}:{self.variant}" if self.variant else self.name)
 
 
 class LockedProgress(StageProgress):
@@ -105,18 +84,18 @@ class RunContext:
     cancel: threading.Event = field(default_factory=threading.Event)
     stages: dict[tuple[str, str], Stage] = field(default_factory=dict)
     trackers: dict[str, StageProgress] = field(default_factory=dict)
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: list[StageOutcome] = field(default_factory=list)   # filled by the stage flows as they end
     flow_run_id: str | None = None
     run_id: int | None = None                   # the workspace run (``pipeline.runs``) once claimed
     recorder: Any = None                        # its ProgressRecorder: live progress in the store
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def stage(self, name: str, target: str = "") -> Stage:
-        """One stage object per (name, target) for the whole run, shared by every batch task."""
+    def stage(self, name: str, variant: str = "") -> Stage:
+        """One stage object per (name, variant) for the whole run, shared by every batch task."""
         with self._lock:
-            st = self.stages.get((name, target))
+            st = self.stages.get((name, variant))
             if st is None:
-                st = self.stages[(name, target)] = build_stage(self.ws, name, target)
+                st = self.stages[(name, variant)] = build_stage(self.ws, name, variant)
             return st
 
     def tracker(self, label: str, total: int) -> StageProgress:
@@ -163,11 +142,11 @@ _worker_lock = threading.Lock()
 
 def worker_stage(ref: StageRef) -> Stage:
     """Rebuild a stage from its reference, once per process and configuration (models stay loaded)."""
-    key = (ref.workspace, ref.name, ref.target, ref.config_hash)
+    key = (ref.workspace, ref.name, ref.variant, ref.config_hash)
     with _worker_lock:
         st = _worker_stages.get(key)
         if st is None:
-            st = build_stage(Workspace(ref.workspace), ref.name, ref.target)
+            st = build_stage(Workspace(ref.workspace), ref.name, ref.variant)
             if ref.config_hash and st.config_hash() != ref.config_hash:
                 raise ConfigError(
                     f"{ref.label}: this worker sees another configuration of {ref.workspace} than the flow "

@@ -12,6 +12,8 @@ configuration says (its default is ``spawn`` too): the process starting them run
 threads, and a process forked from a threaded one can hang on a lock another thread held
 at that instant. Stages start no processes of their own (images are decoded in threads), so
 the workers stay daemonic, Dask's default: they end with their nanny.
+
+``no_heartbeats`` turns off flow-run heartbeats for the flows a run starts (one flow run per stage).
 """
 from __future__ import annotations
 
@@ -141,3 +143,23 @@ def submission_window(task_runner: Any) -> int:
         except Exception:  # noqa: BLE001
             return 2
     return max(1, getattr(task_runner, "_max_workers", None) or thread_workers())
+
+
+@contextmanager
+def no_heartbeats() -> Iterator[None]:
+    """Turn off flow-run heartbeats for the flows started inside the block.
+
+    Prefect joins its heartbeat thread when a flow run ends, which costs up to a
+    second per flow run; capsearch starts one flow run per stage. The open-source
+    server does not use heartbeats unless an automation is set up for them.
+    """
+    from prefect.context import SettingsContext, get_settings_context
+
+    current = get_settings_context()
+    settings = current.settings
+    if settings.flows.heartbeat_frequency is None:
+        yield
+        return
+    quiet = settings.model_copy(update={"flows": settings.flows.model_copy(update={"heartbeat_frequency": None})})
+    with SettingsContext(profile=current.profile, settings=quiet):
+        yield

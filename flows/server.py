@@ -1,5 +1,6 @@
-"""Prefect servers: ``capsearch server`` (API and UI, recorded so later runs report to it) and the
-temporary local API server a process uses when none is configured.
+"""Prefect servers: ``capsearch server`` (API and UI, recorded so later runs report to it), the
+temporary local API server a process uses when none is configured, and ``prepare_prefect``
+(``capsearch init``: the local Prefect database created and migrated once, by starting that server).
 
 Every server capsearch starts runs under ``flows.parent_watch`` in its own session: capsearch stops it
 on exit and on SIGTERM, SIGINT or SIGHUP (``flows.shutdown``), and if capsearch is killed (SIGKILL,
@@ -266,3 +267,35 @@ def describe(record: ServerRecord | None = None) -> dict[str, Any]:
     if record is None:
         return {"running": False}
     return {"running": record.is_alive(), **record.__dict__}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_prefect(ws: Any = None, console: Any = None) -> float:
+    """Create and migrate the local Prefect database (and register its block types) once.
+
+    Starts Prefect's local server the way the first run would, then stops it, so
+    the first ``capsearch run`` does not pay for the migration. Nothing to do when
+    runs report to a server (``capsearch server`` or ``PREFECT_API_URL``).
+    Returns the seconds it took.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    t0 = time.perf_counter()
+    if PREFECT_API_URL.value():
+        if console is not None:
+            console.print(f"Prefect: runs report to {PREFECT_API_URL.value()}")
+        return 0.0
+    server = watched_server_class()(port=free_port())
+    try:
+        server.start()
+    finally:
+        server.stop()
+    seconds = time.perf_counter() - t0
+    if console is not None:
+        console.print(f"Prefect database ready in {prefect_home()} ({seconds:.1f} s)")
+    return seconds

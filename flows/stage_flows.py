@@ -1,14 +1,16 @@
 """One Prefect flow per stage; every batch of ``Stage.plan()`` is a cached, retriable task.
 
-A stage flow runs ``prepare`` once, plans the batches of every item (so batch
+A stage flow plans the stage with the one planner ``run_stage`` uses too
+(``pipeline.stages.plan``: ``prepare`` once, batches of every item, so batch
 boundaries, and with them the cache keys, stay the same from run to run), submits
 each batch (with ``refresh_cache=True`` when the store lacks some of its outputs),
 keeps a bounded number of batches in flight so a cancel stops between batches, and
-runs ``finalize`` once when every batch succeeded. It records the stage run in
-the store and reports progress to the caller and as a Prefect progress artifact.
-A stage that does not apply to the workspace (``Stage.applicable``) runs nothing:
-its outcome and stage run say "not applicable" with the reason, and the flow run
-completes.
+runs ``finalize`` once when every batch succeeded. It records the stage run with
+the one recorder (``pipeline.stages.record``), fills the stage's typed
+``StageOutcome`` as batches finish, and reports progress to the caller and as a
+Prefect progress artifact. A stage that does not apply to the workspace
+(``Stage.applicable``) runs nothing: its outcome and stage run say "not applicable"
+with the reason, and the flow run completes.
 """
 from __future__ import annotations
 
@@ -27,36 +29,32 @@ from prefect.states import Cancelled, State
 
 from flows import run_context, shutdown
 from flows.artifacts import ProgressArtifact
-from flows.run_context import RunContext, StageRef, resolve_stage_class
+from flows.run_context import RunContext, StageRef
 from flows.runners import submission_window
 from flows.tasks import batch_task
-from pipeline.stages.base import NOT_APPLICABLE, Stage, record_not_applicable
-from pipeline.stages.registry import STAGE_ORDER
+from pipeline.stages.base import Stage
+from pipeline.stages.outcome import StageOutcome
+from pipeline.stages.plan import StagePlan, plan_stage
+from pipeline.stages.record import StageRunRecorder
+from pipeline.stages.registry import STAGE_ORDER, resolve_stage_class
 
 
 def _stage_run_name() -> str:
     params = runtime_flow_run.parameters or {}
-    name, target = params.get("stage", "stage"), params.get("target", "")
+    name, variant = params.get("stage", "stage"), params.get("variant", "")
     label = resolve_stage_class(name).name if ":" in name else name
-    return f"{label}:{target}" if target else label
+    return f"{label}:{variant}" if variant else label
 
 
-def run_stage_flow(workspace: str, stage: str, target: str = "", retry_failed: bool = False,
-                   run_key: str = "") -> dict[str, Any] | State:
+def run_stage_flow(workspace: str, stage: str, variant: str = "", retry_failed: bool = False,
+                   run_key: str = "") -> StageOutcome | State:
     """Run one stage of a workspace as cached batch tasks; returns the stage's outcome."""
     ctx = run_context.context_for(workspace, run_key)
-    outcome = execute_stage(ctx, ctx.stage(stage, target), retry_failed)
-    if outcome["status"] == "cancelled":
-        return Cancelled(message=f"{outcome['stage']}: cancelled; {outcome['ran']} batches finished and kept",
+    outcome = execute_stage(ctx, ctx.stage(stage, variant), retry_failed)
+    if outcome.status == "cancelled":
+        return Cancelled(message=f"{outcome.stage}: cancelled; {outcome.ran} batches finished and kept",
                          data=outcome)
     return outcome
-
-
-def _new_outcome(st: Stage, flow_run_id: str) -> dict[str, Any]:
-    return {"stage": st.label, "name": st.name, "target": st.target, "config_hash": "", "status": "running",
-            "batches": 0, "cached": 0, "ran": 0, "unchanged": 0, "done": 0, "failed": 0, "skipped": 0,
-            "items": 0, "total": 0, "seconds": 0.0, "messages": [], "error": "", "reason": "",
-            "flow_run_id": flow_run_id}
 
 
 def abandon_flow_run(flow_run_id: str, message: str) -> None:
@@ -72,97 +70,81 @@ def abandon_flow_run(flow_run_id: str, message: str) -> None:
         pass
 
 
-def _record_abandoned(st: Stage, run_id: int, outcome: dict[str, Any], signum: int) -> None:
+def _record_abandoned(recorder: StageRunRecorder, outcome: StageOutcome, signum: int) -> None:
     """A second stop signal: the batches in flight are abandoned; the stage run says so before the exit."""
     message = (f"abandoned on a second {shutdown.signal_name(signum)}: the batches in flight were not finished "
                "(finished batches are kept)")
-    st.store.finish_stage_run(run_id, "cancelled", outcome["done"], outcome["failed"], outcome["skipped"], message)
-    abandon_flow_run(outcome["flow_run_id"], message)
+    recorder.abandon(outcome, message)
+    abandon_flow_run(outcome.flow_run_id, message)
 
 
-def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> dict[str, Any]:
+def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> StageOutcome:
     t0 = time.perf_counter()
     frc = FlowRunContext.get()
     flow_run_id = str(frc.flow_run.id) if frc and frc.flow_run else ""
-    outcome = _new_outcome(st, flow_run_id)
-    store = st.store
-    run_id: int | None = None
+    outcome = StageOutcome.of(st, flow_run_id)
+    recorder = StageRunRecorder(st, flow_run_id, ctx.run_id)
     forget_abandon = None
     try:
-        reason = st.applicable()
-        if reason:
-            record_not_applicable(st, reason, flow_run_id or None)
-            outcome.update(status=NOT_APPLICABLE, reason=reason)
-            ctx.tracker(st.label, 0).not_applicable(reason)
+        plan = plan_stage(st, ctx.tracker(st.label, 0), retry_failed)
+        if plan.not_applicable:
+            recorder.not_applicable(plan.not_applicable)
+            outcome.not_applicable(plan.not_applicable)
+            ctx.tracker(st.label, 0).not_applicable(plan.not_applicable)
             return outcome
-        st.prepare(ctx.tracker(st.label, 0))
-        batches = st.plan(only_missing=False, retry_failed=retry_failed)
-        settled = st.settled_items(retry_failed)
-        todo = {b.index: tuple(i for i in b.ids if i not in settled) for b in batches}
-        total = sum(len(t) for t in todo.values())
-        config_hash = st.config_hash()
-        outcome.update(config_hash=config_hash, batches=len(batches), items=total,
-                       total=sum(len(b.ids) for b in batches))
-        sp = ctx.tracker(st.label, total)
-        run_id = store.start_stage_run(st.name, config_hash, st.config(), st.target, flow_run_id=flow_run_id or None,
-                                       run_id=ctx.run_id)
-        forget_abandon = shutdown.add_abandon(partial(_record_abandoned, st, run_id, outcome))
-        artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, total) if total else None
-        ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.target, config_hash, st.label)
-        errors = _run_batches(ctx, st, ref, batches, todo, outcome, sp, artifact, frc)
+        outcome.planned(plan)
+        sp = ctx.tracker(st.label, plan.items)
+        recorder.start(plan.config_hash)
+        forget_abandon = shutdown.add_abandon(partial(_record_abandoned, recorder, outcome))
+        artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, plan.items) if plan.items else None
+        ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.variant, plan.config_hash, st.label)
+        errors = _run_batches(ctx, st, ref, plan, outcome, sp, artifact, frc)
         if errors:
-            outcome["status"] = "failed"
+            outcome.status = "failed"
             first = errors[0]
-            outcome["error"] = f"{len(errors)} of {len(batches)} batches failed; first: {first}"
+            outcome.error = f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}"
             raise first
-        if ctx.cancel.is_set() and outcome["ran"] + outcome["cached"] + outcome["unchanged"] < len(batches):
-            outcome["status"] = "cancelled"
+        if ctx.cancel.is_set() and outcome.settled_batches < len(plan.batches):
+            outcome.status = "cancelled"
         else:
             st.finalize(sp)
-            outcome["status"] = "completed"
+            outcome.status = "completed"
         if artifact is not None:
             artifact.update(sp.done, sp.failures, final=True, total=sp.total)
-        reused = outcome["total"] - total
-        sp.finish(f"{st.label}: {outcome['done']} done, {outcome['failed']} failed, {reused} reused "
-                  f"({outcome['cached']} of {len(batches)} batches cached)")
+        sp.finish(outcome.finish_message(with_cache=True))
     except BaseException as exc:
-        if outcome["status"] not in ("failed", "cancelled"):
-            # Interrupted (Ctrl-C in the main thread, or Prefect's SIGTERM bridge in a deployment run): cancelled.
-            outcome["status"] = "cancelled" if isinstance(exc, (KeyboardInterrupt, TerminationSignal)) else "failed"
-            outcome["error"] = outcome["error"] or f"{type(exc).__name__}: {exc}"
+        # Interrupted (Ctrl-C in the main thread, or Prefect's SIGTERM bridge in a deployment run): cancelled.
+        outcome.interrupted(exc, cancelled=isinstance(exc, (KeyboardInterrupt, TerminationSignal)))
         raise
     finally:
         if forget_abandon is not None:
             forget_abandon()
-        outcome["seconds"] = time.perf_counter() - t0
-        if run_id is not None:
-            store.finish_stage_run(run_id, outcome["status"], outcome["done"], outcome["failed"], outcome["skipped"],
-                                   (outcome["error"] or None) and outcome["error"][:500])
+        outcome.seconds = time.perf_counter() - t0
+        recorder.finish(outcome)
         ctx.outcomes.append(outcome)
     return outcome
 
 
 def _spec_name(ctx: RunContext, st: Stage) -> str:
     """The name other processes rebuild the stage from (``module:Class`` for stages outside the registry)."""
-    for (name, target), obj in ctx.stages.items():
+    for (name, _variant), obj in ctx.stages.items():
         if obj is st:
             return name
     return st.name
 
 
-def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, batches: list, todo: dict[int, tuple[str, ...]],
-                 outcome: dict[str, Any], sp, artifact: ProgressArtifact | None,
-                 frc: FlowRunContext | None) -> list[BaseException]:
+def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, plan: StagePlan, outcome: StageOutcome, sp,
+                 artifact: ProgressArtifact | None, frc: FlowRunContext | None) -> list[BaseException]:
     task = batch_task(ctx.ws, st)
     fresh = task.with_options(refresh_cache=True)
     window = submission_window(frc.task_runner if frc else None)
-    pending = deque(batches)
+    pending = deque(plan.batches)
     in_flight: list[PrefectFuture[Any]] = []
     errors: list[BaseException] = []
     while pending or in_flight:
         while pending and len(in_flight) < window and not ctx.cancel.is_set():
             batch = pending.popleft()
-            missing = todo[batch.index]
+            missing = plan.todo[batch.index]
             chosen = fresh if missing else task
             in_flight.append(chosen.submit(stage=ref, batch=batch, todo=missing, run_key=ctx.key))
         if ctx.cancel.is_set():
@@ -175,12 +157,11 @@ def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, batches: list, todo:
         if artifact is not None:
             artifact.update(sp.done, sp.failures, total=sp.total)
         if ctx.recorder is not None:
-            settled = outcome["ran"] + outcome["cached"] + outcome["unchanged"]
-            ctx.recorder.batches(st.label, settled, len(batches))
+            ctx.recorder.batches(st.label, outcome.settled_batches, len(plan.batches))
     return errors
 
 
-def _collect(future: PrefectFuture[Any], outcome: dict[str, Any], sp, errors: list[BaseException]) -> None:
+def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list[BaseException]) -> None:
     future.wait()
     state = future.state
     if state.is_cancelled():
@@ -195,15 +176,13 @@ def _collect(future: PrefectFuture[Any], outcome: dict[str, Any], sp, errors: li
         return
     result = state.result()
     if state.name == "Cached":
-        outcome["cached"] += 1
+        outcome.cached += 1
         return
     if not result.get("ran"):
-        outcome["unchanged"] += 1
+        outcome.unchanged += 1
         return
-    outcome["ran"] += 1
-    for key in ("done", "failed", "skipped"):
-        outcome[key] += int(result.get(key, 0))
-    outcome["messages"].extend(result.get("messages", [])[: max(0, 200 - len(outcome["messages"]))])
+    outcome.add(int(result.get("done", 0)), int(result.get("failed", 0)), int(result.get("skipped", 0)),
+                list(result.get("messages", [])))
     if result.get("pid") != os.getpid():
         # Ran in another process (a Dask worker): report its progress from here.
         sp.advance(int(result["ran"]), int(result.get("failed", 0)))

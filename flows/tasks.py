@@ -59,7 +59,7 @@ def run_batch(stage: StageRef, batch: Batch, todo: tuple[str, ...] = (), run_key
         return Cancelled(message="run cancelled before this batch started")
     if not todo:
         return result_dict(BatchResult(), 0)
-    st = ctx.stage(stage.name, stage.target) if ctx is not None else run_context.worker_stage(stage)
+    st = ctx.stage(stage.name, stage.variant) if ctx is not None else run_context.worker_stage(stage)
     progress = ctx.trackers.get(stage.label) if ctx is not None else None
     work = Batch(batch.index, tuple(todo), batch.content_hash)
     if ctx is not None:

@@ -126,15 +126,13 @@ class Browser:
         self._texts: dict[str, dict[str, str]] = {}
 
     # -- configuration hashes ------------------------------------------------------------------
-    def _stage_hash(self, name: str, target: str = "") -> str | None:
-        from pipeline.stages.registry import build_stage
+    def _stage_hash(self, name: str, variant: str = "") -> str | None:
+        """The stage's current configuration hash (None where it cannot be built), read once per Browser."""
+        from pipeline.stages.registry import optional_stage_hash
 
-        if (name, target) not in self._hashes:
-            try:
-                self._hashes[(name, target)] = build_stage(self.ws, name, target).config_hash()
-            except (KeyError, CapsearchError):
-                self._hashes[(name, target)] = None
-        return self._hashes[(name, target)]
+        if (name, variant) not in self._hashes:
+            self._hashes[(name, variant)] = optional_stage_hash(self.ws, name, variant)
+        return self._hashes[(name, variant)]
 
     @cached_property
     def collection_root(self) -> Path | None:

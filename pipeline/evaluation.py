@@ -42,8 +42,8 @@ from pipeline.progress import StageProgress
 from pipeline.search import top_from_scores
 from pipeline.store_rows import QueryRow
 from pipeline.search_service import (CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, clip_text_space,
-                                     document_space, image_space, oracle_captions, query_space, stage_hash,
-                                     text_vectors)
+                                     document_space, image_space, oracle_captions, query_space, text_vectors)
+from pipeline.stages.registry import stage_hash
 from pipeline.workspace import Workspace
 
 TOP_STORED = 10

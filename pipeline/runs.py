@@ -21,6 +21,7 @@ from typing import Any, Iterable
 
 from pipeline.progress import ProgressEvent
 from pipeline.run_owner import current_owner, owner_state
+from pipeline.stages.outcome import RunOutcome, StageOutcome
 from pipeline.store import Store
 
 FINAL_STATES = ("completed", "failed", "cancelled", "crashed")
@@ -267,6 +268,22 @@ def describe_run(run: RunInfo, stages: list[StageLive] | None = None) -> str:
     if run.log_path:
         text += f"; log: {run.log_path}"
     return text
+
+
+def recorded_outcome(store: Store, run: RunInfo) -> RunOutcome:
+    """A run as the store recorded it, for whoever did not run it (the TUI follows runs of other processes):
+    the ``RunOutcome`` that ``flows.api.run`` returns, with what the record holds: the run's status, time and
+    message, and per stage its state and item counts (done, failed, of the items it had to compute)."""
+    stages = []
+    for live in run_progress(store, run.id):
+        name, _, variant = live.stage.partition(":")
+        outcome = StageOutcome(live.stage, name, variant, batches=live.batches, items=live.total, total=live.total,
+                               done=live.done, failed=live.failures,
+                               status="completed" if live.state == "finished" else run.status)
+        if live.state == "not-applicable":
+            outcome.not_applicable(live.message)
+        stages.append(outcome)
+    return RunOutcome(run.status, run.seconds, stages, run.flow_run_id, error=run.message, run_id=run.id)
 
 
 # -- watching ------------------------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from pipeline.errors import CapsearchError, ConfigError
 from pipeline.hashing import hash_text
 from pipeline.photo_documents import PhotoDocuments
 from pipeline.stages.vision import image_space
+from pipeline.stages.registry import stage_hash
 from pipeline.text_vectors import clip_text_space, document_space, query_space, text_vectors  # noqa: F401 (re-exported)
 from pipeline.workspace import Workspace
 
@@ -80,17 +81,6 @@ EXTRA_METHODS = (CLIP, HYBRID, ORACLE)
 SCOPES = ("collection", "targets")
 ORACLE_RULE = "sha256('oracle:<id>') over the non-blank reference captions other than the query source"
 _QUERY_MEMORY = 64
-
-
-def stage_hash(ws: Workspace, name: str, target: str = "") -> str:
-    """The current configuration hash of a stage (the rows it reads or writes are keyed by it)."""
-    from pipeline.stages.registry import build_stage
-
-    try:
-        return build_stage(ws, name, target).config_hash()
-    except KeyError:
-        label = f"{name}:{target}" if target else name
-        raise CapsearchError(f"stage {label} is not installed in this capsearch") from None
 
 
 def oracle_caption_index(image_id: str, captions: Sequence[str], source_idx: int | None) -> int | None:

@@ -129,7 +129,7 @@ class StageRunRow:
     """One run of one stage. ``status`` reads ``crashed`` for a run left ``running`` by a process that ended."""
     id: int
     stage: str
-    target: str                       # the captioner of a per-captioner stage ('' for the others)
+    variant: str                      # a per-captioner stage's captioner, or 'human' ('' for the others; column `target`)
     config_hash: str
     status: str                       # 'running' | 'completed' | 'failed' | 'cancelled' | 'crashed'
     started_at: float

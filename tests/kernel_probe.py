@@ -29,7 +29,8 @@ def probe(root: Path) -> dict:
 
     from pipeline.evaluation import current_eval_hash, run_evaluation
     from pipeline.neighbours import find_neighbours
-    from pipeline.search_service import SearchIndex, stage_hash
+    from pipeline.search_service import SearchIndex
+    from pipeline.stages.registry import stage_hash
     from pipeline.stages.registry import build_stage
     from pipeline.workspace import Workspace
     from tests.blas import blas_core

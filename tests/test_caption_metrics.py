@@ -231,10 +231,10 @@ def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retri
 def test_the_stage_is_cached_and_a_changed_captioner_recomputes_only_its_row(lite_copy):
     ws = lite_copy
     stage = build_stage(ws, "caption-metrics")
-    assert stage.plan(only_missing=True) == [] and run_stage(stage).batches_run == 0
+    assert stage.plan(only_missing=True) == [] and run_stage(stage).ran == 0
     before = load_caption_metrics(ws)
     # one caption changes: the knn-consensus row (and the summary) are computed again, the human row is not
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
 
     target = ws.store.image_ids("target")[0]
     ws.store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"),
@@ -242,7 +242,7 @@ def test_the_stage_is_cached_and_a_changed_captioner_recomputes_only_its_row(lit
     stage = build_stage(ws, "caption-metrics")
     assert stage.settled_items() == {HUMAN}
     report = run_stage(stage)
-    assert report.result.done == 1
+    assert report.done == 1
     after = load_caption_metrics(ws)
     assert after.config_hash != before.config_hash and after.row_hashes[HUMAN] == before.row_hashes[HUMAN]
     assert after.missing["knn-consensus"] == 1
@@ -284,7 +284,7 @@ def test_a_new_baseline_writes_only_the_summary(lite_copy):
     # every row is stored, but this configuration has no summary: nothing is done until the batch writes it
     assert stage.done_items() == set() and stage.counts().done == 0
     report = run_stage(stage)
-    assert report.batches_run == 1 and report.result.done == 0              # no row scored again
+    assert report.ran == 1 and report.done == 0              # no row scored again
     after = load_caption_metrics(ws)
     assert after.baseline == HUMAN and after.row_hashes == before.row_hashes
     d = after.vs_baseline["knn-consensus"]["CIDEr-D"]
@@ -323,7 +323,7 @@ def test_a_workspace_with_the_schema_2_blobs_recomputes_the_same_numbers(lite_co
     ws = Workspace(ws.root)
     assert ws.store.conn.execute("SELECT COUNT(*) FROM meta WHERE key LIKE 'caption-metrics/%'").fetchone()[0] == 0
     assert load_caption_metrics(ws) is None and build_stage(ws, "caption-metrics").counts().done == 0
-    assert run_stage(build_stage(ws, "caption-metrics")).result.done == 2
+    assert run_stage(build_stage(ws, "caption-metrics")).done == 2
     after = load_caption_metrics(ws)
     _same_numbers(after, before)
     again = load_rows(ws, after)
@@ -402,7 +402,7 @@ def test_evaluate_twice_computes_the_caption_metrics_once(tmp_path, capsys):
 
 def test_a_captioner_that_copies_its_first_neighbour_scores_1_and_vlm_plain_0(tmp_path, tiny_smolvlm_dir):
     from pipeline.config_file import update_config_file
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
     from pipeline.workspace import Workspace
     from tests.fixtures.tui_world import tui_workspace_at
     from tests.fixtures.captioner_configs import SHORT_TEMPLATE, generative_captioners

@@ -10,7 +10,7 @@ from tests.fixtures.cli import run_cli
 from capsearch.cli.summary import print_summary
 from pipeline.evaluation import current_eval_hash, load_evaluation
 from pipeline.reports.tables import evaluation_json
-from pipeline.search_service import stage_hash
+from pipeline.stages.registry import stage_hash
 from pipeline.workspace import Workspace
 from tests.fixtures.openai_server import Reply
 from tests.fixtures.text_worlds import hand_workspace, small_workspace, text_world

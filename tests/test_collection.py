@@ -88,7 +88,7 @@ def test_a_partly_captioned_folder_runs_searches_and_finds_by_example(home, caps
 
 
 def _generated_caption(ws, image_id: str) -> str:
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
     from pipeline.workspace import Workspace
 
     w = Workspace(ws)
@@ -119,7 +119,7 @@ def test_a_folder_without_any_caption_runs_what_applies(home, capsys, tmp_path, 
     assert states["embed-captions:human"]["state"] == "not applicable"
     assert states["caption:blip-tiny"]["state"] == "done" and states["caption:blip-tiny"]["done"] == len(folder.ids)
 
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
     from pipeline.workspace import Workspace
 
     w = Workspace(ws)
@@ -179,9 +179,11 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
         runs = {r.stage: r for r in reversed(store.stage_runs(limit=100))}
         for stage in EVALUATION_STAGES:
             assert runs[stage].status == "not applicable" and runs[stage].message == NO_HELD_OUT_CAPTIONS
+            # recorded by the one stage-run recorder: it belongs to the run that found it not applicable
+            assert runs[stage].run_id == runs["ingest"].run_id is not None
         targets = store.image_ids("target")
         assert len(targets) == len(folder.uncaptioned) - 1
-        from pipeline.search_service import stage_hash
+        from pipeline.stages.registry import stage_hash
 
         knn = stage_hash(Workspace(ws.root), "caption", "knn-consensus")
         assert set(store.captions("knn-consensus", knn, status="ok")) == set(targets)
@@ -236,7 +238,7 @@ import os  # noqa: E402 - used by PhotoOpens above
 
 
 def _neighbour_lists(ws) -> dict[str, list[tuple[str, int]]]:
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
 
     return {t: [(n.id, n.duplicate) for n in ns] for t, ns in ws.store.neighbours(stage_hash(ws, "neighbours")).items()}
 

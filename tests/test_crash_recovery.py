@@ -51,7 +51,7 @@ def clean(world, tiny_blip_dir, tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("clean") / "ws", **settings(world, tiny_blip_dir))
     for stage in pipeline_stages(ws):
         report = run_stage(stage)
-        assert report.result.failed == 0, report
+        assert report.failed == 0, report
     return store_content(ws), snapshots_content(ws), search_results(ws)
 
 

@@ -203,7 +203,7 @@ def test_capsearch_cancel_stops_a_background_run_after_the_batch_in_flight(paced
 @pytest.mark.asyncio
 async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, shell_env, process_tag, tmp_path,
                                                                        monkeypatch):
-    from flows.setup import free_port
+    from flows.server import free_port
 
     ws, label = paced, PacedRowsStage.name
     env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "1.0"}
@@ -239,7 +239,7 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
         launched = next(m.detached for m in messages if isinstance(m, RunLaunched))
         finished = next(m for m in messages if isinstance(m, RunFinished))
         assert launched.how == "deployment" and launched.deployment.endswith(f"run-{ws.name}")
-        assert finished.outcome == "completed", finished.detail
+        assert finished.outcome.status == "completed", finished.outcome.error
         deployment, flow_run = _deployment_and_flow_run(api, launched.deployment, launched.flow_run_id)
         assert flow_run.deployment_id == deployment.id and flow_run.state.is_completed()
         assert "from the TUI" in (recent_runs(ws.store)[0].started_by)

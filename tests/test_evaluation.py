@@ -18,7 +18,7 @@ import pytest
 
 from pipeline.errors import CapsearchError
 from pipeline.evaluation import current_eval_hash, evaluation_plan, load_evaluation
-from pipeline.search_service import stage_hash
+from pipeline.stages.registry import stage_hash
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace

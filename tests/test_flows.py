@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.api import RunSummary, run
+from flows.api import RunOutcome, run
 from pipeline.datasets.demo import generate_demo_world
 from pipeline.stages.vision import CaptionStage
 from pipeline.workspace import Workspace
@@ -50,7 +50,7 @@ def copy_of(ws: Workspace, dest: Path) -> Workspace:
     return Workspace(dest)
 
 
-def by_stage(summary: RunSummary) -> dict[str, tuple[int, int, int]]:
+def by_stage(summary: RunOutcome) -> dict[str, tuple[int, int, int]]:
     """label -> (batches, cached, ran)."""
     return {s.stage: (s.batches, s.cached, s.ran) for s in summary.stages}
 
@@ -90,7 +90,7 @@ def test_cold_run_computes_every_stage_and_reports_progress(cold):
             assert finals[label].done == finals[label].total == summary.stage(label).items
     assert any(thread != threading.main_thread().name for thread, e in events if e.kind == "advance")
     # each stage run is recorded in the store with its Prefect flow run
-    runs = {(r.stage, r.target): r for r in ws.store.stage_runs(limit=100)}
+    runs = {(r.stage, r.variant): r for r in ws.store.stage_runs(limit=100)}
     assert runs[("caption", "vlm-neighbours")].status == "completed"
     assert runs[("caption", "vlm-neighbours")].flow_run_id == summary.stage("caption:vlm-neighbours").flow_run_id
 

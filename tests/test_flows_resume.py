@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import run
-from flows.run_context import build_stage
+from pipeline.stages.registry import build_stage
 from pipeline.datasets.demo import generate_demo_world
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, SlowRowsStage, computed, demo_data, outputs, spec

@@ -92,3 +92,26 @@ def test_capsearch_run_command(ws, capsys):
     out = capsys.readouterr().out
     assert "2 stages: 10 batches computed, 1 reused from the cache" in out  # ingest: one cheap batch, cached
     assert len(outputs(ws, GpuRowsStage.name)) == N_IMAGES
+
+
+def test_capsearch_run_json_prints_the_run_outcome(ws, capsys):
+    """`run --json`: stdout is the run's outcome as JSON (the same numbers the table shows); bars go to stderr."""
+    import json
+
+    code = 0
+    try:
+        main(["-w", str(ws.root), "run", "--stage", "ingest", "--stage", spec(GpuRowsStage), "--json"])
+    except SystemExit as exc:
+        code = exc.code or 0
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    outcome = json.loads(captured.out)
+    assert outcome["status"] == "completed" and outcome["run_id"] is not None
+    stages = {s["stage"]: s for s in outcome["stages"]}
+    assert list(stages) == ["ingest", GpuRowsStage.name]
+    assert stages["ingest"]["items"] == 0 and stages["ingest"]["reused"] == N_IMAGES     # ingested by the fixture
+    gpu = stages[GpuRowsStage.name]
+    assert gpu["status"] == "completed" and gpu["done"] == gpu["items"] == N_IMAGES and gpu["reused"] == 0
+    assert gpu["ran"] == gpu["batches"] == N_IMAGES // BATCH and gpu["flow_run_id"]
+    assert outcome["ran_batches"] == N_IMAGES // BATCH and outcome["failed_items"] == 0
+    assert "computed" in captured.err and "reused from the cache" not in captured.out

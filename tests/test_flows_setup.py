@@ -69,7 +69,7 @@ def test_server_refuses_a_public_host_without_the_flag():
 @pytest.mark.slow
 def test_capsearch_server_serves_the_ui_and_later_runs_report_to_it(tmp_path, monkeypatch):
     from flows.server import start_server
-    from flows.setup import free_port
+    from flows.server import free_port
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     handle = start_server("127.0.0.1", free_port())

@@ -16,7 +16,7 @@ def _ingest(ws):
 def test_ingest_good_collection_splits_and_captions(flickr8k_like, workspace_factory):
     ws = workspace_factory(data={"source": "flickr8k", "path": str(flickr8k_like["root"]), "n_targets": 8, "seed": 3})
     report = _ingest(ws)
-    assert report.result.done == 24 and report.result.failed == 0
+    assert report.done == 24 and report.failed == 0
     store = ws.store
     assert store.count_images("target") == 8
     assert store.count_images("reference") == 16
@@ -28,8 +28,8 @@ def test_bad_input_reported_per_item_and_rest_goes_on(flickr8k_bad, workspace_fa
     ws = workspace_factory(data={"source": "flickr8k", "path": str(flickr8k_bad["root"]), "n_targets": 8})
     report = _ingest(ws)
     # 24 good photos plus the four that are repaired on reading (CMYK, greyscale, alpha, 16-bit)
-    assert report.result.done == 28
-    assert report.result.failed == 4
+    assert report.done == 28
+    assert report.failed == 4
     problems = {(p.stage, p.item): (p.severity, p.reason) for p in ws.store.problems()}
     for name, words in flickr8k_bad["bad"].items():
         severity, reason = problems[("ingest", name)]
@@ -56,12 +56,12 @@ def test_second_ingest_checks_nothing_unless_files_change(flickr8k_bad, workspac
     ws = workspace_factory(data={"source": "flickr8k", "path": str(flickr8k_bad["root"]), "n_targets": 8})
     _ingest(ws)
     again = _ingest(ws)
-    assert again.batches_run == 0 and again.result.done == 0
+    assert again.ran == 0 and again.done == 0
     # repairing a skipped file makes it count on the next run
     make_photo(flickr8k_bad["root"] / "Flicker8k_Dataset" / "truncated.jpg", (10, 200, 10))
     os.utime(flickr8k_bad["root"] / "Flicker8k_Dataset" / "truncated.jpg", (1e9, 1e9))
     third = _ingest(ws)
-    assert third.result.done == 1
+    assert third.done == 1
     assert ws.store.image("truncated.jpg") is not None
     assert ("ingest", "truncated.jpg") not in {(p.stage, p.item) for p in ws.store.problems()}
 
@@ -77,7 +77,7 @@ def test_changing_seed_changes_split_but_not_the_images(flickr8k_like, workspace
         report = _ingest(ws)
     finally:
         del os.environ["CAPSEARCH_DATA__SEED"]
-    assert report.result.done == 0  # no photo checked again
+    assert report.done == 0  # no photo checked again
     assert set(ws.store.image_ids("target")) != first
     assert ws.store.get_meta("split_hash") != h1
 
@@ -101,7 +101,7 @@ def test_photos_whose_captions_were_lost_are_ingested_again_without_reading_the_
     photo.write_bytes(b"\0" * st.st_size)                 # same size ...
     os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))  # ... same mtime: taken as unchanged
     report = _ingest(ws)
-    assert report.result.done == 10 and report.result.failed == 0
+    assert report.done == 10 and report.failed == 0
     assert store.reference_captions() == expected
     assert store.image(lost[0]).sha256 == sha            # not read again
     assert IngestStage(ws).counts().missing == 0
@@ -116,7 +116,7 @@ def test_edited_captions_are_picked_up_by_the_next_ingest(flickr8k_like, workspa
     try:
         assert IngestStage(ws).counts().missing == 1
         report = _ingest(ws)
-        assert report.result.done == 1
+        assert report.done == 1
         assert ws.store.reference_captions(["photo_003.jpg"])["photo_003.jpg"][2].startswith("An edited caption")
     finally:
         tokens.write_text(text)

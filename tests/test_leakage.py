@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 from pipeline.datasets.demo import IMAGE_DIR, generate_demo_world
-from pipeline.search_service import stage_hash
+from pipeline.stages.registry import stage_hash
 from pipeline.splits import SplitItem, assign_splits
 from pipeline.stages.base import run_stage
 from pipeline.stages.registry import pipeline_stages
@@ -31,7 +31,7 @@ STAGES = ["ingest", "embed-images", "neighbours", "prompts", "caption"]
 def _run(ws) -> None:
     for stage in pipeline_stages(ws, STAGES):
         report = run_stage(stage)
-        assert report.result.failed == 0, report
+        assert report.failed == 0, report
 
 
 def _shown(ws, target: str) -> tuple[str, str]:

@@ -32,8 +32,8 @@ class SmallGpuCaptionStage(CaptionStage):
 
     built: ClassVar[list[SmallGpuCaptioner]] = []
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target or "blip-base")
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant or "blip-base")
 
     @property
     def uses_gpu(self) -> bool:  # type: ignore[override]

@@ -131,7 +131,7 @@ def test_a_run_repairs_a_damaged_image_snapshot(searched):
     notices: list[str] = []
     ws.store.on_notice = notices.append
     report = run_stage(embed)
-    assert report.batches_run == 0                     # nothing to compute ...
+    assert report.ran == 0                     # nothing to compute ...
     assert len(notices) == 1 and embed.space in notices[0]
     ids, arr = Store(root).load_array(embed.space)     # ... but the snapshot is whole again
     assert ids == keys and np.array_equal(np.asarray(arr), mat)

@@ -74,7 +74,7 @@ async def test_a_run_started_in_a_shell_is_followed_by_the_pipeline_screen(paced
     seen = [m.event.done for m in messages.of(StageProgressed) if m.event.stage == label and m.event.kind != "message"]
     assert len(set(seen)) >= 3 and seen == sorted(seen), f"the bar advanced step by step: {seen}"
     assert bar.event.kind == "finish" and bar.event.done == bar.event.total == N_IMAGES
-    assert messages.of(RunFinished)[0].outcome == "completed"
+    assert messages.of(RunFinished)[0].outcome.status == "completed"
     assert "idle" in summary and "run completed" in log
     assert f"pid {proc.pid}" in log, "the log names the run it follows"
 
@@ -96,7 +96,7 @@ async def test_x_cancels_a_run_another_process_started(paced, harness_shell, tmp
         await wait_for(pilot, lambda: bool(messages.of(RunFinished)), 120, "the run to stop")
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert any("sent SIGTERM to process" in m.text for m in messages.of(CancelSent))
-    assert messages.of(RunFinished)[0].outcome == "cancelled"
+    assert messages.of(RunFinished)[0].outcome.status == "cancelled"
     kept = outputs(ws, label)
     assert BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "whole batches kept, later ones not started"
     assert ws.store.stage_runs(label, limit=1)[0].status == "cancelled"

@@ -79,7 +79,7 @@ async def test_run_all_from_the_pipeline_screen_completes_and_updates_the_counts
 
         await wait_for(pilot, lambda: any(isinstance(m, RunFinished) for m in messages), 300)
         finished = next(m for m in messages if isinstance(m, RunFinished))
-        assert finished.outcome == "completed", finished.detail
+        assert finished.outcome.status == "completed", finished.outcome.error
         n_status = sum(isinstance(m, StatusLoaded) for m in messages)
         await wait_for(pilot, lambda: sum(isinstance(m, StatusLoaded) for m in messages) > n_status
                        or not screen._status_loading, 60)
@@ -128,7 +128,7 @@ async def test_cancel_stops_the_run_and_keeps_the_screen_usable(fresh_workspace)
         await pilot.press("x")
         await wait_for(pilot, lambda: any(isinstance(m, RunFinished) for m in messages), 180)
         finished = next(m for m in messages if isinstance(m, RunFinished))
-        assert finished.outcome == "cancelled"
+        assert finished.outcome.status == "cancelled"
         await app.workers.wait_for_complete()
         await pilot.pause()
         after = rows(app.screen.query_one("#stages", DataTable))
@@ -136,7 +136,7 @@ async def test_cancel_stops_the_run_and_keeps_the_screen_usable(fresh_workspace)
         assert any(missing != "0" for _, missing, _, _ in after.values()), "a cancelled run leaves work to do"
         await pilot.press("r")                 # a new run can start after a cancelled one: ingest
         await wait_for(pilot, lambda: len(messages.of(RunFinished)) == 2, 120)
-        assert messages.of(RunFinished)[-1].outcome == "completed"
+        assert messages.of(RunFinished)[-1].outcome.status == "completed"
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert rows(app.screen.query_one("#stages", DataTable))["ingest"][:2] == ["80", "0"]
@@ -182,7 +182,7 @@ async def test_captioner_chooser_runs_the_chosen_captioners_stages(fresh_workspa
         await pilot.press("enter")
         await wait_for(pilot, lambda: bool(messages.of(RunFinished)), 120)
     assert messages.of(RunStarted)[0].request == RunRequest(("caption", "embed-captions"), ("knn-consensus",))
-    assert messages.of(RunFinished)[0].outcome == "completed"
+    assert messages.of(RunFinished)[0].outcome.status == "completed"
     ran = {m.event.stage for m in messages.of(StageProgressed)}
     assert ran == {"caption:knn-consensus", "embed-captions:knn-consensus"}
 

@@ -34,7 +34,7 @@ def snapshot_workspace(tui_workspace, tmp_path_factory):
     store.conn.execute("DELETE FROM stage_runs")
     for stage in pipeline_stages(ws):
         counts = stage.counts()
-        run_id = store.start_stage_run(stage.name, stage.config_hash(), stage.config(), stage.target)
+        run_id = store.start_stage_run(stage.name, stage.config_hash(), stage.config(), stage.variant)
         store.finish_stage_run(run_id, "completed", counts.done, counts.failed)
     with store.transaction() as c:
         c.execute("UPDATE stage_runs SET started_at = ? + id * 60, finished_at = ? + id * 60 + id, "

@@ -53,7 +53,7 @@ def run_all(ws, names=LITE_STAGES, captioners=None) -> dict:
 def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, workspace_factory):
     ws = workspace_factory(data=demo_data(demo_world))
     reports = run_all(ws)
-    assert {k: (r.result.done, r.result.failed) for k, r in reports.items()} == {
+    assert {k: (r.done, r.failed) for k, r in reports.items()} == {
         "ingest": (100, 0), "embed-images": (100, 0), "neighbours": (40, 0), "prompts": (40, 0),
         "caption:knn-consensus": (40, 0)}
     store = ws.store
@@ -90,7 +90,7 @@ def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, wo
 
     before = (store.conn.execute("SELECT COUNT(*) FROM captions").fetchone()[0], store.vector_spaces())
     again = run_all(ws)
-    assert all(r.batches_run == 0 and r.result.done == 0 for r in again.values()), again
+    assert all(r.ran == 0 and r.done == 0 for r in again.values()), again
     assert (store.conn.execute("SELECT COUNT(*) FROM captions").fetchone()[0], store.vector_spaces()) == before
 
 
@@ -110,10 +110,10 @@ def test_a_new_split_reuses_every_image_vector_and_recomputes_only_the_lists_it_
     before = _lists(ws, old_hash)
     configure(ws, data={"n_targets": 30})
     run_stage(IngestStage(ws))
-    assert run_stage(EmbedImagesStage(ws)).batches_run == 0
+    assert run_stage(EmbedImagesStage(ws)).ran == 0
     stage = NeighboursStage(ws)
     assert stage.config_hash() == old_hash
-    recomputed = run_stage(stage).result.done
+    recomputed = run_stage(stage).done
 
     clean = workspace_factory(data=demo_data(demo_world, 30))
     run_all(clean, ["ingest", "embed-images", "neighbours"])
@@ -141,7 +141,7 @@ def test_prompt_template_changes_prompts_and_vlm_hashes_but_not_neighbours(demo_
         s: hashes[s] for s in ("vlm-plain", "blip-base", "knn-consensus")}
 
     reports = run_all(ws, ["neighbours", "prompts"])
-    assert reports["neighbours"].batches_run == 0 and reports["prompts"].result.done == 40
+    assert reports["neighbours"].ran == 0 and reports["prompts"].done == 40
     new = ws.store.prompts(PromptsStage(ws).config_hash())
     old = ws.store.prompts(prompts_hash)
     assert all(p.text.startswith("Similar photos:") for p in new.values())
@@ -173,22 +173,22 @@ def test_a_photo_corrupted_after_ingest_is_recorded_and_the_rest_goes_on(demo_wo
     photo.write_bytes(good_bytes[: len(good_bytes) // 3])
 
     reports = run_all(ws, ["embed-images", "neighbours", "prompts", "caption"])
-    assert (reports["embed-images"].result.done, reports["embed-images"].result.failed) == (N_IMAGES - 1, 1)
+    assert (reports["embed-images"].done, reports["embed-images"].failed) == (N_IMAGES - 1, 1)
     reason = EmbedImagesStage(ws).failed_items()[victim]
     assert "cannot decode" in reason and "truncated" in reason
     for stage in pipeline_stages(ws, ["neighbours", "prompts", "caption"]):
         counts = stage.counts()
-        assert reports[stage.label].result.done == 9 and (counts.done, counts.failed) == (9, 1), stage.label
+        assert reports[stage.label].done == 9 and (counts.done, counts.failed) == (9, 1), stage.label
         assert reason in counts.failures[victim]
     status = workspace_status(ws)
     assert any(p.item == victim and p.stage == "embed-images" for p in status.problems)
 
     # not retried unless asked; once the photo is back, a retry completes every stage
-    assert run_stage(EmbedImagesStage(ws)).batches_run == 0
+    assert run_stage(EmbedImagesStage(ws)).ran == 0
     photo.write_bytes(good_bytes)
-    assert run_stage(EmbedImagesStage(ws), retry_failed=True).result.done == 1
+    assert run_stage(EmbedImagesStage(ws), retry_failed=True).done == 1
     again = run_all(ws, ["neighbours", "prompts", "caption"])
-    assert all(r.result.done == 1 for r in again.values())
+    assert all(r.done == 1 for r in again.values())
     assert all(s.counts().failed == 0 for s in pipeline_stages(ws, LITE_STAGES))
 
 
@@ -217,7 +217,7 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
     assert all(captioner.count_prompt_tokens(p.text) <= captioner.max_prompt_tokens for p in prompts.values())
 
     report = run_stage(stage)
-    assert report.result.done == 6 and report.result.failed == 0
+    assert report.done == 6 and report.failed == 0
     rows = ws.store.captions("vlm-neighbours", stage.config_hash())
     nb = ws.store.neighbours(NeighboursStage(ws).config_hash())
     refs = ws.store.reference_db_captions()
@@ -229,12 +229,12 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
         seen = captioner.tokenizer.decode(inputs["input_ids"][0])
         assert all(refs[n.id][0].strip() in seen for n in nb[target])
         assert row.text == captioner.caption([image], [prompt])[0]  # the batch gave what this prompt gives alone
-    assert run_stage(CaptionStage(ws, "vlm-neighbours")).batches_run == 0
+    assert run_stage(CaptionStage(ws, "vlm-neighbours")).ran == 0
 
     # vlm-plain: the same model with one fixed instruction instead of the neighbours
     plain_stage = CaptionStage(ws, "vlm-plain")
     assert plain_stage.captioner.cache_key == captioner.cache_key  # one loaded model serves both
-    assert run_stage(plain_stage).result.done == 6
+    assert run_stage(plain_stage).done == 6
     plain = ws.store.captions("vlm-plain", plain_stage.config_hash())
     instruction = "Describe this image in one sentence."
     for target, row in plain.items():
@@ -254,11 +254,11 @@ def test_blip_and_vit_gpt2_caption_stages(demo_world, workspace_factory, tiny_bl
         report = run_stage(stage)
         rows = ws.store.captions(name, stage.config_hash())
         assert set(rows) == set(ws.store.image_ids("target"))
-        assert report.result.done == sum(r.status == "ok" for r in rows.values()) >= 5
+        assert report.done == sum(r.status == "ok" for r in rows.values()) >= 5
         for row in rows.values():
             assert row.model == str(folder) and row.settings["max_new_tokens"] == 6 and row.seconds > 0
             assert row.status == "ok" or row.error
-        assert run_stage(CaptionStage(ws, name)).batches_run == 0
+        assert run_stage(CaptionStage(ws, name)).ran == 0
 
 
 def test_open_clip_embed_images_stage(demo_world, workspace_factory, tiny_open_clip):
@@ -271,11 +271,11 @@ def test_open_clip_embed_images_stage(demo_world, workspace_factory, tiny_open_c
     run_stage(IngestStage(ws))
     stage = EmbedImagesStage(ws)
     assert stage.uses_gpu is False and stage.space.startswith("image/openclip-")
-    assert run_stage(stage).result.done == N_IMAGES
-    assert run_stage(NeighboursStage(ws)).result.done == 20
+    assert run_stage(stage).done == N_IMAGES
+    assert run_stage(NeighboursStage(ws)).done == 20
     rows = ws.store.images()[:4]
     keys, vecs = ws.store.get_vectors(image_space(stage.embedder.key), [r.sha256 for r in rows])
     direct = OpenClipEmbedder(tiny_open_clip.model, tiny_open_clip.weights_file, device="cpu").embed_images(
         [open_rgb(demo_world / IMAGE_DIR / r.path) for r in rows])
     assert vecs.shape == (4, tiny_open_clip.embed_dim) and np.allclose(vecs, direct, atol=1e-5)
-    assert run_stage(EmbedImagesStage(ws)).batches_run == 0
+    assert run_stage(EmbedImagesStage(ws)).ran == 0

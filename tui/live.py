@@ -18,7 +18,8 @@ from typing import Callable
 from textual.message import Message
 
 from pipeline.progress import ProgressEvent
-from pipeline.runs import RunUpdate, RunWatch
+from pipeline.runs import RunUpdate, RunWatch, recorded_outcome
+from pipeline.stages.outcome import RunOutcome
 from pipeline.workspace import Workspace
 from tui.messages import RunFinished, RunSeen, StageProgressed
 
@@ -26,8 +27,8 @@ POLL_SECONDS = 0.5
 PREFECT_POLL_SECONDS = 2.0
 
 
-def messages_for(update: RunUpdate, failed_items: int = 0) -> list[Message]:
-    """The screen's messages for one poll of the watched run (``failed_items``: its stages' failures so far)."""
+def messages_for(update: RunUpdate, outcome: RunOutcome | None = None) -> list[Message]:
+    """The screen's messages for one poll of the watched run (``outcome``: the run's, once it has ended)."""
     out: list[Message] = []
     run = update.run
     if run is None:
@@ -39,7 +40,7 @@ def messages_for(update: RunUpdate, failed_items: int = 0) -> list[Message]:
     for stage in update.stages:
         out.append(StageProgressed(stage.event()))
     if update.ended:
-        out.append(RunFinished(run.what, run.status, run.message, failed_items, run.seconds, run.id))
+        out.append(RunFinished(outcome or RunOutcome(run.status, run.seconds, error=run.message, run_id=run.id)))
     return out
 
 
@@ -54,7 +55,6 @@ class RunFollower:
         self._launched: list = []           # Detached background runs this TUI started (to collect them)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="capsearch-follow", daemon=True)
-        self._failures: dict[int, dict[str, int]] = {}
         self._last_prefect = 0.0
 
     def start(self) -> None:
@@ -88,12 +88,10 @@ class RunFollower:
         update = watch.poll()
         run = update.run
         if run is not None:
-            counts = self._failures.setdefault(run.id, {})
-            for stage in update.stages:
-                counts[stage.stage] = stage.failures
             if self.pending is not None and run.flow_run_id == self.pending.flow_run_id:
                 self.pending = None
-            for message in messages_for(update, sum(counts.values())):
+            outcome = recorded_outcome(self.ws.store, run) if update.ended else None
+            for message in messages_for(update, outcome):
                 self.post(message)
         self._launched = [d for d in self._launched if d.reap() is None]
         if self.pending is not None and run is None:
@@ -122,5 +120,5 @@ class RunFollower:
         if run_for_flow_run(self.ws.store, pending.flow_run_id) is not None:
             return   # it did claim the workspace: the watch reports its end
         self.pending = None
-        outcome = "cancelled" if state.is_cancelled() else "completed" if state.is_completed() else "failed"
-        self.post(RunFinished(pending.what, outcome, state.message or state.name))
+        status = "cancelled" if state.is_cancelled() else "completed" if state.is_completed() else "failed"
+        self.post(RunFinished(RunOutcome(status, error=state.message or state.name, flow_run_id=pending.flow_run_id)))

@@ -8,6 +8,7 @@ from textual.message import Message
 
 from pipeline.browse import EvaluationTable, MissedQuery, PhotoDetail, PhotoSummary
 from pipeline.progress import ProgressEvent
+from pipeline.stages.outcome import RunOutcome
 
 if TYPE_CHECKING:
     from pipeline.status import StatusReport
@@ -95,17 +96,11 @@ class StageProgressed(Message):
 
 
 class RunFinished(Message):
-    """The run ended: ``outcome`` is 'completed', 'cancelled', 'failed' or 'crashed'."""
+    """The run ended: ``outcome.status`` is 'completed', 'cancelled', 'failed' or 'crashed'."""
 
-    def __init__(self, what: str, outcome: str, detail: str = "", failed_items: int = 0,
-                 seconds: float = 0.0, run_id: int | None = None) -> None:
+    def __init__(self, outcome: RunOutcome) -> None:
         super().__init__()
-        self.what = what
         self.outcome = outcome
-        self.detail = detail
-        self.failed_items = failed_items
-        self.seconds = seconds
-        self.run_id = run_id
 
 
 class CancelSent(Message):

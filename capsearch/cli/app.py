@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from capsearch.cli import context as ctx
+from capsearch.cli import context as cli
 from capsearch.cli.context import JsonOpt, WorkspaceOpt, console, err_console
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def root(
     workspace: WorkspaceOpt = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
-    ctx.set_global(workspace, debug)
+    cli.set_global(workspace, debug)
 
 
 # -- init / config ---------------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ def init(
 
     if profile not in PROFILES:
         raise ConfigError(f"profile '{profile}' is not one of {', '.join(PROFILES)}")
-    ws = ctx.workspace(workspace, must_exist=False)
+    ws = cli.workspace(workspace, must_exist=False)
     ws.root.mkdir(parents=True, exist_ok=True)
     if ws.config_path.exists() and not force:
         console.print(f"[yellow]{ws.config_path} exists; left as it is (use --force to overwrite)[/]")
@@ -66,7 +66,7 @@ def init(
 def _after_init(ws) -> None:
     """Hook for orchestration set-up (migrating the Prefect database once) when flows are installed."""
     try:
-        from flows.setup import prepare_prefect
+        from flows.server import prepare_prefect
     except ImportError:
         return
     prepare_prefect(ws, console=console)
@@ -77,7 +77,7 @@ def config_show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
     """Print the effective configuration (profile defaults, file, environment) with secrets masked."""
     from pipeline.config import masked_secrets
 
-    ws = ctx.workspace(workspace, must_exist=False)
+    ws = cli.workspace(workspace, must_exist=False)
     cfg = ws.config
     data = cfg.model_dump(mode="json")
     secrets = masked_secrets()
@@ -120,7 +120,7 @@ def data_demo(
     from pipeline.datasets.demo import demo_world_matches, generate_demo_world
     from pipeline.workspace import resolve_home_path
 
-    ws = ctx.workspace(workspace, must_exist=False)
+    ws = cli.workspace(workspace, must_exist=False)
     target = path or Path(ws.config.data.path if ws.config.data.source == "demo" else "data/demo")
     root = resolve_home_path(target)
     n = images or ws.config.data.demo_images
@@ -152,7 +152,7 @@ def data_flickr8k(
     from pipeline.errors import DataError
     from pipeline.workspace import resolve_home_path
 
-    ws = ctx.workspace(workspace, must_exist=False)
+    ws = cli.workspace(workspace, must_exist=False)
     root = resolve_home_path(path)
     if not is_flickr8k_layout(root):
         if not download:
@@ -176,7 +176,7 @@ def data_folder(
     """Use a folder of your own photos; captioned photos form the reference DB, the rest are the targets."""
     from pipeline.config_file import update_config_file
 
-    ws = ctx.workspace(workspace, must_exist=False)
+    ws = cli.workspace(workspace, must_exist=False)
     update_config_file(ws.config_path, {"data": {"source": "folder", "path": str(path.expanduser().resolve()),
                                                  "captions": str(captions.expanduser().resolve()) if captions else ""}})
     ws.reload_config()
@@ -207,7 +207,7 @@ def status(
     """Per stage: done, missing and failed items, with the reasons of failures and skipped input."""
     from pipeline.status import workspace_status
 
-    ws = ctx.workspace(workspace)
+    ws = cli.workspace(workspace)
     followed = None
     if follow:
         from capsearch.cli.follow import follow as follow_run
@@ -302,7 +302,7 @@ def demo(workspace: WorkspaceOpt = None) -> None:
     from pipeline.config_file import write_config_file
     from pipeline.stages.registry import available_stages
 
-    ws = ctx.workspace(workspace, must_exist=False)
+    ws = cli.workspace(workspace, must_exist=False)
     if not ws.config_path.exists():
         write_config_file(ws.config_path, "lite")
         ws.reload_config()
@@ -372,7 +372,7 @@ def _run_app(argv: list[str] | None) -> int:
     except Stopped as exc:
         return stopped(exc.signum)
     except CapsearchError as exc:
-        if ctx.is_debug():
+        if cli.is_debug():
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         return 1
@@ -380,7 +380,7 @@ def _run_app(argv: list[str] | None) -> int:
         err_console.print("[yellow]interrupted; finished batches are kept in the store[/]")
         return 130
     except Exception as exc:  # anything unexpected: one line unless --debug
-        if ctx.is_debug():
+        if cli.is_debug():
             raise
         err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc} [dim](run with --debug for the traceback)[/]",
                           highlight=False, soft_wrap=True)

@@ -1,8 +1,10 @@
 """Shared CLI plumbing: the workspace option, console, and error printing."""
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -102,3 +104,17 @@ def resolve_captioners(cfg: "Config", requested: list[str] | None) -> list[str]:
     for name in names:
         cfg.captioner(name)  # a clear error listing the configured ones
     return names
+
+
+@contextmanager
+def progress_to_stderr(enabled: bool) -> Iterator[None]:
+    """Keep stdout clean for --json: progress bars and notes go to stderr meanwhile."""
+    if not enabled:
+        yield
+        return
+    saved = getattr(console, "_file", None)      # None: follow sys.stdout, whatever it is at the time
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console.file = saved  # type: ignore[assignment]

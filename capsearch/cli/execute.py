@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from capsearch.cli.context import console
 from capsearch.cli.progress import rich_progress
-from pipeline.stages.base import BatchResult, StageReport
+from pipeline.stages.outcome import NOT_APPLICABLE, RunOutcome
 from pipeline.workspace import Workspace
 
 
 def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = None, *,
                retry_failed: bool = False, verbose: bool = False, runner: str | None = None,
-               dask_address: str | None = None, wait: bool = False) -> list[StageReport]:
+               dask_address: str | None = None, wait: bool = False) -> RunOutcome:
     """Run the stages as one run of the workspace: refused (with the running one's details) while another
     run holds the workspace, unless ``wait``: then it waits its turn, saying for what."""
     from flows import shutdown
@@ -36,7 +36,7 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
     try:
         with rich_progress(verbose) as progress:
             # In a worker thread: this thread handles stop signals (they cancel the run between batches).
-            summary = shutdown.run_cancellable(
+            outcome = shutdown.run_cancellable(
                 lambda cancel: run(ws, list(names) if names else None, captioners, progress=progress,
                                    retry_failed=retry_failed, runner=runner, dask_address=dask_address,
                                    cancel=cancel, wait=wait, on_wait=waiting),
@@ -45,34 +45,31 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
         console.print(f"[yellow]{exc}[/]", highlight=False)
         shutdown.raise_if_stopped()
         raise
-    reports = [StageReport(o.stage, o.config_hash, BatchResult(o.done, o.failed, o.skipped, list(o.messages)),
-                           o.seconds, o.ran, o.cached + o.unchanged, o.total, o.items, o.reason or None)
-               for o in summary.stages]
-    print_run_summary(reports)
-    for r in reports:
-        if r.result.failed:
-            console.print(f"[yellow]{r.stage}: {r.result.failed} items failed (see `capsearch status`)[/]")
-    if summary.status == "cancelled":
+    print_run_summary(outcome)
+    for s in outcome.stages:
+        if s.failed:
+            console.print(f"[yellow]{s.stage}: {s.failed} items failed (see `capsearch status`)[/]")
+    if outcome.status == "cancelled":
         console.print("[yellow]run cancelled; finished batches are kept in the store[/]")
     shutdown.raise_if_stopped()   # a stop signal ends the command here, with its exit code
-    return reports
+    return outcome
 
 
-def print_run_summary(reports: list[StageReport]) -> None:
+def print_run_summary(outcome: RunOutcome) -> None:
     """One line per stage: how many items this run computed and how many it reused, or why the stage did not
     apply."""
-    if not reports:
+    if not outcome.stages:
         return
     from rich.table import Table
 
     table = Table("stage", "computed", "reused", "failed", "", box=None, header_style="bold", pad_edge=False)
     said: set[str] = set()
-    for r in reports:
-        if r.not_applicable:
-            why = "as above" if r.not_applicable in said else r.not_applicable
-            said.add(r.not_applicable)
-            table.add_row(r.stage, "–", "–", "–", f"[dim]not applicable: {why}[/]")
+    for s in outcome.stages:
+        if s.status == NOT_APPLICABLE:
+            why = "as above" if s.reason in said else s.reason
+            said.add(s.reason)
+            table.add_row(s.stage, "–", "–", "–", f"[dim]not applicable: {why}[/]")
             continue
-        failed = f"[red]{r.result.failed}[/]" if r.result.failed else "0"
-        table.add_row(r.stage, f"{r.computed:,}", f"{r.reused:,}", failed, "")
+        failed = f"[red]{s.failed}[/]" if s.failed else "0"
+        table.add_row(s.stage, f"{s.items:,}", f"{s.reused:,}", failed, "")
     console.print(table)

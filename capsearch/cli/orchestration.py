@@ -1,14 +1,15 @@
 """`capsearch run`, `capsearch server` and `capsearch serve`: the Prefect side of the CLI."""
 from __future__ import annotations
 
+import json
 import os
 from contextlib import contextmanager
 from typing import Annotated, Iterator, Optional
 
 import typer
 
-from capsearch.cli import context as ctx
-from capsearch.cli.context import CaptionersOpt, WorkspaceOpt, console, err_console
+from capsearch.cli import context as cli
+from capsearch.cli.context import CaptionersOpt, JsonOpt, WorkspaceOpt, console, err_console, progress_to_stderr
 
 StageOpt = Annotated[Optional[list[str]], typer.Option(
     "--stage", "-s", help="Stage to run (repeat or comma-separate; default: every stage in pipeline order).")]
@@ -36,13 +37,14 @@ def run(
                                "else as a background process) and return at once.")] = False,
     wait: Annotated[bool, typer.Option(
         "--wait", help="When another run is going on in the workspace, wait for it to end instead of refusing.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run the pipeline (or the named stages) as a Prefect flow: cached per batch, resumable, shown in the UI."""
     from capsearch.cli.execute import run_stages
     from flows.settings import read_server_record
 
-    ws = ctx.workspace(workspace)
-    captioners = ctx.resolve_captioners(ws.config, captioner) if captioner else None
+    ws = cli.workspace(workspace)
+    captioners = cli.resolve_captioners(ws.config, captioner) if captioner else None
     if detach:
         _run_detached(ws, _split(stage), captioners, retry_failed, runner, address, wait)
         return
@@ -51,14 +53,17 @@ def run(
         if not os.environ.get("PREFECT_API_URL") and (record is None or not record.is_alive()):
             err_console.print("[yellow]the dask runner needs a Prefect server its workers can reach; starting a "
                               "temporary one for this run (keep one with `capsearch server`)[/]")
-    reports = run_stages(ws, _split(stage) or [], captioners, retry_failed=retry_failed, verbose=verbose,
-                         runner=runner, dask_address=address, wait=wait)
-    ran = sum(r.batches_run for r in reports)
-    reused = sum(r.batches_skipped for r in reports)
-    stages = f"{len(reports)} stage" + ("" if len(reports) == 1 else "s")
+    with progress_to_stderr(as_json):
+        outcome = run_stages(ws, _split(stage) or [], captioners, retry_failed=retry_failed, verbose=verbose,
+                             runner=runner, dask_address=address, wait=wait)
+    if as_json:
+        print(json.dumps(outcome.as_dict(), indent=2))
+        return
+    ran, reused = outcome.ran_batches, outcome.reused_batches
+    stages = f"{len(outcome.stages)} stage" + ("" if len(outcome.stages) == 1 else "s")
     batches = f"{ran} batch" + ("" if ran == 1 else "es")
     console.print(f"{stages}: {batches} computed, {reused} reused from the cache "
-                  f"({sum(r.seconds for r in reports):.1f} s)")
+                  f"({sum(s.seconds for s in outcome.stages):.1f} s)")
     record = read_server_record()
     if record is not None and record.is_alive():
         console.print(f"runs: {record.ui_url}/runs", highlight=False)
@@ -90,7 +95,7 @@ def cancel(
     """Stop the run going on in the workspace after its batches in flight, whoever started it."""
     from flows.control import cancel_run, wait_for_end
 
-    ws = ctx.workspace(workspace)
+    ws = cli.workspace(workspace)
     request = cancel_run(ws)
     console.print(request.message, highlight=False, soft_wrap=True)
     if request.how == "none" or request.run is None or not wait:
@@ -139,7 +144,7 @@ def _server_for_serve() -> Iterator[str]:
         yield url
         return
     from flows.server import start_server
-    from flows.setup import free_port
+    from flows.server import free_port
 
     console.print("no Prefect server is running: starting one for as long as `capsearch serve` runs")
     try:
@@ -165,7 +170,7 @@ def serve(
 
     from flows.detach import clear_serving, on_demand_name, record_serving
 
-    ws = ctx.workspace(workspace)
+    ws = cli.workspace(workspace)
     deployments = build_deployments(ws, cron, timezone)
     with _server_for_serve() as url:
         for d in deployments:

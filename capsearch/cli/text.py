@@ -2,40 +2,24 @@
 from __future__ import annotations
 
 import json
-import sys
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from capsearch.cli import context as ctx
-from capsearch.cli.context import CaptionersOpt, JsonOpt, RetryOpt, WorkspaceOpt, console
+from capsearch.cli import context as cli
+from capsearch.cli.context import CaptionersOpt, JsonOpt, RetryOpt, WorkspaceOpt, console, progress_to_stderr
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
-
-@contextmanager
-def _progress_to_stderr(enabled: bool) -> Iterator[None]:
-    """Keep stdout clean for --json: progress bars and notes go to stderr meanwhile."""
-    if not enabled:
-        yield
-        return
-    saved = getattr(console, "_file", None)      # None: follow sys.stdout, whatever it is at the time
-    console.file = sys.stderr
-    try:
-        yield
-    finally:
-        console.file = saved  # type: ignore[assignment]
-
 
 def embed_captions(captioner: CaptionersOpt = None, workspace: WorkspaceOpt = None) -> None:
     """Embed the captions of the targets (each distinct caption text once) with the text embedder."""
     from capsearch.cli.execute import run_stages
 
-    ws = ctx.workspace(workspace)
-    names = ctx.resolve_captioners(ws.config, captioner)
+    ws = cli.workspace(workspace)
+    names = cli.resolve_captioners(ws.config, captioner)
     run_stages(ws, ["embed-captions"], captioners=names)
-    ctx.print_stage_counts(ws, ["embed-captions"], names)
+    cli.print_stage_counts(ws, ["embed-captions"], names)
 
 
 def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
@@ -43,11 +27,11 @@ def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> N
     from capsearch.cli.execute import run_stages
     from pipeline.stages.text import usage_line
 
-    ws = ctx.workspace(workspace)
-    reports = run_stages(ws, ["queries"], retry_failed=retry_failed)
-    ctx.print_stage_counts(ws, ["queries"])
+    ws = cli.workspace(workspace)
+    outcome = run_stages(ws, ["queries"], retry_failed=retry_failed)
+    cli.print_stage_counts(ws, ["queries"])
     usage = ws.store.get_meta("queries/last_run")
-    if usage and any(r.batches_run for r in reports) and ws.config.queries.generator == "openai":
+    if usage and outcome.ran_batches and ws.config.queries.generator == "openai":
         console.print(f"this run: {usage_line(usage)}", highlight=False)
     total = ws.store.get_meta(f"queries/usage/{_queries_hash(ws)}")
     if total:
@@ -59,7 +43,7 @@ def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> N
 
 
 def _queries_hash(ws: "Workspace") -> str:
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
 
     return stage_hash(ws, "queries")
 
@@ -83,7 +67,7 @@ def search(
 
     if (query is None or not query.strip()) == (like is None):
         raise ConfigError("give a text query or --like PHOTO (one of the two)")
-    ws = ctx.workspace(workspace)
+    ws = cli.workspace(workspace)
     if scope is None and by == "oracle":
         scope = "targets"           # the oracle exists only in the experiment's view
     index = SearchIndex(ws, scope=scope)
@@ -160,13 +144,13 @@ def evaluate(
     from pipeline.evaluation import evaluation_plan, load_evaluation
     from pipeline.reports.tables import evaluation_json
 
-    ws = ctx.workspace(workspace)
+    ws = cli.workspace(workspace)
     if baseline:
         plan = evaluation_plan(ws)
         if baseline not in plan.methods:
             raise ConfigError(f"baseline '{baseline}' is not an evaluated method; choose one of {', '.join(plan.methods)}")
         ws.config.evaluate.baseline = baseline
-    with _progress_to_stderr(as_json):
+    with progress_to_stderr(as_json):
         run_stages(ws, ["caption-metrics", "evaluate"])
     reason = _not_applicable(ws, "evaluate")
     if reason:
@@ -194,7 +178,7 @@ def report(workspace: WorkspaceOpt = None) -> None:
     from capsearch.cli.execute import run_stages
     from capsearch.cli.summary import print_report_paths
 
-    ws = ctx.workspace(workspace)
+    ws = cli.workspace(workspace)
     run_stages(ws, ["caption-metrics", "evaluate", "report"])
     reason = _not_applicable(ws, "report")
     if reason:

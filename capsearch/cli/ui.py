@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from capsearch.cli import context as ctx
+from capsearch.cli import context as cli
 from capsearch.cli.context import WorkspaceOpt
 
 
@@ -22,6 +22,6 @@ def register(app: typer.Typer) -> None:
 
         if images is not None and images not in ("auto", "halfcell", "unicode", "none"):
             raise ConfigError(f"--images must be auto, halfcell, unicode or none, not '{images}'")
-        code = run_tui(ctx.workspace(workspace).root, image_mode=images)
+        code = run_tui(cli.workspace(workspace).root, image_mode=images)
         if code:
             raise typer.Exit(code)

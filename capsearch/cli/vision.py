@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from capsearch.cli import context as ctx
+from capsearch.cli import context as cli
 from capsearch.cli.context import CaptionersOpt, RetryOpt, WorkspaceOpt, console
 
 if TYPE_CHECKING:
@@ -16,28 +16,28 @@ def _run(ws: "Workspace", names: list[str], captioners: list[str] | None = None,
     from capsearch.cli.execute import run_stages
 
     run_stages(ws, names, captioners=captioners, retry_failed=retry_failed)
-    ctx.print_stage_counts(ws, names, captioners)
+    cli.print_stage_counts(ws, names, captioners)
 
 
 def embed_images(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """Embed every photo (reference DB and targets) with the configured image embedder."""
-    _run(ctx.ingested_workspace(workspace), ["embed-images"], retry_failed=retry_failed)
+    _run(cli.ingested_workspace(workspace), ["embed-images"], retry_failed=retry_failed)
 
 
 def neighbours(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """For every target, find the k most similar reference-DB photos (targets are never neighbours)."""
-    _run(ctx.ingested_workspace(workspace), ["neighbours"], retry_failed=retry_failed)
+    _run(cli.ingested_workspace(workspace), ["neighbours"], retry_failed=retry_failed)
 
 
 def prompts(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """Write each target's prompt: its neighbours' captions in the template, fitted to the VLM's context."""
-    _run(ctx.ingested_workspace(workspace), ["prompts"], retry_failed=retry_failed)
+    _run(cli.ingested_workspace(workspace), ["prompts"], retry_failed=retry_failed)
 
 
 def caption(captioner: CaptionersOpt = None, workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """Caption the targets with one or more captioners (run `neighbours` and `prompts` first)."""
-    ws = ctx.ingested_workspace(workspace)
-    _run(ws, ["caption"], captioners=ctx.resolve_captioners(ws.config, captioner), retry_failed=retry_failed)
+    ws = cli.ingested_workspace(workspace)
+    _run(ws, ["caption"], captioners=cli.resolve_captioners(ws.config, captioner), retry_failed=retry_failed)
 
 
 def models_to_pull(cfg: "Config") -> tuple[list[str], list[str]]:
@@ -67,7 +67,7 @@ def models_pull(
 
     notes: list[str] = []
     if not models:
-        ws = ctx.workspace(workspace, must_exist=False)   # reads the configuration only
+        ws = cli.workspace(workspace, must_exist=False)   # reads the configuration only
         models, notes = models_to_pull(ws.config)
         console.print(f"profile {ws.config.profile}: {len(models)} models", highlight=False)
     for note in notes:

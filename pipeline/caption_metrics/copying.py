@@ -53,7 +53,7 @@ def copy_and_overlap(caption: str, shown: Sequence[str]) -> tuple[float, float]:
 def shown_captions(ws: "Workspace", captioner: str, ids: Sequence[str]) -> tuple[dict[str, list[str]], str]:
     """Per photo, the captions the captioner was shown, and one line saying what they are."""
     from pipeline.prompts import select_captions
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
     from pipeline.stages.vision import neighbour_captions
 
     cfg, store = ws.config, ws.store

@@ -89,7 +89,7 @@ def row_captions(ws: "Workspace", row: str, ids: Sequence[str], human: Sequence[
     """The caption each photo has in a row ('' where it has no usable one)."""
     if row == HUMAN:
         return list(human)
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
 
     rows = ws.store.captions(row, stage_hash(ws, "caption", row), ids=ids, status="ok")
     return [rows[i].text if i in rows and rows[i].text.strip() else "" for i in ids]

@@ -140,7 +140,7 @@ def get_summary(store: "Store", config_hash: str) -> CaptionMetricsResult | None
 
 def current_hash(ws: "Workspace") -> str | None:
     from pipeline.errors import CapsearchError
-    from pipeline.search_service import stage_hash
+    from pipeline.stages.registry import stage_hash
 
     try:
         return stage_hash(ws, "caption-metrics")

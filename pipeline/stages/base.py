@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Iterator
 from pipeline.crashpoints import BATCH_COMMITTED, crash_point
 from pipeline.hashing import hash_obj
 from pipeline.progress import ProgressCallback, StageProgress
+from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome
 from pipeline.workspace import Workspace
 
 
@@ -51,13 +52,6 @@ class BatchResult:
     failed: int = 0
     skipped: int = 0
     messages: list[str] = field(default_factory=list)
-
-    def __add__(self, other: "BatchResult") -> "BatchResult":
-        return BatchResult(self.done + other.done, self.failed + other.failed, self.skipped + other.skipped,
-                           self.messages + other.messages)
-
-
-NOT_APPLICABLE = "not applicable"
 
 
 class BatchCancelled(Exception):
@@ -105,11 +99,13 @@ class Stage(ABC):
     batched: ClassVar[bool] = True       # False: one batch holds every item (evaluate, report)
     cheap: bool = False                  # ~1 ms per item: batches of at least orchestration.cheap_batch_size
 
-    def __init__(self, ws: Workspace, target: str = ""):
+    def __init__(self, ws: Workspace, variant: str = ""):
         self.ws = ws
         self.cfg = ws.config
         self.store = ws.store
-        self.target = target
+        # Which instance of a per-captioner stage this is: the captioner's name (``caption:knn-consensus``), or
+        # ``human`` for the photos' own captions (``embed-captions:human``); '' for a stage that has one instance.
+        self.variant = variant
         # Set by the flow running the stage (``flows.tasks``) to the run's cancel event: a stage whose
         # batches are long may stop between units of work inside a batch (``BatchCancelled``).
         self.cancel_event: threading.Event | None = None
@@ -120,7 +116,7 @@ class Stage(ABC):
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.target}" if self.target else self.name
+        return f"{self.name}:{self.variant}" if self.variant else self.name
 
     # -- identity ---------------------------------------------------------------------------
     @abstractmethod
@@ -128,7 +124,9 @@ class Stage(ABC):
         """The stage configuration (model, template, settings) plus upstream configuration hashes."""
 
     def config_hash(self) -> str:
-        return hash_obj({"stage": self.name, "target": self.target, **self.config()})
+        # The key "target" is the variant's name in every stored configuration hash: renaming it would orphan
+        # every row the store holds.
+        return hash_obj({"stage": self.name, "target": self.variant, **self.config()})
 
     # -- applicability ------------------------------------------------------------------------
     def applicable(self) -> str | None:
@@ -199,9 +197,6 @@ class Stage(ABC):
             batches.append(Batch(n, tuple(chunk), hash_obj([self.config_hash(), sorted(fp.items())])))
         return batches
 
-    def batch_is_done(self, batch: Batch) -> bool:
-        return set(batch.ids) <= self.done_items()
-
     def prepare(self, progress: StageProgress | None = None) -> None:
         """Work before the batches (e.g. scanning the collection). Must be cheap when nothing changed."""
 
@@ -234,55 +229,42 @@ class Stage(ABC):
         return StageCounts(self.label, len(items), len(done), len(failed), failed)
 
 
-@dataclass
-class StageReport:
-    stage: str
-    config_hash: str
-    result: BatchResult
-    seconds: float
-    batches_run: int
-    batches_skipped: int
-    items: int = 0                       # items the stage has (computed and reused)
-    computed: int = 0                    # items this run computed
-    not_applicable: str | None = None    # why the stage did not apply (nothing ran)
+def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, retry_failed: bool = False) -> StageOutcome:
+    """Run a stage in this process without Prefect (the baseline the flows are measured against).
 
-    @property
-    def reused(self) -> int:
-        return max(0, self.items - self.computed)
+    The same planner (``pipeline.stages.plan``) and stage-run recorder (``pipeline.stages.record``) as the
+    stage flows, one batch after another; a batch with nothing to compute counts as ``unchanged``."""
+    from pipeline.stages.plan import plan_stage
+    from pipeline.stages.record import StageRunRecorder
 
-
-def record_not_applicable(stage: Stage, reason: str, flow_run_id: str | None = None) -> None:
-    """A stage run that did not apply: recorded (with its reason) so the history says why nothing ran."""
-    run_id = stage.store.start_stage_run(stage.name, "", {}, stage.target, flow_run_id=flow_run_id)
-    stage.store.finish_stage_run(run_id, NOT_APPLICABLE, message=reason[:500])
-
-
-def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, only_missing: bool = True,
-              retry_failed: bool = False) -> StageReport:
-    """Run a stage in this process without Prefect (the baseline the flows are measured against)."""
     t0 = time.perf_counter()
-    reason = stage.applicable()
-    if reason:
-        record_not_applicable(stage, reason)
-        StageProgress(stage.label, 0, progress).not_applicable(reason)
-        return StageReport(stage.label, "", BatchResult(), time.perf_counter() - t0, 0, 0, not_applicable=reason)
+    outcome = StageOutcome.of(stage)
+    recorder = StageRunRecorder(stage)
     prep = StageProgress(stage.label, 0, progress)
-    stage.prepare(prep)
-    batches = stage.plan(only_missing=only_missing, retry_failed=retry_failed)
-    total = sum(len(b.ids) for b in batches)
-    sp = StageProgress(stage.label, total, progress)
-    run_id = stage.store.start_stage_run(stage.name, stage.config_hash(), stage.config(), stage.target)
-    result = BatchResult()
+    plan = plan_stage(stage, prep, retry_failed)
+    if plan.not_applicable:
+        recorder.not_applicable(plan.not_applicable)
+        prep.not_applicable(plan.not_applicable)
+        outcome.not_applicable(plan.not_applicable)
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
+    outcome.planned(plan)
+    sp = StageProgress(stage.label, plan.items, progress)
+    recorder.start(plan.config_hash)
     try:
-        for batch in batches:
-            result = result + stage.run_batch(batch, sp)
+        for batch in plan.batches:
+            work = plan.work(batch)
+            if work is None:
+                outcome.unchanged += 1
+                continue
+            outcome.add_result(stage.run_batch(work, sp))
         stage.finalize(sp)
+        outcome.status = "completed"
     except BaseException as exc:
-        stage.store.finish_stage_run(run_id, "failed" if not isinstance(exc, KeyboardInterrupt) else "cancelled",
-                                     result.done, result.failed, result.skipped, str(exc)[:500])
+        outcome.interrupted(exc, cancelled=isinstance(exc, KeyboardInterrupt))
         raise
-    stage.store.finish_stage_run(run_id, "completed", result.done, result.failed, result.skipped)
-    n_items = len(stage.items())
-    sp.finish(f"{stage.label}: {result.done} done, {result.failed} failed, {max(0, n_items - total)} reused")
-    return StageReport(stage.label, stage.config_hash(), result, time.perf_counter() - t0, len(batches), 0,
-                       n_items, total)
+    finally:
+        outcome.seconds = time.perf_counter() - t0
+        recorder.finish(outcome)
+    sp.finish(outcome.finish_message())
+    return outcome

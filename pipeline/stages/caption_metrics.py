@@ -30,8 +30,8 @@ class CaptionMetricsStage(Stage):
     name = "caption-metrics"
     batched = False          # the rows to compute run together (shared tokenizer, METEOR and CLIP runs)
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target)
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant)
         self._env: scoring.Environment | None = None
 
     def applicable(self) -> str | None:
@@ -52,7 +52,7 @@ class CaptionMetricsStage(Stage):
 
     def row_hashes(self) -> dict[str, str]:
         """Each row's identity: what it reads, how it is tokenised, which metrics can run."""
-        from pipeline.search_service import stage_hash
+        from pipeline.stages.registry import stage_hash
 
         ph = scoring.photos(self.ws)
         common = {"version": VERSION, "env": self.env.as_dict(),
@@ -84,7 +84,7 @@ class CaptionMetricsStage(Stage):
         return self._config(self.row_hashes())
 
     def _config_hash(self, hashes: dict[str, str]) -> str:
-        return hash_obj({"stage": self.name, "target": self.target, **self._config(hashes)})
+        return hash_obj({"stage": self.name, "target": self.variant, **self._config(hashes)})
 
     def items(self) -> list[str]:
         return self.rows()

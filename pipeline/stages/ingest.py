@@ -46,8 +46,8 @@ class IngestStage(Stage):
     name = "ingest"
     cheap = True
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target)
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant)
         self._collection: Collection | None = None
 
     def config(self) -> dict[str, Any]:

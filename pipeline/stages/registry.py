@@ -1,13 +1,18 @@
-"""Every stage, in pipeline order, built for a workspace's configuration."""
+"""Every stage, in pipeline order, built for a workspace's configuration.
+
+The one place a stage is built from its name (``build_stage``: a registered name, or ``module:Class`` for a
+stage defined outside the registry) and its current configuration hash read (``stage_hash``).
+"""
 from __future__ import annotations
 
 import importlib
 import importlib.util
 
+from pipeline.errors import CapsearchError, ConfigError
 from pipeline.stages.base import Stage
 from pipeline.workspace import Workspace
 
-# Stage names in the order the pipeline runs them. Per-captioner stages take the captioner as target.
+# Stage names in the order the pipeline runs them. Per-captioner stages take the captioner as their variant.
 STAGE_ORDER = ("ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "caption-metrics", "queries",
                "evaluate", "report")
 PER_CAPTIONER = ("caption", "embed-captions")
@@ -39,8 +44,49 @@ def available_stages() -> list[str]:
     return out
 
 
-def build_stage(ws: Workspace, name: str, target: str = "") -> Stage:
-    return stage_class(name)(ws, target)
+def resolve_stage_class(name: str) -> type[Stage]:
+    """A registered stage name, or ``package.module:Class`` for a stage defined outside the registry."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"stage '{name}' cannot be imported: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise ConfigError(f"stage '{name}' is not a Stage subclass")
+        return cls
+    try:
+        return stage_class(name)
+    except KeyError:
+        if name in STAGE_ORDER:
+            raise StageNotInstalled(f"stage {name} is not installed in this capsearch") from None
+        raise ConfigError(f"unknown stage '{name}'; stages: {', '.join(STAGE_ORDER)}") from None
+
+
+class StageNotInstalled(ConfigError):
+    """A stage of the pipeline whose module this installation lacks."""
+
+
+def build_stage(ws: Workspace, name: str, variant: str = "") -> Stage:
+    """The stage ``name`` (registered, or ``module:Class``) for ``variant`` (a captioner, ``human``, or '')."""
+    return resolve_stage_class(name)(ws, variant)
+
+
+def stage_hash(ws: Workspace, name: str, variant: str = "") -> str:
+    """The current configuration hash of a stage (the rows it reads or writes are keyed by it)."""
+    try:
+        return build_stage(ws, name, variant).config_hash()
+    except StageNotInstalled:
+        label = f"{name}:{variant}" if variant else name
+        raise CapsearchError(f"stage {label} is not installed in this capsearch") from None
+
+
+def optional_stage_hash(ws: Workspace, name: str, variant: str = "") -> str | None:
+    """A stage's configuration hash, or None where the stage is not installed or cannot be built."""
+    try:
+        return stage_hash(ws, name, variant)
+    except CapsearchError:
+        return None
 
 
 def pipeline_stages(ws: Workspace, names: list[str] | None = None, captioners: list[str] | None = None) -> list[Stage]:

@@ -23,9 +23,10 @@ from pipeline.crashpoints import EMBED_CAPTIONS_BATCH, QUERIES_BATCH, REPORT_FIL
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
-from pipeline.search_service import document_space, stage_hash
+from pipeline.search_service import document_space
 from pipeline.stages.applicability import no_held_out_captions, no_human_caption
 from pipeline.stages.base import Batch, BatchResult, Stage
+from pipeline.stages.registry import optional_stage_hash, stage_hash
 from pipeline.stages.vision import collection_root
 from pipeline.store_rows import QueryRow
 from pipeline.text_vectors import embed_missing, store_new
@@ -55,9 +56,9 @@ class EmbedCaptionsStage(Stage):
     name = "embed-captions"
     cheap = True
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target)
-        if not target:
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant)
+        if not variant:
             raise CapsearchError("embed-captions needs a captioner (embed-captions:<captioner>)")
         from pipeline.text_models import build_text_embedder
 
@@ -67,24 +68,24 @@ class EmbedCaptionsStage(Stage):
     def _caption_stage(self) -> Stage:
         from pipeline.stages.vision import CaptionStage
 
-        return CaptionStage(self.ws, self.target)
+        return CaptionStage(self.ws, self.variant)
 
     def caption_hash(self) -> str:
-        return "" if self.target == HUMAN else stage_hash(self.ws, "caption", self.target)
+        return "" if self.variant == HUMAN else stage_hash(self.ws, "caption", self.variant)
 
     def applicable(self) -> str | None:
-        return no_human_caption(self.store) if self.target == HUMAN else self._caption_stage().applicable()
+        return no_human_caption(self.store) if self.variant == HUMAN else self._caption_stage().applicable()
 
     def config(self) -> dict[str, Any]:
-        return {"captions": HUMAN if self.target == HUMAN else self.caption_hash(), "text_embedder": self.embedder.key}
+        return {"captions": HUMAN if self.variant == HUMAN else self.caption_hash(), "text_embedder": self.embedder.key}
 
     def _captions(self) -> dict[str, list[str]]:
         """Photo -> the caption texts to embed: its human captions, or the captioner's ok caption of it."""
         ids = set(self.store.image_ids())
-        if self.target == HUMAN:
+        if self.variant == HUMAN:
             return {i: [t for t in caps if t.strip()] for i, caps in self.store.reference_captions().items()
                     if i in ids and any(t.strip() for t in caps)}
-        rows = self.store.captions(self.target, self.caption_hash(), status="ok")
+        rows = self.store.captions(self.variant, self.caption_hash(), status="ok")
         return {i: [r.text] for i, r in rows.items() if i in ids and r.text.strip()}
 
     def items(self) -> list[str]:
@@ -121,8 +122,8 @@ class EmbedCaptionsStage(Stage):
 class QueriesStage(Stage):
     name = "queries"
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target)
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant)
         self.network = self.cfg.queries.generator == "openai"   # network stages are retried by the flows
         self.cheap = not self.network                              # reference queries cost microseconds
         self._generator: Any = None
@@ -279,7 +280,7 @@ class ReportStage(_WholeStage):
 
     def config(self) -> dict[str, Any]:
         r = self.cfg.report
-        return {"evaluate": stage_hash(self.ws, "evaluate"), "caption_metrics": _optional_stage_hash(self.ws, "caption-metrics"),
+        return {"evaluate": stage_hash(self.ws, "evaluate"), "caption_metrics": optional_stage_hash(self.ws, "caption-metrics") or "",
                 "sample_queries": r.sample_queries, "top": r.top, "version": REPORT_VERSION}
 
     def items(self) -> list[str]:
@@ -312,14 +313,6 @@ class ReportStage(_WholeStage):
             progress.advance(1)
             progress.message(f"report written to {paths.html}", "info")
         return BatchResult(done=1)
-
-
-def _optional_stage_hash(ws, name: str) -> str:
-    """A stage's configuration hash, or '' where the stage is not installed."""
-    try:
-        return stage_hash(ws, name)
-    except CapsearchError:
-        return ""
 
 
 STAGES: dict[str, type[Stage]] = {

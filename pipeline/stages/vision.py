@@ -144,8 +144,8 @@ class EmbedImagesStage(Stage):
 
     name = "embed-images"
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target)
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant)
         # photos per forward pass for this stage run: the configured size until out of GPU memory halves it
         self.model_batch = BatchLimit(self.cfg.image_embedder.batch_size)
 
@@ -258,8 +258,8 @@ class NeighboursStage(Stage):
     name = "neighbours"
     VERSION = 2   # 2: duplicates (same sha256, or similarity >= the threshold) marked and passed over
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target)
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant)
         self.embed = EmbedImagesStage(ws)
         self._db: tuple[list[str], list[str], "DistinctRows"] | None = None
 
@@ -469,8 +469,8 @@ class PromptsStage(Stage):
     name = "prompts"
     cheap = True
 
-    def __init__(self, ws, target: str = ""):
-        super().__init__(ws, target)
+    def __init__(self, ws, variant: str = ""):
+        super().__init__(ws, variant)
         self.neighbours = NeighboursStage(ws)
         self._counter: tuple[Callable[[str], int], int | None] | None = None
 
@@ -577,15 +577,15 @@ class PromptsStage(Stage):
 
 # -- caption:<captioner> ----------------------------------------------------------------------------------
 class CaptionStage(Stage):
-    """Captions of every target by one configured captioner (``target`` is its name)."""
+    """Captions of every target by one configured captioner (``variant`` is its name)."""
 
     name = "caption"
 
-    def __init__(self, ws, target: str = ""):
-        if not target:
+    def __init__(self, ws, variant: str = ""):
+        if not variant:
             raise ConfigError("the caption stage needs a captioner name, e.g. caption:knn-consensus")
-        super().__init__(ws, target)
-        self.captioner_config = self.cfg.captioner(target)
+        super().__init__(ws, variant)
+        self.captioner_config = self.cfg.captioner(variant)
         # photos per captioner call for this stage run: the configured size until out of GPU memory halves it
         self.model_batch = BatchLimit(self.captioner_config.batch_size)
         self.kind = self.captioner_config.kind
@@ -598,13 +598,13 @@ class CaptionStage(Stage):
         """Built once per stage instance; its model loads once per process (the shared model cache)."""
         from pipeline.captioners.registry import build_captioner
 
-        return build_captioner(self.cfg, self.target, self.store)
+        return build_captioner(self.cfg, self.variant, self.store)
 
     @property
     def uses_gpu(self) -> bool:  # type: ignore[override]
         from pipeline.captioners.registry import is_generative
 
-        if not is_generative(self.cfg, self.target):
+        if not is_generative(self.cfg, self.variant):
             return False
         from pipeline.models.device import resolve_device
 
@@ -638,7 +638,7 @@ class CaptionStage(Stage):
         return caption_items(self.ws)
 
     def done_items(self) -> set[str]:
-        return self.fresh(set(self.store.captions(self.target, self.config_hash(), status="ok")) & set(self.items()))
+        return self.fresh(set(self.store.captions(self.variant, self.config_hash(), status="ok")) & set(self.items()))
 
     def item_fingerprints(self, ids: list[str]) -> dict[str, str]:
         """A caption's inputs: the photo (sha256) and, for neighbour-based captioners, the prompt it was given
@@ -660,7 +660,7 @@ class CaptionStage(Stage):
         return {}
 
     def failed_items(self) -> dict[str, str]:
-        stored = self.store.captions(self.target, self.config_hash())
+        stored = self.store.captions(self.variant, self.config_hash())
         current = self.fresh(set(stored))          # a failure with other inputs now is tried again
         failed = {i: row.error or row.status for i, row in stored.items() if row.status != "ok" and i in current}
         failed.update({i: r for i, r in self._upstream_failures().items() if i not in stored})
@@ -715,7 +715,7 @@ class CaptionStage(Stage):
             records.append({"image_id": item, "text": "", "status": "failed", "error": reason, "seconds": 0.0,
                             "attempts": 1})
             if progress:
-                progress.message(f"{self.target}: {item} failed: {reason}", "warning")
+                progress.message(f"{self.variant}: {item} failed: {reason}", "warning")
                 progress.advance(1, failures=1)
         good = [i for i in ready if i in loaded and i not in bad]
         if good:
@@ -730,7 +730,7 @@ class CaptionStage(Stage):
             r.update(model=captioner.model_id, prompt_id=prompt_ids.get(r["image_id"]), settings=settings)
         if records:
             with self.commit(CAPTION_BATCH):
-                self.store.put_captions(self.target, self.config_hash(), records)
+                self.store.put_captions(self.variant, self.config_hash(), records)
                 self.record_inputs({r["image_id"]: inputs[r["image_id"]] for r in records})
         ok = sum(r["status"] == "ok" for r in records)
         gone = len(ready) - len(loaded)

@@ -190,23 +190,23 @@ class PipelineScreen(CapsearchScreen):
         if not self.stage_labels or table.cursor_row < 0:
             return None
         label = self.stage_labels[min(table.cursor_row, len(self.stage_labels) - 1)]
-        name, _, target = label.partition(":")
-        return name, target
+        name, _, variant = label.partition(":")
+        return name, variant
 
     def action_run_stage(self) -> None:
         chosen = self._selected_stage()
         if chosen is None:
             self.notify("no stage selected", severity="warning")
             return
-        name, target = chosen
-        self.start_run(RunRequest((name,), (target,) if target else None))
+        name, variant = chosen
+        self.start_run(RunRequest((name,), (variant,) if variant else None))
 
     def action_retry_failed(self) -> None:
         chosen = self._selected_stage()
         if chosen is None:
             return
-        name, target = chosen
-        self.start_run(RunRequest((name,), (target,) if target else None, retry_failed=True))
+        name, variant = chosen
+        self.start_run(RunRequest((name,), (variant,) if variant else None, retry_failed=True))
 
     def action_run_all(self) -> None:
         self.start_run(RunRequest())
@@ -343,17 +343,19 @@ class PipelineScreen(CapsearchScreen):
         self.app.data_version += 1  # type: ignore[attr-defined]
         self.running = None
         self.launching = None
-        took = format_seconds(message.seconds)
-        if message.outcome == "completed":
-            extra = f", {message.failed_items} items failed (see Problems)" if message.failed_items else ""
-            self.log_line(f"run completed in {took}{extra}", "warning" if message.failed_items else "info")
+        outcome = message.outcome
+        took = format_seconds(outcome.seconds)
+        if outcome.status == "completed":
+            failed = outcome.failed_items
+            extra = f", {failed} items failed (see Problems)" if failed else ""
+            self.log_line(f"run completed in {took}{extra}", "warning" if failed else "info")
             self.notify(f"run completed in {took}{extra}")
-        elif message.outcome == "cancelled":
+        elif outcome.status == "cancelled":
             self.log_line(f"run cancelled after {took}; finished batches are kept", "warning")
             self.notify("run cancelled", severity="warning")
         else:
-            self.log_line(f"run {message.outcome} after {took}: {message.detail}", "error")
-            self.notify(f"run {message.outcome}: {message.detail}", severity="error", timeout=10)
+            self.log_line(f"run {outcome.status} after {took}: {outcome.error}", "error")
+            self.notify(f"run {outcome.status}: {outcome.error}", severity="error", timeout=10)
         self._show_summary()
         self.refresh_status()
 

@@ -102,7 +102,7 @@ class RunsScreen(CapsearchScreen):
         names = {r.id: r.name for r in p.runs}
         rows = []
         for r in message.stage_runs:
-            stage = f"{r.stage}:{r.target}" if r.target else r.stage
+            stage = f"{r.stage}:{r.variant}" if r.variant else r.stage
             took = (r.finished_at - r.started_at) if r.finished_at else None
             flow_run = r.flow_run_id or ""
             rows.append((stage, Text(r.status, style=STATE_STYLES.get(r.status, "")), str(r.done),
