@@ -141,6 +141,9 @@ def environment(device: str) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "load": load_average()}
 
 
+SMALL_CLIP = "capsearch-bench-small-clip"           # --quick: same classes, a few small layers
+
+
 def image_embedding(device: str, dtype: str, quick: bool, work: Path) -> dict[str, Any]:
     import open_clip
     import torch
@@ -148,16 +151,25 @@ def image_embedding(device: str, dtype: str, quick: bool, work: Path) -> dict[st
 
     from pipeline.embedders.open_clip_embedder import OpenClipEmbedder
 
+    name = "ViT-B-32"
+    if quick:
+        name = SMALL_CLIP
+        config = work / f"{SMALL_CLIP}.json"
+        config.write_text(json.dumps({
+            "embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}),
+            encoding="utf-8")
+        open_clip.add_model_config(config)
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32", pretrained=None)
-    weights = work / "vit-b-32-random.safetensors"
+    model = open_clip.create_model(name, pretrained=None)
+    weights = work / "vit-b-32-random.safetensors" if not quick else work / "small-clip-random.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     del model
     n, batch = (16, 8) if quick else (256, 64)
-    embedder = OpenClipEmbedder("ViT-B-32", str(weights), device=device, dtype=dtype, batch_size=batch).load()
+    embedder = OpenClipEmbedder(name, str(weights), device=device, dtype=dtype, batch_size=batch).load()
     photos = _photos(n, 320)
     out = _one_vs_batched(device, n, batch, lambda idx: embedder.embed_images([photos[i] for i in idx]))
-    return {"model": "open_clip ViT-B-32 (random weights)", "dtype": str(embedder._dtype), **out}
+    return {"model": f"open_clip {name} (random weights)", "dtype": str(embedder._dtype), **out}
 
 
 def _vlm(work: Path, quick: bool) -> Path:

@@ -223,7 +223,8 @@ def run_child(workspace: Path, step: str, timeout: float) -> dict:
 
 # --- the parent: sizes, steps, table -----------------------------------------------------------------------
 
-def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, say=print) -> dict[str, dict]:
+def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, steps: tuple[str, ...] = STEPS,
+                 say=print) -> dict[str, dict]:
     from pipeline.hashing import hash_text
     from pipeline.search_service import document_space
     from pipeline.text_models import build_text_embedder
@@ -237,7 +238,7 @@ def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, say=print
     configure(ws_root, folder, captions, n)
     say(f"# {n:,} photos: folder written in {time.perf_counter() - t0:.1f} s")
     results: dict[str, dict] = {}
-    for step in STEPS:
+    for step in steps:
         if step.startswith("embed-captions:") and n > embed_up_to:
             ws = Workspace(ws_root)            # random vectors for the captions, so later stages have their input
             stage_target = step.split(":", 1)[1]
@@ -276,6 +277,8 @@ def print_table(sizes: list[int], table: dict[int, dict[str, dict]]) -> None:
     head = " | ".join(f"{n:>9,}: s, +MB" for n in sizes)
     print(f"\n{'step':<30} | {head} | time exponent | memory exponent | expected")
     for step in STEPS:
+        if not any(step in table[n] for n in sizes):
+            continue
         cells = []
         for n in sizes:
             r = table[n].get(step, {})
@@ -298,6 +301,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="where the folders and workspaces go (default: a temporary folder in /dev/shm if it exists)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per step")
     p.add_argument("--json", type=Path, default=None, help="also write the measurements here")
+    p.add_argument("--steps", default=",".join(STEPS),
+                   help="steps to run, comma-separated, in pipeline order (later steps need the earlier ones' output)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -305,6 +310,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(child(args.workspace, args.child)))
         return {}
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        p.error(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
     print(f"# {machine()}")
     print(f"# {load_average()} at the start; sizes {', '.join(f'{n:,}' for n in sizes)}; "
           f"embed-captions timed up to {args.embed_up_to:,} photos")
@@ -313,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
     table: dict[int, dict[str, dict]] = {}
     try:
         for n in sizes:
-            table[n] = measure_size(base, n, args.embed_up_to, args.timeout)
+            table[n] = measure_size(base, n, args.embed_up_to, args.timeout, steps)
             shutil.rmtree(base / f"folder-{n}", ignore_errors=True)
             shutil.rmtree(base / f"ws-{n}", ignore_errors=True)
     finally:
