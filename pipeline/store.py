@@ -481,6 +481,12 @@ def _from_json_list(text: str | None) -> tuple[float, ...] | None:
     return None if text is None else tuple(json.loads(text))     # written as floats, read back as floats
 
 
+def _in_list(column: str, values: Sequence[str]) -> tuple[str, str]:
+    """(``column IN (...)`` over one JSON parameter, the parameter): SQLite looks the values up in the column's
+    index, so reading a batch's rows costs the batch, not the table (any number of values, one parameter)."""
+    return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
+
+
 def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
     """``sql`` with `` AND column=?`` for each filter that is not None (column names are the keywords)."""
     for column, value in filters.items():
@@ -736,10 +742,14 @@ class Store:
             )
         return len(data)
 
-    def file_records(self) -> dict[str, FileRecord]:
-        """id -> what the last ingest recorded (to skip unchanged files and to see what was committed)."""
-        return {r[0]: FileRecord(r[1], r[2], r[3], r[4])
-                for r in self.conn.execute("SELECT id, file_size, file_mtime, sha256, captions_hash FROM images")}
+    def file_records(self, ids: Sequence[str] | None = None) -> dict[str, FileRecord]:
+        """id -> what the last ingest recorded (to skip unchanged files and to see what was committed); with
+        ``ids``, those photos' records only."""
+        sql, args = "SELECT id, file_size, file_mtime, sha256, captions_hash FROM images", []
+        if ids is not None:
+            where, arg = _in_list("id", ids)
+            sql, args = f"{sql} WHERE {where}", [arg]
+        return {r[0]: FileRecord(r[1], r[2], r[3], r[4]) for r in self.conn.execute(sql, args)}
 
     def set_splits(self, splits: dict[str, str | None]) -> None:
         with self.transaction() as c:
@@ -753,15 +763,18 @@ class Store:
     def images(self, split: str | None = None, ids: Sequence[str] | None = None) -> list[ImageRow]:
         sql = "SELECT id, path, sha256, width, height, split, official_split, note FROM images"
         args: list[Any] = []
+        where = []
         if split is not None:
-            sql += " WHERE split=?"
+            where.append("split=?")
             args.append(split)
-        sql += " ORDER BY id"
-        rows = [ImageRow(*r) for r in self.conn.execute(sql, args)]
         if ids is not None:
-            wanted = set(ids)
-            rows = [r for r in rows if r.id in wanted]
-        return rows
+            clause, arg = _in_list("id", ids)
+            where.append(clause)
+            args.append(arg)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        return [ImageRow(*r) for r in self.conn.execute(sql, args)]
 
     def image(self, image_id: str) -> ImageRow | None:
         r = self.conn.execute(
@@ -816,15 +829,21 @@ class Store:
     def reference_captions(self, ids: Sequence[str] | None = None, split: str | None = None) -> dict[str, list[str]]:
         sql = "SELECT rc.image_id, rc.text FROM reference_captions rc"
         args: list[Any] = []
+        where = []
         if split is not None:
-            sql += " JOIN images i ON i.id = rc.image_id WHERE i.split=?"
+            sql += " JOIN images i ON i.id = rc.image_id"
+            where.append("i.split=?")
             args.append(split)
+        if ids is not None:
+            clause, arg = _in_list("rc.image_id", ids)
+            where.append(clause)
+            args.append(arg)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY rc.image_id, rc.idx"
         out: dict[str, list[str]] = {}
-        wanted = set(ids) if ids is not None else None
         for image_id, text in self.conn.execute(sql, args):
-            if wanted is None or image_id in wanted:
-                out.setdefault(image_id, []).append(text)
+            out.setdefault(image_id, []).append(text)
         return out
 
     def reference_db_captions(self, ids: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -977,13 +996,12 @@ class Store:
     def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[tuple[str, float, int]]]:
         """target -> [(neighbour, score, duplicate kind)] nearest first (kind 0: none, 1: near, 2: exact)."""
         out: dict[str, list[tuple[str, float, int]]] = {}
-        wanted = set(target_ids) if target_ids is not None else None
-        for t, n, s, d in self.conn.execute(
-            "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=? ORDER BY target_id, rank",
-            (config_hash,),
-        ):
-            if wanted is None or t in wanted:
-                out.setdefault(t, []).append((n, s, int(d)))
+        sql, args = "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=?", [config_hash]
+        if target_ids is not None:
+            clause, arg = _in_list("target_id", target_ids)
+            sql, args = f"{sql} AND {clause}", [config_hash, arg]
+        for t, n, s, d in self.conn.execute(sql + " ORDER BY target_id, rank", args):
+            out.setdefault(t, []).append((n, s, int(d)))
         return out
 
     def neighbour_targets(self, config_hash: str) -> set[str]:
@@ -1040,11 +1058,13 @@ class Store:
         sql, args = _and_equal("SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, "
                                "seconds, attempts FROM captions WHERE captioner=? AND config_hash=?",
                                [captioner, config_hash], status=status)
-        wanted = set(ids) if ids is not None else None
+        if ids is not None:
+            clause, arg = _in_list("image_id", ids)
+            sql += f" AND {clause}"
+            args.append(arg)
         out = {}
         for r in self.conn.execute(sql, args):
-            if wanted is None or r[0] in wanted:
-                out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
+            out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
         return out
 
     def captions_for_image(self, image_id: str) -> list[CaptionRow]:
