@@ -947,8 +947,14 @@ class Store:
             keys, mat = self._get_vectors(space, None)
             return (row[0] if row else "none"), keys, mat
 
+    def has_space(self, space: str) -> bool:
+        """Whether vectors were ever stored in ``space`` (what ``space in vector_spaces()`` says, without counting
+        every vector of every space: that reads each vector's blob, 0.6 s at 100k photos on 2 cores)."""
+        with self.read():
+            return self.conn.execute("SELECT 1 FROM spaces WHERE space=?", (space,)).fetchone() is not None
+
     def vector_spaces(self) -> dict[str, tuple[int, int]]:
-        """space -> (dim, count)."""
+        """space -> (dim, count); counting reads every vector, so ``has_space`` is the way to ask for one space."""
         out = {}
         with self.read():
             for space, dim in self.conn.execute("SELECT space, dim FROM spaces ORDER BY space").fetchall():

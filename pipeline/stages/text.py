@@ -114,7 +114,7 @@ class EmbedCaptionsStage(Stage):
                            messages=[f"{n_new} new caption embeddings"] if n_new else [])
 
     def finalize(self, progress: StageProgress | None = None) -> None:
-        if self.space in self.store.vector_spaces():
+        if self.store.has_space(self.space):
             self.store.export_array(self.space)
 
 
