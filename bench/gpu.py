@@ -260,13 +260,14 @@ def captioners(device: str, dtype: str, quick: bool, work: Path) -> dict[str, An
     n, batch, new_tokens = (4, 4, 6) if quick else (32, 16, 24)
     photos = _photos(n)
     prompts = [_neighbour_prompt(i) for i in range(n)]
+    size = lambda real: "quick: small layers" if quick else real  # noqa: E731
     models = {
-        "vlm-neighbours (SmolVLM-256M-sized Idefics3)": (lambda: VLMCaptioner("vlm-neighbours", str(_vlm(work, quick)),
+        f"vlm-neighbours (Idefics3, {size('SmolVLM-256M-sized')})": (lambda: VLMCaptioner("vlm-neighbours", str(_vlm(work, quick)),
                                                                               device=device, dtype=dtype,
                                                                               max_new_tokens=new_tokens), True),
-        "blip-base (BLIP-base-sized)": (lambda: BlipCaptioner("blip-base", str(_blip(work, quick)), device=device,
+        f"blip-base (BLIP, {size('BLIP-base-sized')})": (lambda: BlipCaptioner("blip-base", str(_blip(work, quick)), device=device,
                                                               dtype=dtype, max_new_tokens=new_tokens), False),
-        "vit-gpt2 (ViT-GPT2-sized)": (lambda: VitGpt2Captioner("vit-gpt2", str(_vit_gpt2(work, quick)), device=device,
+        f"vit-gpt2 (ViT + GPT-2, {size('ViT-GPT2-sized')})": (lambda: VitGpt2Captioner("vit-gpt2", str(_vit_gpt2(work, quick)), device=device,
                                                                dtype=dtype, max_new_tokens=new_tokens), False),
     }
     out: dict[str, Any] = {"photos": n, "batch": batch, "max_new_tokens": new_tokens, "models": {}}
