@@ -9,6 +9,7 @@ import inspect
 import pkgutil
 import sys
 import time
+import traceback
 
 import bench
 
@@ -53,7 +54,11 @@ def run(argv: list[str]) -> int:
         t0 = time.perf_counter()
         main = module.main
         args = QUICK.get(name, []) if quick else []
-        code = main(args) if inspect.signature(main).parameters else main()
+        try:
+            code = main(args) if inspect.signature(main).parameters else main()
+        except Exception:  # noqa: BLE001 - one broken benchmark is reported; the others still run
+            traceback.print_exc()
+            code = 1
         if isinstance(code, int) and code != 0:
             failed.append(name)
         print(f"## {name}: {time.perf_counter() - t0:.0f} s; {bench.load_average()}", flush=True)
