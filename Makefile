@@ -35,8 +35,10 @@ test: install
 	$(PY) -m pytest
 	OPENBLAS_CORETYPE=$$($(PY) -m tests.blas) $(PY) -m pytest -q $(RANKING_TESTS)
 
+# Every benchmark end to end at small sizes (a few minutes; the GPU check in its CPU quick mode). Full sizes, the
+# numbers in docs/benchmarks.md: .venv/bin/python -m bench NAME (see docs/benchmarks.md).
 bench: install
-	$(PY) -m bench
+	$(PY) -m bench --quick
 
 clean:
 	rm -rf $(VENV) outputs/demo data/demo

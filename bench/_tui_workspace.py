@@ -1,6 +1,6 @@
 """A synthetic 10k-photo workspace for the TUI benchmarks (built once, then reused).
 
-Photos: ``n`` target rows whose files cycle through a small generated demo world (so previews
+Photos: ``n`` rows (one in ten a reference photo, the rest targets) whose files cycle through a small generated demo world (so previews
 draw real photos), each with that photo's five reference captions. Captions of the lite captioner
 (``knn-consensus``) are written directly: one of the photo's reference captions plus its number, so
 every caption is distinct; the real ``embed-captions`` stage then embeds them with MiniLM. Neighbours
@@ -20,7 +20,9 @@ def build_workspace(root: Path = DEFAULT_ROOT, n: int = 10_000, *, quiet: bool =
     from pipeline.config_file import update_config_file
     from pipeline.datasets.demo import IMAGE_DIR, TOKEN_FILE, generate_demo_world
     from pipeline.hashing import hash_text
+    from pipeline.search_service import document_space
     from pipeline.stages.registry import stage_hash
+    from pipeline.text_models import build_text_embedder
     from pipeline.stages.base import run_stage
     from pipeline.stages.registry import build_stage
     from pipeline.store import ImageRow
@@ -33,7 +35,7 @@ def build_workspace(root: Path = DEFAULT_ROOT, n: int = 10_000, *, quiet: bool =
                        profile="lite")
     ws = Workspace(ws_root)
     store = ws.store
-    if store.get_meta("bench_tui_photos") == n:
+    if store.get_meta("bench_tui_photos") == n and store.has_space(document_space(build_text_embedder(ws.config).key)):
         return ws
     t0 = time.perf_counter()
     if not (world / TOKEN_FILE).exists():
@@ -45,7 +47,10 @@ def build_workspace(root: Path = DEFAULT_ROOT, n: int = 10_000, *, quiet: bool =
     files = sorted(refs)
     ids = [f"photo_{i:05d}.jpg" for i in range(n)]
     source = {image_id: files[i % len(files)] for i, image_id in enumerate(ids)}
-    store.upsert_images([ImageRow(i, source[i], hash_text(i, 64), 320, 240, "target") for i in ids])
+    # one photo in ten is a reference photo: captioning stages apply only where some photo outside the targets has
+    # human captions (the kNN-consensus captions below are of every photo, and search covers the whole collection)
+    store.upsert_images([ImageRow(i, source[i], hash_text(i, 64), 320, 240, "reference" if k % 10 == 0 else "target")
+                         for k, i in enumerate(ids)])
     store.replace_reference_captions({i: refs[source[i]] for i in ids})
     store.set_meta("collection", {"name": "bench", "root": str(world / IMAGE_DIR), "benchmark": True})
     store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"), [

@@ -4,7 +4,7 @@ caption evaluation run directly on the same captions.
 A temporary lite workspace ingests a generated demo world (800 photos, 400 targets, five human captions
 each) and gets a caption for every target from each of the study's six captioners (a seeded choice of
 another photo's human caption: real caption text, so METEOR's matching does real work). Two paths on the
-same captions, alternating, twice each:
+same captions, alternating over ``--rounds`` rounds (order reversed every other round; median and range):
 
 * **stage**: ``run_stage(caption-metrics)`` from nothing stored: PTB tokenisation, BLEU-1..4, ROUGE-L,
   CIDEr-D, METEOR (one jar process), copy rate, length and vocabulary for 7 rows, then the summary with
@@ -20,7 +20,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from bench import machine, stopwatch
+from bench import Spread, alternating, load_average, machine, ratios, stopwatch
 
 CAPTIONERS = ["vlm-neighbours", "vlm-plain", "blip-base", "blip-large", "vit-gpt2", "knn-consensus"]
 
@@ -99,28 +99,30 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=800)
     p.add_argument("--targets", type=int, default=400)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (order reversed every other round)")
     args = p.parse_args(argv)
     from pipeline.caption_metrics.java import java_runtime
 
     print(f"# caption-metrics stage time, {machine()}; java: {java_runtime()[1]}")
+    print(f"# {load_average()} at the start")
     with tempfile.TemporaryDirectory() as tmp:
         ws = build_workspace(Path(tmp), args.images, args.targets)
-        stage_times, summary_times, coco_times = [], [], []
-        for n in range(args.rounds):
+        summary_times: list[float] = []
+
+        def stage() -> float:
             seconds, summary = run_stage_path(ws)
-            stage_times.append(seconds)
             summary_times.append(summary)
-            coco_times.append(run_pycocoevalcap(ws))
-            print(f"round {n + 1}: stage {seconds:.1f} s (summary {summary:.1f} s), "
-                  f"pycocoevalcap {coco_times[-1]:.1f} s", flush=True)
+            return seconds
+
+        t = alternating({"stage": stage, "pycocoevalcap": lambda: run_pycocoevalcap(ws)}, args.rounds)
         ws.store.close()
-    best_stage, best_coco = min(stage_times), min(coco_times)
-    print(f"caption-metrics stage, {args.targets} targets x {len(CAPTIONERS)} captioners + human: "
-          f"{best_stage:.1f} s (best of {args.rounds}; summary with 1000 bootstrap resamples "
-          f"{min(summary_times):.1f} s)")
-    print(f"pycocoevalcap directly (tokenizer, BLEU, METEOR, ROUGE-L, CIDEr-D; no intervals): {best_coco:.1f} s; "
-          f"ratio stage / pycocoevalcap {best_stage / best_coco:.2f}")
+    print(f"caption-metrics stage, {args.targets} targets x {len(CAPTIONERS)} captioners + human, {args.rounds} "
+          f"alternating rounds: {Spread.of(t['stage']).show('.1f')} s (summary with 1000 bootstrap resamples "
+          f"{Spread.of(summary_times).show('.1f')} s)")
+    print(f"pycocoevalcap directly (tokenizer, BLEU, METEOR, ROUGE-L, CIDEr-D; no intervals): "
+          f"{Spread.of(t['pycocoevalcap']).show('.1f')} s; ratio stage / pycocoevalcap per round "
+          f"{ratios(t['stage'], t['pycocoevalcap']).show('.2f')}")
+    print(f"# {load_average()} at the end")
 
 
 if __name__ == "__main__":

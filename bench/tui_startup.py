@@ -28,6 +28,8 @@ import termios
 import time
 from pathlib import Path
 
+from bench import alternating, load_average, machine
+
 TARGET_S = 1.5
 ROWS, COLS = 30, 100
 DA1_QUERY, DA1_ANSWER = b"\x1b[c", b"\x1b[?62;22c"
@@ -125,14 +127,13 @@ def main(argv: list[str] | None = None) -> None:
         "capsearch tui": ([capsearch, "--workspace", ws, "tui"], b"ingest"),
         "python -m tui": ([sys.executable, "-m", "tui", "--workspace", ws], b"ingest"),
     }
-    results = {}
-    for name, (cmd, counts) in commands.items():
+    for cmd, counts in commands.values():
         run_once(cmd, b"Pipeline", counts)        # warm the file cache
-        results[name] = [run_once(cmd, b"Pipeline", counts) for _ in range(args.repeats)]
-    load = os.getloadavg()
-    print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores "
-          "(other work on the machine slows torch's threaded query embedding the most)")
-    print(f"workspace {ws}; pty {COLS}x{ROWS}; {args.repeats} runs each")
+    # the three commands take turns (order reversed every other round), so a busy moment hits them alike
+    results = alternating({name: (lambda cmd=cmd, counts=counts: run_once(cmd, b"Pipeline", counts))
+                           for name, (cmd, counts) in commands.items()}, args.repeats)
+    print(f"# {machine()}; {load_average()}")
+    print(f"workspace {ws}; pty {COLS}x{ROWS}; {args.repeats} alternating runs each")
     base = statistics.median(r["first"] for r in results["minimal Textual app"])
     for name, runs in results.items():
         first = statistics.median(r["first"] for r in runs)

@@ -181,7 +181,7 @@ class SearchIndex:
     # -- loading ---------------------------------------------------------------------------------
     def _text_snapshot(self) -> tuple[dict[str, int], np.ndarray | None]:
         space = document_space(self.text_embedder.key)
-        if space not in self.store.vector_spaces():
+        if not self.store.has_space(space):
             return {}, None
         keys, matrix = self.store.load_array(space)
         return {k: i for i, k in enumerate(keys)}, matrix
@@ -245,7 +245,7 @@ class SearchIndex:
         space = image_space(self.clip_embedder.key)
         doc, src = [], []
         matrix = None
-        if space in self.store.vector_spaces():
+        if self.store.has_space(space):
             keys, matrix = self.store.load_array(space)
             key_rows = {k: i for i, k in enumerate(keys)}
             for img in self.store.images(ids=self.photo_ids):
@@ -461,7 +461,7 @@ class SearchIndex:
 
             space = image_space(build_image_embedder(self.cfg).key)
             doc, src, matrix = [], [], None
-            if space in self.store.vector_spaces():
+            if self.store.has_space(space):
                 keys, raw = self.store.load_array(space)
                 matrix = core.l2_normalise(raw)
                 key_rows = {k: i for i, k in enumerate(keys)}

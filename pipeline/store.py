@@ -438,18 +438,10 @@ def _from_json_list(text: str | None) -> tuple[float, ...] | None:
     return None if text is None else tuple(json.loads(text))     # written as floats, read back as floats
 
 
-_CHUNK = 500     # ids per `IN (...)`: well below SQLite's limit on bound parameters
-
-
-def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
-    """Distinct ids in chunks of at most ``_CHUNK`` (for ``column IN (?,?,...)``)."""
-    distinct = list(dict.fromkeys(ids))
-    for start in range(0, len(distinct), _CHUNK):
-        yield distinct[start:start + _CHUNK]
-
-
-def _marks(values: Sequence[Any]) -> str:
-    return ",".join("?" * len(values))
+def _in_list(column: str, values: Sequence[str]) -> tuple[str, str]:
+    """(``column IN (...)`` over one JSON parameter, the parameter): SQLite looks the values up in the column's
+    index, so reading a batch's rows costs the batch, not the table (any number of values, one parameter)."""
+    return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
 
 def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
@@ -721,10 +713,14 @@ class Store:
             )
         return len(data)
 
-    def file_records(self) -> dict[str, FileRecord]:
-        """id -> what the last ingest recorded (to skip unchanged files and to see what was committed)."""
-        return {r[0]: FileRecord(r[1], r[2], r[3], r[4])
-                for r in self.conn.execute("SELECT id, file_size, file_mtime, sha256, captions_hash FROM images")}
+    def file_records(self, ids: Sequence[str] | None = None) -> dict[str, FileRecord]:
+        """id -> what the last ingest recorded (to skip unchanged files and to see what was committed); with
+        ``ids``, those photos' records only."""
+        sql, args = "SELECT id, file_size, file_mtime, sha256, captions_hash FROM images", []
+        if ids is not None:
+            where, arg = _in_list("id", ids)
+            sql, args = f"{sql} WHERE {where}", [arg]
+        return {r[0]: FileRecord(r[1], r[2], r[3], r[4]) for r in self.conn.execute(sql, args)}
 
     def set_splits(self, splits: dict[str, str | None]) -> None:
         with self.transaction() as c:
@@ -736,16 +732,21 @@ class Store:
             c.executemany("DELETE FROM reference_captions WHERE image_id=?", [(i,) for i in ids])
 
     def images(self, split: str | None = None, ids: Sequence[str] | None = None) -> list[ImageRow]:
-        """Stored photos (of ``split``; only those of ``ids``, looked up by id), sorted by id."""
-        sql, args = _and_equal("SELECT id, path, sha256, width, height, split, official_split, note FROM images "
-                               "WHERE 1=1", [], split=split)
-        if ids is None:
-            return [ImageRow(*r) for r in self.conn.execute(sql + " ORDER BY id", args)]
-        rows: list[ImageRow] = []
-        with self.read() as c:
-            for chunk in _chunks(ids):
-                rows.extend(ImageRow(*r) for r in c.execute(f"{sql} AND id IN ({_marks(chunk)})", [*args, *chunk]))
-        return sorted(rows, key=lambda r: r.id)
+        """Stored photos (of ``split``; only those of ``ids``, looked up by id in SQL), sorted by id."""
+        sql = "SELECT id, path, sha256, width, height, split, official_split, note FROM images"
+        args: list[Any] = []
+        where = []
+        if split is not None:
+            where.append("split=?")
+            args.append(split)
+        if ids is not None:
+            clause, arg = _in_list("id", ids)
+            where.append(clause)
+            args.append(arg)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id"
+        return [ImageRow(*r) for r in self.conn.execute(sql, args)]
 
     def identical_copies(self) -> int:
         """Photos whose content (sha256) another stored photo has too, beyond the first copy of each."""
@@ -806,15 +807,21 @@ class Store:
     def reference_captions(self, ids: Sequence[str] | None = None, split: str | None = None) -> dict[str, list[str]]:
         sql = "SELECT rc.image_id, rc.text FROM reference_captions rc"
         args: list[Any] = []
+        where = []
         if split is not None:
-            sql += " JOIN images i ON i.id = rc.image_id WHERE i.split=?"
+            sql += " JOIN images i ON i.id = rc.image_id"
+            where.append("i.split=?")
             args.append(split)
+        if ids is not None:
+            clause, arg = _in_list("rc.image_id", ids)
+            where.append(clause)
+            args.append(arg)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY rc.image_id, rc.idx"
         out: dict[str, list[str]] = {}
-        wanted = set(ids) if ids is not None else None
         for image_id, text in self.conn.execute(sql, args):
-            if wanted is None or image_id in wanted:
-                out.setdefault(image_id, []).append(text)
+            out.setdefault(image_id, []).append(text)
         return out
 
     def reference_db_captions(self, ids: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -871,11 +878,8 @@ class Store:
 
     def has_vectors(self, space: str, keys: Sequence[str]) -> set[str]:
         """The subset of keys that already have a vector in this space."""
-        present: set[str] = set()
-        for chunk in _chunks(keys):
-            q = f"SELECT key FROM vectors WHERE space=? AND key IN ({_marks(chunk)})"
-            present.update(r[0] for r in self.conn.execute(q, [space, *chunk]))
-        return present
+        clause, arg = _in_list("key", keys)
+        return {r[0] for r in self.conn.execute(f"SELECT key FROM vectors WHERE space=? AND {clause}", (space, arg))}
 
     def get_vectors(self, space: str, keys: Sequence[str] | None = None) -> tuple[list[str], Any]:
         """(keys, float32 matrix). With keys given, returns them in that order (missing ones are left out)."""
@@ -892,11 +896,10 @@ class Store:
         if keys is None:
             rows = self.conn.execute("SELECT key, vec FROM vectors WHERE space=? ORDER BY key", (space,)).fetchall()
         else:
-            found: dict[str, bytes] = {}
             keys = list(keys)
-            for chunk in _chunks(keys):
-                q = f"SELECT key, vec FROM vectors WHERE space=? AND key IN ({_marks(chunk)})"
-                found.update(self.conn.execute(q, [space, *chunk]).fetchall())
+            clause, arg = _in_list("key", keys)
+            found: dict[str, bytes] = dict(self.conn.execute(f"SELECT key, vec FROM vectors WHERE space=? AND {clause}",
+                                                             (space, arg)).fetchall())
             rows = [(k, found[k]) for k in dict.fromkeys(keys) if k in found]
         if not rows:
             return [], np.zeros((0, dim), dtype=np.float32)
@@ -916,8 +919,14 @@ class Store:
             keys, mat = self._get_vectors(space, None)
             return (row[0] if row else "none"), keys, mat
 
+    def has_space(self, space: str) -> bool:
+        """Whether vectors were ever stored in ``space`` (what ``space in vector_spaces()`` says, without counting
+        every vector of every space: that reads each vector's blob, 0.6 s at 100k photos on 2 cores)."""
+        with self.read():
+            return self.conn.execute("SELECT 1 FROM spaces WHERE space=?", (space,)).fetchone() is not None
+
     def vector_spaces(self) -> dict[str, tuple[int, int]]:
-        """space -> (dim, count)."""
+        """space -> (dim, count); counting reads every vector, so ``has_space`` is the way to ask for one space."""
         out = {}
         with self.read():
             for space, dim in self.conn.execute("SELECT space, dim FROM spaces ORDER BY space").fetchall():
@@ -965,13 +974,12 @@ class Store:
     def neighbours(self, config_hash: str, target_ids: Sequence[str] | None = None) -> dict[str, list[NeighbourRow]]:
         """target -> its neighbours, nearest first (duplicate kind 0: none, 1: near, 2: exact)."""
         out: dict[str, list[NeighbourRow]] = {}
-        wanted = set(target_ids) if target_ids is not None else None
-        for t, n, s, d in self.conn.execute(
-            "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=? ORDER BY target_id, rank",
-            (config_hash,),
-        ):
-            if wanted is None or t in wanted:
-                out.setdefault(t, []).append(NeighbourRow(n, s, int(d)))
+        sql, args = "SELECT target_id, neighbour_id, score, near_duplicate FROM neighbours WHERE config_hash=?", [config_hash]
+        if target_ids is not None:
+            clause, arg = _in_list("target_id", target_ids)
+            sql, args = f"{sql} AND {clause}", [config_hash, arg]
+        for t, n, s, d in self.conn.execute(sql + " ORDER BY target_id, rank", args):
+            out.setdefault(t, []).append(NeighbourRow(n, s, int(d)))
         return out
 
     def latest_neighbours_hash(self, target_id: str) -> str | None:
@@ -1041,11 +1049,13 @@ class Store:
         sql, args = _and_equal("SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, "
                                "seconds, attempts FROM captions WHERE captioner=? AND config_hash=?",
                                [captioner, config_hash], status=status)
-        wanted = set(ids) if ids is not None else None
+        if ids is not None:
+            clause, arg = _in_list("image_id", ids)
+            sql += f" AND {clause}"
+            args.append(arg)
         out = {}
         for r in self.conn.execute(sql, args):
-            if wanted is None or r[0] in wanted:
-                out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
+            out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
         return out
 
     def target_caption_texts(self) -> dict[str, list[str]]:

@@ -130,7 +130,7 @@ class IngestStage(Stage):
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         by_id = self._by_id()
         max_pixels = self.cfg.data.max_image_pixels
-        records = self.store.file_records()
+        records = self.store.file_records(batch.ids)        # this batch's rows only: a batch costs its size
         stored = {r.id: r for r in self.store.images(ids=batch.ids)}
         stats_now = {i: self._stat(i) for i in batch.ids}
         # a file unchanged since it was committed is not read again (its captions may still need writing)

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Sequence
 
 from pipeline.backends import QueryRequest, QueryResult
 from pipeline.crashpoints import EMBED_CAPTIONS_BATCH, QUERIES_BATCH, REPORT_FILES, crash_point
@@ -79,13 +79,14 @@ class EmbedCaptionsStage(Stage):
     def config(self) -> dict[str, Any]:
         return {"captions": HUMAN if self.variant == HUMAN else self.caption_hash(), "text_embedder": self.embedder.key}
 
-    def _captions(self) -> dict[str, list[str]]:
-        """Photo -> the caption texts to embed: its human captions, or the captioner's ok caption of it."""
-        ids = set(self.store.image_ids())
+    def _captions(self, only: Sequence[str] | None = None) -> dict[str, list[str]]:
+        """Photo -> the caption texts to embed: its human captions, or the captioner's ok caption of it
+        (of the photos ``only``, when given: a batch reads its own rows, not the collection's)."""
+        ids = set(self.store.image_ids()) if only is None else {r.id for r in self.store.images(ids=only)}
         if self.variant == HUMAN:
-            return {i: [t for t in caps if t.strip()] for i, caps in self.store.reference_captions().items()
+            return {i: [t for t in caps if t.strip()] for i, caps in self.store.reference_captions(only).items()
                     if i in ids and any(t.strip() for t in caps)}
-        rows = self.store.captions(self.variant, self.caption_hash(), status="ok")
+        rows = self.store.captions(self.variant, self.caption_hash(), ids=only, status="ok")
         return {i: [r.text] for i, r in rows.items() if i in ids and r.text.strip()}
 
     def items(self) -> list[str]:
@@ -101,7 +102,7 @@ class EmbedCaptionsStage(Stage):
         return {i: hash_obj([hash_text(t) for t in captions.get(i, [])]) for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
-        captions = self._captions()
+        captions = self._captions(batch.ids)
         texts = [t for i in batch.ids for t in captions.get(i, [])]
         new = embed_missing(self.store, self.space, texts, self.embedder.embed_documents)
         with self.commit(EMBED_CAPTIONS_BATCH):
@@ -115,7 +116,7 @@ class EmbedCaptionsStage(Stage):
                            messages=[f"{n_new} new caption embeddings"] if n_new else [])
 
     def finalize(self, progress: StageProgress | None = None) -> None:
-        if self.space in self.store.vector_spaces():
+        if self.store.has_space(self.space):
             self.store.export_array(self.space)
 
 
