@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
 from pipeline.browse import EvaluationTable, MissedQuery, PhotoDetail, PhotoSummary
 from pipeline.progress import ProgressEvent
+
+if TYPE_CHECKING:
+    from flows.detach import Detached
+    from flows.prefect_runs import RecentFlowRuns
+    from pipeline.caption_metrics.views import CaptionMetricsView
+    from pipeline.runs import RunInfo
+    from pipeline.search_service import Hit
 
 
 # -- pipeline ------------------------------------------------------------------------------------------
@@ -17,12 +24,6 @@ class StatusLoaded(Message):
     def __init__(self, status: dict[str, Any]) -> None:
         super().__init__()
         self.status = status
-
-
-class StatusFailed(Message):
-    def __init__(self, error: str) -> None:
-        super().__init__()
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -49,27 +50,18 @@ class RunStarted(Message):
 
 
 class RunLaunched(Message):
-    """The run this TUI asked for has started outside it (``detached``: a ``flows.detach.Detached``)."""
+    """The run this TUI asked for has started outside it (``flows.detach``)."""
 
-    def __init__(self, request: RunRequest, detached: Any) -> None:
+    def __init__(self, request: RunRequest, detached: Detached) -> None:
         super().__init__()
         self.request = request
         self.detached = detached
 
 
-class RunLaunchFailed(Message):
-    """The run could not start (another run holds the workspace, the background process ended at once)."""
-
-    def __init__(self, request: RunRequest, error: str) -> None:
-        super().__init__()
-        self.request = request
-        self.error = error
-
-
 class RunSeen(Message):
-    """A run is going on in the workspace (``run``: a ``pipeline.runs.RunInfo``), whoever started it."""
+    """A run is going on in the workspace, whoever started it."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: RunInfo) -> None:
         super().__init__()
         self.run = run
 
@@ -105,12 +97,11 @@ class RunFinished(Message):
 
 
 class CancelSent(Message):
-    """What ``x`` did: the run was asked to stop (or could not be)."""
+    """What ``x`` did: the run was asked to stop (a failure to ask goes the way of every worker's failure)."""
 
-    def __init__(self, text: str, level: str = "warning") -> None:
+    def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
-        self.level = level
 
 
 # -- captions ----------------------------------------------------------------------------------------------
@@ -128,14 +119,13 @@ class PhotoLoaded(Message):
 
 # -- search ------------------------------------------------------------------------------------------------
 class SearchReady(Message):
-    """The search index is loaded (or could not be: ``error``)."""
+    """The search index is loaded: its methods, how many photos, the evaluation queries (query, kind, photo)."""
 
-    def __init__(self, methods: list[str], n_photos: int, error: str = "",
+    def __init__(self, methods: list[str], n_photos: int,
                  examples: list[tuple[str, str, str]] | None = None) -> None:
         super().__init__()
         self.methods = methods
         self.n_photos = n_photos
-        self.error = error
         self.examples = examples or []
 
 
@@ -149,15 +139,14 @@ class TruePhoto:
 
 
 class SearchResults(Message):
-    def __init__(self, query: str, method: str, hits: list[Any], seconds: float,
-                 truth: list[TruePhoto] | None = None, error: str = "") -> None:
+    def __init__(self, query: str, method: str, hits: list[Hit], seconds: float,
+                 truth: list[TruePhoto] | None = None) -> None:
         super().__init__()
         self.query = query
         self.method = method
         self.hits = hits
         self.seconds = seconds
         self.truth = truth or []
-        self.error = error
 
 
 class OpenInSearch(Message):
@@ -196,12 +185,19 @@ class MissedLoaded(Message):
 
 
 # -- runs --------------------------------------------------------------------------------------------------
-class RunsLoaded(Message):
-    """Recent runs: Prefect flow runs (when a server is configured) and this workspace's stage runs."""
+class FlowRunsLoaded(Message):
+    """The recent Prefect flow runs, from the server when one is configured, else from the local database."""
 
-    def __init__(self, prefect: Any, stage_runs: list[dict[str, Any]]) -> None:
+    def __init__(self, flow_runs: RecentFlowRuns) -> None:
         super().__init__()
-        self.prefect = prefect
+        self.flow_runs = flow_runs
+
+
+class StageRunsLoaded(Message):
+    """This workspace's recent stage runs, newest first."""
+
+    def __init__(self, stage_runs: list[dict[str, Any]]) -> None:
+        super().__init__()
         self.stage_runs = stage_runs
 
 
@@ -209,6 +205,6 @@ class RunsLoaded(Message):
 class CaptionMetricsLoaded(Message):
     """The caption-metrics summary and per-photo scores (``pipeline.caption_metrics.views``)."""
 
-    def __init__(self, view: Any) -> None:
+    def __init__(self, view: CaptionMetricsView) -> None:
         super().__init__()
         self.view = view

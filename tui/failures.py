@@ -1,0 +1,26 @@
+"""A failed worker as the user is told about it (``CapsearchApp.on_worker_state_changed`` makes them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.worker import Worker
+
+from pipeline.errors import one_line
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """What a worker was doing (its ``description``), the worker group, and why it failed (one line)."""
+
+    what: str
+    group: str
+    reason: str
+
+    @classmethod
+    def of(cls, worker: Worker) -> WorkerFailure:
+        error = worker.error
+        return cls(worker.description or worker.name or "a background task", worker.group,
+                   one_line(error) if error is not None else "no reason given")
+
+    def line(self) -> str:
+        return f"{self.what} failed: {self.reason}"
