@@ -5,7 +5,16 @@ from dataclasses import dataclass
 
 from textual.worker import Worker
 
-from pipeline.errors import one_line
+from pipeline.errors import CapsearchError, one_line
+
+
+def reason(error: BaseException | None) -> str:
+    """One line: a ``CapsearchError``'s message is the whole message; other errors are named by their type."""
+    if error is None:
+        return "no reason given"
+    if isinstance(error, CapsearchError) and str(error).strip():
+        return " ".join(str(error).split())
+    return one_line(error)
 
 
 @dataclass(frozen=True)
@@ -18,9 +27,7 @@ class WorkerFailure:
 
     @classmethod
     def of(cls, worker: Worker) -> WorkerFailure:
-        error = worker.error
-        return cls(worker.description or worker.name or "a background task", worker.group,
-                   one_line(error) if error is not None else "no reason given")
+        return cls(worker.description or worker.name or "a background task", worker.group, reason(worker.error))
 
     def line(self) -> str:
         return f"{self.what} failed: {self.reason}"

@@ -93,7 +93,6 @@ class SearchScreen(CapsearchScreen):
                     yield Static("", id="preview-text")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.scope = self.scope or self.ws.config.search.scope
         self.query_one("#query", Input).focus()
         self.watch_method(self.method)
