@@ -77,7 +77,7 @@ class CapsearchApp(App):
         self.preload_search = preload_search
         # the run going on in the workspace when the app closed (it goes on: tui.launch.report_exit says so)
         self.run_going_on_at_exit: RunInfo | None = None
-        self.failures: list[WorkerFailure] = []       # every failed worker, oldest first (the Problems pane)
+        self.failures: list[WorkerFailure] = []       # what failed, each once, oldest first (the Problems pane)
         self.failed: Signal[WorkerFailure] = Signal(self, "worker-failed")
 
     def on_mount(self) -> None:
@@ -99,7 +99,8 @@ class CapsearchApp(App):
         from tui.screens.base import CapsearchScreen
 
         failure = WorkerFailure.of(event.worker)
-        self.failures.append(failure)
+        if failure not in self.failures:   # the same failure again (a store that stays broken): one row
+            self.failures.append(failure)
         self.notify(failure.reason, title=f"{failure.what} failed", severity="error", timeout=15, markup=False)
         node = event.worker.node
         if isinstance(node, CapsearchScreen) and node.is_mounted:

@@ -127,12 +127,10 @@ class CaptionsScreen(CapsearchScreen):
         self.query_one("#photos-count", Static).update(Text(count, style="dim"))
 
     @on(DebouncedInput.Settled, "#photo-filter")
-    def _filter_settled(self) -> None:
+    def _filter_settled(self, event: DebouncedInput.Settled) -> None:
         self._apply_filter()
-
-    @on(Input.Submitted, "#photo-filter")
-    def _filter_submitted(self) -> None:
-        self.query_one("#photos", DataTable).focus()
+        if event.submitted:             # enter: on to the list
+            self.action_leave_filter()
 
     def action_focus_filter(self) -> None:
         self.query_one("#photo-filter", Input).focus()

@@ -188,19 +188,15 @@ class EvaluationScreen(CapsearchScreen):
         self.action_drill()
 
     def action_next_kind(self) -> None:
-        if self.table is None or self.table.empty:
-            return
-        kinds = self.table.kinds
-        self.kind = cycle(kinds, self.kind)
-        self._draw()
+        if self.table is not None and not self.table.empty:
+            self.kind = cycle(self.table.kinds, self.kind)
+            self._draw()
 
     def action_next_metric(self) -> None:
-        if self.table is None or self.table.empty:
-            return
-        metrics = self.table.metrics
-        self.chart_metric = cycle(metrics, self.chart_metric)
-        self._chart()
-        self._detail()
+        if self.table is not None and not self.table.empty:
+            self.chart_metric = cycle(self.table.metrics, self.chart_metric)
+            self._chart()
+            self._detail()
 
     def action_refresh(self) -> None:
         self.reload()

@@ -148,12 +148,10 @@ class SearchScreen(CapsearchScreen):
 
     # -- typing ------------------------------------------------------------------------------------
     @on(DebouncedInput.Settled, "#query")
-    def _settled(self) -> None:
+    def _settled(self, event: DebouncedInput.Settled) -> None:
         self._start_search()
-
-    @on(Input.Submitted, "#query")
-    def _submitted(self) -> None:
-        self.query_one("#hits", DataTable).focus()
+        if event.submitted:             # enter: on to the results
+            self.action_focus_results()
 
     def _start_search(self) -> None:
         query = self.query_one("#query", Input).value

@@ -8,15 +8,16 @@ from textual.widgets import Input
 
 class DebouncedInput(Input):
     """An ``Input`` that posts ``Settled`` ``delay`` seconds after the last change, and at once on enter
-    (``Submitted`` is posted as usual, after it)."""
+    (``submitted``; ``Submitted`` is posted as usual, after it)."""
 
     class Settled(Message):
-        """Typing paused (or enter was pressed): ``value`` is what the box holds."""
+        """Typing paused, or enter was pressed (``submitted``): ``value`` is what the box holds."""
 
-        def __init__(self, box: DebouncedInput, value: str) -> None:
+        def __init__(self, box: DebouncedInput, value: str, submitted: bool = False) -> None:
             super().__init__()
             self.box = box
             self.value = value
+            self.submitted = submitted
 
         @property
         def control(self) -> DebouncedInput:
@@ -27,12 +28,12 @@ class DebouncedInput(Input):
         self.delay = delay
         self._timer: Timer | None = None
 
-    def settle_now(self) -> None:
-        """Post ``Settled`` now instead of after the pause (the value was set by the program, not typed)."""
+    def settle_now(self, submitted: bool = False) -> None:
+        """Post ``Settled`` now instead of after the pause (enter, or a value set by the program)."""
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        self.post_message(self.Settled(self, self.value))
+        self.post_message(self.Settled(self, self.value, submitted))
 
     def _on_input_changed(self, event: Input.Changed) -> None:
         if event.input is not self:
@@ -42,5 +43,5 @@ class DebouncedInput(Input):
         self._timer = self.set_timer(self.delay, self.settle_now)
 
     async def action_submit(self) -> None:
-        self.settle_now()
+        self.settle_now(submitted=True)
         await super().action_submit()
