@@ -163,3 +163,32 @@ async def test_runs_screen_says_why_the_prefect_server_does_not_answer(tui_works
         assert line.startswith("reading the Prefect flow runs failed: ") and f"cannot read flow runs from {url}" in line
         assert app.screen.query_one("#stage-runs", DataTable).row_count > 0, "stage runs read on their own"
         assert any("reading the Prefect flow runs" in t and url in t for t in toasts(app))
+
+
+async def test_a_run_that_cannot_start_says_why_and_the_screen_is_idle_again(tui_workspace, tmp_path):
+    """The background `capsearch run` ends at once (its configuration became unreadable after the TUI opened):
+    the reason from its log reaches the user the same way, and the Pipeline screen is no longer 'starting'."""
+    ws = copy_workspace(tui_workspace, tmp_path / "ws")
+    app = CapsearchApp(ws, image_mode="none", preload_search=False)
+    async with app.run_test(size=(120, 40), notifications=True) as pilot:
+        await settle(pilot)
+        with open(ws.root / "capsearch.toml", "a", encoding="utf-8") as fh:
+            fh.write("\nthis is not TOML [\n")
+        await pilot.press("r")                          # the highlighted stage: ingest
+        for _ in range(120):
+            if app.failures:
+                break
+            await pilot.pause(0.5)
+        await settle(pilot)
+        what = "starting the run"
+        assert [f.what for f in app.failures] == [what]
+        reason = app.failures[0].reason
+        assert reason.startswith("the background run ended at once (exit code 1)") and "capsearch.toml" in reason
+        assert any(what in t and "ended at once" in t for t in toasts(app)), toasts(app)
+        log = "\n".join(line.text for line in app.screen.query_one("#log").lines)
+        assert f"{what} failed: the background run ended at once" in log
+        assert text_of(app, "#pipeline-summary").endswith("idle")
+        assert app.screen.launching is None and app.screen.running is None
+        table = app.screen.query_one("#problems", DataTable)
+        problems = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+        assert any(p[2] == what and "ended at once" in p[3] for p in problems), problems
