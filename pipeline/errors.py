@@ -28,3 +28,9 @@ class DiskFullError(CapsearchError):
     def __init__(self, path: object):
         self.path = path
         super().__init__(f"disk full writing {path}: free space and run again")
+
+
+def one_line(exc: BaseException) -> str:
+    """``TypeName: message`` on one line (the message's whitespace collapsed), or the type name alone."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -9,7 +9,7 @@ from pipeline.caption_metrics.results import HUMAN, worst_first_key
 from pipeline.caption_metrics.storage import load_caption_metrics, load_rows
 from tests.fixtures.tui_world import settle
 from tui.app import CapsearchApp
-from tui.screens.captions import PhotoScreen
+from tui.screens.photo import PhotoScreen
 
 IMAGE_WARNINGS = pytest.mark.filterwarnings("ignore:Image.Image.getdata:DeprecationWarning")
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio, IMAGE_WARNINGS]

@@ -14,7 +14,7 @@ from tests.fixtures.photos import reencoded
 from tests.fixtures.tui_world import settle
 from tests.fixtures.workspaces import make_workspace
 from tui.app import CapsearchApp
-from tui.screens.captions import PhotoScreen
+from tui.screens.photo import PhotoScreen
 from tui.widgets.captions import NeighbourRow
 
 IMAGE_WARNINGS = pytest.mark.filterwarnings("ignore:Image.Image.getdata:DeprecationWarning")

@@ -3,15 +3,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import App
 from textual.binding import Binding
+from textual.signal import Signal
+from textual.worker import Worker, WorkerState
 
 from pipeline.workspace import Workspace
+from tui.failures import WorkerFailure
 from tui.messages import OpenInSearch, OpenLike
+from tui.search_loader import SearchLoader
 from tui.widgets.nav import SCREENS
 from tui.widgets.photo import IMAGE_MODES
+
+if TYPE_CHECKING:
+    from pipeline.runs import RunInfo
+    from tui.screens.search import SearchScreen
 
 
 def default_image_mode(configured: str = "") -> str:
@@ -57,8 +66,6 @@ class CapsearchApp(App):
                  driver_class=None, preload_search: bool = True) -> None:
         """``timings=False`` leaves per-search timings off the screen (for reproducible screenshots);
         ``preload_search`` starts loading the search index (and the text model) as the app opens."""
-        from tui.search_loader import SearchLoader
-
         super().__init__(driver_class=driver_class)
         self.timings = timings
         self.data_version = 0     # bumped when a run changes the workspace; screens reload when shown again
@@ -69,6 +76,10 @@ class CapsearchApp(App):
         self.sub_title = f"{self.ws.name} · {self.ws.config.profile}"
         self.search_loader = SearchLoader(self.ws)
         self.preload_search = preload_search
+        # the run going on in the workspace when the app closed (it goes on: tui.launch.report_exit says so)
+        self.run_going_on_at_exit: RunInfo | None = None
+        self.failures: list[WorkerFailure] = []       # what failed, each once, oldest first (the Problems pane)
+        self.failed: Signal[WorkerFailure] = Signal(self, "worker-failed")
 
     def on_mount(self) -> None:
         if self.preload_search:
@@ -80,6 +91,23 @@ class CapsearchApp(App):
         except Exception:  # noqa: BLE001 - the Search screen reports what went wrong when it is opened
             pass
 
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place a failed worker is shown: a notification, a row of the Pipeline screen's Problems pane
+        (``failed`` tells it), and the loading line of the screen that started it. Screens hand their workers'
+        state changes here (``CapsearchScreen``): Textual tells only the node that started a worker."""
+        if event.state != WorkerState.ERROR:
+            return
+        from tui.screens.base import CapsearchScreen
+
+        failure = WorkerFailure.of(event.worker)
+        if failure not in self.failures:   # the same failure again (a store that stays broken): one row
+            self.failures.append(failure)
+        self.notify(failure.reason, title=f"{failure.what} failed", severity="error", timeout=15, markup=False)
+        node = event.worker.node
+        if isinstance(node, CapsearchScreen) and node.is_mounted:
+            node.show_failure(failure)
+        self.failed.publish(failure)
+
     def action_switch_screen_mode(self, mode: str) -> None:
         if self.current_mode != mode:
             self.switch_mode(mode)
@@ -88,18 +116,22 @@ class CapsearchApp(App):
         from tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.BINDINGS))
+
+    async def _search_screen(self) -> SearchScreen:
+        from tui.screens.search import SearchScreen
+
+        await self.switch_mode("search")
+        screen = self.screen
+        assert isinstance(screen, SearchScreen)
+        return screen
 
     @on(OpenInSearch)
     async def _open_in_search(self, message: OpenInSearch) -> None:
-        await self.switch_mode("search")
-        self.screen.show_query(message.query, message.method, message.scope)  # type: ignore[attr-defined]
+        (await self._search_screen()).show_query(message.query, message.method, message.scope)
 
     @on(OpenLike)
     async def _open_like(self, message: OpenLike) -> None:
-        from tui.screens.base import CapsearchScreen
-
-        while not isinstance(self.screen, CapsearchScreen) and len(self.screen_stack) > 1:
+        while len(self.screen_stack) > 1:
             self.pop_screen()       # a photo's detail over a list: back to the list first
-        await self.switch_mode("search")
-        self.screen.show_like(message.image_id)  # type: ignore[attr-defined]
+        (await self._search_screen()).show_like(message.image_id)

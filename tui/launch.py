@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tui.app import CapsearchApp
 
 def prepare_terminal(image_mode: str) -> None:
     """Truecolor under tmux/screen (which down-sample it if the outer terminal cannot), and textual-image's
@@ -68,14 +72,14 @@ def close_on_signal(app, signum: int, terminal_fd: int | None = None, wait: floa
         app.call_from_thread(app.exit, None, shutdown.exit_code(signum))
 
 
-def report_exit(app, log_path: Path) -> None:
+def report_exit(app: CapsearchApp, log_path: Path) -> None:
     from flows.shutdown import signal_name, stop_requested
 
     signum = stop_requested()
     lines = []
     if signum is not None:
         lines.append(f"capsearch tui: closed by {signal_name(signum)}")
-    running = getattr(app, "run_going_on_at_exit", None)
+    running = app.run_going_on_at_exit
     if running is not None:
         where = f" -w {app.ws.root}"
         lines.append(f"capsearch tui: the run goes on without the TUI ({running.what}, pid {running.pid}); "

@@ -11,6 +11,11 @@ from pipeline.progress import ProgressEvent
 from pipeline.stages.outcome import RunOutcome
 
 if TYPE_CHECKING:
+    from flows.detach import Detached
+    from flows.prefect_runs import RecentFlowRuns
+    from pipeline.caption_metrics.views import CaptionMetricsView
+    from pipeline.runs import RunInfo
+    from pipeline.search_service import Hit
     from pipeline.status import StatusReport
     from pipeline.store_rows import StageRunRow
 
@@ -22,12 +27,6 @@ class StatusLoaded(Message):
     def __init__(self, status: StatusReport) -> None:
         super().__init__()
         self.status = status
-
-
-class StatusFailed(Message):
-    def __init__(self, error: str) -> None:
-        super().__init__()
-        self.error = error
 
 
 @dataclass(frozen=True)
@@ -54,27 +53,18 @@ class RunStarted(Message):
 
 
 class RunLaunched(Message):
-    """The run this TUI asked for has started outside it (``detached``: a ``flows.detach.Detached``)."""
+    """The run this TUI asked for has started outside it (``flows.detach``)."""
 
-    def __init__(self, request: RunRequest, detached: Any) -> None:
+    def __init__(self, request: RunRequest, detached: Detached) -> None:
         super().__init__()
         self.request = request
         self.detached = detached
 
 
-class RunLaunchFailed(Message):
-    """The run could not start (another run holds the workspace, the background process ended at once)."""
-
-    def __init__(self, request: RunRequest, error: str) -> None:
-        super().__init__()
-        self.request = request
-        self.error = error
-
-
 class RunSeen(Message):
-    """A run is going on in the workspace (``run``: a ``pipeline.runs.RunInfo``), whoever started it."""
+    """A run is going on in the workspace, whoever started it."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: RunInfo) -> None:
         super().__init__()
         self.run = run
 
@@ -104,12 +94,11 @@ class RunFinished(Message):
 
 
 class CancelSent(Message):
-    """What ``x`` did: the run was asked to stop (or could not be)."""
+    """What ``x`` did: the run was asked to stop (a failure to ask goes the way of every worker's failure)."""
 
-    def __init__(self, text: str, level: str = "warning") -> None:
+    def __init__(self, text: str) -> None:
         super().__init__()
         self.text = text
-        self.level = level
 
 
 # -- captions ----------------------------------------------------------------------------------------------
@@ -127,14 +116,13 @@ class PhotoLoaded(Message):
 
 # -- search ------------------------------------------------------------------------------------------------
 class SearchReady(Message):
-    """The search index is loaded (or could not be: ``error``)."""
+    """The search index is loaded: its methods, how many photos, the evaluation queries (query, kind, photo)."""
 
-    def __init__(self, methods: list[str], n_photos: int, error: str = "",
+    def __init__(self, methods: list[str], n_photos: int,
                  examples: list[tuple[str, str, str]] | None = None) -> None:
         super().__init__()
         self.methods = methods
         self.n_photos = n_photos
-        self.error = error
         self.examples = examples or []
 
 
@@ -148,15 +136,14 @@ class TruePhoto:
 
 
 class SearchResults(Message):
-    def __init__(self, query: str, method: str, hits: list[Any], seconds: float,
-                 truth: list[TruePhoto] | None = None, error: str = "") -> None:
+    def __init__(self, query: str, method: str, hits: list[Hit], seconds: float,
+                 truth: list[TruePhoto] | None = None) -> None:
         super().__init__()
         self.query = query
         self.method = method
         self.hits = hits
         self.seconds = seconds
         self.truth = truth or []
-        self.error = error
 
 
 class OpenInSearch(Message):
@@ -195,12 +182,19 @@ class MissedLoaded(Message):
 
 
 # -- runs --------------------------------------------------------------------------------------------------
-class RunsLoaded(Message):
-    """Recent runs: Prefect flow runs (when a server is configured) and this workspace's stage runs."""
+class FlowRunsLoaded(Message):
+    """The recent Prefect flow runs, from the server when one is configured, else from the local database."""
 
-    def __init__(self, prefect: Any, stage_runs: list[StageRunRow]) -> None:
+    def __init__(self, flow_runs: RecentFlowRuns) -> None:
         super().__init__()
-        self.prefect = prefect
+        self.flow_runs = flow_runs
+
+
+class StageRunsLoaded(Message):
+    """This workspace's recent stage runs, newest first."""
+
+    def __init__(self, stage_runs: list[StageRunRow]) -> None:
+        super().__init__()
         self.stage_runs = stage_runs
 
 
@@ -208,6 +202,6 @@ class RunsLoaded(Message):
 class CaptionMetricsLoaded(Message):
     """The caption-metrics summary and per-photo scores (``pipeline.caption_metrics.views``)."""
 
-    def __init__(self, view: Any) -> None:
+    def __init__(self, view: CaptionMetricsView) -> None:
         super().__init__()
         self.view = view

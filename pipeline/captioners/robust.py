@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
 
-from pipeline.errors import ConfigError, ModelLoadError
+from pipeline.errors import ConfigError, ModelLoadError, one_line
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit, run_chunks
 from pipeline.models.device import free_accelerator_memory, is_oom
 
@@ -84,7 +84,7 @@ def caption_robust(
             if is_oom(exc):
                 free_accelerator_memory()
                 return CaptionOutcome("", "failed", OUT_OF_MEMORY, seconds, 2)
-            return CaptionOutcome("", "failed", _reason(exc), seconds, 2)
+            return CaptionOutcome("", "failed", one_line(exc), seconds, 2)
         seconds = share + time.monotonic() - started
         if not text:
             return CaptionOutcome("", "empty", EMPTY, seconds, 2)
@@ -129,8 +129,3 @@ def caption_robust(
         report(indices, batch)
         outcomes.extend(batch)
     return outcomes
-
-
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

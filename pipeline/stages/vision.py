@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pipeline.crashpoints import (CAPTION_BATCH, EMBED_IMAGES_BATCH, NEIGHBOURS_BATCH, NEIGHBOURS_PREPARE, PROMPTS_BATCH,
                                   crash_point)
-from pipeline.errors import CapsearchError, ConfigError, StoreError
+from pipeline.errors import CapsearchError, ConfigError, StoreError, one_line
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit
 from pipeline.progress import StageProgress
@@ -107,11 +107,6 @@ def _round_up(size: int, inner: int) -> int:
     """``size`` rounded up to a multiple of ``inner`` (so that model batches are full)."""
     inner = max(1, inner)
     return max(1, math.ceil(size / inner)) * inner
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _names(items: list[str], shown: int = 3) -> str:
@@ -699,7 +694,7 @@ class CaptionStage(Stage):
             try:
                 return open_rgb(root / rows[item].path, max_side=MAX_CAPTION_SIDE)
             except Exception as exc:  # a bad photo is recorded with its reason, never fatal
-                return f"cannot open the photo: {_one_line(exc)}"
+                return f"cannot open the photo: {one_line(exc)}"
 
         present = [i for i in ready if i in rows]
         if self.kind == "knn-consensus":   # it reads the neighbours' captions, never the pixels: decode nothing

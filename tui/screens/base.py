@@ -1,20 +1,37 @@
-"""What every top-level screen shares: header, the screen bar, the footer with its keys."""
+"""What every screen of the app shares: the frame (header, the screen bar, the footer with its keys), the app
+it belongs to (typed), reloading after a run, and handing its workers' failures to the app.
+
+Workers (``@work(thread=True, description=...)``) raise when they fail; Textual tells only the node that
+started a worker about its state, so the screen passes a failed worker's state change on to the app, whose
+one handler (``CapsearchApp.on_worker_state_changed``) shows the failure: a notification, a row in the
+Pipeline screen's Problems pane, and here, in the line that said what the screen was loading
+(``LOADING_LINES``).
+"""
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
+from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer, Header
+from textual.widgets import Footer, Header, Static
+from textual.worker import Worker, WorkerState
 
 from tui.widgets.nav import NavBar
+
+if TYPE_CHECKING:
+    from pipeline.workspace import Workspace
+    from tui.app import CapsearchApp
+    from tui.failures import WorkerFailure
 
 
 class CapsearchScreen(Screen):
     """A screen of the app; subclasses compose their body in ``compose_body``."""
 
-    MODE: ClassVar[str] = ""
+    MODE: ClassVar[str] = ""          # the screen (mode) highlighted in the screen bar
     HELP: ClassVar[str] = ""          # one paragraph for the help screen
+    LOADING_LINES: ClassVar[dict[str, str]] = {}   # worker group -> the Static saying what it loads (shows a failure)
 
     loaded_version = 0
 
@@ -28,18 +45,34 @@ class CapsearchScreen(Screen):
         yield from ()
 
     @property
-    def ws(self):
-        return self.app.ws
+    def capsearch_app(self) -> CapsearchApp:
+        """The app, with its attributes typed (``self.app`` is any ``App``)."""
+        return cast("CapsearchApp", self.app)
+
+    @property
+    def ws(self) -> Workspace:
+        return self.capsearch_app.ws
 
     def on_mount(self) -> None:
-        self.loaded_version = getattr(self.app, "data_version", 0)
+        self.loaded_version = self.capsearch_app.data_version
 
     def on_screen_resume(self) -> None:
         """Coming back to a screen after a run changed the workspace: read it again."""
-        version = getattr(self.app, "data_version", 0)
+        version = self.capsearch_app.data_version
         if version != self.loaded_version:
             self.loaded_version = version
             self.reload()
 
     def reload(self) -> None:
         """Read this screen's data from the workspace again."""
+
+    @on(Worker.StateChanged)
+    def _hand_failure_to_app(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            self.app.post_message(event)
+
+    def show_failure(self, failure: WorkerFailure) -> None:
+        """Say in the screen's loading line (if the failed worker has one) what could not be done, and why."""
+        selector = self.LOADING_LINES.get(failure.group)
+        if selector is not None:
+            self.query_one(selector, Static).update(Text(failure.line(), style="red"))

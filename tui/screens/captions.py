@@ -1,23 +1,23 @@
-"""Captions: a filterable list of the target photos, and a photo's detail (neighbours, prompt, captions)."""
+"""Captions: a filterable list of the target photos, ordered by a caption metric if asked; enter opens a photo's
+detail (``tui.screens.photo``)."""
 from __future__ import annotations
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.containers import Vertical
+from textual.widgets import DataTable, Input, Static
 
-from pipeline.browse import Browser, PhotoDetail, PhotoSummary, filter_photos
+from pipeline.browse import Browser, PhotoSummary, filter_photos
 from pipeline.caption_metrics.results import HUMAN, order_label
 from pipeline.caption_metrics.views import CaptionMetricsView, caption_metrics_view
-from tui.messages import CaptionMetricsLoaded, OpenLike, PhotoLoaded, PhotosLoaded
+from tui.cycle import cycle
+from tui.messages import CaptionMetricsLoaded, OpenLike, PhotosLoaded
 from tui.screens.base import CapsearchScreen
-from tui.widgets.caption_metrics import fmt, photo_scores_text
-from tui.widgets.captions import CaptionColumns, NeighbourRow
-from tui.widgets.nav import NavBar
-from tui.widgets.photo import Photo
+from tui.screens.photo import PhotoScreen
+from tui.widgets.caption_metrics import fmt
+from tui.widgets.debounced_input import DebouncedInput
 from tui.widgets.tables import fill_table
 
 FILTER_DELAY = 0.15
@@ -41,20 +41,20 @@ class CaptionsScreen(CapsearchScreen):
         Binding("u", "refresh", "Refresh", show=False, tooltip="read the photos from the store again"),
         Binding("l", "like", "More like this", tooltip="the photos most like the highlighted one (Search screen)"),
     ]
+    LOADING_LINES = {"photos": "#photos-count"}
 
     def __init__(self) -> None:
         super().__init__()
         self.photos: list[PhotoSummary] = []
         self.shown: list[PhotoSummary] = []
-        self._filter_timer = None
         self.scores = CaptionMetricsView(None)
         self.order_metric = ""          # "": photo order; else a per-photo caption metric, worst first
         self.score_row = ""
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="captions-body"):
-            yield Input(placeholder="filter photos: words in the id or captions (/ to focus, esc to leave)",
-                        id="photo-filter")
+            yield DebouncedInput(placeholder="filter photos: words in the id or captions (/ to focus, esc to leave)",
+                                 id="photo-filter", delay=FILTER_DELAY)
             yield Static("loading photos…", id="photos-count")
             yield DataTable(id="photos", cursor_type="row", zebra_stripes=True)
 
@@ -62,7 +62,8 @@ class CaptionsScreen(CapsearchScreen):
         self.query_one("#photos", DataTable).focus()
         self._load()
 
-    @work(thread=True, group="photos", exclusive=True, exit_on_error=False)
+    @work(thread=True, group="photos", exclusive=True, exit_on_error=False,
+          description="reading the target photos and their caption metrics")
     def _load(self) -> None:
         self.post_message(PhotosLoaded(Browser(self.ws).target_photos()))
         self.post_message(CaptionMetricsLoaded(caption_metrics_view(self.ws)))
@@ -83,7 +84,7 @@ class CaptionsScreen(CapsearchScreen):
         if len(choices) == 1:
             self.notify("no caption metrics yet: run the caption-metrics stage", severity="warning")
             return
-        self.order_metric = choices[(choices.index(self.order_metric) + 1) % len(choices)]
+        self.order_metric = cycle(choices, self.order_metric)
         self._apply_filter()
 
     def action_next_row(self) -> None:
@@ -91,7 +92,7 @@ class CaptionsScreen(CapsearchScreen):
         if not rows:
             self.notify("no caption metrics yet: run the caption-metrics stage", severity="warning")
             return
-        self.score_row = rows[(rows.index(self.score_row) + 1) % len(rows)] if self.score_row in rows else rows[0]
+        self.score_row = cycle(rows, self.score_row)
         self._apply_filter()
 
     @on(PhotosLoaded)
@@ -125,18 +126,11 @@ class CaptionsScreen(CapsearchScreen):
             count += f" · the first {MAX_ROWS} are listed: type to narrow"
         self.query_one("#photos-count", Static).update(Text(count, style="dim"))
 
-    @on(Input.Changed, "#photo-filter")
-    def _filter_changed(self) -> None:
-        if self._filter_timer is not None:
-            self._filter_timer.stop()
-        self._filter_timer = self.set_timer(FILTER_DELAY, self._apply_filter)
-
-    @on(Input.Submitted, "#photo-filter")
-    def _filter_submitted(self) -> None:
-        if self._filter_timer is not None:
-            self._filter_timer.stop()
+    @on(DebouncedInput.Settled, "#photo-filter")
+    def _filter_settled(self, event: DebouncedInput.Settled) -> None:
         self._apply_filter()
-        self.query_one("#photos", DataTable).focus()
+        if event.submitted:             # enter: on to the list
+            self.action_leave_filter()
 
     def action_focus_filter(self) -> None:
         self.query_one("#photo-filter", Input).focus()
@@ -166,112 +160,3 @@ class CaptionsScreen(CapsearchScreen):
 
     def open_photo(self, index: int) -> None:
         self.app.push_screen(PhotoScreen([p.id for p in self.shown], index, self.scores))
-
-
-class PhotoScreen(Screen):
-    """One photo: the photo, its reference captions, every captioner's caption, its neighbours and the prompt."""
-
-    HELP = ("n / p (or → / ←) step through the photos of the list; l shows the photos most like this one; esc goes "
-            "back to the list. Neighbours that are duplicates of the photo are struck out: their captions are left "
-            "out of its prompt and of the kNN consensus.")
-    BINDINGS = [
-        Binding("n,right", "step(1)", "Next", tooltip="the next photo of the list"),
-        Binding("l", "like", "More like this", tooltip="the photos most like this one (Search screen)"),
-        Binding("p,left", "step(-1)", "Previous", tooltip="the previous photo of the list"),
-        Binding("escape", "app.pop_screen", "Back", tooltip="back to the list"),
-        Binding("j,down", "scroll(1)", "Scroll down", show=False, tooltip="scroll the detail down"),
-        Binding("k,up", "scroll(-1)", "Scroll up", show=False, tooltip="scroll the detail up"),
-    ]
-
-    def __init__(self, ids: list[str], index: int, scores: CaptionMetricsView | None = None) -> None:
-        super().__init__()
-        self.ids = ids
-        self.index = index
-        self.detail: PhotoDetail | None = None
-        self.scores = scores or CaptionMetricsView(None)
-
-    def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
-        yield NavBar("captions", id="nav")
-        with VerticalScroll(id="photo-body"):
-            with Horizontal(id="photo-top"):
-                yield Photo(id="photo")
-                with Vertical(id="photo-info"):
-                    yield Static("", id="photo-title")
-                    yield Static("", id="reference-captions")
-            yield Static(Text("Captions", style="bold"), classes="section")
-            yield CaptionColumns(id="caption-columns")
-            yield Static(Text("Neighbours", style="bold"), id="neighbours-title", classes="section")
-            yield Vertical(id="neighbours")
-            yield Static(Text("Prompt given to the VLM", style="bold"), id="prompt-title", classes="section")
-            yield Static("", id="prompt", markup=False)
-        yield Footer()
-
-    @property
-    def ws(self):
-        return self.app.ws
-
-    def on_mount(self) -> None:
-        self._load(self.ids[self.index])
-
-    @work(thread=True, group="photo", exclusive=True, exit_on_error=False)
-    def _load(self, image_id: str) -> None:
-        self.post_message(PhotoLoaded(Browser(self.ws).photo_detail(image_id)))
-
-    def action_step(self, step: int) -> None:
-        if not self.ids:
-            return
-        self.index = (self.index + step) % len(self.ids)
-        self._load(self.ids[self.index])
-
-    def action_like(self) -> None:
-        if self.ids:
-            self.post_message(OpenLike(self.ids[self.index]))
-
-    def action_scroll(self, lines: int) -> None:
-        self.query_one("#photo-body", VerticalScroll).scroll_relative(y=lines * 3, animate=False)
-
-    @on(PhotoLoaded)
-    async def _loaded(self, message: PhotoLoaded) -> None:
-        if message.detail.id != self.ids[self.index]:
-            return
-        if self.detail is not None and self.detail.id != message.detail.id:
-            self.query_one("#photo-body", VerticalScroll).scroll_home(animate=False)
-        d = self.detail = message.detail
-        await self.query_one("#photo", Photo).show(d.path)
-        title = Text()
-        title.append(d.id, style="bold")
-        title.append(f"  {self.index + 1}/{len(self.ids)} · {d.split or 'no split'} · {d.width}×{d.height}", style="dim")
-        self.query_one("#photo-title", Static).update(title)
-        refs = Text()
-        refs.append("Reference captions (human, never shown to the VLM)\n", style="italic dim")
-        for n, cap in enumerate(d.reference_captions, 1):
-            refs.append(f"{n}. {cap}\n")
-        if not d.reference_captions:
-            refs.append("none", style="dim")
-        photo_scores = self.scores.photo_scores(d.id)
-        if photo_scores.get(HUMAN):
-            refs.append("caption 1 scored against the others: ", style="italic dim")
-            refs.append_text(photo_scores_text(photo_scores[HUMAN]))
-        self.query_one("#reference-captions", Static).update(refs)
-        self.query_one(CaptionColumns).show(d.captions, photo_scores)
-        title = Text("Neighbours", style="bold")
-        dups = sum(1 for n in d.neighbours if n.duplicate)
-        title.append(f"  {len(d.neighbours) - dups} most similar reference photos · similarity"
-                     + (f" · {dups} duplicate{'s' if dups > 1 else ''} of this photo struck out" if dups else "")
-                     + (" · from an earlier configuration" if d.neighbours_stale else ""), style="dim")
-        self.query_one("#neighbours-title", Static).update(title)
-        box = self.query_one("#neighbours", Vertical)
-        await box.remove_children()
-        if d.neighbours:
-            await box.mount_all([NeighbourRow(n, rank) for rank, n in enumerate(d.neighbours, 1)])
-        else:
-            await box.mount(Static(Text("no neighbours yet: run the neighbours stage", style="dim")))
-        ptitle = Text("Prompt given to the VLM", style="bold")
-        if d.prompt_stale:
-            ptitle.append("  from an earlier configuration", style="dim")
-        if d.prompt_warning:
-            ptitle.append(f"  {d.prompt_warning}", style="yellow")
-        self.query_one("#prompt-title", Static).update(ptitle)
-        self.query_one("#prompt", Static).update(
-            Text(d.prompt) if d.prompt is not None else Text("no prompt yet: run the prompts stage", style="dim"))

@@ -1,5 +1,5 @@
 """Evaluation: Recall@K, MRR and median rank per method and query kind with confidence intervals, a bar
-chart, and a drill-down into the queries a method missed (opened in the Search screen)."""
+chart, and a drill-down into the queries a method missed (``tui.screens.missed``); c shows the caption metrics."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -7,16 +7,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Static
 
-from pipeline.browse import Browser, EvaluationTable, MetricValue, MissedQuery
-from tui.messages import EvaluationLoaded, MissedLoaded, OpenInSearch
+from pipeline.browse import Browser, EvaluationTable, MetricValue
+from pipeline.caption_metrics.views import caption_metrics_view
+from tui.cycle import cycle
+from tui.messages import CaptionMetricsLoaded, EvaluationLoaded
 from tui.screens.base import CapsearchScreen
-from tui.screens.search import format_rank
+from tui.screens.missed import MissedScreen
 from tui.widgets.bar_chart import Bar, BarChart
 from tui.widgets.caption_metrics import CaptionMetricsPanel
-from tui.widgets.nav import NavBar
 from tui.widgets.tables import fill_table
 
 
@@ -55,6 +55,7 @@ class EvaluationScreen(CapsearchScreen):
         Binding("c", "toggle_captions", "Caption metrics", tooltip="switch between retrieval and caption metrics"),
         Binding("u", "refresh", "Refresh", show=False, tooltip="read the evaluation from the store again"),
     ]
+    LOADING_LINES = {"evaluation": "#eval-title", "caption-metrics": "#caption-metrics-title"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,14 +82,24 @@ class EvaluationScreen(CapsearchScreen):
         panel.set_class(not showing, "-hidden")
         self.query_one("#evaluation-body").set_class(showing, "-hidden")
         if showing:
-            panel.load()
+            self._load_caption_metrics()
             panel.query_one(DataTable).focus()
         else:
             self.query_one("#metrics", DataTable).focus()
 
-    @work(thread=True, group="evaluation", exclusive=True, exit_on_error=False)
+    @work(thread=True, group="evaluation", exclusive=True, exit_on_error=False,
+          description="reading the evaluation")
     def _load(self) -> None:
         self.post_message(EvaluationLoaded(Browser(self.ws).evaluation()))
+
+    @work(thread=True, group="caption-metrics", exclusive=True, exit_on_error=False,
+          description="reading the caption metrics")
+    def _load_caption_metrics(self) -> None:
+        self.post_message(CaptionMetricsLoaded(caption_metrics_view(self.ws)))
+
+    @on(CaptionMetricsLoaded)
+    def _caption_metrics_loaded(self, message: CaptionMetricsLoaded) -> None:
+        self.query_one(CaptionMetricsPanel).show(message.view)
 
     @on(EvaluationLoaded)
     def _loaded(self, message: EvaluationLoaded) -> None:
@@ -177,19 +188,15 @@ class EvaluationScreen(CapsearchScreen):
         self.action_drill()
 
     def action_next_kind(self) -> None:
-        if self.table is None or self.table.empty:
-            return
-        kinds = self.table.kinds
-        self.kind = kinds[(kinds.index(self.kind) + 1) % len(kinds)]
-        self._draw()
+        if self.table is not None and not self.table.empty:
+            self.kind = cycle(self.table.kinds, self.kind)
+            self._draw()
 
     def action_next_metric(self) -> None:
-        if self.table is None or self.table.empty:
-            return
-        metrics = self.table.metrics
-        self.chart_metric = metrics[(metrics.index(self.chart_metric) + 1) % len(metrics)]
-        self._chart()
-        self._detail()
+        if self.table is not None and not self.table.empty:
+            self.chart_metric = cycle(self.table.metrics, self.chart_metric)
+            self._chart()
+            self._detail()
 
     def action_refresh(self) -> None:
         self.reload()
@@ -198,7 +205,7 @@ class EvaluationScreen(CapsearchScreen):
         self._load()
         panel = self.query_one(CaptionMetricsPanel)
         if not panel.has_class("-hidden"):
-            panel.load()
+            self._load_caption_metrics()
 
     def action_drill(self) -> None:
         if self.query_one("#evaluation-body").has_class("-hidden"):
@@ -207,56 +214,3 @@ class EvaluationScreen(CapsearchScreen):
         if method is not None:
             ks = [int(m[2:]) for m in self.table.metrics if m.startswith("R@") and m[2:].isdigit()]
             self.app.push_screen(MissedScreen(method, self.kind, max(ks) if ks else 10))
-
-
-class MissedScreen(Screen):
-    """The evaluation queries whose true photo a method did not rank in its top K; enter opens one in Search."""
-
-    HELP = "Queries whose true photo the method ranked below K, worst first; enter opens the query in Search."
-    BINDINGS = [
-        Binding("enter", "open", "Open in Search", tooltip="show the highlighted query in the Search screen"),
-        Binding("escape", "app.pop_screen", "Back", tooltip="back to the metrics"),
-    ]
-
-    def __init__(self, method: str, kind: str, k: int) -> None:
-        super().__init__()
-        self.method, self.kind, self.k = method, kind, k
-        self.missed: list[MissedQuery] = []
-
-    def compose(self) -> ComposeResult:
-        yield Header(icon="◆")
-        yield NavBar("evaluation", id="nav")
-        with Vertical(id="missed-body"):
-            yield Static(f"loading the queries {self.method} missed…", id="missed-title")
-            yield DataTable(id="missed", cursor_type="row", zebra_stripes=True)
-        yield Footer()
-
-    def on_mount(self) -> None:
-        self.query_one("#missed", DataTable).focus()
-        self._load()
-
-    @work(thread=True, exit_on_error=False)
-    def _load(self) -> None:
-        missed = Browser(self.app.ws).missed_queries(self.method, self.kind, self.k)
-        self.post_message(MissedLoaded(self.method, self.kind, self.k, missed))
-
-    @on(MissedLoaded)
-    def _loaded(self, message: MissedLoaded) -> None:
-        self.missed = message.missed
-        title = Text()
-        title.append(f"{len(self.missed)} {self.kind} queries ", style="bold")
-        title.append(f"whose true photo {self.method} ranked below {self.k} · enter opens one in Search",
-                     style="dim")
-        self.query_one("#missed-title", Static).update(title)
-        fill_table(self.query_one("#missed", DataTable),
-                   [(key, key) for key in ("rank", "true photo", "query", "top result")],
-                   [(format_rank(m.rank), m.image_id, m.query, m.top_ids[0] if m.top_ids else "-") for m in self.missed])
-
-    def action_open(self) -> None:
-        row = self.query_one("#missed", DataTable).cursor_row
-        if 0 <= row < len(self.missed):
-            self.post_message(OpenInSearch(self.missed[row].query, self.method, "targets"))
-
-    @on(DataTable.RowSelected, "#missed")
-    def _selected(self) -> None:
-        self.action_open()

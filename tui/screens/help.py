@@ -1,5 +1,8 @@
-"""The help screen (``?``): every key of every screen, generated from the bindings themselves."""
+"""The help screen (``?``): every key of every screen, generated from the bindings themselves (the app's are
+passed in: this module does not import the app)."""
 from __future__ import annotations
+
+from typing import Iterable
 
 from rich.table import Table
 from rich.text import Text
@@ -26,17 +29,18 @@ def key_rows(bindings) -> list[tuple[str, str]]:
     return rows
 
 
-def help_sections() -> list[tuple[str, str, list[tuple[str, str]]]]:
-    """(title, what it is, [(key, what it does)]) for the app and every screen."""
-    from tui.app import CapsearchApp
-    from tui.screens.captions import CaptionsScreen, PhotoScreen
-    from tui.screens.evaluation import EvaluationScreen, MissedScreen
+def help_sections(app_bindings: Iterable) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(title, what it is, [(key, what it does)]) for the app (``app_bindings``) and every screen."""
+    from tui.screens.captions import CaptionsScreen
+    from tui.screens.evaluation import EvaluationScreen
+    from tui.screens.missed import MissedScreen
+    from tui.screens.photo import PhotoScreen
     from tui.screens.pipeline import PipelineScreen
     from tui.screens.runs import RunsScreen
     from tui.screens.search import SearchScreen
 
     everywhere = [("1 … 5", "switch screen: Pipeline, Captions, Search, Evaluation, Runs")]
-    everywhere += [r for r in key_rows(CapsearchApp.BINDINGS) if r[0] not in "12345"]
+    everywhere += [r for r in key_rows(app_bindings) if r[0] not in "12345"]
     everywhere += [("tab, shift+tab", "move between the parts of a screen"), ("ctrl+q", "quit from anywhere")]
     sections = [("Everywhere", "Keys 1-5 switch screens when the cursor is not in a text box (esc leaves it).",
                  everywhere)]
@@ -50,10 +54,15 @@ def help_sections() -> list[tuple[str, str, list[tuple[str, str]]]]:
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,question_mark,q,f1", "dismiss", "Close")]
 
+    def __init__(self, app_bindings: Iterable) -> None:
+        """``app_bindings``: the keys that work everywhere (the app's ``BINDINGS``)."""
+        super().__init__()
+        self.app_bindings = list(app_bindings)
+
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static(Text("capsearch keys (esc closes)", style="bold"), id="help-title")
-            for title, about, rows in help_sections():
+            for title, about, rows in help_sections(self.app_bindings):
                 table = Table(show_header=False, box=None, padding=(0, 1))
                 table.add_column("key", style="bold cyan", min_width=16, max_width=16, no_wrap=True)
                 table.add_column("what", ratio=1)

@@ -13,8 +13,11 @@ from textual.widgets import DataTable, Label, OptionList, RichLog, Static, Tabbe
 from textual.widgets.option_list import Option
 
 from pipeline.runs import describe_run
-from tui.messages import (CancelSent, RunFinished, RunLaunched, RunLaunchFailed, RunRequest, RunSeen,
-                          RunStarted, StageProgressed, StatusFailed, StatusLoaded)
+from textual.worker import Worker, WorkerState
+
+from tui.failures import WorkerFailure
+from tui.messages import (CancelSent, RunFinished, RunLaunched, RunRequest, RunSeen, RunStarted, StageProgressed,
+                          StatusLoaded)
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import ProgressPanel, format_seconds
 from tui.widgets.tables import fill_table
@@ -27,6 +30,7 @@ LEVEL_STYLES = {"info": "", "warning": "yellow", "error": "bold red"}
 STAGE_COLUMNS = [(key, key) for key in ("stage", "done", "missing", "failed", "total")]
 PROBLEM_COLUMNS = [(key, key) for key in ("severity", "stage", "item", "reason")]
 SEVERITY_STYLES = {"skipped": "yellow", "failed": "red", "repaired": "cyan", "warning": "yellow"}
+FINISHED = (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
 
 
 class CaptionerChooser(ModalScreen[str | None]):
@@ -70,6 +74,7 @@ class PipelineScreen(CapsearchScreen):
                         "with their reasons)"),
         Binding("u", "refresh", "Refresh", show=False, tooltip="read the counts from the store again"),
     ]
+    LOADING_LINES = {"status": "#pipeline-summary"}
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,13 +106,15 @@ class PipelineScreen(CapsearchScreen):
         self.refresh_status()
         self.follower = RunFollower(self.ws, self.post_message)
         self.follower.start()
+        self.capsearch_app.failed.subscribe(self, self._worker_failed)
+        self._fill_problems()
 
     def on_unmount(self) -> None:
         if self.follower is not None:
             self.follower.stop()
         if self.running is not None:
             # quitting leaves the run going on; the TUI says so when it exits (tui.launch.report_exit)
-            self.app.run_going_on_at_exit = self.running  # type: ignore[attr-defined]
+            self.capsearch_app.run_going_on_at_exit = self.running
 
     # -- status ------------------------------------------------------------------------------------
     def refresh_status(self) -> None:
@@ -117,40 +124,54 @@ class PipelineScreen(CapsearchScreen):
         self._status_loading = True
         self._load_status()
 
-    @work(thread=True, group="status", exit_on_error=False)
+    @work(thread=True, group="status", exit_on_error=False, description="reading the workspace's stages")
     def _load_status(self) -> None:
         from pipeline.status import workspace_status
 
-        try:
-            self.post_message(StatusLoaded(workspace_status(self.ws)))
-        except Exception as exc:  # noqa: BLE001 - shown on screen
-            self.post_message(StatusFailed(f"{type(exc).__name__}: {exc}"))
+        self.post_message(StatusLoaded(workspace_status(self.ws)))
 
-    @on(StatusFailed)
-    def _status_failed(self, message: StatusFailed) -> None:
-        self._status_loading = self._status_again = False
-        self.query_one("#pipeline-summary", Static).update(Text(f"cannot read the workspace: {message.error}", style="red"))
-        self.log_line(f"cannot read the workspace: {message.error}", "error")
+    @on(Worker.StateChanged)
+    def _worker_ended(self, event: Worker.StateChanged) -> None:
+        """A status read ended (loaded, or failed: the app shows why): read again if asked meanwhile. A run
+        that could not start is not starting any more."""
+        group = event.worker.group
+        if event.state not in FINISHED:
+            return
+        if group == "status":
+            self._status_loading = False
+            if self._status_again:
+                self._status_again = False
+                self.refresh_status()
+        elif group == "run" and event.state != WorkerState.SUCCESS:
+            self.launching = None
+            self._show_summary()
 
     @on(StatusLoaded)
     def _status_loaded(self, message: StatusLoaded) -> None:
-        self._status_loading = False
         self.status = status = message.status
         self._show_summary()
         self.stage_labels = [s.stage for s in status.stages]
         fill_table(self.query_one("#stages", DataTable), STAGE_COLUMNS,
                    [self._cells(s) for s in status.stages], self.stage_labels)
-        problems = [(Text("error", style="bold red"), s.stage, "(the stage)", s.error)
-                    for s in status.stages if s.error]
+        self._fill_problems()
+
+    def _worker_failed(self, failure: WorkerFailure) -> None:
+        self.log_line(failure.line(), "error")
+        self._fill_problems()
+
+    def _fill_problems(self) -> None:
+        """The stages' problems (from the last status read), then what failed in the TUI itself."""
+        status = self.status
+        stages = status.stages if status is not None else ()
+        problems = [(Text("error", style="bold red"), s.stage, "(the stage)", s.error) for s in stages if s.error]
         problems += [(Text("n/a", style="dim"), s.stage, "(the stage)", f"not applicable: {s.not_applicable}")
-                     for s in status.stages if s.not_applicable]
-        problems += [(Text(p.severity, style=SEVERITY_STYLES.get(p.severity, "")), p.stage, p.item,
-                      p.reason) for p in status.problems]
+                     for s in stages if s.not_applicable]
+        problems += [(Text(p.severity, style=SEVERITY_STYLES.get(p.severity, "")), p.stage, p.item, p.reason)
+                     for p in (status.problems if status is not None else ())]
+        problems += [(Text("error", style="bold red"), "(the TUI)", f.what, f.reason)
+                     for f in self.capsearch_app.failures]
         fill_table(self.query_one("#problems", DataTable), PROBLEM_COLUMNS, problems)
         self.query_one(TabbedContent).get_tab("problems-tab").label = f"Problems ({len(problems)})"
-        if self._status_again:
-            self._status_again = False
-            self.refresh_status()
 
     @staticmethod
     def _cells(s: StageCounts) -> tuple:
@@ -222,17 +243,19 @@ class PipelineScreen(CapsearchScreen):
         self.app.push_screen(CaptionerChooser(names, cfg.enabled_captioners()), chosen)
 
     def start_run(self, request: RunRequest) -> None:
-        if self.running is not None or self.launching is not None:
-            what = self.running.what if self.running is not None else self.launching.describe()  # type: ignore[union-attr]
+        what = (self.running.what if self.running is not None
+                else self.launching.describe() if self.launching is not None else None)
+        if what is not None:
             self.notify(f"a run is going on ({what}); x cancels it", severity="warning")
             return
         self.launching = request
         self.post_message(RunStarted(request))
         self._launch(request)
 
-    @work(thread=True, group="run", exit_on_error=False)
+    @work(thread=True, group="run", exit_on_error=False, description="starting the run")
     def _launch(self, request: RunRequest) -> None:
-        """Start the run outside the TUI (``flows.detach``): it goes on when the TUI is closed."""
+        """Start the run outside the TUI (``flows.detach``): it goes on when the TUI is closed. It may not start
+        (another run holds the workspace, the background process ended at once): the app shows why."""
         import os
 
         from flows.detach import start_detached
@@ -241,9 +264,6 @@ class PipelineScreen(CapsearchScreen):
         try:
             detached = start_detached(self.ws, request.stages, request.captioners, request.retry_failed,
                                       started_by=f"{user_name()} from the TUI (pid {os.getpid()})")
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.post_message(RunLaunchFailed(request, str(exc) or type(exc).__name__))
-            return
         finally:
             self._quiet_libraries()
         self.post_message(RunLaunched(request, detached))
@@ -252,7 +272,7 @@ class PipelineScreen(CapsearchScreen):
         """Prefect, once imported (a run through `capsearch serve`, a cancel), logs to files only."""
         from tui.quiet import route_library_logging
 
-        route_library_logging(getattr(self.app, "log_path", None))
+        route_library_logging(self.capsearch_app.log_path)
 
     @on(RunLaunched)
     def _launched(self, message: RunLaunched) -> None:
@@ -263,13 +283,6 @@ class PipelineScreen(CapsearchScreen):
         if detached.how == "deployment":
             self.log_line("waiting for `capsearch serve` to start it…")
 
-    @on(RunLaunchFailed)
-    def _launch_failed(self, message: RunLaunchFailed) -> None:
-        self.launching = None
-        self.log_line(f"cannot start {message.request.describe()}: {message.error}", "error")
-        self.notify(message.error, severity="error", timeout=10)
-        self._show_summary()
-
     def action_cancel(self) -> None:
         pending = self.follower.pending if self.follower is not None else None
         if self.running is None and pending is None:
@@ -278,7 +291,7 @@ class PipelineScreen(CapsearchScreen):
         self.log_line("cancelling: the run stops after the batches in flight", "warning")
         self._cancel(self.running, pending)
 
-    @work(thread=True, group="cancel", exit_on_error=False)
+    @work(thread=True, group="cancel", exit_on_error=False, description="cancelling the run")
     def _cancel(self, running, pending) -> None:
         from flows.control import cancel_flow_run, cancel_run
 
@@ -289,14 +302,12 @@ class PipelineScreen(CapsearchScreen):
             elif pending is not None:
                 state = cancel_flow_run(pending.api_url, pending.flow_run_id, "cancelled from the capsearch TUI")
                 self.post_message(CancelSent(f"flow run {pending.flow_run_name}: {state}"))
-        except Exception as exc:  # noqa: BLE001 - shown to the user
-            self.post_message(CancelSent(f"cannot cancel the run: {exc}", "error"))
         finally:
             self._quiet_libraries()
 
     @on(CancelSent)
     def _cancel_sent(self, message: CancelSent) -> None:
-        self.log_line(message.text, message.level)
+        self.log_line(message.text, "warning")
 
     def action_refresh(self) -> None:
         self.refresh_status()
@@ -333,14 +344,14 @@ class PipelineScreen(CapsearchScreen):
         if event.kind == "not-applicable" and (before is None or before.kind != "not-applicable"):
             self.log_line(f"{event.stage}: not applicable: {event.message}", "info")
         if event.kind == "finish" and (before is None or before.kind != "finish"):
-            self.app.data_version += 1  # type: ignore[attr-defined]
+            self.capsearch_app.data_version += 1
             line = event.message or f"{event.stage}: {event.done} done"
             self.log_line(line, "warning" if event.failures else "info")
             self.refresh_status()
 
     @on(RunFinished)
     def _run_finished(self, message: RunFinished) -> None:
-        self.app.data_version += 1  # type: ignore[attr-defined]
+        self.capsearch_app.data_version += 1
         self.running = None
         self.launching = None
         outcome = message.outcome

@@ -3,6 +3,7 @@ workspace's stage runs with the Prefect flow run each one was."""
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
@@ -11,14 +12,22 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from tui.messages import RunsLoaded
+from tui.messages import FlowRunsLoaded, StageRunsLoaded
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import format_seconds
 from tui.widgets.tables import fill_table
 
+if TYPE_CHECKING:
+    from flows.prefect_runs import RecentFlowRuns
+
 FLOW_RUN_COLUMNS = [(key, key) for key in ("flow run", "flow", "state", "stage", "started", "took")]
 STAGE_RUN_COLUMNS = [(key, key) for key in ("stage", "status", "done", "failed", "started", "took", "flow run",
                                              "message")]
+LOCAL_NOTE = ("Flow runs from the local Prefect database ({path}); `capsearch server` shows the same runs in "
+              "the Prefect UI.")
+NO_DATABASE = ("No Prefect flow runs recorded yet (no local Prefect database); `capsearch server` shows runs in the "
+               "Prefect UI once there are some.")
+OTHER_DATABASE = "Prefect uses a database other than SQLite here: start `capsearch server` to see its runs"
 STATE_STYLES = {"completed": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
                 "running": "cyan", "pending": "dim", "scheduled": "dim"}
 
@@ -38,7 +47,13 @@ class RunsScreen(CapsearchScreen):
             "below, every stage run recorded in this workspace with its Prefect flow run (highlight one to see "
             "its id and address).")
     BINDINGS = [Binding("u", "refresh", "Refresh", tooltip="read the flow runs and stage runs again")]
+    LOADING_LINES = {"flow-runs": "#prefect-line", "stage-runs": "#stage-runs-title"}
     PREFECT_TIMEOUT = 3.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefect: RecentFlowRuns | None = None
+        self.stage_runs: list[dict] = []
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
@@ -60,27 +75,32 @@ class RunsScreen(CapsearchScreen):
         self.query_one("#prefect-line", Static).update("reading Prefect flow runs…")
         self._load()
 
-    @work(thread=True, group="runs", exclusive=True, exit_on_error=False)
     def _load(self) -> None:
-        from tui.prefect_runs import read_recent_runs
+        self._load_stage_runs()
+        self._load_flow_runs()
 
-        stage_runs = self.ws.store.stage_runs(limit=50)
-        prefect = read_recent_runs(timeout=self.PREFECT_TIMEOUT, api_url=getattr(self.app, "prefect_api_url", None))
-        self.post_message(RunsLoaded(prefect, stage_runs))
+    @work(thread=True, group="stage-runs", exclusive=True, exit_on_error=False,
+          description="reading the workspace's stage runs")
+    def _load_stage_runs(self) -> None:
+        self.post_message(StageRunsLoaded(self.ws.store.stage_runs(limit=50)))
 
-    @on(RunsLoaded)
-    def _loaded(self, message: RunsLoaded) -> None:
-        from tui.prefect_runs import LOCAL_NOTE, NO_DATABASE
+    @work(thread=True, group="flow-runs", exclusive=True, exit_on_error=False,
+          description="reading the Prefect flow runs")
+    def _load_flow_runs(self) -> None:
+        from flows.prefect_runs import read_recent_runs
 
-        p = message.prefect
-        self.prefect = p
-        self.stage_runs = message.stage_runs
+        self.post_message(FlowRunsLoaded(read_recent_runs(timeout=self.PREFECT_TIMEOUT,
+                                                          api_url=self.capsearch_app.prefect_api_url)))
+
+    @on(FlowRunsLoaded)
+    def _flow_runs_loaded(self, message: FlowRunsLoaded) -> None:
+        p = self.prefect = message.flow_runs
         line = self.query_one("#prefect-line", Static)
         flow_runs = self.query_one("#flow-runs", DataTable)
         text = Text()
         if p.api_url is None:
-            if p.error:
-                text.append(p.error, style="red")
+            if p.database is None:
+                text.append(OTHER_DATABASE, style="yellow")
             elif not p.runs:
                 text.append(NO_DATABASE, style="yellow")
             else:
@@ -90,18 +110,24 @@ class RunsScreen(CapsearchScreen):
             text.append("Prefect UI ", style="dim")
             text.append(p.ui_url or p.api_url, style="bold underline")
             text.append(f"  (API {p.api_url})", style="dim")
-            if p.error:
-                text.append(f"\n{p.error}", style="red")
-            else:
-                text.append(f"\n{len(p.runs)} recent flow runs", style="dim")
+            text.append(f"\n{len(p.runs)} recent flow runs", style="dim")
         line.update(text)
-        flow_runs.display = bool(p.runs) and not p.error
+        flow_runs.display = bool(p.runs)
         fill_table(flow_runs, FLOW_RUN_COLUMNS, [
             (r.name, r.flow, Text(r.state, style=STATE_STYLES.get(r.state.lower(), "")), r.stage,
              _when(r.started), format_seconds(r.seconds)) for r in p.runs])
-        names = {r.id: r.name for r in p.runs}
+        self._fill_stage_runs()
+
+    @on(StageRunsLoaded)
+    def _stage_runs_loaded(self, message: StageRunsLoaded) -> None:
+        self.stage_runs = message.stage_runs
+        self._fill_stage_runs()
+
+    def _fill_stage_runs(self) -> None:
+        """Each stage run with its flow run: by name when that run is among the recent ones, else by id."""
+        names = {r.id: r.name for r in self.prefect.runs} if self.prefect is not None else {}
         rows = []
-        for r in message.stage_runs:
+        for r in self.stage_runs:
             stage = f"{r.stage}:{r.variant}" if r.variant else r.stage
             took = (r.finished_at - r.started_at) if r.finished_at else None
             flow_run = r.flow_run_id or ""
@@ -109,7 +135,7 @@ class RunsScreen(CapsearchScreen):
                          str(r.failed), _when(r.started_at), format_seconds(took),
                          names.get(flow_run) or flow_run[:8] or "-", r.message or ""))
         fill_table(self.query_one("#stage-runs", DataTable), STAGE_RUN_COLUMNS, rows)
-        if not message.stage_runs:
+        if not self.stage_runs:
             self.query_one("#stage-runs-title", Static).update(
                 Text("Stage runs in this workspace: none yet", style="bold"))
         self._detail()
@@ -120,7 +146,7 @@ class RunsScreen(CapsearchScreen):
 
     def _detail(self) -> None:
         """The highlighted stage run's Prefect flow run: its id, and its page in the Prefect UI."""
-        runs = getattr(self, "stage_runs", None)
+        runs = self.stage_runs
         detail = self.query_one("#stage-run-detail", Static)
         if not runs:
             detail.update("")
@@ -134,7 +160,7 @@ class RunsScreen(CapsearchScreen):
         else:
             text.append("Prefect flow run ", style="dim")
             text.append(flow_run, style="bold")
-            p = getattr(self, "prefect", None)
+            p = self.prefect
             if p is not None and p.api_url is not None:
                 text.append(f"  {(p.ui_url or p.api_url).rstrip('/')}/runs/flow-run/{flow_run}", style="underline")
             else:

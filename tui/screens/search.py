@@ -11,12 +11,16 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from pipeline.browse import Browser
+from tui.cycle import cycle
 from tui.messages import SearchReady, SearchResults, TruePhoto
 from tui.screens.base import CapsearchScreen
+from tui.screens.photo import PhotoScreen
+from tui.widgets.debounced_input import DebouncedInput
 from tui.widgets.photo import Photo
 from tui.widgets.tables import fill_table
 
@@ -58,11 +62,13 @@ class SearchScreen(CapsearchScreen):
         Binding("enter", "open", "Open photo", show=False,
                 tooltip="in the results: open the photo with its neighbours, prompt and captions"),
     ]
+    LOADING_LINES = {"index": "#search-status", "search": "#search-status"}
+
+    method: reactive[str] = reactive("", init=False)    # the ranking method; its label is drawn by watch_method
 
     def __init__(self) -> None:
         super().__init__()
         self.methods: list[str] = []
-        self.method: str = ""
         self.scope: str = ""
         self.examples: list[tuple[str, str, str]] = []
         self.example_index = -1
@@ -70,27 +76,26 @@ class SearchScreen(CapsearchScreen):
         self.index = None
         self.browser: Browser | None = None
         self.last: SearchResults | None = None
-        self._timer = None
         self._pending: tuple[str, str] | None = None
         self._paths: dict[str, object] = {}
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="search-body"):
             with Horizontal(id="query-row"):
-                yield Input(placeholder="type a query, e.g. a dog running on the beach", id="query")
+                yield DebouncedInput(placeholder="type a query, e.g. a dog running on the beach", id="query",
+                                     delay=SEARCH_DELAY)
                 yield Static("", id="method")
             yield Static("loading the search index…", id="search-status")
             with Horizontal(id="results-row"):
                 yield DataTable(id="hits", cursor_type="row", zebra_stripes=True)
                 with Vertical(id="preview"):
-                    yield Photo(id="preview-photo")
+                    yield Photo(id="preview-photo", mode=self.capsearch_app.image_mode)
                     yield Static("", id="preview-text")
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.scope = self.scope or self.ws.config.search.scope
         self.query_one("#query", Input).focus()
-        self._show_method()
+        self.watch_method(self.method)
         self._load_index(self.scope)
 
     def reload(self) -> None:
@@ -100,22 +105,13 @@ class SearchScreen(CapsearchScreen):
         self._load_index(self.scope)
 
     # -- index -------------------------------------------------------------------------------------
-    @work(thread=True, group="index", exclusive=True, exit_on_error=False)
+    @work(thread=True, group="index", exclusive=True, exit_on_error=False, description="loading the search index")
     def _load_index(self, scope: str) -> None:
-        try:
-            loader = getattr(self.app, "search_loader", None)
-            if loader is not None:      # started by the app when it opened: usually ready by now
-                index = loader.get(scope, getattr(self.app, "data_version", 0))
-            else:
-                from pipeline.search_service import SearchIndex
-
-                index = SearchIndex(self.ws, scope=scope)
-            methods = list(index.methods())
-            browser = Browser(self.ws)
-            examples = browser.evaluation_queries(limit=200)
-        except Exception as exc:  # noqa: BLE001 - shown on screen
-            self.post_message(SearchReady([], 0, error=f"{type(exc).__name__}: {exc}"))
-            return
+        app = self.capsearch_app     # the app started loading the index when it opened: usually ready by now
+        index = app.search_loader.get(scope, app.data_version)
+        methods = list(index.methods())
+        browser = Browser(self.ws)
+        examples = browser.evaluation_queries(limit=200)
         if get_current_worker().is_cancelled or scope != self.scope:
             return
         self.index, self.browser = index, browser
@@ -124,15 +120,11 @@ class SearchScreen(CapsearchScreen):
     @on(SearchReady)
     def _ready(self, message: SearchReady) -> None:
         status = self.query_one("#search-status", Static)
-        if message.error:
-            status.update(Text(f"search is not available: {message.error}", style="red"))
-            return
         self.ready = True
         self.methods = message.methods
         self.examples = message.examples
         if not message.methods:
             self.method = ""
-            self._show_method()
             status.update(Text("nothing to search by text yet: run the pipeline first (screen 1, key a); "
                                "like:PHOTO finds photos by image", style="yellow"))
             if self._pending is not None or self.query_one("#query", Input).value.startswith(LIKE):
@@ -141,7 +133,6 @@ class SearchScreen(CapsearchScreen):
         default = self.ws.config.search.default_method
         if self.method not in self.methods:
             self.method = default if default in self.methods else self.methods[0]
-        self._show_method()
         status.update(Text(f"{message.n_photos} photos ({SCOPE_WORDS.get(self.scope, self.scope)}, ^o) · "
                            f"{len(self.methods)} methods · {len(self.examples)} evaluation queries (ctrl+n)",
                            style="dim"))
@@ -156,18 +147,11 @@ class SearchScreen(CapsearchScreen):
             self._start_search()
 
     # -- typing ------------------------------------------------------------------------------------
-    @on(Input.Changed, "#query")
-    def _changed(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
-        self._timer = self.set_timer(SEARCH_DELAY, self._start_search)
-
-    @on(Input.Submitted, "#query")
-    def _submitted(self) -> None:
-        if self._timer is not None:
-            self._timer.stop()
+    @on(DebouncedInput.Settled, "#query")
+    def _settled(self, event: DebouncedInput.Settled) -> None:
         self._start_search()
-        self.query_one("#hits", DataTable).focus()
+        if event.submitted:             # enter: on to the results
+            self.action_focus_results()
 
     def _start_search(self) -> None:
         query = self.query_one("#query", Input).value
@@ -180,25 +164,20 @@ class SearchScreen(CapsearchScreen):
             return
         self._search(query, self.method)
 
-    @work(thread=True, group="search", exclusive=True, exit_on_error=False)
+    @work(thread=True, group="search", exclusive=True, exit_on_error=False, description="searching")
     def _search(self, query: str, method: str) -> None:
         worker = get_current_worker()
         t0 = time.perf_counter()
-        try:
-            truth: list[TruePhoto] = []
-            if query.startswith(LIKE):
-                result = self.index.like(query[len(LIKE):].strip(), TOP_K)
-                hits = result.hits
-            else:
-                hits = self.index.search(query, method, TOP_K)
-                found = self.index.evaluation_query(query)
-                if found and found[0] in self.index.position:
-                    truth = [TruePhoto(found[0], found[1], float(self.index.rank_of(query, method, found[0])))]
-            paths = {h.image_id: self.browser.photo_path(h.image_id) for h in hits}
-        except Exception as exc:  # noqa: BLE001 - shown on screen
-            if not worker.is_cancelled:
-                self.post_message(SearchResults(query, method, [], time.perf_counter() - t0, error=str(exc)))
-            return
+        truth: list[TruePhoto] = []
+        if query.startswith(LIKE):
+            result = self.index.like(query[len(LIKE):].strip(), TOP_K)
+            hits = result.hits
+        else:
+            hits = self.index.search(query, method, TOP_K)
+            found = self.index.evaluation_query(query)
+            if found and found[0] in self.index.position:
+                truth = [TruePhoto(found[0], found[1], float(self.index.rank_of(query, method, found[0])))]
+        paths = {h.image_id: self.browser.photo_path(h.image_id) for h in hits}
         if not worker.is_cancelled:
             self._paths.update(paths)
             self.post_message(SearchResults(query, method, hits, time.perf_counter() - t0, truth))
@@ -209,15 +188,12 @@ class SearchScreen(CapsearchScreen):
             return  # typed on since: a newer search is coming
         self.last = message
         status = self.query_one("#search-status", Static)
-        if message.error:
-            status.update(Text(f"search failed: {message.error}", style="red"))
-            return
         from pipeline.display import shorten_middle
 
         true_ids = {t.image_id for t in message.truth}
         table = self.query_one("#hits", DataTable)
         rows = []
-        width = photo_width(self.app.size.width)
+        width = photo_width(self.capsearch_app.size.width)
         for hit in message.hits:
             mark = "★" if hit.image_id in true_ids else ""
             rows.append((Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
@@ -228,7 +204,7 @@ class SearchScreen(CapsearchScreen):
             line = Text(f"{len(message.hits)} photos like {message.query[len(LIKE):].strip()} · {scope}", style="dim")
         else:
             line = Text(f"{len(message.hits)} results · {message.method} · {scope}", style="dim")
-        if getattr(self.app, "timings", True):
+        if self.capsearch_app.timings:
             line.append(f" · {message.seconds * 1000:.0f} ms", style="dim")
         for t in message.truth:
             line.append(f" · true photo of this {t.kind} query ranked ", style="")
@@ -255,10 +231,10 @@ class SearchScreen(CapsearchScreen):
         self.query_one("#preview-text", Static).update(text)
 
     # -- keys --------------------------------------------------------------------------------------
-    def _show_method(self) -> None:
+    def watch_method(self, method: str) -> None:
         label = Text()
         label.append(" method ", style="dim")
-        label.append(self.method or "-", style="bold")
+        label.append(method or "-", style="bold")
         label.append(" ^t ", style="dim")
         self.query_one("#method", Static).update(label)
 
@@ -276,27 +252,23 @@ class SearchScreen(CapsearchScreen):
 
     def show_like(self, image_id: str) -> None:
         """List the photos most like ``image_id`` (the query box shows ``like:<id>``)."""
-        box = self.query_one("#query", Input)
+        box = self.query_one("#query", DebouncedInput)
         if box.value != LIKE + image_id:
             box.value = LIKE + image_id
-        if self._timer is not None:
-            self._timer.stop()
-        self._start_search()
+        box.settle_now()
         self.query_one("#hits", DataTable).focus()
 
     def action_next_method(self) -> None:
         if not self.methods:
             return
-        i = self.methods.index(self.method) if self.method in self.methods else -1
-        self.method = self.methods[(i + 1) % len(self.methods)]
-        self._show_method()
+        self.method = cycle(self.methods, self.method)
         self._start_search()
 
     def action_next_example(self) -> None:
         if not self.examples:
             self.notify("no evaluation queries in this workspace yet")
             return
-        self.example_index = (self.example_index + 1) % len(self.examples)
+        self.example_index = cycle(range(len(self.examples)), self.example_index)
         query, _, _ = self.examples[self.example_index]
         self.query_one("#query", Input).value = query
 
@@ -309,14 +281,10 @@ class SearchScreen(CapsearchScreen):
     def action_open(self) -> None:
         table = self.query_one("#hits", DataTable)
         if self.last is not None and self.last.hits and table.has_focus:
-            from tui.screens.captions import PhotoScreen
-
             self.app.push_screen(PhotoScreen([h.image_id for h in self.last.hits], max(0, table.cursor_row)))
 
     @on(DataTable.RowSelected, "#hits")
     def _selected(self, event: DataTable.RowSelected) -> None:
-        from tui.screens.captions import PhotoScreen
-
         if self.last is not None and self.last.hits:
             self.app.push_screen(PhotoScreen([h.image_id for h in self.last.hits], event.cursor_row))
 
@@ -340,10 +308,7 @@ class SearchScreen(CapsearchScreen):
             return
         if method in self.methods:
             self.method = method
-            self._show_method()
-        box = self.query_one("#query", Input)
+        box = self.query_one("#query", DebouncedInput)
         if box.value != query:
             box.value = query
-        if self._timer is not None:
-            self._timer.stop()
-        self._start_search()
+        box.settle_now()

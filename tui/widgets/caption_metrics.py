@@ -4,14 +4,13 @@ from __future__ import annotations
 import math
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from pipeline.caption_metrics.results import info
-from pipeline.caption_metrics.views import CaptionMetricsView, caption_metrics_view
-from tui.messages import CaptionMetricsLoaded
+from pipeline.caption_metrics.views import CaptionMetricsView
 from tui.widgets.tables import fill_table
 
 # what a caption column on the photo screen shows, when computed
@@ -52,7 +51,7 @@ def photo_scores_text(scores: dict[str, float | None]) -> Text:
 
 
 class CaptionMetricsPanel(Vertical):
-    """The caption-metrics table of the Evaluation screen, with the highlighted metric's details."""
+    """The caption-metrics table of the Evaluation screen, with the highlighted metric's details (``show``)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -63,17 +62,9 @@ class CaptionMetricsPanel(Vertical):
         yield DataTable(id="caption-metrics", cursor_type="row", zebra_stripes=True)
         yield Static("", id="caption-metrics-detail")
 
-    def load(self) -> None:
-        self._load()
-
-    @work(thread=True, group="caption-metrics", exclusive=True, exit_on_error=False)
-    def _load(self) -> None:
-        self.post_message(CaptionMetricsLoaded(caption_metrics_view(self.app.ws)))
-
-    @on(CaptionMetricsLoaded)
-    def _loaded(self, message: CaptionMetricsLoaded) -> None:
-        message.stop()
-        self.view = v = message.view
+    def show(self, view: CaptionMetricsView) -> None:
+        """Show ``view`` (the Evaluation screen reads it from the store)."""
+        self.view = v = view
         title = self.query_one("#caption-metrics-title", Static)
         if v.result is None:
             title.update(Text("no caption metrics yet: run the caption-metrics stage (or `capsearch evaluate`)",

@@ -9,9 +9,6 @@ from textual.widgets import Static
 from pipeline.browse import CaptionView, NeighbourView
 from tui.widgets.photo import Photo
 
-STATUS_STYLES = {"ok": "", "empty": "yellow", "failed": "red", "missing": "dim"}
-
-
 def caption_text(c: CaptionView) -> Text:
     if c.status == "missing":
         return Text("not captioned yet", style="dim italic")
@@ -51,14 +48,15 @@ class CaptionColumns(Horizontal):
 class NeighbourRow(Horizontal):
     """A small preview of a neighbour, its rank, similarity, id and captions."""
 
-    def __init__(self, neighbour: NeighbourView, rank: int) -> None:
+    def __init__(self, neighbour: NeighbourView, rank: int, image_mode: str = "auto") -> None:
         super().__init__(classes="neighbour")
         self.neighbour = neighbour
         self.rank = rank
+        self.image_mode = image_mode
 
     def compose(self) -> ComposeResult:
         n = self.neighbour
-        yield Photo(n.path, classes="neighbour-photo")
+        yield Photo(n.path, mode=self.image_mode, classes="neighbour-photo")
         strike = " strike" if n.duplicate else ""
         text = Text()
         text.append(f"#{self.rank} ", style="bold" + strike)

@@ -20,9 +20,10 @@ def image_widget_class(mode: str) -> type | None:
 
 
 class Photo(Container):
-    """Shows the photo at ``path`` scaled to the widget's size, or a line saying why it cannot."""
+    """Shows the photo at ``path`` scaled to the widget's size (drawn the ``mode`` way: ``IMAGE_MODES``), or a
+    line saying why it cannot."""
 
-    def __init__(self, path: Path | None = None, *, mode: str | None = None, **kwargs) -> None:
+    def __init__(self, path: Path | None = None, *, mode: str = "auto", **kwargs) -> None:
         super().__init__(**kwargs)
         self.path = path
         self.mode = mode
@@ -31,7 +32,7 @@ class Photo(Container):
         yield from self._content()
 
     def _content(self) -> ComposeResult:
-        mode = self.mode or getattr(self.app, "image_mode", "auto")
+        mode = self.mode
         if self.path is None:
             yield Static("no photo", classes="photo-missing")
             return

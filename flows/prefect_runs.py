@@ -1,4 +1,4 @@
-"""Recent Prefect flow runs for the Runs screen (called from a worker thread).
+"""Recent Prefect flow runs (the TUI's Runs screen reads them from a worker thread).
 
 From the configured Prefect server's API when there is one (``capsearch server``, ``PREFECT_API_URL``),
 otherwise straight from the local Prefect database (``flows.history``), where every run's history is
@@ -7,22 +7,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flows.history import FlowRunRow, read_local_flow_runs, stage_of
+from pipeline.errors import CapsearchError, one_line
 
-LOCAL_NOTE = ("Flow runs from the local Prefect database ({path}); `capsearch server` shows the same runs in "
-              "the Prefect UI.")
-NO_DATABASE = ("No Prefect flow runs recorded yet (no local Prefect database); `capsearch server` shows runs in the "
-               "Prefect UI once there are some.")
+class FlowRunsUnavailable(CapsearchError):
+    """The flow runs could not be read (the server did not answer, the local database is unreadable)."""
 
 
-@dataclass
-class PrefectRuns:
-    api_url: str | None                  # None: read from the local database
+@dataclass(frozen=True)
+class RecentFlowRuns:
+    """The most recent flow runs, newest first, and where they were read from."""
+
+    api_url: str | None                  # the server's API; None: read from the local database
     ui_url: str | None = None
     runs: list[FlowRunRow] = field(default_factory=list)
-    error: str = ""
-    database: str = ""                   # the local database read (no server)
+    database: Path | None = None         # the local database read (no server); None there: Prefect's is not SQLite
 
 
 def configured_api_url() -> str | None:
@@ -57,12 +58,13 @@ def ui_url_for(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
 
 
-def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None) -> PrefectRuns:
-    """The ``limit`` most recent flow runs from the configured server; never raises."""
+def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None) -> RecentFlowRuns:
+    """The ``limit`` most recent flow runs from the configured server (else the local database); raises
+    ``FlowRunsUnavailable`` naming the server or database and the reason."""
     url = api_url or configured_api_url()
     if not url:
         return read_local_runs(limit)
-    result = PrefectRuns(url, ui_url_for(url))
+    rows: list[FlowRunRow] = []
     try:
         import httpx
         from prefect.client.orchestration import get_client
@@ -80,25 +82,22 @@ def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None 
             seconds = r.total_run_time.total_seconds() if r.total_run_time else None
             if not seconds and r.start_time and r.end_time:
                 seconds = (r.end_time - r.start_time).total_seconds()
-            result.runs.append(FlowRunRow(r.name, names.get(r.flow_id, "?"), r.state_name or "?",
-                                          stage_of(r.parameters), r.start_time, seconds, str(r.id)))
-    except Exception as exc:  # noqa: BLE001 - shown on screen
-        result.error = f"cannot read flow runs from {url}: {type(exc).__name__}: {str(exc)[:200]}"
-    return result
+            rows.append(FlowRunRow(r.name, names.get(r.flow_id, "?"), r.state_name or "?",
+                                   stage_of(r.parameters), r.start_time, seconds, str(r.id)))
+    except Exception as exc:
+        raise FlowRunsUnavailable(f"cannot read flow runs from {url}: {one_line(exc)[:200]}") from exc
+    return RecentFlowRuns(url, ui_url_for(url), rows)
 
 
-def read_local_runs(limit: int = 30) -> PrefectRuns:
-    """The most recent flow runs from the local Prefect database; never raises."""
-    result = PrefectRuns(None)
+def read_local_runs(limit: int = 30) -> RecentFlowRuns:
+    """The most recent flow runs from the local Prefect database (none, with no database, when Prefect is set up
+    with a database other than SQLite); raises ``FlowRunsUnavailable`` when it cannot be read."""
+    from flows.history import local_database
+
+    path = local_database()
+    if path is None:
+        return RecentFlowRuns(None)
     try:
-        from flows.history import local_database
-
-        path = local_database()
-        result.database = str(path or "")
-        if path is None:
-            result.error = "Prefect uses a database other than SQLite here: start `capsearch server` to see its runs"
-            return result
-        result.runs = read_local_flow_runs(limit, path)
-    except Exception as exc:  # noqa: BLE001 - shown on screen
-        result.error = f"cannot read the local Prefect database: {type(exc).__name__}: {str(exc)[:200]}"
-    return result
+        return RecentFlowRuns(None, runs=read_local_flow_runs(limit, path), database=path)
+    except Exception as exc:
+        raise FlowRunsUnavailable(f"cannot read the local Prefect database {path}: {one_line(exc)[:200]}") from exc
