@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pipeline.atomic import pid_alive
 from pipeline.environment import quiet_defaults
 
 SERVER_RECORD = "capsearch-server.json"
@@ -125,7 +126,7 @@ class ServerRecord:
     port: int
 
     def is_alive(self) -> bool:
-        return _pid_alive(self.pid) and _port_open(self.api_url)
+        return pid_alive(self.pid) and _port_open(self.api_url)
 
 
 def prefect_home(environ: dict[str, str] | os._Environ | None = None) -> Path:
@@ -220,16 +221,6 @@ def clear_server_record(pid: int | None = None, home: Path | None = None) -> Non
     record = read_server_record(home)
     if record is not None and (pid is None or record.pid == pid):
         server_record_path(home).unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _port_open(url: str, timeout: float = 0.2) -> bool:

@@ -456,7 +456,7 @@ def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any
 _PROMPT_COLUMNS = "image_id, config_hash, prompt_id, text, n_captions, trimmed, warning"
 _QUERY_COLUMNS = ", ".join(f.name for f in fields(QueryRow))
 _EVALUATION_COLUMNS = ", ".join(f.name for f in fields(EvaluationRow))
-_STAGE_RUN_COLUMNS = ", ".join(f.name for f in fields(StageRunRow))
+_STAGE_RUN_COLUMNS = ", ".join("target AS variant" if f.name == "variant" else f.name for f in fields(StageRunRow))
 
 
 def _prompt_row(r: Sequence[Any]) -> PromptRow:
