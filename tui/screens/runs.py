@@ -19,6 +19,7 @@ from tui.widgets.tables import fill_table
 
 if TYPE_CHECKING:
     from flows.prefect_runs import RecentFlowRuns
+    from pipeline.store_rows import StageRunRow
 
 FLOW_RUN_COLUMNS = [(key, key) for key in ("flow run", "flow", "state", "stage", "started", "took")]
 STAGE_RUN_COLUMNS = [(key, key) for key in ("stage", "status", "done", "failed", "started", "took", "flow run",
@@ -53,7 +54,7 @@ class RunsScreen(CapsearchScreen):
     def __init__(self) -> None:
         super().__init__()
         self.prefect: RecentFlowRuns | None = None
-        self.stage_runs: list[dict] = []
+        self.stage_runs: list[StageRunRow] | None = None      # None: not read yet
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="runs-body"):
@@ -127,7 +128,7 @@ class RunsScreen(CapsearchScreen):
         """Each stage run with its flow run: by name when that run is among the recent ones, else by id."""
         names = {r.id: r.name for r in self.prefect.runs} if self.prefect is not None else {}
         rows = []
-        for r in self.stage_runs:
+        for r in self.stage_runs or ():
             stage = f"{r.stage}:{r.variant}" if r.variant else r.stage
             took = (r.finished_at - r.started_at) if r.finished_at else None
             flow_run = r.flow_run_id or ""
@@ -135,9 +136,9 @@ class RunsScreen(CapsearchScreen):
                          str(r.failed), _when(r.started_at), format_seconds(took),
                          names.get(flow_run) or flow_run[:8] or "-", r.message or ""))
         fill_table(self.query_one("#stage-runs", DataTable), STAGE_RUN_COLUMNS, rows)
-        if not self.stage_runs:
-            self.query_one("#stage-runs-title", Static).update(
-                Text("Stage runs in this workspace: none yet", style="bold"))
+        if self.stage_runs is not None:      # (the flow runs may arrive first: the title waits for the stage runs)
+            self.query_one("#stage-runs-title", Static).update(Text(
+                "Stage runs in this workspace" + ("" if self.stage_runs else ": none yet"), style="bold"))
         self._detail()
 
     @on(DataTable.RowHighlighted, "#stage-runs")
@@ -146,7 +147,7 @@ class RunsScreen(CapsearchScreen):
 
     def _detail(self) -> None:
         """The highlighted stage run's Prefect flow run: its id, and its page in the Prefect UI."""
-        runs = self.stage_runs
+        runs = self.stage_runs or []
         detail = self.query_one("#stage-run-detail", Static)
         if not runs:
             detail.update("")
