@@ -2,7 +2,6 @@
 from the Pipeline screen (Pilot); the Runs screen reads flow-run history without a Prefect server."""
 from __future__ import annotations
 
-import asyncio
 import signal
 
 import pytest
@@ -12,6 +11,7 @@ from flows.api import run
 from tests.fixtures.commands import start_command
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
+from tests.fixtures.pilot import MessageLog, wait_for
 from tui.app import CapsearchApp
 from tui.messages import CancelSent, RunFinished, RunSeen, RunStarted, StageProgressed, StatusLoaded
 from tui.widgets.progress import StageBar
@@ -20,22 +20,6 @@ pytestmark = pytest.mark.slow
 BATCH = 8
 
 
-class MessageLog(list):
-    def __call__(self, message) -> None:
-        if not any(m is message for m in self[-50:]):
-            self.append(message)
-
-    def of(self, cls) -> list:
-        return [m for m in self if isinstance(m, cls)]
-
-
-async def wait_for(pilot, predicate, timeout: float, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f} s{': ' + what if what else ''}")
-        await pilot.pause(0.2)
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 screen follows them through the store: live progress, counts updated, cancel, a responsive screen."""
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
 from textual.widgets import DataTable
 
+from tests.fixtures.pilot import MessageLog, wait_for
 from tests.fixtures.tui_world import tui_workspace_at, use_prefect_harness
 from tui.app import CapsearchApp
 from tui.messages import RunFinished, RunLaunched, RunSeen, RunStarted, StageProgressed, StatusLoaded
@@ -15,16 +15,6 @@ from tui.widgets.progress import StageBar
 
 pytestmark = pytest.mark.slow
 
-
-class MessageLog(list):
-    """Every message the app handled, once (a bubbling message reaches the hook at each level)."""
-
-    def __call__(self, message) -> None:
-        if not any(m is message for m in self[-50:]):
-            self.append(message)
-
-    def of(self, cls) -> list:
-        return [m for m in self if isinstance(m, cls)]
 
 
 def rows(table: DataTable) -> dict[str, list[str]]:
@@ -34,14 +24,6 @@ def rows(table: DataTable) -> dict[str, list[str]]:
         out[cells[0].removesuffix(" ✓")] = cells[1:]
     return out
 
-
-async def wait_for(pilot, predicate, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f} s")
-        await pilot.pause(0.2)
 
 
 @pytest.fixture
