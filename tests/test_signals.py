@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from flows.api import run
 from pipeline.datasets.demo import generate_demo_world
+from tests.fixtures.commands import wait_until
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
                                       spec)
@@ -80,17 +80,6 @@ def start(env: dict[str, str], out: Path, *args: str) -> subprocess.Popen[bytes]
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def wait_until(condition: Callable[[], bool], proc: subprocess.Popen[bytes] | None, out: Path | None, what: str,
-               timeout: float = 180, show: Callable[[], str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            log = out.read_text(errors="replace")[-3000:] if out else ""
-            pytest.fail(f"the command ended (code {proc.returncode}) before {what}:\n{log}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}" + (f"; the screen:\n{show()}" if show else ""))
-        time.sleep(0.05)
-
 
 def temporary_servers(process_tag, parent: int) -> list:
     return [p for p in process_tag.tagged() if p.ppid == parent and "prefect.server.api.server:create_app" in p.command]
@@ -139,7 +128,7 @@ def test_a_stop_signal_ends_a_run_cleanly_and_the_next_run_computes_only_the_res
     ws, label = ingested, SlowRowsStage.name
     out = tmp_path / "run.log"
     proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
-    wait_until(lambda: len(outputs(ws, label)) >= 2 * BATCH, proc, out, "two batches were done")
+    wait_until(lambda: len(outputs(ws, label)) >= 2 * BATCH, "two batches were done", proc=proc, out=out)
     assert temporary_servers(process_tag, proc.pid), f"no temporary Prefect server under capsearch: {process_tag.tagged()}"
 
     proc.send_signal(sig)
@@ -163,7 +152,7 @@ def test_a_second_signal_abandons_the_batch_in_flight_and_exits_at_once(ingested
     ws, label = ingested, StuckRowsStage.name
     out = tmp_path / "run.log"
     proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(StuckRowsStage))
-    wait_until(lambda: ws.store.get_meta(StuckRowsStage.started_key) is not None, proc, out, "a batch started")
+    wait_until(lambda: ws.store.get_meta(StuckRowsStage.started_key) is not None, "a batch started", proc=proc, out=out)
     proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
     assert proc.poll() is None, "the first signal waits for the batch in flight"
@@ -183,7 +172,7 @@ def test_sigkill_of_a_run_takes_its_temporary_server_along(ingested, command_env
     ws, label = ingested, SlowRowsStage.name
     out = tmp_path / "run.log"
     proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
-    wait_until(lambda: len(outputs(ws, label)) >= BATCH, proc, out, "a batch was done")
+    wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=proc, out=out)
     assert temporary_servers(process_tag, proc.pid), "the run uses a temporary Prefect server"
     proc.kill()
     proc.wait(timeout=30)
@@ -197,7 +186,7 @@ def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(wor
     captions = lambda: knn_captions(ws)  # noqa: E731
     out = tmp_path / "caption.log"
     proc = start(command_env, out, "-w", str(ws.root), "caption", "--captioner", "knn-consensus")
-    wait_until(lambda: len(captions()) >= 3, proc, out, "three photos were captioned")
+    wait_until(lambda: len(captions()) >= 3, "three photos were captioned", proc=proc, out=out)
     proc.kill()
     proc.wait(timeout=30)
     assert process_tag.wait_gone(8) == []
@@ -233,20 +222,20 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world,
                     f"cd '{REPO}' && env {tag_env} '{sys.executable}' -c \"{SHIM}\" -w '{ws.root}' tui"],
                    env=env, check=True, timeout=30)
     try:
-        wait_until(lambda: "caption:knn-consensus" in pane(), None, None, "the pipeline screen", 90, pane)
+        wait_until(lambda: "caption:knn-consensus" in pane(), "the pipeline screen", 90, show=pane)
         for _ in range(4):
             tm("send-keys", "-t", "tui", "Down")
             time.sleep(0.2)
         tm("send-keys", "-t", "tui", "r")
-        wait_until(lambda: "run: caption for knn-consensus" in pane(), None, None, "the caption run to start", 30, pane)
-        wait_until(lambda: len(knn_captions(ws)) >= 2, None, None, "two photos captioned", 180, pane)
+        wait_until(lambda: "run: caption for knn-consensus" in pane(), "the caption run to start", 30, show=pane)
+        wait_until(lambda: len(knn_captions(ws)) >= 2, "two photos captioned", 180, show=pane)
         [tui] = [p for p in process_tag.tagged() if p.command.endswith(" tui")]
         running = current_run(ws.store)
         assert running is not None and running.pid != tui.pid, "the run is a process of its own"
         assert temporary_servers(process_tag, running.pid), "the run uses a temporary Prefect server of its own"
         assert not temporary_servers(process_tag, tui.pid), "the TUI runs no flow itself"
         tm("kill-session", "-t", "tui")
-        wait_until(lambda: all(p.pid != tui.pid for p in process_tag.tagged()), None, None, "the TUI to exit", 60)
+        wait_until(lambda: all(p.pid != tui.pid for p in process_tag.tagged()), "the TUI to exit", 60)
     finally:
         tm("kill-server")
     after_hangup = get_run(ws.store, running.id)
@@ -270,7 +259,7 @@ def test_stopping_capsearch_server_stops_prefect_server(sig, command_env, proces
     port = free_port()
     out = tmp_path / "server.log"
     proc = start(command_env, out, "server", "--port", str(port))
-    wait_until(lambda: "Prefect UI:" in out.read_text(errors="replace"), proc, out, "the server to answer")
+    wait_until(lambda: "Prefect UI:" in out.read_text(errors="replace"), "the server to answer", proc=proc, out=out)
     children = [p for p in process_tag.tagged() if p.ppid == proc.pid]
     assert any("prefect server start" in p.command for p in children), children
     record = prefect_home / "capsearch-server.json"
@@ -288,8 +277,8 @@ def test_stopping_capsearch_server_stops_prefect_server(sig, command_env, proces
 def test_sigterm_stops_capsearch_serve_and_the_server_it_started(ingested, command_env, process_tag, tmp_path):
     out = tmp_path / "serve.log"
     proc = start(command_env, out, "-w", str(ingested.root), "serve")
-    wait_until(lambda: "serving; Ctrl-C stops" in out.read_text(errors="replace"), proc, out, "serve to be serving",
-               timeout=240)
+    wait_until(lambda: "serving; Ctrl-C stops" in out.read_text(errors="replace"), "serve to be serving", 240,
+               proc=proc, out=out)
     assert any("prefect server start" in p.command for p in process_tag.tagged() if p.ppid == proc.pid)
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=90)
