@@ -53,10 +53,11 @@ def init(
     ws = cli.workspace(workspace, must_exist=False)
     ws.root.mkdir(parents=True, exist_ok=True)
     if ws.config_path.exists() and not force:
-        console.print(f"[yellow]{ws.config_path} exists; left as it is (use --force to overwrite)[/]")
+        console.print(f"[yellow]{ws.config_path} exists; left as it is (use --force to overwrite)[/]",
+                      soft_wrap=True, highlight=False)      # a long path is not broken across lines
     else:
         write_config_file(ws.config_path, profile)
-        console.print(f"wrote {ws.config_path} (profile {profile})")
+        console.print(f"wrote {ws.config_path} (profile {profile})", soft_wrap=True, highlight=False)
     ws.reload_config()
     ws.store  # creates and migrates the database
     console.print(f"store ready at {ws.db_path}")
