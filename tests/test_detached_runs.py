@@ -50,7 +50,7 @@ class Tmux:
                        env=without_prefect(os.environ), check=True, timeout=30)
 
     def pane(self, name: str) -> str:
-        return self("capture-pane", "-p", "-t", name).stdout
+        return self("capture-pane", "-p", "-J", "-t", name).stdout     # -J: lines the terminal wrapped joined
 
     def keys(self, name: str, *keys: str) -> None:
         self("send-keys", "-t", name, *keys)
