@@ -206,7 +206,7 @@ def child(workspace: Path, step: str) -> dict:
               "grew_mb": peak - before if reset else float("nan")}
     if isinstance(out, dict):
         result.update(out)
-    elif out is not None:                   # a StageOutcome
+    elif hasattr(out, "done"):              # a StageOutcome
         result["done"] = out.done
         result["failed"] = out.failed
     ws.store.close()
