@@ -444,6 +444,15 @@ def _in_list(column: str, values: Sequence[str]) -> tuple[str, str]:
     return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(values))
 
 
+def _and_in(sql: str, args: list[Any], column: str, values: Sequence[str] | None) -> tuple[str, list[Any]]:
+    """``sql`` with `` AND column IN (...)`` (``_in_list``) when ``values`` is not None."""
+    if values is not None:
+        clause, arg = _in_list(column, values)
+        sql += f" AND {clause}"
+        args.append(arg)
+    return sql, args
+
+
 def _and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]]:
     """``sql`` with `` AND column=?`` for each filter that is not None (column names are the keywords)."""
     for column, value in filters.items():
@@ -733,20 +742,10 @@ class Store:
 
     def images(self, split: str | None = None, ids: Sequence[str] | None = None) -> list[ImageRow]:
         """Stored photos (of ``split``; only those of ``ids``, looked up by id in SQL), sorted by id."""
-        sql = "SELECT id, path, sha256, width, height, split, official_split, note FROM images"
-        args: list[Any] = []
-        where = []
-        if split is not None:
-            where.append("split=?")
-            args.append(split)
-        if ids is not None:
-            clause, arg = _in_list("id", ids)
-            where.append(clause)
-            args.append(arg)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id"
-        return [ImageRow(*r) for r in self.conn.execute(sql, args)]
+        sql, args = _and_equal("SELECT id, path, sha256, width, height, split, official_split, note FROM images "
+                               "WHERE 1=1", [], split=split)
+        sql, args = _and_in(sql, args, "id", ids)
+        return [ImageRow(*r) for r in self.conn.execute(sql + " ORDER BY id", args)]
 
     def identical_copies(self) -> int:
         """Photos whose content (sha256) another stored photo has too, beyond the first copy of each."""
@@ -806,21 +805,12 @@ class Store:
 
     def reference_captions(self, ids: Sequence[str] | None = None, split: str | None = None) -> dict[str, list[str]]:
         sql = "SELECT rc.image_id, rc.text FROM reference_captions rc"
-        args: list[Any] = []
-        where = []
         if split is not None:
             sql += " JOIN images i ON i.id = rc.image_id"
-            where.append("i.split=?")
-            args.append(split)
-        if ids is not None:
-            clause, arg = _in_list("rc.image_id", ids)
-            where.append(clause)
-            args.append(arg)
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY rc.image_id, rc.idx"
+        sql, args = _and_equal(sql + " WHERE 1=1", [], **{"i.split": split})
+        sql, args = _and_in(sql, args, "rc.image_id", ids)
         out: dict[str, list[str]] = {}
-        for image_id, text in self.conn.execute(sql, args):
+        for image_id, text in self.conn.execute(sql + " ORDER BY rc.image_id, rc.idx", args):
             out.setdefault(image_id, []).append(text)
         return out
 
@@ -1049,10 +1039,7 @@ class Store:
         sql, args = _and_equal("SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, "
                                "seconds, attempts FROM captions WHERE captioner=? AND config_hash=?",
                                [captioner, config_hash], status=status)
-        if ids is not None:
-            clause, arg = _in_list("image_id", ids)
-            sql += f" AND {clause}"
-            args.append(arg)
+        sql, args = _and_in(sql, args, "image_id", ids)
         out = {}
         for r in self.conn.execute(sql, args):
             out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
