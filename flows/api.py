@@ -74,5 +74,7 @@ def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | No
     if state.is_cancelled():
         outcome.status, outcome.error = "cancelled", state.message or ""
         return outcome
-    state.result(raise_on_failure=True)
+    # _sync: where the calling thread runs an event loop (a notebook, an async test) Prefect would hand back a
+    # coroutine instead, never awaited, and a failed run would read as completed.
+    state.result(raise_on_failure=True, _sync=True)
     return outcome

@@ -60,6 +60,7 @@ def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | N
         tags=["capsearch", NIGHTLY], entrypoint_type=EntrypointType.MODULE_PATH,
         description=(f"capsearch nightly run of {ws.root}: ingest new photos, caption them with every enabled "
                      "captioner, embed the captions, evaluate and report"),
+        _sync=True,
     )
 
 
@@ -77,6 +78,7 @@ def on_demand_deployment(ws: Workspace) -> Any:
                                              "dask_address": orch.dask_address or None},
         tags=["capsearch", "on-demand"], entrypoint_type=EntrypointType.MODULE_PATH,
         description=f"capsearch runs of {ws.root} started from the TUI or `capsearch run --detach`",
+        _sync=True,
     )
 
 
@@ -86,7 +88,7 @@ def build_deployments(ws: Workspace, cron: str | None = None, timezone: str | No
 
 def register(deployments: list[Any]) -> list[UUID]:
     """Create or update the deployments in the Prefect API (what ``serve`` does first)."""
-    return [d.apply() for d in deployments]
+    return [d.apply(_sync=True) for d in deployments]
 
 
 def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) -> None:

@@ -144,7 +144,7 @@ def _run_plan(ctx: RunContext, workspace: str, stages: list[str] | None, caption
                         run_key=ctx.key, return_state=True)
             if state.is_cancelled():
                 break
-            state.result(raise_on_failure=True)
+            state.result(raise_on_failure=True, _sync=True)
             completed.append(st.label)
     if ctx.cancel.is_set() and len(completed) < len(plan):
         return Cancelled(message=f"cancelled after {len(completed)} of {len(plan)} stages; finished batches are kept")

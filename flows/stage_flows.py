@@ -168,13 +168,13 @@ def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list
         return
     if not state.is_completed():
         try:
-            state.result(raise_on_failure=True)
+            state.result(raise_on_failure=True, _sync=True)
         except BaseException as exc:  # noqa: BLE001 - collected, raised after the other batches
             errors.append(exc)
             return
         errors.append(RuntimeError(f"batch ended in state {state.name}"))
         return
-    result = state.result()
+    result = state.result(_sync=True)
     if state.name == "Cached":
         outcome.cached += 1
         return

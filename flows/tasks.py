@@ -79,7 +79,7 @@ def _retry_unless_user_error(task: Task[..., Any], task_run: TaskRun, state: Sta
     exc = state.data if isinstance(state.data, BaseException) else None
     if exc is None:
         try:
-            exc = state.result(raise_on_failure=False)  # type: ignore[assignment]
+            exc = state.result(raise_on_failure=False, _sync=True)  # type: ignore[assignment]
         except Exception:  # noqa: BLE001
             return True
     return not isinstance(exc, CapsearchError)

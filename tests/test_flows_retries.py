@@ -61,3 +61,16 @@ def test_a_configuration_error_is_not_retried(ws, chat_server, monkeypatch):
     runs = ws.store.stage_runs(ChatStage.name)
     assert runs[0].status == "failed" and "OPENAI_API_KEY" in runs[0].message
     assert len(calls) == 1, "the batch ran once: no retry for an error the user has to fix"
+
+
+@pytest.mark.asyncio
+async def test_a_failed_run_raises_also_where_an_event_loop_runs(ws, monkeypatch):
+    """A notebook or an async program calls run() from a thread that runs an event loop: Prefect then hands back
+    coroutines for results, and a failed run must still raise, not read as completed."""
+    def refuse(self, item):
+        raise ConfigError("OPENAI_API_KEY is not set")
+
+    monkeypatch.setattr(ChatStage, "value", refuse)
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        run(ws, [spec(ChatStage)])
+    assert ws.store.stage_runs(ChatStage.name)[0].status == "failed"
