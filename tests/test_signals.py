@@ -212,6 +212,7 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world,
     from pipeline.runs import current_run, get_run
 
     ws = one_photo_batches(world, tmp_path / "ws")
+    running = None
     tag_env = " ".join(f"{k}={v}" for k, v in command_env.items()
                        if k in ("PREFECT_HOME", "PYTHONPATH", "CAPSEARCH_FLOW_THREADS", "CAPSEARCH_TEST_PROCESS_TAG"))
     sock = f"capsearch-signals-{os.getpid()}"
@@ -234,16 +235,30 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world,
         assert running is not None and running.pid != tui.pid, "the run is a process of its own"
         assert temporary_servers(process_tag, running.pid), "the run uses a temporary Prefect server of its own"
         assert not temporary_servers(process_tag, tui.pid), "the TUI runs no flow itself"
+        # Hold the run where it is while the session goes, so that on a fast machine it cannot finish all its
+        # photos before the test gets to cancel it (a stopped process keeps any hang-up for when it goes on).
+        os.kill(running.pid, signal.SIGSTOP)
         tm("kill-session", "-t", "tui")
         wait_until(lambda: all(p.pid != tui.pid for p in process_tag.tagged()), "the TUI to exit", 60)
     finally:
         tm("kill-server")
-    after_hangup = get_run(ws.store, running.id)
-    assert after_hangup.status in ("running", "completed"), f"the TUI's hang-up stopped its run: {after_hangup}"
-    if after_hangup.is_running:
+        if running is not None:
+            os.kill(running.pid, signal.SIGCONT)
+    captioned = len(knn_captions(ws))
+    assert captioned < N_TARGETS
+    # A run the hang-up reached would stop after its batch in flight (one photo): two more show it goes on.
+    wait_until(lambda: len(knn_captions(ws)) > captioned + 1, "the run to go on captioning after the hang-up", 60,
+               poll=0.02)
+    os.kill(running.pid, signal.SIGSTOP)
+    try:
+        after_hangup = get_run(ws.store, running.id)
+        assert after_hangup.status == "running", f"the TUI's hang-up stopped its run: {after_hangup}"
+        assert len(knn_captions(ws)) < N_TARGETS
         cancel_run(ws)                 # (or let it finish: tests/test_detached_runs.py does)
-        assert wait_for_end(ws, running.id, timeout=120).status == "cancelled"
-        assert latest_stage_run(ws, "caption").status == "cancelled"
+    finally:
+        os.kill(running.pid, signal.SIGCONT)
+    assert wait_for_end(ws, running.id, timeout=120).status == "cancelled"
+    assert latest_stage_run(ws, "caption").status == "cancelled"
     alive = process_tag.wait_gone(30)
     assert alive == [], f"left after the run stopped: {[str(p) for p in alive]}"
     before = knn_captions(ws)
