@@ -186,7 +186,8 @@ def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(wor
     captions = lambda: knn_captions(ws)  # noqa: E731
     out = tmp_path / "caption.log"
     proc = start(command_env, out, "-w", str(ws.root), "caption", "--captioner", "knn-consensus")
-    wait_until(lambda: len(captions()) >= 3, "three photos were captioned", proc=proc, out=out)
+    wait_until(lambda: len(captions()) >= 3, "three photos were captioned", proc=proc, out=out, poll=0.02)
+    proc.send_signal(signal.SIGSTOP)     # held at once, so a fast machine cannot finish the stage before the kill
     proc.kill()
     proc.wait(timeout=30)
     assert process_tag.wait_gone(8) == []
