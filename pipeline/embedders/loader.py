@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from pipeline.errors import one_line
 from pipeline.images import open_rgb
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit, run_chunks
 
@@ -41,12 +42,6 @@ ProgressFn = Callable[[int, int], None]  # (items done in this batch, failures i
 Transform = Callable[[Any], Any]          # PIL RGB image -> model input (array or tensor)
 
 PREFETCH_BATCHES = 2  # decoded batches the decoding threads may hold ready beyond the one being embedded
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming the kind of failure and its message."""
-    text = " ".join(str(exc).split()) or "no details"
-    return f"{type(exc).__name__}: {text}"
 
 
 class ImageFileDataset:
@@ -63,7 +58,7 @@ class ImageFileDataset:
         try:
             return i, self.transform(open_rgb(self.paths[i])), None
         except Exception as exc:  # a bad file is reported, never fatal
-            return i, None, describe_error(exc)
+            return i, None, one_line(exc)
 
 
 @dataclass
