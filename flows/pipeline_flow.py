@@ -10,6 +10,7 @@ from prefect.context import FlowRunContext
 from prefect.states import Cancelled, State
 
 from flows import run_context, shutdown
+from flows.crashed_runs import mark_crashed_flow_runs
 from flows.run_context import RunContext
 from flows.runners import no_heartbeats, task_runners
 from flows.stage_flows import abandon_flow_run, stage_flow
@@ -72,12 +73,14 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
     with ExitStack() as stack:
         if ctx.run_id is not None:           # claimed by flows.api.run, which handles stop signals
             set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+            mark_crashed_flow_runs(ctx.ws.store)
             return plan()
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             stack.enter_context(shutdown.stop_on_signals())
         stack.enter_context(_claimed_here(ctx, stages, captioners, retry_failed, started_by, wait, frc))
         set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+        mark_crashed_flow_runs(ctx.ws.store)
         if not in_main:
             return plan()
         # A run of a deployment, in the main thread of its own process: the runner that serves it cancels it

@@ -182,6 +182,14 @@ def mark_crashed(store: Store) -> list[int]:
     return dead
 
 
+def crashed_flow_run_ids(store: Store, limit: int = 20) -> list[str]:
+    """The Prefect flow run ids of the newest runs and stage runs that crashed (their process ended without
+    recording the end, so it could not tell Prefect either), newest first, each once."""
+    ids = [r.flow_run_id for r in recent_runs(store, limit) if r.status == "crashed" and r.flow_run_id]
+    ids += [r.flow_run_id or "" for r in store.stage_runs(limit=4 * limit) if r.status == "crashed"]
+    return [i for i in dict.fromkeys(ids) if i]
+
+
 def get_run(store: Store, run_id: int) -> RunInfo | None:
     row = store.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
     return _info(row) if row else None

@@ -202,6 +202,38 @@ def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(wor
     assert {i: after[i] for i in before} == before, "captions made before the kill were not made again"
 
 
+def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_prefect(world, tmp_path, prefect_harness,
+                                                                                   prefect_home, command_env,
+                                                                                   process_tag):
+    """A SIGKILLed run cannot tell Prefect it ended: its pipeline and stage flow runs would read Running for good
+    in the Prefect UI and the TUI's Runs screen. The next run of the workspace marks them Crashed."""
+    from pipeline.runs import recent_runs
+
+    ws = one_photo_batches(world, tmp_path / "ws")
+    out = tmp_path / "run.log"
+    args = ("-w", str(ws.root), "run", "-s", "caption", "--captioner", "knn-consensus")
+    proc = start(command_env, out, *args)
+    wait_until(lambda: len(knn_captions(ws)) >= 2, "two photos were captioned", proc=proc, out=out, poll=0.02)
+    proc.send_signal(signal.SIGSTOP)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert process_tag.wait_gone(8) == []
+    [killed] = recent_runs(ws.store, 1)
+    stage = latest_stage_run(ws, "caption")
+    assert killed.status == "crashed" and killed.flow_run_id and stage.flow_run_id
+    assert flow_run_state(prefect_home, killed.flow_run_id) == "RUNNING"
+    assert flow_run_state(prefect_home, stage.flow_run_id) == "RUNNING"
+
+    rerun_log = tmp_path / "rerun.log"
+    rerun = start(command_env, rerun_log, *args)
+    assert rerun.wait(timeout=300) == 0, rerun_log.read_text()[-3000:]
+    assert flow_run_state(prefect_home, killed.flow_run_id) == "CRASHED"
+    assert flow_run_state(prefect_home, stage.flow_run_id) == "CRASHED"
+    again = recent_runs(ws.store, 1)[0]
+    assert again.id != killed.id and again.status == "completed"
+    assert flow_run_state(prefect_home, again.flow_run_id) == "COMPLETED"
+
+
 # -- capsearch tui --------------------------------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
 def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world, tmp_path, prefect_harness,

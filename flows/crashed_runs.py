@@ -1,0 +1,49 @@
+"""Prefect flow runs of a killed capsearch run, marked Crashed by the next run of the workspace.
+
+A process ended by SIGKILL, an out-of-memory kill or a power cut cannot tell Prefect that its flow
+runs ended: the pipeline flow run and the stage flow run in flight would read Running in the Prefect
+UI and in the TUI's Runs screen for good (the open-source server notices dead runs only through
+heartbeats and an automation, and capsearch's runs send no heartbeats). The store knows which runs
+crashed (their owner process is gone: ``pipeline.runs``); the next pipeline flow run of the workspace
+sets those of their flow runs that Prefect still has as running to Crashed, with the reason.
+"""
+from __future__ import annotations
+
+import logging
+from uuid import UUID
+
+from pipeline.errors import one_line
+from pipeline.runs import crashed_flow_run_ids
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+MESSAGE = "its capsearch process ended without finishing it (killed?); recorded by the next run of the workspace"
+
+
+def mark_crashed_flow_runs(store: Store) -> int:
+    """Set the Prefect flow runs of crashed runs that are still running to Crashed; returns how many.
+
+    Best effort: a flow run the API does not know (another server's) is left alone, and an API that
+    does not answer costs a warning in the log, never the run."""
+    ids = crashed_flow_run_ids(store)
+    if not ids:
+        return 0
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
+    marked = 0
+    try:
+        with get_client(sync_client=True, httpx_settings={"timeout": 10.0}) as client:
+            stale = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[UUID(i) for i in ids]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))))
+            for flow_run in stale:
+                client.set_flow_run_state(flow_run.id, Crashed(message=MESSAGE), force=True)
+                marked += 1
+    except Exception as exc:  # noqa: BLE001 - the history is corrected by a later run
+        log.warning("could not mark the flow runs of crashed runs as Crashed in Prefect: %s", one_line(exc))
+    return marked
