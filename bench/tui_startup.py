@@ -19,7 +19,6 @@ import fcntl
 import os
 import pty
 import select
-import signal
 import statistics
 import struct
 import subprocess
@@ -47,11 +46,13 @@ PROBE_APP = ("import asyncio, sys\nfrom tui.app import CapsearchApp\n"
 def run_once(argv: list[str], first: bytes, counts: bytes | None, timeout: float = 60.0) -> dict[str, float]:
     env = dict(os.environ, TERM="xterm-256color", COLORTERM="truecolor")
     env.pop("TMUX", None)
+    fd, tty = pty.openpty()
+    fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, COLS * 10, ROWS * 20))
     t0 = time.perf_counter()
-    pid, fd = pty.fork()
-    if pid == 0:
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", ROWS, COLS, COLS * 10, ROWS * 20))
-        os.execvpe(argv[0], argv, env)
+    # Popen, not pty.fork: this process has run torch (its threads) by now, and a forked copy of a process
+    # that runs threads may hang; Popen's child runs no Python code before exec.
+    proc = subprocess.Popen(argv, stdin=tty, stdout=tty, stderr=tty, env=env, start_new_session=True)
+    os.close(tty)
     out, seen = b"", {}
     try:
         deadline = t0 + timeout
@@ -86,20 +87,15 @@ def run_once(argv: list[str], first: bytes, counts: bytes | None, timeout: float
                         break
                 except OSError:
                     break
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                pid = 0
+            if proc.poll() is not None:
                 break
             if time.perf_counter() - t_quit > 30:
                 raise RuntimeError("the app did not quit within 30 s")
         seen["quit"] = time.perf_counter() - t_quit
     finally:
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
         os.close(fd)
     return seen
 
