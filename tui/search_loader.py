@@ -1,8 +1,9 @@
-"""The search index, loaded in the background from the moment the app opens.
+"""The search index, loaded in the background as soon as the app has shown the workspace's stages.
 
 Building a ``SearchIndex`` reads the caption and image snapshots, and the first query loads the text
-embedder (about 10 s on a small CPU). The app starts that work as soon as it opens, in a daemon thread
-(it never keeps the app from quitting), so that by the time someone reaches the Search screen and types,
+embedder (about 10 s on a small CPU). The app starts that work once its first screen has read the
+workspace's stages (``CapsearchApp.preload_search_index``), in a daemon thread (it never keeps the app
+from quitting), so that by the time someone reaches the Search screen and types,
 the index and the text model are ready. One index per scope (``collection``, ``targets``) and data version
 (the app's ``data_version``, bumped when a run changes the workspace), built on first request.
 """

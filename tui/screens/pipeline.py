@@ -85,6 +85,7 @@ class PipelineScreen(CapsearchScreen):
         self.status: StatusReport | None = None
         self._status_loading = False
         self._status_again = False
+        self._first_status_read = False
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="pipeline-body"):
@@ -139,6 +140,9 @@ class PipelineScreen(CapsearchScreen):
             return
         if group == "status":
             self._status_loading = False
+            if not self._first_status_read:
+                self._first_status_read = True
+                self.capsearch_app.preload_search_index()
             if self._status_again:
                 self._status_again = False
                 self.refresh_status()

@@ -1,7 +1,7 @@
 """Search: ranked photos as you type (debounced), a key to cycle the ranking method, a key for the scope
 (every photo, or the experiment's targets), photos like a photo (``like:PHOTO``, or l on a result), and
 where the true photo of an evaluation query ranked. The index (text model included) is loaded by the app
-in the background from the moment it opens (``tui.search_loader``)."""
+in the background once it has shown the workspace's stages (``tui.search_loader``)."""
 from __future__ import annotations
 
 import time
