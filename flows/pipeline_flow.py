@@ -72,15 +72,13 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
 
     with ExitStack() as stack:
         if ctx.run_id is not None:           # claimed by flows.api.run, which handles stop signals
-            set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
-            mark_crashed_flow_runs(ctx.ws.store)
+            _record_flow_run(ctx, flow_run_id)
             return plan()
         in_main = threading.current_thread() is threading.main_thread()
         if in_main:
             stack.enter_context(shutdown.stop_on_signals())
         stack.enter_context(_claimed_here(ctx, stages, captioners, retry_failed, started_by, wait, frc))
-        set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
-        mark_crashed_flow_runs(ctx.ws.store)
+        _record_flow_run(ctx, flow_run_id)
         if not in_main:
             return plan()
         # A run of a deployment, in the main thread of its own process: the runner that serves it cancels it
@@ -88,6 +86,12 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
         # flows.shutdown here and stops the run between batches: every stage flow (a subflow) started in
         # this thread would put Prefect's own handler back, which interrupts the batch in flight.
         return shutdown.run_cancellable(plan)
+
+
+def _record_flow_run(ctx: RunContext, flow_run_id: str) -> None:
+    """The run's record names its flow run; flow runs that killed runs left running are marked Crashed."""
+    set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+    mark_crashed_flow_runs(ctx.ws.store)
 
 
 @contextmanager
