@@ -135,7 +135,9 @@ async def test_a_tui_run_outlives_its_tmux_session_and_any_tui_or_shell_follows_
         follow = run_command(shell_env, "-w", str(ws.root), "status", "--follow", timeout=600)
         assert follow.returncode == 0, follow.stdout + follow.stderr
         assert "the run completed" in follow.stdout and not get_run(ws.store, running.id).is_running
-        assert "run completed" in " ".join(tmux.pane("second").split())
+        # the TUI polls the store twice a second: it shows the end a moment after the shell saw it
+        wait_until(lambda: "run completed" in " ".join(tmux.pane("second").split()), "the second TUI to show the end",
+                   30, show=lambda: tmux.pane("second"))
     finally:
         tmux.kill()
     final = get_run(ws.store, running.id)
