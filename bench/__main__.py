@@ -28,6 +28,7 @@ QUICK: dict[str, list[str]] = {
     "rescan": ["--photos", "300", "--rounds", "3"],
     "scale": ["--sizes", "300,1000", "--embed-up-to", "1000"],
     "search_latency": ["--sizes", "10000,100000", "--dims", "384", "--rounds", "3", "--no-end-to-end"],
+    "status_report": ["--photos", "1000", "--root", "outputs/bench-tui-1k", "--rounds", "3"],
     "store_protocol": ["--sizes", "10000,100000", "--rounds", "3", "--batches", "50"],
     "tui_search": ["--photos", "1000", "--queries", "4", "--root", "outputs/bench-tui-1k"],
     "tui_startup": ["--workspace", "outputs/bench-tui-1k/ws", "--repeats", "3"],

@@ -74,11 +74,12 @@ def workspace_status(ws: Workspace) -> StatusReport:
 
     store = ws.store
     stages = []
-    for stage in pipeline_stages(ws):
-        try:
-            stages.append(stage.counts())
-        except CapsearchError as exc:  # e.g. the data folder is missing: say so instead of failing
-            stages.append(StageCounts(stage.label, 0, 0, 0, error=str(exc)))
+    with store.reuse_reads():    # the stages ask for the same captions many times: read each set once
+        for stage in pipeline_stages(ws):
+            try:
+                stages.append(stage.counts())
+            except CapsearchError as exc:  # e.g. the data folder is missing: say so instead of failing
+                stages.append(StageCounts(stage.label, 0, 0, 0, error=str(exc)))
     problems = list(store.problems())
     for s in stages:
         for item, reason in s.failures.items():

@@ -116,6 +116,38 @@ def test_splits_and_reference_db_excludes_targets(tmp_path):
     assert all(store.image(i).split == "reference" for i in db)
 
 
+def test_reuse_reads_answers_every_filter_as_sql_does_and_sees_its_own_writes(tmp_path):
+    store = Store(tmp_path)
+    store.upsert_images(_images(8))
+    store.replace_reference_captions({f"img{i:04d}.jpg": [f"cap {i} a", f"cap {i} b"] for i in range(0, 8, 3)})
+    store.put_captions("a", "h1", [{"image_id": f"img{i:04d}.jpg", "text": f"caption {i}", "model": "m",
+                                    "status": "ok" if i % 3 else "failed", "error": None if i % 3 else "bad photo"}
+                                   for i in range(7)])
+    asks = [((), {}), ((["img0003.jpg", "img0006.jpg", "absent.jpg"],), {}), ((), {"split": "target"}),
+            ((["img0000.jpg", "img0003.jpg"],), {"split": "reference"}), (([],), {})]
+    caption_asks = [{}, {"status": "ok"}, {"status": "failed"}, {"ids": ["img0001.jpg", "img0003.jpg", "absent.jpg"]},
+                    {"ids": ["img0001.jpg", "img0003.jpg"], "status": "ok"}, {"ids": []}]
+
+    def answers():
+        return ([store.reference_captions(*a, **k) for a, k in asks],
+                [store.captions("a", "h1", **k) for k in caption_asks], store.captions("a", "other"))
+
+    plain = answers()
+    with store.reuse_reads():
+        assert answers() == plain
+        assert answers() == plain
+        store.reference_captions()["img0000.jpg"].append("changed by a caller")    # a caller's copy, not the kept one
+        assert answers() == plain
+        # this thread writes: later answers see it
+        store.put_captions("a", "h1", [{"image_id": "img0007.jpg", "text": "caption 7", "status": "ok"}])
+        store.replace_reference_captions({"img0001.jpg": ["new cap"]})
+        assert "img0007.jpg" in store.captions("a", "h1", status="ok")
+        assert store.reference_captions(["img0001.jpg"]) == {"img0001.jpg": ["new cap"]}
+        inside = answers()
+    assert inside == answers()
+    assert answers() != plain
+
+
 def test_images_by_id_are_looked_up_in_sql_sorted_by_id_and_filtered_by_split(tmp_path):
     store = Store(tmp_path)
     store.upsert_images(_images(1300))
