@@ -116,8 +116,11 @@ class ProgressRecorder:
             while True:
                 self._urgent.wait(self.interval)
                 self._urgent.clear()
+                # read before the write: a close() while the write waits for the store comes with events the
+                # write did not take (the stages' finish), and they get one more round
+                closing = self._closed
                 self._write()
-                if self._closed:
+                if closing:
                     return
         finally:
             try:

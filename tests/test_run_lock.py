@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -127,6 +128,28 @@ def test_a_progress_write_never_waits_for_a_batch_holding_the_store(workspace_fa
         time.sleep(0.3)                   # the writer waits for the lock meanwhile
     recorder.close()
     assert run_progress(store, run_id)[0].done == 10
+
+
+def test_the_events_of_a_run_ending_while_a_progress_write_waits_for_the_store_are_written(workspace_factory):
+    """The run ends (``close``) while the writer is inside a write that waits for the store's lock: the events the
+    stages reported meanwhile (the stage's finish) are written before the writer stops, not dropped."""
+    ws = workspace_factory()
+    store = ws.store
+    run_id = start_run(store, "a test run", "the test")
+    recorder = ProgressRecorder(store, run_id, interval=0.05)
+    closer = threading.Thread(target=recorder.close)
+    with store.transaction():             # another connection holds the write lock: the writer's write waits
+        sp = StageProgress("stage-a", 10, recorder)
+        sp.advance(4)
+        time.sleep(0.5)                   # the writer has taken the start and is waiting for the lock
+        sp.advance(6)
+        sp.finish("stage-a: all done")
+        closer.start()                    # the run ends now
+        time.sleep(0.3)
+    closer.join(timeout=60)
+    assert not closer.is_alive()
+    [a] = run_progress(store, run_id)
+    assert (a.state, a.done, a.total, a.message) == ("finished", 10, 10, "stage-a: all done")
 
 
 # -- whom a cancel may signal ------------------------------------------------------------------------------------
