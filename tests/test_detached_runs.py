@@ -24,6 +24,7 @@ from flows.api import run
 from pipeline.runs import current_run, get_run, recent_runs
 from pipeline.status import workspace_status
 from tests.fixtures.commands import REPO, SHIM, run_command, start_command, wait_until, without_prefect
+from tests.fixtures.pilot import wait_for
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 
@@ -144,10 +145,11 @@ async def test_a_tui_run_outlives_its_tmux_session_and_any_tui_or_shell_follows_
     assert final.status == "completed"
     counts = {s.stage: s for s in workspace_status(ws).stages}
     assert counts["caption:knn-consensus"].missing == 0 and counts["evaluate"].missing == 0
-    log = Path(final.log_path).read_text(errors="replace")
-    assert "caption:knn-consensus" in log and "stages:" in log, "the background run's output is in its log"
     alive = process_tag.wait_gone(20)
     assert alive == [], f"left behind: {[str(p) for p in alive]}"
+    # (read once the process is gone: it prints its summary after it has recorded the run's end)
+    log = Path(final.log_path).read_text(errors="replace")
+    assert "caption:knn-consensus" in log and "stages:" in log, "the background run's output is in its log"
 
 
 @needs_tmux
@@ -208,7 +210,9 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
     from flows.server import free_port
 
     ws, label = paced, PacedRowsStage.name
-    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "1.0"}
+    # 2 s batches: between the first batch and the last, `capsearch cancel` has to reach Prefect, and the runner
+    # has to see the cancel and signal the run
+    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "2.0"}
     port = free_port()
     assert port != 4200
     server = start_command(env, tmp_path / "server.log", "server", "--port", str(port))
@@ -227,13 +231,13 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
 
         # a run started from the TUI becomes a run of the on-demand deployment
         from tui.app import CapsearchApp
-        from tui.messages import RunFinished, RunLaunched
+        from tui.messages import RunFinished, RunLaunched, StatusLoaded
 
         monkeypatch.setenv("PREFECT_API_URL", api)
         messages: list = []
         app = CapsearchApp(ws, image_mode="none")
         async with app.run_test(size=(120, 40), message_hook=messages.append) as pilot:
-            await pilot.pause(1.0)
+            await wait_for(pilot, lambda: any(isinstance(m, StatusLoaded) for m in messages), 60, "the stages")
             await pilot.press("r")                          # the highlighted stage: ingest
             deadline = time.monotonic() + 300
             while not any(isinstance(m, RunFinished) for m in messages) and time.monotonic() < deadline:

@@ -74,6 +74,7 @@ async def test_x_cancels_a_run_another_process_started(paced, harness_shell, tmp
     async with app.run_test(size=(120, 40), message_hook=messages) as pilot:
         await wait_for(pilot, lambda: bool(messages.of(StatusLoaded)), 60)
         await wait_for(pilot, lambda: len(outputs(ws, label)) >= BATCH, 180, "a batch to be done")
+        await wait_for(pilot, lambda: bool(messages.of(RunSeen)), 60, "the TUI to see the run")
         await pilot.press("a")                          # refused: a run is going on
         await pilot.pause(0.3)
         await pilot.press("x")
@@ -104,6 +105,7 @@ async def test_the_runs_screen_reads_flow_runs_from_the_local_prefect_database(t
         await pilot.press("5")
         screen = app.screen
         await wait_for(pilot, lambda: "recent flow runs" in str(screen.query_one("#prefect-line", Static).content), 60)
+        await wait_for(pilot, lambda: screen.stage_runs is not None, 60, "the stage runs")   # read by another worker
         line = str(screen.query_one("#prefect-line", Static).content)
         prefect = screen.prefect
         stage_table = screen.query_one("#stage-runs", DataTable)

@@ -71,11 +71,14 @@ wait_for search-ready 90 "evaluation queries (ctrl+n)"
 type_text "a pink tree"
 wait_for search 30 "results ·" "a pink tree" "every photo"
 keys C-o
-wait_for search-targets 90 "targets only"
-# ctrl+t cycles the methods of the targets scope until the oracle's (at most one round of them)
+# "· targets only" is in the line of a finished search of the targets (the loading line says "(targets only)…")
+wait_for search-targets 90 "· targets only"
+# ctrl+t cycles the methods of the targets scope until the oracle's (at most one round of them); the method label
+# changes at once, the results line once the search is done (waited for below), so a slow search cannot make
+# the loop press past the oracle
 for _ in 1 2 3 4 5 6 7 8; do
-  capture "$out/cycle.tmp"; grep -qF "· oracle ·" "$out/cycle.tmp" && break
-  keys C-t; sleep 0.5
+  capture "$out/cycle.tmp"; grep -qF "method oracle" "$out/cycle.tmp" && break
+  keys C-t; sleep 0.3
 done
 rm -f "$out/cycle.tmp"
 wait_for search-oracle 30 "· oracle ·"
