@@ -13,10 +13,9 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.metrics import _resample_index
+from pipeline.metrics import resampled as _resampled
 
 Aggregate = Callable[[np.ndarray], np.ndarray]     # (..., n_photos, d) -> (...)
-CHUNK = 250                                         # resamples aggregated at once (bounds memory)
 
 
 def mean_of_scores(data: np.ndarray) -> np.ndarray:
@@ -45,8 +44,7 @@ class Paired:
 
 def resampled(data: np.ndarray, aggregate: Aggregate, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
     """The metric on ``n_boot`` resamples of the photos (the same resamples for every row of the same photos)."""
-    index = _resample_index(data.shape[0], n_boot, seed)
-    return np.concatenate([aggregate(data[index[s:s + CHUNK]]) for s in range(0, n_boot, CHUNK)])
+    return _resampled(data, aggregate, n_boot, seed)
 
 
 def interval(point: float, boot: np.ndarray, confidence: float = 0.95) -> Interval:
