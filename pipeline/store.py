@@ -833,7 +833,7 @@ class Store:
         return dict(self.conn.execute("SELECT image_id, COUNT(*) FROM reference_captions GROUP BY image_id").fetchall())
 
     def reference_captions(self, ids: Sequence[str] | None = None, split: str | None = None) -> dict[str, list[str]]:
-        every = self._kept(("reference_captions",), self._all_reference_captions)
+        every = self._kept(("reference_captions",), lambda: self._read_reference_captions(None, None))
         if every is not None:
             wanted = None if ids is None else set(ids)
             if split is not None:
@@ -841,9 +841,6 @@ class Store:
                 wanted = in_split if wanted is None else wanted & in_split
             return {i: list(texts) for i, texts in every.items() if wanted is None or i in wanted}
         return self._read_reference_captions(ids, split)
-
-    def _all_reference_captions(self) -> dict[str, list[str]]:
-        return self._read_reference_captions(None, None)
 
     def _read_reference_captions(self, ids: Sequence[str] | None, split: str | None) -> dict[str, list[str]]:
         sql = "SELECT rc.image_id, rc.text FROM reference_captions rc"
