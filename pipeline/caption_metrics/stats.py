@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.metrics import resampled as _resampled
+from pipeline.metrics import resampled  # noqa: F401 - the metric on seeded resamples of the photos, shared
 
 Aggregate = Callable[[np.ndarray], np.ndarray]     # (..., n_photos, d) -> (...)
 
@@ -40,11 +40,6 @@ class Paired:
     low: float
     high: float
     p: float
-
-
-def resampled(data: np.ndarray, aggregate: Aggregate, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """The metric on ``n_boot`` resamples of the photos (the same resamples for every row of the same photos)."""
-    return _resampled(data, aggregate, n_boot, seed)
 
 
 def interval(point: float, boot: np.ndarray, confidence: float = 0.95) -> Interval:
