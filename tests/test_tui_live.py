@@ -13,7 +13,8 @@ from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 from tests.fixtures.pilot import MessageLog, wait_for
 from tui.app import CapsearchApp
-from tui.messages import CancelSent, RunFinished, RunSeen, RunStarted, StageProgressed, StatusLoaded
+from tui.messages import RunFinished, RunSeen, StageProgressed
+from tui.screens.pipeline import CancelSent, RunStarted, StatusLoaded
 from tui.widgets.progress import StageBar
 
 pytestmark = pytest.mark.slow

@@ -7,12 +7,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from pipeline.browse import Browser, EvaluationTable, MetricValue
 from pipeline.caption_metrics.views import caption_metrics_view
 from tui.cycle import cycle
-from tui.messages import CaptionMetricsLoaded, EvaluationLoaded
+from tui.messages import CaptionMetricsLoaded
 from tui.screens.base import CapsearchScreen
 from tui.screens.missed import MissedScreen
 from tui.widgets.bar_chart import Bar, BarChart
@@ -40,6 +41,12 @@ def interval(value: MetricValue, metric: str) -> str:
     if value.ci_low is None or value.ci_high is None:
         return f"{value.value:.{d}f}"
     return f"{value.value:.{d}f} [{value.ci_low:.{d}f}, {value.ci_high:.{d}f}]"
+
+
+class EvaluationLoaded(Message):
+    def __init__(self, table: EvaluationTable) -> None:
+        super().__init__()
+        self.table = table
 
 
 class EvaluationScreen(CapsearchScreen):

@@ -10,9 +10,9 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from tui.messages import FlowRunsLoaded, StageRunsLoaded
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import format_seconds
 from tui.widgets.tables import fill_table
@@ -39,6 +39,22 @@ def _when(value: float | dt.datetime | None) -> str:
     if isinstance(value, (int, float)):
         value = dt.datetime.fromtimestamp(value)
     return value.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+class FlowRunsLoaded(Message):
+    """The recent Prefect flow runs, from the server when one is configured, else from the local database."""
+
+    def __init__(self, flow_runs: RecentFlowRuns) -> None:
+        super().__init__()
+        self.flow_runs = flow_runs
+
+
+class StageRunsLoaded(Message):
+    """This workspace's recent stage runs, newest first."""
+
+    def __init__(self, stage_runs: list[StageRunRow]) -> None:
+        super().__init__()
+        self.stage_runs = stage_runs
 
 
 class RunsScreen(CapsearchScreen):

@@ -5,24 +5,29 @@ in the background once it has shown the workspace's stages (``tui.search_loader`
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from pipeline.browse import Browser
 from tui.cycle import cycle
-from tui.messages import SearchReady, SearchResults, TruePhoto
 from tui.screens.base import CapsearchScreen
 from tui.screens.photo import PhotoScreen
 from tui.widgets.debounced_input import DebouncedInput
 from tui.widgets.photo import Photo
 from tui.widgets.tables import fill_table
+
+if TYPE_CHECKING:
+    from pipeline.search_service import Hit
 
 HIT_COLUMNS = [("rank", "#"), ("score", "score"), ("photo", "photo"), ("matched", "matched"), ("caption", "caption")]
 SEARCH_DELAY = 0.05       # seconds of quiet typing before a search starts
@@ -38,6 +43,37 @@ def photo_width(screen_width: int) -> int:
 
 def format_rank(rank: float) -> str:
     return f"{rank:.0f}" if float(rank).is_integer() else f"{rank:.1f}"
+
+
+class SearchReady(Message):
+    """The search index is loaded: its methods, how many photos, the evaluation queries (query, kind, photo)."""
+
+    def __init__(self, methods: list[str], n_photos: int,
+                 examples: list[tuple[str, str, str]] | None = None) -> None:
+        super().__init__()
+        self.methods = methods
+        self.n_photos = n_photos
+        self.examples = examples or []
+
+
+@dataclass(frozen=True)
+class TruePhoto:
+    """Where the true photo of an evaluation query ranked."""
+
+    image_id: str
+    kind: str
+    rank: float
+
+
+class SearchResults(Message):
+    def __init__(self, query: str, method: str, hits: list[Hit], seconds: float,
+                 truth: list[TruePhoto] | None = None) -> None:
+        super().__init__()
+        self.query = query
+        self.method = method
+        self.hits = hits
+        self.seconds = seconds
+        self.truth = truth or []
 
 
 class SearchScreen(CapsearchScreen):
