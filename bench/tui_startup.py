@@ -16,7 +16,7 @@ as the counts show (the search preload has just started loading the text model),
 index loads (3, ctrl+q: the query box has the keyboard), on the Evaluation screen (4, q) and on the Runs screen while Prefect's history is read
 (5, q); each alternating with the minimal app's quit. ``--stress N`` runs N busy-looping processes meanwhile (a
 loaded machine: 4 on 2 cores gives a load average of 5-6); ``--before REF`` also runs each scenario with the
-``tui`` package of git revision REF (extracted to a temporary folder, first on ``PYTHONPATH``), alternating.
+``tui`` package of git revision REF (extracted to a temporary folder, run from there), alternating.
 
 Also listed: whether torch, transformers, sentence-transformers or Prefect were imported by the time the
 app first painted (they must not be).
@@ -24,7 +24,6 @@ app first painted (they must not be).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import statistics
@@ -62,10 +61,10 @@ QUIT_SCENARIOS = {
 
 
 def run_once(argv: list[str], first: str, counts: str | None, steps: tuple = (), timeout: float = 90.0,
-             env: dict[str, str] | None = None, quit_key: bytes = b"q") -> dict[str, float]:
+             cwd: Path | None = None, quit_key: bytes = b"q") -> dict[str, float]:
     """One session: first paint, counts, the ``steps`` (keys, then the text they bring or a pause...), then q."""
     seen: dict[str, float] = {}
-    with PtyTerminal(argv, cols=COLS, rows=ROWS, env=env) as term:
+    with PtyTerminal(argv, cols=COLS, rows=ROWS, cwd=cwd) as term:
         seen["first"] = term.wait_for(first, timeout)
         if counts is not None:
             seen["counts"] = term.wait_for(counts, timeout)
@@ -97,7 +96,8 @@ def summary(runs: list[dict[str, float]], key: str) -> str:
 
 
 def tree_of(ref: str) -> Path:
-    """A temporary folder holding the ``tui`` package as it was at git revision ``ref``."""
+    """A temporary folder holding the ``tui`` package as it was at git revision ``ref`` (``python -m tui`` run
+    there imports it: the current folder comes first on ``sys.path``; the other packages are the installed ones)."""
     out = Path(tempfile.mkdtemp(prefix="capsearch-tui-before-"))
     data = subprocess.run(["git", "archive", "--format=tar", ref, "tui"], check=True, capture_output=True).stdout
     with tarfile.open(fileobj=BytesIO(data)) as tar:
@@ -142,8 +142,6 @@ def start_up(ws: str, capsearch: str, repeats: int) -> None:
 
 def quitting(ws: str, repeats: int, before: Path | None) -> None:
     print(f"quit (q to the process's end; target {QUIT_TARGET_S} s), {repeats} alternating rounds each:")
-    env_before = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(before) if before else "",
-                                                                          os.environ.get("PYTHONPATH", "")])))
     for scenario, steps in QUIT_SCENARIOS.items():
         key = b"\x11" if scenario.startswith("Search") else b"q"     # ctrl+q
         paths = {"minimal Textual app": lambda: run_once([sys.executable, "-c", MINIMAL_APP], "Pipeline", None),
@@ -151,7 +149,7 @@ def quitting(ws: str, repeats: int, before: Path | None) -> None:
                                                           "Pipeline", "ingest", steps, quit_key=key)}
         if before is not None:
             paths["tui before"] = lambda steps=steps: run_once([sys.executable, "-m", "tui", "--workspace", ws],
-                                                               "Pipeline", "ingest", steps, env=env_before,
+                                                               "Pipeline", "ingest", steps, cwd=before,
                                                                quit_key=key)
         results = alternating(paths, repeats)
         mine = statistics.median(r["quit"] for r in results["this tui"])
@@ -173,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         from bench._tui_workspace import build_workspace
 
         args.workspace = build_workspace().root
-    ws = str(args.workspace)
+    ws = str(args.workspace.resolve())
     bindir = Path(sys.executable).parent
     capsearch = str(bindir / "capsearch") if (bindir / "capsearch").exists() else "capsearch"
     before = tree_of(args.before) if args.before else None

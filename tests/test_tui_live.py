@@ -116,12 +116,15 @@ async def test_the_runs_screen_reads_flow_runs_from_the_local_prefect_database(t
     assert "local Prefect database" in line and "`capsearch server` shows the same runs" in line
     starts = [r.started for r in prefect.runs if r.started]
     assert starts == sorted(starts, reverse=True), "newest first"
-    # each stage run names its Prefect flow run: by name when that run is among the recent ones, else by id
-    names = {r.id: r.name for r in prefect.runs}
+    # only this workspace's flow runs; each stage run names its Prefect flow run, as the flows name them
+    # (``<workspace> · <stage>``), when that run is among the recent ones, else by id
+    assert {r.workspace for r in prefect.runs} == {str(tui_workspace.root)}
+    names = {r.id: f"{tui_workspace.name} · {r.stage}" for r in prefect.runs}
     recorded = tui_workspace.store.stage_runs(limit=50)
     assert len(stage_runs) == len(recorded)
     for row, r in zip(stage_runs, recorded):
         assert row[6] == names.get(r.flow_run_id, r.flow_run_id[:8]), (row, r)
     in_history = [r for r in recorded if r.flow_run_id in names]
-    assert all(names[r.flow_run_id].startswith(r.stage) for r in in_history)
+    assert in_history and all(names[r.flow_run_id] == f"demo · {r.stage}{':' + r.variant if r.variant else ''}"
+                              for r in in_history)
     assert recorded[0].flow_run_id in detail and "Prefect flow run" in detail

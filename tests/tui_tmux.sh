@@ -87,7 +87,7 @@ wait_for evaluation 30 "R@10" "knn-consensus" "per method"
 keys Enter
 wait_for missed 30 "queries whose true photo"
 keys Enter
-wait_for search-from-evaluation 30 "true photo of this short query ranked"
+wait_for search-from-evaluation 30 "true photo ranked #" "(short query)"
 keys Escape 5
 wait_for runs 30 "Stage runs in this workspace"
 keys '?'

@@ -15,7 +15,7 @@ from pipeline.workspace import Workspace
 from tui.failures import WorkerFailure
 from tui.messages import OpenInSearch, OpenLike
 from tui import registry
-from tui.screens.base import CapsearchScreen
+from tui.screens.base import WIDE, CapsearchScreen
 from tui.search_loader import SearchLoader
 from tui.widgets.photo import IMAGE_MODES
 
@@ -49,7 +49,7 @@ class CapsearchApp(App):
     ENABLE_COMMAND_PALETTE = False
     MODES = {entry.name: _mode_factory(entry) for entry in registry.MODES}   # a screen's module: imported when shown
     DEFAULT_MODE = registry.DEFAULT_MODE
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
     BINDINGS = [
         *[Binding(e.key, f"switch_screen_mode('{e.name}')", e.title, show=False) for e in registry.MODES],

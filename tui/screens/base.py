@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from tui.search_loader import SearchLoader
 
 
+WIDE = 120     # columns from which a screen is wide (``-wide`` in capsearch.tcss): full labels, larger photos
+
+
 class CapsearchHost(Protocol):
     """What a screen reads from the app and tells it (``tui.app.CapsearchApp`` is one; screens never import it)."""
 
@@ -78,6 +81,11 @@ class CapsearchScreen(Screen):
     @property
     def ws(self) -> Workspace:
         return self.capsearch_app.ws
+
+    @property
+    def narrow(self) -> bool:
+        """Under ``WIDE`` columns: tables abbreviate (with a legend) so that what matters fits."""
+        return self.app.size.width < WIDE
 
     def on_mount(self) -> None:
         self.loaded_version = self.capsearch_app.data_version
