@@ -62,10 +62,9 @@ from pipeline import search as core
 from pipeline.distinct import DistinctRows
 from pipeline.errors import CapsearchError, ConfigError
 from pipeline.hashing import hash_text
+from pipeline.keys import HUMAN, clip_text_space, document_space, image_space, query_space
 from pipeline.photo_documents import PhotoDocuments
-from pipeline.stages.vision import image_space
-from pipeline.stages.registry import stage_hash
-from pipeline.text_vectors import clip_text_space, document_space, query_space, text_vectors  # noqa: F401 (re-exported)
+from pipeline.stage_keys import stage_hash
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -75,7 +74,6 @@ ORACLE = "oracle"
 CLIP = "clip"
 HYBRID = "hybrid"
 CAPTIONS = "captions"        # collection scope: every caption kind of every photo
-HUMAN = "human"              # the kind of a human (reference) caption
 IMAGE = "image"              # what matched when a photo is found by its image
 EXTRA_METHODS = (CLIP, HYBRID, ORACLE)
 SCOPES = ("collection", "targets")

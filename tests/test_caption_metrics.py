@@ -21,7 +21,7 @@ from pipeline.caption_metrics.java import java_path
 from pipeline.caption_metrics.results import HUMAN
 from pipeline.caption_metrics.storage import load_caption_metrics, load_rows
 from pipeline.caption_metrics.tokenize import PythonPtbTokenizer
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
 
 REPO = Path(__file__).resolve().parents[1]

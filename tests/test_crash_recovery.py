@@ -10,7 +10,7 @@ import pytest
 from flows.api import run
 from pipeline import crashpoints as cp
 from pipeline.datasets.demo import generate_demo_world
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import STAGE_ORDER, pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.commands import capsearch_child

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.search_service import document_space
+from pipeline.keys import document_space
 from pipeline.snapshots import files_for
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.store import Store
 from pipeline.text_models import build_text_embedder

@@ -16,12 +16,12 @@ from pipeline.config_file import update_config_file
 from pipeline.datasets.demo import IMAGE_DIR, generate_demo_world
 from pipeline.hashing import hash_text
 from pipeline.images import open_rgb
-from pipeline.prompts import select_captions
-from pipeline.stages.base import run_stage
+from pipeline.keys import image_space
+from pipeline.prompts import estimate_tokens, select_captions
 from pipeline.stages.ingest import IngestStage
 from pipeline.stages.registry import pipeline_stages
-from pipeline.stages.vision import (CaptionStage, EmbedImagesStage, NeighboursStage, PromptsStage, estimate_tokens,
-                                    image_space)
+from pipeline.stages.run import run_stage
+from pipeline.stages.vision import CaptionStage, EmbedImagesStage, NeighboursStage, PromptsStage
 from pipeline.status import workspace_status
 from tests.fixtures.captioner_configs import SHORT_TEMPLATE, generative_captioners
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterable
 
+from pipeline.caption_metrics.identity import current_caption_metrics_hash
 from pipeline.caption_metrics.results import PER_PHOTO, CaptionMetricsResult, RowScores
 from pipeline.store import (CaptionMetricPhoto, CaptionMetricScore, CaptionMetricValue, CaptionSummaryRow,
                             StoredCaptionRow, StoredCaptionSummary)
@@ -138,19 +139,9 @@ def get_summary(store: "Store", config_hash: str) -> CaptionMetricsResult | None
 
 # -- readers -----------------------------------------------------------------------------------------------------
 
-def current_hash(ws: "Workspace") -> str | None:
-    from pipeline.errors import CapsearchError
-    from pipeline.stages.registry import stage_hash
-
-    try:
-        return stage_hash(ws, "caption-metrics")
-    except CapsearchError:
-        return None
-
-
 def load_caption_metrics(ws: "Workspace", config_hash: str | None = None) -> CaptionMetricsResult | None:
     """The summary of the given stage hash, else of the current configuration (None when not computed)."""
-    config_hash = config_hash or current_hash(ws)
+    config_hash = config_hash or current_caption_metrics_hash(ws)
     return get_summary(ws.store, config_hash) if config_hash else None
 
 
