@@ -25,7 +25,7 @@ def build_workspace(root: Path = DEFAULT_ROOT, n: int = 10_000, *, quiet: bool =
     from pipeline.text_models import build_text_embedder
     from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage
-    from pipeline.store import ImageRow
+    from pipeline.store_rows import ImageRow
     from pipeline.workspace import Workspace
 
     root = root.resolve()

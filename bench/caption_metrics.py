@@ -56,7 +56,7 @@ def run_stage_path(ws) -> tuple[float, float]:
     from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage
 
-    ws.store.delete_caption_metrics()
+    ws.store.caption_metrics.delete_all()
     stage = build_stage(ws, "caption-metrics")
     with stopwatch() as t:
         report = run_stage(stage)

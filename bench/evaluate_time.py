@@ -38,7 +38,7 @@ def build_workspace(root: Path, n_targets: int, store_query_vectors: bool, seed:
     from pipeline.hashing import hash_text
     from pipeline.keys import document_space, query_space
     from pipeline.stages.registry import stage_hash
-    from pipeline.store import ImageRow
+    from pipeline.store_rows import ImageRow
     from pipeline.text_models import build_text_embedder
     from pipeline.workspace import Workspace
 

@@ -230,6 +230,7 @@ def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, steps: tu
                  say=print) -> dict[str, dict]:
     from pipeline.hashing import hash_text
     from pipeline.keys import document_space
+    from pipeline.snapshots import export_array
     from pipeline.text_models import build_text_embedder
     from pipeline.workspace import Workspace
 
@@ -252,7 +253,7 @@ def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, steps: tu
             key = build_text_embedder(ws.config).key
             _store_random(ws.store, document_space(key), [hash_text(t) for t in texts], 384, 3)
             if stage.space in ws.store.vector_spaces():
-                ws.store.export_array(stage.space)
+                export_array(ws.store, stage.space)
             ws.store.close()
             results[step] = {"capped": True}
             say(f"  {step:<30} not timed above {embed_up_to:,} photos (random vectors stored instead)")

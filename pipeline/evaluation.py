@@ -43,6 +43,7 @@ from pipeline.progress import StageProgress
 from pipeline.search import top_from_scores
 from pipeline.store_rows import QueryRow
 from pipeline.search_service import CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, oracle_captions
+from pipeline.snapshots import export_array
 from pipeline.stage_keys import optional_stage_hash, stage_hash
 from pipeline.text_vectors import text_vectors
 from pipeline.workspace import Workspace
@@ -198,7 +199,7 @@ def _embed_documents(ws: Workspace, plan: EvaluationPlan, text_embedder: Any, sa
     if n_new:
         say(f"embedded {n_new} captions that had no vector yet")
     if documents:
-        store.export_array(space)
+        export_array(store, space)
 
 
 Ranking = tuple[str, str, str, float, list[str], list[float]]

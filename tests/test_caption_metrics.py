@@ -263,13 +263,13 @@ def test_summary_and_rows_are_typed_rows_of_their_own_tables(lite_copy):
 
     ws = lite_copy
     result = load_caption_metrics(ws)
-    stored = ws.store.caption_metric_summary(result.config_hash)
+    stored = ws.store.caption_metrics.summary(result.config_hash)
     assert [r.row for r in stored.rows] == result.rows and stored.metrics == tuple(result.metrics)
     assert dict(stored.not_computed) == result.not_applicable and "SPICE" in dict(stored.not_computed)
     cider = next(v for v in stored.values if v.row == HUMAN and v.metric == "CIDEr-D")
     assert (cider.value, cider.ci_low, cider.ci_high) == tuple(result.get(HUMAN, "CIDEr-D").values())
     assert cider.n == result.n_photos and cider.baseline == "knn-consensus" and cider.p_value < 0.05
-    knn = ws.store.caption_metric_row(result.row_hashes["knn-consensus"])
+    knn = ws.store.caption_metrics.row(result.row_hashes["knn-consensus"])
     assert knn.row == "knn-consensus" and len(knn.photos) == result.n_photos
     assert {s.metric for s in knn.scores} <= set(PER_PHOTO) and "CIDEr-D" in {s.metric for s in knn.scores}
     assert len(knn.photos[0].bleu_stats) == coco.BLEU_STATS
@@ -337,7 +337,7 @@ def test_progress_moves_per_metric_of_each_row(lite_copy):
     from pipeline.caption_metrics import scoring
 
     ws = lite_copy
-    ws.store.delete_caption_metrics()
+    ws.store.caption_metrics.delete_all()
     events = []
     stage = build_stage(ws, "caption-metrics")
     run_stage(stage, events.append)
@@ -356,7 +356,7 @@ def test_a_cancelled_run_keeps_the_rows_it_scored_and_the_next_run_scores_the_re
 
     ws = lite_copy
     reference = load_caption_metrics(ws)
-    ws.store.delete_caption_metrics()
+    ws.store.caption_metrics.delete_all()
     cancel = threading.Event()
 
     def progress(event):
@@ -366,7 +366,7 @@ def test_a_cancelled_run_keeps_the_rows_it_scored_and_the_next_run_scores_the_re
     summary = run(ws, ["caption-metrics"], progress=progress, cancel=cancel)
     assert summary.status == "cancelled" and summary.stage("caption-metrics").status == "cancelled"
     assert ws.store.stage_runs("caption-metrics")[0].status == "cancelled"
-    assert ws.store.stored_caption_metric_rows(reference.row_hashes.values()) == {reference.row_hashes[HUMAN]}
+    assert ws.store.caption_metrics.stored_rows(reference.row_hashes.values()) == {reference.row_hashes[HUMAN]}
     assert load_caption_metrics(ws) is None
     assert build_stage(ws, "caption-metrics").counts().done == 1
 

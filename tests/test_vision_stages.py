@@ -18,6 +18,7 @@ from pipeline.hashing import hash_text
 from pipeline.images import open_rgb
 from pipeline.keys import image_space
 from pipeline.prompts import estimate_tokens, select_captions
+from pipeline.snapshots import load_array
 from pipeline.stages.ingest import IngestStage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.stages.run import run_stage
@@ -65,7 +66,7 @@ def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, wo
     embed = EmbedImagesStage(ws)
     shas = sorted({r.sha256 for r in store.images()})
     assert store.has_vectors(embed.space, shas) == set(shas)
-    ids, mat = store.load_array(embed.space)
+    ids, mat = load_array(store, embed.space)
     assert sorted(ids) == shas and mat.shape == (len(shas), embed.embedder.dim)
     assert np.allclose(np.linalg.norm(mat, axis=1), 1.0, atol=1e-5)
 

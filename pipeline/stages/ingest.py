@@ -26,7 +26,7 @@ from pipeline.images import check_image
 from pipeline.progress import StageProgress
 from pipeline.splits import SplitItem, assign_splits, split_hash
 from pipeline.stages.base import Batch, BatchResult, Stage
-from pipeline.store import FileRecord, ImageRow
+from pipeline.store_rows import FileRecord, ImageRow
 
 STAGE = "ingest"
 REMOVED_KEY = "ingest/removed"     # store meta: photos that left the collection -> when and what they were

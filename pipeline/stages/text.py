@@ -23,8 +23,9 @@ from pipeline.crashpoints import EMBED_CAPTIONS_BATCH, QUERIES_BATCH, REPORT_FIL
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
-from pipeline.queries.openai_gen import estimate_cost, usage_line
 from pipeline.keys import HUMAN, document_space
+from pipeline.queries.openai_gen import estimate_cost, usage_line
+from pipeline.snapshots import export_array
 from pipeline.stages.applicability import no_held_out_captions, no_human_caption
 from pipeline.stages.base import Batch, BatchResult, Stage
 from pipeline.stages.vision import CaptionStage, collection_root
@@ -113,7 +114,7 @@ class EmbedCaptionsStage(Stage):
 
     def finalize(self, progress: StageProgress | None = None) -> None:
         if self.store.has_space(self.space):
-            self.store.export_array(self.space)
+            export_array(self.store, self.space)
 
 
 class QueriesStage(Stage):

@@ -44,6 +44,7 @@ from pipeline.keys import EXACT_DUPLICATE, NEAR_DUPLICATE, NOT_DUPLICATE, image_
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit
 from pipeline.progress import StageProgress
 from pipeline.prompts import estimate_tokens, neighbour_captions
+from pipeline.snapshots import export_array
 from pipeline.stage_keys import caption_instruction, token_captioner
 from pipeline.stages.applicability import no_captioned_photo
 from pipeline.stages.base import Batch, BatchResult, Stage
@@ -209,7 +210,7 @@ class EmbedImagesStage(Stage):
     def finalize(self, progress: StageProgress | None = None) -> None:
         """Export the ``.npy`` snapshot that search and the TUI read."""
         if self.done_items():
-            self.store.export_array(self.space)
+            export_array(self.store, self.space)
 
 
 # -- neighbours -------------------------------------------------------------------------------------------
