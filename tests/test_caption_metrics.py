@@ -36,6 +36,15 @@ HARD_CASES = [
 ]
 
 
+def jar_eval(meteor, stats: np.ndarray) -> tuple[list[float], float]:
+    """The METEOR jar's own answer to pycocoevalcap's ``EVAL`` request: per-row scores and the corpus score."""
+    rows = [" ".join(f"{v:.1f}" if float(v).is_integer() else repr(float(v)) for v in row) for row in stats]
+    meteor.process.stdin.write(("EVAL ||| " + " ||| ".join(rows) + "\n").encode("utf-8"))
+    meteor.process.stdin.flush()
+    per = [float(meteor.process.readline()) for _ in rows]
+    return per, float(meteor.process.readline())
+
+
 def tok(texts):
     return PythonPtbTokenizer().tokenize(texts)
 
@@ -107,8 +116,8 @@ def test_meteor_scores_from_the_jar_statistics_equal_the_jar_s_own(tui_workspace
     references = [tok(r[1:]) for r in refs]
     with MeteorScorer() as meteor:
         stats = meteor.stats(hyps, references)
-        per, corpus = meteor.eval_line(stats)
-        _, sub = meteor.eval_line(stats[[0, 0, 5, 4, 9]])
+        per, corpus = jar_eval(meteor, stats)
+        _, sub = jar_eval(meteor, stats[[0, 0, 5, 4, 9]])
     assert np.allclose(segment_scores(stats), per, rtol=0, atol=1e-12)
     assert segment_scores(stats)[3] == 0.0 and segment_scores(stats)[4] > 0.9
     assert corpus_score(stats) == pytest.approx(corpus, abs=1e-12)

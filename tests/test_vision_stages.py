@@ -212,7 +212,7 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
     assert prompts_stage.config()["token_budget"] == {
         "counter": "tokenizer", "model": str(tiny_smolvlm_dir), "max_tokens": "model context", "max_new_tokens": 6}
     run_stage(prompts_stage)
-    assert captioner.cache_key not in cache.loaded_keys()  # counting tokens loads the tokenizer, not the model
+    assert cache.load_counts.get(captioner.cache_key, 0) == loads  # counting tokens loads the tokenizer, not the model
     prompts = ws.store.prompts(prompts_stage.config_hash())
     assert len(prompts) == 6
     assert all(captioner.count_prompt_tokens(p.text) <= captioner.max_prompt_tokens for p in prompts.values())

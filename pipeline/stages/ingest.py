@@ -229,8 +229,3 @@ def _sha256_or_none(path) -> str | None:
 def removed_photos(store) -> dict[str, dict]:
     """Photos that left the collection since they were ingested: id -> when (``at``), sha256 and split."""
     return dict(sorted((store.get_meta(REMOVED_KEY) or {}).items()))
-
-
-def current_split_hash(store) -> str:
-    """The split identity that downstream stages put into their configuration hash."""
-    return store.get_meta("split_hash", "") or ""

@@ -24,7 +24,7 @@ from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
 from pipeline.keys import HUMAN, document_space
-from pipeline.queries.openai_gen import estimate_cost, usage_line
+from pipeline.queries.openai_gen import estimate_cost, summarise_usage, usage_line
 from pipeline.snapshots import export_array
 from pipeline.stages.applicability import no_held_out_captions, no_human_caption
 from pipeline.stages.base import Batch, BatchResult, Stage
@@ -210,9 +210,8 @@ class QueriesStage(Stage):
         """Count a batch's requests and tokens for this run and, atomically, in the stored total of all runs."""
         if self.cfg.queries.generator != "openai":
             return
-        batch = {"requests": len(results), "failures": sum(r.error is not None for r in results),
-                 "prompt_tokens": sum(r.prompt_tokens for r in results),
-                 "completion_tokens": sum(r.completion_tokens for r in results)}
+        summary = summarise_usage(results, self.cfg.queries.model)
+        batch = {k: getattr(summary, k) for k in USAGE_FIELDS}
         key = f"queries/usage/{self.config_hash()}"
         with self.store.transaction():
             total = self.store.get_meta(key) or {}

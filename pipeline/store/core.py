@@ -328,11 +328,6 @@ class Store(Database):
                 out[space] = (dim, n)
         return out
 
-    def delete_space(self, space: str) -> None:
-        with self.transaction() as c:
-            c.execute("DELETE FROM vectors WHERE space=?", (space,))
-            c.execute("DELETE FROM spaces WHERE space=?", (space,))
-
     # -- neighbours ------------------------------------------------------------------------------------
     def put_neighbours(self, config_hash: str, rows: Iterable[tuple[str, int, str, float, int]]) -> None:
         """(target_id, rank, neighbour_id, score, duplicate) rows, rank from 1; duplicate is 0 (none), 1 (a near

@@ -200,7 +200,3 @@ class Database:
     def _migrate(self) -> None:
         with self._errors():
             migrate(self.conn, self.db_path, self.transaction)
-
-    @property
-    def schema_version(self) -> int:
-        return self.conn.execute("PRAGMA user_version").fetchone()[0]
