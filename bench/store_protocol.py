@@ -1,6 +1,6 @@
 """What the crash-safe store costs: checked snapshot loads and durable batch commits, against the unchecked ways.
 
-* **Snapshot load** (what ``SearchIndex`` does once per process for each space): ``Store.load_array``
+* **Snapshot load** (what ``SearchIndex`` does once per process for each space): ``snapshots.load_array``
   on a current snapshot, the first time in a process (manifest read, generation from the store,
   size/header/shape checks, the ids' sha256 and the CRC-32 of the whole file) and again (both
   are remembered per file), against the first format's load (``ids.json`` + ``np.load(mmap_mode="r")``,

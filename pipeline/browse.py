@@ -12,7 +12,6 @@ from functools import cached_property
 from pathlib import Path
 
 from pipeline.errors import CapsearchError
-from pipeline.evaluation import current_eval_hash
 from pipeline.keys import DUPLICATE_KINDS
 from pipeline.stage_keys import optional_stage_hash
 from pipeline.store_rows import PromptRow
@@ -135,6 +134,8 @@ class Browser:
         Browser."""
         if (name, variant) not in self._hashes:
             if name == "evaluate":
+                from pipeline.evaluation import current_eval_hash   # numpy and the search: not at the TUI's start
+
                 self._hashes[(name, variant)] = current_eval_hash(self.ws)
             else:
                 self._hashes[(name, variant)] = optional_stage_hash(self.ws, name, variant)
