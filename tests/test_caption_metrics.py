@@ -151,6 +151,40 @@ def test_python_tokenizer_rules():
     assert tok(["A man's dog can't swim, isn't it?"]) == ["a man 's dog ca n't swim is n't it"]
     assert tok(["The U.S. team (in red) won 1,000 games."]) == ["the u.s. team -lrb- in red -rrb- won 1,000 games"]
     assert tok(['He said "hi" -- twice...']) == ["he said hi twice"]
+    # what Stanford's jar does beyond ASCII: dashes and ellipses are punctuation, emoji are dropped, a combining
+    # accent stays with its letter
+    assert tok(["A dog \u2014 running\u2014fast \u2013 on the beach\u2026"]) == ["a dog running fast on the beach"]
+    assert tok(["A cat \U0001F600 smiling\U0001F44D\U0001F3FD and a \U0001F1FA\U0001F1F8 flag, \u2600\ufe0f sun"]) == [
+        "a cat smiling and a flag \u2600 sun"]
+    assert tok(["The cafe\u0301 and the re\u0301sume\u0301"]) == ["the cafe\u0301 and the re\u0301sume\u0301"]
+    assert tok(["\u00bd cup for \u20ac5, \u00abquoted\u00bb, soft\u00adhyphen"]) == ["1/2 cup for $ 5 quoted softhyphen"]
+
+
+@needs_java
+def test_python_tokenizer_gives_the_jar_s_tokens_on_every_character_of_its_unicode_blocks():
+    """Every assigned character of ``UNICODE_BLOCKS`` (Latin, combining accents, General Punctuation, currency,
+    number forms, the symbol and emoji blocks, variation selectors), alone and inside a word, and emoji
+    sequences: the Python rules give exactly the jar's tokens."""
+    import unicodedata
+
+    from pipeline.caption_metrics.tokenize import UNICODE_BLOCKS, JavaPtbTokenizer
+
+    texts = []
+    for low, high in UNICODE_BLOCKS:
+        for code in range(low, high + 1):
+            ch = chr(code)
+            if unicodedata.category(ch) in ("Cn", "Co", "Cs"):
+                continue
+            texts.append(f"a {ch} b")
+            if ch != "\u2019":     # an apostrophe inside a word follows the jar's word lists (o'clock, but a ' b)
+                texts.append(f"a{ch}b")
+    texts += ["a dog \u2014 running", "cafe\u0301s on the street", "\U0001F468\u200d\U0001F469\u200d\U0001F467 family",
+              "1\ufe0f\u20e3 dog", "\U0001F44D\U0001F3FD thumbs", "E\u0301TE\u0301 nai\u0308ve", "x \u0301 y", "5\u0301",
+              "soft\u00adhyphen", "tab \u00ad x", "1\u20442 cup", "1\u00bd cups", "5\u20ac", "\u00a35", "the dog\u2026 runs",
+              "\u00abquoted\u00bb \u2039x\u203a", "well\u2010known non\u2011stop", "a\u2010 b", "x\u00b2y", "e\u0301\u20ddx"]
+    java, python = JavaPtbTokenizer().tokenize(texts), tok(texts)
+    assert len(texts) > 8000
+    assert [(t, j, p) for t, j, p in zip(texts, java, python) if j != p] == []
 
 
 # ------------------------------------------------------------------------------------------ copy rate

@@ -32,14 +32,15 @@ class Environment:
     """What the metrics can use on this machine and configuration, and why not where they cannot."""
 
     tokenizer: str
+    tokenizer_rules: int          # the tokenizer's rules version: new rules, new tokens, new row hashes
     meteor: str | None            # None: available; else the reason it is not
     spice: str | None
     clip_key: str | None          # the open_clip embedder key (None: CLIPScore not applicable)
     clip: str | None              # why CLIPScore is not applicable
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tokenizer": self.tokenizer, "meteor": self.meteor is None, "spice": self.spice is None,
-                "clip": self.clip_key}
+        return {"tokenizer": self.tokenizer, "tokenizer_rules": self.tokenizer_rules, "meteor": self.meteor is None,
+                "spice": self.spice is None, "clip": self.clip_key}
 
 
 def environment(ws: "Workspace") -> Environment:
@@ -53,7 +54,8 @@ def environment(ws: "Workspace") -> Environment:
     no_clip = None if clip is not None else (
         f"image embedder '{ws.config.image_embedder.name}' has no text side; CLIPScore needs "
         "image_embedder.name = \"open_clip\"")
-    return Environment(default_tokenizer().name, None if java else f"no Java runtime ({why})",
+    tokenizer = default_tokenizer()
+    return Environment(tokenizer.name, tokenizer.rules, None if java else f"no Java runtime ({why})",
                        spice_unavailable(), clip.key if clip is not None else None, no_clip)
 
 
