@@ -230,13 +230,82 @@ def test_lite_demo_world_rows_human_baseline_and_clipscore_not_applicable(lite_c
     assert result.get("knn-consensus", "copy rate")["value"] == 1.0 and result.get(HUMAN, "copy rate") is None
     rows = load_rows(ws, result)
     refs = ws.store.reference_captions(targets)
-    assert rows[HUMAN].captions == [refs[i][0] for i in rows[HUMAN].ids]     # each target's first human caption
+    assert rows[HUMAN].captions == [" / ".join(refs[i]) for i in rows[HUMAN].ids]     # every caption, one at a time
     knn = rows["knn-consensus"]
     assert np.mean(knn.scores["CIDEr-D"]) == pytest.approx(result.get("knn-consensus", "CIDEr-D")["value"])
     if java_path() is not None:
         assert "METEOR" in result.metrics and result.tokenizer == "ptb-java"
     else:
         assert "Java" in result.not_applicable["METEOR"] and result.tokenizer == "ptb-python"
+
+
+def test_captioners_are_scored_against_every_human_caption_and_human_is_the_leave_one_out_mean(lite_copy):
+    """The published Flickr8k/COCO protocol, checked against pycocoevalcap called directly: a captioner against
+    all five human captions of each target; the human row the mean over the five hold-outs (each caption against
+    the other four), its per-photo scores each photo's mean over its hold-outs."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    from pipeline.caption_metrics.tokenize import default_tokenizer
+
+    ws = lite_copy
+    result = load_caption_metrics(ws)
+    rows = load_rows(ws, result)
+    ids = rows["knn-consensus"].ids
+    refs = ws.store.reference_captions(ids)
+    assert {len(refs[i]) for i in ids} == {5}
+    tokenizer = default_tokenizer()
+    assert tokenizer.name == result.tokenizer
+
+    def direct(captions: dict[str, str], references: dict[str, list[str]]):
+        texts = list(captions.values()) + [r for rs in references.values() for r in rs]
+        tokens = dict(zip(texts, tokenizer.tokenize(texts)))
+        gts = {i: [tokens[r] for r in rs] for i, rs in references.items()}
+        res = {i: [tokens[c]] for i, c in captions.items()}
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        cider, cider_per = Cider().compute_score(gts, res)
+        rouge, rouge_per = Rouge().compute_score(gts, res)
+        return bleu[3], cider, dict(zip(captions, cider_per)), rouge, dict(zip(captions, rouge_per))
+
+    knn = {i: c for i, c in zip(ids, rows["knn-consensus"].captions)}
+    bleu4, cider, cider_per, rouge, _ = direct(knn, {i: refs[i] for i in ids})
+    assert result.get("knn-consensus", "BLEU-4")["value"] == pytest.approx(bleu4, rel=1e-12)
+    assert result.get("knn-consensus", "CIDEr-D")["value"] == pytest.approx(cider, rel=1e-12)
+    assert result.get("knn-consensus", "ROUGE-L")["value"] == pytest.approx(rouge, rel=1e-12)
+    assert rows["knn-consensus"].scores["CIDEr-D"] == pytest.approx([cider_per[i] for i in ids], rel=1e-12)
+    hold_outs = [direct({i: refs[i][h] for i in ids}, {i: refs[i][:h] + refs[i][h + 1:] for i in ids})
+                 for h in range(5)]
+    assert result.get(HUMAN, "BLEU-4")["value"] == pytest.approx(np.mean([d[0] for d in hold_outs]), rel=1e-12)
+    assert result.get(HUMAN, "CIDEr-D")["value"] == pytest.approx(np.mean([d[1] for d in hold_outs]), rel=1e-12)
+    assert result.get(HUMAN, "ROUGE-L")["value"] == pytest.approx(np.mean([d[3] for d in hold_outs]), rel=1e-12)
+    assert rows[HUMAN].scores["CIDEr-D"] == pytest.approx([np.mean([d[2][i] for d in hold_outs]) for i in ids],
+                                                          rel=1e-12)
+    # the first hold-out alone (what the human row used to be) is not the row's value
+    assert abs(hold_outs[0][0] - result.get(HUMAN, "BLEU-4")["value"]) > 1e-6
+    low, high = result.get(HUMAN, "BLEU-4")["low"], result.get(HUMAN, "BLEU-4")["high"]
+    assert low < result.get(HUMAN, "BLEU-4")["value"] < high
+    assert "all of a target's human captions (5 references" in result.references
+
+
+def test_a_row_without_a_single_caption_is_not_applicable_with_its_reason(lite_copy):
+    """Every knn-consensus caption failed: its row has no value, no interval and no paired test (not 0 with an
+    interval of [0, 0] and p=0.002), anywhere; the human row, whose baseline it was, has no paired test."""
+    from pipeline.stages.registry import stage_hash
+
+    ws = lite_copy
+    targets = ws.store.image_ids("target")
+    ws.store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"),
+                          [{"image_id": t, "text": "", "status": "failed", "error": "model crashed"} for t in targets])
+    run_stage(build_stage(ws, "caption-metrics"))
+    result = load_caption_metrics(ws)
+    reason = result.rows_not_applicable()["knn-consensus"]
+    assert "none of the 30 photos has a usable knn-consensus caption" in reason
+    assert all(result.get("knn-consensus", m) is None for m in result.metrics)
+    assert result.vs_baseline[HUMAN] == {} and any("baseline 'knn-consensus' is not applicable" in n for n in result.notes)
+    stored = ws.store.caption_metric_summary(result.config_hash)
+    assert {v.row for v in stored.values} == {HUMAN}                              # no number stored for the row
+    assert result.get(HUMAN, "CIDEr-D")["value"] > 0
 
 
 def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retrieval(lite_copy):
@@ -507,17 +576,24 @@ def test_clipscore_and_refclipscore_equal_a_direct_computation(tmp_path, tiny_op
         with torch.no_grad():
             return torch.nn.functional.normalize(model.encode_text(tokenizer([PREFIX + c for c in captions])), dim=-1)
 
+    def scores(image, caption: str, references: list[str]) -> tuple[float, float]:
+        cap = text([caption])
+        clip_s = 2.5 * max(float((image * cap).sum()), 0.0)
+        text_s = max(float((text(references) @ cap.T).max()), 0.0)
+        return clip_s, (2 * clip_s * text_s / (clip_s + text_s) if clip_s + text_s else 0.0)
+
     for name in (HUMAN, "knn-consensus"):
         row = rows[name]
         for n in range(0, len(row.ids), 7):
-            image_id, caption = row.ids[n], row.captions[n]
+            image_id, caption, mine = row.ids[n], row.captions[n], refs[row.ids[n]]
             with torch.no_grad():
                 image = torch.nn.functional.normalize(model.encode_image(preprocess(open_rgb(paths[image_id]))[None]),
                                                       dim=-1)
-            cap = text([caption])
-            clip_s = 2.5 * max(float((image * cap).sum()), 0.0)
-            text_s = max(float((text(refs[image_id][1:]) @ cap.T).max()), 0.0)
-            ref_s = 2 * clip_s * text_s / (clip_s + text_s) if clip_s + text_s else 0.0
+            if name == HUMAN:      # the mean over the photo's hold-outs: each caption, its others the references
+                each = [scores(image, mine[h], mine[:h] + mine[h + 1:]) for h in range(len(mine))]
+                clip_s, ref_s = np.mean([e[0] for e in each]), np.mean([e[1] for e in each])
+            else:                  # a captioner: every human caption is a reference
+                clip_s, ref_s = scores(image, caption, mine)
             assert row.scores["CLIPScore"][n] == pytest.approx(clip_s, abs=2e-4)
             assert row.scores["RefCLIPScore"][n] == pytest.approx(ref_s, abs=2e-4)
     assert result.get(HUMAN, "CLIPScore")["value"] == pytest.approx(np.mean(rows[HUMAN].scores["CLIPScore"]))

@@ -1,7 +1,8 @@
 """The ``caption-metrics`` stage: COCO caption metrics, CLIPScore, copy rate per captioner and photo.
 
-Its items are its rows: ``human`` (one held-out human caption of each target scored against the others)
-and every enabled captioner. Each row is stored under its own hash (``pipeline.caption_metrics.storage``),
+Its items are its rows: ``human`` (every human caption of each target scored against the target's others,
+averaged over these leave-one-out hold-outs) and every enabled captioner (scored against all of a target's
+human captions). Each row is stored under its own hash (``pipeline.caption_metrics.storage``),
 so re-running the stage computes only the rows whose inputs changed; all missing rows are computed in one
 batch (one tokenizer run, one METEOR process, one CLIP model), which then summarises every row (bootstrap
 intervals, paired test against ``evaluate.baseline``) and commits the rows it computed and the summary in
@@ -23,7 +24,8 @@ from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
 from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
 
-VERSION = 1
+VERSION = 2     # 1: captioners against all but the first human caption, human = the first caption only;
+                # 2: captioners against every human caption, human = the mean over leave-one-out hold-outs
 
 
 class CaptionMetricsStage(Stage):
@@ -56,12 +58,12 @@ class CaptionMetricsStage(Stage):
 
         ph = scoring.photos(self.ws)
         common = {"version": VERSION, "env": self.env.as_dict(),
-                  "photos": hash_obj([ph.ids, ph.human, ph.references]), "images": self._image_fingerprint(ph.ids)}
+                  "photos": hash_obj([ph.ids, ph.references]), "images": self._image_fingerprint(ph.ids)}
         out = {}
         for row in self.rows():
             ident: dict[str, Any] = dict(common, row=row)
             if row != HUMAN:
-                caps = scoring.row_captions(self.ws, row, ph.ids, ph.human)
+                caps = scoring.row_captions(self.ws, row, ph)
                 ident.update(caption_stage=stage_hash(self.ws, "caption", row),
                              captions=hash_obj([hash_text(c) for c in caps]))
             out[row] = hash_obj(ident)
