@@ -328,6 +328,7 @@ def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retri
     page = (reports / "index.html").read_text()
     assert "<h2>Caption metrics</h2>" in page and 'alt="caption metrics"' in page
     assert "Which caption metric predicts retrieval?" in page and "Worst captions by CIDEr-D" in page
+    assert "Ranked by CIDEr-D, lowest first" in page
     assert (reports / "caption_metrics.png").stat().st_size > 0
 
 
