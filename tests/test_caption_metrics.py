@@ -648,3 +648,34 @@ def test_meteor_jar_is_stopped_on_an_error_and_exits_when_its_parent_is_killed()
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_a_new_protocol_or_tokenizer_rules_make_the_stored_numbers_stale(lite_copy, monkeypatch):
+    """How references are chosen and how text is tokenised are part of every row hash: numbers stored under an
+    older protocol (or older Python tokenizer rules) are shown as from an earlier configuration, and the next
+    run computes them again; the same for the evaluation's protocol."""
+    import pipeline.evaluation as evaluation
+    import pipeline.stages.caption_metrics as stage_module
+    from pipeline.caption_metrics.storage import latest_caption_metrics
+    from pipeline.caption_metrics.tokenize import default_tokenizer
+    from pipeline.evaluation import current_eval_hash, latest_evaluation
+
+    ws = lite_copy
+    stage = build_stage(ws, "caption-metrics")
+    rows, config = stage.row_hashes(), stage.config_hash()
+    assert latest_caption_metrics(ws) == (load_caption_metrics(ws), False)
+    tokenizer = type(default_tokenizer())
+    monkeypatch.setattr(tokenizer, "rules", tokenizer.rules + 1)
+    changed = build_stage(ws, "caption-metrics")
+    assert set(changed.row_hashes().values()).isdisjoint(rows.values()) and changed.config_hash() != config
+    monkeypatch.undo()
+    monkeypatch.setattr(stage_module, "VERSION", stage_module.VERSION + 1)
+    changed = build_stage(ws, "caption-metrics")
+    assert set(changed.row_hashes().values()).isdisjoint(rows.values())
+    shown, stale = latest_caption_metrics(ws)
+    assert stale and shown.config_hash == config and changed.settled_items() == set()
+    eval_hash = current_eval_hash(ws)
+    monkeypatch.setattr(evaluation, "VERSION", evaluation.VERSION + 1)
+    assert current_eval_hash(ws) != eval_hash
+    shown, stale = latest_evaluation(ws)
+    assert stale and shown.eval_hash == eval_hash
