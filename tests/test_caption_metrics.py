@@ -96,6 +96,34 @@ def test_cider_d_and_bleu_equal_pycocoevalcap_called_directly():
     assert np.allclose(coco.bleu_corpus(b.stats[pick]), again, rtol=1e-12, atol=0)
 
 
+def test_the_human_row_averages_corpus_bleu_over_hold_outs_of_unequal_size():
+    """Photos with 2, 3 and 3 captions: hold-outs 0 and 1 cover all three, hold-out 2 the last two. The row's
+    BLEU is the mean of pycocoevalcap's corpus BLEU of each hold-out, on the whole set and on a resample
+    (where a hold-out with no photo in it is left out of the mean)."""
+    from pipeline.caption_metrics.scoring import Photos, hold_out_mean
+
+    refs = [tok(["A dog runs on grass.", "A brown dog running."]),
+            tok(["Two cats on a sofa.", "Cats sleep on a couch.", "A pair of cats rest inside."]),
+            tok(["A red car by a tree.", "A car parked near a tree.", "Red vehicle under a big tree."])]
+    ph = Photos(["a", "b", "c"], refs, True)
+    hold_outs = ph.hold_outs()
+    assert [h.index for h in hold_outs] == [[0, 1, 2], [0, 1, 2], [1, 2]]
+    blocks = np.zeros((3, len(hold_outs), coco.BLEU_STATS))
+    corpus = []
+    for h, held in enumerate(hold_outs):
+        b = coco.bleu(held.captions, held.references)
+        blocks[held.index, h] = b.stats
+        corpus.append(b.corpus)
+    data = blocks.reshape(3, -1)
+    bleu4 = hold_out_mean(lambda d: coco.bleu_corpus(d)[..., 3], coco.BLEU_STATS)
+    assert float(bleu4(data)) == pytest.approx(np.mean([c[3] for c in corpus]), rel=1e-12)
+    only_first = data[[0, 0]]                          # a resample holding photo a twice: hold-out 2 is empty
+    expected = np.mean([coco.bleu([held.captions[0]] * 2, [held.references[0]] * 2).corpus[3]
+                        for held in hold_outs[:2]])
+    assert float(bleu4(only_first)) == pytest.approx(expected, rel=1e-12)
+    assert bleu4(np.stack([data, only_first[[0, 1, 0]]])).shape == (2,)      # resamples on a leading axis
+
+
 @needs_java
 def test_meteor_scores_from_the_jar_statistics_equal_the_jar_s_own(tui_workspace):
     from pipeline.caption_metrics.meteor import MeteorScorer, corpus_score, segment_scores
