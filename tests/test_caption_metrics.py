@@ -313,7 +313,8 @@ def test_captioners_are_scored_against_every_human_caption_and_human_is_the_leav
     assert abs(hold_outs[0][0] - result.get(HUMAN, "BLEU-4")["value"]) > 1e-6
     low, high = result.get(HUMAN, "BLEU-4")["low"], result.get(HUMAN, "BLEU-4")["high"]
     assert low < result.get(HUMAN, "BLEU-4")["value"] < high
-    assert "all of a target's human captions (5 references" in result.references
+    assert "every captioner against all 5 human captions of each target" in result.references
+    assert "each human caption against the target's 4 others" in result.references
 
 
 def test_a_row_without_a_single_caption_is_not_applicable_with_its_reason(lite_copy):

@@ -165,8 +165,7 @@ def print_caption_metrics(result, stale: bool = False) -> None:
     if result is None:
         console.print("no caption metrics yet: run `capsearch evaluate`")
         return
-    console.print(f"[bold]Caption metrics[/]: the captions against the targets' human captions ({result.references})",
-                  highlight=False)
+    console.print(f"[bold]Caption metrics[/]: {result.references}", highlight=False)
     console.print(caption_metrics_table(result))
     if stale:
         console.print("[yellow]these caption metrics were made under an earlier configuration; "

@@ -83,10 +83,11 @@ class Photos:
         if not self.with_references:
             return "no target has two human captions: reference-based metrics are not applicable"
         counts = sorted({len(r) for r in self.references})
-        many = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-        return (f"every captioner is scored against all of a target's human captions ({many} references, as the "
-                "Flickr8k/COCO evaluation does); the human row is the mean over leave-one-out hold-outs, each "
-                "human caption scored against the target's other captions (one reference fewer)")
+        many, others = ((str(counts[0]), str(counts[0] - 1)) if len(counts) == 1 else
+                        (f"{counts[0]}-{counts[-1]}", f"{counts[0] - 1}-{counts[-1] - 1}"))
+        return (f"every captioner against all {many} human captions of each target, as the Flickr8k/COCO "
+                "evaluation does; the human row is the mean over leave-one-out hold-outs, each human caption "
+                f"against the target's {others} others")
 
     def hold_outs(self) -> list["HoldOut"]:
         """The human row's hold-outs: hold-out h scores caption h of every photo with more than h captions
