@@ -142,7 +142,7 @@ _DROPPED = re.compile(
     "[\x81-\x84\x86-\x90\x95\x98-\x9f"                      # C1 controls with no Windows-1252 meaning
     "\u200b-\u200f\u2012\u2024\u2025\u2027\u202a-\u202e"       # zero-width and direction marks, figure dash, leaders
     "\u203c\u203d\u2043\u2045-\u2064\u2066-\u206f"               # rarer General Punctuation, invisible operators
-    "\u20a1-\u20a3\u20a5-\u20ab\u20ad-\u20cf"                   # currency signs other than the pound, euro and lira
+    "\u20a1-\u20a3\u20a5-\u20ab\u20ad-\u20cf"                   # currency signs but the euro-currency, lira and euro
     "\u20d0-\u20ff"                                            # combining marks for symbols (the keycap in 1\ufe0f\u20e3)
     "\u2150-\u2152\u215f-\u2182\u2185-\u218f"                   # number forms without an ASCII spelling, roman numerals
     "\u3003\u3004\u3007-\u3011\u3013-\u3030\u3036-\u303a\u303d-\u303f"   # CJK symbols and brackets
@@ -167,6 +167,8 @@ def _unicode(text: str) -> str:
         return text
     text = _SOFT_HYPHEN_ALONE.sub(" - ", text).replace("\xad", "")
     return _DROPPED.sub(" ", text).translate(_APART)
+
+
 _TAG = re.compile(r"</?[^\W_][^<>\s]*>", re.UNICODE)        # <angle>: an SGML-like tag is one token
 
 
