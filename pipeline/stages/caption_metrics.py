@@ -1,7 +1,8 @@
 """The ``caption-metrics`` stage: COCO caption metrics, CLIPScore, copy rate per captioner and photo.
 
-Its items are its rows: ``human`` (one held-out human caption of each target scored against the others)
-and every enabled captioner. Each row is stored under its own hash (``pipeline.caption_metrics.storage``),
+Its items are its rows: ``human`` (every human caption of each target scored against the target's others,
+averaged over these leave-one-out hold-outs) and every enabled captioner (scored against all of a target's
+human captions). Each row is stored under its own hash (``pipeline.caption_metrics.storage``),
 so re-running the stage computes only the rows whose inputs changed; all missing rows are computed in one
 batch (one tokenizer run, one METEOR process, one CLIP model), which then summarises every row (bootstrap
 intervals, paired test against ``evaluate.baseline``) and commits the rows it computed and the summary in
@@ -15,19 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.caption_metrics import scoring, storage
-from pipeline.caption_metrics.results import HUMAN, RowScores
+from pipeline.caption_metrics import identity, scoring, storage
+from pipeline.caption_metrics.results import RowScores
 from pipeline.crashpoints import CAPTION_METRICS_BATCH, crash_point
 from pipeline.evaluation import CONFIDENCE
-from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
+from pipeline.stages.applicability import no_held_out_captions
 from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
-
-VERSION = 1
 
 
 class CaptionMetricsStage(Stage):
-    name = "caption-metrics"
+    name = identity.STAGE
     batched = False          # the rows to compute run together (shared tokenizer, METEOR and CLIP runs)
 
     def __init__(self, ws, variant: str = ""):
@@ -35,8 +34,6 @@ class CaptionMetricsStage(Stage):
         self._env: scoring.Environment | None = None
 
     def applicable(self) -> str | None:
-        from pipeline.stages.applicability import no_held_out_captions
-
         return no_held_out_captions(self.store)
 
     @property
@@ -47,44 +44,17 @@ class CaptionMetricsStage(Stage):
 
     def rows(self) -> list[str]:
         """``human`` (where targets have two human captions) and every enabled captioner."""
-        human = [HUMAN] if scoring.photos(self.ws).with_references else []
-        return [*human, *self.cfg.enabled_captioners()]
+        return identity.rows(self.ws)
 
     def row_hashes(self) -> dict[str, str]:
         """Each row's identity: what it reads, how it is tokenised, which metrics can run."""
-        from pipeline.stages.registry import stage_hash
-
-        ph = scoring.photos(self.ws)
-        common = {"version": VERSION, "env": self.env.as_dict(),
-                  "photos": hash_obj([ph.ids, ph.human, ph.references]), "images": self._image_fingerprint(ph.ids)}
-        out = {}
-        for row in self.rows():
-            ident: dict[str, Any] = dict(common, row=row)
-            if row != HUMAN:
-                caps = scoring.row_captions(self.ws, row, ph.ids, ph.human)
-                ident.update(caption_stage=stage_hash(self.ws, "caption", row),
-                             captions=hash_obj([hash_text(c) for c in caps]))
-            out[row] = hash_obj(ident)
-        return out
-
-    def _image_fingerprint(self, ids: list[str]) -> str:
-        if self.env.clip_key is None:
-            return ""
-        from pipeline.stages.vision import image_space
-
-        shas = sorted({img.sha256 for img in self.store.images(ids=ids)})
-        return hash_obj(sorted(self.store.has_vectors(image_space(self.env.clip_key), shas)))
-
-    def _config(self, hashes: dict[str, str]) -> dict[str, Any]:
-        ev = self.cfg.evaluate
-        return {"rows": hashes, "baseline": ev.baseline, "n_boot": ev.n_boot, "seed": ev.seed,
-                "confidence": CONFIDENCE, "version": VERSION}
+        return identity.row_hashes(self.ws, self.env)
 
     def config(self) -> dict[str, Any]:
-        return self._config(self.row_hashes())
+        return identity.summary_config(self.ws, self.row_hashes())
 
     def _config_hash(self, hashes: dict[str, str]) -> str:
-        return hash_obj({"stage": self.name, "target": self.variant, **self._config(hashes)})
+        return identity.summary_hash(self.ws, hashes)
 
     def items(self) -> list[str]:
         return self.rows()
@@ -144,6 +114,3 @@ class CaptionMetricsStage(Stage):
             for metrics, reason in result.not_computed():
                 progress.message(f"{', '.join(metrics)} not computed: {reason}", "info")
         return BatchResult(done=len(computed), skipped=len([i for i in batch.ids if i not in hashes]))
-
-
-STAGES: dict[str, type[Stage]] = {"caption-metrics": CaptionMetricsStage}
