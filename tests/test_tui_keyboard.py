@@ -29,7 +29,7 @@ def test_the_terminals_answers_are_told_apart_from_what_was_typed():
     assert (plain.typed, plain.sixel, plain.image_mode) == (b"q", False, "halfcell")
 
 
-@pytest.mark.parametrize("key, shows", [(b"4", "query kind"), (b"2", "target photos")])
+@pytest.mark.parametrize("key, shows", [(b"4", "MedR"), (b"2", "target photos")])
 def test_a_key_typed_while_the_tui_starts_does_what_the_footer_says(tui_workspace, key, shows):
     """Typed before the app draws anything (while photos' drawing is set up): the Evaluation or Captions screen
     opens, not the help screen."""

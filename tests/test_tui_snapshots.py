@@ -97,7 +97,7 @@ SCREENS = {
     "captions": (("2",),),
     "photo": (("2",), ("enter",)),
     "search": (("3",), (*"three yellow kites", "enter")),
-    "search-evaluation-query": (("3",), ("ctrl+n",)),
+    "search-evaluation-query": (("3",), ("ctrl+n",), ("escape",)),   # the results focused: no blinking cursor
     "evaluation": (("4",),),
     "missed": (("4",), ("enter",)),
     "runs": (("5",),),
