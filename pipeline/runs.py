@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 from pipeline.progress import ProgressEvent
 from pipeline.run_owner import current_owner, owner_state
-from pipeline.stages.outcome import RunOutcome, StageOutcome
+from pipeline.stages.outcome import RunOutcome, StageOutcome, TokenUsage
 from pipeline.store import Store
 
 FINAL_STATES = ("completed", "failed", "cancelled", "crashed")
@@ -77,6 +77,7 @@ class StageLive:
     level: str
     started_at: float              # wall clock
     updated_at: float
+    tokens: int = 0                # model-server tokens so far (an endpoint captioner's)
 
     @property
     def ended(self) -> bool:
@@ -90,7 +91,7 @@ class StageLive:
         kind = {"finished": "finish", "not-applicable": "not-applicable"}.get(self.state, "advance")
         return ProgressEvent(self.stage, kind, done=self.done,
                              total=self.total, failures=self.failures, message=self.message if self.ended else "",
-                             started_at=started, at=at)
+                             started_at=started, at=at, tokens=self.tokens)
 
     def describe(self) -> str:
         """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
@@ -105,6 +106,9 @@ class StageLive:
             text += ", finished"
         elif self.rate:
             text += f", {self.rate:.1f}/s"
+            elapsed = self.updated_at - self.started_at
+            if self.tokens and elapsed > 0:
+                text += f", {self.tokens / elapsed:,.0f} tok/s"
         return text
 
 
@@ -219,12 +223,13 @@ def write_progress(store: Store, run_id: int, stages: Iterable[StageLive], lines
     with store.transaction() as c:
         c.executemany(
             "INSERT INTO run_progress(run_id, stage, position, state, done, total, failures, batches_done, batches, "
-            "rate, message, level, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            "rate, message, level, started_at, updated_at, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
             "ON CONFLICT(run_id, stage) DO UPDATE SET state=excluded.state, done=excluded.done, total=excluded.total, "
             "failures=excluded.failures, batches_done=excluded.batches_done, batches=excluded.batches, "
-            "rate=excluded.rate, message=excluded.message, level=excluded.level, updated_at=excluded.updated_at",
+            "rate=excluded.rate, message=excluded.message, level=excluded.level, updated_at=excluded.updated_at, "
+            "tokens=excluded.tokens",
             [(run_id, s.stage, s.position, s.state, s.done, s.total, s.failures, s.batches_done, s.batches, s.rate,
-              s.message or None, s.level or None, s.started_at, s.updated_at) for s in stages])
+              s.message or None, s.level or None, s.started_at, s.updated_at, s.tokens) for s in stages])
         c.executemany("INSERT OR IGNORE INTO run_log(run_id, seq, stage, level, text, at) VALUES (?,?,?,?,?,?)",
                       [(run_id, line.seq, line.stage, line.level, line.text, line.at) for line in lines])
 
@@ -233,7 +238,7 @@ def run_progress(store: Store, run_id: int) -> list[StageLive]:
     rows = store.conn.execute("SELECT * FROM run_progress WHERE run_id=? ORDER BY position", (run_id,))
     return [StageLive(r["stage"], r["position"], r["state"], r["done"], r["total"], r["failures"], r["batches_done"],
                       r["batches"], r["rate"], r["message"] or "", r["level"] or "info", r["started_at"],
-                      r["updated_at"]) for r in rows]
+                      r["updated_at"], r["tokens"]) for r in rows]
 
 
 def run_log(store: Store, run_id: int, after: int = 0, limit: int = LOG_LIMIT) -> list[LogLine]:
@@ -281,13 +286,17 @@ def describe_run(run: RunInfo, stages: list[StageLive] | None = None) -> str:
 def recorded_outcome(store: Store, run: RunInfo) -> RunOutcome:
     """A run as the store recorded it, for whoever did not run it (the TUI follows runs of other processes):
     the ``RunOutcome`` that ``flows.api.run`` returns, with what the record holds: the run's status, time and
-    message, and per stage its state and item counts (done, failed, of the items it had to compute)."""
+    message, and per stage its state and item counts (done, failed, of the items it had to compute) and what its
+    requests to a model server cost."""
     stages = []
+    usage = {f"{r.stage}:{r.variant}" if r.variant else r.stage: TokenUsage.from_dict(json.loads(r.usage))
+             for r in store.stage_runs(limit=200) if r.run_id == run.id and r.usage}
     for live in run_progress(store, run.id):
         name, _, variant = live.stage.partition(":")
         outcome = StageOutcome(live.stage, name, variant, batches=live.batches, items=live.total, total=live.total,
                                done=live.done, failed=live.failures,
-                               status="completed" if live.state == "finished" else run.status)
+                               status="completed" if live.state == "finished" else run.status,
+                               usage=usage.get(live.stage))
         if live.state == "not-applicable":
             outcome.not_applicable(live.message)
         stages.append(outcome)

@@ -6,6 +6,7 @@ the row as ``--json`` prints it (the table's columns, in the table's order).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +46,8 @@ class CaptionRow:
     settings: dict[str, Any]
     seconds: float | None
     attempts: int
+    prompt_tokens: int = 0            # an endpoint captioner's tokens for this caption (0 in-process)
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,9 @@ class StageRunRow:
     config: str | None                # JSON of the stage configuration
     owner: str | None                 # JSON: the process that ran it (host, pid, start)
     run_id: int | None                # the workspace run it belonged to
+    usage: str | None = None          # JSON: what its requests to a model server cost (TokenUsage; endpoint captioners)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["usage"] = json.loads(self.usage) if self.usage else None
+        return out

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Iterator
 from pipeline.crashpoints import BATCH_COMMITTED, crash_point
 from pipeline.hashing import hash_obj
 from pipeline.progress import ProgressCallback, StageProgress
-from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome
+from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome, TokenUsage
 from pipeline.workspace import Workspace
 
 
@@ -52,6 +52,7 @@ class BatchResult:
     failed: int = 0
     skipped: int = 0
     messages: list[str] = field(default_factory=list)
+    usage: TokenUsage | None = None      # what the batch's requests to a model server cost (endpoint captioners)
 
 
 class BatchCancelled(Exception):
@@ -68,6 +69,7 @@ class StageCounts:
     failures: dict[str, str] = field(default_factory=dict)   # item -> reason
     not_applicable: str | None = None                          # why the stage does not apply (None: it does)
     error: str | None = None                                   # why the counts could not be read (status)
+    usage: dict[str, Any] | None = None                        # an endpoint captioner: what its stored captions cost
 
     @property
     def missing(self) -> int:
@@ -89,6 +91,8 @@ class StageCounts:
         out = {"stage": self.stage, "state": self.state, "total": self.total, "done": self.done,
                "failed": self.failed, "missing": self.missing, "failures": self.failures,
                "not_applicable": self.not_applicable}
+        if self.usage is not None:
+            out["usage"] = self.usage
         return out if self.error is None else {**out, "error": self.error}
 
 
