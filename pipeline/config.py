@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_obj
@@ -136,6 +136,14 @@ class CaptionerConfig(_Section):
     @property
     def uses_endpoint(self) -> bool:
         return self.backend == "endpoint"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """An in-process captioner's settings without the endpoint table it does not use (``config show``)."""
+        data = handler(self)
+        if not self.uses_endpoint:
+            data.pop("endpoint", None)
+        return data
 
     @model_validator(mode="after")
     def _endpoint_fits(self) -> "CaptionerConfig":

@@ -399,3 +399,41 @@ def test_a_hosted_model_needs_the_key_and_no_processor(tiny_smolvlm_dir, monkeyp
     url = hosted.encode(tiny_caption_images[0].resize((1024, 768)))
     assert url.startswith("data:image/jpeg;base64,")
     assert hosted.cost(1_000_000, 0) is None
+
+
+def test_config_show_lists_the_endpoint_and_masks_the_key(home, capsys, monkeypatch):
+    from tests.fixtures.cli import run_cli
+
+    assert run_cli(capsys, "init", "-w", "ws")[0] == 0
+    update_config_file(home / "ws" / "capsearch.toml", {"captioners": {"vlm-plain": {
+        "backend": "endpoint", "endpoint": {"base_url": "http://127.0.0.1:8000/v1", "price_input": 0.15}}}})
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("CAPSEARCH_CAPTIONERS__VLM_PLAIN__ENDPOINT__CONCURRENCY", "32")
+    code, out, err = run_cli(capsys, "config", "show", "-w", "ws")
+    assert code == 0, err
+    assert 'backend = "endpoint"' in out and 'base_url = "http://127.0.0.1:8000/v1"' in out
+    assert "concurrency = 32" in out and "price_input = 0.15" in out
+    assert KEY not in out and "OPENAI_API_KEY: set (" in out
+    code, out, _ = run_cli(capsys, "config", "show", "--json", "-w", "ws")
+    config = json.loads(out)["config"]["captioners"]
+    assert config["vlm-plain"]["endpoint"]["concurrency"] == 32 and "endpoint" not in config["blip-base"]
+
+
+def test_progress_lines_show_tokens_per_second():
+    from capsearch.cli.progress import LineProgress
+    from pipeline.progress import ProgressEvent
+    from pipeline.runs import StageLive
+    from tui.widgets.progress import progress_line
+
+    event = ProgressEvent("caption:vlm-plain-server", "advance", done=10, total=40, started_at=100.0, at=105.0,
+                          tokens=5000)
+    assert event.rate == 2.0 and event.token_rate == 1000.0
+    assert progress_line(event).startswith("10/40 · 2.0/s · 1,000 tok/s · ETA")
+    lines = []
+    LineProgress(type("Out", (), {"print": lambda self, text, **kw: lines.append(text)})())(event)
+    assert lines[0].endswith("caption:vlm-plain-server: 10/40, 2.0/s, 1,000 tok/s")
+    live = StageLive("caption:vlm-plain-server", 0, "running", 10, 40, 0, 0, 0, 2.0, "", "info", 100.0, 105.0, 5000)
+    assert live.describe() == "caption:vlm-plain-server 10 of 40, 2.0/s, 1,000 tok/s"
+    assert live.event().tokens == 5000
+    assert progress_line(ProgressEvent("caption:knn-consensus", "advance", done=10, total=40, started_at=100.0,
+                                       at=105.0)).count("tok/s") == 0
