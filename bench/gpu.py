@@ -21,7 +21,7 @@ Sections, each recorded with its status (``ok``, ``failed`` with the error, or `
 * ``vllm_endpoint``: where vLLM is installed, the SmolVLM-256M-sized model served from its local folder by
   ``vllm serve`` and captioned through capsearch's endpoint captioner (``backend = "endpoint"``) at
   concurrency 16 and 64, against in-process batched ``generate`` on the same photos and prompts; skipped,
-  with the reason, where vLLM is not installed (or on a CPU).
+  with the reason, where vLLM is not installed (no ``vllm`` on PATH, nor ``$VLLM``) or on a CPU.
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` (one table) to ``--out`` (default ``$OUT``, else
 ``outputs/gpu-check``). ``--quick`` shrinks models and counts so the whole check runs in a minute or two on
@@ -452,16 +452,16 @@ def vllm_endpoint(device: str, dtype: str, quick: bool, work: Path) -> dict[str,
     """The SmolVLM-256M-sized model (random weights, a local folder) served by ``vllm serve``, captioned through
     capsearch's endpoint captioner at several concurrencies, against in-process batched ``generate`` on the same
     photos and prompts (alternating, two rounds). Skipped, saying so, where vLLM is not installed."""
-    import importlib.util
     import shutil
     import statistics
     import subprocess
     import urllib.request
 
-    exe = shutil.which("vllm")
-    if importlib.util.find_spec("vllm") is None or exe is None:
-        raise SectionSkipped("vllm is not installed here: `pip install vllm` on the GPU machine (its own environment "
-                             "is fine: capsearch only talks HTTP to it) and run the check again")
+    exe = os.environ.get("VLLM") or shutil.which("vllm")
+    if exe is None:
+        raise SectionSkipped("vllm is not installed here (no `vllm` on PATH): `pip install vllm` on the GPU machine, "
+                             "or set VLLM=/path/to/vllm for one in another environment (capsearch only talks HTTP "
+                             "to it), and run the check again")
     if not device.startswith("cuda"):
         raise SectionSkipped(f"vLLM serves on a CUDA GPU; this check runs on {device}")
     import torch

@@ -362,6 +362,30 @@ def test_a_slow_answer_holds_nothing_back_longer_than_its_timeout(tiny_smolvlm_d
     vlm_server.reset()
 
 
+def test_a_server_that_refuses_the_request_stops_the_captioner_not_each_photo(tiny_smolvlm_dir, vlm_server,
+                                                                              tiny_caption_images):
+    from pipeline.captioners.endpoint import EndpointCaptioner
+    from pipeline.config import EndpointConfig
+
+    images, prompts = tiny_caption_images[:3], ["Describe this image in one sentence."] * 3
+    vlm_server.reset()
+    wrong_model = EndpointCaptioner("vlm-plain", str(tiny_smolvlm_dir), EndpointConfig(
+        base_url=vlm_server.url, model="no-such-model", backoff=0.01), needs_prompts=False, instruction=prompts[0])
+    batch = wrong_model.caption_photos(images)
+    assert batch.outcomes == [None, None, None] and not batch.cancelled
+    assert batch.unavailable.startswith(f"the server at {vlm_server.url} refused the request (HTTP 404: the model "
+                                        "'no-such-model' does not exist)")
+    sent = vlm_server.stats()["requests"]
+    assert 1 <= sent <= 3                                       # never retried
+    assert wrong_model.caption_photos(images).unavailable == batch.unavailable   # later batches send nothing
+    assert vlm_server.stats()["requests"] == sent
+    vlm_server.faults({"kind": "status", "status": 401, "times": -1})
+    bad_key = EndpointCaptioner("vlm-plain", str(tiny_smolvlm_dir), EndpointConfig(base_url=vlm_server.url),
+                                needs_prompts=False, instruction=prompts[0])
+    assert "refused the request (HTTP 401: scripted 401)" in bad_key.caption_photos(images).unavailable
+    vlm_server.reset()
+
+
 def test_endpoint_settings_are_checked_and_only_what_decides_a_caption_is_hashed(tiny_smolvlm_dir, workspace_factory):
     ws = workspace_factory(captioners={"enabled": ["vlm-plain"], "vlm-plain": local(tiny_smolvlm_dir, "vlm-plain")})
     in_process = CaptionStage(ws, "vlm-plain").config_hash()
@@ -437,3 +461,18 @@ def test_progress_lines_show_tokens_per_second():
     assert live.event().tokens == 5000
     assert progress_line(ProgressEvent("caption:knn-consensus", "advance", done=10, total=40, started_at=100.0,
                                        at=105.0)).count("tok/s") == 0
+
+
+def test_the_gpu_check_says_why_it_skips_the_vllm_path(tmp_path, monkeypatch):
+    from bench import gpu
+
+    monkeypatch.setenv("PATH", str(tmp_path))          # no vllm on it
+    monkeypatch.delenv("VLLM", raising=False)
+    assert gpu.main(["--device", "cpu", "--quick", "--out", str(tmp_path), "--sections", "vllm_endpoint"]) == 0
+    section = json.loads((tmp_path / "gpu_check.json").read_text(encoding="utf-8"))["sections"]["vllm_endpoint"]
+    assert section["status"] == "skipped" and "vllm is not installed here" in section["reason"]
+    monkeypatch.setenv("VLLM", "/opt/elsewhere/bin/vllm")
+    assert gpu.main(["--device", "cpu", "--quick", "--out", str(tmp_path), "--sections", "vllm_endpoint"]) == 0
+    section = json.loads((tmp_path / "gpu_check.json").read_text(encoding="utf-8"))["sections"]["vllm_endpoint"]
+    assert section == {"status": "skipped", "reason": "vLLM serves on a CUDA GPU; this check runs on cpu",
+                       "seconds": section["seconds"]}

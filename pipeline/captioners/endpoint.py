@@ -23,8 +23,9 @@ threads ahead of their requests. Each request has ``endpoint.timeout`` seconds i
 ``pipeline.retry_policy`` (429, 5xx, timeouts and dropped connections; exponential backoff with jitter, or
 ``Retry-After`` when longer). A malformed, empty or refused answer, or a photo whose tries all failed, is that
 photo's failure with the reason (``--retry-failed`` tries it again). A server that cannot be reached once a
-photo's tries are spent is *unavailable*: the batch keeps what it captioned, the later batches of the run send
-nothing, and the stage fails with one line naming the server (the next run captions what is missing).
+photo's tries are spent, or that refuses the request as configured (401, 403, 404: the key, the model name, the
+URL), is *unavailable*: the batch keeps what it captioned, the later batches of the run send nothing, and the
+stage fails with one line naming the server (the next run captions what is missing).
 ``cancelled()`` (the run's cancel event: ``x``, ``capsearch cancel``, SIGTERM) is checked every 50 ms and
 cancels the requests in flight at once.
 
@@ -65,6 +66,9 @@ if TYPE_CHECKING:
     from pipeline.progress import StageProgress
 
 OPENAI_URL = "https://api.openai.com/v1"
+# Answers that say the request can never work as configured (a wrong key, model name or URL): the stage stops
+# instead of recording every photo as failed. Other 4xx (a photo too large, a prompt too long) are the photo's.
+REFUSED_STATUS = frozenset({401, 403, 404})
 CANCEL_POLL_SECONDS = 0.05
 PNG_COMPRESS_LEVEL = 1      # lossless whatever the level; 1 encodes several times faster than the default 6
 JPEG_QUALITY = 90
@@ -394,6 +398,10 @@ class _BatchJob:
             if result.unreachable:
                 c._mark_unavailable(f"the server at {redact_url(c.base_url)} cannot be reached: {result.reason}{tries}")
                 return None
+            if result.status in REFUSED_STATUS:   # the key, the model name or the URL is wrong: not this photo's fault
+                c._mark_unavailable(f"the server at {redact_url(c.base_url)} refused the request ({result.reason}): "
+                                    "check OPENAI_API_KEY, endpoint.model and endpoint.base_url")
+                return None
             return self.settle(i, CaptionOutcome("", "failed", f"{result.reason}{tries}", time.monotonic() - started,
                                                  attempt + 1, *tokens))
 
@@ -427,8 +435,8 @@ class _BatchJob:
                                   attempts, *tokens)
         usage = payload.get("usage") if isinstance(payload, dict) else None
         if isinstance(usage, dict):
-            tokens[0] += int(usage.get("prompt_tokens") or 0)
-            tokens[1] += int(usage.get("completion_tokens") or 0)
+            tokens[0] += _count(usage.get("prompt_tokens"))
+            tokens[1] += _count(usage.get("completion_tokens"))
         try:
             message = payload["choices"][0]["message"]
             content, refusal = message.get("content"), message.get("refusal")
@@ -454,6 +462,14 @@ class _BatchJob:
             self.progress.advance(1, failures=int(outcome.status != "ok"),
                                   tokens=outcome.prompt_tokens + outcome.completion_tokens)
         return outcome
+
+
+def _count(value: Any) -> int:
+    """A token count from a server's ``usage`` (0 where it gives none, or not a number)."""
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 @dataclass(frozen=True)

@@ -769,7 +769,7 @@ class CaptionStage(Stage):
         stop: BaseException | None = None
         if answer.unavailable:
             stop = EndpointUnavailable(f"{self.label}: {answer.unavailable}; {len(records)} photos of this batch "
-                                       "were captioned and kept; run again once it answers")
+                                       "were captioned and kept, the rest are left for the next run")
         elif answer.cancelled:
             stop = BatchCancelled(f"{self.label}: cancelled with {unsent} photos of the batch not captioned; "
                                   f"{len(records)} kept")
