@@ -431,21 +431,25 @@ def _free_port() -> int:
 
 
 def _stop_group(proc: Any, grace: float = 30.0) -> None:
-    """SIGTERM to the process group ``proc`` leads, SIGKILL after ``grace`` seconds: nothing it started lingers."""
+    """SIGTERM to the process group ``proc`` leads, SIGKILL to what is left of it after ``grace`` seconds; returns once
+    the group is empty, so nothing it started lingers."""
     import signal
-    import subprocess
+
+    def alive() -> bool:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
 
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        if proc.poll() is not None:
-            break
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
+        if not alive():
+            return
+        os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def vllm_endpoint(device: str, dtype: str, quick: bool, work: Path) -> dict[str, Any]:
@@ -479,9 +483,12 @@ def vllm_endpoint(device: str, dtype: str, quick: bool, work: Path) -> dict[str,
     log_path = work / "vllm.log"
     command = [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
                "--dtype", served_dtype, "--max-model-len", "4096", "--gpu-memory-utilization", "0.5", "--enforce-eager"]
+    # under flows.parent_watch, in a session of its own: stopped with its group here, and by the watcher if this
+    # process dies first (even by SIGKILL)
+    watched = [sys.executable, "-m", "flows.parent_watch", str(os.getpid()), "bench._child", *command]
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = subprocess.Popen(watched, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=Path(__file__).resolve().parents[1])
     try:
         started = time.monotonic()
         while True:

@@ -171,19 +171,20 @@ class EndpointCaptioner:
         """Why the server could not be reached in this stage run (None: it could, or nobody tried yet)."""
         return self._unavailable
 
-    # -- the prompt budget, for the prompts stage (as VLMCaptioner) ---------------------------------------
-    def count_prompt_tokens(self, text: str) -> int:
-        if self.vlm is not None:
-            return self.vlm.count_prompt_tokens(text)
-        from pipeline.stages.vision import estimate_tokens
+    # -- the prompt budget, for the prompts stage (as VLMCaptioner; only with the model's processor here) --------
+    def _processor_vlm(self) -> "VLMCaptioner":
+        if self.vlm is None:
+            raise ConfigError(f"captioner {self.name}: endpoint.image_size is set, so no processor of the model is "
+                              "loaded here to count its tokens")
+        return self.vlm
 
-        return estimate_tokens(text)
+    def count_prompt_tokens(self, text: str) -> int:
+        return self._processor_vlm().count_prompt_tokens(text)
 
     @property
     def max_prompt_tokens(self) -> int:
-        """What the model's context leaves for the prompt (from its processor); with no processor, no limit of ours
-        (``prompts.max_tokens`` still applies)."""
-        return self.vlm.max_prompt_tokens if self.vlm is not None else 10**9
+        """What the model's context leaves for the prompt, with the image and the answer."""
+        return self._processor_vlm().max_prompt_tokens
 
     # -- the photo --------------------------------------------------------------------------------------
     def _presizer(self) -> Callable[["Image.Image"], "Image.Image"] | None:

@@ -479,9 +479,11 @@ class PromptsStage(Stage):
         return load_template(resolve_home_path(path) if path else None)
 
     def token_captioner(self) -> str | None:
-        """The first enabled ``vlm-neighbours`` captioner: its tokenizer counts prompt tokens."""
+        """The first enabled ``vlm-neighbours`` captioner with its model's tokenizer here: it counts prompt tokens
+        (an endpoint captioner with ``endpoint.image_size`` set has none: its prompts are counted in words)."""
         for name in self.cfg.enabled_captioners():
-            if self.cfg.captioner(name).kind == "vlm-neighbours":
+            cc = self.cfg.captioner(name)
+            if cc.kind == "vlm-neighbours" and not (cc.uses_endpoint and cc.endpoint.image_size):
                 return name
         return None
 
@@ -489,9 +491,9 @@ class PromptsStage(Stage):
         from pipeline.captioners.registry import default_model
 
         name = self.token_captioner()
-        cc = self.cfg.captioner(name) if name is not None else None
-        if cc is None or (cc.uses_endpoint and cc.endpoint.image_size):   # no tokenizer of the model here
+        if name is None:
             return {"counter": f"words-x{TOKENS_PER_WORD}", "max_tokens": self.cfg.prompts.max_tokens}
+        cc = self.cfg.captioner(name)
         return {"counter": "tokenizer", "model": cc.model or default_model(cc.kind),
                 "max_tokens": self.cfg.prompts.max_tokens or "model context", "max_new_tokens": cc.max_new_tokens}
 
