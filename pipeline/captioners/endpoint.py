@@ -33,7 +33,7 @@ cancels the requests in flight at once.
 time; the stage adds them up per batch and run (``pipeline.stages.outcome.TokenUsage``), with a cost when
 ``endpoint.price_input`` / ``price_output`` (USD per million tokens) are set.
 
-The API key is ``OPENAI_API_KEY`` from the environment (``pipeline.config.secret``), read when a batch starts,
+The API key is ``OPENAI_API_KEY`` from the environment (one of ``pipeline.config.SECRET_NAMES``), read when a batch starts,
 kept only in the HTTP client's headers, and never written or put into a message. A server at ``base_url``
 needs none unless it was started with one.
 """
@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from pipeline.progress import StageProgress
 
 OPENAI_URL = "https://api.openai.com/v1"
+API_KEY_ENV = "OPENAI_API_KEY"
 # Answers that say the request can never work as configured (a wrong key, model name or URL): the stage stops
 # instead of recording every photo as failed. Other 4xx (a photo too large, a prompt too long) are the photo's.
 REFUSED_STATUS = frozenset({401, 403, 404})
@@ -277,9 +278,7 @@ class EndpointCaptioner:
                 session.close()
 
     def _api_key(self) -> str | None:
-        from pipeline.config import secret
-
-        key = secret("OPENAI_API_KEY")
+        key = _key_from_environment()
         if key is None and not self.endpoint.base_url:
             raise ConfigError(f"captioner {self.name}: OPENAI_API_KEY is not set: export it, or set "
                               "endpoint.base_url to your own server (e.g. http://127.0.0.1:8000/v1)")
@@ -478,11 +477,14 @@ class _Malformed:
     reason: str
 
 
+def _key_from_environment() -> str | None:
+    """``OPENAI_API_KEY``: from the environment only, never a setting."""
+    return os.environ.get(API_KEY_ENV, "").strip() or None
+
+
 def _scrub(text: str, captioner: EndpointCaptioner) -> str:
     """``text`` without the API key (a server may echo a header) or credentials of the URL."""
-    from pipeline.config import secret
-
-    key = secret("OPENAI_API_KEY")
+    key = _key_from_environment()
     if key:
         text = text.replace(key, "***")
     return text.replace(captioner.base_url, redact_url(captioner.base_url))
