@@ -83,7 +83,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
             return plan()
         # A run of a deployment, in the main thread of its own process: the runner that serves it cancels it
         # with SIGTERM. Run the stages in a worker thread, as the CLI does, so that the signal reaches
-        # flows.shutdown here and stops the run between batches: every stage flow (a subflow) started in
+        # pipeline.shutdown here and stops the run between batches: every stage flow (a subflow) started in
         # this thread would put Prefect's own handler back, which interrupts the batch in flight.
         return shutdown.run_cancellable(plan)
 

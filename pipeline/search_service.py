@@ -147,13 +147,15 @@ class SearchIndex:
 
     def __init__(self, ws: Workspace, *, scope: str | None = None, include_empty: bool = False,
                  text_embedder: Any = None, clip_embedder: Any = None):
-        from pipeline.text_models import build_clip_embedder, build_text_embedder
+        from pipeline.text_models import build_clip_embedder, build_query_encoder, build_text_embedder
 
         self.ws = ws
         self.cfg = ws.config
         self.store = ws.store
         self.scope = check_scope(scope or self.cfg.search.scope)
         self.text_embedder = text_embedder or build_text_embedder(self.cfg)
+        # queries: the given embedder, else the light encoder (the same vectors without importing torch)
+        self.query_encoder = text_embedder or build_query_encoder(self.cfg, self.text_embedder)
         self.clip_embedder = clip_embedder if clip_embedder is not None else build_clip_embedder(self.cfg)
         ids = self.store.image_ids() if self.scope == "collection" else self.store.image_ids("target")
         self.photo_ids: list[str] = sorted(ids)           # ties list by photo id
@@ -351,8 +353,8 @@ class SearchIndex:
         if len(texts) == 1:
             space = query_space(self.text_embedder.key)
             return self._remember("text", texts[0], lambda: self._stored_or_embedded(
-                space, texts[0], self.text_embedder.embed_queries))
-        return self.text_embedder.embed_queries(list(texts))
+                space, texts[0], self.query_encoder.embed_queries))
+        return self.query_encoder.embed_queries(list(texts))
 
     def clip_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query embeddings from CLIP's text tower (the image space)."""
