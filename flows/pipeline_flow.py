@@ -9,7 +9,8 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.states import Cancelled, State
 
-from flows import run_context, shutdown
+from flows import run_context
+from pipeline import shutdown
 from flows.crashed_runs import mark_crashed_flow_runs
 from flows.run_context import RunContext
 from flows.runners import no_heartbeats, task_runners

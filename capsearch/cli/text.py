@@ -113,7 +113,8 @@ def _hits_table(title: str, hits, true_id: str | None):
     for h in hits:
         mark = " [green]← true photo[/]" if true_id and h.image_id == true_id else ""
         table.columns[2].no_wrap = True
-        table.add_row(str(h.rank), f"{h.score:.3f}", shorten_middle(h.image_id, width) + mark, h.matched, h.caption)
+        table.add_row(str(h.rank), f"{h.score:.3f}", shorten_middle(h.image_id, width) + mark, h.matched_label,
+                      h.caption)
     return table
 
 
