@@ -6,7 +6,8 @@ search path encodes queries with the same model exported to ONNX once (``pipelin
 process that already has torch loaded: the embed-captions stage, or the first search that needs it) and
 kept in ``<capsearch home>/<text_embedder.query_encoder_dir>/<embedder key>/``:
 
-* ``model.onnx``: the whole sentence-transformers model (transformer, pooling, dense layers) for one text;
+* ``model.onnx``: the whole sentence-transformers model (transformer, pooling, dense layers) for one text, its
+  weights in ``model.onnx.data`` (onnxruntime maps them: a third of the start-up of one file to parse);
 * ``tokenizer.json``: the model's own tokenizer, truncating where sentence-transformers does;
 * ``manifest.json`` (written last): the embedder key, the query prompt, the inputs, and each file's size
   and CRC-32, checked when the encoder is opened (a damaged or partial export is not used).
@@ -35,9 +36,10 @@ if TYPE_CHECKING:
     from pipeline.config import Config
     from pipeline.text_embedding import SentenceTransformerEmbedder
 
-FORMAT = 1
+FORMAT = 2
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"      # the weights, outside the graph: onnxruntime maps them instead of parsing them
 TOKENIZER_FILE = "tokenizer.json"
 FAILED = "failed.json"             # an export that could not be made for these library versions
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -56,8 +58,15 @@ def encoder_folder(cfg: "Config", key: str) -> Path:
 
 
 def file_record(path: Path) -> dict[str, int]:
-    data = path.read_bytes()
-    return {"size": len(data), "crc32": zlib.crc32(data)}
+    """Size and CRC-32 of a file (read through a memory map: no copy of the weights)."""
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if not size:
+            return {"size": 0, "crc32": 0}
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
+            return {"size": size, "crc32": zlib.crc32(view)}
 
 
 @dataclass(frozen=True)
@@ -111,16 +120,14 @@ class OnnxQueryEncoder:
         manifest = Manifest.read(folder)
         if manifest.key != key:
             raise EncoderUnavailable(f"{folder / MANIFEST} is for '{manifest.key}', not '{key}'")
-        blobs: dict[str, bytes] = {}
-        for name in (MODEL_FILE, TOKENIZER_FILE):
+        for name in {MODEL_FILE, TOKENIZER_FILE, *manifest.files}:
             expected = manifest.files.get(name)
             try:
-                data = (folder / name).read_bytes()
+                found = file_record(folder / name)
             except OSError as exc:
                 raise EncoderUnavailable(f"{folder / name} is unreadable ({exc.strerror or exc})") from None
-            if expected is None or len(data) != expected["size"] or zlib.crc32(data) != expected["crc32"]:
+            if found != expected:
                 raise EncoderUnavailable(f"{folder / name} is damaged (size or checksum differs from the manifest)")
-            blobs[name] = data
         try:
             import onnxruntime as ort
             from tokenizers import Tokenizer
@@ -133,8 +140,8 @@ class OnnxQueryEncoder:
         # basic optimisations only: the extended ones fuse kernels chosen by the CPU, and vectors must not depend on it
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         try:
-            self.session = ort.InferenceSession(blobs[MODEL_FILE], options, providers=["CPUExecutionProvider"])
-            self.tokenizer = Tokenizer.from_str(blobs[TOKENIZER_FILE].decode("utf-8"))
+            self.session = ort.InferenceSession(str(folder / MODEL_FILE), options, providers=["CPUExecutionProvider"])
+            self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER_FILE))
         except Exception as exc:  # noqa: BLE001 - a damaged export of any kind: fall back, with the reason
             raise EncoderUnavailable(f"{folder} cannot be opened ({type(exc).__name__}: {exc})") from None
         self.key = key

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from pipeline.atomic import fsync_dir
-from pipeline.query_encoder import (FAILED, INPUTS, MANIFEST, MODEL_FILE, TOKENIZER_FILE, EncoderUnavailable,
-                                    Manifest, OnnxQueryEncoder, file_record, remove_stale_temporaries)
+from pipeline.query_encoder import (DATA_FILE, FAILED, INPUTS, MANIFEST, MODEL_FILE, TOKENIZER_FILE,
+                                    EncoderUnavailable, Manifest, OnnxQueryEncoder, file_record,
+                                    remove_stale_temporaries)
 
 if TYPE_CHECKING:
     from pipeline.text_embedding import SentenceTransformerEmbedder
@@ -162,10 +163,12 @@ def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path) 
 
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                traced = tmp / "traced.onnx"
                 torch.onnx.export(
-                    OneText(model).to(device), tuple(sample[n] for n in names), str(tmp / MODEL_FILE),
+                    OneText(model).to(device), tuple(sample[n] for n in names), str(traced),
                     input_names=list(names), output_names=["embedding"], opset_version=OPSET, dynamo=False,
                     dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "embedding": {0: "batch"}})
+            _weights_apart(traced, tmp)
         except ExportFailed:
             raise
         except Exception as exc:  # noqa: BLE001 - any tracer or exporter failure is a reason to fall back
@@ -182,7 +185,7 @@ def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path) 
         backend.save(str(tmp / TOKENIZER_FILE))
         manifest = Manifest(key=embedder.key, model=embedder.model_name, query_prompt=prompt, inputs=names,
                             dim=int(model.get_embedding_dimension()),
-                            files={n: file_record(tmp / n) for n in (MODEL_FILE, TOKENIZER_FILE)})
+                            files={n: file_record(tmp / n) for n in (MODEL_FILE, DATA_FILE, TOKENIZER_FILE)})
         (tmp / MANIFEST).write_text(json.dumps(manifest.as_dict(), indent=2), encoding="utf-8")
         _check(embedder, model, prompt, names, tmp)
         for name in os.listdir(tmp):
@@ -192,6 +195,18 @@ def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path) 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
+
+
+def _weights_apart(traced: Path, folder: Path) -> None:
+    """The traced model as ``MODEL_FILE`` with every weight in ``DATA_FILE`` (the traced files are removed)."""
+    import onnx
+
+    model = onnx.load(str(traced))              # with any external data the exporter wrote beside it
+    onnx.save_model(model, str(folder / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=DATA_FILE, size_threshold=0)
+    for leftover in set(os.listdir(folder)) - {MODEL_FILE, DATA_FILE}:
+        path = folder / leftover
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _check(embedder: "SentenceTransformerEmbedder", model: Any, prompt: str, names: tuple[str, ...],

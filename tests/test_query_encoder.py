@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.query_encoder import MODEL_FILE, OnnxQueryEncoder, QueryEncoder, encoder_folder
+from pipeline.query_encoder import DATA_FILE, OnnxQueryEncoder, QueryEncoder, encoder_folder
 from pipeline.query_export import FAILED, ensure_exported, export_state
 from pipeline.search_service import SearchIndex
 from pipeline.stages.base import run_stage
@@ -91,9 +91,9 @@ def test_a_damaged_export_is_not_used_and_is_made_again(minilm, tmp_path, worksp
     ws = workspace_factory(text_embedder={"query_encoder_dir": str(tmp_path / "encoders")})
     folder = encoder_folder(ws.config, minilm.key)
     assert ensure_exported(minilm, folder) == "ready"
-    data = bytearray((folder / MODEL_FILE).read_bytes())
+    data = bytearray((folder / DATA_FILE).read_bytes())
     data[len(data) // 2] ^= 0xFF                                 # one flipped byte in the weights
-    (folder / MODEL_FILE).write_bytes(bytes(data))
+    (folder / DATA_FILE).write_bytes(bytes(data))
 
     notices: list[str] = []
     encoder = QueryEncoder(ws.config, minilm, on_notice=notices.append)
