@@ -117,11 +117,21 @@ def import_profile(row: Row, top: int) -> list[tuple[float, str]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", default="outputs/demo", help="a workspace the pipeline ran on (make demo)")
+    ap.add_argument("--photos", type=int, default=0,
+                    help="instead: the synthetic workspace of bench/_tui_workspace.py with this many photos under "
+                         "--root (built once, in a process of its own)")
+    ap.add_argument("--root", default="outputs/bench-tui-1k", help="where --photos builds its workspace")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--only", default="", help="comma-separated row names to time (default: every row)")
     ap.add_argument("--import-profile", type=int, default=0, metavar="N",
                     help="print the N slowest imports of each capsearch row instead of timing")
     args = ap.parse_args(argv)
+    if args.photos:
+        # built in a child: this process must stay small (see below) and never import torch
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from bench._tui_workspace "
+                        "import build_workspace; build_workspace(Path(sys.argv[1]), int(sys.argv[2]), quiet=True)",
+                        args.root, str(args.photos)], check=True, env=environment({}))
+        args.workspace = str(Path(args.root) / "ws")
     if not (Path(args.workspace) / "capsearch.toml").is_file():
         print(f"no workspace at {args.workspace}: run `make demo` (or give --workspace)", file=sys.stderr)
         return 2
