@@ -184,6 +184,12 @@ class QueryEncoder:
         self._fallback_reason: str | None = None
         self._lock = threading.Lock()
 
+    def preload(self) -> None:
+        """Open the export in a thread of its own now (onnxruntime builds its session without holding the GIL), so
+        that it is ready when the first query comes; ``embed_queries`` waits for it."""
+        if self._light is None and self._fallback_reason is None and self.cfg.text_embedder.light_queries:
+            threading.Thread(target=self._open, name="query-encoder", daemon=True).start()
+
     @property
     def light(self) -> bool:
         """Whether queries go through the ONNX export (opens it on the first call)."""

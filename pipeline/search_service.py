@@ -154,7 +154,7 @@ class SearchIndex:
     """
 
     def __init__(self, ws: Workspace, *, scope: str | None = None, include_empty: bool = False,
-                 text_embedder: Any = None, clip_embedder: Any = None):
+                 text_embedder: Any = None, clip_embedder: Any = None, preload_queries: bool = False):
         from pipeline.text_models import build_clip_embedder, build_query_encoder, build_text_embedder
 
         self.ws = ws
@@ -164,6 +164,8 @@ class SearchIndex:
         self.text_embedder = text_embedder or build_text_embedder(self.cfg)
         # queries: the given embedder, else the light encoder (the same vectors without importing torch)
         self.query_encoder = text_embedder or build_query_encoder(self.cfg, self.text_embedder)
+        if preload_queries and text_embedder is None:
+            self.query_encoder.preload()          # opens while the documents load (a text search is coming)
         self.clip_embedder = clip_embedder if clip_embedder is not None else build_clip_embedder(self.cfg)
         ids = self.store.image_ids() if self.scope == "collection" else self.store.image_ids("target")
         self.photo_ids: list[str] = sorted(ids)           # ties list by photo id
@@ -249,6 +251,14 @@ class SearchIndex:
         key_rows, matrix = self._text_snapshot()
         human = self.store.reference_captions()
         twins = self._twins(human)
+        hashes: dict[str, str] = {}             # each text hashed once for every method's documents
+
+        def key_of(text: str) -> str:
+            found = hashes.get(text)
+            if found is None:
+                found = hashes[text] = hash_text(text)
+            return found
+
         generated = {c: got for c in self.cfg.enabled_captioners() if (got := self._generated(c)) is not None}
         docs: list[tuple[int, str, str, str]] = []
         for image_id in self.photo_ids:
@@ -257,10 +267,10 @@ class SearchIndex:
             docs += [(p, HUMAN, t, twin) for t in human.get(twin or image_id, []) if t.strip()]
             docs += [(p, c, got[image_id], "") for c, got in generated.items() if image_id in got]
         dim = matrix.shape[1] if matrix is not None and matrix.ndim == 2 else 1
-        self.multi[CAPTIONS] = PhotoDocuments.build(len(self.photo_ids), docs, key_rows, matrix, hash_text, dim)
+        self.multi[CAPTIONS] = PhotoDocuments.build(len(self.photo_ids), docs, key_rows, matrix, key_of, dim)
         for captioner in generated:
             mine = [d for d in docs if d[1] in (HUMAN, captioner)]
-            self.multi[captioner] = PhotoDocuments.build(len(self.photo_ids), mine, key_rows, matrix, hash_text, dim)
+            self.multi[captioner] = PhotoDocuments.build(len(self.photo_ids), mine, key_rows, matrix, key_of, dim)
         self.unavailable[ORACLE] = ("the oracle is an evaluation method over the targets' held-out captions: "
                                     "search with --scope targets")
 
@@ -280,8 +290,9 @@ class SearchIndex:
                 if img.sha256 in key_rows:
                     doc.append(self.position[img.id])
                     src.append(key_rows[img.sha256])
-        self.documents[CLIP] = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix,
-                                                      dim=self.clip_embedder.dim)
+        # the stored vectors' width: reading the model's (``clip_embedder.dim``) imports open_clip and torch
+        dim = matrix.shape[1] if matrix is not None and matrix.ndim == 2 else self.clip_embedder.dim
+        self.documents[CLIP] = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix, dim=dim)
         hc = self.cfg.search.hybrid_captioner
         if hc not in self.documents and hc not in self.multi:
             self.unavailable[HYBRID] = (f"search.hybrid_captioner '{hc}' is not an enabled captioner "

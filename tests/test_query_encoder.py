@@ -159,6 +159,30 @@ def test_search_gives_the_same_top_10_on_a_folder_collection(tmp_path):
     _same_results(ws, "collection", QUERIES + truth)
 
 
+def _imported(stderr: str) -> set[str]:
+    return {m.group(1).strip() for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \| (.+)$", stderr, re.M)}
+
+
+def test_with_open_clip_images_a_caption_search_still_imports_no_torch(tmp_path, tiny_open_clip):
+    """The full profile's image embedder (open_clip by model name and weights, as ViT-B-32 laion2b; here a tiny
+    one): a search by captions needs nothing of it, and the image space's width is read from the stored vectors,
+    not from open_clip's model config (importing open_clip imports torch)."""
+    from tests.fixtures.text_worlds import CAR, hand_workspace
+
+    ws = hand_workspace(tmp_path, image_embedder={"name": "open_clip", "model": tiny_open_clip.model,
+                                                  "pretrained": tiny_open_clip.weights_file, "num_workers": 0})
+    for stage in pipeline_stages(ws, ["embed-images", "embed-captions"]):
+        run_stage(stage)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "capsearch", "-w", str(ws.root), "search",
+                           CAR, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    heavy = sorted(m for m in _imported(done.stderr) if m.split(".")[0] in HEAVY)
+    assert heavy == [], heavy[:20]
+    found = json.loads(done.stdout)
+    assert "clip" in found["methods"] and found["method"] == "captions" and found["hits"]
+
+
 def test_a_cold_cli_search_imports_no_heavy_library():
     """The real `capsearch search` in a process of its own: no torch, transformers, sentence-transformers,
     open_clip, Prefect (nor capsearch's flows package) is imported, and the hits are sentence-transformers'."""
@@ -168,7 +192,7 @@ def test_a_cold_cli_search_imports_no_heavy_library():
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "capsearch", "-w", str(ws.root), "search",
                            query, "--json"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    imported = {m.group(1).strip() for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \| (.+)$", done.stderr, re.M)}
+    imported = _imported(done.stderr)
     assert "onnxruntime" in imported and "pipeline.search_service" in imported
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert heavy == [], heavy[:20]
