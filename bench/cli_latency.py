@@ -1,7 +1,8 @@
 """How long interactive `capsearch` commands take as whole processes, against fair baselines in the same rounds.
 
 Every row is a process started from scratch (``subprocess.Popen``, reaped with ``os.wait4``): wall time from
-the start to the exit, CPU time (user + system) and peak memory (the kernel's max RSS of the process). In each
+the start to the exit and CPU time (user + system); peak memory (the kernel's max RSS of the process) from one
+more run started by a small launcher (``PEAK_PROBE``). In each
 round every row runs once, in the given order in even rounds and reversed in odd ones (``bench.alternating``);
 tables give the median and the range over the rounds, and each row's wall time against ``python -c pass``
 round by round. A warm-up round is not counted (it fills the page cache, writes ``.pyc`` files and, if the
@@ -52,8 +53,16 @@ class Row:
 class Run:
     wall: float
     cpu: float
-    peak_mib: float
     code: int
+
+
+# Peak memory is measured by a small launcher, not by this process: a child's max RSS counts the copy of the
+# process it was started from, and this one may have imported torch (``python -m bench`` names the machine).
+PEAK_PROBE = ("import os, subprocess, sys\n"
+              "p = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, "
+              "stderr=subprocess.DEVNULL)\n"
+              "_, status, usage = os.wait4(p.pid, 0)\n"
+              "print(usage.ru_maxrss)\n")
 
 
 def rows(workspace: str) -> list[Row]:
@@ -95,7 +104,14 @@ def run_once(row: Row, timeout: float = 300.0) -> Run:
         proc.stderr.close()
     if proc.returncode != 0:
         raise SystemExit(f"{row.name} failed (exit {proc.returncode}):\n{err[-2000:]}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode)
+    return Run(wall, usage.ru_utime + usage.ru_stime, proc.returncode)
+
+
+def peak_mib(row: Row) -> float:
+    """The command's peak resident memory (MiB), from one run started by a small launcher."""
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE, sys.executable, *row.argv], env=environment(row.env),
+                          capture_output=True, text=True, timeout=300, check=True)
+    return int(done.stdout.split()[-1]) / 1024
 
 
 def import_profile(row: Row, top: int) -> list[tuple[float, str]]:
@@ -136,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no workspace at {args.workspace}: run `make demo` (or give --workspace)", file=sys.stderr)
         return 2
     chosen = [r for r in rows(args.workspace) if not args.only or r.name in args.only.split(",")]
-    # bench.machine() imports torch to name it: only after the runs, or every child's peak memory would start
-    # at this process's (a child's max RSS counts the copy of its parent it was started from)
     print(f"# {load_average()} (before)")
     if args.import_profile:
         for row in chosen:
@@ -149,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in chosen:                                   # warm-up: page cache, .pyc files, the query encoder
         run_once(row)
     results = alternating({row.name: (lambda row=row: run_once(row)) for row in chosen}, args.rounds)
+    peaks = {row.name: peak_mib(row) for row in chosen}
     base = results.get("python -c pass")
     print(f"# {machine()}\n# {args.rounds} rounds; {load_average()} (after)\n")
     print(f"| command | wall s, median (range) | cpu s | peak MiB | x `python -c pass` | goal |")
@@ -159,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         versus = ratios([r.wall for r in runs], [r.wall for r in base]).show(".1f") if base else "-"
         goal = "" if row.goal_s is None else f"≤ {row.goal_s:g} s: {'met' if wall.median <= row.goal_s else 'MISSED'}"
         print(f"| {row.name} | {wall.show('.2f')} | {Spread.of([r.cpu for r in runs]).median:.2f} | "
-              f"{Spread.of([r.peak_mib for r in runs]).median:.0f} | {versus} | {goal} |")
+              f"{peaks[row.name]:.0f} | {versus} | {goal} |")
     return 0
 
 

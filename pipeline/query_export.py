@@ -1,8 +1,9 @@
 """Export a sentence-transformers model to ONNX for the light query encoder (``pipeline.query_encoder``).
 
 Runs where torch and the model are loaded anyway (the embed-captions stage; the first search that had to
-load sentence-transformers). The whole model (transformer, pooling, any dense layers) is traced for one
-text; its tokenizer is saved from the loaded model (so lower-casing, special tokens and truncation are the
+load sentence-transformers). The whole model (transformer, pooling, any dense layers) is exported for one
+text, by the TorchScript exporter or, where that fails (Gemma 3), by torch.export's; its tokenizer is saved
+from the loaded model (so lower-casing, special tokens and truncation are the
 ones sentence-transformers applies). Before it is kept, the export must reproduce sentence-transformers on
 probe texts: the same token ids, and vectors within 1e-6 cosine. What cannot be exported that way (a
 model whose pooling leaves the prompt out, inputs other than token ids, a tracer failure) is recorded in
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
     from pipeline.text_embedding import SentenceTransformerEmbedder
 
 MIN_COSINE = 1 - 1e-6
-OPSET = 17
+OPSET = 17                         # the TorchScript exporter's
+DYNAMO_OPSET = 18                  # torch.export's (its lowest)
+OUTPUT = "query_vector"            # not "embedding": torch.export's graph may already name a value so
 # Short, long (past any truncation), odd characters, a lone word: what a person types into search.
 PROBES = (
     "a red car on the beach",
@@ -50,7 +53,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for dist in ("torch", "transformers", "sentence-transformers", "onnx", "onnxruntime", "tokenizers"):
+    for dist in ("torch", "transformers", "sentence-transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -134,60 +137,43 @@ def _features(model: Any, text: str, prompt: str) -> dict[str, Any]:
 
 def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path) -> Manifest:
     """Trace the model, save it with its tokenizer, check both against sentence-transformers, and move the
-    folder into place. Raises ExportFailed with the reason."""
+    folder into place. The TorchScript exporter first (a second or two: BERT-like models), then torch.export's
+    (slower, but it follows models the tracer cannot, such as Gemma 3's EmbeddingGemma). Raises ExportFailed
+    with each exporter's reason."""
     import torch
 
     model, first, prompt = _loaded_parts(embedder)
-    device = next(model.parameters()).device
     sample = _features(model, PROBES[0], prompt)
     names = tuple(n for n in INPUTS if n in sample)
+    max_length = getattr(first, "max_seq_length", None) or getattr(model, "max_seq_length", None)
 
     class OneText(torch.nn.Module):
         def __init__(self, st: Any):
             super().__init__()
             self.st = st
 
-        def forward(self, *tensors: Any) -> Any:
-            return self.st({"modality": "text", **dict(zip(names, tensors))})["sentence_embedding"]
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            return self.st({"modality": "text", **{n: given[n] for n in names}})["sentence_embedding"]
 
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(parent)
     tmp = parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
+    reasons = []
     try:
-        was_training = model.training
-        model.eval()
-        try:
-            import warnings
-
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                traced = tmp / "traced.onnx"
-                torch.onnx.export(
-                    OneText(model).to(device), tuple(sample[n] for n in names), str(traced),
-                    input_names=list(names), output_names=["embedding"], opset_version=OPSET, dynamo=False,
-                    dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "embedding": {0: "batch"}})
-            _weights_apart(traced, tmp)
-        except ExportFailed:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any tracer or exporter failure is a reason to fall back
-            raise ExportFailed(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-        finally:
-            model.train(was_training)
-        backend = first.tokenizer.backend_tokenizer.__class__.from_str(first.tokenizer.backend_tokenizer.to_str())
-        backend.no_padding()
-        max_length = getattr(first, "max_seq_length", None) or getattr(model, "max_seq_length", None)
-        if max_length:
-            backend.enable_truncation(max_length=int(max_length))
+        for exporter in (_torchscript, _torch_export):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            try:
+                exporter(OneText(model), tuple(sample[n] for n in names), names, tmp / "traced.onnx", max_length)
+                _weights_apart(tmp / "traced.onnx", tmp)
+                manifest = _finish(embedder, model, first, prompt, names, max_length, tmp)
+                break
+            except ExportFailed as exc:
+                reasons.append(f"{exporter.__doc__}: {exc}")
         else:
-            backend.no_truncation()
-        backend.save(str(tmp / TOKENIZER_FILE))
-        manifest = Manifest(key=embedder.key, model=embedder.model_name, query_prompt=prompt, inputs=names,
-                            dim=int(model.get_embedding_dimension()),
-                            files={n: file_record(tmp / n) for n in (MODEL_FILE, DATA_FILE, TOKENIZER_FILE)})
-        (tmp / MANIFEST).write_text(json.dumps(manifest.as_dict(), indent=2), encoding="utf-8")
-        _check(embedder, model, prompt, names, tmp)
+            raise ExportFailed("; ".join(reasons))
         for name in os.listdir(tmp):
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -197,13 +183,73 @@ def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path) 
     return manifest
 
 
+def _exporting(run: Callable[[], None], model: Any) -> None:
+    """Run an exporter on the model in eval mode, quietly; any failure becomes ExportFailed with its first line."""
+    import contextlib
+    import io
+    import warnings
+
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            run()
+    except Exception as exc:  # noqa: BLE001 - any tracer or exporter failure is a reason to try another or fall back
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ExportFailed(f"{type(exc).__name__}: {first}") from None
+    finally:
+        model.train(was_training)
+
+
+def _torchscript(module: Any, args: tuple, names: tuple[str, ...], target: Path, max_length: int | None) -> None:
+    """torch.onnx.export (TorchScript)"""
+    import torch
+
+    _exporting(lambda: torch.onnx.export(
+        module, args, str(target), input_names=list(names), output_names=[OUTPUT], opset_version=OPSET,
+        dynamo=False, dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, OUTPUT: {0: "batch"}}),
+        module.st)
+
+
+def _torch_export(module: Any, args: tuple, names: tuple[str, ...], target: Path, max_length: int | None) -> None:
+    """torch.onnx.export (torch.export)"""
+    import torch
+
+    tokens = torch.export.Dim("tokens", min=2, max=int(max_length) if max_length else 8192)
+    _exporting(lambda: torch.onnx.export(
+        module, args, str(target), input_names=list(names), output_names=[OUTPUT], opset_version=DYNAMO_OPSET,
+        dynamo=True, dynamic_shapes=tuple({1: tokens} for _ in names), external_data=True, verbose=False),
+        module.st)
+
+
+def _finish(embedder: "SentenceTransformerEmbedder", model: Any, first: Any, prompt: str, names: tuple[str, ...],
+            max_length: int | None, tmp: Path) -> Manifest:
+    """The tokenizer and the manifest beside the exported model, then the check against sentence-transformers."""
+    backend = first.tokenizer.backend_tokenizer.__class__.from_str(first.tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    if max_length:
+        backend.enable_truncation(max_length=int(max_length))
+    else:
+        backend.no_truncation()
+    backend.save(str(tmp / TOKENIZER_FILE))
+    manifest = Manifest(key=embedder.key, model=embedder.model_name, query_prompt=prompt, inputs=names,
+                        dim=int(model.get_embedding_dimension()),
+                        files={n: file_record(tmp / n) for n in (MODEL_FILE, DATA_FILE, TOKENIZER_FILE)})
+    (tmp / MANIFEST).write_text(json.dumps(manifest.as_dict(), indent=2), encoding="utf-8")
+    _check(embedder, model, prompt, names, tmp)
+    return manifest
+
+
 def _weights_apart(traced: Path, folder: Path) -> None:
     """The traced model as ``MODEL_FILE`` with every weight in ``DATA_FILE`` (the traced files are removed)."""
     import onnx
 
     model = onnx.load(str(traced))              # with any external data the exporter wrote beside it
     onnx.save_model(model, str(folder / MODEL_FILE), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=DATA_FILE, size_threshold=0)
+                    location=DATA_FILE, size_threshold=1024)   # small constants (shapes, axes) stay inline
     for leftover in set(os.listdir(folder)) - {MODEL_FILE, DATA_FILE}:
         path = folder / leftover
         shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -64,6 +64,45 @@ def prompted_dense_dir(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.fixture(scope="module")
+def tiny_embedding_gemma(tmp_path_factory) -> Path:
+    """A tiny model shaped like the full profile's EmbeddingGemma-300M, saved to a folder: Gemma 3 with
+    bidirectional attention and a sliding window (shorter than a long query), mean pooling, two dense layers,
+    normalisation, its query and document prompts, and a byte-level BPE tokenizer that adds <bos> and <eos>."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import Gemma3TextConfig, Gemma3TextModel, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("tiny-embeddinggemma")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(QUERIES[:8] + ["task: search result | query: ", "title: none | text: "],
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", tok.token_to_id("<bos>")), ("<eos>", tok.token_to_id("<eos>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    config = Gemma3TextConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,
+                              sliding_window=16, use_bidirectional_attention=True, pad_token_id=fast.pad_token_id,
+                              bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id)
+    torch.manual_seed(0)
+    Gemma3TextModel(config).save_pretrained(root / "gemma")
+    fast.save_pretrained(root / "gemma")
+    identity = torch.nn.Identity()
+    model = SentenceTransformer(
+        modules=[Transformer(str(root / "gemma"), max_seq_length=128), Pooling(64, pooling_mode="mean"),
+                 Dense(64, 256, bias=False, activation_function=identity),
+                 Dense(256, 64, bias=False, activation_function=identity), Normalize()],
+        prompts={"query": "task: search result | query: ", "document": "title: none | text: "}, device="cpu")
+    model.save(str(root / "st"))
+    return root / "st"
+
+
 def test_export_gives_sentence_transformers_vectors(minilm, tmp_path):
     folder = tmp_path / minilm.key
     assert ensure_exported(minilm, folder) == "ready"
@@ -85,6 +124,22 @@ def test_a_model_with_prompts_and_a_dense_layer_exports_too(prompted_dense_dir, 
     assert _cosines(got, want).min() >= 1 - 1e-5
     without_prompt = embedder.model.encode(QUERIES[:1], normalize_embeddings=True)
     assert _cosines(got[:1], without_prompt)[0] < 1 - 1e-3      # the query prompt is applied, as the model asks
+
+
+def test_an_embedding_gemma_shaped_model_exports_through_torch_export(tiny_embedding_gemma, tmp_path):
+    """Gemma 3 defeats the TorchScript tracer; torch.export's exporter follows it, and the export is kept only
+    because it gives sentence-transformers' vectors, queries longer than the sliding window included."""
+    embedder = SentenceTransformerEmbedder(str(tiny_embedding_gemma), device="cpu")
+    assert embedder.query_prompt == "task: search result | query: "
+    folder = tmp_path / embedder.key
+    notices: list[str] = []
+    assert ensure_exported(embedder, folder, on_notice=notices.append) == "ready" and notices == []
+    light = OnnxQueryEncoder(folder, embedder.key)
+    assert light.manifest.query_prompt == embedder.query_prompt
+    got, want = light.embed_queries(QUERIES), embedder.embed_queries(QUERIES)
+    assert got.shape == (len(QUERIES), 64)
+    assert _cosines(got, want).min() >= 1 - 1e-5
+    assert len(light.tokenizer.encode(light.manifest.query_prompt + QUERIES[-1]).ids) == 128   # truncated there
 
 
 def test_a_damaged_export_is_not_used_and_is_made_again(minilm, tmp_path, workspace_factory):
