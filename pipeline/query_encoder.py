@@ -224,9 +224,12 @@ class QueryEncoder:
             if getattr(self, "_export_tried", False):
                 return
             self._export_tried = True
-        from pipeline.query_export import ensure_exported
+        from pipeline.query_export import QUICK, ensure_exported
 
-        ensure_exported(self.embedder, self.folder, on_notice=self.on_notice, thorough=True)
+        # the quick exporter only: a person is waiting (torch.export may take minutes: the stage tries it)
+        if ensure_exported(self.embedder, self.folder, on_notice=self.on_notice, thorough=True,
+                           exporters=QUICK) == "ready":
+            self.on_notice(f"exported {self.embedder.model_name} for fast search to {self.folder}")
 
 
 def remove_stale_temporaries(parent: Path) -> None:

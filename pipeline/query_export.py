@@ -46,7 +46,12 @@ PROBES = (
 
 
 class ExportFailed(Exception):
-    """The model cannot be exported so that it gives sentence-transformers' vectors (the message says why)."""
+    """The model cannot be exported so that it gives sentence-transformers' vectors (the message says why);
+    ``by_any`` when no exporter could (the model itself is of a kind the light encoder does not run)."""
+
+    def __init__(self, reason: str, by_any: bool = False):
+        super().__init__(reason)
+        self.by_any = by_any
 
 
 def versions() -> dict[str, str]:
@@ -61,7 +66,11 @@ def versions() -> dict[str, str]:
     return out
 
 
-def export_state(folder: Path, key: str, thorough: bool = False) -> str:
+EXPORTERS = ("torchscript", "torch.export")
+QUICK = ("torchscript",)           # what a search may try while a person waits (seconds; torch.export: minutes)
+
+
+def export_state(folder: Path, key: str, thorough: bool = False, exporters: tuple[str, ...] = EXPORTERS) -> str:
     """'ready' (an export of ``key`` whose files have the manifest's sizes, or with ``thorough`` its checksums
     too and opens), 'failed' (recorded for these library versions) or 'missing'. Without ``thorough``: a stat
     or two (search checks the checksums when it opens the export, and exports it again when they differ)."""
@@ -77,7 +86,7 @@ def export_state(folder: Path, key: str, thorough: bool = False) -> str:
         pass
     try:
         failed = json.loads((folder / FAILED).read_text(encoding="utf-8"))
-        if failed.get("versions") == versions():
+        if failed.get("versions") == versions() and set(exporters) <= set(failed.get("tried", EXPORTERS)):
             return "failed"
     except (OSError, ValueError, AttributeError):
         pass
@@ -85,30 +94,34 @@ def export_state(folder: Path, key: str, thorough: bool = False) -> str:
 
 
 def ensure_exported(embedder: "SentenceTransformerEmbedder", folder: Path,
-                    on_notice: Callable[[str], None] | None = None, thorough: bool = False) -> str:
-    """Export ``embedder``'s model into ``folder`` unless an export (``thorough``: one whose checksums hold),
-    or a recorded failure for these library versions, is there; returns the state afterwards. A failure is
-    told through ``on_notice`` once."""
-    state = export_state(folder, embedder.key, thorough)
+                    on_notice: Callable[[str], None] | None = None, thorough: bool = False,
+                    exporters: tuple[str, ...] = EXPORTERS) -> str:
+    """Export ``embedder``'s model into ``folder`` with the first of ``exporters`` that works, unless an export
+    (``thorough``: one whose checksums hold), or a recorded failure of those exporters for these library
+    versions, is there; returns the state afterwards. A failure is told through ``on_notice`` once."""
+    state = export_state(folder, embedder.key, thorough, exporters)
     if state != "missing":
         return state
     try:
-        export_query_encoder(embedder, folder)
+        export_query_encoder(embedder, folder, exporters)
         return "ready"
     except ExportFailed as exc:
-        _record_failure(folder, str(exc))
+        _record_failure(folder, str(exc), EXPORTERS if exc.by_any else exporters)
         if on_notice:
-            on_notice(f"light query encoder for {embedder.model_name} cannot be exported: {exc}; "
+            later = "" if exc.by_any or set(EXPORTERS) <= set(exporters) else \
+                " (the embed-captions stage tries torch.export too)"
+            on_notice(f"light query encoder for {embedder.model_name} cannot be exported: {exc}{later}; "
                       "search uses sentence-transformers")
         return "failed"
 
 
-def _record_failure(folder: Path, reason: str) -> None:
+def _record_failure(folder: Path, reason: str, tried: tuple[str, ...]) -> None:
     from pipeline.atomic import write_text
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        write_text(folder / FAILED, json.dumps({"reason": reason, "versions": versions()}, indent=2))
+        write_text(folder / FAILED, json.dumps({"reason": reason, "versions": versions(), "tried": list(tried)},
+                                               indent=2))
     except OSError:
         pass
 
@@ -120,9 +133,9 @@ def _loaded_parts(embedder: "SentenceTransformerEmbedder") -> tuple[Any, Any, st
     first = model[0]
     tokenizer = getattr(first, "tokenizer", None)
     if tokenizer is None or getattr(tokenizer, "backend_tokenizer", None) is None:
-        raise ExportFailed("its first module has no fast tokenizer")
+        raise ExportFailed("its first module has no fast tokenizer", by_any=True)
     if prompt and any(getattr(m, "include_prompt", True) is False for m in model):
-        raise ExportFailed("its pooling leaves the prompt's tokens out")
+        raise ExportFailed("its pooling leaves the prompt's tokens out", by_any=True)
     return model, first, prompt
 
 
@@ -131,11 +144,12 @@ def _features(model: Any, text: str, prompt: str) -> dict[str, Any]:
     tensors = {k: v for k, v in features.items() if hasattr(v, "shape")}
     unknown = sorted(set(tensors) - set(INPUTS))
     if unknown:
-        raise ExportFailed(f"its inputs include {', '.join(unknown)}")
+        raise ExportFailed(f"its inputs include {', '.join(unknown)}", by_any=True)
     return tensors
 
 
-def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path) -> Manifest:
+def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path,
+                         exporters: tuple[str, ...] = EXPORTERS) -> Manifest:
     """Trace the model, save it with its tokenizer, check both against sentence-transformers, and move the
     folder into place. The TorchScript exporter first (a second or two: BERT-like models), then torch.export's
     (slower, but it follows models the tracer cannot, such as Gemma 3's EmbeddingGemma). Raises ExportFailed
@@ -162,7 +176,8 @@ def export_query_encoder(embedder: "SentenceTransformerEmbedder", folder: Path) 
     tmp = parent / f".{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     reasons = []
     try:
-        for exporter in (_torchscript, _torch_export):
+        chosen = {"torchscript": _torchscript, "torch.export": _torch_export}
+        for exporter in (chosen[name] for name in exporters):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             try:
