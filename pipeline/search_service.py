@@ -21,20 +21,24 @@ Methods
   captioner ``search.hybrid_captioner`` (in the collection scope a photo without a caption is ranked by its
   image alone, ``fill_missing``).
 
-``like(photo)`` ranks the photos by image similarity to an example (a photo of the workspace, or any
-image file) and, where the example and a photo both have captions, by caption similarity too
-(``hybrid`` of the two with ``fill_missing``); the example's captions are its own descriptions (human
-captions, and captions of captioners that look at the photo: not kNN consensus, which copies a
-neighbour's caption and so would point at that neighbour); the example itself is left out, its
-identical copies come first.
+``like(photo)`` lists the photos most like an example (a photo of the workspace, or any image file), the
+example left out: its identical copies (the same bytes) first, then its near-duplicates (image similarity at
+least ``neighbours.near_duplicate_threshold``), then the rest by image similarity combined (``hybrid`` with
+``fill_missing``) with caption similarity between captions written for the photos (``own_descriptions``:
+human captions, and captions of captioners that looked at the photo unless they copy a caption they were
+shown; never kNN consensus's, which is a neighbour's caption and would point at that neighbour).
+
+An identical copy without a human caption of its own is found by its twin's (collection scope; the hit's
+``via`` names the twin): the same bytes are the same picture.
 
 Documents are read once from the store's ``.npy`` snapshots (``text/<key>/document`` keyed
 by ``hash_text(caption)``, ``image/<key>`` keyed by image sha256) and grouped into distinct
 vectors per method, aligned with the sorted photo ids; a photo without a usable caption
 (failed, empty, not embedded) is *missing*: it never appears in results and ranks below
-every scored photo. The text embedder is loaded once per process (model cache); a query the
-workspace already embedded (an evaluation query) is read from the store, so search ranks it
-exactly as the evaluation did; any other query is embedded, and the last few are remembered.
+every scored photo. A query the workspace already embedded (an evaluation query) is read from the
+store, so search ranks it exactly as the evaluation did; any other query is embedded by the light
+query encoder (``pipeline.query_encoder``: the text embedder exported to ONNX, no torch import) or,
+where there is none, the text embedder itself, and the last few are remembered.
 
 Identical vectors and ties
 --------------------------
