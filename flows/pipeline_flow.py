@@ -18,7 +18,7 @@ from flows.stage_flows import abandon_flow_run, stage_flow
 from flows.workspace_run import claim_workspace, configured_api_url, describe_request, started_by_default
 from pipeline.runs import set_flow_run
 from pipeline.errors import ConfigError
-from pipeline.stages.registry import STAGE_ORDER, available_stages, pipeline_stages
+from pipeline.stages.registry import STAGE_ORDER, pipeline_stages
 
 
 def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] | None) -> list[tuple[str, str]]:
@@ -28,11 +28,6 @@ def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] |
     unknown = [n for n in registered if n not in STAGE_ORDER]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_ORDER)}")
-    have = available_stages()
-    missing = [n for n in registered if n not in have]
-    if missing:
-        raise ConfigError(f"stage(s) {', '.join(missing)} are not available in this installation; "
-                          f"available: {', '.join(have)}")
     plan: list[tuple[str, str]] = []
     if registered or names is None:
         for st in pipeline_stages(ctx.ws, registered or None, captioners):

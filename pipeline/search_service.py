@@ -66,10 +66,10 @@ from pipeline import search as core
 from pipeline.distinct import DistinctRows
 from pipeline.errors import CapsearchError, ConfigError
 from pipeline.hashing import hash_text
+from pipeline.keys import HUMAN, clip_text_space, document_space, image_space, query_space
 from pipeline.photo_documents import PhotoDocuments
-from pipeline.stages.vision import image_space
-from pipeline.stages.registry import stage_hash
-from pipeline.text_vectors import clip_text_space, document_space, query_space, text_vectors  # noqa: F401 (re-exported)
+from pipeline.snapshots import load_array
+from pipeline.stage_keys import stage_hash
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -79,11 +79,11 @@ ORACLE = "oracle"
 CLIP = "clip"
 HYBRID = "hybrid"
 CAPTIONS = "captions"        # collection scope: every caption kind of every photo
-HUMAN = "human"              # the kind of a human (reference) caption
 IMAGE = "image"              # what matched when a photo is found by its image
 EXTRA_METHODS = (CLIP, HYBRID, ORACLE)
 SCOPES = ("collection", "targets")
 PIXEL_CAPTIONERS = ("vlm-plain", "blip-base", "blip-large", "vit-gpt2")   # the full profile's: caption from pixels
+NEIGHBOUR_CAPTIONER_KINDS = ("knn-consensus", "vlm-neighbours")           # work from captioned neighbours
 ORACLE_RULE = "sha256('oracle:<id>') over the non-blank reference captions other than the query source"
 _QUERY_MEMORY = 64
 
@@ -201,7 +201,7 @@ class SearchIndex:
         space = document_space(self.text_embedder.key)
         if not self.store.has_space(space):
             return {}, None
-        keys, matrix = self.store.load_array(space)
+        keys, matrix = load_array(self.store, space)
         return {k: i for i, k in enumerate(keys)}, matrix
 
     def _add_text_method(self, method: str, captions: dict[str, str], key_rows: dict[str, int],
@@ -288,7 +288,7 @@ class SearchIndex:
         doc, src = [], []
         matrix = None
         if self.store.has_space(space):
-            keys, matrix = self.store.load_array(space)
+            keys, matrix = load_array(self.store, space)
             key_rows = {k: i for i, k in enumerate(keys)}
             for img in self.store.images(ids=self.photo_ids):
                 if img.sha256 in key_rows:
@@ -346,10 +346,12 @@ class SearchIndex:
         if written:
             return ("the captions are not embedded yet: `capsearch run` (its embed-captions stage) embeds them; "
                     f"meanwhile {like}")
-        from pipeline.stages.vision import CaptionStage
+        from pipeline.stages.applicability import no_captioned_photo
 
         enabled = self.cfg.enabled_captioners()
-        blocked = {c: why for c in enabled if (why := CaptionStage(self.ws, c).applicable())}
+        # what the caption stage says: the neighbour-based captioners need captioned photos to work from
+        blocked = {c: why for c in enabled if self.cfg.captioner(c).kind in NEIGHBOUR_CAPTIONER_KINDS
+                   and (why := no_captioned_photo(self.store))}
         runnable = [c for c in enabled if c not in blocked]
         what = "no photo has a caption" if self.scope == "collection" else "no target photo has a caption"
         if runnable:
@@ -547,7 +549,7 @@ class SearchIndex:
             space = image_space(build_image_embedder(self.cfg).key)
             doc, src, matrix = [], [], None
             if self.store.has_space(space):
-                keys, raw = self.store.load_array(space)
+                keys, raw = load_array(self.store, space)
                 matrix = core.l2_normalise(raw)
                 key_rows = {k: i for i, k in enumerate(keys)}
                 for img in self.store.images(ids=self.photo_ids):

@@ -20,7 +20,7 @@ import pytest
 from pipeline.query_encoder import DATA_FILE, OnnxQueryEncoder, QueryEncoder, encoder_folder
 from pipeline.query_export import FAILED, ensure_exported, export_state
 from pipeline.search_service import SearchIndex
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.text_embedding import LITE_MODEL, SentenceTransformerEmbedder, resolve_model_path
 from pipeline.workspace import Workspace

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.search_service import IMAGE, SearchIndex
-from pipeline.stages.base import run_stage
-from pipeline.stages.registry import pipeline_stages, stage_hash
+from pipeline.stages.run import run_stage
+from pipeline.stage_keys import stage_hash
+from pipeline.stages.registry import pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.cli import run_cli
 from tests.fixtures.collection import PhotoFolder, build_photo_folder
