@@ -95,7 +95,7 @@ def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) ->
     """Register the deployments and run their scheduled runs until a stop signal (blocks).
 
     Prefect's ``Runner`` (what ``prefect.serve`` runs) takes SIGTERM over in the main thread; here
-    SIGTERM, SIGINT and SIGHUP all go through ``flows.shutdown``: the runner stops (cancelling a
+    SIGTERM, SIGINT and SIGHUP all go through ``pipeline.shutdown``: the runner stops (cancelling a
     scheduled run in progress and pausing the schedules, as ``prefect.serve`` does), the caller stops
     the server it started, and the command exits with 128 + the signal's number. ``on_ready`` is
     called once the runner is serving.
@@ -106,7 +106,7 @@ def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) ->
 
     from prefect.runner import Runner
 
-    from flows import shutdown
+    from pipeline import shutdown
 
     class SignalledRunner(Runner):
         def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:

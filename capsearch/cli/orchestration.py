@@ -126,7 +126,7 @@ def server(
     console.print(f"capsearch runs now report to it; server log: {handle.log}. Ctrl-C stops it.", highlight=False)
     try:
         handle.process.wait()
-    except KeyboardInterrupt:   # Ctrl-C, SIGTERM or SIGHUP (flows.shutdown.Stopped): stop the server, then exit
+    except KeyboardInterrupt:   # Ctrl-C, SIGTERM or SIGHUP (pipeline.shutdown.Stopped): stop the server, then exit
         console.print("stopping the Prefect server ...")
         raise
     finally:
