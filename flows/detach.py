@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from flows.naming import on_demand_deployment_name, run_tags
 from flows.workspace_run import RUN_LOG_ENV, STARTED_BY_ENV, describe_request
 from pipeline.errors import CapsearchError
 from pipeline.run_lock import WorkspaceBusy
@@ -34,7 +35,6 @@ from pipeline.runs import RunInfo, current_run, describe_run, recent_runs, run_p
 from pipeline.workspace import Workspace
 
 SERVE_META = "serve"               # store meta: the `capsearch serve` process that serves this workspace
-ON_DEMAND = "run"                  # deployment name prefix of runs started from the TUI or `run --detach`
 START_TIMEOUT = 120.0              # seconds a background process may take to claim the workspace
 
 
@@ -65,7 +65,8 @@ class Detached:
 
 
 def on_demand_name(ws: Workspace) -> str:
-    return f"{ON_DEMAND}-{ws.name}"
+    """The workspace's on-demand deployment (``run-<workspace id>``, ``flows.naming``)."""
+    return on_demand_deployment_name(ws)
 
 
 # -- the serve record ----------------------------------------------------------------------------------------
@@ -130,7 +131,7 @@ def _through_deployment(ws: Workspace, served: dict[str, Any], stages: Sequence[
         with get_client(sync_client=True, httpx_settings={"timeout": 15.0}) as client:
             deployment = client.read_deployment_by_name(name)
             flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
-                                                              tags=["capsearch", "detached"])
+                                                              tags=[*run_tags(ws), "detached"])
     ui = str(served.get("ui_url") or api_url.rstrip("/").removesuffix("/api"))
     return Detached("deployment", describe_request(stages, captioners, retry_failed), flow_run_id=str(flow_run.id),
                     flow_run_name=flow_run.name, deployment=name, api_url=api_url,

@@ -283,15 +283,19 @@ def recorded_outcome(store: Store, run: RunInfo) -> RunOutcome:
     the ``RunOutcome`` that ``flows.api.run`` returns, with what the record holds: the run's status, time and
     message, and per stage its state and item counts (done, failed, of the items it had to compute)."""
     stages = []
-    for live in run_progress(store, run.id):
+    progress = run_progress(store, run.id)
+    for live in progress:
         name, _, variant = live.stage.partition(":")
         outcome = StageOutcome(live.stage, name, variant, batches=live.batches, items=live.total, total=live.total,
                                done=live.done, failed=live.failures,
-                               status="completed" if live.state == "finished" else run.status)
+                               status="completed" if live.state == "finished" else run.status,
+                               seconds=max(0.0, live.updated_at - live.started_at))
         if live.state == "not-applicable":
             outcome.not_applicable(live.message)
         stages.append(outcome)
-    return RunOutcome(run.status, run.seconds, stages, run.flow_run_id, error=run.message, run_id=run.id)
+    # A run that never recorded its end (crashed) lasted until its last recorded progress, not until now.
+    seconds = run.seconds if run.finished_at or not progress else max(p.updated_at for p in progress) - run.started_at
+    return RunOutcome(run.status, seconds, stages, run.flow_run_id, error=run.message, run_id=run.id)
 
 
 # -- watching ------------------------------------------------------------------------------------------------
