@@ -4,7 +4,7 @@ A detached run executes outside the process that asked for it:
 
 * **through Prefect**, when ``capsearch serve`` serves the workspace (it records itself in the store,
   :func:`record_serving`) and its Prefect server answers: a flow run of the workspace's on-demand
-  deployment (``capsearch-pipeline/run-<workspace>``), which the Prefect UI shows under that deployment;
+  deployment (``capsearch-pipeline/run-<workspace id>``, ``flows.naming``), which the Prefect UI shows under that deployment;
 * **otherwise as a background process**: ``capsearch run`` in a session of its own
   (``start_new_session``: no terminal, so neither a closed terminal nor a dropped SSH connection nor the
   TUI's exit reaches it), with its output in ``<workspace>/logs/run-<time>.log``. It is *not* watched by

@@ -27,6 +27,7 @@ from pipeline.stages.registry import STAGE_ORDER, available_stages, pipeline_sta
 
 log = logging.getLogger(__name__)
 
+
 def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] | None) -> list[tuple[str, str]]:
     """(stage name, variant) in run order; registered stages in pipeline order, then ``module:Class`` stages."""
     registered = [n for n in (names or []) if ":" not in n]

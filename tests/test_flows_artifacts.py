@@ -194,6 +194,33 @@ def test_flow_runs_are_named_and_tagged_for_their_workspace_and_batch_tasks_carr
     assert all(t.tags == [] for t in batches), {t.name: t.tags for t in batches if t.tags}
 
 
+@pytest.mark.asyncio
+async def test_the_tui_runs_screen_shows_the_same_names(demo):
+    from prefect.settings import PREFECT_API_URL
+    from textual.widgets import DataTable
+
+    from flows.naming import pipeline_run_name, stage_run_name
+    from tests.fixtures.tui_world import settle
+    from tui.app import CapsearchApp
+
+    ws, summary = demo
+
+    def rows(table: DataTable) -> list[list[str]]:
+        return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+    app = CapsearchApp(ws, image_mode="none", prefect_api_url=PREFECT_API_URL.value())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        flow_runs = rows(app.screen.query_one("#flow-runs", DataTable))
+        stage_runs = rows(app.screen.query_one("#stage-runs", DataTable))
+    names = [r[0] for r in flow_runs]
+    assert pipeline_run_name(ws) == "demo · pipeline" in names
+    assert {stage_run_name(ws, s.stage) for s in summary.stages} <= set(names)
+    # each of the workspace's stage runs names its flow run the same way
+    assert {(r[0], r[6]) for r in stage_runs} == {(s.stage, f"demo · {s.stage}") for s in summary.stages}
+
+
 def test_a_second_run_adds_to_each_keys_history_and_says_what_it_reused(demo):
     ws, first = demo
     again = run(ws)
