@@ -330,6 +330,27 @@ def test_a_cancelled_runs_summary_says_so_and_what_it_did_not_reach(ingested):
     assert stage_row(text, RowsStage.name)[1:3] == ["not started", "–"]
 
 
+def test_a_failed_runs_summary_names_the_stage_and_the_error(ingested, monkeypatch):
+    from pipeline.errors import ConfigError
+    from pipeline.runs import recent_runs
+    from tests.fixtures.flow_stages import ChatStage
+
+    def refuse(self, item):
+        raise ConfigError("OPENAI_API_KEY is not set")
+
+    monkeypatch.setattr(ChatStage, "value", refuse)
+    ws = ingested
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        run(ws, [spec(ChatStage), spec(RowsStage)])
+    failed = recent_runs(ws.store, 1)[0]
+    assert failed.status == "failed"
+    text = artifacts_of(failed.flow_run_id)[artifact_key(ws, "summary")].data
+    assert "**Failed** in chat-test after 0 of 2 stages" in text and "OPENAI_API_KEY is not set" in text
+    row = stage_row(text, ChatStage.name)
+    assert row[1] == "failed" and "OPENAI_API_KEY is not set" in row[6]
+    assert stage_row(text, RowsStage.name)[1] == "not started"
+
+
 def test_a_killed_run_gets_its_summary_from_the_next_run(ingested, detached_runs, process_tag, tmp_path):
     """SIGKILL leaves no chance to write anything: the next run of the workspace marks the killed run's flow run
     Crashed and writes its summary from what the store recorded."""
