@@ -53,7 +53,9 @@ def run_stage_flow(workspace: str, stage: str, variant: str = "", retry_failed: 
     """Run one stage of a workspace as cached batch tasks; returns the stage's outcome."""
     ctx = run_context.context_for(workspace, run_key)
     # The stage's flow run was created with the run's tags (workspace, profile: ``flows.pipeline_flow``); its batch
-    # tasks get none: Prefect checks a tag concurrency limit for every tag of every task run (API calls per batch).
+    # tasks get none: the dashboard filters flow runs, and a tagged task run makes Prefect take a concurrency slot
+    # for its tags (an API request, cached 5 s while no limit exists), so a concurrency limit someone puts on the
+    # workspace's tag would throttle the batches.
     with TagsContext(current_tags=set()):
         outcome = execute_stage(ctx, ctx.stage(stage, variant), retry_failed)
     if outcome.status == "cancelled":
