@@ -253,6 +253,18 @@ def test_keys_tags_and_deployments_of_two_workspaces_with_one_name_differ(tmp_pa
     assert set(key) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
+def test_artifacts_off_leaves_only_the_progress(world, tmp_path, prefect_harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    ws = make_workspace(tmp_path / "quiet", data=demo_data(world), orchestration={"artifacts": False})
+    summary = run(ws, ["ingest"])
+    ids = [summary.flow_run_id, summary.stage("ingest").flow_run_id]
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+    assert [(a.type, a.key, str(a.flow_run_id)) for a in found] == [("progress", None, ids[1])]
+
+
 # -- a folder collection: evaluation does not apply ------------------------------------------------------------
 def test_a_folder_runs_summary_says_why_there_is_no_evaluation(tmp_path, prefect_harness):
     folder = build_photo_folder(tmp_path / "Photos", n=20, n_captioned=12)
