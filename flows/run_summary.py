@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Sequence
 
 from flows.naming import artifact_key, pipeline_run_name
 from pipeline.runs import ago
-from pipeline.stages.outcome import NOT_APPLICABLE
+from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome
 
 if TYPE_CHECKING:
-    from pipeline.stages.outcome import RunOutcome, StageOutcome
+    from pipeline.stages.outcome import RunOutcome
     from pipeline.workspace import Workspace
 
 NOTE_CHARS = 240
@@ -47,7 +47,7 @@ def cell(text: str) -> str:
     return one if len(one) <= NOTE_CHARS else one[: NOTE_CHARS - 1] + "…"
 
 
-def _stage_line(s: "StageOutcome") -> str:
+def _stage_line(s: StageOutcome) -> str:
     if s.status == NOT_APPLICABLE:
         return f"| {s.stage} | not applicable | – | – | – | {seconds_text(s.seconds)} | {cell(s.reason)} |"
     if s.status == NOT_STARTED:
@@ -61,7 +61,7 @@ def _stage_line(s: "StageOutcome") -> str:
             f"{cell(note)} |")
 
 
-def _headline(outcome: "RunOutcome", stages: Sequence["StageOutcome"]) -> str:
+def _headline(outcome: "RunOutcome", stages: Sequence[StageOutcome]) -> str:
     ran = [s for s in stages if s.status != NOT_STARTED]
     finished = sum(s.status in ("completed", NOT_APPLICABLE) for s in ran)
     if outcome.status == "completed":
@@ -82,7 +82,7 @@ def _headline(outcome: "RunOutcome", stages: Sequence["StageOutcome"]) -> str:
             "Finished batches are kept: `capsearch run` again goes on from there.")
 
 
-def _results(ws: "Workspace", stages: Sequence["StageOutcome"], report: str | None) -> list[str]:
+def _results(ws: "Workspace", stages: Sequence[StageOutcome], report: str | None) -> list[str]:
     lines = []
     done = {s.name for s in stages if s.status == "completed"}
     if "evaluate" in done:
@@ -98,7 +98,7 @@ def _results(ws: "Workspace", stages: Sequence["StageOutcome"], report: str | No
     return lines
 
 
-def _counts(stages: Sequence["StageOutcome"]) -> str:
+def _counts(stages: Sequence[StageOutcome]) -> str:
     """``11 stages: 7 completed, 4 not applicable; 3 items failed.`` (computed and reused are counted per stage,
     in each stage's own items: photos, captions, method/kind pairs.)"""
     by_status: dict[str, int] = {}
@@ -115,11 +115,9 @@ def summary_markdown(ws: "Workspace", outcome: "RunOutcome", *, planned: Sequenc
     """The run's story in markdown. ``planned``: the labels of the stages the run meant to run (those it did not
     reach are listed as not started); ``requested``: the stages asked for (None: all); ``report``: the HTML
     report's path when the report stage completed."""
-    stages: list["StageOutcome"] = list(outcome.stages)
+    stages: list[StageOutcome] = list(outcome.stages)
     seen = {s.stage for s in stages}
     if outcome.status != "completed":
-        from pipeline.stages.outcome import StageOutcome
-
         for label in planned:
             if label not in seen:
                 name, _, variant = label.partition(":")

@@ -9,6 +9,7 @@ and tagged for their workspace, and the batch tasks carry no tags.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def flow_run(flow_run_id: str) -> Any:
 def stage_row(markdown: str, label: str) -> list[str]:
     """The cells of a stage's row in the summary's table."""
     for line in markdown.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]   # not at an escaped \|
         if line.startswith("|") and cells[0] == label:
             return cells
     raise AssertionError(f"no row for {label} in:\n{markdown}")
@@ -263,6 +264,19 @@ def test_artifacts_off_leaves_only_the_progress(world, tmp_path, prefect_harness
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
     assert [(a.type, a.key, str(a.flow_run_id)) for a in found] == [("progress", None, ids[1])]
+
+
+def test_a_reason_with_a_pipe_or_a_line_break_stays_in_its_cell(tmp_path):
+    from flows.run_summary import summary_markdown
+    from pipeline.stages.outcome import RunOutcome, StageOutcome
+
+    ws = make_workspace(tmp_path / "ws")
+    bad = StageOutcome("caption:x", "caption", "x", status="failed", error="ValueError: a | b\nsecond line")
+    text = summary_markdown(ws, RunOutcome("failed", 3.0, [bad], error=bad.error), planned=["caption:x", "report"])
+    assert stage_row(text, "caption:x") == ["caption:x", "failed", "0", "0", "0", "0.0 s",
+                                             "ValueError: a \\| b second line"]
+    assert stage_row(text, "report")[1] == "not started"
+    assert "**Failed** in caption:x after 0 of 2 stages (3.0 s)" in text
 
 
 # -- a folder collection: evaluation does not apply ------------------------------------------------------------
