@@ -183,6 +183,18 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
             assert runs[stage].run_id == runs["ingest"].run_id is not None
         targets = store.image_ids("target")
         assert len(targets) == len(folder.uncaptioned) - 1
+        # the night's run in the Prefect UI: named and tagged for its workspace, with its summary (issue 24)
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        from flows.naming import artifact_key, workspace_tag
+
+        assert first.name == "nightly · pipeline" and workspace_tag(ws) in first.tags
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[first.id])))
+        [night] = [a for a in artifacts if a.key == artifact_key(ws, "summary")]
+        assert "**Completed**" in night.data and "| evaluate | not applicable |" in night.data
         from pipeline.stages.registry import stage_hash
 
         knn = stage_hash(Workspace(ws.root), "caption", "knn-consensus")
