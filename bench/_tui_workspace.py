@@ -20,12 +20,12 @@ def build_workspace(root: Path = DEFAULT_ROOT, n: int = 10_000, *, quiet: bool =
     from pipeline.config_file import update_config_file
     from pipeline.datasets.demo import IMAGE_DIR, TOKEN_FILE, generate_demo_world
     from pipeline.hashing import hash_text
-    from pipeline.search_service import document_space
+    from pipeline.keys import document_space
     from pipeline.stages.registry import stage_hash
     from pipeline.text_models import build_text_embedder
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage
-    from pipeline.store import ImageRow
+    from pipeline.store_rows import ImageRow
     from pipeline.workspace import Workspace
 
     root = root.resolve()

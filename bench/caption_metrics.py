@@ -29,7 +29,7 @@ def build_workspace(root: Path, n_images: int, n_targets: int):
     from pipeline.config_file import update_config_file
     from pipeline.datasets.demo import generate_demo_world
     from pipeline.stages.registry import stage_hash
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage
     from pipeline.workspace import Workspace
 
@@ -53,10 +53,10 @@ def build_workspace(root: Path, n_images: int, n_targets: int):
 def run_stage_path(ws) -> tuple[float, float]:
     """(seconds for the whole stage, seconds of its summary) from nothing stored."""
     from pipeline.caption_metrics.storage import load_caption_metrics
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage
 
-    ws.store.delete_caption_metrics()
+    ws.store.caption_metrics.delete_all()
     stage = build_stage(ws, "caption-metrics")
     with stopwatch() as t:
         report = run_stage(stage)

@@ -120,7 +120,7 @@ def prepare_workspace(root: Path, n_targets: int, max_new_tokens: int, split_ima
     """A demo-world workspace whose targets have neighbour prompts, captioned by the bench model."""
     from pipeline.config_file import update_config_file
     from pipeline.datasets.demo import TOKEN_FILE, generate_demo_world
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import pipeline_stages
     from pipeline.workspace import Workspace
 

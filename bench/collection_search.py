@@ -41,9 +41,10 @@ def build_workspace(root: Path, n: int, rng: np.random.Generator):
     from pipeline.config_file import update_config_file
     from pipeline.embedders.registry import build_image_embedder
     from pipeline.hashing import hash_text
-    from pipeline.search_service import SearchIndex, document_space, image_space
+    from pipeline.keys import document_space, image_space
+    from pipeline.search_service import SearchIndex
     from pipeline.stages.registry import stage_hash
-    from pipeline.store import ImageRow
+    from pipeline.store_rows import ImageRow
     from pipeline.workspace import Workspace
 
     update_config_file(root / "capsearch.toml", {}, profile="lite")

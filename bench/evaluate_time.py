@@ -36,9 +36,9 @@ def _unit(rng: np.random.Generator, n: int, dim: int = 384) -> np.ndarray:
 def build_workspace(root: Path, n_targets: int, store_query_vectors: bool, seed: int = 0):
     from pipeline.config_file import update_config_file
     from pipeline.hashing import hash_text
-    from pipeline.search_service import document_space, query_space
+    from pipeline.keys import document_space, query_space
     from pipeline.stages.registry import stage_hash
-    from pipeline.store import ImageRow
+    from pipeline.store_rows import ImageRow
     from pipeline.text_models import build_text_embedder
     from pipeline.workspace import Workspace
 
@@ -74,7 +74,7 @@ def build_workspace(root: Path, n_targets: int, store_query_vectors: bool, seed:
 
 def time_evaluate(n_targets: int, store_query_vectors: bool) -> tuple[float, int]:
     from pipeline.evaluation import load_evaluation
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage
 
     with tempfile.TemporaryDirectory() as tmp:

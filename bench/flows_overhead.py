@@ -114,7 +114,7 @@ def _direct(ws) -> float:
     (On a busy machine torch's OpenMP threads are much slower on the main thread than
     on another one, which would flatter the flow.)
     """
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import pipeline_stages
 
     def stages() -> None:

@@ -94,7 +94,7 @@ def capsearch_stage(world: Path, workspace: Path, weights: Path, batch_size: int
     ``embedder``: a subclass of the configured embedder to run the stage with (another decoder).
     """
     from pipeline.config_file import update_config_file
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.ingest import IngestStage
     from pipeline.stages.vision import EmbedImagesStage
     from pipeline.workspace import Workspace

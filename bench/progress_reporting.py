@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["PREFECT_HOME"] = str(tmp / "prefect-home")
     from flows.api import run
     from pipeline.datasets.demo import generate_demo_world
-    from pipeline.stages.registry import available_stages
+    from pipeline.stages.registry import STAGE_ORDER
 
     print(f"# {machine()}; load average {os.getloadavg()[0]:.2f} at the start")
     world = tmp / "world"
     generate_demo_world(world, n_images=args.images, seed=7)
-    stages = available_stages()
+    stages = list(STAGE_ORDER)
     print(f"demo run: {args.images} photos, {args.targets} targets, lite profile, stages {', '.join(stages)}")
 
     run(_workspace(tmp / "warm", world, args.images, args.targets), stages)   # Prefect's server, models, caches

@@ -63,7 +63,7 @@ def workspace(root: Path, folder: Path, captions: Path):
 
 
 def ingest(ws) -> float:
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.ingest import IngestStage
 
     t0 = time.perf_counter()

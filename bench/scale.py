@@ -131,7 +131,7 @@ def _store_random(store, space: str, keys: list[str], dim: int, seed: int) -> No
 def _prepare_step(ws, step: str):
     """Build what ``step`` runs (models loaded, not timed); returns a callable doing the timed work."""
     from pipeline.hashing import hash_text
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage, stage_hash
     from pipeline.text_models import build_text_embedder
 
@@ -156,7 +156,7 @@ def _prepare_step(ws, step: str):
         stage.embedder.embed_documents(["load the model before the clock starts"])
         return lambda: run_stage(stage)
     if step == "query vectors":
-        from pipeline.search_service import query_space
+        from pipeline.keys import query_space
 
         def queries():
             embedder = build_text_embedder(ws.config)
@@ -229,7 +229,8 @@ def run_child(workspace: Path, step: str, timeout: float) -> dict:
 def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, steps: tuple[str, ...] = STEPS,
                  say=print) -> dict[str, dict]:
     from pipeline.hashing import hash_text
-    from pipeline.search_service import document_space
+    from pipeline.keys import document_space
+    from pipeline.snapshots import export_array
     from pipeline.text_models import build_text_embedder
     from pipeline.workspace import Workspace
 
@@ -252,7 +253,7 @@ def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, steps: tu
             key = build_text_embedder(ws.config).key
             _store_random(ws.store, document_space(key), [hash_text(t) for t in texts], 384, 3)
             if stage.space in ws.store.vector_spaces():
-                ws.store.export_array(stage.space)
+                export_array(ws.store, stage.space)
             ws.store.close()
             results[step] = {"capped": True}
             say(f"  {step:<30} not timed above {embed_up_to:,} photos (random vectors stored instead)")

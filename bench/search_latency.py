@@ -116,9 +116,10 @@ def end_to_end(n_targets: int = 10_000, n_queries: int = 50) -> tuple[float, flo
     the ranking alone, median seconds of MiniLM embedding one query alone: the bound)."""
     from pipeline.config_file import update_config_file
     from pipeline.hashing import hash_text
-    from pipeline.search_service import SearchIndex, document_space
+    from pipeline.keys import document_space
+    from pipeline.search_service import SearchIndex
     from pipeline.stages.registry import stage_hash
-    from pipeline.store import ImageRow
+    from pipeline.store_rows import ImageRow
     from pipeline.workspace import Workspace
 
     rng = np.random.default_rng(1)

@@ -1,6 +1,6 @@
 """What the crash-safe store costs: checked snapshot loads and durable batch commits, against the unchecked ways.
 
-* **Snapshot load** (what ``SearchIndex`` does once per process for each space): ``Store.load_array``
+* **Snapshot load** (what ``SearchIndex`` does once per process for each space): ``snapshots.load_array``
   on a current snapshot, the first time in a process (manifest read, generation from the store,
   size/header/shape checks, the ids' sha256 and the CRC-32 of the whole file) and again (both
   are remembered per file), against the first format's load (``ids.json`` + ``np.load(mmap_mode="r")``,
@@ -32,6 +32,7 @@ def _old_load(ids_path: Path, npy: Path):
 
 def snapshot_rows(sizes: list[int], dim: int, rounds: int) -> list[tuple]:
     from pipeline import snapshots
+    from pipeline.snapshots import load_array
     from pipeline.store import Store
 
     out = []
@@ -43,9 +44,9 @@ def snapshot_rows(sizes: list[int], dim: int, rounds: int) -> list[tuple]:
             for start in range(0, n, 100_000):
                 chunk = rng.standard_normal((min(100_000, n - start), dim), dtype=np.float32)
                 store.put_vectors("text/bench", keys[start:start + len(chunk)], chunk)
-            store.load_array("text/bench")                       # writes the snapshot
+            load_array(store, "text/bench")                       # writes the snapshot
             old_ids, old_npy = Path(tmp) / "old.ids.json", Path(tmp) / "old.npy"
-            ids, mat = store.load_array("text/bench")
+            ids, mat = load_array(store, "text/bench")
             np.save(old_npy, np.asarray(mat))
             old_ids.write_text(json.dumps({"ids": ids}))
             _old_load(old_ids, old_npy)
@@ -53,10 +54,10 @@ def snapshot_rows(sizes: list[int], dim: int, rounds: int) -> list[tuple]:
             for _ in range(rounds):                              # alternating, best of the rounds
                 snapshots._verified.clear()                      # as in a fresh process
                 t = time.perf_counter()
-                store.load_array("text/bench")
+                load_array(store, "text/bench")
                 first.append(time.perf_counter() - t)
                 t = time.perf_counter()
-                store.load_array("text/bench")
+                load_array(store, "text/bench")
                 again.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 _old_load(old_ids, old_npy)

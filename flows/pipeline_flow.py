@@ -23,7 +23,7 @@ from flows.workspace_run import claim_workspace, configured_api_url, describe_re
 from pipeline.runs import get_run, set_flow_run
 from pipeline.errors import ConfigError, one_line
 from pipeline.stages.outcome import RunOutcome
-from pipeline.stages.registry import STAGE_ORDER, available_stages, pipeline_stages
+from pipeline.stages.registry import STAGE_ORDER, pipeline_stages
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] |
     unknown = [n for n in registered if n not in STAGE_ORDER]
     if unknown:
         raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGE_ORDER)}")
-    have = available_stages()
-    missing = [n for n in registered if n not in have]
-    if missing:
-        raise ConfigError(f"stage(s) {', '.join(missing)} are not available in this installation; "
-                          f"available: {', '.join(have)}")
     plan: list[tuple[str, str]] = []
     if registered or names is None:
         for st in pipeline_stages(ctx.ws, registered or None, captioners):

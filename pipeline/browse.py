@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+
 from pipeline.errors import CapsearchError
+from pipeline.keys import DUPLICATE_KINDS
+from pipeline.stage_keys import optional_stage_hash
 from pipeline.store_rows import PromptRow
 from pipeline.workspace import Workspace
 
@@ -127,11 +130,15 @@ class Browser:
 
     # -- configuration hashes ------------------------------------------------------------------
     def _stage_hash(self, name: str, variant: str = "") -> str | None:
-        """The stage's current configuration hash (None where it cannot be built), read once per Browser."""
-        from pipeline.stages.registry import optional_stage_hash
-
+        """The stage's current configuration hash (None where the configuration allows none), read once per
+        Browser."""
         if (name, variant) not in self._hashes:
-            self._hashes[(name, variant)] = optional_stage_hash(self.ws, name, variant)
+            if name == "evaluate":
+                from pipeline.evaluation import current_eval_hash   # numpy and the search: not at the TUI's start
+
+                self._hashes[(name, variant)] = current_eval_hash(self.ws)
+            else:
+                self._hashes[(name, variant)] = optional_stage_hash(self.ws, name, variant)
         return self._hashes[(name, variant)]
 
     @cached_property
@@ -182,8 +189,6 @@ class Browser:
             stale = True
         caps = self.store.reference_captions([r.id for r in rows])
         paths = {r.id: r.path for r in self.store.images(ids=[r.id for r in rows])}
-        from pipeline.stages.vision import DUPLICATE_KINDS
-
         views = tuple(
             NeighbourView(r.id, self.photo_path(r.id, paths.get(r.id)), float(r.score), bool(r.duplicate),
                           tuple(caps.get(r.id, [])), DUPLICATE_KINDS.get(r.duplicate, ""))

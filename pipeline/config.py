@@ -25,7 +25,6 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
-from pipeline.hashing import hash_obj
 
 PROFILES = ("lite", "full")
 SECRET_NAMES = ("HF_TOKEN", "OPENAI_API_KEY")
@@ -206,11 +205,6 @@ class Config(_Section):
 
     def enabled_captioners(self) -> list[str]:
         return list(self.captioners.enabled)
-
-    def section_hash(self, *sections: str) -> str:
-        """Hash of the named sections (the stage configuration part of cache keys)."""
-        dump = self.model_dump(mode="json")
-        return hash_obj({s: dump[s] for s in sections})
 
 
 _SMOLVLM = "HuggingFaceTB/SmolVLM-Instruct"
@@ -393,14 +387,6 @@ def _contains_key(data: Any, key: str) -> bool:
     if isinstance(data, dict):
         return any(k == key or _contains_key(v, key) for k, v in data.items())
     return False
-
-
-def secret(name: str) -> str | None:
-    """Read a secret from the environment only."""
-    if name not in SECRET_NAMES:
-        raise KeyError(name)
-    value = os.environ.get(name)
-    return value or None
 
 
 def masked_secrets() -> dict[str, str]:

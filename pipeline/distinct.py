@@ -170,12 +170,6 @@ class DistinctRows:
     def n_present(self) -> int:
         return int(self.members.size)
 
-    def dense(self) -> np.ndarray:
-        """The (n, dim) matrix of every document (zeros for missing ones)."""
-        out = np.zeros((self.n, self.dim), dtype=np.float32)
-        out[self.members] = self.vectors[self.owner[self.members]]
-        return out
-
     def expand(self, scores: np.ndarray) -> np.ndarray:
         """Scores per distinct row (n_queries, n_distinct) -> per document (n_queries, n), NaN for missing ones.
         Every document gets a copy of its row's score, so documents with the same vector tie exactly."""

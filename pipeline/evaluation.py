@@ -37,13 +37,15 @@ import numpy as np
 from pipeline.crashpoints import EVALUATE_RESULTS, crash_point
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
+from pipeline.keys import clip_text_space, document_space, image_space, query_space, stage_key
 from pipeline.metrics import RankBounds, evaluate_ranks, metric_names, paired_bootstrap, rank_bounds
 from pipeline.progress import StageProgress
 from pipeline.search import top_from_scores
 from pipeline.store_rows import QueryRow
-from pipeline.search_service import (CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, clip_text_space,
-                                     document_space, image_space, oracle_captions, query_space, text_vectors)
-from pipeline.stages.registry import stage_hash
+from pipeline.search_service import CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, oracle_captions
+from pipeline.snapshots import export_array
+from pipeline.stage_keys import optional_stage_hash, stage_hash
+from pipeline.text_vectors import text_vectors
 from pipeline.workspace import Workspace
 
 TOP_STORED = 10
@@ -79,7 +81,7 @@ def evaluation_plan(ws: Workspace) -> EvaluationPlan:
                       "image_embedder.name = \"open_clip\"")
             skipped.update({m: reason for m in (CLIP, HYBRID) if m in extras})
         else:
-            clip_id = {"image_embedder": clip.key, "embed_images": _optional_hash(ws, "embed-images")}
+            clip_id = {"image_embedder": clip.key, "embed_images": optional_stage_hash(ws, "embed-images") or ""}
             if CLIP in extras:
                 methods[CLIP] = clip_id
             if HYBRID in extras:
@@ -93,13 +95,6 @@ def evaluation_plan(ws: Workspace) -> EvaluationPlan:
         methods[ORACLE] = {"queries": queries_hash, "text_embedder": text_key, "rule": ORACLE_RULE}
     kinds = [k for k in KIND_ORDER if k in cfg.queries.kinds]
     return EvaluationPlan(methods, skipped, queries_hash, kinds)
-
-
-def _optional_hash(ws: Workspace, name: str) -> str:
-    try:
-        return stage_hash(ws, name)
-    except CapsearchError:
-        return ""
 
 
 def input_fingerprint(ws: Workspace, plan: EvaluationPlan) -> str:
@@ -138,6 +133,11 @@ def evaluation_config(ws: Workspace, plan: EvaluationPlan | None = None) -> dict
         "text_embedder": build_text_embedder(ws.config).key,
         "inputs": input_fingerprint(ws, plan),
     }
+
+
+def evaluation_hash(ws: Workspace) -> str:
+    """The current configuration hash of the ``evaluate`` stage (the *eval hash* its results are stored under)."""
+    return stage_key("evaluate", "", evaluation_config(ws))
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -199,7 +199,7 @@ def _embed_documents(ws: Workspace, plan: EvaluationPlan, text_embedder: Any, sa
     if n_new:
         say(f"embedded {n_new} captions that had no vector yet")
     if documents:
-        store.export_array(space)
+        export_array(store, space)
 
 
 Ranking = tuple[str, str, str, float, list[str], list[float]]
@@ -345,7 +345,7 @@ def load_evaluation(ws: Workspace, eval_hash: str | None = None) -> EvaluationRe
 
 def current_eval_hash(ws: Workspace) -> str | None:
     try:
-        return stage_hash(ws, "evaluate")
+        return evaluation_hash(ws)
     except CapsearchError:
         return None
 

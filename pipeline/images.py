@@ -134,10 +134,6 @@ def open_rgb(path: str | Path, max_side: int | None = None) -> "Image.Image":  #
     return out
 
 
-def is_hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
 def walk_images(root: Path) -> list[Path]:
     """Every file under root with an image extension (recursive, hidden folders skipped, sorted)."""
     exts = image_extensions()

@@ -35,7 +35,7 @@ level at which the percentile interval would exclude 0 (add-one so p is never 0)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Hashable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -91,31 +91,6 @@ def rank_bounds(scores: np.ndarray, true_index: np.ndarray | Sequence[int] | int
     better = np.where(true_missing, (~nan).sum(axis=1), (s > true).sum(axis=1))
     tied = np.where(true_missing, nan.sum(axis=1), (s == true).sum(axis=1))
     return RankBounds(better.astype(np.int64), tied.astype(np.int64))
-
-
-def rank_bounds_from_ranking(
-    rankings: Sequence[Sequence[Hashable]], true_ids: Sequence[Hashable], n_items: int
-) -> RankBounds:
-    """Rank ranges from ranked id lists (best first, no ties), possibly truncated.
-
-    A true id at position p (0-based) has rank p+1. A true id missing from a list of length L
-    lies uniformly among the n_items - L unlisted items: rank uniform over L+1 .. n_items.
-    """
-    if len(rankings) != len(true_ids):
-        raise ValueError(f"{len(rankings)} rankings but {len(true_ids)} true ids")
-    better = np.empty(len(rankings), dtype=np.int64)
-    tied = np.empty(len(rankings), dtype=np.int64)
-    for q, (ranked, true_id) in enumerate(zip(rankings, true_ids)):
-        ranked = list(ranked)
-        if len(ranked) > n_items:
-            raise ValueError(f"query {q}: ranking lists {len(ranked)} items but the collection has {n_items}")
-        try:
-            better[q], tied[q] = ranked.index(true_id), 1
-        except ValueError:
-            if len(ranked) == n_items:
-                raise ValueError(f"query {q}: true id {true_id!r} is not in its complete ranking") from None
-            better[q], tied[q] = len(ranked), n_items - len(ranked)
-    return RankBounds(better, tied)
 
 
 def recall_at_k(bounds: RankBounds, k: int) -> np.ndarray:

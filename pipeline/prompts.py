@@ -7,13 +7,17 @@ braces in a user's template (or in a caption) are left exactly as written.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_text
+
+if TYPE_CHECKING:
+    from pipeline.store import Store
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "neighbours.txt"
 CAPTIONS = "{captions}"
@@ -25,6 +29,23 @@ _STOPWORDS = frozenset(
     "a an the and or of in on at to with by for from is are was were be being been it its this that "
     "there their his her he she they them some".split()
 )
+# Without a VLM tokenizer, prompt length is estimated: words and punctuation marks, times 1.3
+# (English text averages about 1.3 BPE tokens per word).
+TOKENS_PER_WORD = 1.3
+_WORD_OR_MARK = re.compile(r"\w+|[^\w\s]")
+
+
+def estimate_tokens(text: str) -> int:
+    """Word-based token estimate used to budget prompts when no VLM tokenizer is configured."""
+    return math.ceil(len(_WORD_OR_MARK.findall(text)) * TOKENS_PER_WORD)
+
+
+def neighbour_captions(store: "Store", neighbours_hash: str, ids: Sequence[str]) -> dict[str, list[tuple[str, list[str]]]]:
+    """Per photo with neighbours: (neighbour id, its human captions) of every neighbour that is not a duplicate
+    of the photo, nearest first. What prompts list and the kNN consensus chooses from, and nothing else."""
+    neighbours = store.neighbours(neighbours_hash, ids)
+    caps = store.reference_db_captions(sorted({n.id for ns in neighbours.values() for n in ns}))
+    return {t: [(n.id, caps.get(n.id, [])) for n in ns if not n.duplicate] for t, ns in neighbours.items()}
 
 
 @dataclass(frozen=True)

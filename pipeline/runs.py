@@ -14,172 +14,40 @@ the store: no Prefect, no Textual.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
-from pipeline.progress import ProgressEvent
-from pipeline.run_owner import current_owner, owner_state
 from pipeline.stages.outcome import RunOutcome, StageOutcome
 from pipeline.store import Store
+from pipeline.store.runs import LOG_LIMIT
+from pipeline.store_rows import LogLine, RunInfo, StageLive
 
 FINAL_STATES = ("completed", "failed", "cancelled", "crashed")
-KEEP_RUNS = 50                    # runs whose progress and messages are kept (older ones: the row only)
-LOG_LIMIT = 1000                  # messages kept per run
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    id: int
-    owner: str
-    status: str
-    what: str
-    started_by: str
-    started_at: float
-    finished_at: float | None = None
-    flow_run_id: str = ""
-    deployment: str = ""
-    api_url: str = ""
-    log_path: str = ""
-    message: str = ""
-
-    @property
-    def pid(self) -> int | None:
-        return _owner_field(self.owner, "pid")
-
-    @property
-    def host(self) -> str:
-        return str(_owner_field(self.owner, "host") or "")
-
-    @property
-    def is_running(self) -> bool:
-        return self.status == "running"
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished_at or time.time()) - self.started_at
-
-
-@dataclass(frozen=True)
-class StageLive:
-    """What a running (or finished) stage of a run last reported."""
-    stage: str
-    position: int
-    state: str                     # 'running' | 'finished' | 'not-applicable' (the stage does not apply: message says why)
-    done: int
-    total: int
-    failures: int
-    batches_done: int
-    batches: int
-    rate: float | None
-    message: str
-    level: str
-    started_at: float              # wall clock
-    updated_at: float
-
-    @property
-    def ended(self) -> bool:
-        return self.state in ("finished", "not-applicable")
-
-    def event(self) -> ProgressEvent:
-        """The same numbers as a progress event (for the progress bars of the CLI and the TUI)."""
-        now_mono, now = time.monotonic(), time.time()
-        at = now_mono - max(0.0, now - self.updated_at)
-        started = now_mono - max(0.0, now - self.started_at)
-        kind = {"finished": "finish", "not-applicable": "not-applicable"}.get(self.state, "advance")
-        return ProgressEvent(self.stage, kind, done=self.done,
-                             total=self.total, failures=self.failures, message=self.message if self.ended else "",
-                             started_at=started, at=at)
-
-    def describe(self) -> str:
-        """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
-        if self.state == "not-applicable":
-            return f"{self.stage} not applicable: {self.message}"
-        text = f"{self.stage} {self.done} of {self.total}" if self.total else f"{self.stage} starting"
-        if self.batches and self.state != "finished":
-            text += f" (batch {min(self.batches_done + 1, self.batches)} of {self.batches})"
-        if self.failures:
-            text += f" ({self.failures} failed)"
-        if self.state == "finished":
-            text += ", finished"
-        elif self.rate:
-            text += f", {self.rate:.1f}/s"
-        return text
-
-
-@dataclass(frozen=True)
-class LogLine:
-    seq: int
-    stage: str
-    level: str
-    text: str
-    at: float
-
-
-def _owner_field(owner: str, key: str) -> Any:
-    try:
-        return json.loads(owner).get(key)
-    except (ValueError, AttributeError):
-        return None
-
-
-def _info(row: Any) -> RunInfo:
-    r = dict(row)
-    status = r["status"]
-    if status == "running" and owner_state(r["owner"]) == "dead":
-        status = "crashed"       # read as crashed at once; recorded so by the next run
-    return RunInfo(r["id"], r["owner"], status, r["what"], r["started_by"], r["started_at"], r["finished_at"],
-                   r["flow_run_id"] or "", r["deployment"] or "", r["api_url"] or "", r["log_path"] or "",
-                   r["message"] or "")
 
 
 # -- the runs ----------------------------------------------------------------------------------------------
 def start_run(store: Store, what: str, started_by: str, *, deployment: str = "", api_url: str = "",
               log_path: str = "", flow_run_id: str = "") -> int:
-    """Record a run of this process (the caller holds the workspace's run lock)."""
-    now = time.time()
-    with store.transaction() as c:
-        mark_crashed(store)
-        cur = c.execute(
-            "INSERT INTO runs(owner, status, what, started_by, started_at, flow_run_id, deployment, api_url, log_path) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (current_owner(), "running", what, started_by, now, flow_run_id or None, deployment or None, api_url or None,
-             log_path or None))
-        run_id = int(cur.lastrowid)
-        _prune(c, run_id)
-    return run_id
-
-
-def _prune(c: Any, newest: int) -> None:
-    c.execute("DELETE FROM run_progress WHERE run_id <= ?", (newest - KEEP_RUNS,))
-    c.execute("DELETE FROM run_log WHERE run_id <= ?", (newest - KEEP_RUNS,))
+    """Record a run of this process (the caller holds the workspace's run lock); runs left ``running`` by
+    ended processes are recorded ``crashed`` first."""
+    return store.runs.start(what, started_by, deployment=deployment, api_url=api_url, log_path=log_path,
+                            flow_run_id=flow_run_id)
 
 
 def set_flow_run(store: Store, run_id: int, flow_run_id: str, api_url: str | None = None) -> None:
-    with store.transaction() as c:
-        c.execute("UPDATE runs SET flow_run_id=?, api_url=COALESCE(?, api_url) WHERE id=?",
-                  (flow_run_id or None, api_url, run_id))
+    store.runs.set_flow_run(run_id, flow_run_id, api_url)
 
 
 def finish_run(store: Store, run_id: int, status: str, message: str | None = None) -> None:
     if status not in FINAL_STATES:
         raise ValueError(f"not a final state: {status}")
-    with store.transaction() as c:
-        c.execute("UPDATE runs SET status=?, finished_at=?, message=? WHERE id=? AND status='running'",
-                  (status, time.time(), (message or None) and message[:1000], run_id))
+    store.runs.finish(run_id, status, message)
 
 
 def mark_crashed(store: Store) -> list[int]:
     """Record runs left ``running`` by processes that have ended as ``crashed`` (and their stages as ended)."""
-    with store.transaction() as c:
-        dead = [r[0] for r in c.execute("SELECT id, owner FROM runs WHERE status='running'")
-                if owner_state(r[1]) == "dead"]
-        now = time.time()
-        c.executemany("UPDATE runs SET status='crashed', finished_at=?, "
-                      "message=COALESCE(message, 'its process ended without finishing it (killed?)') "
-                      "WHERE id=? AND status='running'", [(now, i) for i in dead])
-    return dead
+    return store.runs.mark_crashed()
 
 
 def crashed_flow_run_ids(store: Store, limit: int = 20) -> list[str]:
@@ -191,55 +59,34 @@ def crashed_flow_run_ids(store: Store, limit: int = 20) -> list[str]:
 
 
 def get_run(store: Store, run_id: int) -> RunInfo | None:
-    row = store.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
-    return _info(row) if row else None
+    return store.runs.get(run_id)
 
 
 def current_run(store: Store) -> RunInfo | None:
     """The run going on in the workspace now (its process is alive, or on another host), if any."""
-    for row in store.conn.execute("SELECT * FROM runs WHERE status='running' ORDER BY id DESC"):
-        info = _info(row)
-        if info.is_running:
-            return info
-    return None
+    return next((run for run in store.runs.marked_running() if run.is_running), None)
 
 
 def recent_runs(store: Store, limit: int = 20) -> list[RunInfo]:
-    return [_info(r) for r in store.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))]
+    return store.runs.recent(limit)
 
 
 def run_for_flow_run(store: Store, flow_run_id: str) -> RunInfo | None:
-    row = store.conn.execute("SELECT * FROM runs WHERE flow_run_id=? ORDER BY id DESC LIMIT 1", (flow_run_id,)).fetchone()
-    return _info(row) if row else None
+    return store.runs.for_flow_run(flow_run_id)
 
 
 # -- progress and messages -----------------------------------------------------------------------------------
 def write_progress(store: Store, run_id: int, stages: Iterable[StageLive], lines: Iterable[LogLine] = ()) -> None:
     """Upsert stage rows and append messages, in one transaction (what the recorder's thread does)."""
-    with store.transaction() as c:
-        c.executemany(
-            "INSERT INTO run_progress(run_id, stage, position, state, done, total, failures, batches_done, batches, "
-            "rate, message, level, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT(run_id, stage) DO UPDATE SET state=excluded.state, done=excluded.done, total=excluded.total, "
-            "failures=excluded.failures, batches_done=excluded.batches_done, batches=excluded.batches, "
-            "rate=excluded.rate, message=excluded.message, level=excluded.level, updated_at=excluded.updated_at",
-            [(run_id, s.stage, s.position, s.state, s.done, s.total, s.failures, s.batches_done, s.batches, s.rate,
-              s.message or None, s.level or None, s.started_at, s.updated_at) for s in stages])
-        c.executemany("INSERT OR IGNORE INTO run_log(run_id, seq, stage, level, text, at) VALUES (?,?,?,?,?,?)",
-                      [(run_id, line.seq, line.stage, line.level, line.text, line.at) for line in lines])
+    store.runs.write_progress(run_id, stages, lines)
 
 
 def run_progress(store: Store, run_id: int) -> list[StageLive]:
-    rows = store.conn.execute("SELECT * FROM run_progress WHERE run_id=? ORDER BY position", (run_id,))
-    return [StageLive(r["stage"], r["position"], r["state"], r["done"], r["total"], r["failures"], r["batches_done"],
-                      r["batches"], r["rate"], r["message"] or "", r["level"] or "info", r["started_at"],
-                      r["updated_at"]) for r in rows]
+    return store.runs.progress(run_id)
 
 
 def run_log(store: Store, run_id: int, after: int = 0, limit: int = LOG_LIMIT) -> list[LogLine]:
-    rows = store.conn.execute("SELECT seq, stage, level, text, at FROM run_log WHERE run_id=? AND seq>? "
-                              "ORDER BY seq LIMIT ?", (run_id, after, limit))
-    return [LogLine(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+    return store.runs.log(run_id, after, limit)
 
 
 # -- in words ------------------------------------------------------------------------------------------------

@@ -62,10 +62,10 @@ from pipeline import search as core
 from pipeline.distinct import DistinctRows
 from pipeline.errors import CapsearchError, ConfigError
 from pipeline.hashing import hash_text
+from pipeline.keys import HUMAN, clip_text_space, document_space, image_space, query_space
 from pipeline.photo_documents import PhotoDocuments
-from pipeline.stages.vision import image_space
-from pipeline.stages.registry import stage_hash
-from pipeline.text_vectors import clip_text_space, document_space, query_space, text_vectors  # noqa: F401 (re-exported)
+from pipeline.snapshots import load_array
+from pipeline.stage_keys import stage_hash
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -75,7 +75,6 @@ ORACLE = "oracle"
 CLIP = "clip"
 HYBRID = "hybrid"
 CAPTIONS = "captions"        # collection scope: every caption kind of every photo
-HUMAN = "human"              # the kind of a human (reference) caption
 IMAGE = "image"              # what matched when a photo is found by its image
 EXTRA_METHODS = (CLIP, HYBRID, ORACLE)
 SCOPES = ("collection", "targets")
@@ -183,7 +182,7 @@ class SearchIndex:
         space = document_space(self.text_embedder.key)
         if not self.store.has_space(space):
             return {}, None
-        keys, matrix = self.store.load_array(space)
+        keys, matrix = load_array(self.store, space)
         return {k: i for i, k in enumerate(keys)}, matrix
 
     def _add_text_method(self, method: str, captions: dict[str, str], key_rows: dict[str, int],
@@ -246,7 +245,7 @@ class SearchIndex:
         doc, src = [], []
         matrix = None
         if self.store.has_space(space):
-            keys, matrix = self.store.load_array(space)
+            keys, matrix = load_array(self.store, space)
             key_rows = {k: i for i, k in enumerate(keys)}
             for img in self.store.images(ids=self.photo_ids):
                 if img.sha256 in key_rows:
@@ -462,7 +461,7 @@ class SearchIndex:
             space = image_space(build_image_embedder(self.cfg).key)
             doc, src, matrix = [], [], None
             if self.store.has_space(space):
-                keys, raw = self.store.load_array(space)
+                keys, raw = load_array(self.store, space)
                 matrix = core.l2_normalise(raw)
                 key_rows = {k: i for i, k in enumerate(keys)}
                 for img in self.store.images(ids=self.photo_ids):

@@ -19,6 +19,10 @@ A writer that replaces a snapshot while a reader reads it removes only older dat
 keeps its own, the one the manifest named before and the newest others), a reader that has
 mapped a data file keeps it even if it is removed, and a reader whose data file vanished
 before it opened it reads the manifest again: readers always get one consistent generation.
+
+Vector loading is owned here: ``load_array(store, space)`` (search, the evaluation) and
+``export_array(store, space)`` (the stages that write a space) call the store for its vectors
+(``space_state``, ``vectors_with_generation``); the store never calls a snapshot.
 """
 from __future__ import annotations
 
@@ -305,3 +309,16 @@ def load_snapshot(store: "Store", space: str, notice: Callable[[str], None]) -> 
             return write_snapshot(store, space)
     return write_snapshot(store, space)
 
+
+
+def load_array(store: "Store", space: str) -> tuple[list[str], np.ndarray]:
+    """(ids, matrix) of a space through its checked ``.npy`` snapshot (memory-mapped), rebuilt if stale or
+    damaged (a damaged one with a notice: ``Store.notice``)."""
+    snap = load_snapshot(store, space, store.notice)
+    return snap.ids, snap.matrix
+
+
+def export_array(store: "Store", space: str) -> tuple[Path, Path]:
+    """Make sure the space's snapshot is current and sound (rebuilding it if not); returns (data file, manifest)."""
+    snap = load_snapshot(store, space, store.notice)
+    return snap.path, files_for(store, space).manifest

@@ -9,7 +9,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.errors import CapsearchError
+from pipeline.keys import EXACT_DUPLICATE, NEAR_DUPLICATE
+from pipeline.stage_keys import stage_hash
 from pipeline.stages.base import StageCounts
+from pipeline.stages.ingest import removed_photos
 from pipeline.stages.registry import pipeline_stages
 from pipeline.store_rows import Problem, StageRunRow
 from pipeline.workspace import Workspace
@@ -57,12 +60,10 @@ def duplicate_counts(ws: Workspace) -> DuplicateCounts:
     """Identical photos in the collection (same sha256, beyond the first copy), and photos whose neighbour list
     holds an exact or a near duplicate of them (listed, but their captions never reach a prompt or the
     consensus), under the current neighbours configuration."""
-    from pipeline.stages.vision import EXACT_DUPLICATE, NEAR_DUPLICATE, NeighboursStage
-
     store = ws.store
     copies = store.identical_copies()
     try:
-        config_hash = NeighboursStage(ws).config_hash()
+        config_hash = stage_hash(ws, "neighbours")
     except CapsearchError:
         return DuplicateCounts(copies)
     by_kind = store.targets_with_duplicate_neighbours(config_hash)
@@ -70,8 +71,6 @@ def duplicate_counts(ws: Workspace) -> DuplicateCounts:
 
 
 def workspace_status(ws: Workspace) -> StatusReport:
-    from pipeline.stages.ingest import removed_photos
-
     store = ws.store
     stages = []
     with store.reuse_reads():    # the stages ask for the same captions many times: read each set once

@@ -6,8 +6,12 @@ the row as ``--json`` prints it (the table's columns, in the table's order).
 """
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from pipeline.progress import ProgressEvent
 
 
 @dataclass(frozen=True)
@@ -145,3 +149,172 @@ class StageRunRow:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# -- caption metrics (pipeline.caption_metrics.storage converts them) ----------------------------------------
+@dataclass(frozen=True)
+class CaptionMetricPhoto:
+    """One photo of a caption-metrics row: the caption scored and the counts corpus scores are made from."""
+    image_id: str
+    caption: str                                  # '' where the photo had no usable caption (scored 0)
+    bleu_stats: tuple[float, ...] | None          # None: BLEU not computed (no references)
+    meteor_stats: tuple[float, ...] | None        # None: METEOR not computed
+
+
+@dataclass(frozen=True)
+class CaptionMetricScore:
+    """A photo's score under one per-photo metric (value None: no value for this photo)."""
+    image_id: str
+    metric: str
+    value: float | None
+
+
+@dataclass(frozen=True)
+class StoredCaptionRow:
+    """One caption-metrics row as stored: a captioner (or ``human``) scored photo by photo."""
+    row_hash: str
+    row: str
+    vocabulary: int
+    distinct: float | None
+    shown: str
+    seconds: float | None
+    photos: tuple[CaptionMetricPhoto, ...]        # in the row's photo order
+    scores: tuple[CaptionMetricScore, ...]        # by metric, then photo order
+
+
+@dataclass(frozen=True)
+class CaptionSummaryRow:
+    row: str
+    row_hash: str
+    missing: int
+
+
+@dataclass(frozen=True)
+class CaptionMetricValue:
+    """A row's value of one metric with its interval and the paired test against the baseline."""
+    row: str
+    metric: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int                                        # photos the value is made from
+    baseline: str | None = None                   # None: no paired test for this cell
+    diff: float | None = None
+    diff_ci_low: float | None = None
+    diff_ci_high: float | None = None
+    p_value: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredCaptionSummary:
+    """The caption-metrics summary of one stage configuration."""
+    config_hash: str
+    baseline: str | None
+    n_photos: int
+    tokenizer: str
+    reference_rule: str
+    n_boot: int
+    confidence: float
+    notes: tuple[str, ...]
+    seconds: float | None
+    created_at: float
+    rows: tuple[CaptionSummaryRow, ...]           # column order
+    metrics: tuple[str, ...]                      # computed, in catalogue order
+    not_computed: tuple[tuple[str, str], ...]     # (metric, why not), in the order the reasons were found
+    values: tuple[CaptionMetricValue, ...]
+
+
+# -- runs of the workspace and their live progress (pipeline.runs) ---------------------------------------------
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    owner: str
+    status: str
+    what: str
+    started_by: str
+    started_at: float
+    finished_at: float | None = None
+    flow_run_id: str = ""
+    deployment: str = ""
+    api_url: str = ""
+    log_path: str = ""
+    message: str = ""
+
+    @property
+    def pid(self) -> int | None:
+        return _owner_field(self.owner, "pid")
+
+    @property
+    def host(self) -> str:
+        return str(_owner_field(self.owner, "host") or "")
+
+    @property
+    def is_running(self) -> bool:
+        return self.status == "running"
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at or time.time()) - self.started_at
+
+
+@dataclass(frozen=True)
+class StageLive:
+    """What a running (or finished) stage of a run last reported."""
+    stage: str
+    position: int
+    state: str                     # 'running' | 'finished' | 'not-applicable' (the stage does not apply: message says why)
+    done: int
+    total: int
+    failures: int
+    batches_done: int
+    batches: int
+    rate: float | None
+    message: str
+    level: str
+    started_at: float              # wall clock
+    updated_at: float
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ("finished", "not-applicable")
+
+    def event(self) -> ProgressEvent:
+        """The same numbers as a progress event (for the progress bars of the CLI and the TUI)."""
+        now_mono, now = time.monotonic(), time.time()
+        at = now_mono - max(0.0, now - self.updated_at)
+        started = now_mono - max(0.0, now - self.started_at)
+        kind = {"finished": "finish", "not-applicable": "not-applicable"}.get(self.state, "advance")
+        return ProgressEvent(self.stage, kind, done=self.done,
+                             total=self.total, failures=self.failures, message=self.message if self.ended else "",
+                             started_at=started, at=at)
+
+    def describe(self) -> str:
+        """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
+        if self.state == "not-applicable":
+            return f"{self.stage} not applicable: {self.message}"
+        text = f"{self.stage} {self.done} of {self.total}" if self.total else f"{self.stage} starting"
+        if self.batches and self.state != "finished":
+            text += f" (batch {min(self.batches_done + 1, self.batches)} of {self.batches})"
+        if self.failures:
+            text += f" ({self.failures} failed)"
+        if self.state == "finished":
+            text += ", finished"
+        elif self.rate:
+            text += f", {self.rate:.1f}/s"
+        return text
+
+
+@dataclass(frozen=True)
+class LogLine:
+    seq: int
+    stage: str
+    level: str
+    text: str
+    at: float
+
+
+def _owner_field(owner: str, key: str) -> Any:
+    try:
+        return json.loads(owner).get(key)
+    except (ValueError, AttributeError):
+        return None

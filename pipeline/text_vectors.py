@@ -11,22 +11,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from pipeline.hashing import hash_text
+from pipeline.keys import document_space, query_space
 
 if TYPE_CHECKING:
     from pipeline.backends import TextEmbedder
     from pipeline.store import Store
-
-
-def document_space(text_key: str) -> str:
-    return f"text/{text_key}/document"
-
-
-def query_space(text_key: str) -> str:
-    return f"text/{text_key}/query"
-
-
-def clip_text_space(image_key: str) -> str:
-    return f"clip-text/{image_key}"
 
 
 NewVectors = list[tuple[list[str], np.ndarray]]   # (text hashes, their vectors) per embedded chunk

@@ -59,10 +59,13 @@ def probe(root: Path) -> dict:
                for photo in collection.photo_ids[:SEARCHED_QUERIES]]
 
     stage = build_stage(ws, "neighbours")
-    db_ids, _shas, db = stage.reference_matrix()
+    db_ids, db_shas, _ = stage.reference_matrix()
+    db_keys, db_vectors = store.get_vectors(stage.embed.space, sorted(set(db_shas)))
+    db_row = {k: i for i, k in enumerate(db_keys)}
+    db = db_vectors[[db_row[sha] for sha in db_shas]]
     copies = np.arange(0, len(db_ids), 3)
     db_ids = list(db_ids) + [f"{db_ids[i]}~copy" for i in copies]
-    db = np.concatenate([db.dense(), db.dense()[copies]])
+    db = np.concatenate([db, db[copies]])
     shas = {img.id: img.sha256 for img in store.images(split="target")}
     keys, vectors = store.get_vectors(stage.embed.space, sorted(set(shas.values())))
     row = {k: i for i, k in enumerate(keys)}

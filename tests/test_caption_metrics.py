@@ -21,7 +21,7 @@ from pipeline.caption_metrics.java import java_path
 from pipeline.caption_metrics.results import HUMAN
 from pipeline.caption_metrics.storage import load_caption_metrics, load_rows
 from pipeline.caption_metrics.tokenize import PythonPtbTokenizer
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,15 @@ HARD_CASES = [
     "well-known ... well.known [sq] {curly} <angle> a/b 1/2 don't DON'T I'm we've you'll", "the café’s menu",
     "Don’t stop", "A.", "a b. c", "A black-and-white dog jumps over a log .", "", "   ", "A\tdog  runs",
 ]
+
+
+def jar_eval(meteor, stats: np.ndarray) -> tuple[list[float], float]:
+    """The METEOR jar's own answer to pycocoevalcap's ``EVAL`` request: per-row scores and the corpus score."""
+    rows = [" ".join(f"{v:.1f}" if float(v).is_integer() else repr(float(v)) for v in row) for row in stats]
+    meteor.process.stdin.write(("EVAL ||| " + " ||| ".join(rows) + "\n").encode("utf-8"))
+    meteor.process.stdin.flush()
+    per = [float(meteor.process.readline()) for _ in rows]
+    return per, float(meteor.process.readline())
 
 
 def tok(texts):
@@ -107,8 +116,8 @@ def test_meteor_scores_from_the_jar_statistics_equal_the_jar_s_own(tui_workspace
     references = [tok(r[1:]) for r in refs]
     with MeteorScorer() as meteor:
         stats = meteor.stats(hyps, references)
-        per, corpus = meteor.eval_line(stats)
-        _, sub = meteor.eval_line(stats[[0, 0, 5, 4, 9]])
+        per, corpus = jar_eval(meteor, stats)
+        _, sub = jar_eval(meteor, stats[[0, 0, 5, 4, 9]])
     assert np.allclose(segment_scores(stats), per, rtol=0, atol=1e-12)
     assert segment_scores(stats)[3] == 0.0 and segment_scores(stats)[4] > 0.9
     assert corpus_score(stats) == pytest.approx(corpus, abs=1e-12)
@@ -263,13 +272,13 @@ def test_summary_and_rows_are_typed_rows_of_their_own_tables(lite_copy):
 
     ws = lite_copy
     result = load_caption_metrics(ws)
-    stored = ws.store.caption_metric_summary(result.config_hash)
+    stored = ws.store.caption_metrics.summary(result.config_hash)
     assert [r.row for r in stored.rows] == result.rows and stored.metrics == tuple(result.metrics)
     assert dict(stored.not_computed) == result.not_applicable and "SPICE" in dict(stored.not_computed)
     cider = next(v for v in stored.values if v.row == HUMAN and v.metric == "CIDEr-D")
     assert (cider.value, cider.ci_low, cider.ci_high) == tuple(result.get(HUMAN, "CIDEr-D").values())
     assert cider.n == result.n_photos and cider.baseline == "knn-consensus" and cider.p_value < 0.05
-    knn = ws.store.caption_metric_row(result.row_hashes["knn-consensus"])
+    knn = ws.store.caption_metrics.row(result.row_hashes["knn-consensus"])
     assert knn.row == "knn-consensus" and len(knn.photos) == result.n_photos
     assert {s.metric for s in knn.scores} <= set(PER_PHOTO) and "CIDEr-D" in {s.metric for s in knn.scores}
     assert len(knn.photos[0].bleu_stats) == coco.BLEU_STATS
@@ -337,7 +346,7 @@ def test_progress_moves_per_metric_of_each_row(lite_copy):
     from pipeline.caption_metrics import scoring
 
     ws = lite_copy
-    ws.store.delete_caption_metrics()
+    ws.store.caption_metrics.delete_all()
     events = []
     stage = build_stage(ws, "caption-metrics")
     run_stage(stage, events.append)
@@ -356,7 +365,7 @@ def test_a_cancelled_run_keeps_the_rows_it_scored_and_the_next_run_scores_the_re
 
     ws = lite_copy
     reference = load_caption_metrics(ws)
-    ws.store.delete_caption_metrics()
+    ws.store.caption_metrics.delete_all()
     cancel = threading.Event()
 
     def progress(event):
@@ -366,7 +375,7 @@ def test_a_cancelled_run_keeps_the_rows_it_scored_and_the_next_run_scores_the_re
     summary = run(ws, ["caption-metrics"], progress=progress, cancel=cancel)
     assert summary.status == "cancelled" and summary.stage("caption-metrics").status == "cancelled"
     assert ws.store.stage_runs("caption-metrics")[0].status == "cancelled"
-    assert ws.store.stored_caption_metric_rows(reference.row_hashes.values()) == {reference.row_hashes[HUMAN]}
+    assert ws.store.caption_metrics.stored_rows(reference.row_hashes.values()) == {reference.row_hashes[HUMAN]}
     assert load_caption_metrics(ws) is None
     assert build_stage(ws, "caption-metrics").counts().done == 1
 

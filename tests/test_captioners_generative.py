@@ -211,6 +211,7 @@ def test_a_missing_model_gives_one_line_on_first_use(tmp_path: Path, tiny_captio
 
 def test_a_vlm_name_that_is_not_a_chat_model_is_refused(tiny_blip_dir, tiny_caption_images) -> None:
     captioner = VLMCaptioner("vlm-plain", str(tiny_blip_dir), needs_prompts=False, device="cpu")
+    loads = cache.load_counts.get(captioner.cache_key, 0)
     with pytest.raises(ModelLoadError, match="no chat template"):
         captioner.caption(tiny_caption_images[:1], [None])
-    assert captioner.cache_key not in cache.loaded_keys(), "the weights were not loaded for nothing"
+    assert cache.load_counts.get(captioner.cache_key, 0) == loads, "the weights were not loaded for nothing"

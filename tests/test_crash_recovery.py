@@ -10,7 +10,7 @@ import pytest
 from flows.api import run
 from pipeline import crashpoints as cp
 from pipeline.datasets.demo import generate_demo_world
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import STAGE_ORDER, pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.commands import capsearch_child
@@ -84,9 +84,9 @@ def assert_committed_state_is_whole(ws: Workspace) -> None:
     for eval_hash in {r[0] for r in store.conn.execute("SELECT DISTINCT eval_hash FROM evaluations")}:
         assert store.get_meta(f"evaluation/{eval_hash}") is not None, "metrics without their summary"
     for (config_hash,) in store.conn.execute("SELECT config_hash FROM caption_metric_summaries").fetchall():
-        summary = store.caption_metric_summary(config_hash)
+        summary = store.caption_metrics.summary(config_hash)
         rows = {r.row_hash for r in summary.rows}
-        assert store.stored_caption_metric_rows(rows) == rows, "a caption-metrics summary without its rows"
+        assert store.caption_metrics.stored_rows(rows) == rows, "a caption-metrics summary without its rows"
     assert [r for r in store.stage_runs() if r.status == "running"] == []
     report = next(s for s in pipeline_stages(ws) if s.name == "report")
     assert report.counts().done == 0, "a crashed run must not look finished"

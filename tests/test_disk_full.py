@@ -11,7 +11,7 @@ import pytest
 
 from flows.api import run
 from pipeline.datasets.demo import generate_demo_world
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.store_content import diff_content, diff_searches, search_results, store_content

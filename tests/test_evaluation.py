@@ -19,7 +19,7 @@ import pytest
 from pipeline.errors import CapsearchError
 from pipeline.evaluation import current_eval_hash, evaluation_plan, load_evaluation
 from pipeline.stages.registry import stage_hash
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace
 from tests.fixtures.text_worlds import FRUIT, hand_workspace

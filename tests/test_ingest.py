@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.ingest import IngestStage
 from pipeline.status import workspace_status
 from tests.fixtures.photos import make_photo

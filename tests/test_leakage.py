@@ -16,7 +16,7 @@ import pytest
 from pipeline.datasets.demo import IMAGE_DIR, generate_demo_world
 from pipeline.stages.registry import stage_hash
 from pipeline.splits import SplitItem, assign_splits
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.status import workspace_status
 from tests.fixtures.collection import build_photo_folder

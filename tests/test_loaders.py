@@ -9,7 +9,7 @@ from pipeline.datasets.flickr8k import load_flickr8k
 from pipeline.datasets.folder import load_folder
 from pipeline.errors import DataError
 from pipeline.splits import SplitItem, assign_splits
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.ingest import IngestStage
 from tests.fixtures.photos import build_flickr8k_like, make_photo
 

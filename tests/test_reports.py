@@ -13,7 +13,7 @@ from pipeline.errors import CapsearchError
 from pipeline.evaluation import current_eval_hash, load_evaluation
 from pipeline.reports import build_samples, write_report
 from pipeline.reports.html import choose_samples
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import build_stage
 from pipeline.workspace import Workspace
 from tests.fixtures.text_worlds import hand_workspace, text_world

@@ -10,9 +10,10 @@ from pipeline.errors import CapsearchError
 from pipeline.evaluation import current_eval_hash, load_evaluation
 from pipeline.hashing import hash_text
 from pipeline.search import top_from_scores
-from pipeline.search_service import CLIP, HYBRID, ORACLE, SearchIndex, clip_text_space, document_space
+from pipeline.keys import clip_text_space, document_space
+from pipeline.search_service import CLIP, HYBRID, ORACLE, SearchIndex
 from pipeline.stages.registry import stage_hash
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages
 from pipeline.store_rows import QueryRow
 from pipeline.workspace import Workspace

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.search_service import document_space
-from pipeline.snapshots import files_for
-from pipeline.stages.base import run_stage
+from pipeline.keys import document_space
+from pipeline.snapshots import export_array, files_for, load_array
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.store import Store
 from pipeline.text_models import build_text_embedder
@@ -103,7 +103,7 @@ def test_a_damaged_snapshot_is_rebuilt_and_search_results_do_not_change(searched
     # sound again: the next reader rebuilds nothing
     again = Workspace(root)
     again.store.on_notice = notices.append
-    again.store.load_array(document_space(build_text_embedder(ws.config).key))
+    load_array(again.store, document_space(build_text_embedder(ws.config).key))
     assert len(notices) == 1
 
 
@@ -133,7 +133,7 @@ def test_a_run_repairs_a_damaged_image_snapshot(searched):
     report = run_stage(embed)
     assert report.ran == 0                     # nothing to compute ...
     assert len(notices) == 1 and embed.space in notices[0]
-    ids, arr = Store(root).load_array(embed.space)     # ... but the snapshot is whole again
+    ids, arr = load_array(Store(root), embed.space)     # ... but the snapshot is whole again
     assert ids == keys and np.array_equal(np.asarray(arr), mat)
 
 
@@ -146,7 +146,7 @@ def test_a_snapshot_of_the_first_format_is_replaced_without_a_notice(tmp_path):
     (store.arrays_dir / "image_x.ids.json").write_text(json.dumps({"space": "image/x", "version": 1, "ids": list("dcba")}))
     notices: list[str] = []
     store.on_notice = notices.append
-    ids, arr = store.load_array("image/x")
+    ids, arr = load_array(store, "image/x")
     assert ids == list("abcd") and np.array_equal(np.asarray(arr), mat) and notices == []
     assert sorted(p.name for p in store.arrays_dir.iterdir()) == [
         f"image_x.{store.space_state('image/x')[0]}.npy", "image_x.json"]
@@ -155,13 +155,13 @@ def test_a_snapshot_of_the_first_format_is_replaced_without_a_notice(tmp_path):
 def test_an_unchanged_snapshot_is_not_rewritten(tmp_path):
     store = Store(tmp_path)
     store.put_vectors("image/x", ["a", "b"], np.eye(2, dtype=np.float32))
-    data, manifest = store.export_array("image/x")
+    data, manifest = export_array(store, "image/x")
     before = (data.stat().st_mtime_ns, manifest.stat().st_mtime_ns)
-    store.load_array("image/x")
-    Store(tmp_path).load_array("image/x")                # another process's reader: checks, keeps
+    load_array(store, "image/x")
+    load_array(Store(tmp_path), "image/x")                # another process's reader: checks, keeps
     assert (data.stat().st_mtime_ns, manifest.stat().st_mtime_ns) == before
     store.put_vectors("image/x", ["c"], np.ones((1, 2), dtype=np.float32))
-    ids, arr = store.load_array("image/x")
+    ids, arr = load_array(store, "image/x")
     assert ids == ["a", "b", "c"] and arr.shape == (3, 2)
 
 
@@ -169,6 +169,7 @@ def test_an_unchanged_snapshot_is_not_rewritten(tmp_path):
 ROLE = textwrap.dedent("""
     import json, sys, time
     import numpy as np
+    from pipeline.snapshots import export_array, load_array
     from pipeline.store import Store
 
     role, root, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -184,14 +185,14 @@ ROLE = textwrap.dedent("""
             vecs = np.array([[int(k[1:]), r, me, 0.5] for k in keys], dtype=np.float32)
             try:
                 store.put_vectors(space, keys, vecs)
-                store.export_array(space)
+                export_array(store, space)
             except Exception as exc:
                 report["errors"].append(f"{type(exc).__name__}: {exc}")
     else:
         stop = time.monotonic() + 300
         while time.monotonic() < stop:
             try:
-                ids, mat = store.load_array(space)
+                ids, mat = load_array(store, space)
                 mat = np.asarray(mat)
                 report["reads"] += 1
                 if len(ids) != len(mat) or any(int(mat[i, 0]) != int(k[1:]) for i, k in enumerate(ids)):
@@ -231,5 +232,5 @@ def test_readers_never_see_ids_and_vectors_that_do_not_belong_together(tmp_path)
         assert report["errors"] == [], (role, report["errors"][:5])
         assert report["notices"] == [], (role, report["notices"][:5])   # replaced, never damaged
     assert reports["reader"]["reads"] >= 300 and reports["reader"]["mismatches"] == 0
-    ids, mat = Store(tmp_path).load_array("image/race")
+    ids, mat = load_array(Store(tmp_path), "image/race")
     assert len(ids) == len(mat) and all(int(mat[i, 0]) == int(k[1:]) for i, k in enumerate(ids))

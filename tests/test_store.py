@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import StoreError
-from pipeline.store import SCHEMA_VERSION, ImageRow, Store
+from pipeline.snapshots import export_array, load_array
+from pipeline.store import SCHEMA_VERSION, Store
+from pipeline.store_rows import ImageRow
 
 
 def _images(n):
@@ -17,9 +19,14 @@ def _images(n):
             for i in range(n)]
 
 
+def user_version(store: Store) -> int:
+    """The schema version the store's database records (its migrations)."""
+    return store.conn.execute("PRAGMA user_version").fetchone()[0]
+
+
 def test_schema_is_versioned_and_wal(tmp_path):
     store = Store(tmp_path)
-    assert store.schema_version == SCHEMA_VERSION
+    assert user_version(store) == SCHEMA_VERSION
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     Store(tmp_path)  # re-opening migrates nothing and fails nothing
 
@@ -64,14 +71,14 @@ def test_vectors_round_trip_and_snapshot(tmp_path):
     assert got_keys == ["k4", "k0"]
     np.testing.assert_array_equal(got, mat[[4, 0]])
     assert store.has_vectors("image/test", keys + ["x"]) == set(keys)
-    ids, arr = store.load_array("image/test")
+    ids, arr = load_array(store, "image/test")
     assert ids == sorted(keys) and arr.shape == (6, 4)
-    npy, _ = store.export_array("image/test")
+    npy, _ = export_array(store, "image/test")
     mtime = npy.stat().st_mtime_ns
-    store.export_array("image/test")
+    export_array(store, "image/test")
     assert npy.stat().st_mtime_ns == mtime  # unchanged space: not rewritten
     store.put_vectors("image/test", ["k9"], mat[:1])
-    ids, arr = store.load_array("image/test")
+    ids, arr = load_array(store, "image/test")
     assert len(ids) == 7 and arr.shape == (7, 4)
     with pytest.raises(StoreError, match="dimension"):
         store.put_vectors("image/test", ["z"], np.zeros((1, 5), dtype=np.float32))
@@ -255,17 +262,17 @@ def test_a_reused_pid_does_not_keep_a_dead_run_alive(tmp_path):
 
 
 def test_a_store_of_schema_1_is_migrated(tmp_path):
-    from pipeline.store import _MIGRATIONS
+    from pipeline.store.schema import MIGRATIONS
 
     conn = sqlite3.connect(tmp_path / "capsearch.db")
-    conn.executescript(_MIGRATIONS[1])
+    conn.executescript(MIGRATIONS[1])
     conn.execute("PRAGMA user_version=1")
     conn.execute("INSERT INTO stage_runs(stage, config_hash, status, started_at) VALUES ('ingest', 'h', 'running', 1)")
     conn.execute("INSERT INTO spaces(space, dim, version) VALUES ('image/x', 2, 3)")
     conn.commit()
     conn.close()
     store = Store(tmp_path)
-    assert store.schema_version == SCHEMA_VERSION
+    assert user_version(store) == SCHEMA_VERSION
     assert store.stage_runs()[0].status == "crashed"
     assert store.space_state("image/x")[0] == "v3"                # the old counter until the next write
 
@@ -273,11 +280,11 @@ def test_a_store_of_schema_1_is_migrated(tmp_path):
 def test_a_store_of_schema_2_loses_its_caption_metric_blobs(tmp_path):
     """Schema 2 kept caption metrics as JSON in meta; schema 3 keeps them in tables and drops the blobs (the
     stage computes them again), leaving every other meta key alone."""
-    from pipeline.store import _MIGRATIONS
+    from pipeline.store.schema import MIGRATIONS
 
     conn = sqlite3.connect(tmp_path / "capsearch.db")
     for version in (1, 2):
-        conn.executescript(_MIGRATIONS[version])
+        conn.executescript(MIGRATIONS[version])
     conn.execute("PRAGMA user_version=2")
     conn.executemany("INSERT INTO meta(key, value) VALUES (?, ?)",
                      [("caption-metrics/row/abc", "{}"), ("caption-metrics/def", "{}"), ("caption-metrics/latest", '"def"'),
@@ -285,6 +292,6 @@ def test_a_store_of_schema_2_loses_its_caption_metric_blobs(tmp_path):
     conn.commit()
     conn.close()
     store = Store(tmp_path)
-    assert store.schema_version == SCHEMA_VERSION
+    assert user_version(store) == SCHEMA_VERSION
     assert sorted(r[0] for r in store.conn.execute("SELECT key FROM meta")) == ["evaluation/xyz", "split_hash"]
-    assert store.latest_caption_metric_hash() is None and store.stored_caption_metric_rows(["abc"]) == set()
+    assert store.caption_metrics.latest_hash() is None and store.caption_metrics.stored_rows(["abc"]) == set()

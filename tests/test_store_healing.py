@@ -9,7 +9,7 @@ import pytest
 from pipeline.evaluation import load_evaluation
 from pipeline.reports.tables import evaluation_json
 from pipeline.stages.registry import stage_hash
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.cli import run_cli

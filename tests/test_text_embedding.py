@@ -59,7 +59,7 @@ def test_model_is_loaded_once_per_process(minilm):
     minilm.embed_documents(["x"])
     again = SentenceTransformerEmbedder(LITE_MODEL, device="cpu", batch_size=7)
     again.embed_queries(["y"])
-    keys = [k for k in cache.loaded_keys() if resolve_model_path(LITE_MODEL) in k]
+    keys = [k for k in cache.load_counts if resolve_model_path(LITE_MODEL) in k]
     assert len(keys) == 1 and cache.load_counts[keys[0]] == 1
 
 

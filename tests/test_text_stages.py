@@ -11,8 +11,9 @@ from pipeline.errors import ConfigError
 from pipeline.metrics import rank_bounds, recall_at_k, reciprocal_rank
 from pipeline.queries.reference import clean_caption
 from pipeline.search import cosine_scores
-from pipeline.search_service import SearchIndex, document_space, oracle_captions
-from pipeline.stages.base import run_stage
+from pipeline.keys import document_space
+from pipeline.search_service import SearchIndex, oracle_captions
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import build_stage, pipeline_stages, stage_hash
 from pipeline.workspace import Workspace
 from tests.fixtures.openai_server import Reply

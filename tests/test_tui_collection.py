@@ -8,7 +8,7 @@ import time
 import pytest
 from textual.widgets import DataTable, Input, Static
 
-from pipeline.stages.base import run_stage
+from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from tests.fixtures.collection import build_photo_folder
 from tests.fixtures.photos import reencoded

@@ -172,7 +172,7 @@ async def test_captioner_chooser_runs_the_chosen_captioners_stages(fresh_workspa
 @pytest.mark.asyncio
 async def test_problems_pane_lists_failed_and_skipped_items_with_reasons(tmp_path, flickr8k_bad):
     from pipeline.config_file import update_config_file
-    from pipeline.stages.base import run_stage
+    from pipeline.stages.run import run_stage
     from pipeline.stages.registry import build_stage
     from pipeline.workspace import Workspace
 

@@ -16,12 +16,13 @@ from pipeline.config_file import update_config_file
 from pipeline.datasets.demo import IMAGE_DIR, generate_demo_world
 from pipeline.hashing import hash_text
 from pipeline.images import open_rgb
-from pipeline.prompts import select_captions
-from pipeline.stages.base import run_stage
+from pipeline.keys import image_space
+from pipeline.prompts import estimate_tokens, select_captions
+from pipeline.snapshots import load_array
 from pipeline.stages.ingest import IngestStage
 from pipeline.stages.registry import pipeline_stages
-from pipeline.stages.vision import (CaptionStage, EmbedImagesStage, NeighboursStage, PromptsStage, estimate_tokens,
-                                    image_space)
+from pipeline.stages.run import run_stage
+from pipeline.stages.vision import CaptionStage, EmbedImagesStage, NeighboursStage, PromptsStage
 from pipeline.status import workspace_status
 from tests.fixtures.captioner_configs import SHORT_TEMPLATE, generative_captioners
 
@@ -65,7 +66,7 @@ def test_lite_stages_end_to_end_and_a_second_run_computes_nothing(demo_world, wo
     embed = EmbedImagesStage(ws)
     shas = sorted({r.sha256 for r in store.images()})
     assert store.has_vectors(embed.space, shas) == set(shas)
-    ids, mat = store.load_array(embed.space)
+    ids, mat = load_array(store, embed.space)
     assert sorted(ids) == shas and mat.shape == (len(shas), embed.embedder.dim)
     assert np.allclose(np.linalg.norm(mat, axis=1), 1.0, atol=1e-5)
 
@@ -211,7 +212,7 @@ def test_vlm_neighbours_captioner_sees_the_neighbour_captions(demo_world, worksp
     assert prompts_stage.config()["token_budget"] == {
         "counter": "tokenizer", "model": str(tiny_smolvlm_dir), "max_tokens": "model context", "max_new_tokens": 6}
     run_stage(prompts_stage)
-    assert captioner.cache_key not in cache.loaded_keys()  # counting tokens loads the tokenizer, not the model
+    assert cache.load_counts.get(captioner.cache_key, 0) == loads  # counting tokens loads the tokenizer, not the model
     prompts = ws.store.prompts(prompts_stage.config_hash())
     assert len(prompts) == 6
     assert all(captioner.count_prompt_tokens(p.text) <= captioner.max_prompt_tokens for p in prompts.values())

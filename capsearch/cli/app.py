@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from capsearch.cli import context as cli
+from capsearch.cli import orchestration, text, ui, vision
 from capsearch.cli.context import JsonOpt, WorkspaceOpt, console, err_console
 
 if TYPE_CHECKING:
@@ -65,11 +66,9 @@ def init(
 
 
 def _after_init(ws) -> None:
-    """Hook for orchestration set-up (migrating the Prefect database once) when flows are installed."""
-    try:
-        from flows.server import prepare_prefect
-    except ImportError:
-        return
+    """Orchestration set-up: the Prefect database migrated once (Prefect is imported only here)."""
+    from flows.server import prepare_prefect
+
     prepare_prefect(ws, console=console)
 
 
@@ -301,13 +300,13 @@ def demo(workspace: WorkspaceOpt = None) -> None:
     """The main job on the offline demo world (what `make demo` runs): every stage, lite profile."""
     from capsearch.cli.execute import run_stages
     from pipeline.config_file import write_config_file
-    from pipeline.stages.registry import available_stages
+    from pipeline.stages.registry import STAGE_ORDER
 
     ws = cli.workspace(workspace, must_exist=False)
     if not ws.config_path.exists():
         write_config_file(ws.config_path, "lite")
         ws.reload_config()
-    stages = available_stages()
+    stages = list(STAGE_ORDER)
     console.print(f"[bold]capsearch demo[/]: workspace {ws.root}, profile {ws.config.profile}, stages: {', '.join(stages)}")
     run_stages(ws, stages)
     status(workspace=ws.root, as_json=False, problems_limit=5)
@@ -315,25 +314,13 @@ def demo(workspace: WorkspaceOpt = None) -> None:
 
 
 def _print_results_summary(ws) -> None:
-    try:
-        from capsearch.cli.summary import print_summary
-    except ImportError:
-        console.print(f"\nresults are in {ws.root}")
-        return
+    from capsearch.cli.summary import print_summary
+
     print_summary(ws)
 
 
-def _register_optional_commands() -> None:
-    """Command groups of other areas (vision, text, orchestration, TUI) register themselves here."""
-    import importlib
-    import importlib.util
-
-    for module in ("capsearch.cli.vision", "capsearch.cli.text", "capsearch.cli.orchestration", "capsearch.cli.ui"):
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module).register(app)
-
-
-_register_optional_commands()
+for _commands in (vision, text, orchestration, ui):    # the command groups of the vision, text, runs and TUI areas
+    _commands.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ def embed_captions(captioner: CaptionersOpt = None, workspace: WorkspaceOpt = No
 def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> None:
     """Make the evaluation queries (short and detail) from each target's own held-out reference captions."""
     from capsearch.cli.execute import run_stages
-    from pipeline.stages.text import usage_line
+    from pipeline.queries.openai_gen import usage_line
 
     ws = cli.workspace(workspace)
     outcome = run_stages(ws, ["queries"], retry_failed=retry_failed)
@@ -43,7 +43,7 @@ def queries(workspace: WorkspaceOpt = None, retry_failed: RetryOpt = False) -> N
 
 
 def _queries_hash(ws: "Workspace") -> str:
-    from pipeline.stages.registry import stage_hash
+    from pipeline.stage_keys import stage_hash
 
     return stage_hash(ws, "queries")
 

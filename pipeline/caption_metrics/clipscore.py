@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from pipeline.keys import clip_text_space
+from pipeline.text_vectors import text_vectors
+
 if TYPE_CHECKING:
     from pipeline.store import Store
 
@@ -51,8 +54,6 @@ def ref_clip_score(clip_s: float, caption_vec: np.ndarray, reference_vecs: Seque
 
 def caption_vectors(store: "Store", embedder, texts: Sequence[str]) -> tuple[np.ndarray, int]:
     """Text-tower vectors of ``PREFIX + text`` (stored in ``clip-text/<key>``); returns (matrix, newly embedded)."""
-    from pipeline.text_vectors import clip_text_space, text_vectors
-
     prefixed = [PREFIX + t for t in texts]
     if not prefixed:
         return np.zeros((0, embedder.dim), dtype=np.float32), 0

@@ -17,6 +17,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Sequence
 
 from pipeline.caption_metrics.tokenize import normalise
+from pipeline.prompts import neighbour_captions, select_captions
+from pipeline.stage_keys import stage_hash
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
@@ -52,10 +54,6 @@ def copy_and_overlap(caption: str, shown: Sequence[str]) -> tuple[float, float]:
 
 def shown_captions(ws: "Workspace", captioner: str, ids: Sequence[str]) -> tuple[dict[str, list[str]], str]:
     """Per photo, the captions the captioner was shown, and one line saying what they are."""
-    from pipeline.prompts import select_captions
-    from pipeline.stages.registry import stage_hash
-    from pipeline.stages.vision import neighbour_captions
-
     cfg, store = ws.config, ws.store
     kind = cfg.captioner(captioner).kind
     if kind == "vlm-neighbours":

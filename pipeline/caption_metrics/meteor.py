@@ -70,18 +70,6 @@ class MeteorScorer:
             raise self.process.fail(f"expected {N_STATS} statistics, got {len(values)}")
         return np.asarray(values)
 
-    def eval_line(self, stats: np.ndarray) -> tuple[list[float], float]:
-        """The jar's own answer to pycocoevalcap's ``EVAL`` request: per-row scores and the corpus score."""
-        rows = [" ".join(_java_number(v) for v in row) for row in stats]
-        self.process.stdin.write(("EVAL ||| " + " ||| ".join(rows) + "\n").encode("utf-8"))
-        self.process.stdin.flush()
-        per = [float(self.process.readline()) for _ in rows]
-        return per, float(self.process.readline())
-
-
-def _java_number(value: float) -> str:
-    return f"{value:.1f}" if float(value).is_integer() else repr(float(value))
-
 
 def _score(total: np.ndarray, test_total: np.ndarray, ref_total: np.ndarray) -> np.ndarray:
     """METEOR 1.5 ``computeMetrics`` on (..., 23) statistics (already summed for a corpus)."""

@@ -19,7 +19,9 @@ import numpy as np
 from pipeline.caption_metrics import coco
 from pipeline.caption_metrics.results import HUMAN, METRICS, CaptionMetricsResult, RowScores
 from pipeline.caption_metrics.stats import Interval, Paired, difference, interval, mean_of_scores, resampled
+from pipeline.keys import image_space
 from pipeline.metrics import _check_boot
+from pipeline.stage_keys import stage_hash
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
@@ -89,8 +91,6 @@ def row_captions(ws: "Workspace", row: str, ids: Sequence[str], human: Sequence[
     """The caption each photo has in a row ('' where it has no usable one)."""
     if row == HUMAN:
         return list(human)
-    from pipeline.stages.registry import stage_hash
-
     rows = ws.store.captions(row, stage_hash(ws, "caption", row), ids=ids, status="ok")
     return [rows[i].text if i in rows and rows[i].text.strip() else "" for i in ids]
 
@@ -213,7 +213,6 @@ def _clip_inputs(ws: "Workspace", env: Environment, ph: Photos, captions: dict[s
     if env.clip_key is None:
         return None
     from pipeline.caption_metrics.clipscore import caption_vectors
-    from pipeline.stages.vision import image_space
     from pipeline.text_models import build_clip_embedder
 
     embedder = build_clip_embedder(ws.config)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Iterable
 
+from pipeline.caption_metrics.identity import current_caption_metrics_hash
 from pipeline.caption_metrics.results import PER_PHOTO, CaptionMetricsResult, RowScores
-from pipeline.store import (CaptionMetricPhoto, CaptionMetricScore, CaptionMetricValue, CaptionSummaryRow,
-                            StoredCaptionRow, StoredCaptionSummary)
+from pipeline.store_rows import (CaptionMetricPhoto, CaptionMetricScore, CaptionMetricValue, CaptionSummaryRow,
+                                 StoredCaptionRow, StoredCaptionSummary)
 
 if TYPE_CHECKING:
     from pipeline.store import Store
@@ -37,7 +38,7 @@ def _number(value: float | None) -> float | None:
 
 def stored_rows(store: "Store", row_hashes: Iterable[str]) -> set[str]:
     """Which of these rows are stored."""
-    return store.stored_caption_metric_rows(row_hashes)
+    return store.caption_metrics.stored_rows(row_hashes)
 
 
 def to_stored_row(row_hash: str, row: RowScores) -> StoredCaptionRow:
@@ -72,11 +73,11 @@ def from_stored_row(stored: StoredCaptionRow) -> RowScores:
 
 
 def put_row(store: "Store", row_hash: str, row: RowScores) -> None:
-    store.put_caption_metric_row(to_stored_row(row_hash, row))
+    store.caption_metrics.put_row(to_stored_row(row_hash, row))
 
 
 def get_row(store: "Store", row_hash: str) -> RowScores | None:
-    stored = store.caption_metric_row(row_hash)
+    stored = store.caption_metrics.row(row_hash)
     return from_stored_row(stored) if stored is not None else None
 
 
@@ -124,33 +125,23 @@ def from_stored_summary(stored: StoredCaptionSummary) -> CaptionMetricsResult:
 
 
 def put_summary(store: "Store", result: CaptionMetricsResult) -> None:
-    store.put_caption_metric_summary(to_stored_summary(result))
+    store.caption_metrics.put_summary(to_stored_summary(result))
 
 
 def has_summary(store: "Store", config_hash: str) -> bool:
-    return store.has_caption_metric_summary(config_hash)
+    return store.caption_metrics.has_summary(config_hash)
 
 
 def get_summary(store: "Store", config_hash: str) -> CaptionMetricsResult | None:
-    stored = store.caption_metric_summary(config_hash)
+    stored = store.caption_metrics.summary(config_hash)
     return from_stored_summary(stored) if stored is not None else None
 
 
 # -- readers -----------------------------------------------------------------------------------------------------
 
-def current_hash(ws: "Workspace") -> str | None:
-    from pipeline.errors import CapsearchError
-    from pipeline.stages.registry import stage_hash
-
-    try:
-        return stage_hash(ws, "caption-metrics")
-    except CapsearchError:
-        return None
-
-
 def load_caption_metrics(ws: "Workspace", config_hash: str | None = None) -> CaptionMetricsResult | None:
     """The summary of the given stage hash, else of the current configuration (None when not computed)."""
-    config_hash = config_hash or current_hash(ws)
+    config_hash = config_hash or current_caption_metrics_hash(ws)
     return get_summary(ws.store, config_hash) if config_hash else None
 
 
@@ -160,7 +151,7 @@ def latest_caption_metrics(ws: "Workspace") -> tuple[CaptionMetricsResult | None
     current = load_caption_metrics(ws)
     if current is not None:
         return current, False
-    latest = ws.store.latest_caption_metric_hash()
+    latest = ws.store.caption_metrics.latest_hash()
     found = get_summary(ws.store, latest) if latest else None
     return found, found is not None
 

@@ -139,7 +139,7 @@ def embed_batches(
         payloads = batch.payloads
         for chunk in run_chunks(len(payloads), limit, lambda a, b: embed_batch(payloads[a:b])):
             rows = batch.indices[chunk.start:chunk.stop]
-            if chunk.result is None:
+            if chunk.out_of_memory:
                 failed += [(i, OUT_OF_MEMORY) for i in rows]
             else:
                 vectors[rows] = chunk.result

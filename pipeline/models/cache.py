@@ -37,7 +37,3 @@ def evict(key: str | None = None) -> None:
             _models.clear()
         else:
             _models.pop(key, None)
-
-
-def loaded_keys() -> list[str]:
-    return sorted(_models)

@@ -74,6 +74,14 @@ def estimate_cost(prompt_tokens: int, completion_tokens: int, model: str) -> flo
     return None
 
 
+def usage_line(usage: dict[str, Any]) -> str:
+    """One line on a query run's requests, failures, tokens and estimated cost."""
+    cost = usage.get("cost_usd")
+    money = "cost unknown for this model" if cost is None else f"estimated cost ${cost:.4f}"
+    return (f"{usage['requests']} targets, {usage['failures']} failed; {usage['prompt_tokens']} prompt + "
+            f"{usage['completion_tokens']} completion tokens ({usage.get('model') or usage.get('generator')}); {money}")
+
+
 @dataclass(frozen=True)
 class UsageSummary:
     requests: int

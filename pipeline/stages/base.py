@@ -5,8 +5,8 @@ A stage knows which items it should produce for the current configuration
 failed (``failed_items``). Work is split into batches of item ids; ``run_batch``
 computes one batch and writes it to the store in one transaction (``commit``), so
 a run that dies loses at most the batches in flight, and ``done_items`` (what the
-store holds) is exactly what was committed. ``run_stage`` runs a stage directly; ``flows/`` runs the
-same batches as cached, retriable Prefect tasks.
+store holds) is exactly what was committed. ``pipeline.stages.run.run_stage`` runs a stage directly;
+``flows/`` runs the same batches as cached, retriable Prefect tasks.
 
 Every stage's ``config()`` includes the configuration hashes of the stages it
 reads from, so changing, say, the prompt template changes the hash of the
@@ -26,16 +26,18 @@ items it touches, and a rerun after a crash never mistakes a stale output for a 
 from __future__ import annotations
 
 import threading
-import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, ClassVar, Iterator
 
 from pipeline.crashpoints import BATCH_COMMITTED, crash_point
 from pipeline.hashing import hash_obj
-from pipeline.progress import ProgressCallback, StageProgress
-from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome
+from pipeline.keys import stage_key
+from pipeline.progress import StageProgress
+from pipeline.stage_keys import StageKeys
+from pipeline.stages.applicability import NOT_APPLICABLE
 from pipeline.workspace import Workspace
 
 
@@ -124,9 +126,13 @@ class Stage(ABC):
         """The stage configuration (model, template, settings) plus upstream configuration hashes."""
 
     def config_hash(self) -> str:
-        # The key "target" is the variant's name in every stored configuration hash: renaming it would orphan
-        # every row the store holds.
-        return hash_obj({"stage": self.name, "target": self.variant, **self.config()})
+        return stage_key(self.name, self.variant, self.config())
+
+    @cached_property
+    def keys(self) -> StageKeys:
+        """The configurations of the configuration-only stages under this stage's settings
+        (``pipeline.stage_keys``): what their ``config()`` returns."""
+        return StageKeys(self.cfg)
 
     # -- applicability ------------------------------------------------------------------------
     def applicable(self) -> str | None:
@@ -228,43 +234,3 @@ class Stage(ABC):
         failed = {k: v for k, v in self.failed_items().items() if k in set(items) and k not in done}
         return StageCounts(self.label, len(items), len(done), len(failed), failed)
 
-
-def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, retry_failed: bool = False) -> StageOutcome:
-    """Run a stage in this process without Prefect (the baseline the flows are measured against).
-
-    The same planner (``pipeline.stages.plan``) and stage-run recorder (``pipeline.stages.record``) as the
-    stage flows, one batch after another; a batch with nothing to compute counts as ``unchanged``."""
-    from pipeline.stages.plan import plan_stage
-    from pipeline.stages.record import StageRunRecorder
-
-    t0 = time.perf_counter()
-    outcome = StageOutcome.of(stage)
-    recorder = StageRunRecorder(stage)
-    prep = StageProgress(stage.label, 0, progress)
-    plan = plan_stage(stage, prep, retry_failed)
-    if plan.not_applicable:
-        recorder.not_applicable(plan.not_applicable)
-        prep.not_applicable(plan.not_applicable)
-        outcome.not_applicable(plan.not_applicable)
-        outcome.seconds = time.perf_counter() - t0
-        return outcome
-    outcome.planned(plan)
-    sp = StageProgress(stage.label, plan.items, progress)
-    recorder.start(plan.config_hash)
-    try:
-        for batch in plan.batches:
-            work = plan.work(batch)
-            if work is None:
-                outcome.unchanged += 1
-                continue
-            outcome.add_result(stage.run_batch(work, sp))
-        stage.finalize(sp)
-        outcome.status = "completed"
-    except BaseException as exc:
-        outcome.interrupted(exc, cancelled=isinstance(exc, KeyboardInterrupt))
-        raise
-    finally:
-        outcome.seconds = time.perf_counter() - t0
-        recorder.finish(outcome)
-    sp.finish(outcome.finish_message())
-    return outcome

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.caption_metrics import scoring, storage
-from pipeline.caption_metrics.results import HUMAN, RowScores
+from pipeline.caption_metrics import identity, scoring, storage
+from pipeline.caption_metrics.results import RowScores
 from pipeline.crashpoints import CAPTION_METRICS_BATCH, crash_point
 from pipeline.evaluation import CONFIDENCE
-from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
+from pipeline.stages.applicability import no_held_out_captions
 from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
-
-VERSION = 1
 
 
 class CaptionMetricsStage(Stage):
-    name = "caption-metrics"
+    name = identity.STAGE
     batched = False          # the rows to compute run together (shared tokenizer, METEOR and CLIP runs)
 
     def __init__(self, ws, variant: str = ""):
@@ -35,8 +33,6 @@ class CaptionMetricsStage(Stage):
         self._env: scoring.Environment | None = None
 
     def applicable(self) -> str | None:
-        from pipeline.stages.applicability import no_held_out_captions
-
         return no_held_out_captions(self.store)
 
     @property
@@ -47,44 +43,17 @@ class CaptionMetricsStage(Stage):
 
     def rows(self) -> list[str]:
         """``human`` (where targets have two human captions) and every enabled captioner."""
-        human = [HUMAN] if scoring.photos(self.ws).with_references else []
-        return [*human, *self.cfg.enabled_captioners()]
+        return identity.rows(self.ws)
 
     def row_hashes(self) -> dict[str, str]:
         """Each row's identity: what it reads, how it is tokenised, which metrics can run."""
-        from pipeline.stages.registry import stage_hash
-
-        ph = scoring.photos(self.ws)
-        common = {"version": VERSION, "env": self.env.as_dict(),
-                  "photos": hash_obj([ph.ids, ph.human, ph.references]), "images": self._image_fingerprint(ph.ids)}
-        out = {}
-        for row in self.rows():
-            ident: dict[str, Any] = dict(common, row=row)
-            if row != HUMAN:
-                caps = scoring.row_captions(self.ws, row, ph.ids, ph.human)
-                ident.update(caption_stage=stage_hash(self.ws, "caption", row),
-                             captions=hash_obj([hash_text(c) for c in caps]))
-            out[row] = hash_obj(ident)
-        return out
-
-    def _image_fingerprint(self, ids: list[str]) -> str:
-        if self.env.clip_key is None:
-            return ""
-        from pipeline.stages.vision import image_space
-
-        shas = sorted({img.sha256 for img in self.store.images(ids=ids)})
-        return hash_obj(sorted(self.store.has_vectors(image_space(self.env.clip_key), shas)))
-
-    def _config(self, hashes: dict[str, str]) -> dict[str, Any]:
-        ev = self.cfg.evaluate
-        return {"rows": hashes, "baseline": ev.baseline, "n_boot": ev.n_boot, "seed": ev.seed,
-                "confidence": CONFIDENCE, "version": VERSION}
+        return identity.row_hashes(self.ws, self.env)
 
     def config(self) -> dict[str, Any]:
-        return self._config(self.row_hashes())
+        return identity.summary_config(self.ws, self.row_hashes())
 
     def _config_hash(self, hashes: dict[str, str]) -> str:
-        return hash_obj({"stage": self.name, "target": self.variant, **self._config(hashes)})
+        return identity.summary_hash(self.ws, hashes)
 
     def items(self) -> list[str]:
         return self.rows()
@@ -144,6 +113,3 @@ class CaptionMetricsStage(Stage):
             for metrics, reason in result.not_computed():
                 progress.message(f"{', '.join(metrics)} not computed: {reason}", "info")
         return BatchResult(done=len(computed), skipped=len([i for i in batch.ids if i not in hashes]))
-
-
-STAGES: dict[str, type[Stage]] = {"caption-metrics": CaptionMetricsStage}

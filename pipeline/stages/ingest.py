@@ -26,7 +26,7 @@ from pipeline.images import check_image
 from pipeline.progress import StageProgress
 from pipeline.splits import SplitItem, assign_splits, split_hash
 from pipeline.stages.base import Batch, BatchResult, Stage
-from pipeline.store import FileRecord, ImageRow
+from pipeline.store_rows import FileRecord, ImageRow
 
 STAGE = "ingest"
 REMOVED_KEY = "ingest/removed"     # store meta: photos that left the collection -> when and what they were
@@ -229,8 +229,3 @@ def _sha256_or_none(path) -> str | None:
 def removed_photos(store) -> dict[str, dict]:
     """Photos that left the collection since they were ingested: id -> when (``at``), sha256 and split."""
     return dict(sorted((store.get_meta(REMOVED_KEY) or {}).items()))
-
-
-def current_split_hash(store) -> str:
-    """The split identity that downstream stages put into their configuration hash."""
-    return store.get_meta("split_hash", "") or ""

@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.stages.applicability import NOT_APPLICABLE
+
 if TYPE_CHECKING:
     from pipeline.stages.base import BatchResult, Stage
     from pipeline.stages.plan import StagePlan
 
-NOT_APPLICABLE = "not applicable"
 MESSAGES_KEPT = 200          # a stage's messages kept in its outcome (the store's problems list has them all)
 
 

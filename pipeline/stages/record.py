@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome
+from pipeline.stages.applicability import NOT_APPLICABLE
+from pipeline.stages.outcome import StageOutcome
 
 if TYPE_CHECKING:
     from pipeline.stages.base import Stage

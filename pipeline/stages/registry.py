@@ -1,47 +1,43 @@
 """Every stage, in pipeline order, built for a workspace's configuration.
 
 The one place a stage is built from its name (``build_stage``: a registered name, or ``module:Class`` for a
-stage defined outside the registry) and its current configuration hash read (``stage_hash``).
+stage defined outside the registry) and any stage's current configuration hash read by building it
+(``stage_hash``; readers of the configuration-only stages' rows use ``pipeline.stage_keys`` instead, which
+builds no stage).
 """
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
-from pipeline.errors import CapsearchError, ConfigError
+from pipeline.errors import ConfigError
+from pipeline.keys import HUMAN
 from pipeline.stages.base import Stage
+from pipeline.stages.caption_metrics import CaptionMetricsStage
+from pipeline.stages.ingest import IngestStage
+from pipeline.stages.text import EmbedCaptionsStage, EvaluateStage, QueriesStage, ReportStage
+from pipeline.stages.vision import CaptionStage, EmbedImagesStage, NeighboursStage, PromptsStage
 from pipeline.workspace import Workspace
 
-# Stage names in the order the pipeline runs them. Per-captioner stages take the captioner as their variant.
-STAGE_ORDER = ("ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "caption-metrics", "queries",
-               "evaluate", "report")
+# The stages in the order the pipeline runs them. Per-captioner stages take the captioner as their variant.
+STAGE_CLASSES: dict[str, type[Stage]] = {
+    "ingest": IngestStage,
+    "embed-images": EmbedImagesStage,
+    "neighbours": NeighboursStage,
+    "prompts": PromptsStage,
+    "caption": CaptionStage,
+    "embed-captions": EmbedCaptionsStage,
+    "caption-metrics": CaptionMetricsStage,
+    "queries": QueriesStage,
+    "evaluate": EvaluateStage,
+    "report": ReportStage,
+}
+STAGE_ORDER = tuple(STAGE_CLASSES)
 PER_CAPTIONER = ("caption", "embed-captions")
-HUMAN = "human"          # embed-captions:human: the photos' human captions
-# Modules that define more stages in a STAGES dict (name -> class).
-_STAGE_MODULES = ("pipeline.stages.vision", "pipeline.stages.text", "pipeline.stages.caption_metrics")
 
 
 def stage_class(name: str) -> type[Stage]:
-    from pipeline.stages.ingest import IngestStage
-
-    classes: dict[str, type[Stage]] = {"ingest": IngestStage}
-    for module in _STAGE_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            classes.update(importlib.import_module(module).STAGES)
-    if name not in classes:
-        raise KeyError(name)
-    return classes[name]
-
-
-def available_stages() -> list[str]:
-    out = []
-    for name in STAGE_ORDER:
-        try:
-            stage_class(name)
-            out.append(name)
-        except KeyError:
-            pass
-    return out
+    """The class of a registered stage (KeyError for another name)."""
+    return STAGE_CLASSES[name]
 
 
 def resolve_stage_class(name: str) -> type[Stage]:
@@ -58,13 +54,7 @@ def resolve_stage_class(name: str) -> type[Stage]:
     try:
         return stage_class(name)
     except KeyError:
-        if name in STAGE_ORDER:
-            raise StageNotInstalled(f"stage {name} is not installed in this capsearch") from None
         raise ConfigError(f"unknown stage '{name}'; stages: {', '.join(STAGE_ORDER)}") from None
-
-
-class StageNotInstalled(ConfigError):
-    """A stage of the pipeline whose module this installation lacks."""
 
 
 def build_stage(ws: Workspace, name: str, variant: str = "") -> Stage:
@@ -73,20 +63,8 @@ def build_stage(ws: Workspace, name: str, variant: str = "") -> Stage:
 
 
 def stage_hash(ws: Workspace, name: str, variant: str = "") -> str:
-    """The current configuration hash of a stage (the rows it reads or writes are keyed by it)."""
-    try:
-        return build_stage(ws, name, variant).config_hash()
-    except StageNotInstalled:
-        label = f"{name}:{variant}" if variant else name
-        raise CapsearchError(f"stage {label} is not installed in this capsearch") from None
-
-
-def optional_stage_hash(ws: Workspace, name: str, variant: str = "") -> str | None:
-    """A stage's configuration hash, or None where the stage is not installed or cannot be built."""
-    try:
-        return stage_hash(ws, name, variant)
-    except CapsearchError:
-        return None
+    """The current configuration hash of any stage, built from its name (the rows it writes are keyed by it)."""
+    return build_stage(ws, name, variant).config_hash()
 
 
 def pipeline_stages(ws: Workspace, names: list[str] | None = None, captioners: list[str] | None = None) -> list[Stage]:
@@ -94,7 +72,7 @@ def pipeline_stages(ws: Workspace, names: list[str] | None = None, captioners: l
 
     ``embed-captions`` also gets the target ``human`` (the photos' human captions, for searching the whole
     collection) unless particular captioners were asked for."""
-    wanted = names or available_stages()
+    wanted = names or STAGE_ORDER
     caps = captioners or ws.config.enabled_captioners()
     stages: list[Stage] = []
     for name in STAGE_ORDER:

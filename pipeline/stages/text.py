@@ -23,16 +23,16 @@ from pipeline.crashpoints import EMBED_CAPTIONS_BATCH, QUERIES_BATCH, REPORT_FIL
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.progress import StageProgress
-from pipeline.search_service import document_space
+from pipeline.keys import HUMAN, document_space
+from pipeline.queries.openai_gen import estimate_cost, summarise_usage, usage_line
+from pipeline.snapshots import export_array
 from pipeline.stages.applicability import no_held_out_captions, no_human_caption
 from pipeline.stages.base import Batch, BatchResult, Stage
-from pipeline.stages.registry import optional_stage_hash, stage_hash
-from pipeline.stages.vision import collection_root
+from pipeline.stages.vision import CaptionStage, collection_root
 from pipeline.store_rows import QueryRow
 from pipeline.text_vectors import embed_missing, store_new
 
 REPORT_VERSION = 1
-HUMAN = "human"          # embed-captions:human embeds the photos' human captions
 USAGE_FIELDS = ("requests", "failures", "prompt_tokens", "completion_tokens")
 
 
@@ -65,19 +65,16 @@ class EmbedCaptionsStage(Stage):
         self.embedder = build_text_embedder(self.cfg)
         self.space = document_space(self.embedder.key)
 
-    def _caption_stage(self) -> Stage:
-        from pipeline.stages.vision import CaptionStage
-
-        return CaptionStage(self.ws, self.variant)
-
     def caption_hash(self) -> str:
-        return "" if self.variant == HUMAN else stage_hash(self.ws, "caption", self.variant)
+        return self.keys.caption_hash(self.variant)
 
     def applicable(self) -> str | None:
-        return no_human_caption(self.store) if self.variant == HUMAN else self._caption_stage().applicable()
+        if self.variant == HUMAN:
+            return no_human_caption(self.store)
+        return CaptionStage(self.ws, self.variant).applicable()
 
     def config(self) -> dict[str, Any]:
-        return {"captions": HUMAN if self.variant == HUMAN else self.caption_hash(), "text_embedder": self.embedder.key}
+        return self.keys.embed_captions(self.variant)
 
     def _captions(self, only: Sequence[str] | None = None) -> dict[str, list[str]]:
         """Photo -> the caption texts to embed: its human captions, or the captioner's ok caption of it
@@ -117,7 +114,7 @@ class EmbedCaptionsStage(Stage):
 
     def finalize(self, progress: StageProgress | None = None) -> None:
         if self.store.has_space(self.space):
-            self.store.export_array(self.space)
+            export_array(self.store, self.space)
 
 
 class QueriesStage(Stage):
@@ -132,17 +129,13 @@ class QueriesStage(Stage):
         self._lock = threading.Lock()
 
     def kinds(self) -> list[str]:
-        from pipeline.queries.reference import check_kinds
-
-        return check_kinds(self.cfg.queries.kinds)
+        return self.keys.query_kinds()
 
     def applicable(self) -> str | None:
         return no_held_out_captions(self.store)
 
     def config(self) -> dict[str, Any]:
-        from pipeline.text_models import query_generator_settings
-
-        return {"kinds": self.kinds(), "generator": query_generator_settings(self.cfg), "version": 2}
+        return self.keys.queries()
 
     def _references(self) -> dict[str, list[str]]:
         return self.store.reference_captions(split="target")
@@ -210,8 +203,6 @@ class QueriesStage(Stage):
         return BatchResult(done=len(results) - len(failed), failed=len(failed))
 
     def _usage(self, counts: dict[str, int]) -> dict[str, Any]:
-        from pipeline.queries.openai_gen import estimate_cost
-
         return dict(counts, generator=self.cfg.queries.generator, model=self.cfg.queries.model,
                     cost_usd=estimate_cost(counts["prompt_tokens"], counts["completion_tokens"], self.cfg.queries.model))
 
@@ -219,9 +210,8 @@ class QueriesStage(Stage):
         """Count a batch's requests and tokens for this run and, atomically, in the stored total of all runs."""
         if self.cfg.queries.generator != "openai":
             return
-        batch = {"requests": len(results), "failures": sum(r.error is not None for r in results),
-                 "prompt_tokens": sum(r.prompt_tokens for r in results),
-                 "completion_tokens": sum(r.completion_tokens for r in results)}
+        summary = summarise_usage(results, self.cfg.queries.model)
+        batch = {k: getattr(summary, k) for k in USAGE_FIELDS}
         key = f"queries/usage/{self.config_hash()}"
         with self.store.transaction():
             total = self.store.get_meta(key) or {}
@@ -237,14 +227,6 @@ class QueriesStage(Stage):
         self.store.set_meta("queries/last_run", run)
         if progress:
             progress.message(usage_line(run), "info")
-
-
-def usage_line(usage: dict[str, Any]) -> str:
-    """One line on a query run's requests, failures, tokens and estimated cost."""
-    cost = usage.get("cost_usd")
-    money = "cost unknown for this model" if cost is None else f"estimated cost ${cost:.4f}"
-    return (f"{usage['requests']} targets, {usage['failures']} failed; {usage['prompt_tokens']} prompt + "
-            f"{usage['completion_tokens']} completion tokens ({usage.get('model') or usage.get('generator')}); {money}")
 
 
 class EvaluateStage(_WholeStage):
@@ -280,8 +262,11 @@ class ReportStage(_WholeStage):
     name = "report"
 
     def config(self) -> dict[str, Any]:
+        from pipeline.caption_metrics.identity import current_caption_metrics_hash
+        from pipeline.evaluation import evaluation_hash
+
         r = self.cfg.report
-        return {"evaluate": stage_hash(self.ws, "evaluate"), "caption_metrics": optional_stage_hash(self.ws, "caption-metrics") or "",
+        return {"evaluate": evaluation_hash(self.ws), "caption_metrics": current_caption_metrics_hash(self.ws) or "",
                 "sample_queries": r.sample_queries, "top": r.top, "version": REPORT_VERSION}
 
     def items(self) -> list[str]:
@@ -296,10 +281,10 @@ class ReportStage(_WholeStage):
         return set()
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
-        from pipeline.evaluation import load_evaluation
+        from pipeline.evaluation import evaluation_hash, load_evaluation
         from pipeline.reports import write_report
 
-        eval_hash = stage_hash(self.ws, "evaluate")
+        eval_hash = evaluation_hash(self.ws)
         result = load_evaluation(self.ws, eval_hash)
         if result is None:
             raise CapsearchError("no evaluation for the current configuration: run `capsearch evaluate` first")
@@ -314,11 +299,3 @@ class ReportStage(_WholeStage):
             progress.advance(1)
             progress.message(f"report written to {paths.html}", "info")
         return BatchResult(done=1)
-
-
-STAGES: dict[str, type[Stage]] = {
-    "embed-captions": EmbedCaptionsStage,
-    "queries": QueriesStage,
-    "evaluate": EvaluateStage,
-    "report": ReportStage,
-}

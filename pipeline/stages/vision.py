@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -41,8 +40,12 @@ from pipeline.crashpoints import (CAPTION_BATCH, EMBED_IMAGES_BATCH, NEIGHBOURS_
                                   crash_point)
 from pipeline.errors import CapsearchError, ConfigError, StoreError, one_line
 from pipeline.hashing import hash_obj, hash_text
+from pipeline.keys import EXACT_DUPLICATE, NEAR_DUPLICATE, NOT_DUPLICATE, image_space
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit
 from pipeline.progress import StageProgress
+from pipeline.prompts import estimate_tokens, neighbour_captions
+from pipeline.snapshots import export_array
+from pipeline.stage_keys import caption_instruction, token_captioner
 from pipeline.stages.applicability import no_captioned_photo
 from pipeline.stages.base import Batch, BatchResult, Stage
 
@@ -51,29 +54,11 @@ if TYPE_CHECKING:
 
     from pipeline.backends import Captioner, ImageEmbedder
     from pipeline.distinct import DistinctRows
-    from pipeline.store import ImageRow
+    from pipeline.store_rows import ImageRow
 
 # Photos are decoded for captioning at most this many pixels on the long side (above the input
 # size of every supported captioner), which bounds the memory a batch of huge photos takes.
 MAX_CAPTION_SIDE = 2048
-# Without a VLM tokenizer, prompt length is estimated: words and punctuation marks, times 1.3
-# (English text averages about 1.3 BPE tokens per word).
-TOKENS_PER_WORD = 1.3
-_WORD_OR_MARK = re.compile(r"\w+|[^\w\s]")
-
-
-def estimate_tokens(text: str) -> int:
-    """Word-based token estimate used to budget prompts when no VLM tokenizer is configured."""
-    return math.ceil(len(_WORD_OR_MARK.findall(text)) * TOKENS_PER_WORD)
-
-
-def image_space(embedder_key: str) -> str:
-    return f"image/{embedder_key}"
-
-
-# How a neighbour relates to its target (the ``near_duplicate`` column of the neighbours table).
-NOT_DUPLICATE, NEAR_DUPLICATE, EXACT_DUPLICATE = 0, 1, 2
-DUPLICATE_KINDS = {NEAR_DUPLICATE: "near-duplicate", EXACT_DUPLICATE: "exact duplicate"}
 # A reference photo added since a target's neighbours were found makes them stale when it scores at least the
 # target's last neighbour minus this (float noise between two ways of computing one score; erring towards
 # recomputing, which is always correct).
@@ -85,14 +70,6 @@ def caption_items(ws) -> list[str]:
     ``caption.scope = "collection"`` (sorted ids)."""
     store = ws.store
     return store.image_ids() if ws.config.caption.scope == "collection" else store.image_ids("target")
-
-
-def neighbour_captions(store, neighbours_hash: str, ids) -> dict[str, list[tuple[str, list[str]]]]:
-    """Per photo with neighbours: (neighbour id, its human captions) of every neighbour that is not a duplicate
-    of the photo, nearest first. What prompts list and the kNN consensus chooses from, and nothing else."""
-    neighbours = store.neighbours(neighbours_hash, ids)
-    caps = store.reference_db_captions(sorted({n.id for ns in neighbours.values() for n in ns}))
-    return {t: [(n.id, caps.get(n.id, [])) for n in ns if not n.duplicate] for t, ns in neighbours.items()}
 
 
 def collection_root(store) -> Path:
@@ -158,10 +135,10 @@ class EmbedImagesStage(Stage):
 
     @property
     def space(self) -> str:
-        return image_space(self.embedder.key)
+        return image_space(self.keys.image_embedder_key)
 
     def config(self) -> dict[str, Any]:
-        return {"embedder": self.embedder.key}
+        return self.keys.embed_images()
 
     def items(self) -> list[str]:
         return self.store.image_ids()
@@ -233,7 +210,7 @@ class EmbedImagesStage(Stage):
     def finalize(self, progress: StageProgress | None = None) -> None:
         """Export the ``.npy`` snapshot that search and the TUI read."""
         if self.done_items():
-            self.store.export_array(self.space)
+            export_array(self.store, self.space)
 
 
 # -- neighbours -------------------------------------------------------------------------------------------
@@ -251,7 +228,6 @@ class NeighboursStage(Stage):
     not duplicates of it (after any duplicates that rank above them, listed and marked), never itself."""
 
     name = "neighbours"
-    VERSION = 2   # 2: duplicates (same sha256, or similarity >= the threshold) marked and passed over
 
     def __init__(self, ws, variant: str = ""):
         super().__init__(ws, variant)
@@ -262,9 +238,7 @@ class NeighboursStage(Stage):
         return no_captioned_photo(self.store)
 
     def config(self) -> dict[str, Any]:
-        n = self.cfg.neighbours
-        return {"embedder": self.embed.embedder.key, "k": n.k, "near_duplicate_threshold": n.near_duplicate_threshold,
-                "index": n.index, "version": self.VERSION}
+        return self.keys.neighbours()
 
     def items(self) -> list[str]:
         return caption_items(self.ws)
@@ -469,38 +443,16 @@ class PromptsStage(Stage):
         self.neighbours = NeighboursStage(ws)
         self._counter: tuple[Callable[[str], int], int | None] | None = None
 
-    @cached_property
+    @property
     def template(self) -> tuple[str, str]:
         """(template text, template id)."""
-        from pipeline.prompts import load_template
-        from pipeline.workspace import resolve_home_path
-
-        path = self.cfg.prompts.template
-        return load_template(resolve_home_path(path) if path else None)
-
-    def token_captioner(self) -> str | None:
-        """The first enabled ``vlm-neighbours`` captioner: its tokenizer counts prompt tokens."""
-        for name in self.cfg.enabled_captioners():
-            if self.cfg.captioner(name).kind == "vlm-neighbours":
-                return name
-        return None
-
-    def _budget_config(self) -> dict[str, Any]:
-        from pipeline.captioners.registry import default_model
-
-        name = self.token_captioner()
-        if name is None:
-            return {"counter": f"words-x{TOKENS_PER_WORD}", "max_tokens": self.cfg.prompts.max_tokens}
-        cc = self.cfg.captioner(name)
-        return {"counter": "tokenizer", "model": cc.model or default_model(cc.kind),
-                "max_tokens": self.cfg.prompts.max_tokens or "model context", "max_new_tokens": cc.max_new_tokens}
+        return self.keys.template
 
     def applicable(self) -> str | None:
         return self.neighbours.applicable()
 
     def config(self) -> dict[str, Any]:
-        return {"neighbours": self.neighbours.config_hash(), "template_id": self.template[1],
-                "per_neighbour": self.cfg.prompts.per_neighbour, "token_budget": self._budget_config()}
+        return self.keys.prompts()
 
     def items(self) -> list[str]:
         return caption_items(self.ws)
@@ -519,7 +471,7 @@ class PromptsStage(Stage):
     def token_counter(self) -> tuple[Callable[[str], int], int | None]:
         """(token counter, budget or None for no limit), set up once per stage instance."""
         if self._counter is None:
-            name = self.token_captioner()
+            name = token_captioner(self.cfg)
             limit = self.cfg.prompts.max_tokens or None
             if name is None:
                 self._counter = estimate_tokens, limit
@@ -605,25 +557,8 @@ class CaptionStage(Stage):
 
         return resolve_device(self.cfg.runtime.device).startswith("cuda")
 
-    def _instruction(self) -> str:
-        from pipeline.captioners.vlm import DEFAULT_INSTRUCTION
-
-        return self.captioner_config.prompt or DEFAULT_INSTRUCTION
-
     def config(self) -> dict[str, Any]:
-        from pipeline.captioners.registry import default_model
-        from pipeline.text_models import build_text_embedder
-
-        out: dict[str, Any] = {"captioner": self.captioner_config.model_dump(mode="json", exclude={"batch_size"}),
-                               "model_id": self.captioner_config.model or default_model(self.kind)}
-        if self.prompts is not None:
-            out["prompts"] = self.prompts.config_hash()
-        elif self.neighbours is not None:
-            out["neighbours"] = self.neighbours.config_hash()
-            out["text_embedder"] = build_text_embedder(self.cfg).key
-        elif self.kind == "vlm-plain":
-            out["prompt"] = self._instruction()
-        return out
+        return self.keys.caption(self.variant)
 
     def applicable(self) -> str | None:
         upstream = self.prompts or self.neighbours
@@ -673,7 +608,7 @@ class CaptionStage(Stage):
             neighbours = neighbour_captions(self.store, self.neighbours.config_hash(), ids)
             lists = {t: [c for _n, caps in ns for c in caps] for t, ns in neighbours.items()}
             return {t: None for t in lists}, lists, {t: None for t in lists}
-        prompt_id = hash_text(self._instruction()) if self.kind == "vlm-plain" else None
+        prompt_id = hash_text(caption_instruction(self.cfg, self.variant)) if self.kind == "vlm-plain" else None
         return {i: None for i in ids}, None, {i: prompt_id for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
@@ -771,11 +706,3 @@ def _is_store_failure(exc: BaseException) -> bool:
     from pipeline.errors import DiskFullError
 
     return isinstance(exc, (StoreError, DiskFullError, sqlite3.Error)) or is_disk_full(exc)
-
-
-STAGES: dict[str, type[Stage]] = {
-    "embed-images": EmbedImagesStage,
-    "neighbours": NeighboursStage,
-    "prompts": PromptsStage,
-    "caption": CaptionStage,
-}

@@ -1,0 +1,52 @@
+"""``run_stage``: one stage run in this process, without Prefect (the baseline the flows are measured against).
+
+It and the stage flows (``flows.stage_flows.execute_stage``) share the one planner (``pipeline.stages.plan``)
+and the one stage-run recorder (``pipeline.stages.record``), so the two paths cannot drift.
+"""
+from __future__ import annotations
+
+import time
+
+from pipeline.progress import ProgressCallback, StageProgress
+from pipeline.stages.base import Stage
+from pipeline.stages.outcome import StageOutcome
+from pipeline.stages.plan import plan_stage
+from pipeline.stages.record import StageRunRecorder
+
+
+def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, retry_failed: bool = False) -> StageOutcome:
+    """Run a stage in this process without Prefect (the baseline the flows are measured against).
+
+    The same planner (``pipeline.stages.plan``) and stage-run recorder (``pipeline.stages.record``) as the
+    stage flows, one batch after another; a batch with nothing to compute counts as ``unchanged``."""
+    t0 = time.perf_counter()
+    outcome = StageOutcome.of(stage)
+    recorder = StageRunRecorder(stage)
+    prep = StageProgress(stage.label, 0, progress)
+    plan = plan_stage(stage, prep, retry_failed)
+    if plan.not_applicable:
+        recorder.not_applicable(plan.not_applicable)
+        prep.not_applicable(plan.not_applicable)
+        outcome.not_applicable(plan.not_applicable)
+        outcome.seconds = time.perf_counter() - t0
+        return outcome
+    outcome.planned(plan)
+    sp = StageProgress(stage.label, plan.items, progress)
+    recorder.start(plan.config_hash)
+    try:
+        for batch in plan.batches:
+            work = plan.work(batch)
+            if work is None:
+                outcome.unchanged += 1
+                continue
+            outcome.add_result(stage.run_batch(work, sp))
+        stage.finalize(sp)
+        outcome.status = "completed"
+    except BaseException as exc:
+        outcome.interrupted(exc, cancelled=isinstance(exc, KeyboardInterrupt))
+        raise
+    finally:
+        outcome.seconds = time.perf_counter() - t0
+        recorder.finish(outcome)
+    sp.finish(outcome.finish_message())
+    return outcome
