@@ -20,11 +20,6 @@ from pipeline.workspace import Workspace, capsearch_home, resolve_home_path
 RUNNER_POLL_SECONDS = 2
 
 
-def deployment_name(ws: Workspace) -> str:
-    """``nightly-<workspace id>`` (``flows.naming``: two workspaces of one name do not share a deployment)."""
-    return nightly_deployment_name(ws)
-
-
 def check_schedule(cron: str, timezone: str) -> None:
     """A clear error for a malformed cron line or an unknown time zone (before anything is registered)."""
     from prefect.client.schemas.schedules import CronSchedule
@@ -57,7 +52,7 @@ def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | N
     if orch.watch_folder:
         parameters["data_path"] = str(resolve_home_path(orch.watch_folder))
     return pipeline.to_deployment(
-        name=deployment_name(ws), schedules=[Cron(cron, timezone=timezone)], parameters=parameters,
+        name=nightly_deployment_name(ws), schedules=[Cron(cron, timezone=timezone)], parameters=parameters,
         tags=[*run_tags(ws), NIGHTLY], entrypoint_type=EntrypointType.MODULE_PATH,
         description=(f"capsearch nightly run of {ws.root}: ingest new photos, caption them with every enabled "
                      "captioner, embed the captions, evaluate and report"),

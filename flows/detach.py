@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from flows.naming import on_demand_deployment_name, run_tags
+from flows.naming import run_tags
 from flows.workspace_run import RUN_LOG_ENV, STARTED_BY_ENV, describe_request
 from pipeline.errors import CapsearchError
 from pipeline.run_lock import WorkspaceBusy
@@ -62,11 +62,6 @@ class Detached:
     def reap(self) -> int | None:
         """Collect the background process if it has ended (so it does not linger as a zombie); its exit code."""
         return self.process.poll() if self.process is not None else None
-
-
-def on_demand_name(ws: Workspace) -> str:
-    """The workspace's on-demand deployment (``run-<workspace id>``, ``flows.naming``)."""
-    return on_demand_deployment_name(ws)
 
 
 # -- the serve record ----------------------------------------------------------------------------------------

@@ -152,7 +152,7 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
 
-    from flows.deployments import deployment_name
+    from flows.naming import nightly_deployment_name
     from pipeline.workspace import Workspace
     from tests.fixtures.workspaces import make_workspace
 
@@ -171,7 +171,7 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
         while "serving; Ctrl-C stops" not in log.read_text(errors="replace"):
             assert serve.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
             time.sleep(0.2)
-        name = f"capsearch-pipeline/{deployment_name(ws)}"
+        name = f"capsearch-pipeline/{nightly_deployment_name(ws)}"
 
         first = run_deployment(name, timeout=600)
         assert first.state.is_completed(), (first.state, log.read_text(errors="replace")[-3000:])

@@ -238,15 +238,15 @@ def test_a_second_run_adds_to_each_keys_history_and_says_what_it_reused(demo):
 
 
 def test_keys_tags_and_deployments_of_two_workspaces_with_one_name_differ(tmp_path):
-    from flows.deployments import deployment_name
-    from flows.detach import on_demand_name
+    from flows.naming import nightly_deployment_name, on_demand_deployment_name
 
     a = make_workspace(tmp_path / "home-a" / "outputs" / "default")
     b = make_workspace(tmp_path / "home-b" / "outputs" / "default")
     assert a.name == b.name == "default"
     assert artifact_key(a, "summary") != artifact_key(b, "summary")
     assert workspace_tag(a) != workspace_tag(b)
-    assert deployment_name(a) != deployment_name(b) and on_demand_name(a) != on_demand_name(b)
+    assert nightly_deployment_name(a) != nightly_deployment_name(b)
+    assert on_demand_deployment_name(a) != on_demand_deployment_name(b)
     assert artifact_key(a, "evaluation") == artifact_key(Workspace(a.root), "evaluation")   # stable
     odd = make_workspace(tmp_path / "My Photos (2024)")
     key = artifact_key(odd, "failures-caption:knn-consensus")
