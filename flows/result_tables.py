@@ -55,6 +55,10 @@ def evaluation_rows(result: "EvaluationResult") -> list[dict[str, str]]:
                 digits = 1 if metric == "MedR" else 3
                 row[metric] = estimate_cell(r.metrics.get(metric), (r.vs_baseline or {}).get(metric), digits)
             rows.append(row)
+        for method in result.not_applicable:       # nothing to rank: no value, interval or test (why: description)
+            rows.append({"method": f"{method} (not applicable)", "queries": kind,
+                         "missing targets": str(result.missing.get(method, result.n_targets)),
+                         **{metric: "n/a" for metric in result.metrics}})
     return rows
 
 
@@ -63,6 +67,7 @@ def evaluation_description(result: "EvaluationResult", computed: bool) -> str:
     against = (f"; Δ: the difference to {result.baseline} with its paired-bootstrap p-value" if result.baseline
                else "; no baseline among the methods, so no paired test")
     skipped = "".join(f"; {m} not evaluated: {why}" for m, why in result.skipped.items())
+    skipped += "".join(f"; {m} not applicable: {why}" for m, why in result.not_applicable.items())
     return (f"Retrieval of the {result.n_targets} target photos by every method and query kind: Recall@1/5/10 "
             f"and MRR (higher is better), MedR (median rank, lower is better), each with its {ci}% bootstrap "
             f"interval ({result.n_boot} resamples){against}{skipped}. Evaluation {result.eval_hash[:12]}, "
@@ -86,6 +91,9 @@ def caption_metric_rows(result: "CaptionMetricsResult") -> list[dict[str, str]]:
                                               digits, max(1, digits - 1))
         out.append(line)
     out.append({"metric": "photos without a caption", **{column(r): str(result.missing.get(r, 0)) for r in result.rows}})
+    not_applicable = result.rows_not_applicable()
+    if not_applicable:
+        out.append({"metric": "not applicable", **{column(r): "yes" if r in not_applicable else "" for r in result.rows}})
     return out
 
 
@@ -93,8 +101,9 @@ def caption_metrics_description(result: "CaptionMetricsResult", computed: bool) 
     ci = round(result.confidence * 100)
     against = f"; Δ: the difference to {result.baseline} with its paired-bootstrap p-value" if result.baseline else ""
     not_computed = "".join(f"; {', '.join(ms)} not computed: {why}" for ms, why in result.not_computed())
-    return (f"Caption metrics of {result.n_photos} target photos against their human captions ({result.references}; "
-            f"tokeniser {result.tokenizer}), each with its {ci}% bootstrap interval{against}{not_computed}. "
+    not_computed += "".join(f"; {row} not applicable: {why}" for row, why in result.rows_not_applicable().items())
+    return (f"Caption metrics of {result.n_photos} target photos: {result.references} (tokeniser {result.tokenizer}); "
+            f"each with its {ci}% bootstrap interval{against}{not_computed}. "
             f"{'Computed in this run' if computed else 'Unchanged, reused by this run'}.")
 
 

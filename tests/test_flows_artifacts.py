@@ -279,6 +279,24 @@ def test_a_reason_with_a_pipe_or_a_line_break_stays_in_its_cell(tmp_path):
     assert "**Failed** in caption:x after 0 of 2 stages (3.0 s)" in text
 
 
+def test_a_method_with_nothing_to_rank_is_listed_as_not_applicable_with_its_reason():
+    from flows.result_tables import evaluation_description, evaluation_rows
+    from pipeline.evaluation import EvaluationResult, MethodResult
+
+    why = "none of the 3 targets has a human caption other than the one its queries were made from"
+    result = EvaluationResult(
+        eval_hash="e" * 16, queries_hash="q", methods=["knn-consensus"], kinds=["short"], metrics=["R@1", "MedR"],
+        baseline=None, n_targets=3, n_queries={"short": 3}, failed_queries=0, missing={"knn-consensus": 0, "oracle": 3},
+        skipped={}, results=[MethodResult("knn-consensus", "short", 3, 0, {"R@1": {"value": 1 / 3, "low": 0.0, "high": 1.0},
+                                                                            "MedR": {"value": 2.0, "low": 1.0, "high": 3.0}})],
+        not_applicable={"oracle": why}, n_boot=1000)
+    assert evaluation_rows(result) == [
+        {"method": "knn-consensus", "queries": "short (n=3)", "missing targets": "0", "R@1": "0.333 [0.000, 1.000]",
+         "MedR": "2.0 [1.0, 3.0]"},
+        {"method": "oracle (not applicable)", "queries": "short", "missing targets": "3", "R@1": "n/a", "MedR": "n/a"}]
+    assert f"oracle not applicable: {why}" in evaluation_description(result, computed=True)
+
+
 # -- a folder collection: evaluation does not apply ------------------------------------------------------------
 def test_a_folder_runs_summary_says_why_there_is_no_evaluation(tmp_path, prefect_harness):
     folder = build_photo_folder(tmp_path / "Photos", n=20, n_captioned=12)
