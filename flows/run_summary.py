@@ -3,7 +3,8 @@
 Made from the one typed shape of a run, ``RunOutcome`` (its ``StageOutcome``s), whether the run completed,
 failed, was cancelled, or crashed (then rebuilt from the store by the next run: ``pipeline.runs.recorded_outcome``):
 how the run ended and why, the workspace and its profile, and per stage its status, the items it computed,
-reused and failed, its time and, for a stage that does not apply, the reason; then where the results are (the
+reused and failed, its time, what its requests to a model server cost (tokens, price, rate: an endpoint
+captioner) and, for a stage that does not apply, the reason; then where the results are (the
 other artifacts' keys, the report's path). A plain function of its inputs: tested without Prefect.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from flows.naming import artifact_key, pipeline_run_name
 from pipeline.runs import ago
-from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome
+from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome, TokenUsage
 
 if TYPE_CHECKING:
     from pipeline.stages.outcome import RunOutcome
@@ -55,6 +56,8 @@ def _stage_line(s: StageOutcome) -> str:
     note = s.error
     if s.skipped:
         note = f"{s.skipped} skipped" + (f"; {note}" if note else "")
+    if s.usage is not None:      # a stage that asked a model server (an endpoint captioner): what it cost
+        note = f"model server: {s.usage.describe(s.seconds)}" + (f"; {note}" if note else "")
     if not s.batches and s.status == "completed":
         note = note or "nothing to do"
     return (f"| {s.stage} | {s.status} | {s.done} | {s.reused} | {s.failed} | {seconds_text(s.seconds)} | "
@@ -105,9 +108,16 @@ def _counts(stages: Sequence[StageOutcome]) -> str:
     for s in stages:
         by_status[s.status] = by_status.get(s.status, 0) + 1
     failed = sum(s.failed for s in stages)
-    return (f"{len(stages)} stage{'' if len(stages) == 1 else 's'}: "
+    text = (f"{len(stages)} stage{'' if len(stages) == 1 else 's'}: "
             + ", ".join(f"{n} {status}" for status, n in by_status.items())
             + f"; {failed} item{'' if failed == 1 else 's'} failed.")
+    used = [s.usage for s in stages if s.usage is not None]
+    if used:
+        total = TokenUsage()
+        for u in used:
+            total.add(u)
+        text += f" Model server requests: {total.describe()}."
+    return text
 
 
 def summary_markdown(ws: "Workspace", outcome: "RunOutcome", *, planned: Sequence[str] = (),

@@ -34,7 +34,7 @@ from flows.run_context import RunContext, StageRef
 from flows.runners import submission_window
 from flows.tasks import batch_task
 from pipeline.stages.base import Stage
-from pipeline.stages.outcome import StageOutcome
+from pipeline.stages.outcome import StageOutcome, TokenUsage
 from pipeline.stages.plan import StagePlan, plan_stage
 from pipeline.stages.record import StageRunRecorder
 from pipeline.stages.registry import STAGE_ORDER, resolve_stage_class
@@ -119,6 +119,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
             outcome.status = "completed"
         if artifact is not None:
             artifact.update(sp.done, sp.failures, final=True, total=sp.total)
+        outcome.seconds = time.perf_counter() - t0     # the finish line's rates (photos/s, tokens/s) use it
         sp.finish(outcome.finish_message(with_cache=True))
     except BaseException as exc:
         # Interrupted (Ctrl-C in the main thread, or Prefect's SIGTERM bridge in a deployment run): cancelled.
@@ -191,7 +192,7 @@ def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list
         outcome.unchanged += 1
         return
     outcome.add(int(result.get("done", 0)), int(result.get("failed", 0)), int(result.get("skipped", 0)),
-                list(result.get("messages", [])))
+                list(result.get("messages", [])), TokenUsage.from_dict(result.get("usage")))
     if result.get("pid") != os.getpid():
         # Ran in another process (a Dask worker): report its progress from here.
         sp.advance(int(result["ran"]), int(result.get("failed", 0)))

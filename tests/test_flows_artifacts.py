@@ -297,6 +297,21 @@ def test_a_method_with_nothing_to_rank_is_listed_as_not_applicable_with_its_reas
     assert f"oracle not applicable: {why}" in evaluation_description(result, computed=True)
 
 
+def test_a_stage_that_asked_a_model_server_says_what_it_cost(tmp_path):
+    from flows.run_summary import summary_markdown
+    from pipeline.stages.outcome import RunOutcome, StageOutcome, TokenUsage
+
+    ws = make_workspace(tmp_path / "ws")
+    caption = StageOutcome("caption:vlm-neighbours", "caption", "vlm-neighbours", status="completed", done=40,
+                           items=40, total=40, seconds=10.0,
+                           usage=TokenUsage(photos=40, requests=41, prompt_tokens=12345, completion_tokens=890,
+                                            cost_usd=0.0021))
+    text = summary_markdown(ws, RunOutcome("completed", 12.0, [caption]))
+    assert stage_row(text, "caption:vlm-neighbours")[6] == ("model server: 40 photos, 12,345 prompt + 890 completion "
+                                                            "tokens, $0.0021; 4.0 photos/s, 1,324 tokens/s")
+    assert "Model server requests: 40 photos, 12,345 prompt + 890 completion tokens, $0.0021." in text
+
+
 # -- a folder collection: evaluation does not apply ------------------------------------------------------------
 def test_a_folder_runs_summary_says_why_there_is_no_evaluation(tmp_path, prefect_harness):
     folder = build_photo_folder(tmp_path / "Photos", n=20, n_captioned=12)
