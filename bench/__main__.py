@@ -28,6 +28,7 @@ QUICK: dict[str, list[str]] = {
     "neighbour_search": ["--sizes", "10000,40000", "--faiss", "--rounds", "3", "--store-up-to", "10000"],
     "progress_reporting": ["--images", "80", "--targets", "20", "--rounds", "3"],
     "rescan": ["--photos", "300", "--rounds", "3"],
+    "run_artifacts": ["--images", "80", "--targets", "20", "--rounds", "3", "--tasks", "16"],
     "scale": ["--sizes", "300,1000", "--embed-up-to", "1000"],
     "search_latency": ["--sizes", "10000,100000", "--dims", "384", "--rounds", "3", "--no-end-to-end"],
     "status_report": ["--photos", "1000", "--root", "outputs/bench-tui-1k", "--rounds", "3"],

@@ -239,6 +239,7 @@ class OrchestrationConfig(_Section):
     flow_retries: int = Field(3, ge=0)           # retries of a failed batch of a network stage (queries)
     flow_retry_delay: float = Field(10.0, ge=0)  # seconds before the first retry; doubles each time
     flow_threads: int = Field(0, ge=0)           # batches in flight per stage, thread runner (0: 2-4 by CPUs)
+    artifacts: bool = True                       # a run's summary, result tables and report link in the Prefect UI
 
 
 class CliConfig(_Section):
