@@ -94,7 +94,7 @@ async def test_search_at_80x24_keeps_the_true_photos_rank_and_what_matched(tui_w
         hits = index.search(query, screen.method, 50)
         codes = {str(table.get_row_at(i)[3]) for i in range(table.row_count)}
         for hit in hits:
-            assert hit.matched in legend
+            assert hit.matched_label in legend
         for code in codes:
             assert f"{code} " in legend
         assert len(legend) <= screen.query_one("#hits-legend", Static).content_region.width

@@ -48,12 +48,14 @@ def format_rank(rank: float) -> str:
 
 def abbreviations(kinds: list[str]) -> dict[str, str]:
     """A short code for each kind of caption that matched, for narrow screens (a legend names them): the initials
-    of its words, ``H`` for human, ``KC`` for knn-consensus, ``I+H`` for image + human; a number added where two
-    kinds would share one."""
+    of its words, ``H`` for human, ``KC`` for knn-consensus, ``I+H`` for image + human, ``H'`` for a caption of the
+    photo's identical twin (``human (of IMG_0001.webp)``); a number added where two kinds would share one."""
     codes: dict[str, str] = {}
     for kind in kinds:
-        parts = [re.sub(r"[^A-Za-z0-9]+", " ", part).split() for part in kind.split("+")]
+        base, twin, _ = kind.partition(" (")
+        parts = [re.sub(r"[^A-Za-z0-9]+", " ", part).split() for part in base.split("+")]
         code = "+".join("".join(w[0] for w in words).upper() for words in parts) or "?"
+        code += "'" if twin else ""
         taken = set(codes.values())
         unique, n = code, 2
         while unique in taken:
@@ -256,14 +258,15 @@ class SearchScreen(CapsearchScreen):
         from pipeline.display import shorten_middle
 
         true_ids = {t.image_id for t in message.truth}
-        kinds = list(dict.fromkeys(hit.matched for hit in message.hits))
+        kinds = list(dict.fromkeys(hit.matched_label for hit in message.hits))
         codes = abbreviations(kinds) if self.narrow else {k: k for k in kinds}
         rows = []
         width = photo_width(self.capsearch_app.size.width)
         for hit in message.hits:
             mark = "★" if hit.image_id in true_ids else ""
             rows.append((Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
-                         shorten_middle(hit.image_id, width), Text(codes[hit.matched], style="cyan"), hit.caption))
+                         shorten_middle(hit.image_id, width), Text(codes[hit.matched_label], style="cyan"),
+                         hit.caption))
         table = self.query_one("#hits", DataTable)
         row = table.cursor_row
         fill_table(table, HIT_COLUMNS, rows, keep_cursor=False)
@@ -316,7 +319,7 @@ class SearchScreen(CapsearchScreen):
         text.append(f"{hit.image_id}\n", style="dim")
         text.append(hit.caption or "")
         if hit.matched:
-            text.append(f"\n({hit.matched})", style="cyan")
+            text.append(f"\n({hit.matched_label})", style="cyan")
         self.query_one("#preview-text", Static).update(text)
 
     # -- keys --------------------------------------------------------------------------------------
