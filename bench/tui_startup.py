@@ -55,7 +55,7 @@ PROBE_APP = ("import asyncio, sys\nfrom tui.app import CapsearchApp\n"
 QUIT_SCENARIOS = {
     "Pipeline, preload starting": (),
     "Search, index loading": (b"3", "type a query"),     # the query box has the keyboard: ctrl+q quits
-    "Evaluation": (b"4", "query kind"),
+    "Evaluation": (b"4", "MedR"),
     "Runs, history loading": (b"5", "Stage runs"),
 }
 
