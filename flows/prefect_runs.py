@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.history import FlowRunRow, read_local_flow_runs, stage_of, workspace_of
+from flows.naming import workspace_tag
 from pipeline.errors import CapsearchError, one_line
 
 class FlowRunsUnavailable(CapsearchError):
@@ -58,14 +59,12 @@ def ui_url_for(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
 
 
-SERVER_WINDOW = 200     # recent flow runs read from a server to find one workspace's (the API has no parameter filter)
-
-
 def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None,
                      workspace: str | None = None) -> RecentFlowRuns:
     """The ``limit`` most recent flow runs from the configured server (else the local database), with ``workspace``
     (its absolute path) only that workspace's; raises ``FlowRunsUnavailable`` naming the server or database and
-    the reason. From a server, one workspace's runs are looked for among the ``SERVER_WINDOW`` most recent."""
+    the reason. A server is asked for one workspace's runs by its tag (``workspace:<id>``, every run capsearch
+    starts carries it), so other workspaces' runs on a busy server cannot crowd them out."""
     url = api_url or configured_api_url()
     if not url:
         return read_local_runs(limit, workspace)
@@ -73,16 +72,17 @@ def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None 
     try:
         import httpx
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilter, FlowRunFilterTags
         from prefect.client.schemas.sorting import FlowRunSort
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings({PREFECT_API_URL: url}):
             with get_client(sync_client=True, httpx_settings={"timeout": httpx.Timeout(timeout)}) as client:
-                runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC,
-                                             limit=limit if workspace is None else SERVER_WINDOW)
-                if workspace is not None:
-                    runs = [r for r in runs if workspace_of(r.parameters) == workspace][:limit]
+                only = None if workspace is None else FlowRunFilter(
+                    tags=FlowRunFilterTags(all_=[workspace_tag(workspace)]))
+                runs = client.read_flow_runs(flow_run_filter=only, sort=FlowRunSort.START_TIME_DESC, limit=limit)
+                if workspace is not None:      # a tag is the path's digest: keep only the path's own runs
+                    runs = [r for r in runs if workspace_of(r.parameters) == workspace]
                 flow_ids = list({r.flow_id for r in runs})
                 flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids))) if flow_ids else []
         names = {f.id: f.name for f in flows}
