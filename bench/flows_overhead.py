@@ -143,7 +143,7 @@ def _first_run_seconds(home: Path, ws_root: Path) -> tuple[float, float]:
 def _prepare_seconds(home: Path) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(home), PYTHONPATH=str(REPO))
-    out = subprocess.run([sys.executable, "-c", "from flows.server import prepare_prefect; print(prepare_prefect())"],
+    out = subprocess.run([sys.executable, "-c", "from flows.runtime.server import prepare_prefect; print(prepare_prefect())"],
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=900, check=True)
     return float(out.stdout.split()[-1])
 

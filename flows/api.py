@@ -22,7 +22,7 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
 
     ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
     ``cancel`` stops the run between batches; finished batches stay in the store and the
-    run is recorded as cancelled. A stop signal handled by ``flows.shutdown`` (SIGTERM,
+    run is recorded as cancelled. A stop signal handled by ``flows.runtime.shutdown`` (SIGTERM,
     SIGINT, SIGHUP) sets it too. Call it from a worker thread where signals matter
     (``shutdown.run_cancellable``): in the main thread Prefect's own SIGTERM handler would
     crash the flow run instead. ``runner`` is ``thread`` or ``dask`` (default: the
@@ -54,7 +54,7 @@ def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | No
                   runner: str | None, dask_address: str | None) -> RunOutcome:
     from flows.pipeline_flow import pipeline
     from flows.runners import check_runner
-    from flows.server import api_server, use_watched_temporary_server
+    from flows.runtime.server import api_server, use_watched_temporary_server
     from flows.runners import no_heartbeats
 
     use_watched_temporary_server()

@@ -66,10 +66,10 @@ def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | N
 
 def on_demand_deployment(ws: Workspace) -> Any:
     """The ``pipeline`` deployment that runs started from the TUI or ``capsearch run --detach`` go through
-    while ``capsearch serve`` runs (``flows.detach``): no schedule, stages and captioners per run."""
+    while ``capsearch serve`` runs (``flows.runtime.detach``): no schedule, stages and captioners per run."""
     from prefect.deployments.runner import EntrypointType
 
-    from flows.detach import on_demand_name
+    from flows.runtime.detach import on_demand_name
     from flows.pipeline_flow import pipeline
 
     orch = ws.config.orchestration
@@ -95,7 +95,7 @@ def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) ->
     """Register the deployments and run their scheduled runs until a stop signal (blocks).
 
     Prefect's ``Runner`` (what ``prefect.serve`` runs) takes SIGTERM over in the main thread; here
-    SIGTERM, SIGINT and SIGHUP all go through ``flows.shutdown``: the runner stops (cancelling a
+    SIGTERM, SIGINT and SIGHUP all go through ``flows.runtime.shutdown``: the runner stops (cancelling a
     scheduled run in progress and pausing the schedules, as ``prefect.serve`` does), the caller stops
     the server it started, and the command exits with 128 + the signal's number. ``on_ready`` is
     called once the runner is serving.
@@ -106,7 +106,7 @@ def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) ->
 
     from prefect.runner import Runner
 
-    from flows import shutdown
+    from flows.runtime import shutdown
 
     class SignalledRunner(Runner):
         def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:

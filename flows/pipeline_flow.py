@@ -9,8 +9,9 @@ from prefect import flow
 from prefect.context import FlowRunContext
 from prefect.states import Cancelled, State
 
-from flows import run_context, shutdown
-from flows.crashed_runs import mark_crashed_flow_runs
+from flows import run_context
+from flows.runtime import shutdown
+from flows.runtime.crashed_runs import mark_crashed_flow_runs
 from flows.run_context import RunContext
 from flows.runners import no_heartbeats, task_runners
 from flows.stage_flows import abandon_flow_run, stage_flow
@@ -78,7 +79,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
             return plan()
         # A run of a deployment, in the main thread of its own process: the runner that serves it cancels it
         # with SIGTERM. Run the stages in a worker thread, as the CLI does, so that the signal reaches
-        # flows.shutdown here and stops the run between batches: every stage flow (a subflow) started in
+        # flows.runtime.shutdown here and stops the run between batches: every stage flow (a subflow) started in
         # this thread would put Prefect's own handler back, which interrupts the batch in flight.
         return shutdown.run_cancellable(plan)
 

@@ -5,7 +5,7 @@ worker process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or one work
 a machine without GPUs. With an address, tasks go to that existing cluster; its
 workers must see the workspace at the same path and the same capsearch
 configuration. Dask workers are other processes, so they need a real Prefect API
-server (``flows.server.api_server`` provides one when none is configured).
+server (``flows.runtime.server.api_server`` provides one when none is configured).
 
 The local cluster's worker processes are started with ``spawn`` whatever the user's Dask
 configuration says (its default is ``spawn`` too): the process starting them runs Prefect's

@@ -27,7 +27,8 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, State
 
-from flows import run_context, shutdown
+from flows import run_context
+from flows.runtime import shutdown
 from flows.artifacts import ProgressArtifact
 from flows.run_context import RunContext, StageRef
 from flows.runners import submission_window

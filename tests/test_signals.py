@@ -50,7 +50,7 @@ def prefect_home(tmp_path_factory):
     """A Prefect home of its own for the commands under test, migrated once (what `capsearch init` does)."""
     home = tmp_path_factory.mktemp("signals-prefect")
     env = {**_without_prefect(os.environ), "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-c", "from flows.server import prepare_prefect; prepare_prefect()"],
+    subprocess.run([sys.executable, "-c", "from flows.runtime.server import prepare_prefect; prepare_prefect()"],
                    env=env, cwd=REPO, check=True, timeout=300, capture_output=True)
     return home
 
@@ -241,7 +241,7 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world,
     """`tmux kill-session` (a dropped SSH session) sends SIGHUP: the TUI exits and nothing of it is left; the run
     it started goes on in the background (issue 13), stops cleanly when cancelled, and its temporary Prefect
     server goes with it."""
-    from flows.control import cancel_run, wait_for_end
+    from flows.runtime.control import cancel_run, wait_for_end
     from pipeline.runs import current_run, get_run
 
     ws = one_photo_batches(world, tmp_path / "ws")
@@ -302,7 +302,7 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world,
 # -- capsearch server -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: signal.Signals(s).name)
 def test_stopping_capsearch_server_stops_prefect_server(sig, command_env, process_tag, prefect_home, tmp_path):
-    from flows.server import free_port
+    from flows.runtime.server import free_port
 
     port = free_port()
     out = tmp_path / "server.log"

@@ -235,7 +235,7 @@ async def test_runs_screen_lists_the_flow_runs_of_a_configured_server(tui_worksp
     request.getfixturevalue("prefect_harness")
     from prefect.settings import PREFECT_API_URL
 
-    from flows.prefect_runs import read_recent_runs
+    from flows.runtime.prefect_runs import read_recent_runs
 
     url = PREFECT_API_URL.value()
     assert url, "the Prefect harness serves an API"

@@ -1,6 +1,6 @@
 """Following the run going on in the workspace, whoever started it, from the TUI.
 
-Runs execute outside the TUI (``flows.detach``), so the TUI learns about them the way any other
+Runs execute outside the TUI (``flows.runtime.detach``), so the TUI learns about them the way any other
 process does: from the store, where the running process records the run and its stages' progress
 (``pipeline.runs``). :class:`RunFollower` is a daemon thread that polls it every half second and posts
 typed messages to the screen: ``RunSeen`` when a run is going on (also one started before the TUI

@@ -11,8 +11,8 @@ from pipeline.progress import ProgressEvent
 from pipeline.stages.outcome import RunOutcome
 
 if TYPE_CHECKING:
-    from flows.detach import Detached
-    from flows.prefect_runs import RecentFlowRuns
+    from flows.runtime.detach import Detached
+    from flows.runtime.prefect_runs import RecentFlowRuns
     from pipeline.caption_metrics.views import CaptionMetricsView
     from pipeline.runs import RunInfo
     from pipeline.search_service import Hit
@@ -45,7 +45,7 @@ class RunRequest:
 
 
 class RunStarted(Message):
-    """This TUI asked for a run (it starts outside the TUI: ``flows.detach``)."""
+    """This TUI asked for a run (it starts outside the TUI: ``flows.runtime.detach``)."""
 
     def __init__(self, request: RunRequest) -> None:
         super().__init__()
@@ -53,7 +53,7 @@ class RunStarted(Message):
 
 
 class RunLaunched(Message):
-    """The run this TUI asked for has started outside it (``flows.detach``)."""
+    """The run this TUI asked for has started outside it (``flows.runtime.detach``)."""
 
     def __init__(self, request: RunRequest, detached: Detached) -> None:
         super().__init__()

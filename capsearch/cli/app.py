@@ -67,7 +67,7 @@ def init(
 
 def _after_init(ws) -> None:
     """Orchestration set-up: the Prefect database migrated once (Prefect is imported only here)."""
-    from flows.server import prepare_prefect
+    from flows.runtime.server import prepare_prefect
 
     prepare_prefect(ws, console=console)
 
@@ -326,14 +326,14 @@ for _commands in (vision, text, orchestration, ui):    # the command groups of t
 def main(argv: list[str] | None = None) -> None:
     """Run the command; exit 0, 1 on an error, 2 on a usage error, 128 + N when signal N stopped it.
 
-    SIGTERM, SIGINT and SIGHUP stop a run between batches (``flows.shutdown``): the batches in
+    SIGTERM, SIGINT and SIGHUP stop a run between batches (``flows.runtime.shutdown``): the batches in
     flight finish and are kept, the stage run is recorded as cancelled, every process capsearch
     started is stopped. A second signal abandons the batches in flight and exits at once.
     """
     from pipeline.environment import quiet_defaults
 
     quiet_defaults()
-    from flows.shutdown import stop_on_signals
+    from flows.runtime.shutdown import stop_on_signals
 
     with stop_on_signals():
         code = _run_app(argv)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run_app(argv: list[str] | None) -> int:
-    from flows.shutdown import Stopped, exit_code, signal_name, stop_requested
+    from flows.runtime.shutdown import Stopped, exit_code, signal_name, stop_requested
     from pipeline.errors import CapsearchError
 
     def stopped(signum: int) -> int:

@@ -41,7 +41,7 @@ def run(
 ) -> None:
     """Run the pipeline (or the named stages) as a Prefect flow: cached per batch, resumable, shown in the UI."""
     from capsearch.cli.execute import run_stages
-    from flows.settings import read_server_record
+    from flows.runtime.settings import read_server_record
 
     ws = cli.workspace(workspace)
     captioners = cli.resolve_captioners(ws.config, captioner) if captioner else None
@@ -71,7 +71,7 @@ def run(
 
 def _run_detached(ws, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
                   runner: str | None, address: str | None, wait: bool) -> None:
-    from flows.detach import start_detached
+    from flows.runtime.detach import start_detached
     from flows.workspace_run import started_by_default
 
     detached = start_detached(ws, stages, captioners, retry_failed, started_by=started_by_default(), runner=runner,
@@ -93,7 +93,7 @@ def cancel(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the run has stopped.")] = True,
 ) -> None:
     """Stop the run going on in the workspace after its batches in flight, whoever started it."""
-    from flows.control import cancel_run, wait_for_end
+    from flows.runtime.control import cancel_run, wait_for_end
 
     ws = cli.workspace(workspace)
     request = cancel_run(ws)
@@ -114,7 +114,7 @@ def server(
         "--allow-remote", help="Allow a host other than loopback (the UI has no login: anyone who reaches it can start runs).")] = False,
 ) -> None:
     """Start Prefect's server and UI; capsearch runs started while it is up report to it."""
-    from flows.server import check_host, start_server
+    from flows.runtime.server import check_host, start_server
     from pipeline.errors import CapsearchError
 
     warning = check_host(host, allow_remote)
@@ -126,7 +126,7 @@ def server(
     console.print(f"capsearch runs now report to it; server log: {handle.log}. Ctrl-C stops it.", highlight=False)
     try:
         handle.process.wait()
-    except KeyboardInterrupt:   # Ctrl-C, SIGTERM or SIGHUP (flows.shutdown.Stopped): stop the server, then exit
+    except KeyboardInterrupt:   # Ctrl-C, SIGTERM or SIGHUP (flows.runtime.shutdown.Stopped): stop the server, then exit
         console.print("stopping the Prefect server ...")
         raise
     finally:
@@ -143,8 +143,8 @@ def _server_for_serve() -> Iterator[str]:
     if url:
         yield url
         return
-    from flows.server import start_server
-    from flows.server import free_port
+    from flows.runtime.server import start_server
+    from flows.runtime.server import free_port
 
     console.print("no Prefect server is running: starting one for as long as `capsearch serve` runs")
     try:
@@ -168,7 +168,7 @@ def serve(
     import flows  # noqa: F401 - Prefect settings first
     from flows.deployments import build_deployments, serve as serve_deployments
 
-    from flows.detach import clear_serving, on_demand_name, record_serving
+    from flows.runtime.detach import clear_serving, on_demand_name, record_serving
 
     ws = cli.workspace(workspace)
     deployments = build_deployments(ws, cron, timezone)

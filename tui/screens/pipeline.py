@@ -258,11 +258,11 @@ class PipelineScreen(CapsearchScreen):
 
     @work(thread=True, group="run", exit_on_error=False, description="starting the run")
     def _launch(self, request: RunRequest) -> None:
-        """Start the run outside the TUI (``flows.detach``): it goes on when the TUI is closed. It may not start
+        """Start the run outside the TUI (``flows.runtime.detach``): it goes on when the TUI is closed. It may not start
         (another run holds the workspace, the background process ended at once): the app shows why."""
         import os
 
-        from flows.detach import start_detached
+        from flows.runtime.detach import start_detached
         from flows.workspace_run import user_name
 
         try:
@@ -297,7 +297,7 @@ class PipelineScreen(CapsearchScreen):
 
     @work(thread=True, group="cancel", exit_on_error=False, description="cancelling the run")
     def _cancel(self, running, pending) -> None:
-        from flows.control import cancel_flow_run, cancel_run
+        from flows.runtime.control import cancel_flow_run, cancel_run
 
         try:
             if running is not None:

@@ -1,7 +1,7 @@
 """Recent Prefect flow runs (the TUI's Runs screen reads them from a worker thread).
 
 From the configured Prefect server's API when there is one (``capsearch server``, ``PREFECT_API_URL``),
-otherwise straight from the local Prefect database (``flows.history``), where every run's history is
+otherwise straight from the local Prefect database (``flows.runtime.history``), where every run's history is
 kept whether or not a server was up: no server is needed, and none is started."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.history import FlowRunRow, read_local_flow_runs, stage_of
+from flows.runtime.history import FlowRunRow, read_local_flow_runs, stage_of
 from pipeline.errors import CapsearchError, one_line
 
 class FlowRunsUnavailable(CapsearchError):
@@ -48,7 +48,7 @@ def configured_api_url() -> str | None:
 def ui_url_for(api_url: str) -> str:
     """The UI of a ``capsearch server`` (from its record), else the API address without ``/api``."""
     try:
-        from flows.settings import read_server_record
+        from flows.runtime.settings import read_server_record
 
         record = read_server_record()
         if record is not None and record.api_url.rstrip("/") == api_url.rstrip("/"):
@@ -92,7 +92,7 @@ def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None 
 def read_local_runs(limit: int = 30) -> RecentFlowRuns:
     """The most recent flow runs from the local Prefect database (none, with no database, when Prefect is set up
     with a database other than SQLite); raises ``FlowRunsUnavailable`` when it cannot be read."""
-    from flows.history import local_database
+    from flows.runtime.history import local_database
 
     path = local_database()
     if path is None:

@@ -2,8 +2,8 @@
 temporary local API server a process uses when none is configured, and ``prepare_prefect``
 (``capsearch init``: the local Prefect database created and migrated once, by starting that server).
 
-Every server capsearch starts runs under ``flows.parent_watch`` in its own session: capsearch stops it
-on exit and on SIGTERM, SIGINT or SIGHUP (``flows.shutdown``), and if capsearch is killed (SIGKILL,
+Every server capsearch starts runs under ``flows.runtime.parent_watch`` in its own session: capsearch stops it
+on exit and on SIGTERM, SIGINT or SIGHUP (``flows.runtime.shutdown``), and if capsearch is killed (SIGKILL,
 OOM killer) the server notices within a second and shuts itself down instead of living on.
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import flows  # noqa: F401 - applies the Prefect settings
-from flows import shutdown
-from flows.settings import ServerRecord, clear_server_record, prefect_home, read_server_record, write_server_record
+from flows.runtime import shutdown
+from flows.runtime.settings import ServerRecord, clear_server_record, prefect_home, read_server_record, write_server_record
 from pipeline.errors import CapsearchError, ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -58,8 +58,8 @@ def _url_host(host: str) -> str:
 
 
 def watched_command(module: str, *args: str) -> list[str]:
-    """``python -m MODULE ARGS`` that stops by itself when this process dies (see ``flows.parent_watch``)."""
-    return [sys.executable, "-m", "flows.parent_watch", str(os.getpid()), module, *args]
+    """``python -m MODULE ARGS`` that stops by itself when this process dies (see ``flows.runtime.parent_watch``)."""
+    return [sys.executable, "-m", "flows.runtime.parent_watch", str(os.getpid()), module, *args]
 
 
 def stop_process_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
@@ -178,7 +178,7 @@ _watched_class: Any = None
 
 
 def watched_server_class() -> Any:
-    """Prefect's ``SubprocessASGIServer`` (its temporary API server), started under ``flows.parent_watch``.
+    """Prefect's ``SubprocessASGIServer`` (its temporary API server), started under ``flows.runtime.parent_watch``.
 
     Prefect starts it as a plain child (``uvicorn ... prefect.server.api.server:create_app``) and stops it
     only from ``atexit``, which a SIGTERM or SIGKILL never reaches; this one leads its own session (a

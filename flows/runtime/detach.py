@@ -9,11 +9,11 @@ A detached run executes outside the process that asked for it:
   (``start_new_session``: no terminal, so neither a closed terminal nor a dropped SSH connection nor the
   TUI's exit reaches it), with its output in ``<workspace>/logs/run-<time>.log``. It is *not* watched by
   the process that started it (it is meant to outlive it); the temporary Prefect server it starts for
-  itself watches *it* (``flows.parent_watch``) and goes when it goes. SIGTERM, SIGINT and SIGHUP sent to
-  it stop it between batches like any ``capsearch run`` (``flows.shutdown``).
+  itself watches *it* (``flows.runtime.parent_watch``) and goes when it goes. SIGTERM, SIGINT and SIGHUP sent to
+  it stop it between batches like any ``capsearch run`` (``flows.runtime.shutdown``).
 
 Either way the run claims the workspace (one run at a time) and writes its live progress to the store,
-where ``capsearch status --follow`` and any TUI read it, and ``flows.control`` cancels it.
+where ``capsearch status --follow`` and any TUI read it, and ``flows.runtime.control`` cancels it.
 """
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def apply_settings(environ: os._Environ | dict[str, str] | None = None) -> dict[
         default(key, TASK_RUN_RECORDER_BATCH)
     if not env.get("PREFECT_LOGGING_SETTINGS_PATH"):
         default("PREFECT_LOGGING_SETTINGS_PATH", str(_write_logging_config(home)))
-    # A temporary Prefect server (run under flows.parent_watch, which imports this package) serves its
+    # A temporary Prefect server (run under flows.runtime.parent_watch, which imports this package) serves its
     # own API: it must not be pointed at a `capsearch server` that came up after its parent started.
     if not env.get("PREFECT_API_URL") and not env.get("PREFECT__SERVER_EPHEMERAL"):
         record = read_server_record(home)
