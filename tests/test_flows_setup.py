@@ -79,7 +79,9 @@ def test_capsearch_server_serves_the_ui_and_later_runs_report_to_it(tmp_path, mo
         assert httpx.get(f"{record.api_url}/health", timeout=10).status_code == 200
         page = httpx.get(record.ui_url, timeout=10)
         assert page.status_code == 200 and "<html" in page.text.lower()
-        child = subprocess.run([sys.executable, "-c", "import flows, os; print(os.environ.get('PREFECT_API_URL'))"],
+        entry = ("from flows.runtime.settings import apply_settings, configured_api_url; apply_settings(); "
+                 "print(configured_api_url())")
+        child = subprocess.run([sys.executable, "-c", entry],
                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                                timeout=60)
         assert child.stdout.strip() == record.api_url

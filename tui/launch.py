@@ -31,6 +31,9 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
 
     quiet_defaults()
     from flows.runtime import shutdown
+    from flows.runtime.settings import apply_settings
+
+    apply_settings()
     from pipeline.workspace import Workspace
     from tui.app import CapsearchApp, default_image_mode
     from tui.quiet import TerminalIsolation, isolated_driver, route_library_logging

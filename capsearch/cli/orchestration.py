@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-from contextlib import contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -48,11 +46,6 @@ def run(
     if detach:
         _run_detached(ws, _split(stage), captioners, retry_failed, runner, address, wait)
         return
-    if runner == "dask" or (runner is None and ws.config.orchestration.runner == "dask"):
-        record = read_server_record()
-        if not os.environ.get("PREFECT_API_URL") and (record is None or not record.is_alive()):
-            err_console.print("[yellow]the dask runner needs a Prefect server its workers can reach; starting a "
-                              "temporary one for this run (keep one with `capsearch server`)[/]")
     with progress_to_stderr(as_json):
         outcome = run_stages(ws, _split(stage) or [], captioners, retry_failed=retry_failed, verbose=verbose,
                              runner=runner, dask_address=address, wait=wait)
@@ -61,9 +54,14 @@ def run(
         return
     ran, reused = outcome.ran_batches, outcome.reused_batches
     stages = f"{len(outcome.stages)} stage" + ("" if len(outcome.stages) == 1 else "s")
-    batches = f"{ran} batch" + ("" if ran == 1 else "es")
-    console.print(f"{stages}: {batches} computed, {reused} reused from the cache "
-                  f"({sum(s.seconds for s in outcome.stages):.1f} s)")
+    seconds = sum(s.seconds for s in outcome.stages)
+    if not outcome.flow_run_id and outcome.status == "completed":
+        # settled before Prefect started (flows.plan): nothing was computed, no Prefect server was needed
+        console.print(f"nothing to compute: {stages} up to date, {reused} batches reused ({seconds:.1f} s)",
+                      highlight=False)
+    else:
+        batches = f"{ran} batch" + ("" if ran == 1 else "es")
+        console.print(f"{stages}: {batches} computed, {reused} reused from the cache ({seconds:.1f} s)")
     record = read_server_record()
     if record is not None and record.is_alive():
         console.print(f"runs: {record.ui_url}/runs", highlight=False)
@@ -134,45 +132,19 @@ def server(
     raise CapsearchError(f"the Prefect server exited with code {handle.process.returncode}; see {handle.log}")
 
 
-@contextmanager
-def _server_for_serve() -> Iterator[str]:
-    """The API of the configured Prefect server, or of one started for as long as `serve` runs (schedules need one)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    url = PREFECT_API_URL.value()
-    if url:
-        yield url
-        return
-    from flows.runtime.server import start_server
-    from flows.runtime.server import free_port
-
-    console.print("no Prefect server is running: starting one for as long as `capsearch serve` runs")
-    try:
-        handle = start_server("127.0.0.1", 4200)
-    except Exception:  # noqa: BLE001 - port 4200 taken: any free port will do
-        handle = start_server("127.0.0.1", free_port())
-    os.environ["PREFECT_API_URL"] = handle.record.api_url
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: handle.record.api_url}):
-            yield handle.record.api_url
-    finally:
-        handle.stop()
-
-
 def serve(
     workspace: WorkspaceOpt = None,
     cron: Annotated[Optional[str], typer.Option(help="Cron schedule (default: orchestration.schedule_cron).")] = None,
     timezone: Annotated[Optional[str], typer.Option(help="IANA time zone (default: orchestration.schedule_timezone).")] = None,
 ) -> None:
     """Register the nightly deployment (ingest new photos, caption, embed, evaluate, report) and run it on schedule."""
-    import flows  # noqa: F401 - Prefect settings first
     from flows.deployments import build_deployments, serve as serve_deployments
-
     from flows.runtime.detach import clear_serving, on_demand_name, record_serving
+    from flows.runtime.server import server_for_serve
 
     ws = cli.workspace(workspace)
     deployments = build_deployments(ws, cron, timezone)
-    with _server_for_serve() as url:
+    with server_for_serve(lambda text: console.print(text, highlight=False)) as url:
         for d in deployments:
             if d.schedules:
                 sched = d.schedules[0].schedule

@@ -119,18 +119,16 @@ def start_detached(ws: Workspace, stages: Sequence[str] | None = None, captioner
 def _through_deployment(ws: Workspace, served: dict[str, Any], stages: Sequence[str] | None,
                         captioners: Sequence[str] | None, retry_failed: bool, started_by: str,
                         wait: bool = False) -> Detached:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from flows.runtime.prefect_api import client
 
     api_url = served["api_url"]
     name = served["deployment"]
     parameters = {"stages": list(stages) if stages else None, "captioners": list(captioners) if captioners else None,
                   "retry_failed": retry_failed, "started_by": started_by, "wait": wait}
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        with get_client(sync_client=True, httpx_settings={"timeout": 15.0}) as client:
-            deployment = client.read_deployment_by_name(name)
-            flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
-                                                              tags=["capsearch", "detached"])
+    with client(api_url, timeout=15.0) as prefect:
+        deployment = prefect.read_deployment_by_name(name)
+        flow_run = prefect.create_flow_run_from_deployment(deployment.id, parameters=parameters,
+                                                           tags=["capsearch", "detached"])
     ui = str(served.get("ui_url") or api_url.rstrip("/").removesuffix("/api"))
     return Detached("deployment", describe_request(stages, captioners, retry_failed), flow_run_id=str(flow_run.id),
                     flow_run_name=flow_run.name, deployment=name, api_url=api_url,

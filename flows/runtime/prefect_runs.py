@@ -5,11 +5,11 @@ otherwise straight from the local Prefect database (``flows.runtime.history``), 
 kept whether or not a server was up: no server is needed, and none is started."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.runtime.history import FlowRunRow, read_local_flow_runs, stage_of
+from flows.runtime.settings import configured_api_url
 from pipeline.errors import CapsearchError, one_line
 
 class FlowRunsUnavailable(CapsearchError):
@@ -24,25 +24,6 @@ class RecentFlowRuns:
     ui_url: str | None = None
     runs: list[FlowRunRow] = field(default_factory=list)
     database: Path | None = None         # the local database read (no server); None there: Prefect's is not SQLite
-
-
-def configured_api_url() -> str | None:
-    """The Prefect server runs report to: PREFECT_API_URL from the environment (``flows`` sets it while a
-    ``capsearch server`` is running), else from the active Prefect profile; None when neither sets it.
-
-    A temporary server that Prefect starts inside this process for a run does not count: it keeps no
-    history once the app exits."""
-    import flows  # noqa: F401 - applies capsearch's Prefect settings (the running server's address)
-
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        return url
-    try:
-        from prefect.settings import PREFECT_API_URL, load_current_profile
-
-        return load_current_profile().settings.get(PREFECT_API_URL) or None
-    except Exception:  # noqa: BLE001 - no usable Prefect profile: treat as not configured
-        return None
 
 
 def ui_url_for(api_url: str) -> str:
@@ -61,22 +42,20 @@ def ui_url_for(api_url: str) -> str:
 def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None) -> RecentFlowRuns:
     """The ``limit`` most recent flow runs from the configured server (else the local database); raises
     ``FlowRunsUnavailable`` naming the server or database and the reason."""
-    url = api_url or configured_api_url()
+    url = api_url or configured_api_url()   # the shared local server does not count: the database has its runs
     if not url:
         return read_local_runs(limit)
     rows: list[FlowRunRow] = []
     try:
-        import httpx
-        from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import FlowFilter, FlowFilterId
         from prefect.client.schemas.sorting import FlowRunSort
-        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: url}):
-            with get_client(sync_client=True, httpx_settings={"timeout": httpx.Timeout(timeout)}) as client:
-                runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit)
-                flow_ids = list({r.flow_id for r in runs})
-                flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids))) if flow_ids else []
+        from flows.runtime.prefect_api import client
+
+        with client(url, timeout=timeout) as prefect:
+            runs = prefect.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit)
+            flow_ids = list({r.flow_id for r in runs})
+            flows = prefect.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids))) if flow_ids else []
         names = {f.id: f.name for f in flows}
         for r in runs:
             seconds = r.total_run_time.total_seconds() if r.total_run_time else None

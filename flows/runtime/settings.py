@@ -1,4 +1,8 @@
-"""Prefect set-up for capsearch, applied before Prefect is imported anywhere in the process.
+"""Prefect set-up for capsearch: what the entry points apply (:func:`apply_settings`) before Prefect is imported.
+
+The entry points are the CLI (``capsearch.cli.app.main``), the TUI (``tui.launch.run_tui``), ``flows.api.run``
+(for code that calls it directly), the ``pipeline`` flow (a deployment's entry) and the tests' conftest;
+importing ``flows`` changes nothing.
 
 - ``PREFECT_HOME`` is ``<capsearch home>/.prefect`` unless the user set one.
 - The quiet defaults of ``pipeline.environment.quiet_defaults`` (analytics off: ``DO_NOT_TRACK=1``,
@@ -14,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -173,6 +179,34 @@ def apply_settings(environ: os._Environ | dict[str, str] | None = None) -> dict[
             default("PREFECT_API_URL", record.api_url)
     _applied.update(set_now)
     return set_now
+
+
+def configured_api_url(environ: dict[str, str] | os._Environ | None = None) -> str:
+    """The Prefect API runs report to by configuration ('' when none is: then they use the shared local server,
+    ``flows.runtime.local_server``): ``PREFECT_API_URL`` (set by :func:`apply_settings` while ``capsearch server``
+    runs), else the setting of a Prefect already imported here (a test harness, ``temporary_settings``), else
+    the active Prefect profile. Reads no more than a small TOML file: Prefect is not imported for it."""
+    env = os.environ if environ is None else environ
+    if env.get("PREFECT_API_URL"):
+        return str(env["PREFECT_API_URL"])
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return str(PREFECT_API_URL.value() or "")
+    return _profile_api_url(env)
+
+
+def _profile_api_url(env: dict[str, str] | os._Environ) -> str:
+    """``PREFECT_API_URL`` of the active profile in Prefect's profiles file, '' when it sets none."""
+    path = Path(env.get("PREFECT_PROFILES_PATH") or prefect_home(env) / "profiles.toml").expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return ""
+    active = env.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    profile = (data.get("profiles") or {}).get(active) or {}
+    value = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
+    return str(value) if value else ""
 
 
 def applied() -> dict[str, str]:
