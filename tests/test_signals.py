@@ -85,7 +85,7 @@ def start(env: dict[str, str], out: Path, *args: str) -> subprocess.Popen[bytes]
 
 def local_servers(process_tag, parent: int) -> list:
     """The shared local Prefect server (flows.runtime.local_server) that process ``parent`` started."""
-    return [p for p in process_tag.tagged() if p.ppid == parent and "flows.runtime.local_server" in p.command]
+    return [p for p in process_tag.tagged() if p.ppid == parent and "-m flows.runtime.local_server" in p.command]
 
 
 def one_photo_batches(world: Path, root: Path):
@@ -181,6 +181,41 @@ def test_sigkill_of_a_run_leaves_nothing_once_the_local_server_is_idle(ingested,
     proc.wait(timeout=30)
     alive = process_tag.wait_gone(20)
     assert alive == [], f"still running 20 s after SIGKILL of capsearch: {[str(p) for p in alive]}"
+
+
+@pytest.mark.parametrize("sigterm", [False, True], ids=["server-killed", "server-killed-then-SIGTERM"])
+def test_a_run_whose_prefect_server_is_killed_ends_failed_at_once_with_one_line(sigterm, ingested, command_env,
+                                                                                process_tag, tmp_path):
+    """The out-of-memory killer (here a real SIGKILL) takes the Prefect server mid-run: the run notices within
+    seconds and ends failed, saying so once (no Prefect "Error logging to API" lines, no ConnectError); a SIGTERM
+    sent meanwhile stops it too; nothing is left running and the rerun computes only the rest."""
+    from pipeline.runs import recent_runs
+
+    ws, label = ingested, SlowRowsStage.name
+    out = tmp_path / "run.log"
+    proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
+    wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=proc, out=out)
+    [server] = local_servers(process_tag, proc.pid)
+    os.kill(server.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    if sigterm:
+        proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=120)
+    took = time.monotonic() - t0
+    log = out.read_text(errors="replace")
+    assert took < 15, f"the run took {took:.0f} s to notice its server's death:\n{log[-3000:]}"
+    assert code in ((1, 143) if sigterm else (1,)), log[-3000:]
+    said = [line for line in log.splitlines() if "died during the run" in line]
+    assert len(said) == 1 and f"pid {server.pid}" in said[0], log[-3000:]
+    for noise in ("Error logging to API", "ConnectError", "Traceback"):
+        assert noise not in log, log[-3000:]
+    [ended] = recent_runs(ws.store, 1)
+    assert ended.status == "failed" and "died during the run" in ended.message
+    assert latest_stage_run(ws, label).status == "failed"
+    assert process_tag.wait_gone(20) == []
+    kept = outputs(ws, label)
+    assert BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "whole batches kept"
+    assert_resumes_with_only_the_missing_batches(ws, kept)
 
 
 def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(world, tmp_path, prefect_harness,

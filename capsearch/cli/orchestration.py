@@ -52,16 +52,13 @@ def run(
     if as_json:
         print(json.dumps(outcome.as_dict(), indent=2))
         return
+    if outcome.settled_without_prefect:
+        return   # run_stages said "nothing to compute"
     ran, reused = outcome.ran_batches, outcome.reused_batches
     stages = f"{len(outcome.stages)} stage" + ("" if len(outcome.stages) == 1 else "s")
-    seconds = sum(s.seconds for s in outcome.stages)
-    if not outcome.flow_run_id and outcome.status == "completed":
-        # settled before Prefect started (flows.plan): nothing was computed, no Prefect server was needed
-        console.print(f"nothing to compute: {stages} up to date, {reused} batches reused ({seconds:.1f} s)",
-                      highlight=False)
-    else:
-        batches = f"{ran} batch" + ("" if ran == 1 else "es")
-        console.print(f"{stages}: {batches} computed, {reused} reused from the cache ({seconds:.1f} s)")
+    batches = f"{ran} batch" + ("" if ran == 1 else "es")
+    console.print(f"{stages}: {batches} computed, {reused} reused from the cache "
+                  f"({sum(s.seconds for s in outcome.stages):.1f} s)")
     record = read_server_record()
     if record is not None and record.is_alive():
         console.print(f"runs: {record.ui_url}/runs", highlight=False)
