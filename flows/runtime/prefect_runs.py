@@ -42,7 +42,9 @@ def ui_url_for(api_url: str) -> str:
 def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None) -> RecentFlowRuns:
     """The ``limit`` most recent flow runs from the configured server (else the local database); raises
     ``FlowRunsUnavailable`` naming the server or database and the reason."""
-    url = api_url or configured_api_url()   # the shared local server does not count: the database has its runs
+    # A server this process reports to for a while (a run's, a test harness's) does not count: the server a user
+    # configured does (the environment, `capsearch server`, the Prefect profile); else the local database has them
+    url = api_url or configured_api_url(in_process=False)
     if not url:
         return read_local_runs(limit)
     rows: list[FlowRunRow] = []

@@ -181,15 +181,16 @@ def apply_settings(environ: os._Environ | dict[str, str] | None = None) -> dict[
     return set_now
 
 
-def configured_api_url(environ: dict[str, str] | os._Environ | None = None) -> str:
+def configured_api_url(environ: dict[str, str] | os._Environ | None = None, *, in_process: bool = True) -> str:
     """The Prefect API runs report to by configuration ('' when none is: then they use the shared local server,
     ``flows.runtime.local_server``): ``PREFECT_API_URL`` (set by :func:`apply_settings` while ``capsearch server``
-    runs), else the setting of a Prefect already imported here (a test harness, ``temporary_settings``), else
-    the active Prefect profile. Reads no more than a small TOML file: Prefect is not imported for it."""
+    runs), else (``in_process``) the setting of a Prefect already imported here (a test harness,
+    ``temporary_settings``), else the active Prefect profile. Reads no more than a small TOML file: Prefect is
+    not imported for it."""
     env = os.environ if environ is None else environ
     if env.get("PREFECT_API_URL"):
         return str(env["PREFECT_API_URL"])
-    if "prefect.settings" in sys.modules:
+    if in_process and "prefect.settings" in sys.modules:
         from prefect.settings import PREFECT_API_URL
 
         return str(PREFECT_API_URL.value() or "")
