@@ -16,7 +16,7 @@ from typing import Any, Callable
 from flows import run_context
 from flows.run_context import RunContext
 from flows.runners import check_runner
-from flows.runtime import shutdown
+from pipeline import shutdown
 from flows.runtime.settings import apply_settings
 from flows.workspace_run import claim_workspace, describe_request
 from pipeline.progress import ProgressCallback
@@ -46,7 +46,7 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
 
     ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
     ``cancel`` stops the run between batches; finished batches stay in the store and the
-    run is recorded as cancelled. A stop signal handled by ``flows.runtime.shutdown`` (SIGTERM,
+    run is recorded as cancelled. A stop signal handled by ``pipeline.shutdown`` (SIGTERM,
     SIGINT, SIGHUP) sets it too. Call it from a worker thread where signals matter
     (``shutdown.run_cancellable``): in the main thread Prefect's own SIGTERM handler would
     crash the flow run instead. ``runner`` is ``thread`` or ``dask`` (default: the
@@ -109,7 +109,7 @@ def record_flow_run(ctx: RunContext, flow_run_id: str) -> None:
     from pipeline.runs import set_flow_run
 
     set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
-    mark_crashed_flow_runs(ctx.ws.store)
+    mark_crashed_flow_runs(ctx.ws)
 
 
 def _in_flow_run(ctx: RunContext, request: RunRequest, flow_run_id: str, t0: float) -> RunOutcome:
@@ -149,12 +149,16 @@ def _through_prefect(ctx: RunContext, request: RunRequest, claim: Any, t0: float
 
 
 def _run_pipeline(ctx: RunContext, request: RunRequest, t0: float) -> RunOutcome:
+    from prefect import tags
+
+    from flows.naming import run_tags
     from flows.pipeline_flow import pipeline
     from flows.runners import no_heartbeats
     from flows.runtime.prefect_api import result
 
     with ExitStack() as stack:
         stack.enter_context(no_heartbeats())
+        stack.enter_context(tags(*run_tags(ctx.ws)))    # the flow run's tags: its workspace and profile
         state = pipeline(workspace=str(ctx.ws.root), stages=request.stages, captioners=request.captioners,
                          retry_failed=request.retry_failed, runner=request.runner,
                          dask_address=request.dask_address, run_key=ctx.key, return_state=True)

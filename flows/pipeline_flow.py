@@ -1,34 +1,42 @@
 """The ``pipeline`` flow: the stage flows in pipeline order, for the configured captioners."""
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from typing import Any
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled, State
 
 from flows import run_context
 from flows.api import RunRequest, execute, record_flow_run
+from flows.artifacts import publish_summary, report_html
+from flows.naming import pipeline_run_name, run_tags
 from flows.plan import settled_labels, stage_plan
 from flows.run_context import RunContext
 from flows.runners import no_heartbeats, task_runners
-from flows.runtime import shutdown
 from flows.runtime.prefect_api import result
 from flows.runtime.settings import apply_settings
 from flows.stage_flows import abandon_flow_run, stage_flow
 from flows.workspace_run import started_by_default
+from pipeline import shutdown
+from pipeline.errors import one_line
+from pipeline.runs import get_run
 from pipeline.stages.outcome import RunOutcome
 from pipeline.workspace import Workspace
 
+log = logging.getLogger(__name__)
+
 
 def _run_name() -> str:
+    """``<workspace> · pipeline`` (``flows.naming``; the TUI's Runs screen shows the same names)."""
     from prefect.runtime import flow_run
 
     params = flow_run.parameters or {}
-    ws = str(params.get("workspace", "")).rstrip("/").rsplit("/", 1)[-1] or "workspace"
-    stages = params.get("stages")
-    return f"{ws}: {', '.join(stages)}" if stages else f"{ws}: all stages"
+    return pipeline_run_name(str(params.get("workspace", "")) or "workspace", params.get("stages"))
 
 
 @flow(name="capsearch-pipeline", flow_run_name=_run_name, persist_result=False, log_prints=False,
@@ -51,6 +59,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
     flow_run_id = str(frc.flow_run.id) if frc and frc.flow_run else ""
     ctx = run_context.lookup(run_key) if run_key else None
     if ctx is not None:                  # started by flows.api, which claimed the workspace and handles signals
+        ctx.flow_run_id = flow_run_id or None     # the stage flows attach the run's result artifacts to it
         record_flow_run(ctx, flow_run_id)
         if not run_stage_flows(ctx, stages, captioners, retry_failed, runner, dask_address, flow_run_id):
             return Cancelled(message=_cancelled_message(ctx, stages, captioners))
@@ -63,6 +72,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
 
     def whole_run(cancel: Any = None) -> RunOutcome:
         ctx = run_context.open_run(ws, cancel=cancel)
+        ctx.flow_run_id = flow_run_id or None
         try:
             return execute(ctx, request, started_by=started_by or who, wait=wait, deployment=deployment,
                            flow_run_id=flow_run_id)
@@ -108,25 +118,61 @@ def _deployment_and_starter(frc: FlowRunContext | None) -> tuple[str, str]:
 def run_stage_flows(ctx: RunContext, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
                     runner: str, dask_address: str | None, flow_run_id: str) -> bool:
     """The stages of the run not settled before Prefect started, each as a stage flow (a subflow of the
-    ``pipeline`` flow run); False when the run was cancelled before the last one."""
-    plan = [(n, v) for n, v in stage_plan(ctx, stages, captioners) if ctx.stage(n, v).label not in settled_labels(ctx)]
+    ``pipeline`` flow run); False when the run was cancelled before the last one. The run's summary artifact
+    is published at the end, however it ended."""
+    t0 = time.perf_counter()
+    planned: list[tuple[str, str]] = []
+    plan: list[tuple[str, str]] = []
     completed: list[str] = []
+    ended = RunOutcome("completed", runner=runner, flow_run_id=flow_run_id, run_id=ctx.run_id)
 
     def abandoned(why: shutdown.Abandon) -> None:
         if why.api_alive:
             abandon_flow_run(flow_run_id, f"{why.message} (after {len(completed)} of {len(plan)} stages)")
 
-    threads = ctx.ws.config.orchestration.flow_threads
-    with shutdown.on_abandon(abandoned), task_runners(runner, dask_address, threads) as runner_for, no_heartbeats():
-        for name, variant in plan:
-            if ctx.cancel.is_set():
-                break
-            st = ctx.stage(name, variant)
-            sub = stage_flow(name).with_options(task_runner=runner_for(st))
-            state = sub(workspace=str(ctx.ws.root), stage=name, variant=variant, retry_failed=retry_failed,
-                        run_key=ctx.key, return_state=True)
-            if state.is_cancelled():
-                break
-            result(state)
-            completed.append(st.label)
-    return not (ctx.cancel.is_set() and len(completed) < len(plan))
+    try:
+        planned = stage_plan(ctx, stages, captioners)
+        settled = settled_labels(ctx)
+        plan = [(n, v) for n, v in planned if ctx.stage(n, v).label not in settled]
+        threads = ctx.ws.config.orchestration.flow_threads
+        # The stage flow runs are created with the run's tags (workspace, profile), as the pipeline's own flow run
+        # (flows.api, or its deployment); their batch tasks are not (flows.stage_flows).
+        with (tags(*run_tags(ctx.ws)), shutdown.on_abandon(abandoned),
+              task_runners(runner, dask_address, threads) as runner_for, no_heartbeats()):
+            for name, variant in plan:
+                if ctx.cancel.is_set():
+                    break
+                st = ctx.stage(name, variant)
+                sub = stage_flow(name).with_options(task_runner=runner_for(st))
+                state = sub(workspace=str(ctx.ws.root), stage=name, variant=variant, retry_failed=retry_failed,
+                            run_key=ctx.key, return_state=True)
+                if state.is_cancelled():
+                    break
+                result(state)
+                completed.append(st.label)
+        if ctx.cancel.is_set() and len(completed) < len(plan):
+            ended.status = "cancelled"
+            ended.error = (f"cancelled after {len(ctx.outcomes)} of {len(planned)} stages; "
+                           "finished batches are kept")
+            return False
+        return True
+    except BaseException as exc:
+        stopped = ctx.cancel.is_set() or isinstance(exc, (KeyboardInterrupt, TerminationSignal))
+        ended.status, ended.error = ("cancelled" if stopped else "failed"), one_line(exc)
+        raise
+    finally:
+        ended.seconds, ended.stages = time.perf_counter() - t0, list(ctx.outcomes)
+        _publish_summary(ctx, ended, planned, stages)
+
+
+def _publish_summary(ctx: RunContext, ended: RunOutcome, plan: list[tuple[str, str]], stages: list[str] | None) -> None:
+    """The run's summary artifact (``flows.artifacts``): never fails the run, whatever ended it."""
+    try:
+        labels = [ctx.stage(name, variant).label for name, variant in plan]
+        report = next((ctx.stage(s.name, s.variant) for s in ended.stages
+                       if s.name == "report" and s.status == "completed"), None)
+        run = get_run(ctx.ws.store, ctx.run_id) if ctx.run_id is not None else None
+        publish_summary(ctx.ws, ended, ended.flow_run_id or None, planned=labels, requested=stages,
+                        started_by=run.started_by if run else "", report=report_html(report) if report else None)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not write the run's summary artifact: %s", one_line(exc))

@@ -4,7 +4,7 @@ reports to (:func:`prefect_api`: the configured one, else the shared local serve
 (``capsearch init``: the local Prefect database created and migrated once).
 
 ``capsearch server`` runs under ``flows.runtime.parent_watch`` in its own session: capsearch stops it on
-exit and on SIGTERM, SIGINT or SIGHUP (``flows.runtime.shutdown``), and if capsearch is killed (SIGKILL,
+exit and on SIGTERM, SIGINT or SIGHUP (``pipeline.shutdown``), and if capsearch is killed (SIGKILL,
 OOM killer) the server notices within a second and shuts itself down instead of living on. The shared
 local server outlives commands on purpose and stops itself once idle (see its module).
 """
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from flows.runtime import shutdown
 from flows.runtime.settings import (ServerRecord, clear_server_record, configured_api_url, prefect_home,
                                     read_server_record, write_server_record)
+from pipeline import shutdown
 from pipeline.errors import CapsearchError, ConfigError
 
 DEFAULT_HOST = "127.0.0.1"

@@ -11,7 +11,7 @@ minutes, print Prefect's "Error logging to API" lines and end with ``ConnectErro
   connections refused for ``REFUSED_SECONDS`` in a row (a busy server that answers slowly is alive).
 
 Its death ends the run at once, recorded failed with one line that says what happened (``on_death``;
-``flows.api`` abandons the batches in flight through ``flows.runtime.shutdown.abandon``); a rerun goes on
+``flows.api`` abandons the batches in flight through ``pipeline.shutdown.abandon``); a rerun goes on
 from the batches already committed.
 """
 from __future__ import annotations

@@ -36,7 +36,7 @@ _applied: dict[str, str] = {}
 
 # Prefect's own logging.yml with every terminal handler replaced by one rotating file.
 _LOGGING_YML = """\
-# Written by capsearch (flows/settings.py): Prefect logs go to a file, never to the terminal.
+# Written by capsearch (flows/runtime/settings.py): Prefect logs go to a file, never to the terminal.
 version: 1
 disable_existing_loggers: False
 

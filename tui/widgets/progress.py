@@ -1,4 +1,7 @@
-"""Live progress of a run: one row per stage with a bar, counts, rate, ETA and failures."""
+"""Live progress of a run: one row per stage with its name, a bar, and counts, rate, ETA and failures.
+
+The counts, rate and ETA keep their width; the bar takes what is left (``capsearch.tcss``), so a narrow terminal
+loses decoration first: at 80 columns every number is still there."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -18,7 +21,8 @@ def format_seconds(seconds: float | None) -> str:
 
 
 def progress_line(event: ProgressEvent) -> str:
-    """``12/80 · 3.1/s · ETA 0:22 · 1 failed`` for one event."""
+    """``12/80 · 3.1/s · ETA 0:22 · 1 failed`` for one event (``· 950 tok/s`` after the rate for a stage that asks a
+    model server)."""
     if event.kind == "not-applicable":
         return f"not applicable: {event.message}"
     if event.kind == "finish" and not event.total and not event.done:
@@ -29,6 +33,8 @@ def progress_line(event: ProgressEvent) -> str:
     else:
         rate = event.rate
         parts.append(f"{rate:.1f}/s" if rate else "-/s")
+        if event.token_rate:   # a stage that asks a model server: its tokens per second
+            parts.append(f"{event.token_rate:,.0f} tok/s")
         parts.append(f"ETA {format_seconds(event.eta_seconds)}")
     if event.failures:
         parts.append(f"{event.failures} failed")
@@ -45,7 +51,7 @@ class StageBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label(self.stage, classes="stage-name")
-        yield ProgressBar(total=None, show_eta=False, show_percentage=True)
+        yield ProgressBar(total=None, show_eta=False, show_percentage=False)   # the counts say how far
         yield Label("", classes="stage-stats")
 
     def on_mount(self) -> None:
@@ -66,6 +72,7 @@ class StageBar(Horizontal):
         self.query_one(".stage-stats", Label).update(progress_line(event))
         self.set_class(event.kind in ("finish", "not-applicable"), "-finished")
         self.set_class(event.failures > 0, "-failures")
+        self.set_class(event.kind == "not-applicable", "-not-applicable")
 
 
 class ProgressPanel(VerticalScroll):
