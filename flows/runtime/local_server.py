@@ -196,7 +196,7 @@ def _start(where: Path, idle: float, cancel: threading.Event | None, timeout: fl
             proc = subprocess.Popen([sys.executable, "-m", "flows.runtime.local_server", "--port", str(port),
                                      "--idle", str(idle)], stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, env=_server_environment(), start_new_session=True,
-                                    close_fds=True)
+                                    close_fds=True, cwd=where)   # close_fds: this command's lease is not its
         server = LocalServer(api_url, port, owner_of(proc.pid), proc.pid, idle)
         if _wait_until_healthy(proc, api_url, cancel, timeout, log):
             _write_record(server, where.parent)
