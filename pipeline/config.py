@@ -240,6 +240,7 @@ class OrchestrationConfig(_Section):
     flow_retry_delay: float = Field(10.0, ge=0)  # seconds before the first retry; doubles each time
     flow_threads: int = Field(0, ge=0)           # batches in flight per stage, thread runner (0: 2-4 by CPUs)
     artifacts: bool = True                       # a run's summary, result tables and report link in the Prefect UI
+    server_idle: float = Field(600.0, ge=0)      # seconds the shared local Prefect server stays up unused
 
 
 class CliConfig(_Section):
@@ -347,6 +348,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "CAPSEARCH_FLOW_RETRIES": ("orchestration", "flow_retries"),
     "CAPSEARCH_FLOW_RETRY_DELAY": ("orchestration", "flow_retry_delay"),
     "CAPSEARCH_FLOW_THREADS": ("orchestration", "flow_threads"),
+    "CAPSEARCH_SERVER_IDLE": ("orchestration", "server_idle"),
     "CAPSEARCH_DEBUG": ("cli", "debug"),
     "CAPSEARCH_TUI_IMAGES": ("tui", "images"),
 }

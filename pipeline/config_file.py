@@ -71,6 +71,7 @@ _KEY_DOCS: dict[str, str] = {
     "orchestration.flow_retry_delay": "seconds before the first retry, doubling each time; env also CAPSEARCH_FLOW_RETRY_DELAY",
     "orchestration.flow_threads": "batches in flight per stage with the thread runner (0: 2 to 4 by the CPUs); env also CAPSEARCH_FLOW_THREADS",
     "orchestration.artifacts": "write each run's summary, evaluation and caption-metric tables, failures and report link as Prefect artifacts (the Prefect UI's Artifacts page)",
+    "orchestration.server_idle": "seconds the local Prefect server that runs share stays up once no command uses it (without `capsearch server`); env also CAPSEARCH_SERVER_IDLE",
     "cli.debug": "full tracebacks on errors, as `capsearch --debug`; env also CAPSEARCH_DEBUG=1",
     "tui.images": "auto | halfcell | unicode | none (empty: halfcell under tmux/screen, else auto); env also CAPSEARCH_TUI_IMAGES",
 }
