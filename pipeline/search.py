@@ -94,7 +94,7 @@ def cosine_scores(queries: np.ndarray, documents: np.ndarray | DistinctRows,
     vectors get identical scores."""
     docs = distinct_documents(documents, missing)
     q = _check_queries(queries, docs)
-    return docs.expand(q @ docs.vectors.T)
+    return docs.expand(docs.score(q))
 
 
 def _select(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +145,7 @@ def top_k_batch(
         best_idx = np.empty((qb.shape[0], 0), dtype=np.int64)
         best_sc = np.empty((qb.shape[0], 0), dtype=np.float32)
         for d0 in range(0, n_u, block_size):
-            sc = qb @ vectors[d0:d0 + block_size].T
+            sc = qb @ np.asarray(vectors[d0:d0 + block_size], dtype=np.float32).T
             idx = np.broadcast_to(np.arange(d0, d0 + sc.shape[1], dtype=np.int64), sc.shape)
             sc = np.concatenate([best_sc, sc], axis=1)
             idx = np.concatenate([best_idx, idx], axis=1)

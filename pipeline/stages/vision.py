@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -233,6 +234,8 @@ class NeighboursStage(Stage):
         super().__init__(ws, variant)
         self.embed = EmbedImagesStage(ws)
         self._db: tuple[list[str], list[str], "DistinctRows"] | None = None
+        self._db_lock = threading.Lock()            # batches of one stage run may run in several threads
+        self._approximate = None                     # pipeline.vector_index.Approximate above the threshold
 
     def applicable(self) -> str | None:
         return no_captioned_photo(self.store)
@@ -350,27 +353,55 @@ class NeighboursStage(Stage):
 
     def reference_matrix(self, progress: StageProgress | None = None) -> tuple[list[str], list[str], "DistinctRows"]:
         """(usable reference photo ids in id order, their sha256, their vectors grouped by vector): loaded once
-        per stage instance. Photos with the same content share one stored vector, so they tie as neighbours on
-        any machine."""
-        if self._db is None:
-            from pipeline.distinct import DistinctRows
+        per stage instance from the checked memory-mapped snapshot of the image space (read in blocks, never
+        copied whole). Photos with the same content share one stored vector, so they tie as neighbours on any
+        machine."""
+        with self._db_lock:
+            if self._db is None:
+                from pipeline.distinct import DistinctRows
+                from pipeline.snapshots import load_array
 
-            usable = self._usable_db()
-            if not usable:
-                raise CapsearchError(
-                    f"no captioned reference-DB photo has an image embedding in {self.embed.space}: "
-                    "run `capsearch embed-images` first")
-            ids = sorted(usable)
-            keys, mat = self.store.get_vectors(self.embed.space, sorted(set(usable.values())))
-            row = {k: i for i, k in enumerate(keys)}
-            captioned = self.store.reference_caption_counts()
-            n_refs = sum(1 for r in self.store.images(split="reference") if r.id in captioned)
-            if progress and len(ids) < n_refs:
-                progress.message(f"{n_refs - len(ids)} reference photos have no embedding and are left out "
-                                 "of the neighbour search (see `capsearch status`)", "warning")
-            self._db = ids, [usable[i] for i in ids], DistinctRows.from_rows(
-                len(ids), range(len(ids)), [row[usable[i]] for i in ids], mat)
-        return self._db
+                usable = self._usable_db()
+                if not usable:
+                    raise CapsearchError(
+                        f"no captioned reference-DB photo has an image embedding in {self.embed.space}: "
+                        "run `capsearch embed-images` first")
+                ids = sorted(usable)
+                keys, mat = load_array(self.store, self.embed.space)
+                row = {k: i for i, k in enumerate(keys)}
+                captioned = self.store.reference_caption_counts()
+                n_refs = sum(1 for r in self.store.images(split="reference") if r.id in captioned)
+                if progress and len(ids) < n_refs:
+                    progress.message(f"{n_refs - len(ids)} reference photos have no embedding and are left out "
+                                     "of the neighbour search (see `capsearch status`)", "warning")
+                shas = [usable[i] for i in ids]
+                db = DistinctRows.from_rows(len(ids), range(len(ids)), [row[s] for s in shas], mat)
+                self._approximate = self._index(shas, db, progress)
+                self._db = ids, shas, db
+            return self._db
+
+    def approximate(self, n_db: int) -> bool:
+        """Whether neighbours of a DB of ``n_db`` photos are looked up through the approximate index."""
+        mode, above = self.cfg.neighbours.index, self.cfg.index.approximate_above
+        return mode == "approximate" or (mode == "auto" and above > 0 and n_db > above)
+
+    def _index(self, shas: list[str], db: "DistinctRows", progress: StageProgress | None):
+        """The approximate index over the DB's distinct vectors (built or updated as the DB changed), or None."""
+        if not self.approximate(db.n_present):
+            return None
+        import numpy as np
+
+        from pipeline.vector_index import Approximate, ensure
+
+        keys = [shas[int(db.members[db.starts[r]])] for r in range(db.vectors.shape[0])]
+        index = ensure(self.store, "neighbours", self.embed.space, keys, db.vectors, self.cfg.index.probes,
+                       notice=(lambda m: progress.message(m, "warning")) if progress else None)
+        info = index.info()
+        if progress:
+            recall = "not measured" if info.recall_at_10 is None else f"{info.recall_at_10:.3f}"
+            progress.message(f"neighbours through the approximate index ({info.rows:,} reference vectors, "
+                             f"{info.lists} lists, {info.probes} probed; recall@10 {recall})", "info")
+        return Approximate(index, index.label_rows({k: r for r, k in enumerate(keys)}), self.cfg.index.probes)
 
     def search(self, targets: list[str], target_shas: list[str], vectors: "np.ndarray") -> list[tuple]:
         """Neighbour rows (target, rank, neighbour, score, duplicate kind) of each target: DB photos by score
@@ -385,7 +416,8 @@ class NeighboursStage(Stage):
         while todo:
             res = find_neighbours(vectors[todo], db, min(ask, max(1, len(db_ids))), block_size=n.block_size,
                                   target_ids=[targets[i] for i in todo], db_ids=db_ids,
-                                  near_duplicate_threshold=n.near_duplicate_threshold, index=n.index)
+                                  near_duplicate_threshold=n.near_duplicate_threshold,
+                                  approximate=self._approximate, block_bytes=self.cfg.index.block_mb << 20)
             again = []
             for r, i in enumerate(todo):
                 listed, usable = [], 0
