@@ -96,7 +96,7 @@ class NeighboursConfig(_Section):
 class IndexConfig(_Section):
     """The approximate index (FAISS IVF lists of 8-bit vectors, re-scored exactly) and bounded memory."""
     approximate_above: int = Field(250_000, ge=0)   # photos (search) or reference photos (neighbours); 0: never
-    probes: int = Field(24, ge=1)                  # lists visited per query: more is slower and finds more
+    probes: int = Field(32, ge=1)                  # lists visited per query: more is slower and finds more
     block_mb: int = Field(64, ge=1)                # scores and vectors held at once by a blocked exact search
 
 

@@ -274,7 +274,9 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
     text_embedder = build_text_embedder(cfg)
     _embed_documents(ws, plan, text_embedder, say)
     clip = build_clip_embedder(cfg) if (CLIP in plan.methods or HYBRID in plan.methods) else None
-    index = SearchIndex(ws, scope="targets", include_empty=True, text_embedder=text_embedder, clip_embedder=clip)
+    # always exact: the evaluation measures captions, not the approximate index
+    index = SearchIndex(ws, scope="targets", include_empty=True, text_embedder=text_embedder, clip_embedder=clip,
+                        exact=True)
     n_targets = len(index.target_ids)
     result = EvaluationResult(
         eval_hash=eval_hash, queries_hash=plan.queries_hash, methods=list(plan.methods), kinds=list(plan.kinds),

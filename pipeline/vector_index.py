@@ -352,7 +352,7 @@ def ensure(store: "Store", name: str, space: str, keys: Sequence[str], vectors: 
            probes: int, notice: Callable[[str], None] | None = None) -> VectorIndex:
     """The index ``name`` over ``keys`` (with ``vectors``, aligned) in ``space``: loaded and checked, brought up
     to date incrementally, or built (see the module docstring); saved whenever it changed."""
-    notice = notice or store.notice
+    notice = notice if notice is not None else store.notice
     folder = index_folder(store)
     t0 = time.perf_counter()
     try:
