@@ -20,6 +20,7 @@ from each group only the first documents that can matter, so a top-k never expan
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -31,31 +32,77 @@ _HASH_SEED = 0x5EED_CAB5
 class RowSubset:
     """Rows ``index`` of ``matrix`` (usually a memory-mapped snapshot) without copying them: what a
     ``DistinctRows`` holds when its vectors are a subset of a snapshot's rows, so that a million vectors are
-    held once (by the page cache), not copied. Read it in blocks: ``rows[a:b]`` and ``rows[int array]`` return
-    float32 arrays (a slice over consecutive rows is a view of ``matrix``)."""
+    not copied. Read it in blocks: ``rows[a:b]`` and ``rows[int array]`` return float32 arrays. Rows of a
+    ``np.memmap`` are read from its file with ``pread`` (``FileRows``): the page cache holds the file, the
+    process only the block it asked for, so reading a whole DB block by block costs its memory once in the
+    machine's page cache and a block in the process."""
 
     ndim = 2
     dtype = np.dtype(np.float32)
 
-    def __init__(self, matrix: np.ndarray, index: np.ndarray):
+    def __init__(self, matrix: np.ndarray, index: np.ndarray, reader: "FileRows | None" = None):
         self.matrix = matrix
         self.index = np.asarray(index, dtype=np.int64)
         self.shape = (int(self.index.size), int(matrix.shape[1]))
+        self.reader = reader if reader is not None else FileRows.of(matrix)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, slice):
-            rows = self.index[key]
-            if rows.size and rows[-1] - rows[0] == rows.size - 1 and np.all(np.diff(rows) == 1):
-                return np.asarray(self.matrix[int(rows[0]):int(rows[-1]) + 1], dtype=np.float32)
-            return np.asarray(self.matrix[rows], dtype=np.float32)
-        return np.asarray(self.matrix[self.index[np.asarray(key)]], dtype=np.float32)
+        rows = self.index[key] if isinstance(key, slice) else self.index[np.asarray(key)]
+        if self.reader is not None:
+            return self.reader.read(rows)
+        return np.asarray(self.matrix[rows], dtype=np.float32)
 
     def subset(self, rows: np.ndarray) -> "RowSubset":
-        return RowSubset(self.matrix, self.index[np.asarray(rows, dtype=np.int64)])
+        return RowSubset(self.matrix, self.index[np.asarray(rows, dtype=np.int64)], self.reader)
 
+
+class FileRows:
+    """Rows of a memory-mapped ``.npy`` read with ``os.preadv`` through a descriptor of its own (which keeps
+    the file readable even if a writer removes it meanwhile), consecutive rows in one call."""
+
+    def __init__(self, path: str, offset: int, dim: int, rows: int):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offset, self.dim, self.rows = offset, dim, rows
+        self.row_bytes = 4 * dim
+
+    @classmethod
+    def of(cls, matrix) -> "FileRows | None":
+        if not isinstance(matrix, np.memmap) or not getattr(matrix, "filename", None) or matrix.ndim != 2 \
+                or matrix.dtype != np.dtype("<f4") or not matrix.flags.c_contiguous:
+            return None
+        try:
+            return cls(str(matrix.filename), int(matrix.offset), int(matrix.shape[1]), int(matrix.shape[0]))
+        except OSError:
+            return None
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        if not rows.size:
+            return out
+        if rows.min() < 0 or rows.max() >= self.rows:
+            raise IndexError(f"row out of range 0..{self.rows - 1}")
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        staged = out if np.array_equal(order, np.arange(rows.size)) else np.empty_like(out)
+        cut = np.flatnonzero(np.diff(ordered) != 1) + 1
+        for a, b in zip(np.r_[0, cut], np.r_[cut, ordered.size]):
+            want = (b - a) * self.row_bytes
+            got = os.preadv(self.fd, [memoryview(staged[a:b]).cast("B")], self.offset + int(ordered[a]) * self.row_bytes)
+            if got != want:
+                raise OSError(f"short read of a snapshot: {got} of {want} bytes")
+        if staged is not out:
+            out[order] = staged
+        return out
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError):
+            pass
 
 
 def block_rows(dim: int, budget: int = _BLOCK_BYTES) -> int:

@@ -105,19 +105,21 @@ def _sort_rows(scores: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _block_top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k columns of each row, exactly as a full sort by (score desc, column asc) would choose them."""
+    """Best k columns of each row, exactly as a full sort by (score desc, column asc) would choose them.
+    ``sims`` is a temporary of the caller's: it is negated in place (no second block of scores)."""
     width = sims.shape[1]
     if width <= k:
         return _sort_rows(sims, np.broadcast_to(np.arange(width, dtype=np.int64), sims.shape))
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(sims, part, axis=1)
+    neg = np.negative(sims, out=sims)
+    part = np.argpartition(neg, k - 1, axis=1)[:, :k].copy()      # the full index array is freed at once
+    top = -np.take_along_axis(neg, part, axis=1)
     kth = top.min(axis=1, keepdims=True)
     # argpartition picks arbitrarily among values tied with the k-th: redo those rows with a full sort.
-    crossing = np.flatnonzero((sims == kth).sum(axis=1) > (top == kth).sum(axis=1))
+    crossing = np.flatnonzero((neg == -kth).sum(axis=1) > (top == kth).sum(axis=1))
     for r in crossing:
-        order = np.lexsort((np.arange(width), -sims[r]))[:k]
+        order = np.lexsort((np.arange(width), neg[r]))[:k]
         part[r] = order
-        top[r] = sims[r, order]
+        top[r] = -neg[r, order]
     return _sort_rows(top, part.astype(np.int64))
 
 
@@ -193,7 +195,10 @@ def find_neighbours(
         raise ValueError("block_size and db_block_size must be >= 1")
     targets = _as_matrix("target vectors", target_vecs)
     db = db_vecs if isinstance(db_vecs, DistinctRows) else DistinctRows.of(_as_matrix("db vectors", db_vecs))
-    db_block = db_block_size or max(16, block_bytes // (4 * (block_size + 2 * max(1, db.dim))))
+    # per DB row of a block: its vector and unit copy (8 * dim bytes) and, per target of the block, its score,
+    # argpartition's index and a comparison (13 bytes)
+    db_block = db_block_size or max(16, block_bytes // (13 * min(block_size, max(1, len(targets)))
+                                                        + 8 * max(1, db.dim)))
     if targets.shape[1] != db.dim and targets.shape[0] and db.n:
         raise ValueError(f"target vectors have dim {targets.shape[1]} but db vectors have dim {db.dim}")
     excl_rows, excl_cols = _excluded_pairs(target_ids, db_ids, targets.shape[0], db.n)

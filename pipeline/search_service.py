@@ -428,6 +428,15 @@ class SearchIndex:
                                                     self.cfg.index.probes)
             return self._indexes[method]
 
+    def prepare_approximate(self, methods: Sequence[str] = (CAPTIONS, CLIP)) -> list[Any]:
+        """Build or update the approximate indexes of ``methods`` that this collection's searches go through (what
+        the stages that change their vectors call, so that a search finds them current); their ``IndexInfo``."""
+        out = []
+        for method in methods:
+            if self._method_ok(method) and (approx := self._approximate(method)) is not None:
+                out.append(approx.index.info())
+        return out
+
     def approximated(self, method: str) -> bool:
         """Whether ``method``'s searches go through the approximate index."""
         return self.approximate and method in (CAPTIONS, CLIP) and (method != CAPTIONS or method in self.multi)
@@ -659,6 +668,21 @@ class SearchIndex:
             for row in rows:
                 self._queries.setdefault(_normalise(row.text), (row.image_id, row.kind))
         return self._queries.get(_normalise(text))
+
+
+def prepare_search_indexes(ws: Workspace, methods: Sequence[str], say: Callable[[str], None] | None = None) -> None:
+    """After a stage changed the vectors ``methods`` search: bring their approximate indexes up to date when the
+    collection is past ``index.approximate_above`` (nothing below it)."""
+    above = ws.config.index.approximate_above
+    if CLIP in methods and ws.config.image_embedder.name != "open_clip":
+        methods = [m for m in methods if m != CLIP]        # no text tower: nothing searches the images by text
+    if not methods or above <= 0 or ws.store.count_images() <= above:
+        return
+    index = SearchIndex(ws, scope="collection")
+    for info in index.prepare_approximate(methods):
+        recall = "not measured" if info.recall_at_10 is None else f"{info.recall_at_10:.3f}"
+        if say:
+            say(f"approximate index {info.name}: {info.rows:,} vectors, recall@10 {recall} at {info.probes} probes")
 
 
 def _normalise(text: str) -> str:

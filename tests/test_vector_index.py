@@ -48,6 +48,11 @@ def keyed(n: int, dim: int, seed: int, prefix: str = "k") -> tuple[list[str], np
     return [f"{prefix}{seed}-{i:06d}" for i in range(n)], clustered(n, dim, seed=seed)
 
 
+def generation(ws: Workspace, name: str) -> str:
+    """The generation the index's manifest names (new at every save)."""
+    return json.loads((index_folder(ws.store) / f"{name}.json").read_text())["generation"]
+
+
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a[a >= 0].tolist()) & set(b.tolist())) / 10 for a, b in zip(found, truth)]))
 
@@ -94,8 +99,10 @@ def test_photos_added_and_removed_update_the_index_without_a_rebuild(ws):
     gone = second.candidates(vecs[:200], 40, probes=second.meta["lists"])
     assert not {second.keys[label] for label in gone.ravel() if label >= 0} & set(keys[:200])
     assert load(index_folder(ws.store), "test").meta["changed_since_build"] == 400    # saved
-    # nothing changed: the stored index as it is
-    assert ensure(ws.store, "test", "space/a", keys2, vecs2, 8).meta["updated"] == second.meta["updated"]
+    # nothing changed: the stored index as it is (not written again)
+    before = generation(ws, "test")
+    ensure(ws.store, "test", "space/a", keys2, vecs2, 8)
+    assert generation(ws, "test") == before
     # past a quarter of the built size changed: built again on the collection as it is now
     more_keys, more_vecs = keyed(1000, 32, seed=5, prefix="more")
     third = ensure(ws.store, "test", "space/a", keys2 + more_keys, np.concatenate([vecs2, more_vecs]), 8)
@@ -188,3 +195,19 @@ def test_search_switches_to_the_index_above_the_threshold_and_exact_never_does(w
     assert code == 0 and "through the approximate index (recall@10 1.000" in " ".join(text.split())
     configure(ws, index={"approximate_above": n_photos})                 # at the threshold: exact
     assert not SearchIndex(ws).approximated(CAPTIONS)
+
+
+def test_the_caption_embedding_stage_keeps_the_search_index_current(ws):
+    """Past the threshold, embed-captions brings the search index up to date when it exports its vectors, so a
+    search finds it current; below it, no index is made."""
+    folder = index_folder(ws.store)
+    run_stage(build_stage(ws, "embed-captions", "human"))
+    assert not (folder / f"search-{CAPTIONS}.json").exists()
+    configure(ws, index={"approximate_above": 10})
+    run_stage(build_stage(ws, "embed-captions", "human"))
+    stored = load(folder, f"search-{CAPTIONS}")
+    assert stored is not None and stored.rows == SearchIndex(ws).multi[CAPTIONS].rows.vectors.shape[0]
+    assert [i.name for i in workspace_status(ws).indexes] == [f"search-{CAPTIONS}"]
+    before = generation(ws, f"search-{CAPTIONS}")
+    SearchIndex(ws).search("a red car", CAPTIONS, 5)                     # current: loaded as it is, not rebuilt
+    assert generation(ws, f"search-{CAPTIONS}") == before
