@@ -55,7 +55,7 @@ CANDIDATES = 4              # candidates per wanted result, re-scored exactly
 REBUILD_SHARE = 0.25        # changed keys (added + removed) since the build above this share of it: build again
 RECALL_QUERIES = 200
 RECALL_K = 10
-TRAIN_PER_LIST = 64         # k-means training sample: this many vectors per list (at most every vector)
+TRAIN_PER_LIST = 40         # k-means training sample: this many vectors per list (FAISS asks at least 39)
 _SEED = 1234
 
 
@@ -101,9 +101,14 @@ def lists_for(n: int) -> int:
     return int(max(1, min(round(4 * np.sqrt(max(n, 1))), n // 39)))
 
 
-def _unit(block: np.ndarray) -> np.ndarray:
+def _unit(block: np.ndarray, own: bool = False) -> np.ndarray:
+    """The rows scaled to unit length; in place when ``own`` (a fresh float32 array, e.g. a gather)."""
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    if not own or not block.flags.writeable:
+        block = block.copy()
     norms = np.linalg.norm(block, axis=1, keepdims=True)
-    return np.ascontiguousarray(block / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+    block /= np.where(norms > 0, norms, 1.0)
+    return block
 
 
 class VectorIndex:
@@ -127,7 +132,7 @@ class VectorIndex:
                                               faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = _SEED
         sample = np.sort(np.random.default_rng(_SEED).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False))
-        index.train(_unit(np.asarray(vectors[sample], dtype=np.float32)))
+        index.train(_unit(np.asarray(vectors[sample], dtype=np.float32), own=True))
         for start, block in row_blocks(vectors):
             index.add_with_ids(_unit(block), np.arange(start, start + block.shape[0], dtype=np.int64))
         meta = {"kind": KIND, "lists": nlist, "probes": probes, "built_rows": n, "changed_since_build": 0}
@@ -152,7 +157,7 @@ class VectorIndex:
                 part = new_rows[start:start + block_rows(vectors.shape[1])]
                 first = len(self.keys)
                 self.keys.extend(keys[i] for i in part)
-                self.index.add_with_ids(_unit(np.asarray(vectors[part], dtype=np.float32)),
+                self.index.add_with_ids(_unit(np.asarray(vectors[part], dtype=np.float32), own=True),
                                         np.arange(first, first + part.size, dtype=np.int64))
         self._label = None
         self.meta["changed_since_build"] = int(self.meta.get("changed_since_build", 0)) + len(gone) + len(new)
@@ -198,7 +203,7 @@ class VectorIndex:
         if n <= RECALL_K + 1:
             return None
         pick = np.sort(np.random.default_rng(_SEED + 1).choice(n, min(n, RECALL_QUERIES), replace=False))
-        queries = _unit(np.asarray(vectors[pick], dtype=np.float32))
+        queries = _unit(np.asarray(vectors[pick], dtype=np.float32), own=True)
         kk = RECALL_K + 1
         best_s = np.full((pick.size, 0), -np.inf, dtype=np.float32)
         best_i = np.zeros((pick.size, 0), dtype=np.int64)
@@ -218,7 +223,7 @@ class VectorIndex:
             rows = rows[(rows >= 0) & (rows != q)]
             if rows.size:
                 exact = np.asarray(vectors[rows], dtype=np.float32)
-                sc = _unit(exact) @ queries[r]
+                sc = _unit(exact, own=True) @ queries[r]
                 rows = rows[np.lexsort((rows, -sc))][:RECALL_K]
             truth = [int(i) for i in best_i[r] if i != q][:RECALL_K]
             hits += len(set(rows.tolist()) & set(truth))
@@ -416,7 +421,7 @@ def rescore(queries: np.ndarray, vectors: "np.ndarray | RowSubset", cand: np.nda
         uniq, inverse = np.unique(np.maximum(block.ravel(), 0), return_inverse=True)
         vecs = np.asarray(vectors[uniq], dtype=np.float32)
         if unit:
-            vecs = _unit(vecs)
+            vecs = _unit(vecs, own=True)
         sc = np.einsum("qd,qcd->qc", queries[q0:q0 + step], vecs[inverse.ravel()].reshape(block.shape[0], c, dim))
         out_s[q0:q0 + step] = np.where(block >= 0, sc, -np.inf)
     rows = np.where(np.isfinite(out_s), cand, np.iinfo(np.int64).max)
