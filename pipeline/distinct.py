@@ -58,6 +58,12 @@ class RowSubset:
     def subset(self, rows: np.ndarray) -> "RowSubset":
         return RowSubset(self.matrix, self.index[np.asarray(rows, dtype=np.int64)], self.reader)
 
+    def file_order(self) -> np.ndarray:
+        """Positions ordered by their row in the file (computed once)."""
+        if getattr(self, "_order", None) is None:
+            self._order = np.argsort(self.index, kind="stable")
+        return self._order
+
 
 class FileRows:
     """Rows of a memory-mapped ``.npy`` read with ``os.preadv`` through a descriptor of its own (which keeps
@@ -111,10 +117,20 @@ def block_rows(dim: int, budget: int = _BLOCK_BYTES) -> int:
 
 
 def row_blocks(rows: "np.ndarray | RowSubset", block: int | None = None):
-    """``(start, float32 block)`` over the rows, ``block`` rows at a time (default: 16 MB of them)."""
+    """``(positions, float32 block)`` over every row, ``block`` rows at a time (default: 16 MB of them).
+    A ``RowSubset`` is read in the order of its file (each block's positions ascending), so that a block is a
+    few long reads, not one per row; an array, in order."""
     block = block or block_rows(rows.shape[1])
-    for start in range(0, rows.shape[0], block):
-        yield start, np.ascontiguousarray(rows[start:start + block], dtype=np.float32)
+    n = rows.shape[0]
+    if isinstance(rows, RowSubset):
+        order = rows.file_order()
+        for start in range(0, n, block):
+            pos = np.sort(order[start:start + block])
+            yield pos, rows[pos]
+        return
+    for start in range(0, n, block):
+        yield np.arange(start, min(n, start + block), dtype=np.int64), \
+            np.ascontiguousarray(rows[start:start + block], dtype=np.float32)
 
 
 def _words(matrix: np.ndarray) -> np.ndarray:
@@ -148,8 +164,8 @@ def _first_equal_row(matrix: "np.ndarray | RowSubset") -> np.ndarray:
     if n == 0 or matrix.shape[1] == 0:
         return np.zeros(n, dtype=np.int64)
     hashes = np.empty(n, dtype=np.uint64)
-    for start, block in row_blocks(matrix):
-        hashes[start:start + block.shape[0]] = _row_hashes(_words(block))
+    for pos, block in row_blocks(matrix):
+        hashes[pos] = _row_hashes(_words(block))
     _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     rep = first[inverse.ravel()].astype(np.int64)
     dup = np.flatnonzero(rep != np.arange(n))
@@ -169,8 +185,8 @@ def _first_equal_row(matrix: "np.ndarray | RowSubset") -> np.ndarray:
 
 def _finite_rows(matrix: "np.ndarray | RowSubset") -> np.ndarray:
     ok = np.empty(matrix.shape[0], dtype=bool)
-    for start, block in row_blocks(matrix):
-        ok[start:start + block.shape[0]] = np.isfinite(block).all(axis=1)
+    for pos, block in row_blocks(matrix):
+        ok[pos] = np.isfinite(block).all(axis=1)
     return ok
 
 
@@ -287,8 +303,8 @@ class DistinctRows:
         if not isinstance(self.vectors, RowSubset):
             return queries @ self.vectors.T
         out = np.empty((queries.shape[0], self.vectors.shape[0]), dtype=np.float32)
-        for start, block in row_blocks(self.vectors):
-            out[:, start:start + block.shape[0]] = queries @ block.T
+        for pos, block in row_blocks(self.vectors):
+            out[:, pos] = queries @ block.T
         return out
 
     def expand(self, scores: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from pipeline.distinct import DistinctRows
+from pipeline.distinct import DistinctRows, row_blocks
 
 if TYPE_CHECKING:
     from pipeline.vector_index import Approximate
@@ -142,11 +142,10 @@ def _exact(
         tb = _unit_rows(targets[t0:t1])
         best_s = np.full((t1 - t0, 0), -np.inf, dtype=np.float32)
         best_c = np.zeros((t1 - t0, 0), dtype=np.int64)
-        for d0 in range(0, vectors.shape[0], db_block_size):
-            d1 = min(vectors.shape[0], d0 + db_block_size)
-            s, c = _block_top_k(tb @ _unit_rows(vectors[d0:d1]).T, g)
+        for pos, block in row_blocks(vectors, db_block_size):   # a RowSubset in file order, each block ascending
+            s, c = _block_top_k(tb @ _unit_rows(block).T, g)
             merged_s = np.concatenate([best_s, s], axis=1)
-            merged_c = np.concatenate([best_c, c + d0], axis=1)
+            merged_c = np.concatenate([best_c, pos[c]], axis=1)
             best_s, best_c = _sort_rows(merged_s, merged_c)
             best_s, best_c = best_s[:, :g], best_c[:, :g]
         sel = (excl_rows >= t0) & (excl_rows < t1)

@@ -568,8 +568,8 @@ class SearchIndex:
             norms = np.empty(self._images.vectors.shape[0], dtype=np.float32)
             from pipeline.distinct import row_blocks
 
-            for start, block in row_blocks(self._images.vectors):
-                norms[start:start + block.shape[0]] = np.linalg.norm(block, axis=1)
+            for pos, block in row_blocks(self._images.vectors):
+                norms[pos] = np.linalg.norm(block, axis=1)
             self._image_norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
         return self._images
 

@@ -133,8 +133,8 @@ class VectorIndex:
         index.cp.seed = _SEED
         sample = np.sort(np.random.default_rng(_SEED).choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False))
         index.train(_unit(np.asarray(vectors[sample], dtype=np.float32), own=True))
-        for start, block in row_blocks(vectors):
-            index.add_with_ids(_unit(block), np.arange(start, start + block.shape[0], dtype=np.int64))
+        for pos, block in row_blocks(vectors):
+            index.add_with_ids(_unit(block), pos)
         meta = {"kind": KIND, "lists": nlist, "probes": probes, "built_rows": n, "changed_since_build": 0}
         out = cls(name, space, index, list(keys), meta)
         out.meta["build_seconds"] = time.perf_counter() - t0
@@ -207,9 +207,9 @@ class VectorIndex:
         kk = RECALL_K + 1
         best_s = np.full((pick.size, 0), -np.inf, dtype=np.float32)
         best_i = np.zeros((pick.size, 0), dtype=np.int64)
-        for start, block in row_blocks(vectors):
+        for pos, block in row_blocks(vectors):
             s = queries @ _unit(block).T
-            idx = np.broadcast_to(np.arange(start, start + s.shape[1]), s.shape)
+            idx = np.broadcast_to(pos, s.shape)
             s = np.concatenate([best_s, s], axis=1)
             idx = np.concatenate([best_i, idx], axis=1)
             top = np.argsort(-s, axis=1, kind="stable")[:, :kk]

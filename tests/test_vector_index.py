@@ -211,3 +211,32 @@ def test_the_caption_embedding_stage_keeps_the_search_index_current(ws):
     before = generation(ws, f"search-{CAPTIONS}")
     SearchIndex(ws).search("a red car", CAPTIONS, 5)                     # current: loaded as it is, not rebuilt
     assert generation(ws, f"search-{CAPTIONS}") == before
+
+
+def test_vectors_read_from_a_memory_mapped_snapshot_in_blocks_give_the_same_results(tmp_path):
+    """A DB that is a permuted subset of a memory-mapped .npy (what the neighbours stage and search hold: read
+    with pread in file order, never copied whole) groups, scores and ranks exactly as the same rows in memory,
+    identical vectors included, whatever the block size."""
+    from pipeline.distinct import FileRows, RowSubset
+    from pipeline.search import top_k_batch
+
+    rng = np.random.default_rng(11)
+    space = clustered(3000, 24, seed=9)
+    space[100] = space[7]                                                # two photos, one vector
+    np.save(tmp_path / "space.npy", space)
+    mapped = np.load(tmp_path / "space.npy", mmap_mode="r")
+    src = rng.permutation(3000)[:2500]
+    in_memory = DistinctRows.from_rows(2500, np.arange(2500), src, space)
+    on_disk = DistinctRows.from_rows(2500, np.arange(2500), src, mapped)
+    assert isinstance(on_disk.vectors, RowSubset) and FileRows.of(mapped) is not None
+    np.testing.assert_array_equal(on_disk.owner, in_memory.owner)
+    queries = clustered(40, 24, seed=10)
+    np.testing.assert_allclose(on_disk.score(queries), in_memory.score(queries), atol=1e-6)
+    for block in (1, 7, 500, 4096):
+        a = top_k_batch(queries, on_disk, 15, block_size=block)
+        b = top_k_batch(queries, in_memory, 15, block_size=block)
+        np.testing.assert_array_equal(a[0], b[0])
+    for db_block in (3, 64, None):
+        exact_disk = find_neighbours(queries, on_disk, 8, db_block_size=db_block)
+        exact_mem = find_neighbours(queries, in_memory, 8, db_block_size=db_block)
+        np.testing.assert_array_equal(exact_disk.indices, exact_mem.indices)
