@@ -47,7 +47,8 @@ def device_slot(stage: Stage) -> Iterator[None]:
 
 def result_dict(result: BatchResult, ran: int) -> dict[str, Any]:
     return {"done": result.done, "failed": result.failed, "skipped": result.skipped,
-            "messages": [str(m) for m in result.messages][:50], "ran": ran, "pid": os.getpid()}
+            "messages": [str(m) for m in result.messages][:50], "ran": ran, "pid": os.getpid(),
+            "usage": None if result.usage is None else result.usage.as_dict()}
 
 
 @task(name="batch", persist_result=True, result_serializer="json", cache_policy=batch_cache_policy(),

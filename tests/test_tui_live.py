@@ -122,5 +122,8 @@ async def test_the_runs_screen_reads_flow_runs_from_the_local_prefect_database(t
     for row, r in zip(stage_runs, recorded):
         assert row[6] == names.get(r.flow_run_id, r.flow_run_id[:8]), (row, r)
     in_history = [r for r in recorded if r.flow_run_id in names]
-    assert all(names[r.flow_run_id].startswith(r.stage) for r in in_history)
+    from flows.naming import stage_run_name
+
+    assert all(names[r.flow_run_id] == stage_run_name(tui_workspace, f"{r.stage}:{r.variant}" if r.variant
+                                                                      else r.stage) for r in in_history)
     assert recorded[0].flow_run_id in detail and "Prefect flow run" in detail

@@ -30,7 +30,7 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     from pipeline.environment import quiet_defaults
 
     quiet_defaults()
-    from flows import shutdown
+    from pipeline import shutdown
     from pipeline.workspace import Workspace
     from tui.app import CapsearchApp, default_image_mode
     from tui.quiet import TerminalIsolation, isolated_driver, route_library_logging
@@ -61,7 +61,7 @@ def close_on_signal(app, signum: int, terminal_fd: int | None = None, wait: floa
     import signal
     import time
 
-    from flows import shutdown
+    from pipeline import shutdown
 
     if signum == signal.SIGHUP and terminal_fd is not None:
         shutdown.detach_terminal(terminal_fd)
@@ -73,7 +73,7 @@ def close_on_signal(app, signum: int, terminal_fd: int | None = None, wait: floa
 
 
 def report_exit(app: CapsearchApp, log_path: Path) -> None:
-    from flows.shutdown import signal_name, stop_requested
+    from pipeline.shutdown import signal_name, stop_requested
 
     signum = stop_requested()
     lines = []

@@ -85,22 +85,23 @@ def config_show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
         print(json.dumps({"workspace": str(ws.root), "config_file": str(ws.config_path) if ws.config_path.exists() else None,
                           "config": data, "secrets": secrets}, indent=2))
         return
-    from pipeline.config_file import _toml_value
+    from pipeline.config_file import _key, _toml_value
+
+    def table(name: str, values: dict) -> None:
+        """``[name]`` with its keys, then its tables (``[captioners.vlm-plain.endpoint]``) the same way."""
+        console.print(f"\n[{name}]", highlight=False, markup=False)
+        for key, value in values.items():
+            if not isinstance(value, dict):
+                console.print(f"{key} = {_toml_value(value)}", highlight=False, markup=False)
+        for key, value in values.items():
+            if isinstance(value, dict):
+                table(f"{name}.{_key(key)}", value)
 
     source = str(ws.config_path) if ws.config_path.exists() else "no capsearch.toml: profile defaults"
     console.print(f"# workspace: {ws.root}\n# from: {source} + environment", highlight=False, markup=False)
     console.print(f"profile = {_toml_value(data.pop('profile'))}", highlight=False, markup=False)
     for section, values in data.items():
-        console.print(f"\n[{section}]", highlight=False, markup=False)
-        for key, value in values.items():
-            if isinstance(value, dict):
-                continue
-            console.print(f"{key} = {_toml_value(value)}", highlight=False, markup=False)
-        for key, value in values.items():
-            if isinstance(value, dict):
-                console.print(f"\n[{section}.{key}]", highlight=False, markup=False)
-                for k, v in value.items():
-                    console.print(f"{k} = {_toml_value(v)}", highlight=False, markup=False)
+        table(section, values)
     console.print("\n# secrets (environment only)", highlight=False, markup=False)
     for name, state in secrets.items():
         console.print(f"# {name}: {state}", highlight=False, markup=False)
@@ -331,14 +332,14 @@ for _commands in (vision, text, orchestration, ui):    # the command groups of t
 def main(argv: list[str] | None = None) -> None:
     """Run the command; exit 0, 1 on an error, 2 on a usage error, 128 + N when signal N stopped it.
 
-    SIGTERM, SIGINT and SIGHUP stop a run between batches (``flows.shutdown``): the batches in
+    SIGTERM, SIGINT and SIGHUP stop a run between batches (``pipeline.shutdown``): the batches in
     flight finish and are kept, the stage run is recorded as cancelled, every process capsearch
     started is stopped. A second signal abandons the batches in flight and exits at once.
     """
     from pipeline.environment import quiet_defaults
 
     quiet_defaults()
-    from flows.shutdown import stop_on_signals
+    from pipeline.shutdown import stop_on_signals
 
     with stop_on_signals():
         code = _run_app(argv)
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run_app(argv: list[str] | None) -> int:
-    from flows.shutdown import Stopped, exit_code, signal_name, stop_requested
+    from pipeline.shutdown import Stopped, exit_code, signal_name, stop_requested
     from pipeline.errors import CapsearchError
 
     def stopped(signum: int) -> int:

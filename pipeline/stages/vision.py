@@ -48,7 +48,7 @@ from pipeline.prompts import estimate_tokens, neighbour_captions
 from pipeline.snapshots import export_array
 from pipeline.stage_keys import caption_instruction, token_captioner
 from pipeline.stages.applicability import no_captioned_photo
-from pipeline.stages.base import Batch, BatchResult, Stage
+from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage, StageCounts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -593,6 +593,9 @@ class CaptionStage(Stage):
         self.prompts = PromptsStage(ws) if self.kind == "vlm-neighbours" else None
         self.neighbours = NeighboursStage(ws) if self.kind == "knn-consensus" else None
         self.cheap = self.kind == "knn-consensus"   # no generative model: milliseconds a photo
+        # a VLM behind an OpenAI-compatible server (pipeline.captioners.endpoint): a network stage
+        self.endpoint = self.captioner_config.uses_endpoint
+        self.network = self.endpoint
 
     @cached_property
     def captioner(self) -> "Captioner":
@@ -603,9 +606,9 @@ class CaptionStage(Stage):
 
     @property
     def uses_gpu(self) -> bool:  # type: ignore[override]
-        from pipeline.captioners.registry import is_generative
+        from pipeline.captioners.registry import runs_model_here
 
-        if not is_generative(self.cfg, self.variant):
+        if not runs_model_here(self.cfg, self.variant):
             return False
         from pipeline.models.device import resolve_device
 
@@ -666,9 +669,22 @@ class CaptionStage(Stage):
         return {i: None for i in ids}, None, {i: prompt_id for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
-        from pipeline.captioners.robust import caption_robust
+        """Caption the batch (``compute_batch``: reads, decodes, captions; writes nothing), then write it in one
+        transaction (``write_batch``). A batch an endpoint captioner stopped (the run was cancelled, the server went
+        away) writes what it captioned first, then raises (``BatchCancelled``, ``EndpointUnavailable``)."""
+        computed = self.compute_batch(batch, progress)
+        self.write_batch(computed)
+        if computed.stop is not None:
+            raise computed.stop
+        return computed.result
+
+    def compute_batch(self, batch: Batch, progress: StageProgress | None = None) -> "CaptionBatch":
         from pipeline.images import open_rgb
 
+        if self.endpoint and (down := self.captioner.unavailable):   # an earlier batch found the server gone
+            from pipeline.captioners.endpoint import EndpointUnavailable
+
+            raise EndpointUnavailable(f"{self.label}: {down}")
         prompts, candidates, prompt_ids = self._inputs(batch.ids)
         ready = [i for i in batch.ids if i in prompts]
         inputs = self.item_fingerprints(ready)
@@ -702,7 +718,13 @@ class CaptionStage(Stage):
                 progress.message(f"{self.variant}: {item} failed: {reason}", "warning")
                 progress.advance(1, failures=1)
         good = [i for i in ready if i in loaded and i not in bad]
-        if good:
+        usage, stop, unsent = None, None, 0
+        if good and self.endpoint:
+            usage, stop, unsent, answered = self._caption_through_endpoint(good, loaded, prompts, progress)
+            records += answered
+        elif good:
+            from pipeline.captioners.robust import caption_robust
+
             outcomes = caption_robust(
                 captioner, [loaded[i] for i in good], [prompts[i] for i in good],
                 [candidates[i] for i in good] if candidates is not None else None,
@@ -712,13 +734,68 @@ class CaptionStage(Stage):
         captioner.raise_trapped(self.store)
         for r in records:
             r.update(model=captioner.model_id, prompt_id=prompt_ids.get(r["image_id"]), settings=settings)
-        if records:
-            with self.commit(CAPTION_BATCH):
-                self.store.put_captions(self.variant, self.config_hash(), records)
-                self.record_inputs({r["image_id"]: inputs[r["image_id"]] for r in records})
         ok = sum(r["status"] == "ok" for r in records)
         gone = len(ready) - len(loaded)
-        return BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone)
+        result = BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone + unsent, usage=usage)
+        return CaptionBatch(records, {r["image_id"]: inputs[r["image_id"]] for r in records}, result, stop)
+
+    def _caption_through_endpoint(self, good: list[str], loaded: dict[str, Any], prompts: dict[str, str | None],
+                                  progress: StageProgress | None) -> tuple[Any, BaseException | None, int, list[dict]]:
+        """(usage, why the batch stopped or None, photos not sent, caption records) of an endpoint captioner."""
+        from pipeline.captioners.endpoint import EndpointUnavailable
+        from pipeline.stages.outcome import TokenUsage
+
+        answer = self.captioner.caption_photos([loaded[i] for i in good], [prompts[i] for i in good],
+                                               progress=progress, cancelled=self.cancelled, names=good)
+        records = [{"image_id": i, "text": o.text, "status": o.status, "error": o.error, "seconds": o.seconds,
+                    "attempts": o.attempts, "prompt_tokens": o.prompt_tokens,
+                    "completion_tokens": o.completion_tokens}
+                   for i, o in zip(good, answer.outcomes) if o is not None]
+        p = sum(r["prompt_tokens"] for r in records)
+        c = sum(r["completion_tokens"] for r in records)
+        usage = TokenUsage(len(records), answer.requests, p, c, self.captioner.cost(p, c))
+        unsent = len(good) - len(records)
+        stop: BaseException | None = None
+        if answer.unavailable:
+            stop = EndpointUnavailable(f"{self.label}: {answer.unavailable}; {len(records)} photos of this batch "
+                                       "were captioned and kept, the rest are left for the next run")
+        elif answer.cancelled:
+            stop = BatchCancelled(f"{self.label}: cancelled with {unsent} photos of the batch not captioned; "
+                                  f"{len(records)} kept")
+        return usage, stop, unsent, records
+
+    def write_batch(self, computed: "CaptionBatch") -> None:
+        """The batch's captions and their inputs, in one transaction."""
+        if computed.records:
+            with self.commit(CAPTION_BATCH):
+                self.store.put_captions(self.variant, self.config_hash(), computed.records)
+                self.record_inputs(computed.inputs)
+
+    def counts(self) -> StageCounts:
+        counts = super().counts()
+        if self.endpoint and not counts.not_applicable:
+            counts.usage = self.stored_usage()
+        return counts
+
+    def stored_usage(self) -> dict[str, Any]:
+        """What the captions stored now (current configuration) cost the server: tokens and their price."""
+        from pipeline.stages.outcome import TokenUsage
+
+        rows = [r for r in self.store.captions(self.variant, self.config_hash()).values()
+                if r.prompt_tokens or r.completion_tokens]
+        p = sum(r.prompt_tokens for r in rows)
+        c = sum(r.completion_tokens for r in rows)
+        return TokenUsage(len(rows), sum(r.attempts for r in rows), p, c, self.captioner.cost(p, c)).as_dict()
+
+
+@dataclass
+class CaptionBatch:
+    """What one caption batch computed, before anything is written: the caption rows, each photo's input
+    fingerprint, the batch's counts (and token use), and why it stopped early, if it did."""
+    records: list[dict[str, Any]]
+    inputs: dict[str, str]
+    result: BatchResult
+    stop: BaseException | None = None
 
 
 class _StoreErrorTrap:

@@ -197,7 +197,7 @@ class SearchScreen(CapsearchScreen):
         for hit in message.hits:
             mark = "★" if hit.image_id in true_ids else ""
             rows.append((Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
-                         shorten_middle(hit.image_id, width), Text(hit.matched, style="cyan"), hit.caption))
+                         shorten_middle(hit.image_id, width), Text(hit.matched_label, style="cyan"), hit.caption))
         fill_table(table, HIT_COLUMNS, rows, keep_cursor=False)
         scope = SCOPE_WORDS.get(self.scope, self.scope)
         if message.query.startswith(LIKE):
