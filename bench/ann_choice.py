@@ -160,7 +160,7 @@ def _usearch(db: np.ndarray):
 KINDS = {"faiss-ivf": _faiss_ivf, "faiss-ivf-sq8": _faiss_ivf_sq8, "faiss-hnsw": _faiss_hnsw, "usearch": _usearch}
 
 
-def child(kind: str, n: int, dim: int, n_queries: int) -> dict:
+def child(kind: str, n: int, dim: int, n_queries: int, once: bool = False) -> dict:
     import tempfile
 
     db = clustered(n, dim, seed=1)
@@ -186,9 +186,12 @@ def child(kind: str, n: int, dim: int, n_queries: int) -> dict:
             search(q[None, :], setting)
             lat.append(time.perf_counter() - t1)
         out["settings"][str(setting)] = {"recall@10": recall(found, truth), "ms per query": 1e3 * float(np.median(lat))}
-    again = KINDS[kind](db)
-    mid = str(settings[len(settings) // 2])
-    out["deterministic"] = bool(np.array_equal(again[1](queries, int(mid)), search(queries, int(mid))))
+    if not once:
+        again = KINDS[kind](db)
+        mid = str(settings[len(settings) // 2])
+        out["deterministic"] = bool(np.array_equal(again[1](queries, int(mid)), search(queries, int(mid))))
+    else:
+        out["deterministic"] = None
     if update is not None:
         rng = np.random.default_rng(3)
         gone = np.sort(rng.choice(n, n // 100, replace=False))
@@ -204,17 +207,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--dim", type=int, default=384)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--kinds", default=",".join(KINDS))
+    p.add_argument("--once", action="store_true", help="build each index once (no determinism check)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.n, args.dim, args.queries)))
+        print(json.dumps(child(args.child, args.n, args.dim, args.queries, args.once)))
         return []
     print(f"# {machine()}\n# {load_average()}; {args.n:,} clustered vectors of dimension {args.dim}, "
           f"{args.queries} queries")
     results = []
     for kind in args.kinds.split(","):
         proc = subprocess.run([sys.executable, "-m", "bench.ann_choice", "--child", kind, "--n", str(args.n),
-                               "--dim", str(args.dim), "--queries", str(args.queries)],
+                               "--dim", str(args.dim), "--queries", str(args.queries)] + (["--once"] if args.once else []),
                               capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode or not lines:

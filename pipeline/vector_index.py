@@ -32,7 +32,6 @@ differ in the last bits of the k-means centres, so in which list a borderline ve
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 import zlib
@@ -189,11 +188,7 @@ class VectorIndex:
         return labels.astype(np.int64, copy=False)
 
     def info(self) -> IndexInfo:
-        m = self.meta
-        return IndexInfo(self.name, self.space, m.get("kind", KIND), self.rows, int(m.get("lists", 0)),
-                         int(m.get("probes", 0)), m.get("recall_at_10"), int(m.get("built_rows", 0)),
-                         int(m.get("changed_since_build", 0)), float(m.get("seconds", 0.0)), int(m.get("bytes", 0)),
-                         str(m.get("updated", "")))
+        return _info(self.name, self.space, self.rows, self.meta)
 
     # -- recall ------------------------------------------------------------------------------------------
     def measure_recall(self, keys: Sequence[str], vectors: "np.ndarray | RowSubset", probes: int) -> float | None:
@@ -214,7 +209,6 @@ class VectorIndex:
             idx = np.concatenate([best_i, idx], axis=1)
             top = np.argsort(-s, axis=1, kind="stable")[:, :kk]
             best_s, best_i = np.take_along_axis(s, top, axis=1), np.take_along_axis(idx, top, axis=1)
-        label = self.labels()
         row_of_label = self.label_rows({k: i for i, k in enumerate(keys)})
         found = self.candidates(queries, CANDIDATES * kk, probes)
         hits = 0
@@ -227,7 +221,6 @@ class VectorIndex:
                 rows = rows[np.lexsort((rows, -sc))][:RECALL_K]
             truth = [int(i) for i in best_i[r] if i != q][:RECALL_K]
             hits += len(set(rows.tolist()) & set(truth))
-        del label
         return hits / (pick.size * RECALL_K)
 
     # -- files -------------------------------------------------------------------------------------------
@@ -343,14 +336,14 @@ def index_infos(store: "Store") -> list[IndexInfo]:
         except IndexDamaged:
             continue
         if m is not None:
-            meta = {k: v for k, v in m.items() if k not in ("format", "name", "space", "generation", "files")}
-            out.append(VectorIndex(m["name"], m["space"], _Sized(int(m.get("rows", 0))), [], meta).info())
+            out.append(_info(str(m["name"]), str(m.get("space", "")), int(m.get("rows", 0)), m))
     return out
 
 
-class _Sized:
-    def __init__(self, n: int):
-        self.ntotal = n
+def _info(name: str, space: str, rows: int, m: dict[str, Any]) -> IndexInfo:
+    return IndexInfo(name, space, m.get("kind", KIND), rows, int(m.get("lists", 0)), int(m.get("probes", 0)),
+                     m.get("recall_at_10"), int(m.get("built_rows", 0)), int(m.get("changed_since_build", 0)),
+                     float(m.get("seconds", 0.0)), int(m.get("bytes", 0)), str(m.get("updated", "")))
 
 
 def ensure(store: "Store", name: str, space: str, keys: Sequence[str], vectors: "np.ndarray | RowSubset",
