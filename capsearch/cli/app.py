@@ -284,6 +284,11 @@ def _print_collection_notes(report: StatusReport, limit: int) -> None:
                          "neighbours (listed and marked; its captions are left out of prompts and consensus)")
     for part in parts:
         console.print(f"[cyan]duplicates:[/] {part}", highlight=False)
+    for ix in report.indexes:
+        recall = "not measured" if ix.recall_at_10 is None else f"{ix.recall_at_10:.3f}"
+        console.print(f"[cyan]approximate index {ix.name}:[/] {ix.rows:,} vectors in {ix.lists:,} lists, "
+                      f"{ix.probes} probed per query (index.probes); recall@10 {recall} against exact search; "
+                      f"{ix.bytes / 2**20:.1f} MB, updated {ix.updated}", highlight=False)
     removed = report.removed
     if removed:
         console.print(f"\n[bold]{len(removed)} photos removed[/] from the collection (no longer searched):")

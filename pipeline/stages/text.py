@@ -115,6 +115,9 @@ class EmbedCaptionsStage(Stage):
     def finalize(self, progress: StageProgress | None = None) -> None:
         if self.store.has_space(self.space):
             export_array(self.store, self.space)
+            from pipeline.search_service import CAPTIONS, prepare_search_indexes
+
+            prepare_search_indexes(self.ws, [CAPTIONS], (lambda m: progress.message(m, "info")) if progress else None)
         self._export_query_encoder(progress)
 
     def _export_query_encoder(self, progress: StageProgress | None) -> None:
