@@ -12,7 +12,7 @@ from prefect.states import Cancelled, State
 from flows import run_context, shutdown
 from flows.crashed_runs import mark_crashed_flow_runs
 from flows.run_context import RunContext
-from flows.runners import no_heartbeats, task_runners
+from flows.runners import no_heartbeats, send_photos, task_runners
 from flows.stage_flows import abandon_flow_run, stage_flow
 from flows.workspace_run import claim_workspace, configured_api_url, describe_request, started_by_default
 from pipeline.runs import set_flow_run
@@ -136,6 +136,7 @@ def _run_plan(ctx: RunContext, workspace: str, stages: list[str] | None, caption
                                       f"{len(completed)} of {len(plan)} stages; finished batches are kept")
 
     threads = ctx.ws.config.orchestration.flow_threads
+    ctx.send_photos = runner == "dask" and send_photos(ctx.ws.config.orchestration.send_photos, dask_address)
     with shutdown.on_abandon(abandoned), task_runners(runner, dask_address, threads) as runner_for, no_heartbeats():
         for name, variant in plan:
             if ctx.cancel.is_set():

@@ -14,7 +14,6 @@ with the reason, and the flow run completes.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from functools import partial
@@ -26,13 +25,15 @@ from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, State
+from prefect.utilities.annotations import quote
 
 from flows import run_context, shutdown
 from flows.artifacts import ProgressArtifact
 from flows.run_context import RunContext, StageRef
-from flows.runners import submission_window
+from flows.compute import compute_task
+from flows.runners import runs_elsewhere, submission_window
 from flows.tasks import batch_task
-from pipeline.stages.base import Stage
+from pipeline.stages.base import Batch, BatchReport, PreparedBatch, Stage
 from pipeline.stages.outcome import StageOutcome
 from pipeline.stages.plan import StagePlan, plan_stage
 from pipeline.stages.record import StageRunRecorder
@@ -135,35 +136,63 @@ def _spec_name(ctx: RunContext, st: Stage) -> str:
 
 def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, plan: StagePlan, outcome: StageOutcome, sp,
                  artifact: ProgressArtifact | None, frc: FlowRunContext | None) -> list[BaseException]:
+    """Every batch with a bounded number in flight. Where the stage's batches go to a cluster, a batch with
+    something missing is prepared here (its job read from the store), computed by a worker (``flows.compute``)
+    and committed here when its payload arrives; a batch with nothing missing never leaves this process."""
     task = batch_task(ctx.ws, st)
     fresh = task.with_options(refresh_cache=True)
-    window = submission_window(frc.task_runner if frc else None)
+    runner = frc.task_runner if frc else None
+    remote = st.remote and runs_elsewhere(runner)
+    compute = _compute_task(ctx, st) if remote else None
+    window = submission_window(runner)
+    session = quote(ctx)
     pending = deque(plan.batches)
-    in_flight: list[PrefectFuture[Any]] = []
+    in_flight: dict[PrefectFuture[Any], tuple[Batch, tuple[str, ...], PreparedBatch | None]] = {}
     errors: list[BaseException] = []
-    while pending or in_flight:
-        while pending and len(in_flight) < window and not ctx.cancel.is_set():
-            batch = pending.popleft()
-            missing = plan.todo[batch.index]
-            chosen = fresh if missing else task
-            in_flight.append(chosen.submit(stage=ref, batch=batch, todo=missing, run_key=ctx.key))
-        if ctx.cancel.is_set():
-            pending.clear()
-        if not in_flight:
-            break
-        finished = next(as_completed(in_flight))
-        in_flight.remove(finished)
-        _collect(finished, outcome, sp, errors)
+
+    def settled() -> None:
         if artifact is not None:
             artifact.update(sp.done, sp.failures, total=sp.total)
         if ctx.recorder is not None:
             ctx.recorder.batches(st.label, outcome.settled_batches, len(plan.batches))
+
+    while pending or in_flight:
+        while pending and len(in_flight) < window and not ctx.cancel.is_set():
+            batch = pending.popleft()
+            missing = plan.todo[batch.index]
+            if not remote:
+                chosen = fresh if missing else task
+                in_flight[chosen.submit(stage=ref, batch=batch, todo=missing, session=session)] = (batch, missing, None)
+            elif missing:
+                prepared = st.prepare_batch(Batch(batch.index, missing, batch.content_hash), sp, ctx.send_photos)
+                in_flight[compute.submit(job=prepared.job)] = (batch, missing, prepared)
+            else:   # the cache record (or nothing to do) is found here: the batch is never sent
+                _collect(task(stage=ref, batch=batch, todo=(), session=session, return_state=True), outcome, errors)
+                settled()
+        if ctx.cancel.is_set():
+            pending.clear()
+        if not in_flight:
+            break
+        finished = next(as_completed(list(in_flight)))
+        batch, missing, prepared = in_flight.pop(finished)
+        finished.wait()
+        state = finished.state
+        if prepared is not None and state.is_completed():
+            # the single writer: the payload is committed here, one transaction, as the thread runner does
+            payload = state.result(_sync=True)
+            state = fresh(stage=ref, batch=batch, todo=missing, session=session,
+                          computed=quote((prepared, payload)), return_state=True)
+        _collect(state, outcome, errors)
+        settled()
     return errors
 
 
-def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list[BaseException]) -> None:
-    future.wait()
-    state = future.state
+def _compute_task(ctx: RunContext, st: Stage):  # type: ignore[no-untyped-def]
+    orch = ctx.ws.config.orchestration
+    return compute_task(bool(st.network), orch.flow_retries, orch.flow_retry_delay)
+
+
+def _collect(state: State, outcome: StageOutcome, errors: list[BaseException]) -> None:
     if state.is_cancelled():
         return
     if not state.is_completed():
@@ -174,18 +203,13 @@ def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list
             return
         errors.append(RuntimeError(f"batch ended in state {state.name}"))
         return
-    result = state.result(_sync=True)
+    report: BatchReport = state.result(_sync=True)
     if state.name == "Cached":
         outcome.cached += 1
-        return
-    if not result.get("ran"):
+    elif not report.ran:
         outcome.unchanged += 1
-        return
-    outcome.add(int(result.get("done", 0)), int(result.get("failed", 0)), int(result.get("skipped", 0)),
-                list(result.get("messages", [])))
-    if result.get("pid") != os.getpid():
-        # Ran in another process (a Dask worker): report its progress from here.
-        sp.advance(int(result["ran"]), int(result.get("failed", 0)))
+    else:
+        outcome.add_result(report)
 
 
 def _make_flow(name: str) -> Flow[..., Any]:
