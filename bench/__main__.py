@@ -18,6 +18,7 @@ QUICK: dict[str, list[str]] = {
     "caption_metrics": ["--images", "60", "--targets", "20", "--rounds", "3"],
     "captioning_batch": ["--size", "small", "--photos", "4", "--batch-sizes", "1,2,4", "--max-new-tokens", "6",
                          "--rounds", "3"],
+    "cluster": ["--images", "48", "--rounds", "3", "--workers", "1,2", "--commits", "10"],
     "collection_search": ["--sizes", "2000", "--rounds", "3", "--queries", "5"],
     "evaluate_time": ["--targets", "100", "--rounds", "3"],
     "flows_overhead": ["--images", "80", "--targets", "20", "--rounds", "3"],

@@ -55,6 +55,26 @@ def runs_elsewhere(task_runner: Any) -> bool:
     return type(task_runner).__name__ == "DaskTaskRunner"
 
 
+def is_cluster_failure(exc: BaseException) -> bool:
+    """An error of the Dask cluster itself (its scheduler gone, a connection closed), not of a batch's work."""
+    import asyncio
+    import concurrent.futures
+
+    module = type(exc).__module__ or ""
+    return (module.startswith(("distributed", "tornado")) or isinstance(exc, (concurrent.futures.CancelledError,
+                                                                            asyncio.CancelledError))
+            or (isinstance(exc, OSError) and "comm" in str(exc).lower()))
+
+
+def cluster_failure(exc: BaseException, task_runner: Any) -> ConfigError:
+    """The one-line error a run ends with when its Dask cluster goes away (what was committed stays)."""
+    from pipeline.errors import one_line
+
+    address = getattr(task_runner, "address", None) or "the local cluster"
+    return ConfigError(f"the Dask cluster at {address} went away ({one_line(exc)}); the batches committed so far "
+                       "are kept: start the cluster again (or use --runner thread) and run again to compute the rest")
+
+
 def send_photos(setting: str, dask_address: str | None) -> bool:
     """Whether batch jobs carry local photos' bytes (``orchestration.send_photos``): by default for an
     existing cluster, whose workers may run on machines that do not have the folder."""

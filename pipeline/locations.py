@@ -68,7 +68,8 @@ def filesystem(url: str) -> tuple[Any, str]:
     with _fs_lock:
         fs = _fs_cache.get(key)
         if fs is None:
-            fs = _fs_cache[key] = make(protocol, **storage_options(protocol))
+            # our own cache (per protocol and endpoint), not fsspec's: its instances outlive an endpoint change
+            fs = _fs_cache[key] = make(protocol, skip_instance_cache=True, **storage_options(protocol))
     return fs, (url if protocol in ("http", "https") else fs._strip_protocol(url))
 
 
@@ -77,15 +78,15 @@ def read_bytes(location: str) -> bytes:
     if not is_url(location):
         with open(location, "rb") as fh:
             return fh.read()
-    fs, path = filesystem(location)
+    from pipeline.errors import one_line
+
     try:
+        fs, path = filesystem(location)
         return fs.cat_file(path)
     except FileNotFoundError:
-        raise
-    except OSError:
-        raise
-    except Exception as exc:  # botocore/aiohttp errors: the reason, as an OSError (one per photo)
-        raise OSError(f"cannot read {location}: {type(exc).__name__}: {exc}") from exc
+        raise OSError(f"cannot read {location}: no such file") from None
+    except Exception as exc:  # unreachable, denied, timed out: the reason, as an OSError (one per photo)
+        raise OSError(f"cannot read {location}: {one_line(exc)}") from exc
 
 
 @dataclass(frozen=True)

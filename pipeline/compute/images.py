@@ -34,12 +34,13 @@ def embedder(job: BatchJob) -> "ImageEmbedder":
     return process_state(job.ref, "image-embedder", lambda: build_image_embedder(job.ref.config))
 
 
-def embed_images(job: BatchJob, progress: StageProgress) -> ImagesOut:
-    """Embed each photo of the job; a photo that cannot be read or decoded is an error with its reason."""
+def embed_images(job: BatchJob, progress: StageProgress, embedder_: "ImageEmbedder | None" = None) -> ImagesOut:
+    """Embed each photo of the job; a photo that cannot be read or decoded is an error with its reason.
+    ``embedder_``: the flow's own, when the batch is computed in the flow's process."""
     inputs: ImagesIn = job.inputs
     if not inputs.photos:
         return ImagesOut()
-    model = embedder(job)
+    model = embedder_ if embedder_ is not None else embedder(job)
     limit: BatchLimit = run_state(job.ref, "model_batch", lambda: BatchLimit(job.ref.config.image_embedder.batch_size))
     by_location = {str(src): sha for sha, src in inputs.photos}
     errors: dict[str, str] = {}

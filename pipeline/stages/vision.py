@@ -192,6 +192,12 @@ class EmbedImagesStage(Stage):
         photos = tuple((sha, photo_source(photo_location(root, r.path), send_photos)) for sha, r in todo.items())
         return PreparedBatch(batch, BatchJob(self.compute_ref(), batch.index, ImagesIn(photos)), (rows, len(todo)))
 
+    def compute_here(self, job: BatchJob, progress: StageProgress | None = None) -> BatchPayload:
+        """In this process with this stage's embedder."""
+        from pipeline.compute.jobs import run_job
+
+        return run_job(job, progress or StageProgress(self.label, 0), embedder_=self.embedder)
+
     def commit_payload(self, prepared: PreparedBatch, payload: BatchPayload,
                        progress: StageProgress | None = None) -> BatchResult:
         rows, n_todo = prepared.local
