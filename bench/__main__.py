@@ -20,6 +20,7 @@ QUICK: dict[str, list[str]] = {
                          "--rounds", "3"],
     "cluster": ["--images", "48", "--rounds", "3", "--workers", "1,2", "--commits", "10"],
     "collection_search": ["--sizes", "2000", "--rounds", "3", "--queries", "5"],
+    "endpoint_captioning": ["--photos", "4", "--concurrency", "1,4", "--max-new-tokens", "4", "--rounds", "3"],
     "evaluate_time": ["--targets", "100", "--rounds", "3"],
     "flows_overhead": ["--images", "80", "--targets", "20", "--rounds", "3"],
     "gpu": ["--device", "cpu", "--quick"],

@@ -9,9 +9,9 @@ same captions, alternating over ``--rounds`` rounds (order reversed every other 
 * **stage**: ``run_stage(caption-metrics)`` from nothing stored: PTB tokenisation, BLEU-1..4, ROUGE-L,
   CIDEr-D, METEOR (one jar process), copy rate, length and vocabulary for 7 rows, then the summary with
   1000 bootstrap resamples and the paired test for every metric and row;
-* **pycocoevalcap**: what its ``COCOEvalCap`` does for each of the 7 rows (``PTBTokenizer`` over the
-  captions and references, ``Bleu(4)``, ``Meteor()``, ``Rouge()``, ``Cider()``; no SPICE, as offline it cannot
-  run), point estimates only.
+* **pycocoevalcap**: what its ``COCOEvalCap`` does for each captioner and each of the human row's five
+  leave-one-out hold-outs (``PTBTokenizer`` over the captions and references, ``Bleu(4)``, ``Meteor()``,
+  ``Rouge()``, ``Cider()``; no SPICE, as offline it cannot run), point estimates only.
 """
 from __future__ import annotations
 
@@ -74,15 +74,20 @@ def run_pycocoevalcap(ws) -> float:
     from pipeline.caption_metrics.scoring import photos, row_captions
 
     ph = photos(ws)
-    gts_raw = {i: [{"caption": c} for c in refs] for i, refs in zip(ph.ids, ph.references)}
+    every = {i: [{"caption": c} for c in refs] for i, refs in zip(ph.ids, ph.references)}
+    # the captioners against every human caption; the human row once per leave-one-out hold-out
+    runs = [(every, {i: [{"caption": c}] for i, c in zip(ph.ids, row_captions(ws, row, ph))}) for row in CAPTIONERS]
+    for h in ph.hold_outs():
+        ids = [ph.ids[n] for n in h.index]
+        runs.append(({i: [{"caption": c} for c in refs] for i, refs in zip(ids, h.references)},
+                     {i: [{"caption": c}] for i, c in zip(ids, h.captions)}))
     with stopwatch() as t:
         meteor = Meteor()
         try:
-            for row in ["human", *CAPTIONERS]:
-                caps = row_captions(ws, row, ph.ids, ph.human)
+            for gts_raw, res_raw in runs:
                 tokenizer = PTBTokenizer()
                 gts = tokenizer.tokenize(gts_raw)
-                res = tokenizer.tokenize({i: [{"caption": c}] for i, c in zip(ph.ids, caps)})
+                res = tokenizer.tokenize(res_raw)
                 for scorer in (Bleu(4), meteor, Rouge(), Cider()):
                     if isinstance(scorer, Bleu):
                         scorer.compute_score(gts, res, verbose=0)

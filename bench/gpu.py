@@ -17,7 +17,11 @@ Sections, each recorded with its status (``ok``, ``failed`` with the error, or `
 * ``dask_runner``: capsearch's local Dask cluster (``flows.runners.local_cluster``: one single-threaded
   worker process per visible GPU, ``CUDA_VISIBLE_DEVICES`` pinned), each worker asked what it sees and
   to multiply on its device; then the real ``pipeline`` flow with ``--runner dask`` on a small demo world
-  (ingest and embed-images; on CUDA the ViT-B-32 embedder on the GPU workers).
+  (ingest and embed-images; on CUDA the ViT-B-32 embedder on the GPU workers);
+* ``vllm_endpoint``: where vLLM is installed, the SmolVLM-256M-sized model served from its local folder by
+  ``vllm serve`` and captioned through capsearch's endpoint captioner (``backend = "endpoint"``) at
+  concurrency 16 and 64, against in-process batched ``generate`` on the same photos and prompts; skipped,
+  with the reason, where vLLM is not installed (no ``vllm`` on PATH, nor ``$VLLM``) or on a CPU.
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` (one table) to ``--out`` (default ``$OUT``, else
 ``outputs/gpu-check``). ``--quick`` shrinks models and counts so the whole check runs in a minute or two on
@@ -43,6 +47,10 @@ from bench import load_average, machine
 TARGET_SPEEDUP = 5.0
 
 
+class SectionSkipped(Exception):
+    """A section that cannot run on this machine, with the reason (recorded as skipped, not as failed)."""
+
+
 class Check:
     """Runs sections within a time budget and records each one's outcome."""
 
@@ -65,6 +73,8 @@ class Check:
             try:
                 result = fn()
                 self.sections[name] = {"status": "ok", **result}
+            except SectionSkipped as why:
+                self.sections[name] = {"status": "skipped", "reason": str(why)}
             except Exception as exc:  # noqa: BLE001 - a section's failure is recorded and the check goes on
                 self.sections[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
                                        "traceback": traceback.format_exc(limit=6)}
@@ -412,6 +422,137 @@ def _image_space(ws) -> str:
     return EmbedImagesStage(ws).space
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop_group(proc: Any, grace: float = 30.0) -> None:
+    """SIGTERM to the process group ``proc`` leads, SIGKILL to what is left of it after ``grace`` seconds; returns once
+    the group is empty, so nothing it started lingers."""
+    import signal
+
+    def alive() -> bool:
+        proc.poll()
+        try:
+            os.killpg(proc.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        if not alive():
+            return
+        os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def vllm_endpoint(device: str, dtype: str, quick: bool, work: Path) -> dict[str, Any]:
+    """The SmolVLM-256M-sized model (random weights, a local folder) served by ``vllm serve``, captioned through
+    capsearch's endpoint captioner at several concurrencies, against in-process batched ``generate`` on the same
+    photos and prompts (alternating, two rounds). Skipped, saying so, where vLLM is not installed."""
+    import shutil
+    import statistics
+    import subprocess
+    import urllib.request
+
+    exe = os.environ.get("VLLM") or shutil.which("vllm")
+    if exe is None:
+        raise SectionSkipped("vllm is not installed here (no `vllm` on PATH): `pip install vllm` on the GPU machine, "
+                             "or set VLLM=/path/to/vllm for one in another environment (capsearch only talks HTTP "
+                             "to it), and run the check again")
+    if not device.startswith("cuda"):
+        raise SectionSkipped(f"vLLM serves on a CUDA GPU; this check runs on {device}")
+    import torch
+
+    from pipeline.captioners.endpoint import EndpointCaptioner
+    from pipeline.captioners.vlm import VLMCaptioner
+    from pipeline.config import EndpointConfig
+
+    model_dir = _vlm(work, quick)
+    n, batch, new_tokens, levels = (8, 4, 8, (4,)) if quick else (64, 16, 24, (16, 64))
+    photos, prompts = _photos(n), [_neighbour_prompt(i) for i in range(n)]
+    served_dtype = dtype if dtype in ("bfloat16", "float16", "float32") else \
+        ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    port, name = _free_port(), "smolvlm-random"
+    log_path = work / "vllm.log"
+    command = [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
+               "--dtype", served_dtype, "--max-model-len", "4096", "--gpu-memory-utilization", "0.5", "--enforce-eager"]
+    # under flows.parent_watch, in a session of its own: stopped with its group here, and by the watcher if this
+    # process dies first (even by SIGKILL)
+    watched = [sys.executable, "-m", "flows.parent_watch", str(os.getpid()), "bench._child", *command]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(watched, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        started = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-1500:]
+                raise RuntimeError(f"vllm serve ended with code {proc.returncode} before answering: {tail}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - started > 300:
+                raise RuntimeError("vllm serve did not answer within 300 s")
+            time.sleep(2)
+        startup = time.monotonic() - started
+        local = VLMCaptioner("vlm-neighbours", str(model_dir), device=device, dtype=served_dtype,
+                             max_new_tokens=new_tokens)
+        served = {c: EndpointCaptioner("vlm-neighbours", str(model_dir), EndpointConfig(
+            base_url=f"http://127.0.0.1:{port}/v1", model=name, concurrency=c, timeout=300, max_retries=0),
+            max_new_tokens=new_tokens) for c in levels}
+
+        def in_process() -> tuple[float, list[str]]:
+            texts: list[str] = []
+            seconds = _timed(device, lambda: [texts.extend(local.caption(photos[s:s + batch], prompts[s:s + batch]))
+                                              for s in range(0, n, batch)])
+            return seconds, texts
+
+        def endpoint(c: int) -> tuple[float, list[str], int]:
+            out: list[Any] = []
+            seconds = _timed(device, lambda: out.append(served[c].caption_photos(photos, prompts)))
+            outcomes = out[0].outcomes
+            failed = [o for o in outcomes if o is None or o.status != "ok"]
+            if failed:
+                raise RuntimeError(f"{len(failed)} of {n} photos got no caption from vLLM: "
+                                   f"{failed[0].error if failed[0] else out[0].unavailable}")
+            return seconds, [o.text for o in outcomes], sum(o.completion_tokens for o in outcomes)
+
+        local.caption(photos[:batch], prompts[:batch])                 # warm-ups
+        for c in levels:
+            served[c].caption_photos(photos[:c], prompts[:c])
+        rounds: dict[str, list[Any]] = {"in_process": [], **{f"endpoint_c{c}": [] for c in levels}}
+        for r in range(2):
+            order = list(rounds) if r == 0 else list(rounds)[::-1]
+            for key in order:
+                rounds[key].append(in_process() if key == "in_process" else endpoint(int(key.split("_c")[1])))
+        in_s = statistics.median(x[0] for x in rounds["in_process"])
+        result: dict[str, Any] = {"photos": n, "batch": batch, "max_new_tokens": new_tokens, "dtype": served_dtype,
+                                  "vllm_startup_s": round(startup, 1), "in_process_per_s": n / in_s, "endpoint": {}}
+        reference = rounds["in_process"][0][1]
+        for c in levels:
+            runs = rounds[f"endpoint_c{c}"]
+            secs = statistics.median(x[0] for x in runs)
+            result["endpoint"][c] = {"per_s": n / secs, "speedup": in_s / secs,
+                                     "completion_tokens": runs[0][2],
+                                     "same_captions_as_in_process": sum(a == b for a, b in zip(runs[0][1], reference))}
+        best = max(levels, key=lambda c: result["endpoint"][c]["per_s"])
+        result.update(one_at_a_time_per_s=result["in_process_per_s"], batched_per_s=result["endpoint"][best]["per_s"],
+                      speedup=result["endpoint"][best]["speedup"], best_concurrency=best)
+        return result
+    finally:
+        _stop_group(proc)
+
+
 # --- the report -------------------------------------------------------------------------------------------
 
 def markdown(report: dict[str, Any]) -> str:
@@ -442,6 +583,10 @@ def markdown(report: dict[str, Any]) -> str:
                     m["status"] + (f": {m.get('error')}" if m["status"] != "ok" else ""))
         elif name == "oom_halving" and s["status"] == "ok":
             row(name, f"configured {s['configured']}, tried {s['tried']}, kept {s['final_limit']}", s, status)
+        elif name == "vllm_endpoint" and s["status"] == "ok":
+            lines.append(f"| {name} | in-process batched generate, batch {s['batch']} (left) vs `vllm serve` through the "
+                         f"endpoint captioner, concurrency {s['best_concurrency']} (right); {s['photos']} photos | "
+                         f"{s['in_process_per_s']:.2f} | {s['batched_per_s']:.2f} | {s['speedup']:.2f}x | {status} |")
         elif name == "dask_runner" and s["status"] == "ok":
             row(name, f"{s['workers']} worker(s) for GPUs {s['gpus'] or 'none'}; flow with --runner dask "
                       f"embedded {s['photos_embedded']} photos in {s['flow_seconds']} s", s, status)
@@ -463,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small models and counts (checks the script, not the GPU)")
     p.add_argument("--out", type=Path, default=None, help="where to write gpu_check.json and gpu_check.md")
     p.add_argument("--budget", type=float, default=450.0, help="seconds after which no new section starts")
-    p.add_argument("--sections", default="environment,image_embedding,captioners,oom_halving,dask_runner")
+    p.add_argument("--sections", default="environment,image_embedding,captioners,oom_halving,dask_runner,vllm_endpoint")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -499,12 +644,13 @@ def main(argv: list[str] | None = None) -> int:
             "oom_halving": (lambda: oom_halving(device), True),
             "dask_runner": (lambda: dask_runner(device, args.quick, work / "dask",
                                                 work / "embed" / "vit-b-32-random.safetensors"), False),
+            "vllm_endpoint": (lambda: vllm_endpoint(device, args.dtype, args.quick, work / "vllm"), False),
         }
         unknown = sorted(set(wanted) - set(runs))
         if unknown:
             print(f"unknown section(s): {', '.join(unknown)}; known: {', '.join(runs)}", file=sys.stderr)
             return 2
-        for sub in ("embed", "captioners", "dask"):
+        for sub in ("embed", "captioners", "dask", "vllm"):
             (work / sub).mkdir()
         for name in wanted:
             fn, needs_cuda = runs[name]

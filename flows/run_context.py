@@ -45,9 +45,9 @@ class LockedProgress(StageProgress):
         self._lock = threading.RLock()
         super().__init__(stage, total, callback)
 
-    def advance(self, n: int = 1, failures: int = 0) -> None:
+    def advance(self, n: int = 1, failures: int = 0, tokens: int = 0) -> None:
         with self._lock:
-            super().advance(n, failures)
+            super().advance(n, failures, tokens)
 
     def add_work(self, n: int) -> None:
         with self._lock:

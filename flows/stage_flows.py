@@ -112,6 +112,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
             outcome.status = "completed"
         if artifact is not None:
             artifact.update(sp.done, sp.failures, final=True, total=sp.total)
+        outcome.seconds = time.perf_counter() - t0     # the finish line's rates (photos/s, tokens/s) use it
         sp.finish(outcome.finish_message(with_cache=True))
     except BaseException as exc:
         # Interrupted (Ctrl-C in the main thread, or Prefect's SIGTERM bridge in a deployment run): cancelled.

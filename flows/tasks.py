@@ -33,11 +33,11 @@ def replay(payload: BatchPayload, progress: StageProgress | None) -> None:
         return
     for text, level in payload.messages:
         progress.message(text, level)
-    if payload.advanced or payload.failures:
-        progress.advance(payload.advanced, payload.failures)
+    if payload.advanced or payload.failures or payload.tokens:
+        progress.advance(payload.advanced, payload.failures, payload.tokens)
 
 
-@task(name="batch", persist_result=True, result_serializer="json", cache_policy=batch_cache_policy(),
+@task(name="batch", persist_result=True, result_serializer="pickle", cache_policy=batch_cache_policy(),
       task_run_name="{stage.label} #{batch.index}")
 def run_batch(stage: StageRef, batch: Batch, todo: tuple[str, ...] = (), session: RunContext | None = None,
               computed: tuple[PreparedBatch, BatchPayload] | None = None) -> BatchReport | State:

@@ -85,6 +85,7 @@ class EvaluationTable:
     kinds: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     values: dict[tuple[str, str, str], MetricValue] = field(default_factory=dict)   # (method, kind, metric)
+    not_applicable: dict[str, str] = field(default_factory=dict)   # method -> why it has nothing to rank
 
     def get(self, method: str, kind: str, metric: str) -> MetricValue | None:
         return self.values.get((method, kind, metric))
@@ -251,6 +252,7 @@ class Browser:
             table.values[(r.method, r.query_kind, r.metric)] = MetricValue(
                 r.value, r.ci_low, r.ci_high, r.n, r.baseline, r.diff, r.diff_ci_low, r.diff_ci_high, r.p_value)
         order = {k: i for i, k in enumerate(("short", "detail"))}
+        table.not_applicable = dict((self.store.get_meta(f"evaluation/{eval_hash}") or {}).get("not_applicable", {}))
         table.methods = methods
         table.kinds = sorted(kinds, key=lambda k: (order.get(k, 99), k))
         table.metrics = sorted(metrics, key=_metric_sort_key)

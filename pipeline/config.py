@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from pipeline.errors import ConfigError
 
@@ -97,6 +97,28 @@ class CaptionConfig(_Section):
     scope: Literal["targets", "collection"] = "targets"
 
 
+class EndpointConfig(_Section):
+    """Where a VLM captioner with ``backend = "endpoint"`` sends its prompts: an OpenAI-compatible chat-completions
+    server (vLLM, SGLang, llama.cpp, Ollama, a hosted model). The API key is ``OPENAI_API_KEY`` from the
+    environment, never a setting."""
+    base_url: str = ""                           # e.g. http://127.0.0.1:8000/v1; empty: https://api.openai.com/v1
+    model: str = ""                              # the name the server serves the model under (empty: the captioner's model)
+    concurrency: int = Field(16, ge=1)           # requests in flight at once (for the whole stage, every batch together)
+    timeout: float = Field(120.0, gt=0)          # seconds one answer may take before it is tried again
+    max_retries: int = Field(5, ge=0)            # tries again after 408/409/429/5xx, timeouts and dropped connections
+    backoff: float = Field(1.0, ge=0)            # seconds before the first retry, doubling, with jitter (Retry-After wins)
+    backoff_max: float = Field(60.0, ge=0)       # the longest wait between two tries
+    image_size: int = Field(0, ge=0)             # 0: the photo as the captioner model's processor takes it; N: longest side N px
+    image_format: Literal["png", "jpeg"] = "png"  # png is lossless (the same caption as in-process); jpeg is smaller
+    price_input: float = Field(0.0, ge=0)        # USD per million prompt tokens (0 and 0: no cost estimate)
+    price_output: float = Field(0.0, ge=0)       # USD per million completion tokens
+
+
+# The settings of an endpoint that decide what a caption is (the rest says how it is fetched: a moved server, more
+# concurrency or a new price recomputes nothing).
+ENDPOINT_IDENTITY = ("model", "image_size", "image_format")
+
+
 class CaptionerConfig(_Section):
     kind: CaptionerKind
     model: str = ""
@@ -106,6 +128,45 @@ class CaptionerConfig(_Section):
     no_repeat_ngram_size: int = Field(0, ge=0)
     repetition_penalty: float = Field(1.0, ge=1.0)
     prompt: str = ""                             # vlm-plain: the fixed instruction
+    # vlm-neighbours and vlm-plain: transformers (in this process) or endpoint (an OpenAI-compatible server)
+    backend: Literal["transformers", "endpoint"] = "transformers"
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+
+    @property
+    def uses_endpoint(self) -> bool:
+        return self.backend == "endpoint"
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """An in-process captioner's settings without the endpoint table it does not use (``config show``)."""
+        data = handler(self)
+        if not self.uses_endpoint:
+            data.pop("endpoint", None)
+        return data
+
+    @model_validator(mode="after")
+    def _endpoint_fits(self) -> "CaptionerConfig":
+        if not self.uses_endpoint:
+            return self
+        if self.kind not in ("vlm-neighbours", "vlm-plain"):
+            raise ValueError(f"backend 'endpoint' is for VLM captioners (vlm-neighbours, vlm-plain), not '{self.kind}'")
+        beyond = [f"{k} = {v}" for k, v, greedy in (("num_beams", self.num_beams, 1),
+                                                     ("no_repeat_ngram_size", self.no_repeat_ngram_size, 0),
+                                                     ("repetition_penalty", self.repetition_penalty, 1.0)) if v != greedy]
+        if beyond:
+            raise ValueError("backend 'endpoint' decodes greedily (temperature 0), as chat-completions servers do; "
+                             f"remove {', '.join(beyond)}")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this captioner's captions (part of the caption stage's configuration hash): every setting
+        but the batch size, and for an endpoint only what decides the answer (``ENDPOINT_IDENTITY``). An in-process
+        captioner's identity is what it was before endpoints existed, so no stored caption goes stale."""
+        out = self.model_dump(mode="json", exclude={"batch_size", "backend", "endpoint"})
+        if self.uses_endpoint:
+            endpoint = self.endpoint.model_dump(mode="json", include=set(ENDPOINT_IDENTITY))
+            out.update(backend=self.backend, endpoint={**endpoint, "model": self.endpoint.model or self.model})
+        return out
 
 
 class CaptionersConfig(_Section):
@@ -118,7 +179,12 @@ class CaptionersConfig(_Section):
             raise ConfigError(
                 f"captioner '{name}' is not configured; known: {', '.join(self.names())}"
             )
-        return raw if isinstance(raw, CaptionerConfig) else CaptionerConfig.model_validate(raw)
+        if isinstance(raw, CaptionerConfig):
+            return raw
+        try:
+            return CaptionerConfig.model_validate(raw)
+        except ValidationError as err:
+            raise ConfigError(_format_validation_error(err, f"[captioners.{name}]")) from None
 
     def names(self) -> list[str]:
         return sorted(self.model_extra or {})

@@ -13,7 +13,9 @@ _SECTION_DOCS: dict[str, str] = {
     "neighbours": "Neighbour search over the reference DB (targets are never neighbours).",
     "prompts": "The prompt that shows the neighbours' captions to the VLM.",
     "caption": "Which photos the captioners caption.",
-    "captioners": "Captioners to run (`enabled`) and the settings of each one.",
+    "captioners": "Captioners to run (`enabled`) and the settings of each one. A VLM captioner with "
+                  "backend = \"endpoint\" and an [captioners.<name>.endpoint] table sends its prompts to an "
+                  "OpenAI-compatible server (README: \"Caption with a server\").",
     "text_embedder": "Sentence embedder for captions and queries (sentence-transformers).",
     "queries": "Evaluation queries: two kinds per target.",
     "search": "Ranking methods.",

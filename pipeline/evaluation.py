@@ -9,8 +9,12 @@ percentile bootstrap intervals over queries and a paired bootstrap against
 
 A target that a method cannot rank (its caption failed or came out empty) is *missing*: it
 ranks below every scored photo, so its queries count as misses, never dropped; the number
-of missing targets per method is stored and printed. Failed queries (the generator gave
-none) are not evaluated and are counted separately.
+of missing targets per method is stored and printed. A method whose *every* target is missing
+(the oracle on a set with one caption per photo, a captioner whose every caption failed) has
+nothing to rank: it is *not applicable*, with its reason (``not_applicable``), and gets no
+value, no interval, no paired test and no rankings; a baseline that is not applicable gives
+no paired test. Failed queries (the generator gave none) are not evaluated and are counted
+separately.
 
 Ties: photos whose captions are the same text (for ``clip``: the same image vector) get the
 same score by construction (``pipeline.distinct``), on every CPU. A true photo tied with
@@ -50,6 +54,7 @@ from pipeline.workspace import Workspace
 
 TOP_STORED = 10
 CONFIDENCE = 0.95
+VERSION = 2          # 2: a method none of whose targets can be ranked is not applicable (before: all tied last)
 QUERY_CHUNK = 256
 KIND_ORDER = ("short", "detail")
 
@@ -129,7 +134,7 @@ def evaluation_config(ws: Workspace, plan: EvaluationPlan | None = None) -> dict
     return {
         "methods": plan.methods, "skipped": sorted(plan.skipped), "queries": plan.queries_hash, "kinds": plan.kinds,
         "ks": sorted(set(ev.ks)), "n_boot": ev.n_boot, "seed": ev.seed, "confidence": CONFIDENCE,
-        "baseline": ev.baseline, "top_stored": TOP_STORED,
+        "baseline": ev.baseline, "top_stored": TOP_STORED, "version": VERSION,
         "text_embedder": build_text_embedder(ws.config).key,
         "inputs": input_fingerprint(ws, plan),
     }
@@ -166,6 +171,7 @@ class EvaluationResult:
     missing: dict[str, int]
     skipped: dict[str, str]
     results: list[MethodResult] = field(default_factory=list)
+    not_applicable: dict[str, str] = field(default_factory=dict)   # method -> why it has nothing to rank
     n_boot: int = 0
     confidence: float = CONFIDENCE
     created_at: float = 0.0
@@ -276,17 +282,25 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
     clip = build_clip_embedder(cfg) if (CLIP in plan.methods or HYBRID in plan.methods) else None
     index = SearchIndex(ws, scope="targets", include_empty=True, text_embedder=text_embedder, clip_embedder=clip)
     n_targets = len(index.target_ids)
+    missing = {m: index.missing(m) for m in plan.methods}
+    not_applicable = {m: _nothing_to_rank(cfg, m, n_targets) for m, n in missing.items() if n_targets and n == n_targets}
+    methods = [m for m in plan.methods if m not in not_applicable]
     result = EvaluationResult(
-        eval_hash=eval_hash, queries_hash=plan.queries_hash, methods=list(plan.methods), kinds=list(plan.kinds),
-        metrics=metric_names(sorted(set(ev.ks))), baseline=ev.baseline if ev.baseline in plan.methods else None,
+        eval_hash=eval_hash, queries_hash=plan.queries_hash, methods=methods, kinds=list(plan.kinds),
+        metrics=metric_names(sorted(set(ev.ks))), baseline=ev.baseline if ev.baseline in methods else None,
         n_targets=n_targets, n_queries={}, failed_queries=len(queries) - len(ok_queries),
-        missing={m: index.missing(m) for m in plan.methods}, skipped=dict(plan.skipped), n_boot=ev.n_boot,
-        confidence=CONFIDENCE, created_at=time.time(),
+        missing=missing, skipped=dict(plan.skipped), n_boot=ev.n_boot,
+        confidence=CONFIDENCE, created_at=time.time(), not_applicable=not_applicable,
     )
-    for method, n in result.missing.items():
-        if n:
-            say(f"{method}: {n} of {n_targets} targets have no usable caption; they rank at the bottom", "warning")
-    if result.baseline is None:
+    for method, reason in not_applicable.items():
+        say(f"{method} is not applicable: {reason}", "warning")
+    for method in methods:
+        if missing[method]:
+            say(f"{method}: {missing[method]} of {n_targets} targets have no usable caption; they rank at the bottom",
+                "warning")
+    if ev.baseline in not_applicable:
+        say(f"baseline '{ev.baseline}' is not applicable ({not_applicable[ev.baseline]}); no paired test", "warning")
+    elif result.baseline is None:
         say(f"baseline '{ev.baseline}' is not among the evaluated methods; no paired test", "warning")
     if result.failed_queries:
         say(f"{result.failed_queries} queries failed to generate and are not evaluated "
@@ -304,8 +318,9 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
         text_q = text_vectors(store, query_space(text_embedder.key), texts, text_embedder.embed_queries)[0]
         clip_q = text_vectors(store, clip_text_space(clip.key), texts, clip.embed_texts)[0] if clip else None
         for method in plan.methods:
-            bounds[(method, kind)], ranked = _rank(index, method, kind, rows, text_q, clip_q)
-            rankings += ranked
+            if method in methods:
+                bounds[(method, kind)], ranked = _rank(index, method, kind, rows, text_q, clip_q)
+                rankings += ranked
             if progress:
                 progress.advance(1)
 
@@ -317,6 +332,19 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
         store.put_evaluations(eval_hash, metric_rows)
         store.set_meta(f"evaluation/{eval_hash}", json_safe(result.as_dict()))
     return result
+
+
+def _nothing_to_rank(cfg: Any, method: str, n_targets: int) -> str:
+    """Why a method none of whose targets can be ranked is not applicable, in one line."""
+    if method == ORACLE:
+        return (f"none of the {n_targets} targets has a human caption other than the one its queries were made "
+                "from, so the oracle has nothing to search (a set with one caption per photo)")
+    if method == CLIP:
+        return f"none of the {n_targets} targets has an image vector (run embed-images)"
+    if method == HYBRID:
+        return (f"none of the {n_targets} targets has both an image vector and a usable "
+                f"{cfg.search.hybrid_captioner} caption")
+    return f"none of the {n_targets} targets has a usable {method} caption (failed, empty or not written)"
 
 
 def json_safe(obj: Any) -> Any:
@@ -338,7 +366,7 @@ def load_evaluation(ws: Workspace, eval_hash: str | None = None) -> EvaluationRe
     if eval_hash is None:
         return None
     data = store.get_meta(f"evaluation/{eval_hash}")
-    if data is None or not store.evaluations(eval_hash):
+    if data is None or (data.get("results") and not store.evaluations(eval_hash)):
         return None
     return EvaluationResult.from_dict(data)
 

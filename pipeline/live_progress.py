@@ -71,7 +71,7 @@ class ProgressRecorder:
                     state = "running"       # a stage run again in the same run
                 message = event.message if event.kind == "finish" and event.message else live.message
                 live = replace(live, state=state, done=event.done, total=event.total, failures=event.failures,
-                               rate=event.rate, message=message, updated_at=now)
+                               rate=event.rate, message=message, updated_at=now, tokens=event.tokens)
             entry.live = live
             entry.dirty = True
         if event.kind in ("start", "finish", "not-applicable"):

@@ -25,6 +25,7 @@ class ProgressEvent:
     level: Literal["info", "warning", "error"] = "info"
     started_at: float = 0.0       # time.monotonic() when the stage started
     at: float = field(default_factory=time.monotonic)
+    tokens: int = 0               # model-server tokens (read and written) so far: an endpoint captioner's
 
     @property
     def fraction(self) -> float:
@@ -37,6 +38,14 @@ class ProgressEvent:
         if self.done <= 0 or elapsed <= 0 or not self.started_at:
             return None
         return self.done / elapsed
+
+    @property
+    def token_rate(self) -> float | None:
+        """Model-server tokens per second since the stage started (None for a stage that sends none)."""
+        elapsed = self.at - self.started_at
+        if self.tokens <= 0 or elapsed <= 0 or not self.started_at:
+            return None
+        return self.tokens / elapsed
 
     @property
     def eta_seconds(self) -> float | None:
@@ -61,6 +70,7 @@ class StageProgress:
         self.total = total
         self.done = 0
         self.failures = 0
+        self.tokens = 0
         self.callback = callback or null_progress
         self.started_at = time.monotonic()
         self._emit("start")
@@ -70,13 +80,15 @@ class StageProgress:
             ProgressEvent(
                 stage=self.stage, kind=kind, done=self.done, total=self.total,
                 failures=self.failures, message=message, level=level,  # type: ignore[arg-type]
-                started_at=self.started_at,
+                started_at=self.started_at, tokens=self.tokens,
             )
         )
 
-    def advance(self, n: int = 1, failures: int = 0) -> None:
+    def advance(self, n: int = 1, failures: int = 0, tokens: int = 0) -> None:
+        """``n`` more items settled, ``failures`` of them failed; ``tokens``: what they cost a model server."""
         self.done += n
         self.failures += failures
+        self.tokens += tokens
         self._emit("advance")
 
     def add_work(self, n: int) -> None:

@@ -14,11 +14,12 @@ the store: no Prefect, no Textual.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Iterable
 
-from pipeline.stages.outcome import RunOutcome, StageOutcome
+from pipeline.stages.outcome import RunOutcome, StageOutcome, TokenUsage
 from pipeline.store import Store
 from pipeline.store.runs import LOG_LIMIT
 from pipeline.store_rows import LogLine, RunInfo, StageLive
@@ -128,13 +129,17 @@ def describe_run(run: RunInfo, stages: list[StageLive] | None = None) -> str:
 def recorded_outcome(store: Store, run: RunInfo) -> RunOutcome:
     """A run as the store recorded it, for whoever did not run it (the TUI follows runs of other processes):
     the ``RunOutcome`` that ``flows.api.run`` returns, with what the record holds: the run's status, time and
-    message, and per stage its state and item counts (done, failed, of the items it had to compute)."""
+    message, and per stage its state and item counts (done, failed, of the items it had to compute) and what its
+    requests to a model server cost."""
     stages = []
+    usage = {f"{r.stage}:{r.variant}" if r.variant else r.stage: TokenUsage.from_dict(json.loads(r.usage))
+             for r in store.stage_runs(limit=200) if r.run_id == run.id and r.usage}
     for live in run_progress(store, run.id):
         name, _, variant = live.stage.partition(":")
         outcome = StageOutcome(live.stage, name, variant, batches=live.batches, items=live.total, total=live.total,
                                done=live.done, failed=live.failures,
-                               status="completed" if live.state == "finished" else run.status)
+                               status="completed" if live.state == "finished" else run.status,
+                               usage=usage.get(live.stage))
         if live.state == "not-applicable":
             outcome.not_applicable(live.message)
         stages.append(outcome)

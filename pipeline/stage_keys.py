@@ -37,9 +37,11 @@ QUERIES_VERSION = 2
 
 
 def token_captioner(cfg: "Config") -> str | None:
-    """The first enabled ``vlm-neighbours`` captioner: its tokenizer counts prompt tokens."""
+    """The first enabled ``vlm-neighbours`` captioner with its model's tokenizer here: it counts prompt tokens (an
+    endpoint captioner with ``endpoint.image_size`` set has none: its prompts are counted in words)."""
     for name in cfg.enabled_captioners():
-        if cfg.captioner(name).kind == "vlm-neighbours":
+        cc = cfg.captioner(name)
+        if cc.kind == "vlm-neighbours" and not (cc.uses_endpoint and cc.endpoint.image_size):
             return name
     return None
 
@@ -100,13 +102,13 @@ class StageKeys:
                 "per_neighbour": self.cfg.prompts.per_neighbour, "token_budget": self._token_budget()}
 
     def caption(self, captioner: str) -> dict[str, Any]:
-        """A captioner's settings (not its batch size) and what it reads: the prompts (``vlm-neighbours``), the
-        neighbours and the text embedder (``knn-consensus``) or its fixed instruction (``vlm-plain``)."""
+        """A captioner's settings (``CaptionerConfig.identity``: not its batch size, nor how an endpoint is reached)
+        and what it reads: the prompts (``vlm-neighbours``), the neighbours and the text embedder
+        (``knn-consensus``) or its fixed instruction (``vlm-plain``)."""
         if not captioner:
             raise ConfigError("the caption stage needs a captioner name, e.g. caption:knn-consensus")
         cc = self.cfg.captioner(captioner)
-        out: dict[str, Any] = {"captioner": cc.model_dump(mode="json", exclude={"batch_size"}),
-                               "model_id": cc.model or default_model(cc.kind)}
+        out: dict[str, Any] = {"captioner": cc.identity(), "model_id": cc.model or default_model(cc.kind)}
         if cc.kind == "vlm-neighbours":
             out["prompts"] = self.hash("prompts")
         elif cc.kind == "knn-consensus":

@@ -49,6 +49,8 @@ class CaptionRow:
     settings: dict[str, Any]
     seconds: float | None
     attempts: int
+    prompt_tokens: int = 0            # an endpoint captioner's tokens for this caption (0 in-process)
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,12 @@ class StageRunRow:
     config: str | None                # JSON of the stage configuration
     owner: str | None                 # JSON: the process that ran it (host, pid, start)
     run_id: int | None                # the workspace run it belonged to
+    usage: str | None = None          # JSON: what its requests to a model server cost (TokenUsage; endpoint captioners)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["usage"] = json.loads(self.usage) if self.usage else None
+        return out
 
 
 # -- caption metrics (pipeline.caption_metrics.storage converts them) ----------------------------------------
@@ -273,6 +278,7 @@ class StageLive:
     level: str
     started_at: float              # wall clock
     updated_at: float
+    tokens: int = 0                # model-server tokens so far (an endpoint captioner's)
 
     @property
     def ended(self) -> bool:
@@ -286,7 +292,7 @@ class StageLive:
         kind = {"finished": "finish", "not-applicable": "not-applicable"}.get(self.state, "advance")
         return ProgressEvent(self.stage, kind, done=self.done,
                              total=self.total, failures=self.failures, message=self.message if self.ended else "",
-                             started_at=started, at=at)
+                             started_at=started, at=at, tokens=self.tokens)
 
     def describe(self) -> str:
         """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
@@ -301,6 +307,9 @@ class StageLive:
             text += ", finished"
         elif self.rate:
             text += f", {self.rate:.1f}/s"
+            elapsed = self.updated_at - self.started_at
+            if self.tokens and elapsed > 0:
+                text += f", {self.tokens / elapsed:,.0f} tok/s"
         return text
 
 

@@ -105,6 +105,34 @@ def test_cider_d_and_bleu_equal_pycocoevalcap_called_directly():
     assert np.allclose(coco.bleu_corpus(b.stats[pick]), again, rtol=1e-12, atol=0)
 
 
+def test_the_human_row_averages_corpus_bleu_over_hold_outs_of_unequal_size():
+    """Photos with 2, 3 and 3 captions: hold-outs 0 and 1 cover all three, hold-out 2 the last two. The row's
+    BLEU is the mean of pycocoevalcap's corpus BLEU of each hold-out, on the whole set and on a resample
+    (where a hold-out with no photo in it is left out of the mean)."""
+    from pipeline.caption_metrics.scoring import Photos, hold_out_mean
+
+    refs = [tok(["A dog runs on grass.", "A brown dog running."]),
+            tok(["Two cats on a sofa.", "Cats sleep on a couch.", "A pair of cats rest inside."]),
+            tok(["A red car by a tree.", "A car parked near a tree.", "Red vehicle under a big tree."])]
+    ph = Photos(["a", "b", "c"], refs, True)
+    hold_outs = ph.hold_outs()
+    assert [h.index for h in hold_outs] == [[0, 1, 2], [0, 1, 2], [1, 2]]
+    blocks = np.zeros((3, len(hold_outs), coco.BLEU_STATS))
+    corpus = []
+    for h, held in enumerate(hold_outs):
+        b = coco.bleu(held.captions, held.references)
+        blocks[held.index, h] = b.stats
+        corpus.append(b.corpus)
+    data = blocks.reshape(3, -1)
+    bleu4 = hold_out_mean(lambda d: coco.bleu_corpus(d)[..., 3], coco.BLEU_STATS)
+    assert float(bleu4(data)) == pytest.approx(np.mean([c[3] for c in corpus]), rel=1e-12)
+    only_first = data[[0, 0]]                          # a resample holding photo a twice: hold-out 2 is empty
+    expected = np.mean([coco.bleu([held.captions[0]] * 2, [held.references[0]] * 2).corpus[3]
+                        for held in hold_outs[:2]])
+    assert float(bleu4(only_first)) == pytest.approx(expected, rel=1e-12)
+    assert bleu4(np.stack([data, only_first[[0, 1, 0]]])).shape == (2,)      # resamples on a leading axis
+
+
 @needs_java
 def test_meteor_scores_from_the_jar_statistics_equal_the_jar_s_own(tui_workspace):
     from pipeline.caption_metrics.meteor import MeteorScorer, corpus_score, segment_scores
@@ -160,6 +188,40 @@ def test_python_tokenizer_rules():
     assert tok(["A man's dog can't swim, isn't it?"]) == ["a man 's dog ca n't swim is n't it"]
     assert tok(["The U.S. team (in red) won 1,000 games."]) == ["the u.s. team -lrb- in red -rrb- won 1,000 games"]
     assert tok(['He said "hi" -- twice...']) == ["he said hi twice"]
+    # what Stanford's jar does beyond ASCII: dashes and ellipses are punctuation, emoji are dropped, a combining
+    # accent stays with its letter
+    assert tok(["A dog \u2014 running\u2014fast \u2013 on the beach\u2026"]) == ["a dog running fast on the beach"]
+    assert tok(["A cat \U0001F600 smiling\U0001F44D\U0001F3FD and a \U0001F1FA\U0001F1F8 flag, \u2600\ufe0f sun"]) == [
+        "a cat smiling and a flag \u2600 sun"]
+    assert tok(["The cafe\u0301 and the re\u0301sume\u0301"]) == ["the cafe\u0301 and the re\u0301sume\u0301"]
+    assert tok(["\u00bd cup for \u20ac5, \u00abquoted\u00bb, soft\u00adhyphen"]) == ["1/2 cup for $ 5 quoted softhyphen"]
+
+
+@needs_java
+def test_python_tokenizer_gives_the_jar_s_tokens_on_every_character_of_its_unicode_blocks():
+    """Every assigned character of ``UNICODE_BLOCKS`` (Latin, combining accents, General Punctuation, currency,
+    number forms, the symbol and emoji blocks, variation selectors), alone and inside a word, and emoji
+    sequences: the Python rules give exactly the jar's tokens."""
+    import unicodedata
+
+    from pipeline.caption_metrics.tokenize import UNICODE_BLOCKS, JavaPtbTokenizer
+
+    texts = []
+    for low, high in UNICODE_BLOCKS:
+        for code in range(low, high + 1):
+            ch = chr(code)
+            if unicodedata.category(ch) in ("Cn", "Co", "Cs"):
+                continue
+            texts.append(f"a {ch} b")
+            if ch != "\u2019":     # an apostrophe inside a word follows the jar's word lists (o'clock, but a ' b)
+                texts.append(f"a{ch}b")
+    texts += ["a dog \u2014 running", "cafe\u0301s on the street", "\U0001F468\u200d\U0001F469\u200d\U0001F467 family",
+              "1\ufe0f\u20e3 dog", "\U0001F44D\U0001F3FD thumbs", "E\u0301TE\u0301 nai\u0308ve", "x \u0301 y", "5\u0301",
+              "soft\u00adhyphen", "tab \u00ad x", "1\u20442 cup", "1\u00bd cups", "5\u20ac", "\u00a35", "the dog\u2026 runs",
+              "\u00abquoted\u00bb \u2039x\u203a", "well\u2010known non\u2011stop", "a\u2010 b", "x\u00b2y", "e\u0301\u20ddx"]
+    java, python = JavaPtbTokenizer().tokenize(texts), tok(texts)
+    assert len(texts) > 8000
+    assert [(t, j, p) for t, j, p in zip(texts, java, python) if j != p] == []
 
 
 # ------------------------------------------------------------------------------------------ copy rate
@@ -205,13 +267,83 @@ def test_lite_demo_world_rows_human_baseline_and_clipscore_not_applicable(lite_c
     assert result.get("knn-consensus", "copy rate")["value"] == 1.0 and result.get(HUMAN, "copy rate") is None
     rows = load_rows(ws, result)
     refs = ws.store.reference_captions(targets)
-    assert rows[HUMAN].captions == [refs[i][0] for i in rows[HUMAN].ids]     # each target's first human caption
+    assert rows[HUMAN].captions == [" / ".join(refs[i]) for i in rows[HUMAN].ids]     # every caption, one at a time
     knn = rows["knn-consensus"]
     assert np.mean(knn.scores["CIDEr-D"]) == pytest.approx(result.get("knn-consensus", "CIDEr-D")["value"])
     if java_path() is not None:
         assert "METEOR" in result.metrics and result.tokenizer == "ptb-java"
     else:
         assert "Java" in result.not_applicable["METEOR"] and result.tokenizer == "ptb-python"
+
+
+def test_captioners_are_scored_against_every_human_caption_and_human_is_the_leave_one_out_mean(lite_copy):
+    """The published Flickr8k/COCO protocol, checked against pycocoevalcap called directly: a captioner against
+    all five human captions of each target; the human row the mean over the five hold-outs (each caption against
+    the other four), its per-photo scores each photo's mean over its hold-outs."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    from pipeline.caption_metrics.tokenize import default_tokenizer
+
+    ws = lite_copy
+    result = load_caption_metrics(ws)
+    rows = load_rows(ws, result)
+    ids = rows["knn-consensus"].ids
+    refs = ws.store.reference_captions(ids)
+    assert {len(refs[i]) for i in ids} == {5}
+    tokenizer = default_tokenizer()
+    assert tokenizer.name == result.tokenizer
+
+    def direct(captions: dict[str, str], references: dict[str, list[str]]):
+        texts = list(captions.values()) + [r for rs in references.values() for r in rs]
+        tokens = dict(zip(texts, tokenizer.tokenize(texts)))
+        gts = {i: [tokens[r] for r in rs] for i, rs in references.items()}
+        res = {i: [tokens[c]] for i, c in captions.items()}
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        cider, cider_per = Cider().compute_score(gts, res)
+        rouge, rouge_per = Rouge().compute_score(gts, res)
+        return bleu[3], cider, dict(zip(captions, cider_per)), rouge, dict(zip(captions, rouge_per))
+
+    knn = {i: c for i, c in zip(ids, rows["knn-consensus"].captions)}
+    bleu4, cider, cider_per, rouge, _ = direct(knn, {i: refs[i] for i in ids})
+    assert result.get("knn-consensus", "BLEU-4")["value"] == pytest.approx(bleu4, rel=1e-12)
+    assert result.get("knn-consensus", "CIDEr-D")["value"] == pytest.approx(cider, rel=1e-12)
+    assert result.get("knn-consensus", "ROUGE-L")["value"] == pytest.approx(rouge, rel=1e-12)
+    assert rows["knn-consensus"].scores["CIDEr-D"] == pytest.approx([cider_per[i] for i in ids], rel=1e-12)
+    hold_outs = [direct({i: refs[i][h] for i in ids}, {i: refs[i][:h] + refs[i][h + 1:] for i in ids})
+                 for h in range(5)]
+    assert result.get(HUMAN, "BLEU-4")["value"] == pytest.approx(np.mean([d[0] for d in hold_outs]), rel=1e-12)
+    assert result.get(HUMAN, "CIDEr-D")["value"] == pytest.approx(np.mean([d[1] for d in hold_outs]), rel=1e-12)
+    assert result.get(HUMAN, "ROUGE-L")["value"] == pytest.approx(np.mean([d[3] for d in hold_outs]), rel=1e-12)
+    assert rows[HUMAN].scores["CIDEr-D"] == pytest.approx([np.mean([d[2][i] for d in hold_outs]) for i in ids],
+                                                          rel=1e-12)
+    # the first hold-out alone (what the human row used to be) is not the row's value
+    assert abs(hold_outs[0][0] - result.get(HUMAN, "BLEU-4")["value"]) > 1e-6
+    low, high = result.get(HUMAN, "BLEU-4")["low"], result.get(HUMAN, "BLEU-4")["high"]
+    assert low < result.get(HUMAN, "BLEU-4")["value"] < high
+    assert "every captioner against all 5 human captions of each target" in result.references
+    assert "each human caption against the target's 4 others" in result.references
+
+
+def test_a_row_without_a_single_caption_is_not_applicable_with_its_reason(lite_copy):
+    """Every knn-consensus caption failed: its row has no value, no interval and no paired test (not 0 with an
+    interval of [0, 0] and p=0.002), anywhere; the human row, whose baseline it was, has no paired test."""
+    from pipeline.stages.registry import stage_hash
+
+    ws = lite_copy
+    targets = ws.store.image_ids("target")
+    ws.store.put_captions("knn-consensus", stage_hash(ws, "caption", "knn-consensus"),
+                          [{"image_id": t, "text": "", "status": "failed", "error": "model crashed"} for t in targets])
+    run_stage(build_stage(ws, "caption-metrics"))
+    result = load_caption_metrics(ws)
+    reason = result.rows_not_applicable()["knn-consensus"]
+    assert "none of the 30 photos has a usable knn-consensus caption" in reason
+    assert all(result.get("knn-consensus", m) is None for m in result.metrics)
+    assert result.vs_baseline[HUMAN] == {} and any("baseline 'knn-consensus' is not applicable" in n for n in result.notes)
+    stored = ws.store.caption_metrics.summary(result.config_hash)
+    assert {v.row for v in stored.values} == {HUMAN}                              # no number stored for the row
+    assert result.get(HUMAN, "CIDEr-D")["value"] > 0
 
 
 def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retrieval(lite_copy):
@@ -234,6 +366,7 @@ def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retri
     page = (reports / "index.html").read_text()
     assert "<h2>Caption metrics</h2>" in page and 'alt="caption metrics"' in page
     assert "Which caption metric predicts retrieval?" in page and "Worst captions by CIDEr-D" in page
+    assert "Ranked by CIDEr-D, lowest first" in page
     assert (reports / "caption_metrics.png").stat().st_size > 0
 
 
@@ -482,17 +615,24 @@ def test_clipscore_and_refclipscore_equal_a_direct_computation(tmp_path, tiny_op
         with torch.no_grad():
             return torch.nn.functional.normalize(model.encode_text(tokenizer([PREFIX + c for c in captions])), dim=-1)
 
+    def scores(image, caption: str, references: list[str]) -> tuple[float, float]:
+        cap = text([caption])
+        clip_s = 2.5 * max(float((image * cap).sum()), 0.0)
+        text_s = max(float((text(references) @ cap.T).max()), 0.0)
+        return clip_s, (2 * clip_s * text_s / (clip_s + text_s) if clip_s + text_s else 0.0)
+
     for name in (HUMAN, "knn-consensus"):
         row = rows[name]
         for n in range(0, len(row.ids), 7):
-            image_id, caption = row.ids[n], row.captions[n]
+            image_id, caption, mine = row.ids[n], row.captions[n], refs[row.ids[n]]
             with torch.no_grad():
                 image = torch.nn.functional.normalize(model.encode_image(preprocess(open_rgb(paths[image_id]))[None]),
                                                       dim=-1)
-            cap = text([caption])
-            clip_s = 2.5 * max(float((image * cap).sum()), 0.0)
-            text_s = max(float((text(refs[image_id][1:]) @ cap.T).max()), 0.0)
-            ref_s = 2 * clip_s * text_s / (clip_s + text_s) if clip_s + text_s else 0.0
+            if name == HUMAN:      # the mean over the photo's hold-outs: each caption, its others the references
+                each = [scores(image, mine[h], mine[:h] + mine[h + 1:]) for h in range(len(mine))]
+                clip_s, ref_s = np.mean([e[0] for e in each]), np.mean([e[1] for e in each])
+            else:                  # a captioner: every human caption is a reference
+                clip_s, ref_s = scores(image, caption, mine)
             assert row.scores["CLIPScore"][n] == pytest.approx(clip_s, abs=2e-4)
             assert row.scores["RefCLIPScore"][n] == pytest.approx(ref_s, abs=2e-4)
     assert result.get(HUMAN, "CLIPScore")["value"] == pytest.approx(np.mean(rows[HUMAN].scores["CLIPScore"]))
@@ -546,3 +686,34 @@ def test_meteor_jar_is_stopped_on_an_error_and_exits_when_its_parent_is_killed()
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_a_new_protocol_or_tokenizer_rules_make_the_stored_numbers_stale(lite_copy, monkeypatch):
+    """How references are chosen and how text is tokenised are part of every row hash: numbers stored under an
+    older protocol (or older Python tokenizer rules) are shown as from an earlier configuration, and the next
+    run computes them again; the same for the evaluation's protocol."""
+    import pipeline.evaluation as evaluation
+    import pipeline.caption_metrics.identity as stage_module
+    from pipeline.caption_metrics.storage import latest_caption_metrics
+    from pipeline.caption_metrics.tokenize import default_tokenizer
+    from pipeline.evaluation import current_eval_hash, latest_evaluation
+
+    ws = lite_copy
+    stage = build_stage(ws, "caption-metrics")
+    rows, config = stage.row_hashes(), stage.config_hash()
+    assert latest_caption_metrics(ws) == (load_caption_metrics(ws), False)
+    tokenizer = type(default_tokenizer())
+    monkeypatch.setattr(tokenizer, "rules", tokenizer.rules + 1)
+    changed = build_stage(ws, "caption-metrics")
+    assert set(changed.row_hashes().values()).isdisjoint(rows.values()) and changed.config_hash() != config
+    monkeypatch.undo()
+    monkeypatch.setattr(stage_module, "VERSION", stage_module.VERSION + 1)
+    changed = build_stage(ws, "caption-metrics")
+    assert set(changed.row_hashes().values()).isdisjoint(rows.values())
+    shown, stale = latest_caption_metrics(ws)
+    assert stale and shown.config_hash == config and changed.settled_items() == set()
+    eval_hash = current_eval_hash(ws)
+    monkeypatch.setattr(evaluation, "VERSION", evaluation.VERSION + 1)
+    assert current_eval_hash(ws) != eval_hash
+    shown, stale = latest_evaluation(ws)
+    assert stale and shown.eval_hash == eval_hash

@@ -125,6 +125,6 @@ def test_evaluate_says_how_many_targets_each_method_could_not_rank(tmp_path, cap
     code, out, err = run_cli(capsys, "evaluate", "-w", str(ws.root))
     assert code == 0, err
     flat = " ".join(out.split())
-    assert "1 missing" in flat and "4 missing" in flat
+    assert "1 missing" in flat and "3 missing" in flat
     assert "knn-consensus: 1 of 4 targets have no usable caption" in flat
     assert "1 queries failed to generate and are not evaluated" in flat

@@ -97,3 +97,42 @@ def test_report_stage_reruns_when_its_settings_change(tmp_path):
     assert build_stage(ws, "report").plan(only_missing=True) != []
     paths = write_report(ws, load_evaluation(ws))
     assert paths.html.read_text().count('<section class="q">') == 3
+
+
+def _small_recall_result():
+    """Two methods whose Recall@K stays under 0.16, R@1 0 for both (no bar to draw)."""
+    from pipeline.evaluation import EvaluationResult, MethodResult
+
+    def m(v, e=0.02):
+        return {"value": v, "low": max(0.0, v - e), "high": v + e}
+
+    results = [MethodResult(method, kind, 100, 0, {"R@1": m(0.0, 0.0), "R@5": m(r5), "R@10": m(r10),
+                                                   "MRR": m(mrr), "MedR": m(40.0, 5.0)})
+               for method, r5, r10, mrr in (("knn-consensus", 0.06, 0.14, 0.05), ("blip-base", 0.03, 0.09, 0.03))
+               for kind in ("short", "detail")]
+    return EvaluationResult("e", "q", ["knn-consensus", "blip-base"], ["short", "detail"],
+                            ["R@1", "R@5", "R@10", "MRR", "MedR"], "knn-consensus", 100, {"short": 100, "detail": 100},
+                            0, {}, {}, results, 200)
+
+
+def test_charts_are_scaled_to_the_data_and_the_legend_names_only_series_with_a_bar():
+    import matplotlib.pyplot as plt
+
+    from pipeline.reports.charts import mrr_figure, recall_figure
+
+    result = _small_recall_result()
+    fig = recall_figure(result)
+    top = max(ax.get_ylim()[1] for ax in fig.axes)
+    assert 0.16 <= top <= 0.2                         # the highest bar and its interval, with room for the labels
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["R@5", "R@10"]      # R@1 is 0: no bar, no entry
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert labels.count("R@1 = 0") == 4 and "0.14" in labels    # the zero bars carry their name instead
+    plt.close(fig)
+    fig = mrr_figure(result)
+    assert 0.05 < fig.axes[0].get_ylim()[1] < 0.1
+    plt.close(fig)
+    for method in result.results:                     # near 1, the scale stops a little above 1
+        method.metrics["R@10"] = {"value": 0.99, "low": 0.97, "high": 1.0}
+    fig = recall_figure(result)
+    assert 1.0 < fig.axes[0].get_ylim()[1] <= 1.12
+    plt.close(fig)

@@ -102,10 +102,10 @@ def test_missing_captions_never_appear_and_rank_last(tmp_path):
         run_stage(stage)
     index = SearchIndex(ws, scope="targets")
     t = index.target_ids
-    # blip-base has no caption at all; the oracle's captions are human captions, embedded by embed-captions:human
-    assert index.methods() == ["knn-consensus", ORACLE]
-    with pytest.raises(CapsearchError, match="no embedded captions"):
-        index.search(CAR, "blip-base")
+    # blip-base has one caption (t0's); the oracle's captions are human captions, embedded by embed-captions:human
+    assert index.methods() == ["knn-consensus", "blip-base", ORACLE]
+    assert [h.image_id for h in index.search(CAR, "blip-base", k=10)] == [t[0]]     # its failed ones never appear
+    assert index.missing("blip-base") == 3
     hits = index.search(FRUIT, "knn-consensus", k=10)
     assert len(hits) == 3 and t[3] not in [h.image_id for h in hits]
     assert index.rank_of(FRUIT, "knn-consensus", t[3]) == 4.0
@@ -131,7 +131,7 @@ def test_clip_and_hybrid_with_a_tiny_open_clip(tmp_path, tiny_open_clip):
     for stage in pipeline_stages(ws, ["embed-images", "embed-captions"]):
         run_stage(stage)
     index = SearchIndex(ws, scope="targets")
-    assert index.methods() == ["knn-consensus", CLIP, HYBRID, ORACLE]
+    assert index.methods() == ["knn-consensus", "blip-base", CLIP, HYBRID, ORACLE]
     clip = index.clip_embedder
     image_vectors = {img.id: ws.store.get_vectors(f"image/{clip.key}", [img.sha256])[1][0]
                      for img in ws.store.images(split="target")}

@@ -67,4 +67,4 @@ async def test_captions_screen_orders_photos_worst_first_and_shows_their_scores(
         await settle(pilot)
         assert isinstance(app.screen, PhotoScreen) and app.screen.ids[0] == expected[0]
         refs = str(app.screen.query_one("#reference-captions", Static).content)
-        assert "caption 1 scored against the others" in refs and "CIDEr-D" in refs
+        assert "each caption scored against the others, mean" in refs and "CIDEr-D" in refs

@@ -85,22 +85,23 @@ def config_show(workspace: WorkspaceOpt = None, as_json: JsonOpt = False) -> Non
         print(json.dumps({"workspace": str(ws.root), "config_file": str(ws.config_path) if ws.config_path.exists() else None,
                           "config": data, "secrets": secrets}, indent=2))
         return
-    from pipeline.config_file import _toml_value
+    from pipeline.config_file import _key, _toml_value
+
+    def table(name: str, values: dict) -> None:
+        """``[name]`` with its keys, then its tables (``[captioners.vlm-plain.endpoint]``) the same way."""
+        console.print(f"\n[{name}]", highlight=False, markup=False)
+        for key, value in values.items():
+            if not isinstance(value, dict):
+                console.print(f"{key} = {_toml_value(value)}", highlight=False, markup=False)
+        for key, value in values.items():
+            if isinstance(value, dict):
+                table(f"{name}.{_key(key)}", value)
 
     source = str(ws.config_path) if ws.config_path.exists() else "no capsearch.toml: profile defaults"
     console.print(f"# workspace: {ws.root}\n# from: {source} + environment", highlight=False, markup=False)
     console.print(f"profile = {_toml_value(data.pop('profile'))}", highlight=False, markup=False)
     for section, values in data.items():
-        console.print(f"\n[{section}]", highlight=False, markup=False)
-        for key, value in values.items():
-            if isinstance(value, dict):
-                continue
-            console.print(f"{key} = {_toml_value(value)}", highlight=False, markup=False)
-        for key, value in values.items():
-            if isinstance(value, dict):
-                console.print(f"\n[{section}.{key}]", highlight=False, markup=False)
-                for k, v in value.items():
-                    console.print(f"{k} = {_toml_value(v)}", highlight=False, markup=False)
+        table(section, values)
     console.print("\n# secrets (environment only)", highlight=False, markup=False)
     for name, state in secrets.items():
         console.print(f"# {name}: {state}", highlight=False, markup=False)

@@ -57,7 +57,7 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
 
 def print_run_summary(outcome: RunOutcome) -> None:
     """One line per stage: how many items this run computed and how many it reused, or why the stage did not
-    apply."""
+    apply; for a stage that asked a model server, its tokens, cost and rates."""
     if not outcome.stages:
         return
     from rich.table import Table
@@ -71,5 +71,6 @@ def print_run_summary(outcome: RunOutcome) -> None:
             table.add_row(s.stage, "–", "–", "–", f"[dim]not applicable: {why}[/]")
             continue
         failed = f"[red]{s.failed}[/]" if s.failed else "0"
-        table.add_row(s.stage, f"{s.items:,}", f"{s.reused:,}", failed, "")
+        usage = f"[dim]{s.usage.describe(s.seconds)}[/]" if s.usage is not None else ""   # an endpoint captioner
+        table.add_row(s.stage, f"{s.items:,}", f"{s.reused:,}", failed, usage)
     console.print(table)

@@ -22,7 +22,11 @@ class RateColumn(ProgressColumn):
 
     def render(self, task) -> Text:
         rate = task.fields.get("rate")
-        return Text(f"{rate:6.1f}/s" if rate else "      -/s", style="cyan")
+        text = Text(f"{rate:6.1f}/s" if rate else "      -/s", style="cyan")
+        tokens = task.fields.get("token_rate")
+        if tokens:   # a stage that asks a model server (an endpoint captioner): its tokens per second too
+            text.append(f" {tokens:7,.0f} tok/s", style="cyan")
+        return text
 
 
 class EtaColumn(ProgressColumn):
@@ -67,7 +71,8 @@ class RichProgress:
                 self.tasks[event.stage] = task
             failures = f" [red]{event.failures} failed[/]" if event.failures else ""
             self.progress.update(task, total=max(event.total, 1), completed=event.done,
-                                 description=f"{event.stage}{failures}", rate=event.rate, eta=event.eta_seconds)
+                                 description=f"{event.stage}{failures}", rate=event.rate, eta=event.eta_seconds,
+                                 token_rate=event.token_rate)
 
 
 class LineProgress:
@@ -108,6 +113,7 @@ class LineProgress:
             if event.stage not in self._last or now - self._last[event.stage] >= self.interval:
                 self._last[event.stage] = now
                 rate = f", {event.rate:.1f}/s" if event.rate else ""
+                rate += f", {event.token_rate:,.0f} tok/s" if event.token_rate else ""
                 failed = f", {event.failures} failed" if event.failures else ""
                 self._print(f"{event.stage}: {event.done}/{event.total}{failed}{rate}")
 

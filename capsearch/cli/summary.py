@@ -57,6 +57,9 @@ def evaluation_tables(result: "EvaluationResult") -> list[Table]:
             name += f"\n[red]{missing} missing[/]" if missing else ""
             table.add_row(name, *[_cell(r.metrics.get(m), (r.vs_baseline or {}).get(m), m) for m in result.metrics],
                           end_section=True)
+        for method in result.not_applicable:       # nothing to rank: no value, no interval, no test (reason below)
+            table.add_row(f"{method}\n[yellow]not applicable[/]", *["[dim]n/a[/]" for _ in result.metrics],
+                          end_section=True)
         tables.append(table)
     return tables
 
@@ -69,6 +72,8 @@ def print_evaluation(result: "EvaluationResult", stale: bool = False) -> None:
     if stale:
         console.print("[yellow]this evaluation was made under an earlier configuration; "
                       "run `capsearch evaluate` for the current one[/]")
+    for method, reason in result.not_applicable.items():
+        console.print(f"[yellow]{method} not applicable: {reason}[/]", highlight=False)
     for method, reason in result.skipped.items():
         console.print(f"[yellow]{method} not evaluated: {reason}[/]", highlight=False)
     for method in result.methods:
@@ -150,6 +155,9 @@ def caption_metrics_table(result) -> Table:
     for metric in result.metrics:
         table.add_row(metric, *[_caption_cell(result, row, metric) for row in result.rows], end_section=True)
     table.add_row("missing", *[(f"[red]{n}[/]" if (n := result.missing.get(row, 0)) else "0") for row in result.rows])
+    if result.rows_not_applicable():
+        table.add_row("", *["[yellow]not applicable[/]" if row in result.rows_not_applicable() else ""
+                            for row in result.rows])
     return table
 
 
@@ -157,12 +165,13 @@ def print_caption_metrics(result, stale: bool = False) -> None:
     if result is None:
         console.print("no caption metrics yet: run `capsearch evaluate`")
         return
-    console.print(f"[bold]Caption metrics[/]: the captions against the targets' human captions ({result.references})",
-                  highlight=False)
+    console.print(f"[bold]Caption metrics[/]: {result.references}", highlight=False)
     console.print(caption_metrics_table(result))
     if stale:
         console.print("[yellow]these caption metrics were made under an earlier configuration; "
                       "run `capsearch evaluate` for the current one[/]")
+    for row, reason in result.rows_not_applicable().items():
+        console.print(f"[yellow]{row} not applicable: {reason}[/]", highlight=False)
     for metrics, reason in result.not_computed():
         console.print(f"[dim]{', '.join(metrics)} not computed: {reason}[/]", highlight=False)
     for note in result.notes:

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from pipeline.workspace import Workspace
 
 STAGE = "caption-metrics"
-VERSION = 1
+VERSION = 2     # 1: captioners against all but the first human caption, human = the first caption only;
+                # 2: captioners against every human caption, human = the mean over leave-one-out hold-outs
 
 
 def rows(ws: "Workspace") -> list[str]:
@@ -42,12 +43,12 @@ def row_hashes(ws: "Workspace", env: scoring.Environment) -> dict[str, str]:
     """Each row's identity: what it reads, how it is tokenised, which metrics can run."""
     ph = scoring.photos(ws)
     common = {"version": VERSION, "env": env.as_dict(),
-              "photos": hash_obj([ph.ids, ph.human, ph.references]), "images": _image_fingerprint(ws, env, ph.ids)}
+              "photos": hash_obj([ph.ids, ph.references]), "images": _image_fingerprint(ws, env, ph.ids)}
     out = {}
     for row in rows(ws):
         ident: dict[str, Any] = dict(common, row=row)
         if row != HUMAN:
-            caps = scoring.row_captions(ws, row, ph.ids, ph.human)
+            caps = scoring.row_captions(ws, row, ph)
             ident.update(caption_stage=stage_hash(ws, "caption", row), captions=hash_obj([hash_text(c) for c in caps]))
         out[row] = hash_obj(ident)
     return out

@@ -116,6 +116,11 @@ class CaptionMetricsResult:
     def get(self, row: str, metric: str) -> dict[str, float | None] | None:
         return self.values.get(row, {}).get(metric)
 
+    def rows_not_applicable(self) -> dict[str, str]:
+        """Rows none of whose photos has a usable caption, with why: they have no value, interval or test."""
+        return {row: f"none of the {self.n_photos} photos has a usable {row} caption (failed, empty or not written)"
+                for row in self.rows if self.n_photos and self.missing.get(row, 0) >= self.n_photos}
+
     def not_computed(self) -> list[tuple[list[str], str]]:
         """Metrics not computed, grouped by reason: ([metric, ...], reason)."""
         groups: dict[str, list[str]] = {}

@@ -3,7 +3,9 @@
 A captioner is configured in ``[captioners.<name>]`` with a ``kind``:
 
 - ``vlm-neighbours``: a chat VLM given each photo's neighbour prompt,
-- ``vlm-plain``: the same kind of VLM with one fixed instruction (``prompt``),
+- ``vlm-plain``: the same kind of VLM with one fixed instruction (``prompt``);
+  either runs in this process (``backend = "transformers"``) or in a server (``backend = "endpoint"``:
+  ``pipeline.captioners.endpoint``, the same prompts and photos sent to an OpenAI-compatible server),
 - ``blip``: BLIP captioning (base or large, by ``model``),
 - ``vit-gpt2``: a ViT encoder with a GPT-2 decoder,
 - ``knn-consensus``: the neighbours' consensus caption, chosen with the text embedder.
@@ -37,8 +39,13 @@ def _vlm(name: str, cc: "CaptionerConfig", cfg: "Config", store: "Store | None" 
     from pipeline.captioners.vlm import DEFAULT_INSTRUCTION, DEFAULT_VLM, VLMCaptioner
 
     plain = cc.kind == "vlm-plain"
-    return VLMCaptioner(name, cc.model or DEFAULT_VLM, needs_prompts=not plain,
-                        instruction=(cc.prompt or DEFAULT_INSTRUCTION) if plain else DEFAULT_INSTRUCTION,
+    instruction = (cc.prompt or DEFAULT_INSTRUCTION) if plain else DEFAULT_INSTRUCTION
+    if cc.uses_endpoint:   # the same prompts and photos, sent to an OpenAI-compatible server
+        from pipeline.captioners.endpoint import EndpointCaptioner
+
+        return EndpointCaptioner(name, cc.model or DEFAULT_VLM, cc.endpoint, needs_prompts=not plain,
+                                 instruction=instruction, max_new_tokens=cc.max_new_tokens)
+    return VLMCaptioner(name, cc.model or DEFAULT_VLM, needs_prompts=not plain, instruction=instruction,
                         **_placement(cfg), **_generation(cc))
 
 
@@ -93,6 +100,12 @@ def is_generative(cfg: "Config", name: str) -> bool:
     return cfg.captioner(name).kind in GENERATIVE_KINDS
 
 
+def runs_model_here(cfg: "Config", name: str) -> bool:
+    """Whether the captioner runs a generative model in this process (not kNN consensus, not a server's model)."""
+    cc = cfg.captioner(name)
+    return cc.kind in GENERATIVE_KINDS and not cc.uses_endpoint
+
+
 def default_model(kind: str) -> str:
     """The model a captioner of this kind loads when its ``model`` is empty ("" for knn-consensus)."""
     if kind in ("vlm-neighbours", "vlm-plain"):
@@ -111,8 +124,8 @@ def captioner_models_to_pull(cfg: "Config", names: list[str] | None = None) -> l
     out: list[str] = []
     for name in names if names is not None else cfg.enabled_captioners():
         cc = cfg.captioner(name)
-        if cc.kind not in GENERATIVE_KINDS:
-            continue
+        if cc.kind not in GENERATIVE_KINDS or (cc.uses_endpoint and cc.endpoint.image_size):
+            continue   # no model here (an endpoint captioner with a processor needs that model's processor files)
         model = cc.model or default_model(cc.kind)
         if not model and cc.kind == "blip":
             from pipeline.captioners.blip import BLIP_MODELS

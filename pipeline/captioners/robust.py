@@ -32,8 +32,10 @@ class CaptionOutcome:
     text: str
     status: Literal["ok", "empty", "failed"]
     error: str | None
-    seconds: float      # this item's share of its batch time, plus its own retry
-    attempts: int       # 1, or 2 when it was retried alone
+    seconds: float      # this item's share of its batch time, plus its own retry (an endpoint: its requests' time)
+    attempts: int       # 1, or 2 when it was retried alone (an endpoint: the requests sent)
+    prompt_tokens: int = 0       # an endpoint's count of the tokens it read (image and text) for this photo
+    completion_tokens: int = 0   # ... and wrote
 
 
 def caption_robust(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from pipeline.compute.jobs import BatchJob, process_state, run_state
 from pipeline.errors import StoreError, one_line
@@ -41,6 +41,18 @@ class CaptionRecord:
     error: str | None
     seconds: float
     attempts: int
+    prompt_tokens: int = 0     # an endpoint captioner: the tokens the server read for this photo
+    completion_tokens: int = 0  # ... and wrote
+
+
+@dataclass(frozen=True)
+class EndpointUse:
+    """What a batch's requests to a model server cost (``pipeline.stages.outcome.TokenUsage``'s fields)."""
+    photos: int
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
 
 
 @dataclass
@@ -48,6 +60,9 @@ class CaptionsOut:
     records: list[CaptionRecord] = field(default_factory=list)
     model_id: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    usage: EndpointUse | None = None          # captioned through an endpoint
+    unsent: int = 0                           # photos an endpoint batch did not caption (cancelled, server gone)
+    stop: tuple[str, str] | None = None       # ("unavailable", why) or ("cancelled", ""): the stage stops after it
 
 
 def captioner(job: BatchJob) -> "Captioner":
@@ -57,15 +72,23 @@ def captioner(job: BatchJob) -> "Captioner":
     return process_state(job.ref, "captioner", lambda: build_captioner(job.ref.config, job.ref.variant))
 
 
-def caption_photos(job: BatchJob, progress: StageProgress, captioner_: "Captioner | None" = None) -> CaptionsOut:
+def caption_photos(job: BatchJob, progress: StageProgress, captioner_: "Captioner | None" = None,
+                   cancelled: Callable[[], bool] | None = None) -> CaptionsOut:
     """Caption every item: a photo that cannot be opened, an empty or failed caption is that item's record
     with its reason; the run goes on. ``captioner_``: the flow's own (kNN consensus keeps text vectors in the
-    store, so it runs only in the flow's process)."""
+    store, so it runs only in the flow's process); ``cancelled``: the run's cancel flag, where it is known
+    (an endpoint captioner checks it every 50 ms). A captioner behind an endpoint
+    (``pipeline.captioners.endpoint``) records each photo's tokens, and a batch it stopped says why."""
     from pipeline.captioners.robust import caption_robust
     from pipeline.images import open_rgb
 
     items: tuple[CaptionItem, ...] = job.inputs.items
+    endpoint = job.ref.config.captioner(job.ref.variant).uses_endpoint
     model = _StoreErrorTrap(captioner_ if captioner_ is not None else captioner(job))
+    if endpoint and (down := model.unavailable):        # an earlier batch found the server gone
+        from pipeline.captioners.endpoint import EndpointUnavailable
+
+        raise EndpointUnavailable(f"{job.ref.label}: {down}")
     settings = model.settings()
     limit: BatchLimit = run_state(job.ref, "model_batch",
                                   lambda: BatchLimit(job.ref.config.captioner(job.ref.variant).batch_size))
@@ -90,6 +113,19 @@ def caption_photos(job: BatchJob, progress: StageProgress, captioner_: "Captione
             progress.message(f"{job.ref.variant}: {item.id} failed: {value}", "warning")
             progress.advance(1, failures=1)
     good = [(item, value) for item, value in zip(items, loaded) if not isinstance(value, str)]
+    if good and endpoint:
+        answer = model.caption_photos([v for _, v in good], [i.prompt for i, _ in good], progress=progress,
+                                      cancelled=cancelled or (lambda: False), names=[i.id for i, _ in good])
+        answered = [CaptionRecord(i.id, o.text, o.status, o.error, o.seconds, o.attempts, o.prompt_tokens,
+                                  o.completion_tokens) for (i, _), o in zip(good, answer.outcomes) if o is not None]
+        records += answered
+        p, c = sum(r.prompt_tokens for r in answered), sum(r.completion_tokens for r in answered)
+        stop = (("unavailable", answer.unavailable) if answer.unavailable else
+                ("cancelled", "") if answer.cancelled else None)
+        model.raise_trapped()
+        return CaptionsOut(records, model.model_id, settings, EndpointUse(len(answered), answer.requests, p, c,
+                                                                          model.cost(p, c)),
+                           len(good) - len(answered), stop)
     if good:
         candidates = [list(i.candidates or ()) for i, _ in good] if any(i.candidates is not None for i, _ in good) \
             else None

@@ -51,6 +51,7 @@ class BatchPayload:
     output: Any
     advanced: int = 0                                     # items the batch counted done while computing
     failures: int = 0                                     # of which failed
+    tokens: int = 0                                       # what they cost a model server (an endpoint captioner)
     messages: list[tuple[str, str]] = field(default_factory=list)   # (text, level) said while computing
     pid: int = field(default_factory=os.getpid)
     host: str = field(default_factory=socket.gethostname)
@@ -65,14 +66,15 @@ class RecordingProgress(StageProgress):
 
     def __init__(self, stage: str):
         self._lock = threading.Lock()
-        self.advanced = self.failed = 0
+        self.advanced = self.failed = self.spent = 0
         self.said: list[tuple[str, str]] = []
         super().__init__(stage, 0, None)
 
-    def advance(self, n: int = 1, failures: int = 0) -> None:
+    def advance(self, n: int = 1, failures: int = 0, tokens: int = 0) -> None:
         with self._lock:
             self.advanced += n
             self.failed += failures
+            self.spent += tokens
 
     def message(self, text: str, level: str = "info") -> None:
         with self._lock:
@@ -98,7 +100,8 @@ def run_job(job: BatchJob, progress: StageProgress | None = None, **local: Any) 
     output = resolve(job.ref.compute)(job, progress or recording, **local)
     payload = BatchPayload(job.index, output, seconds=time.perf_counter() - t0)
     if recording is not None:
-        payload.advanced, payload.failures, payload.messages = recording.advanced, recording.failed, recording.said
+        payload.advanced, payload.failures, payload.tokens = recording.advanced, recording.failed, recording.spent
+        payload.messages = recording.said
     return payload
 
 

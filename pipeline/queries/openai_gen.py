@@ -7,11 +7,10 @@ may ignore it, so the answer is parsed leniently (code fences and text around th
 object are tolerated) and then validated.
 
 Requests run in a thread pool of ``concurrency`` workers sharing one client. The
-client's own retries are switched off (``max_retries=0``): this module retries 408,
-409, 429, 5xx, timeouts and connection errors up to ``max_retries`` times, waiting
-``backoff_base * 2**attempt`` seconds (capped at ``backoff_max``) times a random
-factor in [0.5, 1], or the server's Retry-After when that is longer (also capped at
-``backoff_max``). Other errors, unreadable photos and invalid answers are not
+client's own retries are switched off (``max_retries=0``): this module retries as
+``pipeline.retry_policy`` says (408, 409, 429, 5xx, timeouts and connection errors, up
+to ``max_retries`` times, exponential backoff with jitter from ``backoff_base`` capped
+at ``backoff_max``, or the server's Retry-After when that is longer). Other errors, unreadable photos and invalid answers are not
 retried. Every failure ends up in ``QueryResult.error`` with the image id and
 reason; nothing is raised per item.
 
@@ -22,7 +21,6 @@ local server (``base_url`` set) needs no key.
 from __future__ import annotations
 
 import base64
-import email.utils
 import io
 import json
 import os
@@ -39,6 +37,7 @@ from pipeline.backends import QueryRequest, QueryResult
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_text
 from pipeline.progress import ProgressCallback, StageProgress
+from pipeline.retry_policy import backoff_delay, retry_after_seconds, retryable_status
 from pipeline.queries.reference import check_kinds, choose_caption_index, clean_caption
 
 # USD per million tokens (input, output), OpenAI list prices for standard processing as published in 2025.
@@ -50,7 +49,6 @@ PRICES_PER_MILLION: dict[str, tuple[float, float]] = {
     "gpt-4.1": (2.00, 8.00),
 }
 NO_KEY_PLACEHOLDER = "no-key-needed"
-RETRYABLE_STATUS = frozenset({408, 409, 429})
 KIND_INSTRUCTIONS = {
     "short": '"short": 2 to 5 lower-case keywords without punctuation, the way people type into a photo '
              'search box (for example "dog playing snow")',
@@ -139,24 +137,7 @@ def _snippet(text: str, limit: int = 120) -> str:
 
 def _retry_after(exc: Exception) -> float | None:
     response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if not headers:
-        return None
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
+    return retry_after_seconds(getattr(response, "headers", None))
 
 
 def _redact_url(url: str | None) -> str | None:
@@ -258,10 +239,7 @@ class OpenAIQueryGenerator:
         return None
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * self._random.uniform(0.5, 1.0)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.backoff_max))
-        return delay
+        return backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after, self._random)
 
     def generate(
         self, requests: Sequence[QueryRequest], kinds: Sequence[str], progress: ProgressCallback | None = None
@@ -314,9 +292,7 @@ class OpenAIQueryGenerator:
                 break
             except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as exc:
                 reason = self._reason(exc, key)
-                status = getattr(exc, "status_code", None)
-                retryable = status is None or status in RETRYABLE_STATUS or status >= 500
-                if not retryable or attempt == self.max_retries:
+                if not retryable_status(getattr(exc, "status_code", None)) or attempt == self.max_retries:
                     tries = f" after {attempt + 1} attempts" if attempt else ""
                     result.error = f"image {image_id}: request failed{tries}: {reason}"
                     return result

@@ -64,11 +64,13 @@ def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgres
     from pipeline.reports.html import Thumbnails, render_page
     from pipeline.atomic import write_text
     from pipeline.reports.tables import write_metrics_csv, write_metrics_json
+    from pipeline.reports.usage import caption_usage, usage_section
 
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)
     captions = caption_report(ws, result, out / "caption_metrics.png")
-    paths = ReportPaths(write_metrics_json(result, out / "metrics.json", captions.json),
+    usage = caption_usage(ws)
+    paths = ReportPaths(write_metrics_json(result, out / "metrics.json", captions.json, usage),
                         write_metrics_csv(result, out / "metrics.csv", captions.records))
     charts = {"Recall@K": recall_chart(result, out / "recall_at_k.png"), "MRR": mrr_chart(result, out / "mrr.png")}
     paths.charts = [out / "recall_at_k.png", out / "mrr.png"] + ([captions.chart_path] if captions.chart_path else [])
@@ -77,7 +79,8 @@ def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgres
     refs = ws.store.reference_captions([s.image_id for s in samples])
     true_captions = {i: " / ".join(c) for i, c in refs.items()}
     page = render_page(result, workspace=str(ws.root), charts=charts, samples=samples,
-                       thumbs=Thumbnails(_photo_paths(ws)), true_captions=true_captions, caption_section=captions.html)
+                       thumbs=Thumbnails(_photo_paths(ws)), true_captions=true_captions,
+                       caption_section=captions.html + usage_section(usage))
     paths.html = out / f"report-{result.eval_hash}.html"
     paths.index = out / "index.html"
     for target in (paths.html, paths.index):

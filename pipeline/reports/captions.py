@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 CHART_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE", "CLIPScore", "RefCLIPScore", "copy rate")
 WORST_SHOWN = 5
+# what the "worst captions" list ranks by: the first quality measure computed (never length or copy rate, which
+# describe a caption without judging it); CIDEr-D first, the consensus measure made for image captions
+WORST_BY = ("CIDEr-D", "SPICE", "METEOR", "BLEU-4", "ROUGE-L", "RefCLIPScore", "CLIPScore")
 
 
 @dataclass
@@ -70,6 +73,7 @@ def caption_metrics_json(result: CaptionMetricsResult | None, corr: Correlation 
     if result is None:
         return None
     out = result.as_dict()
+    out["rows_not_applicable"] = result.rows_not_applicable()
     out.pop("row_hashes", None)
     out.pop("n", None)          # photos per cell: in the store (caption_metric_values.n), not in the JSON
     if corr is not None:
@@ -184,8 +188,10 @@ def caption_section(result: CaptionMetricsResult | None, rows: dict[str, RowScor
                     + "".join(f"<td>{_cell(result, r, metric)}</td>" for r in result.rows) + "</tr>")
     missing = "".join(f"<td>{result.missing.get(r, 0)}</td>" for r in result.rows)
     body.append(f'<tr><td class="name" title="photos without a usable caption, scored 0">missing</td>{missing}</tr>')
-    notes = "".join(f"<div class=note><b>{escape(', '.join(ms))}</b> not computed: {escape(why)}</div>"
-                    for ms, why in result.not_computed())
+    notes = "".join(f"<div class=note><b>{escape(row)}</b> is not applicable: {escape(why)}; it has no value, "
+                    "interval or paired test.</div>" for row, why in result.rows_not_applicable().items())
+    notes += "".join(f"<div class=note><b>{escape(', '.join(ms))}</b> not computed: {escape(why)}</div>"
+                     for ms, why in result.not_computed())
     notes += "".join(f"<div class=note>{escape(n)}</div>" for n in result.notes)
     if stale:
         notes += "<div class=note>These caption metrics were made under an earlier configuration.</div>"
@@ -218,19 +224,32 @@ def _correlation_html(result: CaptionMetricsResult, corr: Correlation | None) ->
             f"<tbody>{body}</tbody></table>")
 
 
+def worst_metric(result: CaptionMetricsResult) -> str | None:
+    """The quality measure the worst-captions list ranks by (``WORST_BY``), or None when none was computed."""
+    return next((m for m in WORST_BY if m in result.metrics), None)
+
+
 def _worst_html(result: CaptionMetricsResult, rows: dict[str, RowScores]) -> str:
-    metric = next((m for m in ("CIDEr-D", "CLIPScore", "length") if m in result.metrics), None)
+    metric = worst_metric(result)
     if metric is None:
-        return ""
+        return ("<h3>Worst captions</h3><div class=note>No list: no caption quality measure was computed (the "
+                "reference-based ones need targets with two human captions, CLIPScore needs the open_clip image "
+                "embedder); length and copy rate describe a caption, they do not judge it.</div>")
     parts = []
+    skip = result.rows_not_applicable()
     for row in result.rows:
-        worst = worst_photos(rows, row, metric, WORST_SHOWN)
+        worst = worst_photos(rows, row, metric, WORST_SHOWN) if row not in skip else []
         if not worst:
             continue
         items = "".join(f"<li><b>{escape(i)}</b> {_num(v, 3)}: {escape(c) if c else '<i>no caption</i>'}</li>"
                         for i, v, c in worst)
-        parts.append(f"<p class=meta><b>{escape(row)}</b></p><ol>{items}</ol>")
-    return f"<h3>Worst captions by {escape(metric)}</h3>" + "".join(parts) if parts else ""
+        what = (" <small>(the targets whose human captions agree least: each photo's mean over its captions, each "
+                "scored against the others)</small>" if row == HUMAN else "")
+        parts.append(f"<p class=meta><b>{escape(row)}</b>{what}</p><ol>{items}</ol>")
+    m = info(metric)
+    why = f"{escape(metric)}, lowest first: {escape(m.description)}" if m.description else f"{escape(metric)}, lowest first"
+    return (f"<h3>Worst captions by {escape(metric)}</h3><p class=meta>Ranked by {why}; a photo without a caption "
+            f"scores 0 and comes first.</p>" + "".join(parts)) if parts else ""
 
 
 # -- everything the report writes ---------------------------------------------------------------------------------

@@ -43,42 +43,69 @@ def _save(fig, path: Path | None) -> bytes:
 
 
 def _grouped_bars(ax, result: EvaluationResult, series: list[tuple[str, str, Callable[[str], dict]]],
-                  annotate: bool = False) -> None:
-    """One group of bars per method, one bar per series (label, colour, method -> {value, low, high})."""
+                  annotate: bool = False) -> tuple[float, set[str]]:
+    """One group of bars per method, one bar per series (label, colour, method -> {value, low, high}). A value
+    that is missing is not drawn as 0 but marked n/a; a zero value is annotated with its series' name. Returns
+    the highest point drawn (bar plus interval) and the series that drew a visible bar."""
     methods = result.methods
     width = 0.8 / max(1, len(series))
+    top, visible = 0.0, set()
     for j, (label, colour, get) in enumerate(series):
         xs, ys, low, high = [], [], [], []
         for i, method in enumerate(methods):
             m = get(method) or {}
             value = m.get("value")
+            known = value is not None and not math.isnan(value)
             xs.append(i + (j - (len(series) - 1) / 2) * width)
-            ys.append(value if value is not None and not math.isnan(value) else 0.0)
+            ys.append(value if known else math.nan)
             lo, hi = _err(value, m.get("low"), m.get("high"))
             low.append(lo)
             high.append(hi)
-        bars = ax.bar(xs, ys, width * 0.92, yerr=(low, high), capsize=3, label=label, color=colour,
-                      error_kw={"elinewidth": 1, "ecolor": "#333333"})
+            if known:
+                top = max(top, value + hi)
+                if value > 0:
+                    visible.add(label)
+        bars = ax.bar(xs, [0.0 if math.isnan(y) else y for y in ys], width * 0.92, yerr=(low, high), capsize=3,
+                      label=label, color=colour, error_kw={"elinewidth": 1, "ecolor": "#333333"})
         if annotate:
             for bar, y, hi in zip(bars, ys, high):
-                ax.annotate(f"{y:.2f}", (bar.get_x() + bar.get_width() / 2, y + hi), xytext=(0, 2),
-                            textcoords="offset points", ha="center", va="bottom", fontsize=7, color="#333333")
+                text = "n/a" if math.isnan(y) else (f"{label} = 0" if y == 0 else f"{y:.2f}")
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, (0.0 if math.isnan(y) else y) + hi),
+                            xytext=(0, 2), textcoords="offset points", ha="center", va="bottom", fontsize=7,
+                            color="#333333", rotation=90 if text != "n/a" and y == 0 else 0)
     tilt = len(methods) > 4
     ax.set_xticks(range(len(methods)))
     ax.set_xticklabels([_label(result, m) for m in methods], rotation=25 if tilt else 0,
                        ha="right" if tilt else "center", fontsize=9)
-    ax.set_ylim(0, 1.12)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
+    return top, visible
 
 
-def _legend_below(fig, ax) -> None:
-    """The series legend in one row under the plots, where it can never hide a bar."""
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=9,
-               frameon=False)
+def _scale_to_data(axes, top: float, ceiling: float | None) -> None:
+    """The value axis from 0 to a little above the highest bar and interval (room for the labels), never past
+    ``ceiling`` (a rate's 1, with the same room); a chart of values near 0.14 is not drawn on a scale to 1."""
+    upper = max(top, 0.01) * 1.18
+    if ceiling is not None:
+        upper = min(upper, ceiling * 1.12)
+    for ax in axes:
+        ax.set_ylim(0, upper)
+
+
+def _legend_below(fig, axes, visible: set[str]) -> None:
+    """The series legend in one row under the plots, where it can never hide a bar: only series that drew a
+    bar somewhere (a series whose every value is 0 or missing has its name on its bars instead)."""
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label in visible and label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    if labels:
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), fontsize=9,
+                   frameon=False)
 
 
 def _metric_getter(result: EvaluationResult, kind: str, metric: str) -> Callable[[str], dict]:
@@ -88,7 +115,7 @@ def _metric_getter(result: EvaluationResult, kind: str, metric: str) -> Callable
     return get
 
 
-def recall_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
+def recall_figure(result: EvaluationResult):
     """Recall@K per method (grouped bars, one colour per K, CI error bars), one panel per query kind."""
     plt = _pyplot()
     recall = [m for m in result.metrics if m.startswith("R@")]
@@ -99,33 +126,49 @@ def recall_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
     size = (panel_w, 4.2 * len(kinds)) if stacked else (panel_w * len(kinds), 4.8)
     fig, grid = plt.subplots(*shape, figsize=size, squeeze=False, sharey=True)
     axes = list(grid.flat)
+    top, visible = 0.0, set()
     for ax, kind in zip(axes, kinds):
         series = [(metric, K_COLOURS[j % len(K_COLOURS)], _metric_getter(result, kind, metric))
                   for j, metric in enumerate(recall)]
-        _grouped_bars(ax, result, series, annotate=True)
+        high, shown = _grouped_bars(ax, result, series, annotate=True)
+        top, visible = max(top, high), visible | shown
         ax.set_title(f"{kind} queries (n = {result.n_queries.get(kind, 0)})", fontsize=11)
+    _scale_to_data(axes, top, 1.0)
     for ax in (axes if stacked else axes[:1]):
         ax.set_ylabel("Recall@K (higher is better)")
     fig.suptitle(f"Recall@K with {round(result.confidence * 100)}% bootstrap intervals "
                  f"({result.n_targets} target photos)", fontsize=12)
     fig.tight_layout()
-    _legend_below(fig, axes[0])
+    _legend_below(fig, axes, visible)
+    return fig
+
+
+def recall_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
+    plt = _pyplot()
+    fig = recall_figure(result)
     data = _save(fig, path)
     plt.close(fig)
     return data
 
 
-def mrr_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
+def mrr_figure(result: EvaluationResult):
     """Mean reciprocal rank per method, one bar per query kind, with CI error bars."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(min(12.0, max(6.0, 0.55 * len(result.methods) * len(result.kinds) + 2)), 4.4))
     series = [(f"{kind} queries", KIND_COLOURS.get(kind, "#888888"), _metric_getter(result, kind, "MRR"))
               for kind in result.kinds]
-    _grouped_bars(ax, result, series, annotate=True)
+    top, visible = _grouped_bars(ax, result, series, annotate=True)
+    _scale_to_data([ax], top, 1.0)
     ax.set_ylabel("MRR (higher is better)")
     ax.set_title(f"Mean reciprocal rank with {round(result.confidence * 100)}% bootstrap intervals", fontsize=12)
     fig.tight_layout()
-    _legend_below(fig, ax)
+    _legend_below(fig, [ax], visible)
+    return fig
+
+
+def mrr_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
+    plt = _pyplot()
+    fig = mrr_figure(result)
     data = _save(fig, path)
     plt.close(fig)
     return data

@@ -28,7 +28,7 @@ table.metrics th{background:#eef1f4;font-weight:600} table.metrics td.name,table
 table.metrics tr.first td{border-top:2px solid #cfd5dc}
 .ci{display:block;color:#7a8590;font-size:11.5px} .d{display:block;font-size:11.5px;color:#7a8590}
 .d.up{color:#127a3a;font-weight:600} .d.down{color:#b3261e;font-weight:600}
-.best{font-weight:700} .miss{color:#b3261e}
+.best{font-weight:700} .miss{color:#b3261e} tr.na td[colspan]{text-align:left;color:#7a8590}
 .charts{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
 .charts img{max-width:100%;background:#fff;border:1px solid #e0e4e8;border-radius:6px}
 section.q{background:#fff;border:1px solid #e0e4e8;border-radius:8px;padding:12px 16px 6px;margin:0 0 18px}
@@ -173,6 +173,10 @@ def metrics_table(result: EvaluationResult) -> str:
                 f'<tr class="{"first" if n == 0 else ""}"><td class="name">{escape(kind)}</td><td class="name">{name}</td>'
                 f'<td>{r.n_queries if r else 0}</td>{"".join(cells)}'
                 f'<td class="{"miss" if missing else ""}">{missing}</td></tr>')
+        for method, reason in result.not_applicable.items():     # nothing to rank: no value, interval or test
+            rows.append(f'<tr class="na"><td class="name">{escape(kind)}</td><td class="name">{escape(method)}</td>'
+                        f'<td>–</td><td colspan="{len(result.metrics)}">not applicable: {escape(reason)}</td>'
+                        f'<td class="miss">{result.missing.get(method, 0)}</td></tr>')
     return (f'<table class="metrics"><thead><tr><th class="name">queries</th><th class="name">method</th><th>n</th>{head}'
             f'<th title="targets without a usable caption: ranked last">missing</th></tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table>')
@@ -212,6 +216,9 @@ def render_page(result: EvaluationResult, *, workspace: str, charts: dict[str, b
     created = _dt.datetime.fromtimestamp(result.created_at or 0).strftime("%Y-%m-%d %H:%M")
     queries = ", ".join(f"{n} {k}" for k, n in result.n_queries.items())
     notes = []
+    for method, reason in result.not_applicable.items():
+        notes.append(f"<div class=note><b>{escape(method)}</b> is not applicable: {escape(reason)}; it has no "
+                     "value, interval or paired test.</div>")
     for method, reason in result.skipped.items():
         notes.append(f"<div class=note><b>{escape(method)}</b> was not evaluated: {escape(reason)}</div>")
     for method in result.methods:

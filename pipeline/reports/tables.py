@@ -37,10 +37,13 @@ def evaluation_json(result: EvaluationResult) -> dict[str, Any]:
     return json_safe(result.as_dict())
 
 
-def write_metrics_json(result: EvaluationResult, path: Path, caption_metrics: dict[str, Any] | None = None) -> Path:
+def write_metrics_json(result: EvaluationResult, path: Path, caption_metrics: dict[str, Any] | None = None,
+                       caption_usage: list[dict[str, Any]] | None = None) -> Path:
     data = evaluation_json(result)
     if caption_metrics is not None:
         data["caption_metrics"] = caption_metrics
+    if caption_usage:   # captioners that asked a model server: tokens, cost, speed (pipeline.reports.usage)
+        data["caption_usage"] = caption_usage
     return write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 

@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from pipeline.compute.jobs import BatchJob, BatchPayload, ComputeRef, run_job
 from pipeline.crashpoints import BATCH_COMMITTED, crash_point
@@ -41,6 +41,9 @@ from pipeline.progress import StageProgress
 from pipeline.stage_keys import StageKeys
 from pipeline.stages.applicability import NOT_APPLICABLE
 from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:   # a type only: the stage runners' outcome module imports this one, not the other way round
+    from pipeline.stages.outcome import TokenUsage
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class BatchResult:
     failed: int = 0
     skipped: int = 0
     messages: list[str] = field(default_factory=list)
+    usage: TokenUsage | None = None      # what the batch's requests to a model server cost (endpoint captioners)
 
 
 @dataclass
@@ -67,7 +71,8 @@ class BatchReport(BatchResult):
 
     @classmethod
     def of(cls, result: BatchResult, ran: int, pid: int) -> "BatchReport":
-        return cls(result.done, result.failed, result.skipped, [str(m) for m in result.messages][:50], ran, pid)
+        return cls(result.done, result.failed, result.skipped, [str(m) for m in result.messages][:50], result.usage,
+                   ran=ran, pid=pid)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class StageCounts:
     failures: dict[str, str] = field(default_factory=dict)   # item -> reason
     not_applicable: str | None = None                          # why the stage does not apply (None: it does)
     error: str | None = None                                   # why the counts could not be read (status)
+    usage: dict[str, Any] | None = None                        # an endpoint captioner: what its stored captions cost
 
     @property
     def missing(self) -> int:
@@ -114,6 +120,8 @@ class StageCounts:
         out = {"stage": self.stage, "state": self.state, "total": self.total, "done": self.done,
                "failed": self.failed, "missing": self.missing, "failures": self.failures,
                "not_applicable": self.not_applicable}
+        if self.usage is not None:
+            out["usage"] = self.usage
         return out if self.error is None else {**out, "error": self.error}
 
 

@@ -1,7 +1,8 @@
 """The ``caption-metrics`` stage: COCO caption metrics, CLIPScore, copy rate per captioner and photo.
 
-Its items are its rows: ``human`` (one held-out human caption of each target scored against the others)
-and every enabled captioner. Each row is stored under its own hash (``pipeline.caption_metrics.storage``),
+Its items are its rows: ``human`` (every human caption of each target scored against the target's others,
+averaged over these leave-one-out hold-outs) and every enabled captioner (scored against all of a target's
+human captions). Each row is stored under its own hash (``pipeline.caption_metrics.storage``),
 so re-running the stage computes only the rows whose inputs changed; all missing rows are computed in one
 batch (one tokenizer run, one METEOR process, one CLIP model), which then summarises every row (bootstrap
 intervals, paired test against ``evaluate.baseline``) and commits the rows it computed and the summary in

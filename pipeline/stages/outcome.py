@@ -20,6 +20,54 @@ MESSAGES_KEPT = 200          # a stage's messages kept in its outcome (the store
 
 
 @dataclass
+class TokenUsage:
+    """What a stage's requests to a model server cost (captioning through an endpoint): requests answered, tokens
+    read and written, and their price when prices are set (``None``: no prices). Batches add up."""
+    photos: int = 0            # photos the server answered (a caption, or an answer that was not one)
+    requests: int = 0          # requests sent, retries included
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: "TokenUsage | None") -> None:
+        if other is None:
+            return
+        self.photos += other.photos
+        self.requests += other.requests
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "TokenUsage | None":
+        if not data:
+            return None
+        return cls(**{k: data[k] for k in ("photos", "requests", "prompt_tokens", "completion_tokens", "cost_usd")
+                      if k in data})
+
+    def as_dict(self, seconds: float | None = None) -> dict[str, Any]:
+        """The counts, and with ``seconds`` (the time they took) photos and tokens per second."""
+        out: dict[str, Any] = {**asdict(self), "tokens": self.tokens}
+        if seconds is not None:
+            out.update(photos_per_second=self.photos / seconds if seconds > 0 else None,
+                       tokens_per_second=self.tokens / seconds if seconds > 0 else None)
+        return out
+
+    def describe(self, seconds: float | None = None) -> str:
+        """``40 photos, 12,345 prompt + 890 completion tokens, $0.0021; 3.1 photos/s, 1,010 tokens/s``."""
+        cost = "" if self.cost_usd is None else f", ${self.cost_usd:.4f}"
+        text = f"{self.photos} photos, {self.prompt_tokens:,} prompt + {self.completion_tokens:,} completion tokens{cost}"
+        if seconds:
+            text += f"; {self.photos / seconds:.1f} photos/s, {self.tokens / seconds:,.0f} tokens/s"
+        return text
+
+
+@dataclass
 class StageOutcome:
     """One stage of a run: how its batches were answered, how many items it computed, reused and failed."""
     stage: str                 # label, e.g. "caption:knn-consensus"
@@ -41,6 +89,7 @@ class StageOutcome:
     error: str = ""
     reason: str = ""           # why the stage does not apply (status 'not applicable')
     flow_run_id: str = ""
+    usage: TokenUsage | None = None   # a stage that asks a model server (an endpoint captioner): what it cost
 
     @classmethod
     def of(cls, stage: "Stage", flow_run_id: str = "") -> "StageOutcome":
@@ -61,16 +110,21 @@ class StageOutcome:
     def planned(self, plan: "StagePlan") -> None:
         self.config_hash, self.batches, self.items, self.total = plan.config_hash, len(plan.batches), plan.items, plan.total
 
-    def add(self, done: int = 0, failed: int = 0, skipped: int = 0, messages: list[str] | None = None) -> None:
+    def add(self, done: int = 0, failed: int = 0, skipped: int = 0, messages: list[str] | None = None,
+            usage: TokenUsage | None = None) -> None:
         """A batch that computed something."""
         self.ran += 1
         self.done += done
         self.failed += failed
         self.skipped += skipped
         self.messages.extend((messages or [])[: max(0, MESSAGES_KEPT - len(self.messages))])
+        if usage is not None:
+            if self.usage is None:
+                self.usage = TokenUsage()
+            self.usage.add(usage)
 
     def add_result(self, result: "BatchResult") -> None:
-        self.add(result.done, result.failed, result.skipped, [str(m) for m in result.messages])
+        self.add(result.done, result.failed, result.skipped, [str(m) for m in result.messages], result.usage)
 
     def interrupted(self, exc: BaseException, cancelled: bool) -> None:
         """An exception ends the stage: ``cancelled`` (a stop signal) or failed, unless it says so already."""
@@ -81,10 +135,13 @@ class StageOutcome:
     def finish_message(self, with_cache: bool = False) -> str:
         """The stage's last progress line: ``ingest: 10 done, 0 failed, 3 reused (1 of 2 batches cached)``."""
         text = f"{self.stage}: {self.done} done, {self.failed} failed, {self.reused} reused"
-        return text + (f" ({self.cached} of {self.batches} batches cached)" if with_cache else "")
+        text += f" ({self.cached} of {self.batches} batches cached)" if with_cache else ""
+        return text + (f"; {self.usage.describe(self.seconds)}" if self.usage is not None else "")
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reused": self.reused}
+        out = {**asdict(self), "reused": self.reused}
+        out["usage"] = None if self.usage is None else self.usage.as_dict(self.seconds)
+        return out
 
 
 @dataclass

@@ -3,7 +3,7 @@
 ``flows.stage_flows.execute_stage`` and ``run_stage`` record through it, so the history (``stage_runs``) says
 the same whichever ran the stage: the configuration a run computed under, the workspace run and flow run it
 belongs to, how it ended (completed, failed, cancelled, abandoned on a second stop signal, or not
-applicable with the reason) and its counts. Each item's input fingerprints are recorded with the item's
+applicable with the reason), its counts and, for a stage that asks a model server, what that cost. Each item's input fingerprints are recorded with the item's
 outputs, inside the batch's transaction, by ``Stage.record_inputs``.
 """
 from __future__ import annotations
@@ -46,10 +46,12 @@ class StageRunRecorder:
         """Its end as ``outcome`` says (status, counts, the first error), once it has started."""
         if self.stage_run_id is not None:
             self.stage.store.finish_stage_run(self.stage_run_id, outcome.status, outcome.done, outcome.failed,
-                                              outcome.skipped, (outcome.error or None) and outcome.error[:MESSAGE_CHARS])
+                                              outcome.skipped, (outcome.error or None) and outcome.error[:MESSAGE_CHARS],
+                                              None if outcome.usage is None else outcome.usage.as_dict(outcome.seconds))
 
     def abandon(self, outcome: StageOutcome, message: str) -> None:
         """A second stop signal: the batches in flight are abandoned; the stage run says so before the exit."""
         if self.stage_run_id is not None:
             self.stage.store.finish_stage_run(self.stage_run_id, "cancelled", outcome.done, outcome.failed,
-                                              outcome.skipped, message)
+                                              outcome.skipped, message,
+                                              None if outcome.usage is None else outcome.usage.as_dict())

@@ -259,11 +259,14 @@ class EvaluateStage(_WholeStage):
         return [f"{m}/{k}" for m in plan.methods for k in plan.kinds]
 
     def done_items(self) -> set[str]:
-        """Method/kind pairs of a stored evaluation: its metrics *and* its summary (written together)."""
+        """Method/kind pairs of a stored evaluation: its metrics *and* its summary (written together), and the
+        pairs of the methods the summary found not applicable (nothing to rank: no metrics)."""
         eval_hash = self.config_hash()
-        if self.store.get_meta(f"evaluation/{eval_hash}") is None:
+        summary = self.store.get_meta(f"evaluation/{eval_hash}")
+        if summary is None:
             return set()
-        return {f"{r.method}/{r.query_kind}" for r in self.store.evaluations(eval_hash)}
+        not_applicable = {f"{m}/{k}" for m in summary.get("not_applicable", {}) for k in summary.get("kinds", [])}
+        return {f"{r.method}/{r.query_kind}" for r in self.store.evaluations(eval_hash)} | not_applicable
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
         from pipeline.evaluation import evaluation_plan, run_evaluation

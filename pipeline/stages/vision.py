@@ -48,7 +48,7 @@ from pipeline.prompts import estimate_tokens, neighbour_captions
 from pipeline.snapshots import export_array
 from pipeline.stage_keys import caption_instruction, token_captioner
 from pipeline.stages.applicability import no_captioned_photo
-from pipeline.stages.base import Batch, BatchResult, PreparedBatch, Stage
+from pipeline.stages.base import Batch, BatchCancelled, BatchResult, PreparedBatch, Stage, StageCounts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -551,6 +551,9 @@ class CaptionStage(Stage):
         self.prompts = PromptsStage(ws) if self.kind == "vlm-neighbours" else None
         self.neighbours = NeighboursStage(ws) if self.kind == "knn-consensus" else None
         self.cheap = self.kind == "knn-consensus"   # no generative model: milliseconds a photo
+        # a VLM behind an OpenAI-compatible server (pipeline.captioners.endpoint): a network stage
+        self.endpoint = self.captioner_config.uses_endpoint
+        self.network = self.endpoint
 
     @cached_property
     def captioner(self) -> "Captioner":
@@ -567,9 +570,9 @@ class CaptionStage(Stage):
 
     @property
     def uses_gpu(self) -> bool:  # type: ignore[override]
-        from pipeline.captioners.registry import is_generative
+        from pipeline.captioners.registry import runs_model_here
 
-        if not is_generative(self.cfg, self.variant):
+        if not runs_model_here(self.cfg, self.variant):
             return False
         from pipeline.models.device import resolve_device
 
@@ -654,12 +657,14 @@ class CaptionStage(Stage):
         return PreparedBatch(batch, job, (inputs, prompt_ids, failed, skipped, len(ready) - len(present)))
 
     def compute_here(self, job: BatchJob, progress: StageProgress | None = None) -> BatchPayload:
-        """In this process with this stage's captioner (kNN consensus's keeps text vectors in the store); a store
-        or disk error it raised fails the batch as that error."""
+        """In this process with this stage's captioner (kNN consensus's keeps text vectors in the store) and the
+        run's cancel event (an endpoint captioner stops within 50 ms); a store or disk error it raised fails the
+        batch as that error."""
         from pipeline.compute.jobs import run_job
 
         try:
-            return run_job(job, progress or StageProgress(self.label, 0), captioner_=self.captioner)
+            return run_job(job, progress or StageProgress(self.label, 0), captioner_=self.captioner,
+                           cancelled=self.cancelled)
         except Exception as exc:
             translated = self.store.as_store_error(exc)
             if translated is None:
@@ -668,14 +673,50 @@ class CaptionStage(Stage):
 
     def commit_payload(self, prepared: PreparedBatch, payload: BatchPayload,
                        progress: StageProgress | None = None) -> BatchResult:
+        """The batch's captions (with each photo's tokens, through an endpoint) and their inputs, in one
+        transaction. A batch an endpoint captioner stopped (the run was cancelled, the server went away) writes
+        what it captioned first, then raises (``BatchCancelled``, ``EndpointUnavailable``)."""
+        from dataclasses import astuple
+
+        from pipeline.stages.outcome import TokenUsage
+
         inputs, prompt_ids, failed, skipped, gone = prepared.local
         out: CaptionsOut = payload.output
         records = [{"image_id": r.image_id, "text": r.text, "status": r.status, "error": r.error,
                     "seconds": r.seconds, "attempts": r.attempts, "model": out.model_id,
-                    "prompt_id": prompt_ids.get(r.image_id), "settings": out.settings} for r in out.records]
+                    "prompt_id": prompt_ids.get(r.image_id), "settings": out.settings,
+                    **({"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens}
+                       if out.usage is not None else {})} for r in out.records]
         if records:
             with self.commit(CAPTION_BATCH):
                 self.store.put_captions(self.variant, self.config_hash(), records)
                 self.record_inputs({r["image_id"]: inputs[r["image_id"]] for r in records})
         ok = sum(r["status"] == "ok" for r in records)
-        return BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone)
+        if out.stop is not None:
+            from pipeline.captioners.endpoint import EndpointUnavailable
+
+            kind, why = out.stop
+            if kind == "unavailable":
+                raise EndpointUnavailable(f"{self.label}: {why}; {len(records)} photos of this batch were captioned "
+                                          "and kept, the rest are left for the next run")
+            raise BatchCancelled(f"{self.label}: cancelled with {out.unsent} photos of the batch not captioned; "
+                                 f"{len(records)} kept")
+        usage = TokenUsage(*astuple(out.usage)) if out.usage is not None else None
+        return BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone + out.unsent,
+                           usage=usage)
+
+    def counts(self) -> StageCounts:
+        counts = super().counts()
+        if self.endpoint and not counts.not_applicable:
+            counts.usage = self.stored_usage()
+        return counts
+
+    def stored_usage(self) -> dict[str, Any]:
+        """What the captions stored now (current configuration) cost the server: tokens and their price."""
+        from pipeline.stages.outcome import TokenUsage
+
+        rows = [r for r in self.store.captions(self.variant, self.config_hash()).values()
+                if r.prompt_tokens or r.completion_tokens]
+        p = sum(r.prompt_tokens for r in rows)
+        c = sum(r.completion_tokens for r in rows)
+        return TokenUsage(len(rows), sum(r.attempts for r in rows), p, c, self.captioner.cost(p, c)).as_dict()

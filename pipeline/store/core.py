@@ -402,21 +402,24 @@ class Store(Database):
 
     # -- captions --------------------------------------------------------------------------------------
     def put_captions(self, captioner: str, config_hash: str, rows: Iterable[dict[str, Any]]) -> None:
-        """Rows with image_id, text, status, error, model, prompt_id, settings, seconds, attempts."""
+        """Rows with image_id, text, status, error, model, prompt_id, settings, seconds, attempts (and for an endpoint
+        captioner prompt_tokens, completion_tokens)."""
         now = time.time()
         data = [
             (captioner, config_hash, r["image_id"], r.get("text") or "", r["status"], r.get("error"), r.get("model"),
              r.get("prompt_id"), json.dumps(r.get("settings") or {}, sort_keys=True), r.get("seconds"),
-             r.get("attempts", 1), now)
+             r.get("attempts", 1), r.get("prompt_tokens", 0), r.get("completion_tokens", 0), now)
             for r in rows
         ]
         with self.transaction() as c:
             c.executemany(
-                """INSERT INTO captions(captioner, config_hash, image_id, text, status, error, model, prompt_id, settings, seconds, attempts, created_at)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?)
+                """INSERT INTO captions(captioner, config_hash, image_id, text, status, error, model, prompt_id, settings, seconds, attempts,
+                                        prompt_tokens, completion_tokens, created_at)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                    ON CONFLICT(captioner, config_hash, image_id) DO UPDATE SET text=excluded.text, status=excluded.status,
                      error=excluded.error, model=excluded.model, prompt_id=excluded.prompt_id, settings=excluded.settings,
-                     seconds=excluded.seconds, attempts=excluded.attempts, created_at=excluded.created_at""",
+                     seconds=excluded.seconds, attempts=excluded.attempts, prompt_tokens=excluded.prompt_tokens,
+                     completion_tokens=excluded.completion_tokens, created_at=excluded.created_at""",
                 data,
             )
 
@@ -431,12 +434,13 @@ class Store(Database):
     def _read_captions(self, captioner: str, config_hash: str, ids: Sequence[str] | None = None,
                        status: str | None = None) -> dict[str, CaptionRow]:
         sql, args = and_equal("SELECT image_id, captioner, config_hash, text, status, error, model, prompt_id, settings, "
-                               "seconds, attempts FROM captions WHERE captioner=? AND config_hash=?",
-                               [captioner, config_hash], status=status)
+                              "seconds, attempts, prompt_tokens, completion_tokens FROM captions "
+                              "WHERE captioner=? AND config_hash=?", [captioner, config_hash], status=status)
         sql, args = and_in(sql, args, "image_id", ids)
         out = {}
         for r in self.conn.execute(sql, args):
-            out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10])
+            out[r[0]] = CaptionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"), r[9], r[10],
+                                   r[11], r[12])
         return out
 
     def target_caption_texts(self) -> dict[str, list[str]]:
@@ -561,11 +565,13 @@ class Store(Database):
             return int(cur.lastrowid)
 
     def finish_stage_run(self, run_id: int, status: str, done: int = 0, failed: int = 0, skipped: int = 0,
-                         message: str | None = None) -> None:
+                         message: str | None = None, usage: dict[str, Any] | None = None) -> None:
+        """``usage``: what the run's requests to a model server cost (``TokenUsage.as_dict``), for a stage that made any."""
         with self.transaction() as c:
             c.execute(
-                "UPDATE stage_runs SET status=?, finished_at=?, done=?, failed=?, skipped=?, message=? WHERE id=?",
-                (status, time.time(), done, failed, skipped, message, run_id),
+                "UPDATE stage_runs SET status=?, finished_at=?, done=?, failed=?, skipped=?, message=?, usage=? WHERE id=?",
+                (status, time.time(), done, failed, skipped, message,
+                 None if usage is None else json.dumps(usage, sort_keys=True), run_id),
             )
 
     def mark_crashed_runs(self) -> int:

@@ -94,13 +94,13 @@ class RunRecords:
         with self.store.transaction() as c:
             c.executemany(
                 "INSERT INTO run_progress(run_id, stage, position, state, done, total, failures, batches_done, "
-                "batches, rate, message, level, started_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "batches, rate, message, level, started_at, updated_at, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(run_id, stage) DO UPDATE SET state=excluded.state, done=excluded.done, "
                 "total=excluded.total, failures=excluded.failures, batches_done=excluded.batches_done, "
                 "batches=excluded.batches, rate=excluded.rate, message=excluded.message, level=excluded.level, "
-                "updated_at=excluded.updated_at",
+                "updated_at=excluded.updated_at, tokens=excluded.tokens",
                 [(run_id, s.stage, s.position, s.state, s.done, s.total, s.failures, s.batches_done, s.batches, s.rate,
-                  s.message or None, s.level or None, s.started_at, s.updated_at) for s in stages])
+                  s.message or None, s.level or None, s.started_at, s.updated_at, s.tokens) for s in stages])
             c.executemany("INSERT OR IGNORE INTO run_log(run_id, seq, stage, level, text, at) VALUES (?,?,?,?,?,?)",
                           [(run_id, line.seq, line.stage, line.level, line.text, line.at) for line in lines])
 
@@ -108,7 +108,7 @@ class RunRecords:
         rows = self.store.conn.execute("SELECT * FROM run_progress WHERE run_id=? ORDER BY position", (run_id,))
         return [StageLive(r["stage"], r["position"], r["state"], r["done"], r["total"], r["failures"],
                           r["batches_done"], r["batches"], r["rate"], r["message"] or "", r["level"] or "info",
-                          r["started_at"], r["updated_at"]) for r in rows]
+                          r["started_at"], r["updated_at"], r["tokens"]) for r in rows]
 
     def log(self, run_id: int, after: int = 0, limit: int = LOG_LIMIT) -> list[LogLine]:
         rows = self.store.conn.execute("SELECT seq, stage, level, text, at FROM run_log WHERE run_id=? AND seq>? "

@@ -12,7 +12,7 @@ from typing import Callable, ContextManager, Iterator
 
 from pipeline.errors import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -307,6 +307,14 @@ MIGRATIONS: dict[int, str] = {
         PRIMARY KEY (run_id, seq)
     );
     ALTER TABLE stage_runs ADD COLUMN run_id INTEGER;
+    """,
+    6: """
+    -- captioning through a model server (an endpoint captioner): the tokens each caption cost, the tokens of a
+    -- stage run so far (its tokens/s while it runs) and what the whole stage run cost (JSON: TokenUsage)
+    ALTER TABLE captions ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE captions ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE run_progress ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE stage_runs ADD COLUMN usage TEXT;
     """,
 }
 

@@ -42,6 +42,18 @@ def interval(value: MetricValue, metric: str) -> str:
     return f"{value.value:.{d}f} [{value.ci_low:.{d}f}, {value.ci_high:.{d}f}]"
 
 
+def not_applicable_text(table: EvaluationTable) -> Text:
+    """One line per method that has nothing to rank: no value, no interval, no test; why."""
+    text = Text()
+    for method, reason in table.not_applicable.items():
+        if text:
+            text.append("\n")
+        text.append(method, style="bold")
+        text.append(" not applicable: ", style="yellow")
+        text.append(reason, style="dim")
+    return text
+
+
 class EvaluationScreen(CapsearchScreen):
     MODE = "evaluation"
     HELP = ("Metrics per method for one query kind, with 95% bootstrap intervals (± is half the interval; the "
@@ -106,7 +118,9 @@ class EvaluationScreen(CapsearchScreen):
         self.table = t = message.table
         if t.empty:
             self.query_one("#eval-title", Static).update(
+                Text("no method could be evaluated", style="yellow") if t.not_applicable else
                 Text("no evaluation yet: run the pipeline (screen 1, key a) or the evaluate stage", style="yellow"))
+            self.query_one("#eval-detail", Static).update(not_applicable_text(t))
             return
         if self.kind not in t.kinds:
             self.kind = t.kinds[0]
@@ -177,6 +191,9 @@ class EvaluationScreen(CapsearchScreen):
                 text.append(f" [{v.diff_ci_low:+.3f}, {v.diff_ci_high:+.3f}]", style="dim")
             if v.p_value is not None:
                 text.append(f" p={v.p_value:.3f}", style="dim")
+        if t.not_applicable:
+            text.append("\n")
+            text.append_text(not_applicable_text(t))
         self.query_one("#eval-detail", Static).update(text)
 
     @on(DataTable.RowHighlighted, "#metrics")

@@ -102,7 +102,7 @@ class PhotoScreen(CapsearchScreen):
             refs.append("none", style="dim")
         photo_scores = self.scores.photo_scores(d.id)
         if photo_scores.get(HUMAN):
-            refs.append("caption 1 scored against the others: ", style="italic dim")
+            refs.append("each caption scored against the others, mean: ", style="italic dim")
             refs.append_text(photo_scores_text(photo_scores[HUMAN]))
         self.query_one("#reference-captions", Static).update(refs)
         self.query_one(CaptionColumns).show(d.captions, photo_scores)

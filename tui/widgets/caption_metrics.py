@@ -111,6 +111,10 @@ class CaptionMetricsPanel(Vertical):
                 text.append(f"  vs {r.baseline} {d['diff']:+.{digits}f}")
                 if d.get("p") is not None:
                     text.append(f" p={d['p']:.3f}", style="dim")
+        for row, reason in r.rows_not_applicable().items():
+            text.append(f"\n{row}", style="bold")
+            text.append(" not applicable: ", style="yellow")
+            text.append(reason, style="dim")
         for metrics, reason in r.not_computed():
             text.append(f"\n{', '.join(metrics)} not computed: {reason}", style="dim")
         self.query_one("#caption-metrics-detail", Static).update(text)
