@@ -8,7 +8,6 @@ reason, quickly, and the run goes on.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 
