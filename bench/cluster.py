@@ -2,8 +2,9 @@
 photos on the local disk and in an S3 test server (moto), and what the single writer absorbs.
 
 1. **Runs.** On the demo world (lite profile, or ``--profile tiny-full``: tiny open_clip and BLIP, real
-   classes), the stages whose batches compute anywhere (``embed-images``, ``caption``, ``embed-captions``;
-   ingest, neighbours and prompts are done once beforehand) run on a fresh copy of an ingested workspace,
+   classes), every stage after ingest up to ``embed-captions`` (those whose batches compute anywhere,
+   ``embed-images``, generative ``caption``, ``embed-captions``, go to the workers; neighbours, prompts and
+   kNN consensus stay in the flow's process either way) runs on a fresh copy of an ingested workspace,
    per path: ``threads`` and ``dask-N`` (N spawned single-threaded worker processes of a ``LocalCluster``,
    started once and reused, so the numbers are runs, not cluster start-ups), for photos from ``local`` disk
    and from ``s3``. Paths alternate within each round, the order reversed every other round; median and range.
@@ -28,16 +29,18 @@ from pathlib import Path
 
 from bench import Spread, alternating, load_average, machine
 
-PREP = ["ingest", "neighbours", "prompts"]
-TIMED = ["embed-images", "caption", "embed-captions"]
+PREP = ["ingest"]
+TIMED = ["embed-images", "neighbours", "prompts", "caption", "embed-captions"]
 
 
 def _sections(world: Path, data: dict, batch: int, profile: str, models: dict[str, str]) -> dict:
-    sections: dict = {"data": data, "orchestration": {"batch_size": batch}}
+    # batches of ``batch`` photos in every stage (the cheap ones too), so that there are batches to spread
+    sections: dict = {"data": data, "orchestration": {"batch_size": batch, "cheap_batch_size": batch},
+                      "image_embedder": {"batch_size": max(1, batch // 2), "num_workers": 1}}
     if profile == "tiny-full":
         sections.update(
             image_embedder={"name": "open_clip", "model": "capsearch-tiny-clip", "pretrained": "local-dir:" + models["clip"],
-                            "batch_size": 16},
+                            "batch_size": max(1, batch // 2), "num_workers": 1},
             captioners={"enabled": ["knn-consensus", "blip-base"],
                         "blip-base": {"kind": "blip", "model": models["blip"], "batch_size": 8, "max_new_tokens": 8,
                                       "num_beams": 1}})
@@ -93,14 +96,30 @@ def _timed_run(template: Path, scratch: Path, runner: str, address: str | None) 
     return seconds
 
 
-def bytes_per_batch(ws) -> list[tuple[str, str, int, int, int]]:  # type: ignore[no-untyped-def]
-    """(stage, how photos travel, items, job bytes, payload bytes) of each stage's first batch."""
+def bytes_per_batch(template: Path, scratch: Path) -> list[tuple[str, str, int, int, int]]:
+    """(stage, how photos travel, items, job bytes, payload bytes) of each remote stage's first batch: image
+    embedding on the ingested workspace, captions and caption embeddings on a copy run up to them."""
+    from flows.api import run
+    from pipeline.workspace import Workspace
+
+    rows = _bytes(Workspace(template), ["embed-images"])
+    upto = scratch / "bytes"
+    shutil.copytree(template, upto)
+    run(Workspace(upto), ["embed-images", "neighbours", "prompts"])
+    rows += _bytes(Workspace(upto), ["caption"])
+    run(Workspace(upto), ["caption"])
+    rows += _bytes(Workspace(upto), ["embed-captions"])
+    shutil.rmtree(upto, ignore_errors=True)
+    return rows
+
+
+def _bytes(ws, names: list[str]) -> list[tuple[str, str, int, int, int]]:  # type: ignore[no-untyped-def]
     from pipeline.locations import is_url
     from pipeline.stages.registry import pipeline_stages
 
     rows = []
-    for st in pipeline_stages(ws, TIMED):
-        if not st.remote:
+    for st in pipeline_stages(ws, names):
+        if not st.remote or st.applicable():
             continue
         batch = next((b for b in st.plan()), None)
         if batch is None:
@@ -194,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.enter_context(api_server())
         clusters = {}
         for n in workers:
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                                    silence_logs=logging.ERROR)
             stack.callback(cluster.close)
             clusters[f"dask-{n}"] = cluster.scheduler_address
@@ -204,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n## photos from {source}: {ws.store.count_images()} photos")
             print("| stage | photos travel as | items | job bytes | payload bytes |")
             print("| --- | --- | ---: | ---: | ---: |")
-            for label, mode, items_, job, payload in bytes_per_batch(ws):
-                print(f"| {label} | {mode} | {items_} | {job:,} | {payload:,} |")
             scratch = root / f"scratch-{source}"
             scratch.mkdir()
+            for label, mode, items_, job, payload in bytes_per_batch(ws.root, scratch):
+                print(f"| {label} | {mode} | {items_} | {job:,} | {payload:,} |")
             paths = {"threads": lambda t=ws.root: _timed_run(t, scratch, "thread", None)}
             for name, address in clusters.items():
                 paths[name] = lambda t=ws.root, a=address: _timed_run(t, scratch, "dask", a)
@@ -215,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             for address in clusters.values():                   # and in every worker
                 _timed_run(ws.root, scratch, "dask", address)
             times = alternating(paths, args.rounds)
-            base = Spread.of(times["threads"])
-            print(f"\n| runner | seconds, median (range) | vs threads | photos/s |")
+            print("\n| runner | seconds, median (range) | vs threads | photos/s |")
             print("| --- | --- | --- | ---: |")
             for name, values in times.items():
                 spread = Spread.of(values)
