@@ -4,7 +4,7 @@ Batch tasks get the session itself (``flows.tasks.run_batch``: they run in the f
 hands a thread-runner task its parameters as they are). Flow parameters are another matter: Prefect
 validates them and records them with the flow run as JSON, so the ``pipeline`` flow and the stage flows
 (subflows) carry only the run key (a string) and find the session here, in a registry of this process's
-runs, which is also where ``flows.shutdown`` reaches every run's cancel event. A flow started any other
+runs, which is also where ``pipeline.shutdown`` reaches every run's cancel event. A flow started any other
 way (a deployment run) opens a session of its own. Nothing here ever leaves the flow's process: what a
 Dask worker computes gets a ``pipeline.compute.jobs.BatchJob`` instead, and a worker never builds a stage.
 """
@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows import shutdown
+from pipeline import shutdown
 from pipeline.progress import ProgressCallback, ProgressEvent, StageProgress
 from pipeline.stages.base import Stage
 from pipeline.stages.outcome import StageOutcome
@@ -112,7 +112,7 @@ _runs_lock = threading.Lock()
 
 
 def open_run(ws: Workspace, progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> RunContext:
-    """Register a run; a stop signal (``flows.shutdown``) sets its cancel event, so it stops between batches."""
+    """Register a run; a stop signal (``pipeline.shutdown``) sets its cancel event, so it stops between batches."""
     ctx = RunContext(uuid.uuid4().hex, ws, progress, cancel or threading.Event())
     with _runs_lock:
         _runs[ctx.key] = ctx

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from flows import shutdown
+from pipeline import shutdown
 from flows.run_context import RunContext
 from pipeline.live_progress import ProgressRecorder
 from pipeline.run_lock import RunLock
