@@ -14,9 +14,12 @@ from typing import Any, Iterator
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
 from pipeline.compute.jobs import BatchJob, BatchPayload, run_job
+from pipeline.errors import CapsearchError
 
 RETRY_JITTER = 0.5
 
@@ -43,9 +46,22 @@ def compute_batch(job: BatchJob) -> BatchPayload:
         return run_job(job)
 
 
+def retry_unless_user_error(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
+    """Retry network failures; a configuration or data error (an unreachable endpoint that stopped the stage
+    included) fails the same way every time."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if exc is None:
+        try:
+            exc = state.result(raise_on_failure=False, _sync=True)  # type: ignore[assignment]
+        except Exception:  # noqa: BLE001
+            return True
+    return not isinstance(exc, CapsearchError)
+
+
 def compute_task(network: bool, retries: int = 0, retry_delay: float = 1.0) -> Task[..., Any]:
-    """The compute task for one stage: network stages are retried with backoff and jitter."""
+    """The compute task for one stage: network stages are retried with backoff and jitter, as their batch
+    task is in the flow's process (``flows.tasks.batch_task``)."""
     if not network:
         return compute_batch
     return compute_batch.with_options(retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=retry_delay),
-                                      retry_jitter_factor=RETRY_JITTER)
+                                      retry_jitter_factor=RETRY_JITTER, retry_condition_fn=retry_unless_user_error)

@@ -13,15 +13,13 @@ import os
 from typing import Any
 
 from prefect import task
-from prefect.client.schemas.objects import TaskRun
 from prefect.states import Cancelled, State
 from prefect.tasks import Task, exponential_backoff
 
 from flows.cache import batch_cache_policy, result_storage
-from flows.compute import RETRY_JITTER, device_slot
+from flows.compute import RETRY_JITTER, device_slot, retry_unless_user_error
 from flows.run_context import RunContext, StageRef
 from pipeline.compute.jobs import BatchPayload
-from pipeline.errors import CapsearchError
 from pipeline.progress import StageProgress
 from pipeline.stages.base import Batch, BatchCancelled, BatchReport, PreparedBatch, Stage
 from pipeline.workspace import Workspace
@@ -67,17 +65,6 @@ def run_batch(stage: StageRef, batch: Batch, todo: tuple[str, ...] = (), session
     return BatchReport.of(result, len(todo), os.getpid())
 
 
-def _retry_unless_user_error(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
-    """Retry network failures; a configuration or data error fails the same way every time."""
-    exc = state.data if isinstance(state.data, BaseException) else None
-    if exc is None:
-        try:
-            exc = state.result(raise_on_failure=False, _sync=True)  # type: ignore[assignment]
-        except Exception:  # noqa: BLE001
-            return True
-    return not isinstance(exc, CapsearchError)
-
-
 def batch_task(ws: Workspace, stage: Stage) -> Task[..., Any]:
     """The batch task configured for one stage: results in the workspace, retries for network stages."""
     # No task tags: each tag costs API calls per task (Prefect checks tag concurrency limits).
@@ -86,5 +73,5 @@ def batch_task(ws: Workspace, stage: Stage) -> Task[..., Any]:
         orch = ws.config.orchestration      # flow_retries, flow_retry_delay: capsearch.toml or the environment
         options.update(retries=orch.flow_retries,
                        retry_delay_seconds=exponential_backoff(backoff_factor=orch.flow_retry_delay),
-                       retry_jitter_factor=RETRY_JITTER, retry_condition_fn=_retry_unless_user_error)
+                       retry_jitter_factor=RETRY_JITTER, retry_condition_fn=retry_unless_user_error)
     return run_batch.with_options(**options)
