@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -183,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     from distributed import LocalCluster
 
     from flows.runners import quiet_dask_logs
-    from flows.server import api_server, use_watched_temporary_server
+    from flows.runtime.local_server import stop_local_server
+    from flows.runtime.server import prefect_api
+    from flows.runtime.settings import apply_settings
     from pipeline.datasets.demo import generate_demo_world
     from pipeline.datasets.flickr8k import load_flickr8k
     from tests.fixtures.object_store import start_s3_server, stop
@@ -191,9 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {machine()}")
     print(f"# {load_average()} at the start; {args.images} photos, batches of {args.batch_size}, {args.profile} profile")
     quiet_dask_logs()
-    use_watched_temporary_server()
     with tempfile.TemporaryDirectory(prefix="capsearch-bench-cluster-") as tmp, ExitStack() as stack:
         root = Path(tmp)
+        if "prefect" not in sys.modules:    # a Prefect home of its own: the bench's runs stay out of the user's
+            os.environ["PREFECT_HOME"] = str(root / "prefect-home")
+            os.environ.pop("PREFECT_API_URL", None)
+        apply_settings()
+        stack.callback(stop_local_server)
         world = root / "world"
         generate_demo_world(world, n_images=args.images, seed=7)
         models = _tiny_models(root / "models") if args.profile == "tiny-full" else {}
@@ -210,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             captions = {Path(i.path).name: i.captions for i in items[: len(items) // 2]}
             url, caps = server.upload_collection(photos, captions, "bench")
             datas["s3"] = {"source": "folder", "path": url, "captions": caps}
-        stack.enter_context(api_server())
+        # the shared local Prefect server (the workers report to it), held for the whole bench
+        stack.enter_context(prefect_api(idle=5.0))
         clusters = {}
         for n in workers:
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",

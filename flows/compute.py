@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
+from flows.runtime import prefect_api
 from pipeline.compute.jobs import BatchJob, BatchPayload, run_job
 from pipeline.errors import CapsearchError
 
@@ -52,7 +53,7 @@ def retry_unless_user_error(task: Task[..., Any], task_run: TaskRun, state: Stat
     exc = state.data if isinstance(state.data, BaseException) else None
     if exc is None:
         try:
-            exc = state.result(raise_on_failure=False, _sync=True)  # type: ignore[assignment]
+            exc = prefect_api.result(state, raise_on_failure=False)
         except Exception:  # noqa: BLE001
             return True
     return not isinstance(exc, CapsearchError)

@@ -9,8 +9,8 @@ worker gets a ``BatchJob`` and returns a payload (``flows.compute``), and this p
 commits it. Workers never see the workspace, its store or its configuration file (the
 job carries the settings); they need capsearch, the models and read access to the
 photos (or the photos' bytes in the job: ``orchestration.send_photos``). Dask workers are
-other processes, so they need a real Prefect API server (``flows.server.api_server``
-provides one when none is configured).
+other processes, so they need a Prefect API server they can reach: the configured one,
+else the shared local server every run reports to (``flows.runtime.server.prefect_api``).
 
 The local cluster's worker processes are started with ``spawn`` whatever the user's Dask
 configuration says (its default is ``spawn`` too): the process starting them runs Prefect's
@@ -25,12 +25,13 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Stage
+
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
 
 RUNNERS = ("thread", "dask")
 _QUIET_LOGGERS = ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
@@ -156,6 +157,8 @@ def task_runners(runner: str, dask_address: str | None = None,
                  threads_in_flight: int = 0) -> Iterator[Callable[[Stage], TaskRunner[Any]]]:
     """Yield ``runner_for(stage)``: Dask for the stages that scale out (when asked), threads otherwise
     (``threads_in_flight`` batches at once: ``orchestration.flow_threads``)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
     threads = ThreadPoolTaskRunner(max_workers=thread_workers(threads_in_flight))
     if check_runner(runner) == "thread":
         yield lambda stage: threads
