@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 from pipeline.compute.jobs import BatchJob, BatchPayload, ComputeRef, run_job
 from pipeline.crashpoints import BATCH_COMMITTED, crash_point
@@ -40,10 +40,9 @@ from pipeline.keys import stage_key
 from pipeline.progress import StageProgress
 from pipeline.stage_keys import StageKeys
 from pipeline.stages.applicability import NOT_APPLICABLE
+from pipeline.usage import TokenUsage
 from pipeline.workspace import Workspace
 
-if TYPE_CHECKING:   # a type only: the stage runners' outcome module imports this one, not the other way round
-    from pipeline.stages.outcome import TokenUsage
 
 
 @dataclass(frozen=True)
