@@ -17,7 +17,7 @@ from flows.artifacts import publish_stage, publish_summary, report_html
 from flows.naming import pipeline_run_name, run_tags
 from flows.plan import settled_labels, stage_plan
 from flows.run_context import RunContext
-from flows.runners import no_heartbeats, task_runners
+from flows.runners import no_heartbeats, send_photos, task_runners
 from flows.runtime.prefect_api import result
 from flows.runtime.settings import apply_settings
 from flows.stage_flows import abandon_flow_run, stage_flow
@@ -138,6 +138,7 @@ def run_stage_flows(ctx: RunContext, stages: list[str] | None, captioners: list[
             if outcome.stage in settled:
                 publish_stage(ctx.stage(outcome.name, outcome.variant), outcome, None, flow_run_id)
         threads = ctx.ws.config.orchestration.flow_threads
+        ctx.send_photos = runner == "dask" and send_photos(ctx.ws.config.orchestration.send_photos, dask_address)
         # The stage flow runs are created with the run's tags (workspace, profile), as the pipeline's own flow run
         # (flows.api, or its deployment); their batch tasks are not (flows.stage_flows).
         with (tags(*run_tags(ctx.ws)), shutdown.on_abandon(abandoned),

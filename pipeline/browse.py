@@ -144,8 +144,11 @@ class Browser:
 
     @cached_property
     def collection_root(self) -> Path | None:
+        from pipeline.locations import is_url
+
         meta = self.store.get_meta("collection") or {}
-        return Path(meta["root"]) if meta.get("root") else None
+        # photos behind a URL (s3://...) are not drawn: the TUI reads local files only
+        return Path(meta["root"]) if meta.get("root") and not is_url(meta["root"]) else None
 
     def photo_path(self, image_id: str, relative: str | None = None) -> Path | None:
         """The photo's file on disk (None when the collection root is unknown)."""

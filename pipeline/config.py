@@ -248,6 +248,10 @@ class OrchestrationConfig(_Section):
     cheap_batch_size: int = Field(256, ge=1)     # at least this many for stages costing ~1 ms a photo
     runner: Literal["thread", "dask"] = "thread"
     dask_address: str = ""
+    # a local folder's photos travel with the batch jobs to Dask workers: "auto" for an existing cluster
+    # (--address: its workers may be other machines), not for the local cluster; "always"; "never" (the
+    # workers see the folder at the same path, e.g. a shared filesystem). URLs are read by the workers.
+    send_photos: Literal["auto", "always", "never"] = "auto"
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     watch_folder: str = ""

@@ -83,8 +83,12 @@ class Workspace:
         self.require()
         return Store(self.root, create=self.config_path.exists())
 
-    def data_path(self) -> Path:
-        return resolve_home_path(self.config.data.path)
+    def data_path(self) -> Path | str:
+        """The collection's folder, or its URL prefix as configured (``s3://bucket/prefix``)."""
+        from pipeline.locations import is_url
+
+        path = self.config.data.path
+        return path if is_url(path) else resolve_home_path(path)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"

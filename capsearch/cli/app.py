@@ -170,16 +170,22 @@ def data_flickr8k(
 
 @data_app.command("folder")
 def data_folder(
-    path: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
+    path: Annotated[str, typer.Argument(help="Folder of photos (searched recursively), or a URL prefix: "
+                                             "s3://bucket/prefix, gs://..., http(s)://...")],
     workspace: WorkspaceOpt = None,
-    captions: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Flickr8k-style token file with captions for some photos.")] = None,
+    captions: Annotated[Optional[str], typer.Option(help="CSV, JSONL or Flickr8k-style token file with captions for some photos (a path or a URL).")] = None,
 ) -> None:
-    """Use a folder of your own photos; captioned photos form the reference DB, the rest are the targets."""
+    """Use a folder of your own photos; captioned photos form the reference DB, the rest are the targets.
+    Photos in object storage are read through fsspec, with credentials from the environment only."""
     from pipeline.config_file import update_config_file
+    from pipeline.locations import is_url
+
+    def where(p: str) -> str:
+        return p if is_url(p) else str(Path(p).expanduser().resolve())
 
     ws = cli.workspace(workspace, must_exist=False)
-    update_config_file(ws.config_path, {"data": {"source": "folder", "path": str(path.expanduser().resolve()),
-                                                 "captions": str(captions.expanduser().resolve()) if captions else ""}})
+    update_config_file(ws.config_path, {"data": {"source": "folder", "path": where(path),
+                                                 "captions": where(captions) if captions else ""}})
     ws.reload_config()
     _ingest(ws)
 
