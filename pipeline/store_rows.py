@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipeline.estimates import Difference, Estimate
 from pipeline.progress import ProgressEvent
 
 
@@ -118,16 +119,11 @@ class EvaluationRow:
     method: str
     query_kind: str
     metric: str                       # 'R@1' | 'R@5' | 'R@10' | 'MRR' | 'MedR'
-    value: float
-    ci_low: float | None
-    ci_high: float | None
+    estimate: Estimate
     n: int
-    baseline: str | None
-    diff: float | None
-    diff_ci_low: float | None
-    diff_ci_high: float | None
-    p_value: float | None
-    created_at: float
+    baseline: str | None = None       # None: no paired test for this metric (the baseline itself, or none)
+    vs_baseline: Difference | None = None
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -199,15 +195,10 @@ class CaptionMetricValue:
     """A row's value of one metric with its interval and the paired test against the baseline."""
     row: str
     metric: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
+    estimate: Estimate
     n: int                                        # photos the value is made from
     baseline: str | None = None                   # None: no paired test for this cell
-    diff: float | None = None
-    diff_ci_low: float | None = None
-    diff_ci_high: float | None = None
-    p_value: float | None = None
+    vs_baseline: Difference | None = None
 
 
 @dataclass(frozen=True)

@@ -28,17 +28,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from pipeline.errors import StoreError
+from pipeline.estimates import Estimate
 from pipeline.run_owner import current_owner, owner_state
 from pipeline.store.caption_metrics import CaptionMetricTables
 from pipeline.store.database import Database
 from pipeline.store.runs import RunRecords
-from pipeline.store.sql import and_equal, and_in, in_list
+from pipeline.store.sql import and_equal, and_in, difference_columns, estimate_columns, in_list, stored_difference
 from pipeline.store_rows import (CaptionRow, EvaluationRow, FileRecord, ImageRow, NeighbourRow, Problem, PromptRow,
                                  QueryRow, RankingRow, StageRunRow)
 
 _PROMPT_COLUMNS = "image_id, config_hash, prompt_id, text, n_captions, trimmed, warning"
 _QUERY_COLUMNS = ", ".join(f.name for f in fields(QueryRow))
-_EVALUATION_COLUMNS = ", ".join(f.name for f in fields(EvaluationRow))
+_EVALUATION_COLUMNS = ("eval_hash, method, query_kind, metric, value, ci_low, ci_high, n, baseline, diff, diff_ci_low, "
+                       "diff_ci_high, p_value, created_at")
 _STAGE_RUN_COLUMNS = ", ".join("target AS variant" if f.name == "variant" else f.name for f in fields(StageRunRow))
 
 
@@ -523,15 +525,15 @@ class Store(Database):
         return [RankingRow(m, k, i, r, tuple(json.loads(t)), tuple(json.loads(sc)))
                 for m, k, i, r, t, sc in self.conn.execute(sql + " ORDER BY method, query_kind, image_id", args)]
 
-    def put_evaluations(self, eval_hash: str, rows: Iterable[dict[str, Any]]) -> None:
+    def put_evaluations(self, eval_hash: str, rows: Iterable[EvaluationRow]) -> None:
+        """Replace the metrics of one evaluation (its rows' ``eval_hash`` and ``created_at`` are this call's)."""
         now = time.time()
-        cols = ("method", "query_kind", "metric", "value", "ci_low", "ci_high", "n", "baseline", "diff",
-                "diff_ci_low", "diff_ci_high", "p_value")
         with self.transaction() as c:
             c.execute("DELETE FROM evaluations WHERE eval_hash=?", (eval_hash,))
             c.executemany(
-                f"INSERT INTO evaluations(eval_hash, {', '.join(cols)}, created_at) VALUES (?, {', '.join('?' * len(cols))}, ?)",
-                [(eval_hash, *[r.get(col) for col in cols], now) for r in rows],
+                f"INSERT INTO evaluations({_EVALUATION_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                [(eval_hash, r.method, r.query_kind, r.metric, *estimate_columns(r.estimate), r.n,
+                  r.baseline if r.vs_baseline else None, *difference_columns(r.vs_baseline), now) for r in rows],
             )
 
     def evaluations(self, eval_hash: str | None = None) -> list[EvaluationRow]:
@@ -540,7 +542,8 @@ class Store(Database):
             eval_hash = self.latest_eval_hash()
             if eval_hash is None:
                 return []
-        return [EvaluationRow(*r) for r in self.conn.execute(
+        return [EvaluationRow(r[0], r[1], r[2], r[3], Estimate(*r[4:7]), r[7], r[8], stored_difference(r[8], r[9:13]),
+                              r[13]) for r in self.conn.execute(
             f"SELECT {_EVALUATION_COLUMNS} FROM evaluations WHERE eval_hash=? ORDER BY method, query_kind, metric",
             (eval_hash,))]
 
