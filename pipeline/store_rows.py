@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.estimates import Difference, Estimate
-from pipeline.progress import ProgressEvent
+from pipeline.progress import EventKind, ProgressEvent
+from pipeline.states import Status
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class StageRunRow:
     stage: str
     variant: str                      # a per-captioner stage's captioner, or 'human' ('' for the others; column `target`)
     config_hash: str
-    status: str                       # 'running' | 'completed' | 'failed' | 'cancelled' | 'crashed'
+    status: Status                    # running, completed, failed, cancelled, crashed or not applicable
     started_at: float
     finished_at: float | None
     done: int
@@ -225,7 +226,7 @@ class StoredCaptionSummary:
 class RunInfo:
     id: int
     owner: str
-    status: str
+    status: Status                    # running, completed, failed, cancelled or crashed
     what: str
     started_by: str
     started_at: float
@@ -246,7 +247,7 @@ class RunInfo:
 
     @property
     def is_running(self) -> bool:
-        return self.status == "running"
+        return self.status is Status.RUNNING
 
     @property
     def seconds(self) -> float:
@@ -258,7 +259,7 @@ class StageLive:
     """What a running (or finished) stage of a run last reported."""
     stage: str
     position: int
-    state: str                     # 'running' | 'finished' | 'not-applicable' (the stage does not apply: message says why)
+    state: Status                  # running, completed, or not applicable (the message says why)
     done: int
     total: int
     failures: int
@@ -273,28 +274,29 @@ class StageLive:
 
     @property
     def ended(self) -> bool:
-        return self.state in ("finished", "not-applicable")
+        return self.state.ended
 
     def event(self) -> ProgressEvent:
         """The same numbers as a progress event (for the progress bars of the CLI and the TUI)."""
         now_mono, now = time.monotonic(), time.time()
         at = now_mono - max(0.0, now - self.updated_at)
         started = now_mono - max(0.0, now - self.started_at)
-        kind = {"finished": "finish", "not-applicable": "not-applicable"}.get(self.state, "advance")
+        kind = {Status.COMPLETED: EventKind.FINISH, Status.NOT_APPLICABLE: EventKind.NOT_APPLICABLE}.get(
+            self.state, EventKind.ADVANCE)
         return ProgressEvent(self.stage, kind, done=self.done,
                              total=self.total, failures=self.failures, message=self.message if self.ended else "",
                              started_at=started, at=at, tokens=self.tokens)
 
     def describe(self) -> str:
         """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
-        if self.state == "not-applicable":
+        if self.state is Status.NOT_APPLICABLE:
             return f"{self.stage} not applicable: {self.message}"
         text = f"{self.stage} {self.done} of {self.total}" if self.total else f"{self.stage} starting"
-        if self.batches and self.state != "finished":
+        if self.batches and self.state is not Status.COMPLETED:
             text += f" (batch {min(self.batches_done + 1, self.batches)} of {self.batches})"
         if self.failures:
             text += f" ({self.failures} failed)"
-        if self.state == "finished":
+        if self.state is Status.COMPLETED:
             text += ", finished"
         elif self.rate:
             text += f", {self.rate:.1f}/s"

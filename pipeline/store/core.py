@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Sequence
 from pipeline.errors import StoreError
 from pipeline.estimates import Estimate
 from pipeline.run_owner import current_owner, owner_state
+from pipeline.states import Status
 from pipeline.store.caption_metrics import CaptionMetricTables
 from pipeline.store.database import Database
 from pipeline.store.runs import RunRecords
@@ -562,12 +563,12 @@ class Store(Database):
             cur = c.execute(
                 "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config, owner, run_id) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
-                (stage, target, config_hash, "running", time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True),
+                (stage, target, config_hash, Status.RUNNING, time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True),
                  current_owner(), run_id),
             )
             return int(cur.lastrowid)
 
-    def finish_stage_run(self, run_id: int, status: str, done: int = 0, failed: int = 0, skipped: int = 0,
+    def finish_stage_run(self, run_id: int, status: Status, done: int = 0, failed: int = 0, skipped: int = 0,
                          message: str | None = None, usage: dict[str, Any] | None = None) -> None:
         """``usage``: what the run's requests to a model server cost (``TokenUsage.as_dict``), for a stage that made any."""
         with self.transaction() as c:
@@ -580,18 +581,19 @@ class Store(Database):
     def mark_crashed_runs(self) -> int:
         """Mark ``running`` stage runs whose process has ended (killed, crashed, power cut) as ``crashed``."""
         with self.transaction() as c:
-            dead = [r[0] for r in c.execute("SELECT id, owner FROM stage_runs WHERE status='running'")
+            dead = [r[0] for r in c.execute("SELECT id, owner FROM stage_runs WHERE status=?", (Status.RUNNING,))
                     if owner_state(r[1]) == "dead"]
             c.executemany(
-                "UPDATE stage_runs SET status='crashed', finished_at=?, "
-                "message=COALESCE(message, 'its process ended without finishing it') WHERE id=? AND status='running'",
-                [(time.time(), i) for i in dead])
+                "UPDATE stage_runs SET status=?, finished_at=?, "
+                "message=COALESCE(message, 'its process ended without finishing it') WHERE id=? AND status=?",
+                [(Status.CRASHED, time.time(), i, Status.RUNNING) for i in dead])
             return len(dead)
 
     def stage_runs(self, stage: str | None = None, limit: int = 50) -> list[StageRunRow]:
         """The newest stage runs (of ``stage``) first; a run whose process ended while it ran reads ``crashed``
         at once (the next run that starts records it so)."""
         sql, args = and_equal(f"SELECT {_STAGE_RUN_COLUMNS} FROM stage_runs WHERE 1=1", [], stage=stage)
-        rows = [StageRunRow(*r) for r in self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])]
-        return [replace(r, status="crashed") if r.status == "running" and owner_state(r.owner) == "dead" else r
-                for r in rows]
+        rows = [StageRunRow(*r[:4], Status.read(r[4]), *r[5:])
+                for r in self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])]
+        return [replace(r, status=Status.CRASHED) if r.status is Status.RUNNING and owner_state(r.owner) == "dead"
+                else r for r in rows]
