@@ -147,6 +147,9 @@ class StageRunRow:
     run_id: int | None                # the workspace run it belonged to
     usage: str | None = None          # JSON: what its requests to a model server cost (TokenUsage; endpoint captioners)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status.read(self.status))
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["usage"] = json.loads(self.usage) if self.usage else None
@@ -237,6 +240,9 @@ class RunInfo:
     log_path: str = ""
     message: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status.read(self.status))
+
     @property
     def pid(self) -> int | None:
         return _owner_field(self.owner, "pid")
@@ -271,6 +277,9 @@ class StageLive:
     started_at: float              # wall clock
     updated_at: float
     tokens: int = 0                # model-server tokens so far (an endpoint captioner's)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", Status.read(self.state))
 
     @property
     def ended(self) -> bool:

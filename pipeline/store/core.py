@@ -593,7 +593,6 @@ class Store(Database):
         """The newest stage runs (of ``stage``) first; a run whose process ended while it ran reads ``crashed``
         at once (the next run that starts records it so)."""
         sql, args = and_equal(f"SELECT {_STAGE_RUN_COLUMNS} FROM stage_runs WHERE 1=1", [], stage=stage)
-        rows = [StageRunRow(*r[:4], Status.read(r[4]), *r[5:])
-                for r in self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])]
+        rows = [StageRunRow(*r) for r in self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])]
         return [replace(r, status=Status.CRASHED) if r.status is Status.RUNNING and owner_state(r.owner) == "dead"
                 else r for r in rows]

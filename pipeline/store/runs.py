@@ -20,8 +20,8 @@ LOG_LIMIT = 1000                  # messages kept per run
 
 def _info(row: Any) -> RunInfo:
     r = dict(row)
-    status = Status.read(r["status"])
-    if status is Status.RUNNING and owner_state(r["owner"]) == "dead":
+    status = r["status"]
+    if status == Status.RUNNING and owner_state(r["owner"]) == "dead":
         status = Status.CRASHED   # read as crashed at once; recorded so by the next run
     return RunInfo(r["id"], r["owner"], status, r["what"], r["started_by"], r["started_at"], r["finished_at"],
                    r["flow_run_id"] or "", r["deployment"] or "", r["api_url"] or "", r["log_path"] or "",
@@ -108,7 +108,7 @@ class RunRecords:
 
     def progress(self, run_id: int) -> list[StageLive]:
         rows = self.store.conn.execute("SELECT * FROM run_progress WHERE run_id=? ORDER BY position", (run_id,))
-        return [StageLive(r["stage"], r["position"], Status.read(r["state"]), r["done"], r["total"], r["failures"],
+        return [StageLive(r["stage"], r["position"], r["state"], r["done"], r["total"], r["failures"],
                           r["batches_done"], r["batches"], r["rate"], r["message"] or "", r["level"] or "info",
                           r["started_at"], r["updated_at"], r["tokens"]) for r in rows]
 
