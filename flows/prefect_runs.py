@@ -5,11 +5,11 @@ otherwise straight from the local Prefect database (``flows.history``), where ev
 kept whether or not a server was up: no server is needed, and none is started."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from flows.history import FlowRunRow, read_local_flow_runs, stage_of
+from pipeline.config import environment
 from pipeline.errors import CapsearchError, one_line
 
 class FlowRunsUnavailable(CapsearchError):
@@ -34,7 +34,7 @@ def configured_api_url() -> str | None:
     history once the app exits."""
     import flows  # noqa: F401 - applies capsearch's Prefect settings (the running server's address)
 
-    url = os.environ.get("PREFECT_API_URL")
+    url = environment().prefect_api_url
     if url:
         return url
     try:

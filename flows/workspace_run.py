@@ -24,13 +24,13 @@ from typing import Callable, Iterator, Sequence
 
 from pipeline import shutdown
 from flows.run_context import RunContext
+from pipeline.config import environment
 from pipeline.live_progress import ProgressRecorder
 from pipeline.run_lock import RunLock
 from pipeline.runs import current_run, describe_run, finish_run, run_progress, start_run
 
 STARTED_BY_ENV = "CAPSEARCH_RUN_STARTED_BY"     # set for a background run: who started it, and from where
 RUN_LOG_ENV = "CAPSEARCH_RUN_LOG"               # set for a background run: the file its output goes to
-PROGRESS_ENV = "CAPSEARCH_RECORD_PROGRESS"      # "0": no live progress in the store (the benchmark's baseline)
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
@@ -56,7 +56,7 @@ def user_name() -> str:
 def started_by_default() -> str:
     """Who starts a run from this process: as told by the process that started it in the background
     (``CAPSEARCH_RUN_STARTED_BY``), else the user and this command."""
-    told = os.environ.get(STARTED_BY_ENV)
+    told = environment().run_started_by
     if told:
         return told
     return f"{user_name()} with `{command_line()}`"
@@ -72,7 +72,7 @@ def describe_request(stages: Sequence[str] | None, captioners: Sequence[str] | N
 
 
 def recording_progress() -> bool:
-    return os.environ.get(PROGRESS_ENV, "1") != "0"
+    return environment().record_progress
 
 
 @dataclass
@@ -119,7 +119,7 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
                  cancel=ctx.cancel)
     try:
         run_id = start_run(store, what, who, deployment=deployment, api_url=configured_api_url(),
-                           log_path=os.environ.get(RUN_LOG_ENV, ""))
+                           log_path=environment().run_log)
         claim = Claim(run_id)
         record = recording_progress() if record_progress is None else record_progress
         recorder = ProgressRecorder(store, run_id) if record else None

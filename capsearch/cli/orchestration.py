@@ -42,6 +42,7 @@ def run(
     """Run the pipeline (or the named stages) as a Prefect flow: cached per batch, resumable, shown in the UI."""
     from capsearch.cli.execute import run_stages
     from flows.settings import read_server_record
+    from pipeline.config import environment
 
     ws = cli.workspace(workspace)
     captioners = cli.resolve_captioners(ws.config, captioner) if captioner else None
@@ -50,7 +51,7 @@ def run(
         return
     if runner == "dask" or (runner is None and ws.config.orchestration.runner == "dask"):
         record = read_server_record()
-        if not os.environ.get("PREFECT_API_URL") and (record is None or not record.is_alive()):
+        if not environment().prefect_api_url and (record is None or not record.is_alive()):
             err_console.print("[yellow]the dask runner needs a Prefect server its workers can reach; starting a "
                               "temporary one for this run (keep one with `capsearch server`)[/]")
     with progress_to_stderr(as_json):
