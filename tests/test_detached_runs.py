@@ -232,7 +232,8 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
 
         # a run started from the TUI becomes a run of the on-demand deployment
         from tui.app import CapsearchApp
-        from tui.messages import RunFinished, RunLaunched, StatusLoaded
+        from tui.messages import RunFinished
+        from tui.screens.pipeline import RunLaunched, StatusLoaded
 
         monkeypatch.setenv("PREFECT_API_URL", api)
         messages: list = []

@@ -7,6 +7,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from pipeline.browse import Browser, EvaluationTable
@@ -14,7 +15,7 @@ from pipeline.caption_metrics.views import caption_metrics_view
 from pipeline.metric_facts import DASH, Direction, fact, metric_cell
 from pipeline.store_rows import EvaluationRow
 from tui.cycle import cycle
-from tui.messages import CaptionMetricsLoaded, EvaluationLoaded
+from tui.messages import CaptionMetricsLoaded
 from tui.screens.base import CapsearchScreen
 from tui.screens.missed import MissedScreen
 from tui.widgets.bar_chart import Bar, BarChart
@@ -22,15 +23,25 @@ from tui.widgets.caption_metrics import CaptionMetricsPanel
 from tui.widgets.tables import estimate_text, fill_table
 
 
-def cell(value: EvaluationRow | None, metric: str) -> Text:
-    """``0.433 ±0.08``: the value and half the width of its interval."""
-    return estimate_text(metric, value.estimate if value else None)
+def cell(value: EvaluationRow | None, metric: str, spread: bool = True) -> Text:
+    """``0.433 ±0.08``: the value and half the width of its interval (``spread``; on a narrow screen the value
+    alone, the line under the table giving the highlighted method's intervals)."""
+    return estimate_text(metric, value.estimate if value else None, spread)
 
 
 def interval(value: EvaluationRow, metric: str) -> str:
     """``0.433 [0.37, 0.50]``."""
     c = metric_cell(metric, value.estimate)
     return DASH if c is None else f"{c.value} {c.interval}".rstrip()
+
+
+class EvaluationLoaded(Message):
+    """The evaluation; when there is none, why (``not_applicable``: the evaluate stage does not apply)."""
+
+    def __init__(self, table: EvaluationTable, not_applicable: str | None = None) -> None:
+        super().__init__()
+        self.table = table
+        self.not_applicable = not_applicable
 
 
 def not_applicable_text(table: EvaluationTable) -> Text:
@@ -93,7 +104,13 @@ class EvaluationScreen(CapsearchScreen):
     @work(thread=True, group="evaluation", exclusive=True, exit_on_error=False,
           description="reading the evaluation")
     def _load(self) -> None:
-        self.post_message(EvaluationLoaded(Browser(self.ws).evaluation()))
+        table = Browser(self.ws).evaluation()
+        reason = None
+        if table.empty:
+            from pipeline.stages.applicability import no_held_out_captions
+
+            reason = no_held_out_captions(self.ws.store)
+        self.post_message(EvaluationLoaded(table, reason))
 
     @work(thread=True, group="caption-metrics", exclusive=True, exit_on_error=False,
           description="reading the caption metrics")
@@ -109,6 +126,8 @@ class EvaluationScreen(CapsearchScreen):
         self.table = t = message.table
         if t.empty:
             self.query_one("#eval-title", Static).update(
+                Text(f"no evaluation: not applicable here: {message.not_applicable}", style="yellow")
+                if message.not_applicable else
                 Text("no method could be evaluated", style="yellow") if t.not_applicable else
                 Text("no evaluation yet: run the pipeline (screen 1, key a) or the evaluate stage", style="yellow"))
             self.query_one("#eval-detail", Static).update(not_applicable_text(t))
@@ -124,10 +143,16 @@ class EvaluationScreen(CapsearchScreen):
         if t is None or t.empty:
             return
         first = next((v for (m, k, _), v in t.values.items() if k == self.kind), None)
+        n = first.n if first else 0
+        narrow = self.narrow  # intervals and the word "baseline" would push the last columns off a narrow screen
         title = Text()
-        title.append("query kind ", style="dim")
-        title.append(self.kind, style="bold")
-        title.append(f" ({', '.join(t.kinds)}; k cycles) · {first.n if first else 0} queries", style="dim")
+        if narrow:
+            title.append(self.kind, style="bold")
+            title.append(f" queries ({n}; k: next kind) · * baseline · intervals below", style="dim")
+        else:
+            title.append("query kind ", style="dim")
+            title.append(self.kind, style="bold")
+            title.append(f" ({', '.join(t.kinds)}; k cycles) · {n} queries", style="dim")
         if t.stale:
             title.append(" · from an earlier configuration", style="yellow")
         self.query_one("#eval-title", Static).update(title)
@@ -136,8 +161,8 @@ class EvaluationScreen(CapsearchScreen):
         for method in t.methods:
             label = Text(method)
             if method in baselines:
-                label.append(" (baseline)", style="dim")
-            rows.append((label, *[cell(t.get(method, self.kind, m), m) for m in t.metrics]))
+                label.append("*" if narrow else " (baseline)", style="dim")
+            rows.append((label, *[cell(t.get(method, self.kind, m), m, spread=not narrow) for m in t.metrics]))
         fill_table(self.query_one("#metrics", DataTable), [("method", "method"), *[(m, m) for m in t.metrics]],
                    rows, t.methods)
         self._detail()
@@ -189,6 +214,9 @@ class EvaluationScreen(CapsearchScreen):
     @on(DataTable.RowHighlighted, "#metrics")
     def _highlighted(self) -> None:
         self._detail()
+
+    def on_resize(self) -> None:
+        self._draw()          # narrow and wide screens show the table differently
 
     @on(DataTable.RowSelected, "#metrics")
     def _selected(self) -> None:
