@@ -28,9 +28,10 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, State
 
 from flows import run_context
-from pipeline import shutdown
 from flows.artifacts import ProgressArtifact, publish_stage
 from flows.naming import stage_run_name
+from flows.runtime import prefect_api
+from pipeline import shutdown
 from flows.run_context import RunContext, StageRef
 from flows.runners import submission_window
 from flows.tasks import batch_task
@@ -39,6 +40,7 @@ from pipeline.stages.outcome import StageOutcome, TokenUsage
 from pipeline.stages.plan import StagePlan, plan_stage
 from pipeline.stages.record import StageRunRecorder
 from pipeline.stages.registry import STAGE_ORDER, resolve_stage_class
+from pipeline.states import Status
 
 
 def _stage_run_name() -> str:
@@ -59,7 +61,7 @@ def run_stage_flow(workspace: str, stage: str, variant: str = "", retry_failed: 
     # workspace's tag would throttle the batches.
     with TagsContext(current_tags=set()):
         outcome = execute_stage(ctx, ctx.stage(stage, variant), retry_failed)
-    if outcome.status == "cancelled":
+    if outcome.status == Status.CANCELLED:
         return Cancelled(message=f"{outcome.stage}: cancelled; {outcome.ran} batches finished and kept",
                          data=outcome)
     return outcome
@@ -69,21 +71,19 @@ def abandon_flow_run(flow_run_id: str, message: str) -> None:
     """Mark a flow run Cancelled from outside its engine (the process is about to exit; best effort, 2 s)."""
     if not flow_run_id:
         return
-    from prefect.client.orchestration import get_client
-
     try:
-        with get_client(sync_client=True, httpx_settings={"timeout": 2.0}) as client:
+        with prefect_api.client(timeout=2.0) as client:
             client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
     except Exception:  # noqa: BLE001 - the server may be gone already
         pass
 
 
-def _record_abandoned(recorder: StageRunRecorder, outcome: StageOutcome, signum: int) -> None:
-    """A second stop signal: the batches in flight are abandoned; the stage run says so before the exit."""
-    message = (f"abandoned on a second {shutdown.signal_name(signum)}: the batches in flight were not finished "
-               "(finished batches are kept)")
-    recorder.abandon(outcome, message)
-    abandon_flow_run(outcome.flow_run_id, message)
+def _record_abandoned(recorder: StageRunRecorder, outcome: StageOutcome, why: shutdown.Abandon) -> None:
+    """The batches in flight are abandoned (a second stop signal, the Prefect server's death): the stage run
+    says so before the exit, and its flow run where Prefect can still be told."""
+    recorder.abandon(outcome, why.message, why.status)
+    if why.api_alive:
+        abandon_flow_run(outcome.flow_run_id, why.message)
 
 
 def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> StageOutcome:
@@ -109,15 +109,15 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.variant, plan.config_hash, st.label)
         errors = _run_batches(ctx, st, ref, plan, outcome, sp, artifact, frc)
         if errors:
-            outcome.status = "failed"
+            outcome.status = Status.FAILED
             first = errors[0]
             outcome.error = f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}"
             raise first
         if ctx.cancel.is_set() and outcome.settled_batches < len(plan.batches):
-            outcome.status = "cancelled"
+            outcome.status = Status.CANCELLED
         else:
             st.finalize(sp)
-            outcome.status = "completed"
+            outcome.status = Status.COMPLETED
         if artifact is not None:
             artifact.update(sp.done, sp.failures, final=True, total=sp.total)
         outcome.seconds = time.perf_counter() - t0     # the finish line's rates (photos/s, tokens/s) use it
@@ -179,13 +179,13 @@ def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list
         return
     if not state.is_completed():
         try:
-            state.result(raise_on_failure=True, _sync=True)
+            prefect_api.result(state)
         except BaseException as exc:  # noqa: BLE001 - collected, raised after the other batches
             errors.append(exc)
             return
         errors.append(RuntimeError(f"batch ended in state {state.name}"))
         return
-    result = state.result(_sync=True)
+    result = prefect_api.result(state)
     if state.name == "Cached":
         outcome.cached += 1
         return
