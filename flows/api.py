@@ -21,6 +21,7 @@ from flows.runtime.settings import apply_settings
 from flows.workspace_run import claim_workspace, describe_request
 from pipeline.progress import ProgressCallback
 from pipeline.stages.outcome import RunOutcome
+from pipeline.states import Status
 from pipeline.workspace import Workspace
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ def execute(ctx: RunContext, request: RunRequest, *, started_by: str | None = No
         if ctx.cancel.is_set() or (not left and flow_run_id is None):
             # nothing to compute and no flow run: no Prefect. A deployment's run (its flow run exists) goes on
             # below with nothing left, so that its flow run in the dashboard says what it reused.
-            status = "cancelled" if left else "completed"
+            status = Status.CANCELLED if left else Status.COMPLETED
             outcome = RunOutcome(status, time.perf_counter() - t0, list(ctx.outcomes), flow_run_id or "",
                                  request.runner, run_id=ctx.run_id)
         elif flow_run_id is not None:
@@ -120,7 +121,7 @@ def _in_flow_run(ctx: RunContext, request: RunRequest, flow_run_id: str, t0: flo
 
     finished = run_stage_flows(ctx, request.stages, request.captioners, request.retry_failed, request.runner,
                                request.dask_address, flow_run_id)
-    status = "completed" if finished else "cancelled"
+    status = Status.COMPLETED if finished else Status.CANCELLED
     return RunOutcome(status, time.perf_counter() - t0, list(ctx.outcomes), flow_run_id, request.runner,
                       run_id=ctx.run_id)
 
@@ -145,7 +146,7 @@ def _through_prefect(ctx: RunContext, request: RunRequest, claim: Any, t0: float
                 raise
             outcome = None
         if watch.death is not None:
-            claim.finish("failed", f"{watch.death}; finished batches are kept")
+            claim.finish(Status.FAILED, f"{watch.death}; finished batches are kept")
             raise PrefectServerGone(f"{watch.death}; finished batches are kept (run again to go on)") from None
     return outcome
 
@@ -164,10 +165,10 @@ def _run_pipeline(ctx: RunContext, request: RunRequest, t0: float) -> RunOutcome
         state = pipeline(workspace=str(ctx.ws.root), stages=request.stages, captioners=request.captioners,
                          retry_failed=request.retry_failed, runner=request.runner,
                          dask_address=request.dask_address, run_key=ctx.key, return_state=True)
-    outcome = RunOutcome("completed", time.perf_counter() - t0, list(ctx.outcomes),
+    outcome = RunOutcome(Status.COMPLETED, time.perf_counter() - t0, list(ctx.outcomes),
                          str(state.state_details.flow_run_id or ""), request.runner, run_id=ctx.run_id)
     if state.is_cancelled():
-        outcome.status, outcome.error = "cancelled", state.message or ""
+        outcome.status, outcome.error = Status.CANCELLED, state.message or ""
         return outcome
     result(state)      # a failed run raises its error here
     return outcome

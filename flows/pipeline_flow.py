@@ -26,6 +26,7 @@ from pipeline import shutdown
 from pipeline.errors import one_line
 from pipeline.runs import get_run
 from pipeline.stages.outcome import RunOutcome
+from pipeline.states import Status
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
             outcome = shutdown.run_cancellable(whole_run)
     else:
         outcome = whole_run()
-    if outcome.status == "cancelled":
+    if outcome.status == Status.CANCELLED:
         return Cancelled(message=f"cancelled after {len(outcome.stages)} stages; finished batches are kept")
     return {"stages": [o.stage for o in outcome.stages]}
 
@@ -124,7 +125,7 @@ def run_stage_flows(ctx: RunContext, stages: list[str] | None, captioners: list[
     planned: list[tuple[str, str]] = []
     plan: list[tuple[str, str]] = []
     completed: list[str] = []
-    ended = RunOutcome("completed", runner=runner, flow_run_id=flow_run_id, run_id=ctx.run_id)
+    ended = RunOutcome(Status.COMPLETED, runner=runner, flow_run_id=flow_run_id, run_id=ctx.run_id)
 
     def abandoned(why: shutdown.Abandon) -> None:
         if why.api_alive:
@@ -155,14 +156,14 @@ def run_stage_flows(ctx: RunContext, stages: list[str] | None, captioners: list[
                 result(state)
                 completed.append(st.label)
         if ctx.cancel.is_set() and len(completed) < len(plan):
-            ended.status = "cancelled"
+            ended.status = Status.CANCELLED
             ended.error = (f"cancelled after {len(ctx.outcomes)} of {len(planned)} stages; "
                            "finished batches are kept")
             return False
         return True
     except BaseException as exc:
         stopped = ctx.cancel.is_set() or isinstance(exc, (KeyboardInterrupt, TerminationSignal))
-        ended.status, ended.error = ("cancelled" if stopped else "failed"), one_line(exc)
+        ended.status, ended.error = (Status.CANCELLED if stopped else Status.FAILED), one_line(exc)
         raise
     finally:
         ended.seconds, ended.stages = time.perf_counter() - t0, list(ctx.outcomes)
@@ -174,7 +175,7 @@ def _publish_summary(ctx: RunContext, ended: RunOutcome, plan: list[tuple[str, s
     try:
         labels = [ctx.stage(name, variant).label for name, variant in plan]
         report = next((ctx.stage(s.name, s.variant) for s in ended.stages
-                       if s.name == "report" and s.status == "completed"), None)
+                       if s.name == "report" and s.status == Status.COMPLETED), None)
         run = get_run(ctx.ws.store, ctx.run_id) if ctx.run_id is not None else None
         publish_summary(ctx.ws, ended, ended.flow_run_id or None, planned=labels, requested=stages,
                         started_by=run.started_by if run else "", report=report_html(report) if report else None)

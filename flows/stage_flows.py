@@ -41,6 +41,7 @@ from pipeline.stages.outcome import StageOutcome
 from pipeline.stages.plan import StagePlan, plan_stage
 from pipeline.stages.record import StageRunRecorder
 from pipeline.stages.registry import STAGE_ORDER, resolve_stage_class
+from pipeline.states import Status
 
 
 def _stage_run_name() -> str:
@@ -61,7 +62,7 @@ def run_stage_flow(workspace: str, stage: str, variant: str = "", retry_failed: 
     # workspace's tag would throttle the batches.
     with TagsContext(current_tags=set()):
         outcome = execute_stage(ctx, ctx.stage(stage, variant), retry_failed)
-    if outcome.status == "cancelled":
+    if outcome.status == Status.CANCELLED:
         return Cancelled(message=f"{outcome.stage}: cancelled; {outcome.ran} batches finished and kept",
                          data=outcome)
     return outcome
@@ -109,15 +110,15 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.variant, plan.config_hash, st.label)
         errors = _run_batches(ctx, st, ref, plan, outcome, sp, artifact, frc)
         if errors:
-            outcome.status = "failed"
+            outcome.status = Status.FAILED
             first = errors[0]
             outcome.error = f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}"
             raise first
         if ctx.cancel.is_set() and outcome.settled_batches < len(plan.batches):
-            outcome.status = "cancelled"
+            outcome.status = Status.CANCELLED
         else:
             st.finalize(sp)
-            outcome.status = "completed"
+            outcome.status = Status.COMPLETED
         if artifact is not None:
             artifact.update(sp.done, sp.failures, final=True, total=sp.total)
         outcome.seconds = time.perf_counter() - t0     # the finish line's rates (photos/s, tokens/s) use it

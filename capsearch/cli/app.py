@@ -212,6 +212,7 @@ def status(
                                "until it ends; exit code 1 unless it completed.")] = False,
 ) -> None:
     """Per stage: done, missing and failed items, with the reasons of failures and skipped input."""
+    from pipeline.states import Status
     from pipeline.status import workspace_status
 
     ws = cli.workspace(workspace)
@@ -224,7 +225,7 @@ def status(
     running = _current_run(ws)
     if as_json:
         print(json.dumps({**report.as_dict(), "current_run": running}, indent=2))
-        if followed is not None and followed.status != "completed":
+        if followed is not None and followed.status != Status.COMPLETED:
             raise typer.Exit(1)
         return
     from rich.table import Table
@@ -256,7 +257,7 @@ def status(
                           highlight=False, soft_wrap=True)
         if len(shown) < len(problems):
             console.print(f"  ... and {len(problems) - len(shown)} more (--problems 0 lists all, --json prints them)")
-    if followed is not None and followed.status != "completed":
+    if followed is not None and followed.status != Status.COMPLETED:
         raise typer.Exit(1)
 
 

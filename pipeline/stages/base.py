@@ -39,10 +39,9 @@ from pipeline.hashing import hash_obj
 from pipeline.keys import stage_key
 from pipeline.progress import StageProgress
 from pipeline.stage_keys import StageKeys
-from pipeline.stages.applicability import NOT_APPLICABLE
+from pipeline.states import Coverage
 from pipeline.usage import TokenUsage
 from pipeline.workspace import Workspace
-
 
 
 @dataclass(frozen=True)
@@ -104,16 +103,14 @@ class StageCounts:
         return max(0, self.total - self.done - self.failed)
 
     @property
-    def state(self) -> str:
-        """'error' (not read), 'not applicable', 'failed' (some items failed), 'missing' (some not computed
-        yet) or 'done'."""
+    def state(self) -> Coverage:
         if self.error:
-            return "error"
+            return Coverage.ERROR
         if self.not_applicable:
-            return NOT_APPLICABLE
+            return Coverage.NOT_APPLICABLE
         if self.failed:
-            return "failed"
-        return "missing" if self.missing else "done"
+            return Coverage.FAILED
+        return Coverage.MISSING if self.missing else Coverage.DONE
 
     def as_dict(self) -> dict[str, Any]:
         out = {"stage": self.stage, "state": self.state, "total": self.total, "done": self.done,
