@@ -10,7 +10,6 @@ logged, written, or shown in a message.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar

@@ -421,8 +421,6 @@ class NeighboursStage(Stage):
         """The approximate index over the DB's distinct vectors (built or updated as the DB changed), or None."""
         if not self.approximate(db.n_present):
             return None
-        import numpy as np
-
         from pipeline.vector_index import Approximate, ensure
 
         keys = [shas[int(db.members[db.starts[r]])] for r in range(db.vectors.shape[0])]
