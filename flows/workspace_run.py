@@ -1,7 +1,7 @@
 """Claiming a workspace for a run: its run lock, its record in the store and its live progress.
 
 Every run, however it was started (the CLI, the background runs the TUI starts, a run of a Prefect
-deployment), goes through ``flows.api.execute``, the one place that calls :func:`claim_workspace`:
+deployment), goes through ``flows.run_path.execute``, the one place that calls :func:`claim_workspace`:
 
 1. the workspace's run lock (``pipeline.run_lock``): a second run refuses at once, naming the running
    one, or waits its turn;
