@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+CONFIDENCE = 0.95             # the level of every interval an estimate or a difference carries
 SIGNIFICANCE = 0.05          # a difference whose p is below this is called better or worse
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from pipeline.crashpoints import EVALUATE_RESULTS, crash_point
 from pipeline.errors import CapsearchError
-from pipeline.estimates import Difference, Estimate, json_safe
+from pipeline.estimates import CONFIDENCE, Difference, Estimate, json_safe
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.keys import clip_text_space, document_space, image_space, query_space, stage_key
 from pipeline.metrics import RankBounds, evaluate_ranks, metric_names, paired_bootstrap, rank_bounds
@@ -54,7 +54,6 @@ from pipeline.text_vectors import text_vectors
 from pipeline.workspace import Workspace
 
 TOP_STORED = 10
-CONFIDENCE = 0.95
 VERSION = 2          # 2: a method none of whose targets can be ranked is not applicable (before: all tied last)
 QUERY_CHUNK = 256
 KIND_ORDER = ("short", "detail")

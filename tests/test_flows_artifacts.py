@@ -22,7 +22,7 @@ import pytest
 from flows.api import run
 from flows.naming import artifact_key, run_tags, workspace_id, workspace_tag
 from pipeline.datasets.demo import generate_demo_world
-from pipeline.stages.applicability import NO_HELD_OUT_CAPTIONS
+from pipeline.applicability import NO_HELD_OUT_CAPTIONS
 from pipeline.workspace import Workspace
 from tests.fixtures.collection import build_photo_folder
 from tests.fixtures.commands import wait_until

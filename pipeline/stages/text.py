@@ -28,11 +28,12 @@ from pipeline.progress import StageProgress
 from pipeline.keys import HUMAN, document_space
 from pipeline.queries.openai_gen import estimate_cost, summarise_usage, usage_line
 from pipeline.snapshots import export_array
-from pipeline.stages.applicability import no_held_out_captions, no_human_caption
+from pipeline.applicability import no_held_out_captions, no_human_caption
 from pipeline.stages.base import Batch, BatchResult, PreparedBatch, Stage
 from pipeline.stages.vision import CaptionStage, collection_root, photo_location
 from pipeline.store_rows import QueryRow
 from pipeline.text_vectors import store_new
+from pipeline.workspace import Workspace
 
 REPORT_VERSION = 1
 USAGE_FIELDS = ("requests", "failures", "prompt_tokens", "completion_tokens")
@@ -331,7 +332,7 @@ class ReportStage(_WholeStage):
         result = load_evaluation(self.ws, eval_hash)
         if result is None:
             raise CapsearchError("no evaluation for the current configuration: run `capsearch evaluate` first")
-        paths = write_report(self.ws, result, progress)   # every file replaced atomically
+        paths = write_report(self.ws, result, progress, usage=caption_usage(self.ws))   # files replaced atomically
         crash_point(REPORT_FILES)
         with self.commit():
             self.store.set_meta(f"report/{self.config_hash()}", {"files": [str(p) for p in paths.all()],
@@ -342,3 +343,21 @@ class ReportStage(_WholeStage):
             progress.advance(1)
             progress.message(f"report written to {paths.html}", "info")
         return BatchResult(done=1)
+
+
+def caption_usage(ws: Workspace) -> list[dict[str, Any]]:
+    """One entry per enabled endpoint captioner: ``stored`` (its current captions' tokens and cost) and
+    ``last_run`` (the newest stage run that sent requests: its status and usage with rates), as in ``--json``."""
+    cfg = ws.config
+    names = [n for n in cfg.enabled_captioners() if cfg.captioner(n).uses_endpoint]
+    if not names:
+        return []
+    runs = [r for r in ws.store.stage_runs(stage="caption", limit=200) if r.usage]
+    out = []
+    for name in names:
+        stage = CaptionStage(ws, name)
+        last = next((r for r in runs if r.variant == name), None)
+        out.append({"captioner": name, "model": stage.captioner.served_model, "stored": stage.stored_usage(),
+                    "last_run": None if last is None else {"status": last.status, "started_at": last.started_at,
+                                                           **last.as_dict()["usage"]}})
+    return out

@@ -48,7 +48,7 @@ from pipeline.progress import StageProgress
 from pipeline.prompts import estimate_tokens, neighbour_captions
 from pipeline.snapshots import export_array
 from pipeline.stage_keys import caption_instruction, token_captioner
-from pipeline.stages.applicability import no_captioned_photo
+from pipeline.applicability import no_captioned_photo
 from pipeline.stages.base import Batch, BatchCancelled, BatchResult, PreparedBatch, Stage, StageCounts
 
 if TYPE_CHECKING:

@@ -107,7 +107,7 @@ class EvaluationScreen(CapsearchScreen):
         table = Browser(self.ws).evaluation()
         reason = None
         if table.empty:
-            from pipeline.stages.applicability import no_held_out_captions
+            from pipeline.applicability import no_held_out_captions
 
             reason = no_held_out_captions(self.ws.store)
         self.post_message(EvaluationLoaded(table, reason))
