@@ -32,6 +32,7 @@ from flows.artifacts import ProgressArtifact
 from flows.run_context import RunContext, StageRef
 from flows.runners import submission_window
 from flows.tasks import batch_task
+from pipeline.errors import DiskFullError
 from pipeline.stages.base import Stage
 from pipeline.stages.outcome import StageOutcome, TokenUsage
 from pipeline.stages.plan import StagePlan, plan_stage
@@ -101,8 +102,10 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         errors = _run_batches(ctx, st, ref, plan, outcome, sp, artifact, frc)
         if errors:
             outcome.status = "failed"
-            first = errors[0]
-            outcome.error = f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}"
+            first = next((e for e in errors if isinstance(e, DiskFullError)), errors[0])
+            outcome.error = (f"stopped by a full disk after {outcome.settled_batches} of {len(plan.batches)} batches: "
+                             f"{first}" if isinstance(first, DiskFullError) else
+                             f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}")
             raise first
         if ctx.cancel.is_set() and outcome.settled_batches < len(plan.batches):
             outcome.status = "cancelled"
@@ -155,6 +158,8 @@ def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, plan: StagePlan, out
         finished = next(as_completed(in_flight))
         in_flight.remove(finished)
         _collect(finished, outcome, sp, errors)
+        if errors and isinstance(errors[-1], DiskFullError):
+            pending.clear()          # every later batch would fail the same way: stop at once, say it once
         if artifact is not None:
             artifact.update(sp.done, sp.failures, total=sp.total)
         if ctx.recorder is not None:

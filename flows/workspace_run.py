@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 from flows import shutdown
 from flows.run_context import RunContext
+from pipeline.errors import reason
 from pipeline.live_progress import ProgressRecorder
 from pipeline.run_lock import RunLock
 from pipeline.runs import current_run, describe_run, finish_run, run_progress, start_run
@@ -141,7 +142,7 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
                 if ctx.cancel.is_set() or isinstance(exc, (KeyboardInterrupt, TerminationSignal)):
                     claim.finish("cancelled", "stopped after the batches in flight; finished batches are kept")
                 else:
-                    claim.finish("failed", f"{type(exc).__name__}: {exc}")
+                    claim.finish("failed", reason(exc))
             raise
         finally:
             forget_abandon()

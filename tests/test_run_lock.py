@@ -212,6 +212,10 @@ def test_two_runs_at_once_one_runs_and_the_other_refuses_naming_it(paced, shell_
     assert re.search(rf"at {label} \d+ of {N_IMAGES}", message), message
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 128 + signal.SIGTERM
+    status = run_command(env, "-w", str(ws.root), "status")     # plain status says how the last run ended
+    text = " ".join(status.stdout.split())
+    assert status.returncode == 0 and "last run cancelled at" in text and f"pid {first.pid}" in text, text
+    assert re.search(rf"got as far as {label} \d+ of {N_IMAGES}", text) and "stopped after the batches" in text, text
 
 
 @pytest.mark.slow
@@ -243,6 +247,11 @@ def test_the_lock_of_a_killed_run_does_not_block_the_next(paced, shell_env, tmp_
     killed.kill()
     killed.wait(timeout=30)
     kept = len(outputs(ws, label))
+    status = run_command(env, "-w", str(ws.root), "status")     # plain status says the last run crashed, when, how far
+    text = " ".join(status.stdout.split())
+    assert status.returncode == 0 and "last run crashed at" in text and f"pid {killed.pid}" in text, text
+    assert re.search(rf"got as far as {label} \d+ of {N_IMAGES} \(batch \d+ of {N_IMAGES // BATCH}\)", text), text
+    assert "ended without recording the end" in text, text
     again = run_command(env, *args)
     assert again.returncode == 0, again.stdout + again.stderr
     dead, done = sorted(recent_runs(ws.store)[:2], key=lambda r: r.id)

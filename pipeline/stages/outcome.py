@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import reason as error_reason
 from pipeline.stages.applicability import NOT_APPLICABLE
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class StageOutcome:
         """An exception ends the stage: ``cancelled`` (a stop signal) or failed, unless it says so already."""
         if self.status not in ("failed", "cancelled"):
             self.status = "cancelled" if cancelled else "failed"
-            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            self.error = self.error or error_reason(exc)
 
     def finish_message(self, with_cache: bool = False) -> str:
         """The stage's last progress line: ``ingest: 10 done, 0 failed, 3 reused (1 of 2 batches cached)``."""

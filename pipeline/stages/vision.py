@@ -653,7 +653,7 @@ class CaptionStage(Stage):
         else:
             with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
                 loaded = dict(zip(present, pool.map(load, present)))
-        captioner = _StoreErrorTrap(self.captioner)
+        captioner = _StoreErrorTrap(self.captioner, self.store)
         settings = captioner.settings()
         records = []
         bad = {i: v for i, v in loaded.items() if isinstance(v, str)}
@@ -677,7 +677,6 @@ class CaptionStage(Stage):
                 batch_size=self.model_batch, progress=progress, item_names=good)
             records += [{"image_id": i, "text": o.text, "status": o.status, "error": o.error, "seconds": o.seconds,
                          "attempts": o.attempts} for i, o in zip(good, outcomes)]
-        captioner.raise_trapped(self.store)
         for r in records:
             r.update(model=captioner.model_id, prompt_id=prompt_ids.get(r["image_id"]), settings=settings)
         ok = sum(r["status"] == "ok" for r in records)
@@ -745,41 +744,35 @@ class CaptionBatch:
 
 
 class _StoreErrorTrap:
-    """A captioner whose store or disk errors fail the batch instead of becoming the photos' caption failures.
+    """A captioner whose store or disk errors fail the batch at once instead of becoming the photos' failures.
 
-    ``caption_robust`` records any error of a captioner call as the failure of the items in it;
-    a captioner that writes to the store (kNN consensus keeps text vectors there) can fail because
-    the disk is full, which says nothing about the photos. The first such error is kept and
-    raised once the batch is captioned, before anything is written, so the next run retries it."""
+    ``caption_robust`` records an error of a captioner call as the failure of the items in it (after trying
+    each alone); a captioner that writes to the store (kNN consensus keeps text vectors there) can fail because
+    the disk is full, which says nothing about the photos and fails every one of them. Such an error is raised
+    as the store's one-line error (``DiskFullError``, ``StoreError``), which ``caption_robust`` lets through at
+    once: nothing of the batch is written, and the next run computes it."""
 
-    def __init__(self, inner: "Captioner"):
+    def __init__(self, inner: "Captioner", store: Any):
         self._inner = inner
-        self._trapped: BaseException | None = None
+        self._store = store
 
     def caption(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self._inner.caption(*args, **kwargs)
         except Exception as exc:
-            if self._trapped is None and _is_store_failure(exc):
-                self._trapped = exc
-            raise
-
-    def raise_trapped(self, store: Any) -> None:
-        if self._trapped is not None:
-            exc, self._trapped = self._trapped, None
-            translated = store.as_store_error(exc)
-            if translated is None:
-                raise exc
-            raise translated from exc
+            if not _is_store_failure(exc):
+                raise       # the store's own errors (DiskFullError, StoreError) go through as they are
+            raise (self._store.as_store_error(exc)
+                   or StoreError(f"the workspace store {self._store.db_path} failed: {one_line(exc)}")) from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
 def _is_store_failure(exc: BaseException) -> bool:
+    """An SQLite error or a full disk, not yet the store's one-line error."""
     import sqlite3
 
     from pipeline.atomic import is_disk_full
-    from pipeline.errors import DiskFullError
 
-    return isinstance(exc, (StoreError, DiskFullError, sqlite3.Error)) or is_disk_full(exc)
+    return isinstance(exc, sqlite3.Error) or is_disk_full(exc)
