@@ -26,7 +26,8 @@ from flows import shutdown
 from flows.run_context import RunContext
 from pipeline.errors import reason
 from pipeline.live_progress import ProgressRecorder
-from pipeline.run_lock import RunLock
+from pipeline.run_lock import RunLock, held_in_this_process
+from pipeline.run_owner import owner_state
 from pipeline.runs import current_run, describe_run, finish_run, run_progress, start_run
 
 STARTED_BY_ENV = "CAPSEARCH_RUN_STARTED_BY"     # set for a background run: who started it, and from where
@@ -97,6 +98,17 @@ def configured_api_url() -> str:
         return ""
 
 
+def alive_run(ws) -> str | None:
+    """The run going on in the workspace as its record says, if its process still runs here (whatever became
+    of the lock file): what, who started it, since when, how far it got."""
+    running = current_run(ws.store)
+    if running is None or owner_state(running.owner) != "alive":
+        return None
+    if running.pid == os.getpid() and not held_in_this_process(ws.root):
+        return None          # a record this process could not finish (a full disk), not a run
+    return describe_run(running, run_progress(ws.store, running.id))
+
+
 @contextmanager
 def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *, wait: bool = False,
                     on_wait: Callable[[str], None] | None = None, deployment: str = "",
@@ -107,16 +119,9 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
     signal ends the wait.
     """
     store = ctx.ws.store
-    lock = RunLock(ctx.ws.root)
+    lock = RunLock(ctx.ws.root, alive_run=lambda: alive_run(ctx.ws))
     who = started_by or started_by_default()
-
-    def describe() -> str:
-        running = current_run(store)
-        if running is None:
-            return lock.holder_description()
-        return describe_run(running, run_progress(store, running.id))
-
-    lock.acquire(wait=wait, details={"what": what, "started_by": who}, describe=describe, on_wait=on_wait,
+    lock.acquire(wait=wait, details={"what": what, "started_by": who}, on_wait=on_wait,
                  cancel=ctx.cancel)
     try:
         run_id = start_run(store, what, who, deployment=deployment, api_url=configured_api_url(),

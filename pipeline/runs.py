@@ -151,11 +151,16 @@ def describe_ended_run(run: RunInfo, stages: list[StageLive]) -> str:
     text = (f"{run.status} at {when} ({ago(time.time() - end)} ago): {run.what}, started by {run.started_by} "
             f"({where}) at {started}")
     if stages:
-        unfinished = [s for s in stages if not s.ended]
-        finished = sum(s.ended for s in stages)
-        counted = f"{finished} stage{'' if finished == 1 else 's'} finished"
-        text += (f"; it got as far as {replace(unfinished[-1], rate=None).describe()}, {counted}" if unfinished
-                 else f"; {counted}, none after")
+        # a stage stopped by a cancel or a failure also reports "finished": it is whole only with every item
+        whole = [s.state == "not-applicable" or (s.ended and s.done + s.failures >= s.total) for s in stages]
+        stopped = next((s for s, w in zip(stages, whole) if not w), None)
+        counted = f"{sum(whole)} stage{'' if sum(whole) == 1 else 's'} finished"
+        if stopped is None:
+            text += f"; {counted}"
+        else:
+            # no rate for a run that ended; no batch "in flight" for a stage that recorded its end
+            where = replace(stopped, rate=None, state="running", batches=0 if stopped.ended else stopped.batches)
+            text += f"; it got as far as {where.describe()}, {counted}"
     else:
         text += "; it ended before its first stage started"
     reason = run.message or _WHY.get(run.status, "")

@@ -146,10 +146,29 @@ def _row_chunks(arr: np.ndarray):
         yield bytes(flat[start:start + _CHUNK])
 
 
+def ensure_folder(folder: Path, notice: Callable[[str], None]) -> None:
+    """Make the snapshots' folder where it is missing. Something else in its place (a file) is moved aside to
+    ``arrays.not-a-folder-<time>``, with a notice: nothing in the folder is lost, it is all rebuilt from the
+    store."""
+    if folder.is_dir():
+        return
+    if folder.exists() or folder.is_symlink():
+        import time
+
+        aside = folder.with_name(f"{folder.name}.not-a-folder-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(folder, aside)
+        except FileNotFoundError:
+            pass                      # another process moved it meanwhile
+        else:
+            notice(f"{folder} was not a folder: moved it to {aside.name}; the snapshots are rebuilt from the store")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def write_snapshot(store: "Store", space: str) -> "Snapshot":
     """Export the space's current vectors (one consistent read of the store) as a new generation."""
     files = files_for(store, space)
-    files.folder.mkdir(parents=True, exist_ok=True)
+    ensure_folder(files.folder, store.notice)
     generation, keys, mat = store.vectors_with_generation(space)
     dim = int(mat.shape[1]) if mat.ndim == 2 else 0
     data = files.data(generation)
@@ -291,6 +310,7 @@ def _orphaned(files: SnapshotFiles) -> bool:
 def load_snapshot(store: "Store", space: str, notice: Callable[[str], None]) -> Snapshot:
     """The space's vectors through its snapshot: checked, and rebuilt from the store when it cannot be trusted."""
     files = files_for(store, space)
+    ensure_folder(files.folder, notice)
     for _ in range(_OPEN_ATTEMPTS):
         generation, dim = store.space_state(space)
         try:
