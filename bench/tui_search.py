@@ -82,7 +82,8 @@ async def app_measurements(ws, queries: list[str]) -> dict:
 
     import tui.screens.search as search_screen
     from tui.app import CapsearchApp
-    from tui.messages import PhotosLoaded, SearchReady, SearchResults
+    from tui.screens.captions import PhotosLoaded
+    from tui.screens.search import SearchReady, SearchResults
 
     seen: list = []
     app = CapsearchApp(ws, image_mode="halfcell")

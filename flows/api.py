@@ -22,7 +22,7 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
 
     ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
     ``cancel`` stops the run between batches; finished batches stay in the store and the
-    run is recorded as cancelled. A stop signal handled by ``flows.shutdown`` (SIGTERM,
+    run is recorded as cancelled. A stop signal handled by ``pipeline.shutdown`` (SIGTERM,
     SIGINT, SIGHUP) sets it too. Call it from a worker thread where signals matter
     (``shutdown.run_cancellable``): in the main thread Prefect's own SIGTERM handler would
     crash the flow run instead. ``runner`` is ``thread`` or ``dask`` (default: the
@@ -52,6 +52,9 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
 
 def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
                   runner: str | None, dask_address: str | None) -> RunOutcome:
+    from prefect import tags
+
+    from flows.naming import run_tags
     from flows.pipeline_flow import pipeline
     from flows.runners import check_runner
     from flows.server import api_server, use_watched_temporary_server
@@ -66,6 +69,7 @@ def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | No
         if chosen == "dask":
             stack.enter_context(api_server())
         stack.enter_context(no_heartbeats())
+        stack.enter_context(tags(*run_tags(ctx.ws)))    # the flow run's tags: its workspace and profile
         state = pipeline(workspace=str(ctx.ws.root), stages=list(stages) if stages else None,
                          captioners=list(captioners) if captioners else None, retry_failed=retry_failed,
                          runner=chosen, dask_address=address, run_key=ctx.key, return_state=True)

@@ -4,9 +4,9 @@ Whoever started it, the run stops after the batches in flight and its stage run 
 
 * a run of a Prefect deployment (served by ``capsearch serve``) is cancelled the Prefect way: its flow
   run is set to Cancelling; the runner that serves it sends its process SIGTERM, which the ``pipeline``
-  flow turns into "stop between batches" (``flows.shutdown``), and Prefect records it Cancelled;
+  flow turns into "stop between batches" (``pipeline.shutdown``), and Prefect records it Cancelled;
 * any other run (``capsearch run`` in a shell, a background run started by the TUI or ``run --detach``)
-  gets SIGTERM, which ``flows.shutdown`` turns into the same thing. The signal goes to the process the
+  gets SIGTERM, which ``pipeline.shutdown`` turns into the same thing. The signal goes to the process the
   run's record names only if it is still that process (same host, pid and start time: a pid reused
   since the run ended is never signalled).
 """

@@ -13,15 +13,11 @@ from typing import Any, Callable
 from uuid import UUID
 
 import flows  # noqa: F401 - applies the Prefect settings
+from flows.naming import NIGHTLY, nightly_deployment_name, on_demand_deployment_name, run_tags
 from pipeline.errors import ConfigError
 from pipeline.workspace import Workspace, capsearch_home, resolve_home_path
 
-NIGHTLY = "nightly"
 RUNNER_POLL_SECONDS = 2
-
-
-def deployment_name(ws: Workspace) -> str:
-    return f"{NIGHTLY}-{ws.name}"
 
 
 def check_schedule(cron: str, timezone: str) -> None:
@@ -56,8 +52,8 @@ def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | N
     if orch.watch_folder:
         parameters["data_path"] = str(resolve_home_path(orch.watch_folder))
     return pipeline.to_deployment(
-        name=deployment_name(ws), schedules=[Cron(cron, timezone=timezone)], parameters=parameters,
-        tags=["capsearch", NIGHTLY], entrypoint_type=EntrypointType.MODULE_PATH,
+        name=nightly_deployment_name(ws), schedules=[Cron(cron, timezone=timezone)], parameters=parameters,
+        tags=[*run_tags(ws), NIGHTLY], entrypoint_type=EntrypointType.MODULE_PATH,
         description=(f"capsearch nightly run of {ws.root}: ingest new photos, caption them with every enabled "
                      "captioner, embed the captions, evaluate and report"),
         _sync=True,
@@ -69,14 +65,13 @@ def on_demand_deployment(ws: Workspace) -> Any:
     while ``capsearch serve`` runs (``flows.detach``): no schedule, stages and captioners per run."""
     from prefect.deployments.runner import EntrypointType
 
-    from flows.detach import on_demand_name
     from flows.pipeline_flow import pipeline
 
     orch = ws.config.orchestration
     return pipeline.to_deployment(
-        name=on_demand_name(ws), parameters={"workspace": str(ws.root), "runner": orch.runner,
+        name=on_demand_deployment_name(ws), parameters={"workspace": str(ws.root), "runner": orch.runner,
                                              "dask_address": orch.dask_address or None},
-        tags=["capsearch", "on-demand"], entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=[*run_tags(ws), "on-demand"], entrypoint_type=EntrypointType.MODULE_PATH,
         description=f"capsearch runs of {ws.root} started from the TUI or `capsearch run --detach`",
         _sync=True,
     )
@@ -95,7 +90,7 @@ def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) ->
     """Register the deployments and run their scheduled runs until a stop signal (blocks).
 
     Prefect's ``Runner`` (what ``prefect.serve`` runs) takes SIGTERM over in the main thread; here
-    SIGTERM, SIGINT and SIGHUP all go through ``flows.shutdown``: the runner stops (cancelling a
+    SIGTERM, SIGINT and SIGHUP all go through ``pipeline.shutdown``: the runner stops (cancelling a
     scheduled run in progress and pausing the schedules, as ``prefect.serve`` does), the caller stops
     the server it started, and the command exits with 128 + the signal's number. ``on_ready`` is
     called once the runner is serving.
@@ -106,7 +101,7 @@ def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) ->
 
     from prefect.runner import Runner
 
-    from flows import shutdown
+    from pipeline import shutdown
 
     class SignalledRunner(Runner):
         def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:

@@ -4,13 +4,13 @@ A detached run executes outside the process that asked for it:
 
 * **through Prefect**, when ``capsearch serve`` serves the workspace (it records itself in the store,
   :func:`record_serving`) and its Prefect server answers: a flow run of the workspace's on-demand
-  deployment (``capsearch-pipeline/run-<workspace>``), which the Prefect UI shows under that deployment;
+  deployment (``capsearch-pipeline/run-<workspace id>``, ``flows.naming``), which the Prefect UI shows under that deployment;
 * **otherwise as a background process**: ``capsearch run`` in a session of its own
   (``start_new_session``: no terminal, so neither a closed terminal nor a dropped SSH connection nor the
   TUI's exit reaches it), with its output in ``<workspace>/logs/run-<time>.log``. It is *not* watched by
   the process that started it (it is meant to outlive it); the temporary Prefect server it starts for
   itself watches *it* (``flows.parent_watch``) and goes when it goes. SIGTERM, SIGINT and SIGHUP sent to
-  it stop it between batches like any ``capsearch run`` (``flows.shutdown``).
+  it stop it between batches like any ``capsearch run`` (``pipeline.shutdown``).
 
 Either way the run claims the workspace (one run at a time) and writes its live progress to the store,
 where ``capsearch status --follow`` and any TUI read it, and ``flows.control`` cancels it.
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from flows.naming import run_tags
 from flows.workspace_run import RUN_LOG_ENV, STARTED_BY_ENV, describe_request
 from pipeline.errors import CapsearchError
 from pipeline.run_lock import WorkspaceBusy
@@ -34,7 +35,6 @@ from pipeline.runs import RunInfo, current_run, describe_run, recent_runs, run_p
 from pipeline.workspace import Workspace
 
 SERVE_META = "serve"               # store meta: the `capsearch serve` process that serves this workspace
-ON_DEMAND = "run"                  # deployment name prefix of runs started from the TUI or `run --detach`
 START_TIMEOUT = 120.0              # seconds a background process may take to claim the workspace
 
 
@@ -62,10 +62,6 @@ class Detached:
     def reap(self) -> int | None:
         """Collect the background process if it has ended (so it does not linger as a zombie); its exit code."""
         return self.process.poll() if self.process is not None else None
-
-
-def on_demand_name(ws: Workspace) -> str:
-    return f"{ON_DEMAND}-{ws.name}"
 
 
 # -- the serve record ----------------------------------------------------------------------------------------
@@ -130,7 +126,7 @@ def _through_deployment(ws: Workspace, served: dict[str, Any], stages: Sequence[
         with get_client(sync_client=True, httpx_settings={"timeout": 15.0}) as client:
             deployment = client.read_deployment_by_name(name)
             flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
-                                                              tags=["capsearch", "detached"])
+                                                              tags=[*run_tags(ws), "detached"])
     ui = str(served.get("ui_url") or api_url.rstrip("/").removesuffix("/api"))
     return Detached("deployment", describe_request(stages, captioners, retry_failed), flow_run_id=str(flow_run.id),
                     flow_run_name=flow_run.name, deployment=name, api_url=api_url,

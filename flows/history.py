@@ -26,6 +26,7 @@ class FlowRunRow:
     seconds: float | None
     id: str = ""
     deployment: str = ""
+    workspace: str = ""          # the flow run's ``workspace`` parameter (every capsearch flow has one)
 
 
 def stage_of(parameters: dict[str, Any] | None) -> str:
@@ -52,8 +53,13 @@ def local_database() -> Path | None:
     return None
 
 
-def read_local_flow_runs(limit: int = 30, path: Path | None = None) -> list[FlowRunRow]:
-    """The ``limit`` most recent flow runs in the local Prefect database, newest first ([] if it has none yet)."""
+def workspace_of(parameters: dict[str, Any] | None) -> str:
+    return str((parameters or {}).get("workspace") or "")
+
+
+def read_local_flow_runs(limit: int = 30, path: Path | None = None, workspace: str | None = None) -> list[FlowRunRow]:
+    """The ``limit`` most recent flow runs in the local Prefect database, newest first ([] if it has none yet);
+    with ``workspace`` (a workspace's absolute path), only the flow runs of that workspace."""
     import sqlalchemy as sa
     from prefect.server.database import orm_models as orm
 
@@ -69,6 +75,8 @@ def read_local_flow_runs(limit: int = 30, path: Path | None = None) -> list[Flow
              .outerjoin(deployment, deployment.id == run.deployment_id)
              .order_by(sa.func.coalesce(run.start_time, run.expected_start_time).desc())
              .limit(limit))
+    if workspace is not None:
+        query = query.where(sa.func.json_extract(run.parameters, "$.workspace") == workspace)
     try:
         with engine.connect() as conn:
             rows = list(conn.execute(query))
@@ -81,5 +89,5 @@ def read_local_flow_runs(limit: int = 30, path: Path | None = None) -> list[Flow
             seconds = (r.end_time - r.start_time).total_seconds()
         state = r.state_name or (r.state_type.value.title() if r.state_type else "?")
         out.append(FlowRunRow(r.name, r.flow, state, stage_of(r.parameters), r.start_time, seconds, str(r.id),
-                              f"{r.flow}/{r.deployment}" if r.deployment else ""))
+                              f"{r.flow}/{r.deployment}" if r.deployment else "", workspace_of(r.parameters)))
     return out

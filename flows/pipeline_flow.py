@@ -1,23 +1,32 @@
 """The ``pipeline`` flow: the stage flows in pipeline order, for the configured captioners."""
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from contextlib import ExitStack, contextmanager
 from typing import Any, Iterator
 
-from prefect import flow
+from prefect import flow, tags
 from prefect.context import FlowRunContext
+from prefect.exceptions import TerminationSignal
 from prefect.states import Cancelled, State
 
-from flows import run_context, shutdown
+from flows import run_context
+from pipeline import shutdown
+from flows.artifacts import publish_summary, report_html
 from flows.crashed_runs import mark_crashed_flow_runs
+from flows.naming import pipeline_run_name, run_tags
 from flows.run_context import RunContext
 from flows.runners import no_heartbeats, task_runners
 from flows.stage_flows import abandon_flow_run, stage_flow
 from flows.workspace_run import claim_workspace, configured_api_url, describe_request, started_by_default
-from pipeline.runs import set_flow_run
-from pipeline.errors import ConfigError
+from pipeline.runs import get_run, set_flow_run
+from pipeline.errors import ConfigError, one_line
+from pipeline.stages.outcome import RunOutcome
 from pipeline.stages.registry import STAGE_ORDER, pipeline_stages
+
+log = logging.getLogger(__name__)
 
 
 def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] | None) -> list[tuple[str, str]]:
@@ -37,12 +46,11 @@ def stage_plan(ctx: RunContext, names: list[str] | None, captioners: list[str] |
 
 
 def _run_name() -> str:
+    """``<workspace> · pipeline`` (``flows.naming``; the TUI's Runs screen shows the same names)."""
     from prefect.runtime import flow_run
 
     params = flow_run.parameters or {}
-    ws = str(params.get("workspace", "")).rstrip("/").rsplit("/", 1)[-1] or "workspace"
-    stages = params.get("stages")
-    return f"{ws}: {', '.join(stages)}" if stages else f"{ws}: all stages"
+    return pipeline_run_name(str(params.get("workspace", "")) or "workspace", params.get("stages"))
 
 
 @flow(name="capsearch-pipeline", flow_run_name=_run_name, persist_result=False, log_prints=False,
@@ -61,6 +69,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
     ctx = run_context.context_for(workspace, run_key)
     frc = FlowRunContext.get()
     flow_run_id = str(frc.flow_run.id) if frc and frc.flow_run else ""
+    ctx.flow_run_id = flow_run_id or None     # the stage flows attach the run's result artifacts to it
 
     def plan(cancel: Any = None) -> dict[str, Any] | State:
         return _run_plan(ctx, workspace, stages, captioners, retry_failed, runner, dask_address, data_path, flow_run_id)
@@ -78,7 +87,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
             return plan()
         # A run of a deployment, in the main thread of its own process: the runner that serves it cancels it
         # with SIGTERM. Run the stages in a worker thread, as the CLI does, so that the signal reaches
-        # flows.shutdown here and stops the run between batches: every stage flow (a subflow) started in
+        # pipeline.shutdown here and stops the run between batches: every stage flow (a subflow) started in
         # this thread would put Prefect's own handler back, which interrupts the batch in flight.
         return shutdown.run_cancellable(plan)
 
@@ -86,7 +95,7 @@ def pipeline(workspace: str, stages: list[str] | None = None, captioners: list[s
 def _record_flow_run(ctx: RunContext, flow_run_id: str) -> None:
     """The run's record names its flow run; flow runs that killed runs left running are marked Crashed."""
     set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
-    mark_crashed_flow_runs(ctx.ws.store)
+    mark_crashed_flow_runs(ctx.ws)
 
 
 @contextmanager
@@ -128,26 +137,55 @@ def _run_plan(ctx: RunContext, workspace: str, stages: list[str] | None, caption
               flow_run_id: str) -> dict[str, Any] | State:
     if data_path:
         ctx.ws.config.data.path = data_path
-    plan = stage_plan(ctx, stages, captioners)
+    t0 = time.perf_counter()
+    plan: list[tuple[str, str]] = []
     completed: list[str] = []
+    ended = RunOutcome("completed", runner=runner, flow_run_id=flow_run_id, run_id=ctx.run_id)
 
     def abandoned(signum: int) -> None:
         abandon_flow_run(flow_run_id, f"abandoned on a second {shutdown.signal_name(signum)} after "
                                       f"{len(completed)} of {len(plan)} stages; finished batches are kept")
 
-    threads = ctx.ws.config.orchestration.flow_threads
-    with shutdown.on_abandon(abandoned), task_runners(runner, dask_address, threads) as runner_for, no_heartbeats():
-        for name, variant in plan:
-            if ctx.cancel.is_set():
-                break
-            st = ctx.stage(name, variant)
-            sub = stage_flow(name).with_options(task_runner=runner_for(st))
-            state = sub(workspace=workspace, stage=name, variant=variant, retry_failed=retry_failed,
-                        run_key=ctx.key, return_state=True)
-            if state.is_cancelled():
-                break
-            state.result(raise_on_failure=True, _sync=True)
-            completed.append(st.label)
-    if ctx.cancel.is_set() and len(completed) < len(plan):
-        return Cancelled(message=f"cancelled after {len(completed)} of {len(plan)} stages; finished batches are kept")
-    return {"stages": completed}
+    try:
+        plan = stage_plan(ctx, stages, captioners)
+        threads = ctx.ws.config.orchestration.flow_threads
+        # The stage flow runs are created with the run's tags (workspace, profile), as the pipeline's own flow run
+        # (flows.api, or its deployment); their batch tasks are not (flows.stage_flows).
+        with (tags(*run_tags(ctx.ws)), shutdown.on_abandon(abandoned),
+              task_runners(runner, dask_address, threads) as runner_for, no_heartbeats()):
+            for name, variant in plan:
+                if ctx.cancel.is_set():
+                    break
+                st = ctx.stage(name, variant)
+                sub = stage_flow(name).with_options(task_runner=runner_for(st))
+                state = sub(workspace=workspace, stage=name, variant=variant, retry_failed=retry_failed,
+                            run_key=ctx.key, return_state=True)
+                if state.is_cancelled():
+                    break
+                state.result(raise_on_failure=True, _sync=True)
+                completed.append(st.label)
+        if ctx.cancel.is_set() and len(completed) < len(plan):
+            ended.status = "cancelled"
+            ended.error = f"cancelled after {len(completed)} of {len(plan)} stages; finished batches are kept"
+            return Cancelled(message=ended.error)
+        return {"stages": completed}
+    except BaseException as exc:
+        stopped = ctx.cancel.is_set() or isinstance(exc, (KeyboardInterrupt, TerminationSignal))
+        ended.status, ended.error = ("cancelled" if stopped else "failed"), one_line(exc)
+        raise
+    finally:
+        ended.seconds, ended.stages = time.perf_counter() - t0, list(ctx.outcomes)
+        _publish_summary(ctx, ended, plan, stages)
+
+
+def _publish_summary(ctx: RunContext, ended: RunOutcome, plan: list[tuple[str, str]], stages: list[str] | None) -> None:
+    """The run's summary artifact (``flows.artifacts``): never fails the run, whatever ended it."""
+    try:
+        labels = [ctx.stage(name, variant).label for name, variant in plan]
+        report = next((ctx.stage(s.name, s.variant) for s in ended.stages
+                       if s.name == "report" and s.status == "completed"), None)
+        run = get_run(ctx.ws.store, ctx.run_id) if ctx.run_id is not None else None
+        publish_summary(ctx.ws, ended, ended.flow_run_id or None, planned=labels, requested=stages,
+                        started_by=run.started_by if run else "", report=report_html(report) if report else None)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not write the run's summary artifact: %s", one_line(exc))

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.history import FlowRunRow, read_local_flow_runs, stage_of
+from flows.history import FlowRunRow, read_local_flow_runs, stage_of, workspace_of
 from pipeline.errors import CapsearchError, one_line
 
 class FlowRunsUnavailable(CapsearchError):
@@ -58,12 +58,17 @@ def ui_url_for(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
 
 
-def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None) -> RecentFlowRuns:
-    """The ``limit`` most recent flow runs from the configured server (else the local database); raises
-    ``FlowRunsUnavailable`` naming the server or database and the reason."""
+SERVER_WINDOW = 200     # recent flow runs read from a server to find one workspace's (the API has no parameter filter)
+
+
+def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None,
+                     workspace: str | None = None) -> RecentFlowRuns:
+    """The ``limit`` most recent flow runs from the configured server (else the local database), with ``workspace``
+    (its absolute path) only that workspace's; raises ``FlowRunsUnavailable`` naming the server or database and
+    the reason. From a server, one workspace's runs are looked for among the ``SERVER_WINDOW`` most recent."""
     url = api_url or configured_api_url()
     if not url:
-        return read_local_runs(limit)
+        return read_local_runs(limit, workspace)
     rows: list[FlowRunRow] = []
     try:
         import httpx
@@ -74,7 +79,10 @@ def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None 
 
         with temporary_settings({PREFECT_API_URL: url}):
             with get_client(sync_client=True, httpx_settings={"timeout": httpx.Timeout(timeout)}) as client:
-                runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit)
+                runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC,
+                                             limit=limit if workspace is None else SERVER_WINDOW)
+                if workspace is not None:
+                    runs = [r for r in runs if workspace_of(r.parameters) == workspace][:limit]
                 flow_ids = list({r.flow_id for r in runs})
                 flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids))) if flow_ids else []
         names = {f.id: f.name for f in flows}
@@ -83,21 +91,23 @@ def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None 
             if not seconds and r.start_time and r.end_time:
                 seconds = (r.end_time - r.start_time).total_seconds()
             rows.append(FlowRunRow(r.name, names.get(r.flow_id, "?"), r.state_name or "?",
-                                   stage_of(r.parameters), r.start_time, seconds, str(r.id)))
+                                   stage_of(r.parameters), r.start_time, seconds, str(r.id),
+                                   workspace=workspace_of(r.parameters)))
     except Exception as exc:
         raise FlowRunsUnavailable(f"cannot read flow runs from {url}: {one_line(exc)[:200]}") from exc
     return RecentFlowRuns(url, ui_url_for(url), rows)
 
 
-def read_local_runs(limit: int = 30) -> RecentFlowRuns:
-    """The most recent flow runs from the local Prefect database (none, with no database, when Prefect is set up
-    with a database other than SQLite); raises ``FlowRunsUnavailable`` when it cannot be read."""
+def read_local_runs(limit: int = 30, workspace: str | None = None) -> RecentFlowRuns:
+    """The most recent flow runs (of ``workspace``, when given) from the local Prefect database (none, with no
+    database, when Prefect is set up with a database other than SQLite); raises ``FlowRunsUnavailable`` when it
+    cannot be read."""
     from flows.history import local_database
 
     path = local_database()
     if path is None:
         return RecentFlowRuns(None)
     try:
-        return RecentFlowRuns(None, runs=read_local_flow_runs(limit, path), database=path)
+        return RecentFlowRuns(None, runs=read_local_flow_runs(limit, path, workspace), database=path)
     except Exception as exc:
         raise FlowRunsUnavailable(f"cannot read the local Prefect database {path}: {one_line(exc)[:200]}") from exc

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from flows import shutdown
+from pipeline import shutdown
 from pipeline.errors import ConfigError
 from pipeline.progress import ProgressCallback, ProgressEvent, StageProgress
 from pipeline.stages.base import Stage
@@ -109,7 +109,7 @@ _runs_lock = threading.Lock()
 
 
 def open_run(ws: Workspace, progress: ProgressCallback | None = None, cancel: threading.Event | None = None) -> RunContext:
-    """Register a run; a stop signal (``flows.shutdown``) sets its cancel event, so it stops between batches."""
+    """Register a run; a stop signal (``pipeline.shutdown``) sets its cancel event, so it stops between batches."""
     ctx = RunContext(uuid.uuid4().hex, ws, progress, cancel or threading.Event())
     with _runs_lock:
         _runs[ctx.key] = ctx

@@ -3,7 +3,7 @@ temporary local API server a process uses when none is configured, and ``prepare
 (``capsearch init``: the local Prefect database created and migrated once, by starting that server).
 
 Every server capsearch starts runs under ``flows.parent_watch`` in its own session: capsearch stops it
-on exit and on SIGTERM, SIGINT or SIGHUP (``flows.shutdown``), and if capsearch is killed (SIGKILL,
+on exit and on SIGTERM, SIGINT or SIGHUP (``pipeline.shutdown``), and if capsearch is killed (SIGKILL,
 OOM killer) the server notices within a second and shuts itself down instead of living on.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import flows  # noqa: F401 - applies the Prefect settings
-from flows import shutdown
+from pipeline import shutdown
 from flows.settings import ServerRecord, clear_server_record, prefect_home, read_server_record, write_server_record
 from pipeline.errors import CapsearchError, ConfigError
 

@@ -21,14 +21,16 @@ from functools import partial
 from typing import Any
 
 from prefect import Flow, flow
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, TagsContext
 from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, State
 
-from flows import run_context, shutdown
-from flows.artifacts import ProgressArtifact
+from flows import run_context
+from pipeline import shutdown
+from flows.artifacts import ProgressArtifact, publish_stage
+from flows.naming import stage_run_name
 from flows.run_context import RunContext, StageRef
 from flows.runners import submission_window
 from flows.tasks import batch_task
@@ -41,17 +43,23 @@ from pipeline.stages.registry import STAGE_ORDER, resolve_stage_class
 
 
 def _stage_run_name() -> str:
+    """``<workspace> · caption:vlm-neighbours`` (``flows.naming``)."""
     params = runtime_flow_run.parameters or {}
     name, variant = params.get("stage", "stage"), params.get("variant", "")
     label = resolve_stage_class(name).name if ":" in name else name
-    return f"{label}:{variant}" if variant else label
+    return stage_run_name(str(params.get("workspace", "")), f"{label}:{variant}" if variant else label)
 
 
 def run_stage_flow(workspace: str, stage: str, variant: str = "", retry_failed: bool = False,
                    run_key: str = "") -> StageOutcome | State:
     """Run one stage of a workspace as cached batch tasks; returns the stage's outcome."""
     ctx = run_context.context_for(workspace, run_key)
-    outcome = execute_stage(ctx, ctx.stage(stage, variant), retry_failed)
+    # The stage's flow run was created with the run's tags (workspace, profile: ``flows.pipeline_flow``); its batch
+    # tasks get none: the dashboard filters flow runs, and a tagged task run makes Prefect take a concurrency slot
+    # for its tags (an API request, cached 5 s while no limit exists), so a concurrency limit someone puts on the
+    # workspace's tag would throttle the batches.
+    with TagsContext(current_tags=set()):
+        outcome = execute_stage(ctx, ctx.stage(stage, variant), retry_failed)
     if outcome.status == "cancelled":
         return Cancelled(message=f"{outcome.stage}: cancelled; {outcome.ran} batches finished and kept",
                          data=outcome)
@@ -86,6 +94,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
     outcome = StageOutcome.of(st, flow_run_id)
     recorder = StageRunRecorder(st, flow_run_id, ctx.run_id)
     forget_abandon = None
+    plan: StagePlan | None = None
     try:
         plan = plan_stage(st, ctx.tracker(st.label, 0), retry_failed)
         if plan.not_applicable:
@@ -97,7 +106,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         sp = ctx.tracker(st.label, plan.items)
         recorder.start(plan.config_hash)
         forget_abandon = shutdown.add_abandon(partial(_record_abandoned, recorder, outcome))
-        artifact = ProgressArtifact(st.label, flow_run_id or ctx.key, plan.items) if plan.items else None
+        artifact = ProgressArtifact(st.label, plan.items) if plan.items else None
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.variant, plan.config_hash, st.label)
         errors = _run_batches(ctx, st, ref, plan, outcome, sp, artifact, frc)
         if errors:
@@ -126,6 +135,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         outcome.seconds = time.perf_counter() - t0
         recorder.finish(outcome)
         ctx.outcomes.append(outcome)
+        publish_stage(st, outcome, plan, ctx.flow_run_id)
     return outcome
 
 

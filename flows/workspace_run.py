@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-from flows import shutdown
+from pipeline import shutdown
 from flows.run_context import RunContext
 from pipeline.errors import reason
 from pipeline.live_progress import ProgressRecorder

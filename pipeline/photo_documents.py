@@ -29,14 +29,20 @@ class PhotoDocuments:
     rows: DistinctRows                # the documents' vectors (a document without a vector is missing)
     kinds: list[str]                  # each document's caption kind: 'human' or a captioner's name
     texts: list[str]
+    # whose caption each document is when not the photo's own: an identical copy searched by its twin's
+    # human captions ('' for the photo's own; empty list: every document is the photo's own)
+    via: list[str] = field(default_factory=list)
     _runs: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.photo = np.asarray(self.photo, dtype=np.int64)
         if self.photo.size and np.any(np.diff(self.photo) < 0):
             raise ValueError("documents must be ordered by photo position")
-        if self.rows.n != self.photo.size or len(self.kinds) != self.photo.size or len(self.texts) != self.photo.size:
-            raise ValueError("photo, rows, kinds and texts must describe the same documents")
+        if not self.via:
+            self.via = [""] * self.photo.size
+        if self.rows.n != self.photo.size or len(self.kinds) != self.photo.size or len(self.texts) != self.photo.size \
+                or len(self.via) != self.photo.size:
+            raise ValueError("photo, rows, kinds, texts and via must describe the same documents")
         starts = np.flatnonzero(np.r_[True, self.photo[1:] != self.photo[:-1]]) if self.photo.size else \
             np.zeros(0, dtype=np.int64)
         self._runs = starts
@@ -45,19 +51,19 @@ class PhotoDocuments:
         self.missing = ~present
 
     @classmethod
-    def build(cls, n_photos: int, docs: Sequence[tuple[int, str, str]], key_rows: dict[str, int],
-              matrix: np.ndarray | None, key_of, dim: int = 1) -> "PhotoDocuments":
-        """Documents ``(photo position, kind, text)`` (in document order) whose vectors are ``matrix[key_rows[
-        key_of(text)]]``; a text without a row is a missing document."""
+    def build(cls, n_photos: int, docs: Sequence[tuple[int, str, str] | tuple[int, str, str, str]],
+              key_rows: dict[str, int], matrix: np.ndarray | None, key_of, dim: int = 1) -> "PhotoDocuments":
+        """Documents ``(photo position, kind, text)`` or ``(photo position, kind, text, via)`` (in document order)
+        whose vectors are ``matrix[key_rows[key_of(text)]]``; a text without a row is a missing document."""
         doc, src = [], []
-        for j, (_p, _kind, text) in enumerate(docs):
-            row = key_rows.get(key_of(text))
+        for j, d in enumerate(docs):
+            row = key_rows.get(key_of(d[2]))
             if row is not None:
                 doc.append(j)
                 src.append(row)
         rows = DistinctRows.from_rows(len(docs), doc, src, matrix, dim=dim)
-        return cls(n_photos, np.array([p for p, _, _ in docs], dtype=np.int64), rows,
-                   [k for _, k, _ in docs], [t for _, _, t in docs])
+        return cls(n_photos, np.array([d[0] for d in docs], dtype=np.int64), rows,
+                   [d[1] for d in docs], [d[2] for d in docs], [d[3] if len(d) > 3 else "" for d in docs])
 
     @property
     def n_present(self) -> int:

@@ -179,16 +179,19 @@ def recorded_outcome(store: Store, run: RunInfo) -> RunOutcome:
     stages = []
     usage = {f"{r.stage}:{r.variant}" if r.variant else r.stage: TokenUsage.from_dict(json.loads(r.usage))
              for r in store.stage_runs(limit=200) if r.run_id == run.id and r.usage}
-    for live in run_progress(store, run.id):
+    progress = run_progress(store, run.id)
+    for live in progress:
         name, _, variant = live.stage.partition(":")
         outcome = StageOutcome(live.stage, name, variant, batches=live.batches, items=live.total, total=live.total,
                                done=live.done, failed=live.failures,
                                status="completed" if live.state == "finished" else run.status,
-                               usage=usage.get(live.stage))
+                               seconds=max(0.0, live.updated_at - live.started_at), usage=usage.get(live.stage))
         if live.state == "not-applicable":
             outcome.not_applicable(live.message)
         stages.append(outcome)
-    return RunOutcome(run.status, run.seconds, stages, run.flow_run_id, error=run.message, run_id=run.id)
+    # A run that never recorded its end (crashed) lasted until its last recorded progress, not until now.
+    seconds = run.seconds if run.finished_at or not progress else max(p.updated_at for p in progress) - run.started_at
+    return RunOutcome(run.status, seconds, stages, run.flow_run_id, error=run.message, run_id=run.id)
 
 
 # -- watching ------------------------------------------------------------------------------------------------

@@ -21,20 +21,24 @@ Methods
   captioner ``search.hybrid_captioner`` (in the collection scope a photo without a caption is ranked by its
   image alone, ``fill_missing``).
 
-``like(photo)`` ranks the photos by image similarity to an example (a photo of the workspace, or any
-image file) and, where the example and a photo both have captions, by caption similarity too
-(``hybrid`` of the two with ``fill_missing``); the example's captions are its own descriptions (human
-captions, and captions of captioners that look at the photo: not kNN consensus, which copies a
-neighbour's caption and so would point at that neighbour); the example itself is left out, its
-identical copies come first.
+``like(photo)`` lists the photos most like an example (a photo of the workspace, or any image file), the
+example left out: its identical copies (the same bytes) first, then its near-duplicates (image similarity at
+least ``neighbours.near_duplicate_threshold``), then the rest by image similarity combined (``hybrid`` with
+``fill_missing``) with caption similarity between captions written for the photos (``own_descriptions``:
+human captions, and captions of captioners that looked at the photo unless they copy a caption they were
+shown; never kNN consensus's, which is a neighbour's caption and would point at that neighbour).
+
+An identical copy without a human caption of its own is found by its twin's (collection scope; the hit's
+``via`` names the twin): the same bytes are the same picture.
 
 Documents are read once from the store's ``.npy`` snapshots (``text/<key>/document`` keyed
 by ``hash_text(caption)``, ``image/<key>`` keyed by image sha256) and grouped into distinct
 vectors per method, aligned with the sorted photo ids; a photo without a usable caption
 (failed, empty, not embedded) is *missing*: it never appears in results and ranks below
-every scored photo. The text embedder is loaded once per process (model cache); a query the
-workspace already embedded (an evaluation query) is read from the store, so search ranks it
-exactly as the evaluation did; any other query is embedded, and the last few are remembered.
+every scored photo. A query the workspace already embedded (an evaluation query) is read from the
+store, so search ranks it exactly as the evaluation did; any other query is embedded by the light
+query encoder (``pipeline.query_encoder``: the text embedder exported to ONNX, no torch import) or,
+where there is none, the text embedder itself, and the last few are remembered.
 
 Identical vectors and ties
 --------------------------
@@ -78,6 +82,8 @@ CAPTIONS = "captions"        # collection scope: every caption kind of every pho
 IMAGE = "image"              # what matched when a photo is found by its image
 EXTRA_METHODS = (CLIP, HYBRID, ORACLE)
 SCOPES = ("collection", "targets")
+PIXEL_CAPTIONERS = ("vlm-plain", "blip-base", "blip-large", "vit-gpt2")   # the full profile's: caption from pixels
+NEIGHBOUR_CAPTIONER_KINDS = ("knn-consensus", "vlm-neighbours")           # work from captioned neighbours
 ORACLE_RULE = "sha256('oracle:<id>') over the non-blank reference captions other than the query source"
 _QUERY_MEMORY = 64
 
@@ -119,7 +125,14 @@ class Hit:
     score: float
     caption: str                     # the caption that matched (for clip: one of the photo's captions, if any)
     rank: int                        # 1 = best
-    matched: str = ""                # which kind matched: 'human', a captioner's name, 'image', or 'image + <kind>'
+    matched: str = ""                # which kind matched: 'human', a captioner's name, 'image', or 'image + <kind>';
+                                     # by example also 'identical copy' and 'near-duplicate'
+    via: str = ""                    # whose caption matched when not the photo's own (an identical copy: its twin)
+
+    @property
+    def matched_label(self) -> str:
+        """What matched, as a person reads it: 'human (of <twin>)' for a caption of the photo's identical twin."""
+        return f"{self.matched} (of {self.via})" if self.via else self.matched
 
 
 @dataclass(frozen=True)
@@ -145,14 +158,18 @@ class SearchIndex:
     """
 
     def __init__(self, ws: Workspace, *, scope: str | None = None, include_empty: bool = False,
-                 text_embedder: Any = None, clip_embedder: Any = None):
-        from pipeline.text_models import build_clip_embedder, build_text_embedder
+                 text_embedder: Any = None, clip_embedder: Any = None, preload_queries: bool = False):
+        from pipeline.text_models import build_clip_embedder, build_query_encoder, build_text_embedder
 
         self.ws = ws
         self.cfg = ws.config
         self.store = ws.store
         self.scope = check_scope(scope or self.cfg.search.scope)
         self.text_embedder = text_embedder or build_text_embedder(self.cfg)
+        # queries: the given embedder, else the light encoder (the same vectors without importing torch)
+        self.query_encoder = text_embedder or build_query_encoder(self.cfg, self.text_embedder)
+        if preload_queries and text_embedder is None:
+            self.query_encoder.preload()          # opens while the documents load (a text search is coming)
         self.clip_embedder = clip_embedder if clip_embedder is not None else build_clip_embedder(self.cfg)
         ids = self.store.image_ids() if self.scope == "collection" else self.store.image_ids("target")
         self.photo_ids: list[str] = sorted(ids)           # ties list by photo id
@@ -165,6 +182,8 @@ class SearchIndex:
         self._lock = threading.Lock()                     # the TUI searches from worker threads
         self._queries: dict[str, tuple[str, str]] | None = None
         self._images: DistinctRows | None = None          # unit image vectors of every photo (search by example)
+        self._own: np.ndarray | None = None               # which caption documents were written for their photo
+        self._sha: np.ndarray | None = None               # every photo's sha256 (identical copies, by example)
         self._include_empty = include_empty
         if self.scope == "collection":
             self._load_collection_methods()
@@ -217,21 +236,45 @@ class SearchIndex:
             return
         self._add_text_method(ORACLE, oracle_captions(self.store, self.photo_ids, qh), key_rows, matrix)
 
+    def _twins(self, human: dict[str, list[str]]) -> dict[str, str]:
+        """Photo without a human caption -> the identical photo (same bytes) whose human captions it shares: the
+        first by id that has some."""
+        groups: dict[str, list[str]] = {}
+        for img in self.store.images(ids=self.photo_ids):
+            groups.setdefault(img.sha256, []).append(img.id)
+        out: dict[str, str] = {}
+        for members in groups.values():
+            captioned = sorted(m for m in members if any(t.strip() for t in human.get(m, [])))
+            if len(members) > 1 and captioned:
+                out.update({m: captioned[0] for m in members if m not in captioned})
+        return out
+
     def _load_collection_methods(self) -> None:
-        """``captions`` and one method per captioner, over every photo: human captions, then each captioner's."""
+        """``captions`` and one method per captioner, over every photo: human captions (an identical copy without
+        any: its twin's, listed as the twin's), then each captioner's."""
         key_rows, matrix = self._text_snapshot()
         human = self.store.reference_captions()
+        twins = self._twins(human)
+        hashes: dict[str, str] = {}             # each text hashed once for every method's documents
+
+        def key_of(text: str) -> str:
+            found = hashes.get(text)
+            if found is None:
+                found = hashes[text] = hash_text(text)
+            return found
+
         generated = {c: got for c in self.cfg.enabled_captioners() if (got := self._generated(c)) is not None}
-        docs: list[tuple[int, str, str]] = []
+        docs: list[tuple[int, str, str, str]] = []
         for image_id in self.photo_ids:
             p = self.position[image_id]
-            docs += [(p, HUMAN, t) for t in human.get(image_id, []) if t.strip()]
-            docs += [(p, c, got[image_id]) for c, got in generated.items() if image_id in got]
+            twin = twins.get(image_id, "")
+            docs += [(p, HUMAN, t, twin) for t in human.get(twin or image_id, []) if t.strip()]
+            docs += [(p, c, got[image_id], "") for c, got in generated.items() if image_id in got]
         dim = matrix.shape[1] if matrix is not None and matrix.ndim == 2 else 1
-        self.multi[CAPTIONS] = PhotoDocuments.build(len(self.photo_ids), docs, key_rows, matrix, hash_text, dim)
+        self.multi[CAPTIONS] = PhotoDocuments.build(len(self.photo_ids), docs, key_rows, matrix, key_of, dim)
         for captioner in generated:
             mine = [d for d in docs if d[1] in (HUMAN, captioner)]
-            self.multi[captioner] = PhotoDocuments.build(len(self.photo_ids), mine, key_rows, matrix, hash_text, dim)
+            self.multi[captioner] = PhotoDocuments.build(len(self.photo_ids), mine, key_rows, matrix, key_of, dim)
         self.unavailable[ORACLE] = ("the oracle is an evaluation method over the targets' held-out captions: "
                                     "search with --scope targets")
 
@@ -251,8 +294,9 @@ class SearchIndex:
                 if img.sha256 in key_rows:
                     doc.append(self.position[img.id])
                     src.append(key_rows[img.sha256])
-        self.documents[CLIP] = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix,
-                                                      dim=self.clip_embedder.dim)
+        # the stored vectors' width: reading the model's (``clip_embedder.dim``) imports open_clip and torch
+        dim = matrix.shape[1] if matrix is not None and matrix.ndim == 2 else self.clip_embedder.dim
+        self.documents[CLIP] = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix, dim=dim)
         hc = self.cfg.search.hybrid_captioner
         if hc not in self.documents and hc not in self.multi:
             self.unavailable[HYBRID] = (f"search.hybrid_captioner '{hc}' is not an enabled captioner "
@@ -282,14 +326,55 @@ class SearchIndex:
     def default_method(self) -> str:
         methods = self.methods()
         if not methods:
-            raise CapsearchError("nothing to search yet: run the pipeline (`capsearch demo` or `capsearch run`) "
-                                 "so that captions are written and embedded"
-                                 + ("" if self.clip_embedder is not None else
-                                    "; `capsearch search --like PHOTO` finds photos by image meanwhile"))
+            raise CapsearchError(self.nothing_to_search())
         wanted = self.cfg.search.default_method
         if wanted and wanted in methods:
             return wanted
         return methods[0]
+
+    def nothing_to_search(self) -> str:
+        """Why no method has anything to search by text, and what will work (what a person reads when
+        ``default_method`` finds none): read from the workspace, so it is true after a run too."""
+        if not self.photo_ids:
+            return ("no photos to search yet: add some with `capsearch data folder PATH` (or `data demo`, "
+                    "`data flickr8k`), then `capsearch run`")
+        like = ("`capsearch search --like PHOTO` finds photos by what they look like" if self._has_image_vectors()
+                else "`capsearch run` embeds the photos, after which `capsearch search --like PHOTO` finds photos "
+                     "by what they look like")
+        docs = self.multi.get(CAPTIONS)
+        written = (docs is not None and len(docs.kinds) > 0) or any(self.captions.get(m) for m in self.captions)
+        if written:
+            return ("the captions are not embedded yet: `capsearch run` (its embed-captions stage) embeds them; "
+                    f"meanwhile {like}")
+        from pipeline.stages.applicability import no_captioned_photo
+
+        enabled = self.cfg.enabled_captioners()
+        # what the caption stage says: the neighbour-based captioners need captioned photos to work from
+        blocked = {c: why for c in enabled if self.cfg.captioner(c).kind in NEIGHBOUR_CAPTIONER_KINDS
+                   and (why := no_captioned_photo(self.store))}
+        runnable = [c for c in enabled if c not in blocked]
+        what = "no photo has a caption" if self.scope == "collection" else "no target photo has a caption"
+        if runnable:
+            return (f"{what} yet: `capsearch run` captions them with {', '.join(runnable)} and embeds the "
+                    f"captions (`capsearch status` shows what is missing or failed); meanwhile {like}")
+        pixel = [n for n in PIXEL_CAPTIONERS if n not in enabled]
+        one = len(enabled) == 1
+        told = (f"the enabled captioner{'' if one else 's'} {', '.join(enabled)} work{'s' if one else ''} from the "
+                "captions of similar captioned photos, and no photo has a human caption"
+                if enabled else "no captioner is enabled (captioners.enabled)")
+        if self.cfg.profile == "lite":
+            told += "; the lite profile has no captioner that writes a caption from the pixels"
+        return (f"nothing to search by text: {what} ({told}). What will work: captions for some photos "
+                "(`capsearch data folder PATH --captions FILE`, then `capsearch run`), or a captioner that looks at "
+                f"the pixels ({', '.join(pixel)}: the full profile's; add it to captioners.enabled in "
+                f"capsearch.toml, `capsearch models pull`, then `capsearch run`); meanwhile {like}")
+
+    def _has_image_vectors(self) -> bool:
+        try:
+            self._image_documents()
+        except CapsearchError:
+            return False
+        return True
 
     def check_method(self, method: str) -> None:
         if self._method_ok(method):
@@ -350,8 +435,8 @@ class SearchIndex:
         if len(texts) == 1:
             space = query_space(self.text_embedder.key)
             return self._remember("text", texts[0], lambda: self._stored_or_embedded(
-                space, texts[0], self.text_embedder.embed_queries))
-        return self.text_embedder.embed_queries(list(texts))
+                space, texts[0], self.query_encoder.embed_queries))
+        return self.query_encoder.embed_queries(list(texts))
 
     def clip_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query embeddings from CLIP's text tower (the image space)."""
@@ -421,24 +506,27 @@ class SearchIndex:
             if i < 0 or not np.isfinite(s):
                 break
             image_id = self.photo_ids[int(i)]
-            caption, matched = self._matched(method, source, int(i), doc_scores[0] if doc_scores is not None else None)
-            hits.append(Hit(image_id, float(s), caption, len(hits) + 1, matched))
+            caption, matched, via = self._matched(method, source, int(i),
+                                                  doc_scores[0] if doc_scores is not None else None)
+            hits.append(Hit(image_id, float(s), caption, len(hits) + 1, matched, via))
         return hits
 
-    def _matched(self, method: str, source: str, position: int, doc_scores: np.ndarray | None) -> tuple[str, str]:
-        """(caption shown, kind that matched) for a hit at ``position``."""
+    def _matched(self, method: str, source: str, position: int,
+                 doc_scores: np.ndarray | None) -> tuple[str, str, str]:
+        """(caption shown, kind that matched, whose caption it is when not the photo's own) for a hit at
+        ``position``."""
         image_id = self.photo_ids[position]
         if method == CLIP:
-            return self.caption(CLIP, image_id), IMAGE
+            return self.caption(CLIP, image_id), IMAGE, ""
         if doc_scores is not None:
             docs = self.multi[source]
             best = docs.best_document(doc_scores, position)
             if best is None:                                   # hybrid: found by its image alone
-                return self.caption(CLIP, image_id), IMAGE
+                return self.caption(CLIP, image_id), IMAGE, ""
             kind = docs.kinds[best]
-            return docs.texts[best], (f"{kind} + {IMAGE}" if method == HYBRID else kind)
+            return docs.texts[best], (f"{kind} + {IMAGE}" if method == HYBRID else kind), docs.via[best]
         kind = source if source != ORACLE else HUMAN
-        return self.caption(method, image_id), (f"{kind} + {IMAGE}" if method == HYBRID else kind)
+        return self.caption(method, image_id), (f"{kind} + {IMAGE}" if method == HYBRID else kind), ""
 
     def rank_of(self, query: str, method: str, image_id: str) -> float:
         """Expected rank (1 = top, ties shared) of ``image_id`` for ``query``; a missing document gets the
@@ -473,8 +561,8 @@ class SearchIndex:
             self._images = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix)
         return self._images
 
-    def _example(self, example: str) -> tuple[str | None, np.ndarray]:
-        """(photo id or None, unit image vector) of an example given as a photo id or an image file."""
+    def _example(self, example: str) -> tuple[str | None, str, np.ndarray]:
+        """(photo id or None, sha256, unit image vector) of an example given as a photo id or an image file."""
         from pathlib import Path
 
         from pipeline.embedders.registry import build_image_embedder
@@ -507,54 +595,97 @@ class SearchIndex:
             if not ok[0]:
                 raise CapsearchError(f"cannot read {path} as a photo: {errors[0] if errors else 'unknown error'}")
             vector = vectors[0]
-        return (row.id if row is not None else None), core.l2_normalise(np.asarray(vector, dtype=np.float32)[None, :])
+        return ((row.id if row is not None else None), sha,
+                core.l2_normalise(np.asarray(vector, dtype=np.float32)[None, :]))
+
+    def own_descriptions(self) -> np.ndarray:
+        """Per document of ``captions`` (collection scope): whether it was written for its photo, so that it may
+        count as evidence of what the photo shows. Human captions are (an identical copy's twin's too: the same
+        picture); so is a caption of a captioner that looked at the photo, unless it is a copy of a caption it
+        was shown (``pipeline.caption_metrics.copying``: what the copy rate counts). kNN consensus copies a
+        neighbour's caption by design: never."""
+        if self._own is None:
+            docs = self.multi.get(CAPTIONS)
+            own = np.zeros(0 if docs is None else len(docs.kinds), dtype=bool)
+            if docs is not None:
+                kinds = np.array(docs.kinds, dtype=object)
+                own[kinds == HUMAN] = True
+                for captioner in set(docs.kinds) - {HUMAN}:
+                    if self.cfg.captioner(captioner).kind == "knn-consensus":
+                        continue
+                    mine = np.flatnonzero(kinds == captioner)
+                    own[mine] = ~self._copied(captioner, docs, mine)
+            self._own = own
+        return self._own
+
+    def _copied(self, captioner: str, docs: PhotoDocuments, mine: np.ndarray) -> np.ndarray:
+        from pipeline.caption_metrics.copying import copy_and_overlap, shown_captions
+
+        ids = [self.photo_ids[int(docs.photo[j])] for j in mine]
+        shown, _ = shown_captions(self.ws, captioner, ids)
+        return np.array([copy_and_overlap(docs.texts[j], shown.get(i, []))[0] == 1.0 for j, i in zip(mine, ids)],
+                        dtype=bool)
 
     def like(self, example: str, k: int = 10) -> LikeResult:
-        """The k photos most like ``example`` (a photo id, or an image file inside the collection or not): by image
-        similarity, combined with caption similarity where the example has captions (see the module docstring).
-        The example itself is left out."""
+        """The k photos most like ``example`` (a photo id, or an image file inside the collection or not), the
+        example itself left out, in this order: its identical copies (the same bytes), then its near-duplicates
+        (image similarity at least ``neighbours.near_duplicate_threshold``: a resized or re-encoded copy), then
+        the rest by image similarity, combined (``search.hybrid``) with caption similarity where the example and
+        the photo both have captions written for them (``own_descriptions``: a caption copied from a neighbour
+        says what the neighbour shows, not the photo). Each tier by score, then photo id."""
         if k < 1:
             raise CapsearchError(f"k must be at least 1, got {k}")
-        example_id, vector = self._example(example)
+        example_id, sha, vector = self._example(example)
         images = self._image_documents()
-        scores = core.cosine_scores(vector, images)
+        image_scores = core.cosine_scores(vector, images)
+        scores = image_scores
         captions = self.multi.get(CAPTIONS)
+        inside = example_id is not None and example_id in self.position
         by_captions = False
         doc_scores = None
-        if example_id is not None and example_id in self.position and captions is not None:
-            # the example's own descriptions: human captions and captions of captioners that look at the photo
-            # (kNN consensus copies a neighbour's caption: image similarity already says what it would)
-            own_kinds = {HUMAN} | {c for c in self.cfg.enabled_captioners()
-                                   if self.cfg.captioner(c).kind != "knn-consensus"}
+        if inside and captions is not None and captions.photo.size:
+            own = self.own_descriptions()
             mine = [j for j in captions.documents_of(self.position[example_id])
-                    if not captions.rows.missing[j] and captions.kinds[j] in own_kinds]
+                    if own[j] and not captions.rows.missing[j]]
             if mine:
-                own = captions.rows.vectors[captions.rows.owner[mine]]
+                vectors = captions.rows.vectors[captions.rows.owner[mine]]
                 with np.errstate(all="ignore"):
-                    doc_scores = np.nanmax(captions.document_scores(own), axis=0, keepdims=True) \
-                        if captions.photo.size else None
-                if doc_scores is not None:
-                    caption_scores = captions.photo_scores(doc_scores)
-                    if example_id in self.position:
-                        caption_scores[0, self.position[example_id]] = np.nan
-                    if np.isfinite(caption_scores).any():
-                        scores = core.hybrid(caption_scores, scores, self.cfg.search.hybrid_weight, fill_missing=True)
-                        by_captions = True
-        if example_id is not None and example_id in self.position:
-            scores[0, self.position[example_id]] = np.nan
-        idx, sc = core.top_from_scores(scores, k)
+                    doc_scores = np.nanmax(captions.document_scores(vectors), axis=0, keepdims=True)
+                doc_scores[0, ~own] = np.nan
+                caption_scores = captions.photo_scores(doc_scores)
+                caption_scores[0, self.position[example_id]] = np.nan
+                if np.isfinite(caption_scores).any():
+                    scores = core.hybrid(caption_scores, image_scores, self.cfg.search.hybrid_weight,
+                                         fill_missing=True)
+                    by_captions = True
+        scores = scores[0].astype(np.float32, copy=True)
+        tier = np.full(len(self.photo_ids), 2, dtype=np.int8)
+        tier[image_scores[0] >= self.cfg.neighbours.near_duplicate_threshold] = 1
+        tier[self._same_bytes(sha)] = 0
+        if inside:
+            scores[self.position[example_id]] = np.nan
+        ranked = [int(i) for i in np.lexsort((np.arange(len(scores)), -np.nan_to_num(scores, nan=-np.inf), tier))
+                  if np.isfinite(scores[i])][:k]
         hits = []
-        for i, s in zip(idx[0], sc[0]):
-            if i < 0 or not np.isfinite(s):
-                break
-            image_id = self.photo_ids[int(i)]
-            matched, caption = IMAGE, self.caption(CAPTIONS, image_id)
-            if by_captions and doc_scores is not None:
-                best = captions.best_document(doc_scores[0], int(i))
+        for i in ranked:
+            image_id = self.photo_ids[i]
+            matched = ("identical copy", "near-duplicate", IMAGE)[tier[i]]
+            first = captions.documents_of(i) if captions is not None else range(0)
+            caption, via = (captions.texts[first.start], captions.via[first.start]) if len(first) else \
+                (self.caption(CAPTIONS, image_id), "")
+            if tier[i] == 2 and by_captions and doc_scores is not None:
+                best = captions.best_document(doc_scores[0], i)
                 if best is not None:
-                    matched, caption = f"{IMAGE} + {captions.kinds[best]}", captions.texts[best]
-            hits.append(Hit(image_id, float(s), caption, len(hits) + 1, matched))
+                    matched, caption, via = f"{IMAGE} + {captions.kinds[best]}", captions.texts[best], captions.via[best]
+            hits.append(Hit(image_id, float(scores[i]), caption, len(hits) + 1, matched, via))
         return LikeResult(example, example_id, hits, by_captions)
+
+    def _same_bytes(self, sha: str) -> np.ndarray:
+        """Which photos of the scope are the same bytes as ``sha``."""
+        if self._sha is None:
+            by_id = {img.id: img.sha256 for img in self.store.images(ids=self.photo_ids)}
+            self._sha = np.array([by_id.get(i, "") for i in self.photo_ids], dtype=object)
+        return self._sha == sha
 
     # -- evaluation queries -------------------------------------------------------------------------
     def evaluation_query(self, text: str) -> tuple[str, str] | None:

@@ -13,6 +13,7 @@ from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     from pipeline.backends import ImageEmbedder, QueryGenerator
+    from pipeline.query_encoder import QueryEncoder
     from pipeline.text_embedding import SentenceTransformerEmbedder
 
 # Used only to read the OpenAI generator's settings when no key is set (the run itself needs one).
@@ -26,6 +27,14 @@ def build_text_embedder(cfg: Config) -> "SentenceTransformerEmbedder":
 
     te = cfg.text_embedder
     return SentenceTransformerEmbedder(te.model, device=cfg.runtime.device, batch_size=te.batch_size)
+
+
+def build_query_encoder(cfg: Config, embedder: "SentenceTransformerEmbedder | None" = None) -> "QueryEncoder":
+    """What search embeds queries with: the text embedder's ONNX export (``pipeline.query_encoder``; no torch),
+    else the text embedder itself, with a notice."""
+    from pipeline.query_encoder import QueryEncoder
+
+    return QueryEncoder(cfg, embedder or build_text_embedder(cfg))
 
 
 def configured_base_url(cfg: Config) -> str:

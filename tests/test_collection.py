@@ -152,7 +152,7 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
 
-    from flows.deployments import deployment_name
+    from flows.naming import nightly_deployment_name
     from pipeline.workspace import Workspace
     from tests.fixtures.workspaces import make_workspace
 
@@ -171,7 +171,7 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
         while "serving; Ctrl-C stops" not in log.read_text(errors="replace"):
             assert serve.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
             time.sleep(0.2)
-        name = f"capsearch-pipeline/{deployment_name(ws)}"
+        name = f"capsearch-pipeline/{nightly_deployment_name(ws)}"
 
         first = run_deployment(name, timeout=600)
         assert first.state.is_completed(), (first.state, log.read_text(errors="replace")[-3000:])
@@ -183,6 +183,18 @@ def test_the_nightly_deployment_runs_a_collection_to_completion_and_picks_up_new
             assert runs[stage].run_id == runs["ingest"].run_id is not None
         targets = store.image_ids("target")
         assert len(targets) == len(folder.uncaptioned) - 1
+        # the night's run in the Prefect UI: named and tagged for its workspace, with its summary (issue 24)
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+        from flows.naming import artifact_key, workspace_tag
+
+        assert first.name == "nightly · pipeline" and workspace_tag(ws) in first.tags
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[first.id])))
+        [night] = [a for a in artifacts if a.key == artifact_key(ws, "summary")]
+        assert "**Completed**" in night.data and "| evaluate | not applicable |" in night.data
         from pipeline.stages.registry import stage_hash
 
         knn = stage_hash(Workspace(ws.root), "caption", "knn-consensus")

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from flows.api import run
+from flows.naming import on_demand_deployment_name
 from pipeline.run_owner import owner_state
 from pipeline.runs import current_run, get_run, recent_runs
 from pipeline.status import workspace_status
@@ -234,7 +235,8 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
 
         # a run started from the TUI becomes a run of the on-demand deployment
         from tui.app import CapsearchApp
-        from tui.messages import RunFinished, RunLaunched, StatusLoaded
+        from tui.messages import RunFinished
+        from tui.screens.pipeline import RunLaunched, StatusLoaded
 
         monkeypatch.setenv("PREFECT_API_URL", api)
         messages: list = []
@@ -247,7 +249,7 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
                 await pilot.pause(0.3)
         launched = next(m.detached for m in messages if isinstance(m, RunLaunched))
         finished = next(m for m in messages if isinstance(m, RunFinished))
-        assert launched.how == "deployment" and launched.deployment.endswith(f"run-{ws.name}")
+        assert launched.how == "deployment" and launched.deployment.endswith(f"/{on_demand_deployment_name(ws)}")
         assert finished.outcome.status == "completed", finished.outcome.error
         deployment, flow_run = _deployment_and_flow_run(api, launched.deployment, launched.flow_run_id)
         assert flow_run.deployment_id == deployment.id and flow_run.state.is_completed()
@@ -259,7 +261,7 @@ async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, sh
         wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch of the deployment run", 300, proc=serve,
                    out=tmp_path / "serve.log")
         running = current_run(ws.store)
-        assert running.deployment.endswith(f"run-{ws.name}") and running.flow_run_id
+        assert running.deployment.endswith(f"/{on_demand_deployment_name(ws)}") and running.flow_run_id
         cancel = run_command(env, "-w", str(ws.root), "cancel", timeout=300)
         assert cancel.returncode == 0 and "asked Prefect to cancel" in cancel.stdout, cancel.stdout + cancel.stderr
         final = get_run(ws.store, running.id)

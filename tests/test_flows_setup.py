@@ -128,26 +128,29 @@ def test_serve_registers_the_nightly_deployment_with_the_configured_schedule(tmp
     from prefect.client.orchestration import get_client
 
     from flows.deployments import build_deployments, register
+    from flows.naming import nightly_deployment_name, workspace_id
     from pipeline.workspace import Workspace
 
     ws = make_workspace(tmp_path / "night", orchestration={"schedule_cron": "30 3 * * 1-5",
                                                             "schedule_timezone": "Europe/Berlin",
                                                             "watch_folder": str(tmp_path / "inbox")})
+    assert nightly_deployment_name(ws) == f"nightly-{workspace_id(ws)}" and workspace_id(ws).startswith("night-")
     (ids,) = [register(build_deployments(ws))]
     other = register(build_deployments(Workspace(ws.root), cron="0 1 * * *", timezone="UTC"))
     assert other == ids, "registering again updates the same deployment"
     with get_client(sync_client=True) as client:
-        deployment = client.read_deployment_by_name("capsearch-pipeline/nightly-night")
+        deployment = client.read_deployment_by_name(f"capsearch-pipeline/{nightly_deployment_name(ws)}")
     assert deployment.id == ids[0]
     (schedule,) = deployment.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 1 * * *", "UTC")
     assert deployment.parameters["workspace"] == str(ws.root)
     assert deployment.parameters["data_path"] == str(tmp_path / "inbox")
     assert deployment.entrypoint == "flows.pipeline_flow.pipeline"
+    assert set(deployment.tags) >= {"capsearch", "nightly", f"workspace:{workspace_id(ws)}", "profile:lite"}
 
     register(build_deployments(ws))
     with get_client(sync_client=True) as client:
-        (schedule,) = client.read_deployment_by_name("capsearch-pipeline/nightly-night").schedules
+        (schedule,) = client.read_deployment_by_name(f"capsearch-pipeline/{nightly_deployment_name(ws)}").schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 3 * * 1-5", "Europe/Berlin")
     with pytest.raises(ConfigError, match="schedule_cron"):
         build_deployments(ws, cron="every night")

@@ -139,3 +139,14 @@ async def test_more_like_this_from_a_photo_and_duplicates_struck_out(collection)
         assert app.screen.query_one("#query", Input).value == f"like:{target}"
         first = rows(app.screen.query_one("#hits", DataTable))[0]
         assert first[2] == near, "its near-duplicate is the most similar photo"
+
+
+async def test_the_evaluation_screen_says_why_a_collection_has_no_evaluation(collection):
+    ws, *_ = collection
+    app = CapsearchApp(ws, image_mode="none", preload_search=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        await settle(pilot)
+        title = shown(app, "#eval-title")
+    assert "not applicable" in title and "held-out" in title, title
+    assert "run the pipeline" not in title

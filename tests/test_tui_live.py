@@ -13,7 +13,8 @@ from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 from tests.fixtures.pilot import MessageLog, wait_for
 from tui.app import CapsearchApp
-from tui.messages import CancelSent, RunFinished, RunSeen, RunStarted, StageProgressed, StatusLoaded
+from tui.messages import RunFinished, RunSeen, StageProgressed
+from tui.screens.pipeline import CancelSent, RunStarted, StatusLoaded
 from tui.widgets.progress import StageBar
 
 pytestmark = pytest.mark.slow
@@ -115,12 +116,17 @@ async def test_the_runs_screen_reads_flow_runs_from_the_local_prefect_database(t
     assert "local Prefect database" in line and "`capsearch server` shows the same runs" in line
     starts = [r.started for r in prefect.runs if r.started]
     assert starts == sorted(starts, reverse=True), "newest first"
-    # each stage run names its Prefect flow run: by name when that run is among the recent ones, else by id
-    names = {r.id: r.name for r in prefect.runs}
+    # only this workspace's flow runs; each stage run names its Prefect flow run, as the flows name them
+    # (``<workspace> · <stage>``), when that run is among the recent ones, else by id
+    assert {r.workspace for r in prefect.runs} == {str(tui_workspace.root)}
+    names = {r.id: f"{tui_workspace.name} · {r.stage}" for r in prefect.runs}
     recorded = tui_workspace.store.stage_runs(limit=50)
     assert len(stage_runs) == len(recorded)
     for row, r in zip(stage_runs, recorded):
         assert row[6] == names.get(r.flow_run_id, r.flow_run_id[:8]), (row, r)
     in_history = [r for r in recorded if r.flow_run_id in names]
-    assert all(names[r.flow_run_id].startswith(r.stage) for r in in_history)
+    from flows.naming import stage_run_name
+
+    assert in_history and all(names[r.flow_run_id] == stage_run_name(tui_workspace, f"{r.stage}:{r.variant}"
+                                                                      if r.variant else r.stage) for r in in_history)
     assert recorded[0].flow_run_id in detail and "Prefect flow run" in detail

@@ -10,7 +10,8 @@ from textual.widgets import DataTable
 from tests.fixtures.pilot import MessageLog, wait_for
 from tests.fixtures.tui_world import tui_workspace_at, use_prefect_harness
 from tui.app import CapsearchApp
-from tui.messages import RunFinished, RunLaunched, RunSeen, RunStarted, StageProgressed, StatusLoaded
+from tui.messages import RunFinished, RunSeen, StageProgressed
+from tui.screens.pipeline import RunLaunched, RunStarted, StatusLoaded
 from tui.widgets.progress import StageBar
 
 pytestmark = pytest.mark.slow
@@ -141,8 +142,7 @@ def test_advance_events_of_one_stage_supersede_each_other():
 async def test_captioner_chooser_runs_the_chosen_captioners_stages(fresh_workspace):
     from textual.widgets import OptionList
 
-    from tui.messages import RunRequest
-    from tui.screens.pipeline import CaptionerChooser
+    from tui.screens.pipeline import CaptionerChooser, RunRequest
 
     messages = MessageLog()
     app = CapsearchApp(fresh_workspace, image_mode="none")

@@ -123,7 +123,7 @@ async def test_search_ranks_as_you_type_and_cycles_methods(tui_workspace):
         assert screen.method == index.methods()[1]
         expected = index.search("a pink tree", screen.method, TOP_K)
         assert [r[2] for r in rows(table)] == [h.image_id for h in expected]
-        assert f"· {screen.method} ·" in shown(app, "#search-status")
+        assert screen.method in shown(app, "#method") and "50 results" in shown(app, "#search-status")
 
 
 async def test_search_shows_where_the_true_photo_of_an_evaluation_query_ranked(tui_workspace):
@@ -138,7 +138,7 @@ async def test_search_shows_where_the_true_photo_of_an_evaluation_query_ranked(t
         query = screen.query_one("#query", Input).value
         true_id, kind = index.evaluation_query(query)
         rank = index.rank_of(query, screen.method, true_id)
-        assert f"true photo of this {kind} query ranked #{format_rank(rank)}" in shown(app, "#search-status")
+        assert f"true photo ranked #{format_rank(rank)} ({kind} query)" in shown(app, "#search-status")
         marked = [r[2] for r in rows(screen.query_one("#hits", DataTable)) if r[0].endswith("★")]
         assert marked == ([true_id] if rank <= TOP_K else [])
 
@@ -147,7 +147,7 @@ async def test_evaluation_table_chart_and_drill_down_into_search(tui_workspace):
     store = tui_workspace.store
     evals = {(r.method, r.query_kind, r.metric): r for r in store.evaluations()}
     app = make_app(tui_workspace)
-    async with app.run_test(size=(100, 30)) as pilot:
+    async with app.run_test(size=(120, 40)) as pilot:   # wide: intervals and "(baseline)" in the table
         await pilot.press("4")
         await settle(pilot)
         screen = app.screen
@@ -230,32 +230,65 @@ async def test_help_lists_every_key_of_every_screen(tui_workspace):
         assert needle.lower() in text.lower(), needle
 
 
-async def test_runs_screen_lists_the_flow_runs_of_a_configured_server(tui_workspace, request):
+def add_flow_run_of_another_workspace(url: str, workspace: str) -> str:
+    """A completed ``capsearch-report`` flow run of another workspace in the server's history (as a run there
+    would leave it), created through Prefect's API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import FlowRunCreate  # noqa: F401 - the API the client wraps
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Completed
+
+    from flows.stage_flows import stage_flow
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        with get_client(sync_client=True) as client:
+            run = client.create_flow_run(stage_flow("report"), parameters={"workspace": workspace, "stage": "report"},
+                                         name="report", state=Completed())
+    return str(run.id)
+
+
+async def test_runs_screen_lists_this_workspaces_flow_runs_with_state_and_duration_at_80_columns(tui_workspace,
+                                                                                               request, tmp_path):
     pytest.importorskip("flows.api")
     request.getfixturevalue("prefect_harness")
     from prefect.settings import PREFECT_API_URL
 
+    from flows.naming import pipeline_run_name, stage_run_name
     from flows.prefect_runs import read_recent_runs
 
     url = PREFECT_API_URL.value()
     assert url, "the Prefect harness serves an API"
-    expected = read_recent_runs(api_url=url)
-    assert expected.runs
+    other = add_flow_run_of_another_workspace(url, str(tmp_path / "elsewhere" / "demo"))
+    assert other in {r.id for r in read_recent_runs(api_url=url, limit=200).runs}
+    mine = read_recent_runs(api_url=url, workspace=str(tui_workspace.root)).runs
+    assert mine and other not in {r.id for r in mine}
     app = CapsearchApp(tui_workspace, image_mode="none", prefect_api_url=url)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("5")
         await settle(pilot)
         line = shown(app, "#prefect-line")
         table = app.screen.query_one("#flow-runs", DataTable)
         assert table.display
         flow_runs = rows(table)
-    assert url.removesuffix("/api") in line and f"{len(expected.runs)} recent flow runs" in line
-    assert [r[0] for r in flow_runs] == [r.name for r in expected.runs]
-    # every registered stage flow's run names its stage (which stages are among the newest runs depends on the
-    # tests that ran before; flows of `module:Class` stages are named after the class's stage name)
-    from pipeline.stages.registry import STAGE_ORDER
-
-    stage_runs = [r for r in flow_runs if r[1].removeprefix("capsearch-") in STAGE_ORDER]
-    assert stage_runs and all(r[3].split(":")[0] == r[1].removeprefix("capsearch-") for r in stage_runs)
-    assert all(r[3] == "caption:knn-consensus" for r in stage_runs if r[1] == "capsearch-caption")
-    assert any(r[2] == "Completed" for r in flow_runs)
+        x = table.region.x
+        ends = {}
+        for column in table.columns.values():
+            x += column.get_render_width(table)
+            ends[str(column.label)] = x
+        stage_runs = app.screen.query_one("#stage-runs", DataTable)
+        stage_ends, x = {}, stage_runs.region.x
+        for column in stage_runs.columns.values():
+            x += column.get_render_width(stage_runs)
+            stage_ends[str(column.label)] = x
+    assert url.removesuffix("/api") in line and f"{len(mine)} recent flow runs of demo" in line
+    assert len(flow_runs) == len(mine), "only this workspace's flow runs are listed"
+    # named as the flows name them in Prefect: the workspace, then what ran ("report" alone says neither)
+    names = [r[0] for r in flow_runs]
+    assert all(name.startswith("demo · ") for name in names), names
+    assert pipeline_run_name(tui_workspace) in names
+    assert stage_run_name(tui_workspace, "report") in names and stage_run_name(tui_workspace, "caption:knn-consensus") in names
+    assert any(r[1] == "Completed" for r in flow_runs)
+    assert all(r[2] != "-" for r in flow_runs if r[1] == "Completed"), "a finished run says how long it took"
+    # state and duration are on the screen at 80 columns, in both tables
+    assert ends["state"] <= 80 and ends["took"] <= 80
+    assert stage_ends["status"] <= 80 and stage_ends["took"] <= 80

@@ -1,4 +1,8 @@
-"""SVG snapshots of every screen at 80x24 and 160x48 (pytest-textual-snapshot; update with --snapshot-update).
+"""SVG snapshots of every screen at 80x24 and 120x40 (pytest-textual-snapshot; update with --snapshot-update).
+
+80x24 is the smallest terminal the TUI is made for (nothing that matters may be cut there: the numbers of the
+progress bars, the search table's matched column, the evaluation's MedR, the Runs screen's state and duration);
+120x40 is where screens turn wide and tall (larger photos, full labels).
 
 The snapshots use a copy of the session's demo-world workspace with the times of its stage runs fixed,
 photos drawn with half-blocks, and search timings hidden, so that they are the same on every run.
@@ -16,7 +20,7 @@ from tui.app import CapsearchApp
 # textual-image 0.12 reads pixels with an API Pillow 13 deprecates
 IMAGE_WARNINGS = pytest.mark.filterwarnings("ignore:Image.Image.getdata:DeprecationWarning")
 pytestmark = [pytest.mark.slow, IMAGE_WARNINGS]
-SIZES = [(80, 24), (160, 48)]
+SIZES = [(80, 24), (120, 40)]
 FIXED_START = 1_790_000_000.0   # 2026-09-21 14:13:20 UTC
 
 
@@ -56,12 +60,32 @@ def app_for(ws) -> CapsearchApp:
     return CapsearchApp(ws, image_mode="halfcell", timings=False, prefect_api_url=None)
 
 
+def show_progress(pilot) -> None:
+    """The Pipeline screen's bars in the middle of a run (fixed times, so rates and ETAs are the same every time):
+    one stage done, one running with failures, one that does not apply."""
+    from pipeline.progress import ProgressEvent
+    from tui.widgets.progress import ProgressPanel
+
+    panel = pilot.app.screen.query_one(ProgressPanel)
+    panel.display = True
+    for event in (ProgressEvent("ingest", "finish", done=800, total=800, started_at=100.0, at=105.0),
+                  ProgressEvent("embed-captions:knn-consensus", "advance", done=3120, total=10000, failures=3,
+                                started_at=106.0, at=130.0),
+                  ProgressEvent("caption-metrics", "not-applicable", started_at=130.0, at=130.0,
+                                message="the targets have no held-out human captions to make evaluation queries "
+                                        "from")):
+        panel.show_event(event)
+
+
 def steps_then_settle(*steps: tuple[str, ...]):
-    """Press each step's keys, then wait for the screen to settle."""
+    """Press each step's keys (or call it, given the pilot), then wait for the screen to settle."""
     async def run_before(pilot) -> None:
         await settle(pilot)
         for keys in steps:
-            await pilot.press(*keys)
+            if callable(keys):
+                keys(pilot)
+            else:
+                await pilot.press(*keys)
             await settle(pilot)
 
     return run_before
@@ -69,9 +93,11 @@ def steps_then_settle(*steps: tuple[str, ...]):
 
 SCREENS = {
     "pipeline": (),
+    "pipeline-running": (show_progress,),
     "captions": (("2",),),
     "photo": (("2",), ("enter",)),
     "search": (("3",), (*"three yellow kites", "enter")),
+    "search-evaluation-query": (("3",), ("ctrl+n",), ("escape",)),   # the results focused: no blinking cursor
     "evaluation": (("4",),),
     "missed": (("4",), ("enter",)),
     "runs": (("5",),),

@@ -9,7 +9,7 @@ PROBE = f"""
 import asyncio, sys
 import capsearch.cli.app                      # what `capsearch tui` imports first
 from tui.app import CapsearchApp
-from tui.messages import StatusLoaded
+from tui.screens.pipeline import StatusLoaded
 
 async def main():
     seen = []

@@ -62,7 +62,12 @@ keys 2
 wait_for captions 30 "of 30 target photos"
 keys Enter
 wait_for photo 30 "1/30" "Reference captions" "#1 "
-keys j j j j j j j j j j j j
+# scroll down (j) until the prompt shows: how far that is depends on the captions' lengths and the terminal
+for _ in $(seq 1 20); do
+  capture "$out/scroll.tmp"; grep -qF "Prompt given to the VLM" "$out/scroll.tmp" && break
+  keys j j j
+done
+rm -f "$out/scroll.tmp"
 wait_for prompt 30 "Prompt given to the VLM"
 keys n
 wait_for next-photo 30 "2/30"
@@ -87,7 +92,7 @@ wait_for evaluation 30 "R@10" "knn-consensus" "per method"
 keys Enter
 wait_for missed 30 "queries whose true photo"
 keys Enter
-wait_for search-from-evaluation 30 "true photo of this short query ranked"
+wait_for search-from-evaluation 30 "true photo ranked #" "(short query)"
 keys Escape 5
 wait_for runs 30 "Stage runs in this workspace"
 keys '?'

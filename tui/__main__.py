@@ -14,10 +14,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="how photos are drawn (default: half-blocks under tmux, else the best available)")
     args = parser.parse_args(argv)
     from pipeline.errors import CapsearchError
-    from tui.launch import run_tui
+    from tui.launch import main as run
 
     try:
-        return run_tui(args.workspace, image_mode=args.images)
+        run(args.workspace, image_mode=args.images)     # ends the process when the app closes
     except CapsearchError as exc:   # e.g. no workspace at that path: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 1

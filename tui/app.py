@@ -14,8 +14,9 @@ from textual.worker import Worker, WorkerState
 from pipeline.workspace import Workspace
 from tui.failures import WorkerFailure
 from tui.messages import OpenInSearch, OpenLike
+from tui import registry
+from tui.screens.base import WIDE, CapsearchScreen
 from tui.search_loader import SearchLoader
-from tui.widgets.nav import SCREENS
 from tui.widgets.photo import IMAGE_MODES
 
 if TYPE_CHECKING:
@@ -33,14 +34,9 @@ def default_image_mode(configured: str = "") -> str:
     return "auto"
 
 
-def _mode_factory(mode: str):
+def _mode_factory(entry):
     def make():
-        from tui.screens import captions, evaluation, pipeline, runs, search
-
-        return {
-            "pipeline": pipeline.PipelineScreen, "captions": captions.CaptionsScreen, "search": search.SearchScreen,
-            "evaluation": evaluation.EvaluationScreen, "runs": runs.RunsScreen,
-        }[mode]()
+        return entry.load()()
 
     return make
 
@@ -51,12 +47,12 @@ class CapsearchApp(App):
     CSS_PATH = "capsearch.tcss"
     TITLE = "capsearch"
     ENABLE_COMMAND_PALETTE = False
-    MODES = {mode: _mode_factory(mode) for _, mode, _ in SCREENS}
-    DEFAULT_MODE = "pipeline"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    MODES = {entry.name: _mode_factory(entry) for entry in registry.MODES}   # a screen's module: imported when shown
+    DEFAULT_MODE = registry.DEFAULT_MODE
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (40, "-tall")]
     BINDINGS = [
-        *[Binding(key, f"switch_screen_mode('{mode}')", label, show=False) for key, mode, label in SCREENS],
+        *[Binding(e.key, f"switch_screen_mode('{e.name}')", e.title, show=False) for e in registry.MODES],
         Binding("question_mark,f1", "help", "Help", tooltip="this list of keys"),
         Binding("q", "quit", "Quit", tooltip="leave the app (a run going on keeps going; x on the Pipeline screen cancels it)"),
     ]
@@ -101,8 +97,6 @@ class CapsearchApp(App):
         state changes here (``CapsearchScreen``): Textual tells only the node that started a worker."""
         if event.state != WorkerState.ERROR:
             return
-        from tui.screens.base import CapsearchScreen
-
         failure = WorkerFailure.of(event.worker)
         if failure not in self.failures:   # the same failure again (a store that stays broken): one row
             self.failures.append(failure)
@@ -123,11 +117,9 @@ class CapsearchApp(App):
             self.push_screen(HelpScreen(self.BINDINGS))
 
     async def _search_screen(self) -> SearchScreen:
-        from tui.screens.search import SearchScreen
-
         await self.switch_mode("search")
         screen = self.screen
-        assert isinstance(screen, SearchScreen)
+        assert isinstance(screen, registry.mode("search").load())
         return screen
 
     @on(OpenInSearch)

@@ -115,21 +115,3 @@ class TerminalIsolation:
             self.terminal.close()
             self.terminal = None
 
-
-def isolated_driver(terminal: TextIO) -> type:
-    """A Textual Linux driver that writes to ``terminal`` and measures it (fds 1 and 2 point elsewhere)."""
-    from textual.drivers.linux_driver import LinuxDriver
-
-    class IsolatedDriver(LinuxDriver):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._file = terminal
-
-        def _get_terminal_size(self) -> tuple[int, int]:
-            try:
-                size = os.get_terminal_size(terminal.fileno())
-                return size.columns or 80, size.lines or 25
-            except OSError:
-                return super()._get_terminal_size()
-
-    return IsolatedDriver

@@ -331,14 +331,14 @@ for _commands in (vision, text, orchestration, ui):    # the command groups of t
 def main(argv: list[str] | None = None) -> None:
     """Run the command; exit 0, 1 on an error, 2 on a usage error, 128 + N when signal N stopped it.
 
-    SIGTERM, SIGINT and SIGHUP stop a run between batches (``flows.shutdown``): the batches in
+    SIGTERM, SIGINT and SIGHUP stop a run between batches (``pipeline.shutdown``): the batches in
     flight finish and are kept, the stage run is recorded as cancelled, every process capsearch
     started is stopped. A second signal abandons the batches in flight and exits at once.
     """
     from pipeline.environment import quiet_defaults
 
     quiet_defaults()
-    from flows.shutdown import stop_on_signals
+    from pipeline.shutdown import stop_on_signals
 
     with stop_on_signals():
         code = _run_app(argv)
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run_app(argv: list[str] | None) -> int:
-    from flows.shutdown import Stopped, exit_code, signal_name, stop_requested
+    from pipeline.shutdown import Stopped, exit_code, signal_name, stop_requested
     from pipeline.errors import CapsearchError
 
     def stopped(signum: int) -> int:

@@ -4,7 +4,7 @@ This is the one place where the CLI starts work: every command runs its stages a
 a Prefect run of the ``pipeline`` flow (``flows.api.run``), so each CLI run shows
 up in the Prefect UI, is cached batch by batch and resumes after a crash. The run
 goes on in a worker thread while the main thread waits and handles SIGTERM, SIGINT
-and SIGHUP (``flows.shutdown``): the run stops between batches and the command
+and SIGHUP (``pipeline.shutdown``): the run stops between batches and the command
 exits with 128 + the signal's number.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
                dask_address: str | None = None, wait: bool = False) -> RunOutcome:
     """Run the stages as one run of the workspace: refused (with the running one's details) while another
     run holds the workspace, unless ``wait``: then it waits its turn, saying for what."""
-    from flows import shutdown
+    from pipeline import shutdown
     from flows.api import run
     from pipeline.run_lock import WaitCancelled
 

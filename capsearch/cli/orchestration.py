@@ -129,7 +129,7 @@ def server(
     console.print(f"capsearch runs now report to it; server log: {handle.log}. Ctrl-C stops it.", highlight=False)
     try:
         handle.process.wait()
-    except KeyboardInterrupt:   # Ctrl-C, SIGTERM or SIGHUP (flows.shutdown.Stopped): stop the server, then exit
+    except KeyboardInterrupt:   # Ctrl-C, SIGTERM or SIGHUP (pipeline.shutdown.Stopped): stop the server, then exit
         console.print("stopping the Prefect server ...")
         raise
     finally:
@@ -171,7 +171,8 @@ def serve(
     import flows  # noqa: F401 - Prefect settings first
     from flows.deployments import build_deployments, serve as serve_deployments
 
-    from flows.detach import clear_serving, on_demand_name, record_serving
+    from flows.detach import clear_serving, record_serving
+    from flows.naming import on_demand_deployment_name
 
     ws = cli.workspace(workspace)
     deployments = build_deployments(ws, cron, timezone)
@@ -187,7 +188,7 @@ def serve(
         ui_url = url.removesuffix("/api")
 
         def ready() -> None:
-            record_serving(ws, url, ui_url, f"capsearch-pipeline/{on_demand_name(ws)}")
+            record_serving(ws, url, ui_url, f"capsearch-pipeline/{on_demand_deployment_name(ws)}")
             console.print(f"Prefect UI: {ui_url}  - serving; Ctrl-C stops", highlight=False)
 
         try:

@@ -50,7 +50,9 @@ def _queries_hash(ws: "Workspace") -> str:
 
 def search(
     query: Annotated[Optional[str], typer.Argument(help="What to look for, e.g. \"a dog in the snow\".")] = None,
-    by: Annotated[Optional[str], typer.Option("--by", help="Method: captions, a captioner, clip, hybrid or oracle.")] = None,
+    by: Annotated[Optional[str], typer.Option(
+        "--by", help="Method: captions, a captioner, clip, hybrid or oracle. clip and hybrid embed the query with the "
+                     "image embedder's text tower (torch: a slower start); the others need no torch.")] = None,
     k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many photos to list.")] = 10,
     scope: Annotated[Optional[str], typer.Option(
         "--scope", help="collection: every photo, by every caption it has (default: search.scope); targets: the "
@@ -70,7 +72,7 @@ def search(
     ws = cli.workspace(workspace)
     if scope is None and by == "oracle":
         scope = "targets"           # the oracle exists only in the experiment's view
-    index = SearchIndex(ws, scope=scope)
+    index = SearchIndex(ws, scope=scope, preload_queries=like is None)
     if like is not None:
         _print_like(index, index.like(like, k), k, as_json)
         return
@@ -113,7 +115,8 @@ def _hits_table(title: str, hits, true_id: str | None):
     for h in hits:
         mark = " [green]← true photo[/]" if true_id and h.image_id == true_id else ""
         table.columns[2].no_wrap = True
-        table.add_row(str(h.rank), f"{h.score:.3f}", shorten_middle(h.image_id, width) + mark, h.matched, h.caption)
+        table.add_row(str(h.rank), f"{h.score:.3f}", shorten_middle(h.image_id, width) + mark, h.matched_label,
+                      h.caption)
     return table
 
 

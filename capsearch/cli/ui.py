@@ -18,10 +18,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Open the terminal UI: run stages with live progress, browse captions and prompts, search, evaluate."""
         from pipeline.errors import ConfigError
-        from tui.launch import run_tui
+        from tui.launch import main
 
         if images is not None and images not in ("auto", "halfcell", "unicode", "none"):
             raise ConfigError(f"--images must be auto, halfcell, unicode or none, not '{images}'")
-        code = run_tui(cli.workspace(workspace).root, image_mode=images)
-        if code:
-            raise typer.Exit(code)
+        main(cli.workspace(workspace).root, image_mode=images)   # ends the process at once when the app closes

@@ -115,6 +115,25 @@ class EmbedCaptionsStage(Stage):
     def finalize(self, progress: StageProgress | None = None) -> None:
         if self.store.has_space(self.space):
             export_array(self.store, self.space)
+        self._export_query_encoder(progress)
+
+    def _export_query_encoder(self, progress: StageProgress | None) -> None:
+        """Export the text embedder for search's light query encoder (once per model: ``pipeline.query_encoder``)
+        while this process may have the model loaded anyway; a failure is a warning, never the stage's."""
+        if not self.cfg.text_embedder.light_queries:
+            return
+        from pipeline.query_encoder import encoder_folder
+        from pipeline.query_export import ensure_exported, export_state
+
+        folder = encoder_folder(self.cfg, self.embedder.key)
+        if export_state(folder, self.embedder.key) != "missing":
+            return
+        say = progress.message if progress else (lambda text, level="info": None)
+        try:
+            if ensure_exported(self.embedder, folder, on_notice=lambda text: say(text, "warning")) == "ready":
+                say(f"exported the text embedder for fast search to {folder}")
+        except OSError as exc:
+            say(f"could not export the text embedder for fast search to {folder}: {exc}", "warning")
 
 
 class QueriesStage(Stage):

@@ -9,7 +9,7 @@ Pipeline screen's Problems pane, and here, in the line that said what the screen
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from rich.text import Text
 from textual import on
@@ -21,9 +21,38 @@ from textual.worker import Worker, WorkerState
 from tui.widgets.nav import NavBar
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from textual.geometry import Size
+    from textual.signal import Signal
+
+    from pipeline.runs import RunInfo
     from pipeline.workspace import Workspace
-    from tui.app import CapsearchApp
     from tui.failures import WorkerFailure
+    from tui.search_loader import SearchLoader
+
+
+WIDE = 120     # columns from which a screen is wide (``-wide`` in capsearch.tcss): full labels, larger photos
+
+
+class CapsearchHost(Protocol):
+    """What a screen reads from the app and tells it (``tui.app.CapsearchApp`` is one; screens never import it)."""
+
+    ws: Workspace
+    data_version: int                        # bumped when a run changed the workspace: screens reload when shown
+    search_loader: SearchLoader
+    image_mode: str
+    log_path: Path | None
+    prefect_api_url: str | None
+    timings: bool                            # per-search timings on screen (off for reproducible screenshots)
+    run_going_on_at_exit: RunInfo | None     # set by the Pipeline screen when the app closes during a run
+    failures: list[WorkerFailure]
+    failed: Signal[WorkerFailure]
+
+    @property
+    def size(self) -> Size: ...
+
+    def preload_search_index(self) -> None: ...
 
 
 class CapsearchScreen(Screen):
@@ -45,13 +74,18 @@ class CapsearchScreen(Screen):
         yield from ()
 
     @property
-    def capsearch_app(self) -> CapsearchApp:
-        """The app, with its attributes typed (``self.app`` is any ``App``)."""
-        return cast("CapsearchApp", self.app)
+    def capsearch_app(self) -> CapsearchHost:
+        """The app, with the attributes screens use typed (``self.app`` is any ``App``)."""
+        return cast("CapsearchHost", self.app)
 
     @property
     def ws(self) -> Workspace:
         return self.capsearch_app.ws
+
+    @property
+    def narrow(self) -> bool:
+        """Under ``WIDE`` columns: tables abbreviate (with a legend) so that what matters fits."""
+        return self.app.size.width < WIDE
 
     def on_mount(self) -> None:
         self.loaded_version = self.capsearch_app.data_version

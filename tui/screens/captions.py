@@ -7,13 +7,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Input, Static
 
 from pipeline.browse import Browser, PhotoSummary, filter_photos
 from pipeline.caption_metrics.results import HUMAN, order_label
 from pipeline.caption_metrics.views import CaptionMetricsView, caption_metrics_view
 from tui.cycle import cycle
-from tui.messages import CaptionMetricsLoaded, OpenLike, PhotosLoaded
+from tui.messages import CaptionMetricsLoaded, OpenLike
 from tui.screens.base import CapsearchScreen
 from tui.screens.photo import PhotoScreen
 from tui.widgets.caption_metrics import fmt
@@ -23,6 +24,12 @@ from tui.widgets.tables import fill_table
 FILTER_DELAY = 0.15
 PHOTO_COLUMNS = [("photo", "photo"), ("caption", "caption")]
 MAX_ROWS = 500            # rows drawn in the list; next/previous still step through every match
+
+
+class PhotosLoaded(Message):
+    def __init__(self, photos: list[PhotoSummary]) -> None:
+        super().__init__()
+        self.photos = photos
 
 
 class CaptionsScreen(CapsearchScreen):

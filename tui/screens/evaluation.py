@@ -7,12 +7,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from pipeline.browse import Browser, EvaluationTable, MetricValue
 from pipeline.caption_metrics.views import caption_metrics_view
 from tui.cycle import cycle
-from tui.messages import CaptionMetricsLoaded, EvaluationLoaded
+from tui.messages import CaptionMetricsLoaded
 from tui.screens.base import CapsearchScreen
 from tui.screens.missed import MissedScreen
 from tui.widgets.bar_chart import Bar, BarChart
@@ -24,13 +25,14 @@ def metric_digits(metric: str) -> int:
     return 1 if metric == "MedR" else 3
 
 
-def cell(value: MetricValue | None, metric: str) -> Text:
-    """``0.433 ±0.08``: the value and half the width of its interval."""
+def cell(value: MetricValue | None, metric: str, spread: bool = True) -> Text:
+    """``0.433 ±0.08``: the value and half the width of its interval (``spread``; on a narrow screen the value
+    alone, the line under the table giving the highlighted method's intervals)."""
     if value is None:
         return Text("-", style="dim")
     d = metric_digits(metric)
     text = Text(f"{value.value:.{d}f}")
-    if value.ci_low is not None and value.ci_high is not None:
+    if spread and value.ci_low is not None and value.ci_high is not None:
         text.append(f" ±{(value.ci_high - value.ci_low) / 2:.{max(1, d - 1)}f}", style="dim")
     return text
 
@@ -40,6 +42,15 @@ def interval(value: MetricValue, metric: str) -> str:
     if value.ci_low is None or value.ci_high is None:
         return f"{value.value:.{d}f}"
     return f"{value.value:.{d}f} [{value.ci_low:.{d}f}, {value.ci_high:.{d}f}]"
+
+
+class EvaluationLoaded(Message):
+    """The evaluation; when there is none, why (``not_applicable``: the evaluate stage does not apply)."""
+
+    def __init__(self, table: EvaluationTable, not_applicable: str | None = None) -> None:
+        super().__init__()
+        self.table = table
+        self.not_applicable = not_applicable
 
 
 def not_applicable_text(table: EvaluationTable) -> Text:
@@ -102,7 +113,13 @@ class EvaluationScreen(CapsearchScreen):
     @work(thread=True, group="evaluation", exclusive=True, exit_on_error=False,
           description="reading the evaluation")
     def _load(self) -> None:
-        self.post_message(EvaluationLoaded(Browser(self.ws).evaluation()))
+        table = Browser(self.ws).evaluation()
+        reason = None
+        if table.empty:
+            from pipeline.stages.applicability import no_held_out_captions
+
+            reason = no_held_out_captions(self.ws.store)
+        self.post_message(EvaluationLoaded(table, reason))
 
     @work(thread=True, group="caption-metrics", exclusive=True, exit_on_error=False,
           description="reading the caption metrics")
@@ -118,6 +135,8 @@ class EvaluationScreen(CapsearchScreen):
         self.table = t = message.table
         if t.empty:
             self.query_one("#eval-title", Static).update(
+                Text(f"no evaluation: not applicable here: {message.not_applicable}", style="yellow")
+                if message.not_applicable else
                 Text("no method could be evaluated", style="yellow") if t.not_applicable else
                 Text("no evaluation yet: run the pipeline (screen 1, key a) or the evaluate stage", style="yellow"))
             self.query_one("#eval-detail", Static).update(not_applicable_text(t))
@@ -133,10 +152,16 @@ class EvaluationScreen(CapsearchScreen):
         if t is None or t.empty:
             return
         first = next((v for (m, k, _), v in t.values.items() if k == self.kind), None)
+        n = first.n if first else 0
+        narrow = self.narrow  # intervals and the word "baseline" would push the last columns off a narrow screen
         title = Text()
-        title.append("query kind ", style="dim")
-        title.append(self.kind, style="bold")
-        title.append(f" ({', '.join(t.kinds)}; k cycles) · {first.n if first else 0} queries", style="dim")
+        if narrow:
+            title.append(self.kind, style="bold")
+            title.append(f" queries ({n}; k: next kind) · * baseline · intervals below", style="dim")
+        else:
+            title.append("query kind ", style="dim")
+            title.append(self.kind, style="bold")
+            title.append(f" ({', '.join(t.kinds)}; k cycles) · {n} queries", style="dim")
         if t.stale:
             title.append(" · from an earlier configuration", style="yellow")
         self.query_one("#eval-title", Static).update(title)
@@ -145,8 +170,8 @@ class EvaluationScreen(CapsearchScreen):
         for method in t.methods:
             label = Text(method)
             if method in baselines:
-                label.append(" (baseline)", style="dim")
-            rows.append((label, *[cell(t.get(method, self.kind, m), m) for m in t.metrics]))
+                label.append("*" if narrow else " (baseline)", style="dim")
+            rows.append((label, *[cell(t.get(method, self.kind, m), m, spread=not narrow) for m in t.metrics]))
         fill_table(self.query_one("#metrics", DataTable), [("method", "method"), *[(m, m) for m in t.metrics]],
                    rows, t.methods)
         self._detail()
@@ -199,6 +224,9 @@ class EvaluationScreen(CapsearchScreen):
     @on(DataTable.RowHighlighted, "#metrics")
     def _highlighted(self) -> None:
         self._detail()
+
+    def on_resize(self) -> None:
+        self._draw()          # narrow and wide screens show the table differently
 
     @on(DataTable.RowSelected, "#metrics")
     def _selected(self) -> None:

@@ -1,5 +1,5 @@
 """The help screen (``?``): every key of every screen, generated from the bindings themselves (the app's are
-passed in: this module does not import the app)."""
+passed in: this module does not import the app; the screens come from ``tui.registry``)."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -11,6 +11,8 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from tui.registry import MODES, SCREENS
 
 
 def _key_name(key: str) -> str:
@@ -31,22 +33,15 @@ def key_rows(bindings) -> list[tuple[str, str]]:
 
 def help_sections(app_bindings: Iterable) -> list[tuple[str, str, list[tuple[str, str]]]]:
     """(title, what it is, [(key, what it does)]) for the app (``app_bindings``) and every screen."""
-    from tui.screens.captions import CaptionsScreen
-    from tui.screens.evaluation import EvaluationScreen
-    from tui.screens.missed import MissedScreen
-    from tui.screens.photo import PhotoScreen
-    from tui.screens.pipeline import PipelineScreen
-    from tui.screens.runs import RunsScreen
-    from tui.screens.search import SearchScreen
-
-    everywhere = [("1 … 5", "switch screen: Pipeline, Captions, Search, Evaluation, Runs")]
-    everywhere += [r for r in key_rows(app_bindings) if r[0] not in "12345"]
+    keys = {e.key for e in MODES}
+    everywhere = [(f"{MODES[0].key} … {MODES[-1].key}", "switch screen: " + ", ".join(e.title for e in MODES))]
+    everywhere += [r for r in key_rows(app_bindings) if r[0] not in keys]
     everywhere += [("tab, shift+tab", "move between the parts of a screen"), ("ctrl+q", "quit from anywhere")]
-    sections = [("Everywhere", "Keys 1-5 switch screens when the cursor is not in a text box (esc leaves it).",
-                 everywhere)]
-    for cls, title in ((PipelineScreen, "1 Pipeline"), (CaptionsScreen, "2 Captions"), (PhotoScreen, "  Photo"),
-                       (SearchScreen, "3 Search"), (EvaluationScreen, "4 Evaluation"),
-                       (MissedScreen, "  Missed queries"), (RunsScreen, "5 Runs")):
+    sections = [("Everywhere", f"Keys {MODES[0].key}-{MODES[-1].key} switch screens when the cursor is not in a "
+                 "text box (esc leaves it).", everywhere)]
+    for entry in SCREENS:
+        cls = entry.load()
+        title = f"{entry.key} {entry.title}" if entry.is_mode else f"  {entry.title}"
         sections.append((title, cls.HELP, key_rows(cls.BINDINGS)))
     return sections
 

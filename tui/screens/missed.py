@@ -7,13 +7,23 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from pipeline.browse import Browser, MissedQuery
-from tui.messages import MissedLoaded, OpenInSearch
+from tui.messages import OpenInSearch
 from tui.screens.base import CapsearchScreen
 from tui.screens.search import format_rank
 from tui.widgets.tables import fill_table
+
+
+class MissedLoaded(Message):
+    def __init__(self, method: str, kind: str, k: int, missed: list[MissedQuery]) -> None:
+        super().__init__()
+        self.method = method
+        self.kind = kind
+        self.k = k
+        self.missed = missed
 
 
 class MissedScreen(CapsearchScreen):

@@ -7,17 +7,24 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Static
 
 from pipeline.browse import Browser, PhotoDetail
 from pipeline.caption_metrics.results import HUMAN
 from pipeline.caption_metrics.views import CaptionMetricsView
 from tui.cycle import cycle
-from tui.messages import OpenLike, PhotoLoaded
+from tui.messages import OpenLike
 from tui.screens.base import CapsearchScreen
 from tui.widgets.caption_metrics import photo_scores_text
 from tui.widgets.captions import CaptionColumns, NeighbourRow
 from tui.widgets.photo import Photo
+
+
+class PhotoLoaded(Message):
+    def __init__(self, detail: PhotoDetail) -> None:
+        super().__init__()
+        self.detail = detail
 
 
 class PhotoScreen(CapsearchScreen):

@@ -1,6 +1,7 @@
 """Pipeline: per-stage counts, launching runs, live progress, the log and the problems."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -8,21 +9,21 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, OptionList, RichLog, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
-
-from pipeline.runs import describe_run
 from textual.worker import Worker, WorkerState
 
+from pipeline.runs import describe_run
 from tui.failures import WorkerFailure
-from tui.messages import (CancelSent, RunFinished, RunLaunched, RunRequest, RunSeen, RunStarted, StageProgressed,
-                          StatusLoaded)
+from tui.messages import RunFinished, RunSeen, StageProgressed
 from tui.screens.base import CapsearchScreen
 from tui.widgets.progress import ProgressPanel, format_seconds
 from tui.widgets.tables import fill_table
 
 if TYPE_CHECKING:
+    from flows.detach import Detached
     from pipeline.stages.base import StageCounts
     from pipeline.status import StatusReport
 
@@ -31,6 +32,54 @@ STAGE_COLUMNS = [(key, key) for key in ("stage", "done", "missing", "failed", "t
 PROBLEM_COLUMNS = [(key, key) for key in ("severity", "stage", "item", "reason")]
 SEVERITY_STYLES = {"skipped": "yellow", "failed": "red", "repaired": "cyan", "warning": "yellow"}
 FINISHED = (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED)
+
+
+class StatusLoaded(Message):
+    """Per-stage counts and problems from ``workspace_status``."""
+
+    def __init__(self, status: StatusReport) -> None:
+        super().__init__()
+        self.status = status
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What the user asked to run."""
+
+    stages: tuple[str, ...] | None = None       # None: the whole pipeline
+    captioners: tuple[str, ...] | None = None   # None: the enabled captioners
+    retry_failed: bool = False
+
+    def describe(self) -> str:
+        what = "the whole pipeline" if self.stages is None else ", ".join(self.stages)
+        if self.captioners:
+            what += f" for {', '.join(self.captioners)}"
+        return what + (" (retrying failed items)" if self.retry_failed else "")
+
+
+class RunStarted(Message):
+    """This TUI asked for a run (it starts outside the TUI: ``flows.detach``)."""
+
+    def __init__(self, request: RunRequest) -> None:
+        super().__init__()
+        self.request = request
+
+
+class RunLaunched(Message):
+    """The run this TUI asked for has started outside it (``flows.detach``)."""
+
+    def __init__(self, request: RunRequest, detached: Detached) -> None:
+        super().__init__()
+        self.request = request
+        self.detached = detached
+
+
+class CancelSent(Message):
+    """What ``x`` did: the run was asked to stop (a failure to ask goes the way of every worker's failure)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
 
 class CaptionerChooser(ModalScreen[str | None]):

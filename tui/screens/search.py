@@ -4,25 +4,31 @@ where the true photo of an evaluation query ranked. The index (text model includ
 in the background once it has shown the workspace's stages (``tui.search_loader``)."""
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Input, Static
 from textual.worker import get_current_worker
 
 from pipeline.browse import Browser
 from tui.cycle import cycle
-from tui.messages import SearchReady, SearchResults, TruePhoto
 from tui.screens.base import CapsearchScreen
 from tui.screens.photo import PhotoScreen
 from tui.widgets.debounced_input import DebouncedInput
 from tui.widgets.photo import Photo
 from tui.widgets.tables import fill_table
+
+if TYPE_CHECKING:
+    from pipeline.search_service import Hit
 
 HIT_COLUMNS = [("rank", "#"), ("score", "score"), ("photo", "photo"), ("matched", "matched"), ("caption", "caption")]
 SEARCH_DELAY = 0.05       # seconds of quiet typing before a search starts
@@ -38,6 +44,55 @@ def photo_width(screen_width: int) -> int:
 
 def format_rank(rank: float) -> str:
     return f"{rank:.0f}" if float(rank).is_integer() else f"{rank:.1f}"
+
+
+def abbreviations(kinds: list[str]) -> dict[str, str]:
+    """A short code for each kind of caption that matched, for narrow screens (a legend names them): the initials
+    of its words, ``H`` for human, ``KC`` for knn-consensus, ``I+H`` for image + human, ``H'`` for a caption of the
+    photo's identical twin (``human (of IMG_0001.webp)``); a number added where two kinds would share one."""
+    codes: dict[str, str] = {}
+    for kind in kinds:
+        base, twin, _ = kind.partition(" (")
+        parts = [re.sub(r"[^A-Za-z0-9]+", " ", part).split() for part in base.split("+")]
+        code = "+".join("".join(w[0] for w in words).upper() for words in parts) or "?"
+        code += "'" if twin else ""
+        taken = set(codes.values())
+        unique, n = code, 2
+        while unique in taken:
+            unique, n = f"{code}{n}", n + 1
+        codes[kind] = unique
+    return codes
+
+
+class SearchReady(Message):
+    """The search index is loaded: its methods, how many photos, the evaluation queries (query, kind, photo)."""
+
+    def __init__(self, methods: list[str], n_photos: int,
+                 examples: list[tuple[str, str, str]] | None = None) -> None:
+        super().__init__()
+        self.methods = methods
+        self.n_photos = n_photos
+        self.examples = examples or []
+
+
+@dataclass(frozen=True)
+class TruePhoto:
+    """Where the true photo of an evaluation query ranked."""
+
+    image_id: str
+    kind: str
+    rank: float
+
+
+class SearchResults(Message):
+    def __init__(self, query: str, method: str, hits: list[Hit], seconds: float,
+                 truth: list[TruePhoto] | None = None) -> None:
+        super().__init__()
+        self.query = query
+        self.method = method
+        self.hits = hits
+        self.seconds = seconds
+        self.truth = truth or []
 
 
 class SearchScreen(CapsearchScreen):
@@ -91,6 +146,7 @@ class SearchScreen(CapsearchScreen):
                 with Vertical(id="preview"):
                     yield Photo(id="preview-photo", mode=self.capsearch_app.image_mode)
                     yield Static("", id="preview-text")
+            yield Static("", id="hits-legend")
 
     def on_mount(self) -> None:
         self.scope = self.scope or self.ws.config.search.scope
@@ -187,32 +243,66 @@ class SearchScreen(CapsearchScreen):
         if message.query != self.query_one("#query", Input).value or message.method != self.method:
             return  # typed on since: a newer search is coming
         self.last = message
-        status = self.query_one("#search-status", Static)
+        self._show(message)
+        if message.hits:
+            self.query_one("#hits", DataTable).move_cursor(row=0)
+            self._preview(0)
+
+    def on_resize(self) -> None:
+        if self.last is not None:
+            self._show(self.last)      # narrow and wide screens label the matched kinds differently
+
+    def _show(self, message: SearchResults) -> None:
+        """The results table, the line above it (where the true photo ranked comes first: it is what the query
+        was for) and, on a narrow screen, the legend of the matched kinds' codes."""
         from pipeline.display import shorten_middle
 
         true_ids = {t.image_id for t in message.truth}
-        table = self.query_one("#hits", DataTable)
+        kinds = list(dict.fromkeys(hit.matched_label for hit in message.hits))
+        codes = abbreviations(kinds) if self.narrow else {k: k for k in kinds}
         rows = []
         width = photo_width(self.capsearch_app.size.width)
         for hit in message.hits:
             mark = "★" if hit.image_id in true_ids else ""
             rows.append((Text(f"{hit.rank}{mark}", style="bold yellow" if mark else ""), f"{hit.score:.3f}",
-                         shorten_middle(hit.image_id, width), Text(hit.matched, style="cyan"), hit.caption))
+                         shorten_middle(hit.image_id, width), Text(codes[hit.matched_label], style="cyan"),
+                         hit.caption))
+        table = self.query_one("#hits", DataTable)
+        row = table.cursor_row
         fill_table(table, HIT_COLUMNS, rows, keep_cursor=False)
+        if rows and row > 0:
+            table.move_cursor(row=min(row, len(rows) - 1))
+        legend = Text("matched: ", style="dim")
+        for n, (kind, code) in enumerate(codes.items()):
+            legend.append(("" if n == 0 else " · ") + code, style="cyan")
+            legend.append(f" {kind}", style="dim")
+        abbreviated = any(code != kind for kind, code in codes.items())
+        self.query_one("#hits-legend", Static).update(legend if abbreviated else "")
+        self.query_one("#hits-legend", Static).display = abbreviated
+        self.query_one("#search-status", Static).update(self._status_line(message))
+
+    def _status_line(self, message: SearchResults) -> Text:
+        """Where the true photo ranked first (what an evaluation query is for), then how many results, the method
+        (left out where the line would not fit: its box shows it), the scope and the time."""
         scope = SCOPE_WORDS.get(self.scope, self.scope)
         if message.query.startswith(LIKE):
-            line = Text(f"{len(message.hits)} photos like {message.query[len(LIKE):].strip()} · {scope}", style="dim")
+            parts = [f"{len(message.hits)} photos like {message.query[len(LIKE):].strip()}", scope]
         else:
-            line = Text(f"{len(message.hits)} results · {message.method} · {scope}", style="dim")
+            parts = [f"{len(message.hits)} results", message.method, scope]
         if self.capsearch_app.timings:
-            line.append(f" · {message.seconds * 1000:.0f} ms", style="dim")
-        for t in message.truth:
-            line.append(f" · true photo of this {t.kind} query ranked ", style="")
-            line.append(f"#{format_rank(t.rank)}", style="bold yellow")
-        status.update(line)
-        if message.hits:
-            table.move_cursor(row=0)
-            self._preview(0)
+            parts.append(f"{message.seconds * 1000:.0f} ms")
+        room = self.app.size.width - 2
+        for drop_method in (False, True):
+            line = Text()
+            for t in message.truth:
+                line.append("★ true photo ranked ", style="")
+                line.append(f"#{format_rank(t.rank)}", style="bold yellow")
+                line.append(f" ({t.kind} query) · ", style="dim")
+            shown = [p for p in parts if not (drop_method and p == message.method)]
+            line.append(" · ".join(shown), style="dim")
+            if line.cell_len <= room:
+                break
+        return line
 
     @on(DataTable.RowHighlighted, "#hits")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -228,6 +318,8 @@ class SearchScreen(CapsearchScreen):
         text.append(f"#{hit.rank} ", style="bold")
         text.append(f"{hit.image_id}\n", style="dim")
         text.append(hit.caption or "")
+        if hit.matched:
+            text.append(f"\n({hit.matched_label})", style="cyan")
         self.query_one("#preview-text", Static).update(text)
 
     # -- keys --------------------------------------------------------------------------------------

@@ -4,13 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-SCREENS: tuple[tuple[str, str, str], ...] = (
-    ("1", "pipeline", "Pipeline"),
-    ("2", "captions", "Captions"),
-    ("3", "search", "Search"),
-    ("4", "evaluation", "Evaluation"),
-    ("5", "runs", "Runs"),
-)
+from tui.registry import MODES
 
 
 class NavBar(Static):
@@ -22,10 +16,10 @@ class NavBar(Static):
     @staticmethod
     def _text(current: str) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
-        for key, mode, label in SCREENS:
-            style = "bold reverse" if mode == current else ""
-            text.append(f" {key} ", style="bold" if mode != current else "bold reverse")
-            text.append(f"{label} ", style=style)
+        for entry in MODES:
+            style = "bold reverse" if entry.name == current else ""
+            text.append(f" {entry.key} ", style="bold" if entry.name != current else "bold reverse")
+            text.append(f"{entry.title} ", style=style)
             text.append(" ")
         text.append(" ? help", style="dim")
         return text

@@ -7,16 +7,18 @@ from textual.app import ComposeResult
 from textual.containers import Container
 from textual.widgets import Static
 
-IMAGE_MODES = ("auto", "halfcell", "unicode", "none")
+IMAGE_MODES = ("auto", "halfcell", "unicode", "none")   # what a person may ask for (``--images``, ``tui.images``)
 
 
 def image_widget_class(mode: str) -> type | None:
-    """The textual-image widget for a mode; None when photos are not drawn."""
+    """The textual-image widget for a mode (``IMAGE_MODES``, or what ``auto`` became once the terminal was asked:
+    ``sixel``, ``tgp``); None when photos are not drawn."""
     if mode == "none":
         return None
     from textual_image import widget as ti
 
-    return {"auto": ti.Image, "halfcell": ti.HalfcellImage, "unicode": ti.UnicodeImage}[mode]
+    return {"auto": ti.Image, "sixel": ti.SixelImage, "tgp": ti.TGPImage, "halfcell": ti.HalfcellImage,
+            "unicode": ti.UnicodeImage}[mode]
 
 
 class Photo(Container):

@@ -1,4 +1,7 @@
-"""Live progress of a run: one row per stage with a bar, counts, rate, ETA and failures."""
+"""Live progress of a run: one row per stage with its name, a bar, and counts, rate, ETA and failures.
+
+The counts, rate and ETA keep their width; the bar takes what is left (``capsearch.tcss``), so a narrow terminal
+loses decoration first: at 80 columns every number is still there."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
@@ -48,7 +51,7 @@ class StageBar(Horizontal):
 
     def compose(self) -> ComposeResult:
         yield Label(self.stage, classes="stage-name")
-        yield ProgressBar(total=None, show_eta=False, show_percentage=True)
+        yield ProgressBar(total=None, show_eta=False, show_percentage=False)   # the counts say how far
         yield Label("", classes="stage-stats")
 
     def on_mount(self) -> None:
@@ -69,6 +72,7 @@ class StageBar(Horizontal):
         self.query_one(".stage-stats", Label).update(progress_line(event))
         self.set_class(event.kind in ("finish", "not-applicable"), "-finished")
         self.set_class(event.failures > 0, "-failures")
+        self.set_class(event.kind == "not-applicable", "-not-applicable")
 
 
 class ProgressPanel(VerticalScroll):
