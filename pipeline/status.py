@@ -6,7 +6,7 @@ prints."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CapsearchError
 from pipeline.keys import EXACT_DUPLICATE, NEAR_DUPLICATE
@@ -17,6 +17,9 @@ from pipeline.stages.ingest import removed_photos
 from pipeline.stages.registry import pipeline_stages
 from pipeline.store_rows import Problem, RunInfo, StageLive, StageRunRow
 from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.vector_index import IndexInfo
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class StatusReport:
     removed: dict[str, dict[str, Any]]        # photos that left the collection: id -> when, sha256, split
     duplicates: DuplicateCounts
     runs: tuple[StageRunRow, ...]             # the newest stage runs first
+    indexes: tuple["IndexInfo", ...] = ()       # approximate indexes and their measured recall@10
     last_run: "LastRun | None" = None         # the newest run, when it crashed, was cancelled or failed
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,6 +59,7 @@ class StatusReport:
             "removed": self.removed,
             "duplicates": asdict(self.duplicates),
             "runs": [r.as_dict() for r in self.runs],
+            "indexes": [i.as_dict() for i in self.indexes],
             "last_run": None if self.last_run is None else self.last_run.as_dict(),
         }
 
@@ -101,6 +106,8 @@ def duplicate_counts(ws: Workspace) -> DuplicateCounts:
 
 
 def workspace_status(ws: Workspace) -> StatusReport:
+    from pipeline.vector_index import index_infos
+
     store = ws.store
     stages = []
     with store.reuse_reads():    # the stages ask for the same captions many times: read each set once
@@ -123,5 +130,6 @@ def workspace_status(ws: Workspace) -> StatusReport:
         removed=removed_photos(store),
         duplicates=duplicate_counts(ws),
         runs=tuple(store.stage_runs(limit=20)),
+        indexes=tuple(index_infos(store)),
         last_run=last_run(ws),
     )
