@@ -111,8 +111,7 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         if errors:
             outcome.status = "failed"
             first = next((e for e in errors if isinstance(e, DiskFullError)), errors[0])
-            outcome.error = (f"stopped by a full disk after {outcome.settled_batches} of {len(plan.batches)} batches: "
-                             f"{first}" if isinstance(first, DiskFullError) else
+            outcome.error = (outcome.stopped_by_full_disk(first) if isinstance(first, DiskFullError) else
                              f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}")
             raise first
         if ctx.cancel.is_set() and outcome.settled_batches < len(plan.batches):

@@ -177,3 +177,49 @@ def test_a_full_disk_stops_the_run_at_once_with_one_line_and_records_why(world, 
     expected_store, expected_searches = clean
     assert diff_content(store_content(ws), expected_store) == []
     assert diff_searches(search_results(ws), expected_searches) == []
+
+
+def test_a_full_disk_on_a_run_settled_before_prefect_is_said_once_and_recorded(world, clean, tmp_path):
+    """Every stage done, the snapshots gone, a disk with no room for them: the run has nothing to compute and
+    settles its stages without Prefect, and rewriting the first snapshot fills the disk. One line names the
+    file, the workspace and the disk; the stage run and the run are recorded as stopped by it (not `running`);
+    no Prefect run is made; with room again, the rerun ends like a clean run."""
+    why = small_disks()
+    if why:
+        pytest.skip(why)
+    ws = workspace_through(tmp_path / "ws", world, "report")
+    shutil.rmtree(ws.store.arrays_dir)
+    used = sum(p.stat().st_size for p in ws.root.rglob("*") if p.is_file()) // 1024
+    before, after = tmp_path / "before", ws.root       # back where it was: the report's recorded paths hold
+    ws.root.rename(before)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("CAPSEARCH_CRASH", "PREFECT_API_URL"))},
+           "PREFECT_HOME": str(tmp_path / "ph"), "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    # room for the run's own records (the WAL), not for the image snapshot (270 KB here)
+    out = subprocess.run(["unshare", "-Urm", "bash", "-c", ON_A_SMALL_DISK, "sh", str(used + 200), str(before),
+                          str(after), sys.executable, "run"], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    said = [line for line in text.splitlines() if "disk full" in line or "DiskFull" in line]
+    assert len(said) == 1, f"the full disk was reported {len(said)} times:\n" + "\n".join(said[:10])
+    assert re.search(r"^error: disk full writing (/\S+)/ws/arrays/\S+ \(workspace \1/ws; the disk tmpfs mounted at ",
+                     said[0]) and "free space and run again" in said[0], said[0]
+    assert "Traceback" not in text
+
+    db = sqlite3.connect(after / "capsearch.db")
+    stage, stage_status, message = db.execute("SELECT stage, status, message FROM stage_runs ORDER BY id DESC").fetchone()
+    assert stage_status == "failed" and message.startswith("stopped by a full disk after "), (stage, message)
+    assert db.execute("SELECT status, flow_run_id FROM runs ORDER BY id DESC LIMIT 1").fetchone() == ("failed", None)
+    assert db.execute("SELECT COUNT(*) FROM stage_runs WHERE status = 'running'").fetchone() == (0,)
+    db.close()
+    assert not (tmp_path / "ph").exists(), "a run with nothing to compute started Prefect"
+    assert_nothing_blamed_on_the_photos(Workspace(after))
+    status = capsearch_child(Workspace(after), "status")           # plain status says how the last run ended
+    said = " ".join(status.stdout.split())
+    assert status.returncode == 0 and "last run failed at" in said and "stopped by a full disk after" in said, said
+
+    ws = Workspace(after)
+    assert run(ws).status == "completed"
+    expected_store, expected_searches = clean
+    assert diff_content(store_content(ws), expected_store) == []
+    assert diff_searches(search_results(ws), expected_searches) == []
