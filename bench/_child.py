@@ -1,7 +1,7 @@
-"""Run a command as a child and exit with its status: ``python -m flows.parent_watch PID bench._child CMD ...``.
+"""Run a command as a child and exit with its status: ``python -m flows.runtime.parent_watch PID bench._child CMD ...``.
 
 Started with ``start_new_session``, the watcher leads a process group holding this module and the command, and
-stops the whole group when the benchmark that started it dies, even by SIGKILL (``flows.parent_watch``), so a
+stops the whole group when the benchmark that started it dies, even by SIGKILL (``flows.runtime.parent_watch``), so a
 server a benchmark starts (``vllm serve``) never outlives it."""
 from __future__ import annotations
 

@@ -483,9 +483,9 @@ def vllm_endpoint(device: str, dtype: str, quick: bool, work: Path) -> dict[str,
     log_path = work / "vllm.log"
     command = [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
                "--dtype", served_dtype, "--max-model-len", "4096", "--gpu-memory-utilization", "0.5", "--enforce-eager"]
-    # under flows.parent_watch, in a session of its own: stopped with its group here, and by the watcher if this
+    # under flows.runtime.parent_watch, in a session of its own: stopped with its group here, and by the watcher if this
     # process dies first (even by SIGKILL)
-    watched = [sys.executable, "-m", "flows.parent_watch", str(os.getpid()), "bench._child", *command]
+    watched = [sys.executable, "-m", "flows.runtime.parent_watch", str(os.getpid()), "bench._child", *command]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(watched, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=Path(__file__).resolve().parents[1])

@@ -8,16 +8,20 @@ its resident memory above what the process held just before the stage (imports a
 the peak is reset through ``/proc/self/clear_refs``):
 
 * ``ingest`` (the first one: every photo hashed and decoded) and ``ingest rescan`` (unchanged folder);
-* ``neighbours`` (exact search of the N/10 targets against the 0.9 N reference photos), ``prompts``;
+* ``neighbours`` (exact search of the N/10 targets against the 0.9 N reference photos), ``neighbours (index)``
+  (the same through the approximate index, ``neighbours.index = "approximate"``: its build and recall
+  measurement included), ``prompts``;
 * ``embed-captions`` with the packaged MiniLM: ``knn-consensus`` (one caption per target) and ``human``
   (one per photo); up to ``--embed-up-to`` photos (default 10k: MiniLM embeds about 100-300 captions a
   second on 2 cores, so 100k human captions would take 10 minutes or more). Above it, random vectors are
   stored under the captions' hashes so that the later stages have their input, and the stage is not timed;
 * ``queries`` (reference queries from the targets' human captions), ``evaluate`` (the query vectors are
   stored beforehand as random vectors: the stage's ranking and bootstrap, not MiniLM, is timed), ``report``;
-* ``search``: loading the ``SearchIndex`` over the whole collection (MiniLM itself loaded before the clock)
-  and the median of 20 searches (MiniLM query embedding included), and ``Store.vector_spaces()`` on its own
-  (it counts the vectors of every space).
+* ``search``: loading the ``SearchIndex`` over the whole collection (MiniLM itself loaded before the clock),
+  then 20 queries ranked exactly and through the approximate index in alternating order (query vectors
+  embedded once beforehand: p50 and p95 of the ranking alone), the index's build (or load) time, size and
+  recall@10 against the exact lists; and ``Store.vector_spaces()`` on its own (it counts the vectors of every
+  space).
 
 Image embeddings are random unit vectors stored under each photo's hash (``embed-images`` decodes photos;
 its cost per photo is ``bench/image_embedding.py``'s), and the ``knn-consensus`` captions are written
@@ -51,7 +55,10 @@ TARGET_SHARE = 10                  # one photo in ten is a target
 SEARCHES = 20
 # Stages whose work is targets x reference photos (N/10 x 0.9 N): quadratic by design.
 QUADRATIC = {"neighbours", "evaluate"}
-STEPS = ("ingest", "ingest rescan", "synthetic inputs", "neighbours", "prompts", "embed-captions:knn-consensus",
+# Steps run under another configuration (the environment layer of pipeline/config.py): the neighbours again,
+# through the approximate index (its build or update included), under their own configuration hash.
+STEP_ENV = {"neighbours (index)": {"CAPSEARCH_NEIGHBOURS__INDEX": "approximate"}}
+STEPS = ("ingest", "ingest rescan", "synthetic inputs", "neighbours", "neighbours (index)", "prompts", "embed-captions:knn-consensus",
          "embed-captions:human", "queries", "query vectors", "evaluate", "report", "search", "Store.vector_spaces()",
          "Store.has_space()")
 SETUP = {"synthetic inputs", "query vectors"}
@@ -114,18 +121,17 @@ def _reset_peak() -> bool:
         return False
 
 
-def _unit(n: int, dim: int, seed: int):
-    import numpy as np
-
-    x = np.random.default_rng(seed).standard_normal((n, dim), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 def _store_random(store, space: str, keys: list[str], dim: int, seed: int) -> None:
+    """Synthetic vectors under ``keys``: clustered unit vectors (``bench.ann_choice.clustered``, one cluster per
+    thousand), as embeddings cluster by subject; uniform random vectors have no neighbours worth the name, and
+    no approximate index finds them."""
+    from bench.ann_choice import clustered
+
     keys = sorted(set(keys) - store.has_vectors(space, keys))
+    clusters = max(1, len(keys) // 1000)
     for start in range(0, len(keys), 50_000):
         chunk = keys[start:start + 50_000]
-        store.put_vectors(space, chunk, _unit(len(chunk), dim, seed + start))
+        store.put_vectors(space, chunk, clustered(len(chunk), dim, seed + start, clusters=clusters))
 
 
 def _prepare_step(ws, step: str):
@@ -170,25 +176,67 @@ def _prepare_step(ws, step: str):
 
         def search():
             t0 = time.perf_counter()
-            index = SearchIndex(ws)
+            index = SearchIndex(ws, exact=True)
             method = index.methods()[0]
             index.search("warm up the query model", method, 10)
             load = time.perf_counter() - t0
-            times = []
-            for q in range(SEARCHES):
-                t1 = time.perf_counter()
-                index.search(f"a {WORDS[q % len(WORDS)]} near the {WORDS[(q * 7) % len(WORDS)]}", method, 10)
-                times.append(time.perf_counter() - t1)
-            times.sort()
-            return {"index load s": load, "per search s": times[len(times) // 2]}
+            queries = [f"a {WORDS[q % len(WORDS)]} near the {WORDS[(q * 7) % len(WORDS)]}" for q in range(SEARCHES)]
+            for q in queries:                      # embedded once: the paths below time the ranking alone
+                index.search(q, method, 10)
+            # ... as vectors drawn like the synthetic captions (a MiniLM query of real words points nowhere near
+            # random clusters, so it would measure the index on queries no collection has)
+            from bench.ann_choice import clustered
+
+            n_docs = len(store.image_ids())
+            for i, (q, vec) in enumerate(zip(queries, clustered(len(queries), 384, 99, clusters=max(1, n_docs // 1000)))):
+                index._memory[("text", q)] = vec[None, :]
+            approximate = SearchIndex(ws)
+            approximate.approximate = True         # whatever the threshold: both paths on the same photos
+            t1 = time.perf_counter()
+            approximate.search("build or load the index", method, 10)
+            build = time.perf_counter() - t1
+            approximate._memory = index._memory    # the same query vectors
+            times: dict[str, list[float]] = {"exact": [], "approximate": []}
+            found = []
+            for r in range(2):                     # alternating: exact first, then approximate first
+                for q in queries:
+                    for name in (("exact", "approximate") if r == 0 else ("approximate", "exact")):
+                        which = index if name == "exact" else approximate
+                        t2 = time.perf_counter()
+                        hits = which.search(q, method, 10)
+                        times[name].append(time.perf_counter() - t2)
+                        if r == 0:
+                            found.append((name, [h.image_id for h in hits]))
+            exact_lists = [ids for name, ids in found if name == "exact"]
+            approx_lists = [ids for name, ids in found if name == "approximate"]
+            recall = sum(len(set(a) & set(e)) for a, e in zip(approx_lists, exact_lists)) / max(
+                1, sum(len(e) for e in exact_lists))
+            info = approximate._indexes[method].index.info() if method in approximate._indexes else None
+            out = {"index load s": load, "per search s": _quantile(times["exact"], 0.5),
+                   "exact p50 s": _quantile(times["exact"], 0.5), "exact p95 s": _quantile(times["exact"], 0.95),
+                   "approx p50 s": _quantile(times["approximate"], 0.5),
+                   "approx p95 s": _quantile(times["approximate"], 0.95),
+                   "index build s": build, "recall@10 vs exact": recall}
+            if info is not None:
+                out.update({"index MB": info.bytes / 2**20, "index rows": info.rows,
+                            "index recall@10 (sample)": info.recall_at_10})
+            return out
         return search
     if step == "Store.vector_spaces()":
         return store.vector_spaces
+    if step == "neighbours (index)":
+        stage = build_stage(ws, "neighbours")
+        return lambda: run_stage(stage)
     if step == "Store.has_space()":
         space = build_stage(ws, "embed-captions", "human").space
         return lambda: store.has_space(space)
     stage = build_stage(ws, step)
     return lambda: run_stage(stage)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def child(workspace: Path, step: str) -> dict:
@@ -217,7 +265,8 @@ def run_child(workspace: Path, step: str, timeout: float) -> dict:
     proc = subprocess.run([sys.executable, "-m", "bench.scale", "--child", step, "--workspace", str(workspace)],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1",
                                                                                   "TRANSFORMERS_OFFLINE": "1",
-                                                                                  "TOKENIZERS_PARALLELISM": "false"})
+                                                                                  "TOKENIZERS_PARALLELISM": "false",
+                                                                                  **STEP_ENV.get(step, {})})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"step {step!r} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -260,7 +309,9 @@ def measure_size(root: Path, n: int, embed_up_to: int, timeout: float, steps: tu
             continue
         r = run_child(ws_root, step, timeout)
         results[step] = r
-        extra = "".join(f", {k} {v:.3f}" for k, v in r.items() if k.endswith(" s"))
+        extra = "".join(f", {k} {v:.4g}" for k, v in r.items()
+                        if isinstance(v, (int, float)) and k not in ("seconds", "peak_mb", "grew_mb", "rss_before_mb",
+                                                                     "done", "failed"))
         say(f"  {step:<30} {r['seconds']:9.2f} s  peak RSS {r['peak_mb']:7.0f} MB (+{r['grew_mb']:.0f} MB){extra}"
             f"  [{load_average()}]", flush=True)
     return results

@@ -1,8 +1,5 @@
-"""Prefect flows and tasks over the pipeline's stages.
+"""Prefect flows and tasks over the pipeline's stages; ``flows.runtime`` holds the processes and servers around them.
 
-Importing this package applies capsearch's Prefect settings (``flows.settings``)
-before Prefect itself is imported, so keep this module free of Prefect imports.
+Importing this package (or any module of it) changes nothing: the entry points apply capsearch's Prefect
+settings (``flows.runtime.settings.apply_settings``) before Prefect is imported.
 """
-from flows.settings import apply_settings
-
-apply_settings()

@@ -1,15 +1,39 @@
-"""What the CLI and the TUI call to run stages: every call is a Prefect run of the ``pipeline`` flow."""
+"""What the CLI and the TUI call to run stages, and the one path every run takes (:func:`execute`).
+
+A run claims its workspace, settles the stages that have nothing to compute without Prefect
+(``flows.plan``), and runs the rest as the ``pipeline`` flow's stage flows, reporting to the configured
+Prefect server or to the shared local one (``flows.runtime.server.prefect_api``), which it watches
+(``flows.runtime.server_watch``). A run with nothing to compute imports no Prefect and starts no server.
+"""
 from __future__ import annotations
 
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, Callable
 
-import flows  # noqa: F401 - applies the Prefect settings before Prefect is imported
+from flows import run_context
+from flows.run_context import RunContext
+from flows.runners import check_runner
+from pipeline import shutdown
+from flows.runtime.settings import apply_settings
+from flows.workspace_run import claim_workspace, describe_request
 from pipeline.progress import ProgressCallback
 from pipeline.stages.outcome import RunOutcome
 from pipeline.workspace import Workspace
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Which stages a run computes, and how."""
+    stages: list[str] | None = None         # None: every stage, in pipeline order
+    captioners: list[str] | None = None     # None: every enabled captioner
+    retry_failed: bool = False
+    runner: str = "thread"                  # thread | dask
+    dask_address: str | None = None
+
+    def describe(self) -> str:
+        return describe_request(self.stages, self.captioners, self.retry_failed)
 
 
 def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | None = None, *,
@@ -17,8 +41,8 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
         dask_address: str | None = None, cancel: threading.Event | None = None, wait: bool = False,
         on_wait: Callable[[str], None] | None = None, started_by: str | None = None,
         record_progress: bool | None = None) -> RunOutcome:
-    """Run stages (default: all, in pipeline order) as the ``pipeline`` flow and return what happened
-    (a ``RunOutcome`` holding each stage's ``StageOutcome``, as the stage flows filled them).
+    """Run stages (default: all, in pipeline order) and return what happened (a ``RunOutcome`` holding each
+    stage's ``StageOutcome``).
 
     ``progress`` receives ``ProgressEvent``s from whichever thread runs a batch. Setting
     ``cancel`` stops the run between batches; finished batches stay in the store and the
@@ -36,49 +60,112 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
     the user and this process's command); the run and its stages' live progress are recorded in the
     store (``record_progress=False``, or ``CAPSEARCH_RECORD_PROGRESS=0``, leaves the progress out).
     """
-    from flows import run_context
-    from flows.workspace_run import claim_workspace, describe_request
-
+    apply_settings()      # this is an entry point for code that runs stages itself (idempotent)
+    orch = ws.config.orchestration
+    request = RunRequest(list(stages) if stages else None, list(captioners) if captioners else None, retry_failed,
+                         check_runner(runner or orch.runner), dask_address or orch.dask_address or None)
     ctx = run_context.open_run(ws, progress, cancel)
     try:
-        with claim_workspace(ctx, describe_request(stages, captioners, retry_failed), started_by, wait=wait,
-                             on_wait=on_wait, record_progress=record_progress) as claim:
-            outcome = _run_pipeline(ctx, stages, captioners, retry_failed, runner, dask_address)
-            claim.finish(outcome.status, outcome.error)
-            return outcome
+        return execute(ctx, request, started_by=started_by, wait=wait, on_wait=on_wait,
+                       record_progress=record_progress)
     finally:
         run_context.close_run(ctx.key)
 
 
-def _run_pipeline(ctx: Any, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
-                  runner: str | None, dask_address: str | None) -> RunOutcome:
+def execute(ctx: RunContext, request: RunRequest, *, started_by: str | None = None, wait: bool = False,
+            on_wait: Callable[[str], None] | None = None, record_progress: bool | None = None,
+            deployment: str = "", flow_run_id: str | None = None) -> RunOutcome:
+    """The one path of every run: claim the workspace (``flows.workspace_run``), settle what has nothing to
+    compute without Prefect (``flows.plan``), run the rest as stage flows, record how the run ended.
+
+    ``flow_run_id``: the ``pipeline`` flow run this is called from (a run of a deployment); the stages then run
+    as its subflows. Otherwise a ``pipeline`` flow run is started when some stage has work."""
+    from flows.plan import settle_unchanged, stage_plan
+
+    t0 = time.perf_counter()
+    with claim_workspace(ctx, request.describe(), started_by, wait=wait, on_wait=on_wait, deployment=deployment,
+                         record_progress=record_progress) as claim:
+        if flow_run_id is not None:
+            record_flow_run(ctx, flow_run_id)
+        plan = stage_plan(ctx, request.stages, request.captioners)
+        left = settle_unchanged(ctx, plan, request.retry_failed)
+        if not left or ctx.cancel.is_set():
+            status = "cancelled" if left else "completed"
+            outcome = RunOutcome(status, time.perf_counter() - t0, list(ctx.outcomes), flow_run_id or "",
+                                 request.runner, run_id=ctx.run_id)
+        elif flow_run_id is not None:
+            outcome = _in_flow_run(ctx, request, flow_run_id, t0)
+        else:
+            outcome = _through_prefect(ctx, request, claim, t0)
+        claim.finish(outcome.status, outcome.error)
+        return outcome
+
+
+def record_flow_run(ctx: RunContext, flow_run_id: str) -> None:
+    """The run's record names its flow run and the API it reports to; flow runs that killed runs left running
+    are marked Crashed."""
+    from flows.runtime.crashed_runs import mark_crashed_flow_runs
+    from flows.runtime.settings import configured_api_url
+    from pipeline.runs import set_flow_run
+
+    set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
+    mark_crashed_flow_runs(ctx.ws)
+
+
+def _in_flow_run(ctx: RunContext, request: RunRequest, flow_run_id: str, t0: float) -> RunOutcome:
+    """The stages left, as subflows of the ``pipeline`` flow run this is called from (a deployment's run)."""
+    from flows.pipeline_flow import run_stage_flows
+
+    finished = run_stage_flows(ctx, request.stages, request.captioners, request.retry_failed, request.runner,
+                               request.dask_address, flow_run_id)
+    status = "completed" if finished else "cancelled"
+    return RunOutcome(status, time.perf_counter() - t0, list(ctx.outcomes), flow_run_id, request.runner,
+                      run_id=ctx.run_id)
+
+
+def _through_prefect(ctx: RunContext, request: RunRequest, claim: Any, t0: float) -> RunOutcome:
+    """Start the ``pipeline`` flow for the stages left, reporting to a Prefect API this run watches."""
+    from flows.runtime.server import prefect_api
+    from flows.runtime.server_watch import PrefectServerGone, ServerWatch
+
+    def died(what: str) -> None:
+        if shutdown.handling_signals():      # the CLI or a background run: end now, say it once
+            shutdown.abandon(shutdown.Abandon.failure(what, api_alive=False))
+        ctx.cancel.set()                      # a library caller: stop between batches; raised below
+
+    with prefect_api(ctx.ws.config.orchestration.server_idle, ctx.cancel) as api:
+        watch = ServerWatch(api.url, api.owner, on_death=died)
+        try:
+            with watch:
+                outcome = _run_pipeline(ctx, request, t0)
+        except Exception:
+            if watch.check() is None:
+                raise
+            outcome = None
+        if watch.death is not None:
+            claim.finish("failed", f"{watch.death}; finished batches are kept")
+            raise PrefectServerGone(f"{watch.death}; finished batches are kept (run again to go on)") from None
+    return outcome
+
+
+def _run_pipeline(ctx: RunContext, request: RunRequest, t0: float) -> RunOutcome:
     from prefect import tags
 
     from flows.naming import run_tags
     from flows.pipeline_flow import pipeline
-    from flows.runners import check_runner
-    from flows.server import api_server, use_watched_temporary_server
     from flows.runners import no_heartbeats
+    from flows.runtime.prefect_api import result
 
-    use_watched_temporary_server()
-    orch = ctx.ws.config.orchestration
-    chosen = check_runner(runner or orch.runner)
-    address = dask_address or orch.dask_address or None
-    t0 = time.perf_counter()
     with ExitStack() as stack:
-        if chosen == "dask":
-            stack.enter_context(api_server())
         stack.enter_context(no_heartbeats())
         stack.enter_context(tags(*run_tags(ctx.ws)))    # the flow run's tags: its workspace and profile
-        state = pipeline(workspace=str(ctx.ws.root), stages=list(stages) if stages else None,
-                         captioners=list(captioners) if captioners else None, retry_failed=retry_failed,
-                         runner=chosen, dask_address=address, run_key=ctx.key, return_state=True)
+        state = pipeline(workspace=str(ctx.ws.root), stages=request.stages, captioners=request.captioners,
+                         retry_failed=request.retry_failed, runner=request.runner,
+                         dask_address=request.dask_address, run_key=ctx.key, return_state=True)
     outcome = RunOutcome("completed", time.perf_counter() - t0, list(ctx.outcomes),
-                         str(state.state_details.flow_run_id or ""), chosen, run_id=ctx.run_id)
+                         str(state.state_details.flow_run_id or ""), request.runner, run_id=ctx.run_id)
     if state.is_cancelled():
         outcome.status, outcome.error = "cancelled", state.message or ""
         return outcome
-    # _sync: where the calling thread runs an event loop (a notebook, an async test) Prefect would hand back a
-    # coroutine instead, never awaited, and a failed run would read as completed.
-    state.result(raise_on_failure=True, _sync=True)
+    result(state)      # a failed run raises its error here
     return outcome

@@ -7,7 +7,7 @@
   caption-metrics table (``caption-metrics``), a link to the HTML report (``report``), and for a stage with
   failed items the first failures (item, reason) and the count of the rest.
 * **Summary**, once per run: how the run ended (completed, failed, cancelled; a crashed run's by the next run
-  of the workspace, ``flows.crashed_runs``), its workspace and profile, and per stage what it computed,
+  of the workspace, ``flows.runtime.crashed_runs``), its workspace and profile, and per stage what it computed,
   reused and failed, its time, or why it does not apply (``flows.run_summary``).
 
 Keys are stable per workspace (``flows.naming.artifact_key``: ``capsearch-<workspace id>-summary``,
@@ -26,6 +26,7 @@ from uuid import UUID
 from prefect.artifacts import LinkArtifact, MarkdownArtifact, TableArtifact, create_progress_artifact, update_progress_artifact
 
 from flows import result_tables, run_summary
+from flows.runtime.prefect_api import sync
 from pipeline.errors import one_line
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def _create(artifact: Any, flow_run_id: str | None) -> bool:
     if flow_run_id:
         artifact.flow_run_id = UUID(str(flow_run_id))
     try:
-        artifact.create(_sync=True)
+        sync(artifact.create)
         return True
     except Exception as exc:  # noqa: BLE001 - the dashboard's view never fails a run
         log.warning("could not write the Prefect artifact %s: %s", artifact.key, one_line(exc))

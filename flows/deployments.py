@@ -12,8 +12,8 @@ import os
 from typing import Any, Callable
 from uuid import UUID
 
-import flows  # noqa: F401 - applies the Prefect settings
 from flows.naming import NIGHTLY, nightly_deployment_name, on_demand_deployment_name, run_tags
+from flows.runtime.prefect_api import sync
 from pipeline.errors import ConfigError
 from pipeline.workspace import Workspace, capsearch_home, resolve_home_path
 
@@ -51,29 +51,29 @@ def nightly_deployment(ws: Workspace, cron: str | None = None, timezone: str | N
                                   "dask_address": orch.dask_address or None, "wait": True}
     if orch.watch_folder:
         parameters["data_path"] = str(resolve_home_path(orch.watch_folder))
-    return pipeline.to_deployment(
+    return sync(
+        pipeline.to_deployment,
         name=nightly_deployment_name(ws), schedules=[Cron(cron, timezone=timezone)], parameters=parameters,
         tags=[*run_tags(ws), NIGHTLY], entrypoint_type=EntrypointType.MODULE_PATH,
         description=(f"capsearch nightly run of {ws.root}: ingest new photos, caption them with every enabled "
                      "captioner, embed the captions, evaluate and report"),
-        _sync=True,
     )
 
 
 def on_demand_deployment(ws: Workspace) -> Any:
     """The ``pipeline`` deployment that runs started from the TUI or ``capsearch run --detach`` go through
-    while ``capsearch serve`` runs (``flows.detach``): no schedule, stages and captioners per run."""
+    while ``capsearch serve`` runs (``flows.runtime.detach``): no schedule, stages and captioners per run."""
     from prefect.deployments.runner import EntrypointType
 
     from flows.pipeline_flow import pipeline
 
     orch = ws.config.orchestration
-    return pipeline.to_deployment(
+    return sync(
+        pipeline.to_deployment,
         name=on_demand_deployment_name(ws), parameters={"workspace": str(ws.root), "runner": orch.runner,
                                              "dask_address": orch.dask_address or None},
         tags=[*run_tags(ws), "on-demand"], entrypoint_type=EntrypointType.MODULE_PATH,
         description=f"capsearch runs of {ws.root} started from the TUI or `capsearch run --detach`",
-        _sync=True,
     )
 
 
@@ -83,7 +83,7 @@ def build_deployments(ws: Workspace, cron: str | None = None, timezone: str | No
 
 def register(deployments: list[Any]) -> list[UUID]:
     """Create or update the deployments in the Prefect API (what ``serve`` does first)."""
-    return [d.apply(_sync=True) for d in deployments]
+    return [sync(d.apply) for d in deployments]
 
 
 def serve(deployments: list[Any], on_ready: Callable[[], None] | None = None) -> None:

@@ -4,8 +4,9 @@
 worker process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or one worker on
 a machine without GPUs. With an address, tasks go to that existing cluster; its
 workers must see the workspace at the same path and the same capsearch
-configuration. Dask workers are other processes, so they need a real Prefect API
-server (``flows.server.api_server`` provides one when none is configured).
+configuration. Dask workers are other processes, so they need a Prefect API server they can
+reach: the configured one, else the shared local server every run reports to
+(``flows.runtime.server.prefect_api``).
 
 The local cluster's worker processes are started with ``spawn`` whatever the user's Dask
 configuration says (its default is ``spawn`` too): the process starting them runs Prefect's
@@ -20,12 +21,13 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-
-from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from pipeline.errors import ConfigError
 from pipeline.stages.base import Stage
+
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
 
 RUNNERS = ("thread", "dask")
 # Stages whose batches go to Dask: the heavy model work. The rest stay in threads of the flow.
@@ -119,6 +121,8 @@ def task_runners(runner: str, dask_address: str | None = None,
                  threads_in_flight: int = 0) -> Iterator[Callable[[Stage], TaskRunner[Any]]]:
     """Yield ``runner_for(stage)``: Dask for the stages that scale out (when asked), threads otherwise
     (``threads_in_flight`` batches at once: ``orchestration.flow_threads``)."""
+    from prefect.task_runners import ThreadPoolTaskRunner
+
     threads = ThreadPoolTaskRunner(max_workers=thread_workers(threads_in_flight))
     if check_runner(runner) == "thread":
         yield lambda stage: threads

@@ -28,9 +28,10 @@ from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, State
 
 from flows import run_context
-from pipeline import shutdown
 from flows.artifacts import ProgressArtifact, publish_stage
 from flows.naming import stage_run_name
+from flows.runtime import prefect_api
+from pipeline import shutdown
 from flows.run_context import RunContext, StageRef
 from flows.runners import submission_window
 from flows.tasks import batch_task
@@ -69,21 +70,19 @@ def abandon_flow_run(flow_run_id: str, message: str) -> None:
     """Mark a flow run Cancelled from outside its engine (the process is about to exit; best effort, 2 s)."""
     if not flow_run_id:
         return
-    from prefect.client.orchestration import get_client
-
     try:
-        with get_client(sync_client=True, httpx_settings={"timeout": 2.0}) as client:
+        with prefect_api.client(timeout=2.0) as client:
             client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
     except Exception:  # noqa: BLE001 - the server may be gone already
         pass
 
 
-def _record_abandoned(recorder: StageRunRecorder, outcome: StageOutcome, signum: int) -> None:
-    """A second stop signal: the batches in flight are abandoned; the stage run says so before the exit."""
-    message = (f"abandoned on a second {shutdown.signal_name(signum)}: the batches in flight were not finished "
-               "(finished batches are kept)")
-    recorder.abandon(outcome, message)
-    abandon_flow_run(outcome.flow_run_id, message)
+def _record_abandoned(recorder: StageRunRecorder, outcome: StageOutcome, why: shutdown.Abandon) -> None:
+    """The batches in flight are abandoned (a second stop signal, the Prefect server's death): the stage run
+    says so before the exit, and its flow run where Prefect can still be told."""
+    recorder.abandon(outcome, why.message, why.status)
+    if why.api_alive:
+        abandon_flow_run(outcome.flow_run_id, why.message)
 
 
 def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> StageOutcome:
@@ -179,13 +178,13 @@ def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list
         return
     if not state.is_completed():
         try:
-            state.result(raise_on_failure=True, _sync=True)
+            prefect_api.result(state)
         except BaseException as exc:  # noqa: BLE001 - collected, raised after the other batches
             errors.append(exc)
             return
         errors.append(RuntimeError(f"batch ended in state {state.name}"))
         return
-    result = state.result(_sync=True)
+    result = prefect_api.result(state)
     if state.name == "Cached":
         outcome.cached += 1
         return

@@ -22,6 +22,7 @@ from prefect.tasks import Task, exponential_backoff
 from flows import run_context
 from flows.cache import batch_cache_policy, result_storage
 from flows.run_context import StageRef
+from flows.runtime import prefect_api
 from pipeline.errors import CapsearchError
 from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
 from pipeline.workspace import Workspace
@@ -80,7 +81,7 @@ def _retry_unless_user_error(task: Task[..., Any], task_run: TaskRun, state: Sta
     exc = state.data if isinstance(state.data, BaseException) else None
     if exc is None:
         try:
-            exc = state.result(raise_on_failure=False, _sync=True)  # type: ignore[assignment]
+            exc = prefect_api.result(state, raise_on_failure=False)
         except Exception:  # noqa: BLE001
             return True
     return not isinstance(exc, CapsearchError)

@@ -1,8 +1,7 @@
 """Claiming a workspace for a run: its run lock, its record in the store and its live progress.
 
-Every run, however it was started (``flows.api.run`` for the CLI and the background runs the TUI
-starts, or a run of a Prefect deployment, which claims the workspace inside the ``pipeline`` flow),
-goes through :func:`claim_workspace`:
+Every run, however it was started (the CLI, the background runs the TUI starts, a run of a Prefect
+deployment), goes through ``flows.api.execute``, the one place that calls :func:`claim_workspace`:
 
 1. the workspace's run lock (``pipeline.run_lock``): a second run refuses at once, naming the running
    one, or waits its turn;
@@ -86,14 +85,13 @@ class Claim:
         self.status, self.message = status, message
 
 
-def configured_api_url() -> str:
-    """The Prefect API this process's flow runs report to, '' for a temporary one of its own."""
-    try:
-        from prefect.settings import PREFECT_API_URL
-
-        return str(PREFECT_API_URL.value() or "")
-    except Exception:  # noqa: BLE001
-        return ""
+def _stopped_by_signal(exc: BaseException) -> bool:
+    """A stop signal's exception: ours (``KeyboardInterrupt``) or Prefect's bridge of one (``TerminationSignal``,
+    looked up only where Prefect is loaded: a run with nothing to compute never imports it)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    prefect_exceptions = sys.modules.get("prefect.exceptions")
+    return prefect_exceptions is not None and isinstance(exc, prefect_exceptions.TerminationSignal)
 
 
 @contextmanager
@@ -118,27 +116,24 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
     lock.acquire(wait=wait, details={"what": what, "started_by": who}, describe=describe, on_wait=on_wait,
                  cancel=ctx.cancel)
     try:
-        run_id = start_run(store, what, who, deployment=deployment, api_url=configured_api_url(),
-                           log_path=os.environ.get(RUN_LOG_ENV, ""))
+        # the Prefect API is recorded with the flow run, once there is one (a run with nothing to compute has none)
+        run_id = start_run(store, what, who, deployment=deployment, log_path=os.environ.get(RUN_LOG_ENV, ""))
         claim = Claim(run_id)
         record = recording_progress() if record_progress is None else record_progress
         recorder = ProgressRecorder(store, run_id) if record else None
         ctx.run_id, ctx.recorder = run_id, recorder
 
-        def abandoned(signum: int) -> None:
+        def abandoned(why: shutdown.Abandon) -> None:
             if recorder is not None:
                 recorder.close()
-            finish_run(store, run_id, "cancelled", f"abandoned on a second {shutdown.signal_name(signum)}: the "
-                                                   "batches in flight were not finished (finished batches are kept)")
+            finish_run(store, run_id, why.status, why.message)
 
         forget_abandon = shutdown.add_abandon(abandoned)
         try:
             yield claim
         except BaseException as exc:
             if claim.status is None:
-                from prefect.exceptions import TerminationSignal
-
-                if ctx.cancel.is_set() or isinstance(exc, (KeyboardInterrupt, TerminationSignal)):
+                if ctx.cancel.is_set() or _stopped_by_signal(exc):
                     claim.finish("cancelled", "stopped after the batches in flight; finished batches are kept")
                 else:
                     claim.finish("failed", f"{type(exc).__name__}: {exc}")

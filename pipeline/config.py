@@ -82,7 +82,22 @@ class NeighboursConfig(_Section):
     k: int = Field(5, ge=1, le=100)
     near_duplicate_threshold: float = Field(0.97, gt=0, le=1.0)
     block_size: int = Field(4096, ge=16)
-    index: Literal["exact", "faiss", "faiss-hnsw"] = "exact"
+    # auto: exact up to index.approximate_above reference photos, the approximate index above;
+    # exact: always exact; approximate: always the index
+    index: Literal["auto", "exact", "approximate"] = "auto"
+
+    @field_validator("index", mode="before")
+    @classmethod
+    def _older_index_names(cls, v: Any) -> Any:
+        # capsearch before the approximate index: faiss (FAISS's exact flat index) and faiss-hnsw
+        return {"faiss": "exact", "faiss-hnsw": "approximate"}.get(v, v)
+
+
+class IndexConfig(_Section):
+    """The approximate index (FAISS IVF lists of 8-bit vectors, re-scored exactly) and bounded memory."""
+    approximate_above: int = Field(250_000, ge=0)   # photos (search) or reference photos (neighbours); 0: never
+    probes: int = Field(32, ge=1)                  # lists visited per query: more is slower and finds more
+    block_mb: int = Field(64, ge=1)                # scores and vectors held at once by a blocked exact search
 
 
 class PromptsConfig(_Section):
@@ -240,6 +255,7 @@ class OrchestrationConfig(_Section):
     flow_retry_delay: float = Field(10.0, ge=0)  # seconds before the first retry; doubles each time
     flow_threads: int = Field(0, ge=0)           # batches in flight per stage, thread runner (0: 2-4 by CPUs)
     artifacts: bool = True                       # a run's summary, result tables and report link in the Prefect UI
+    server_idle: float = Field(600.0, ge=0)      # seconds the shared local Prefect server stays up unused
 
 
 class CliConfig(_Section):
@@ -257,6 +273,7 @@ class Config(_Section):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     image_embedder: ImageEmbedderConfig = Field(default_factory=ImageEmbedderConfig)
     neighbours: NeighboursConfig = Field(default_factory=NeighboursConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     caption: CaptionConfig = Field(default_factory=CaptionConfig)
     captioners: CaptionersConfig = Field(default_factory=CaptionersConfig)
@@ -347,6 +364,7 @@ ENV_ALIASES: dict[str, tuple[str, str]] = {
     "CAPSEARCH_FLOW_RETRIES": ("orchestration", "flow_retries"),
     "CAPSEARCH_FLOW_RETRY_DELAY": ("orchestration", "flow_retry_delay"),
     "CAPSEARCH_FLOW_THREADS": ("orchestration", "flow_threads"),
+    "CAPSEARCH_SERVER_IDLE": ("orchestration", "server_idle"),
     "CAPSEARCH_DEBUG": ("cli", "debug"),
     "CAPSEARCH_TUI_IMAGES": ("tui", "images"),
 }

@@ -20,17 +20,122 @@ from each group only the first documents that can matter, so a top-k never expan
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
 
-_HASH_BLOCK = 8192                 # rows hashed at a time (bounds the temporary)
-_CHECK_BLOCK = 1 << 16             # rows compared or checked at a time
+_BLOCK_BYTES = 16 << 20           # vectors read at a time when grouping or checking (bounds the temporary)
 _HASH_SEED = 0x5EED_CAB5
+
+
+class RowSubset:
+    """Rows ``index`` of ``matrix`` (usually a memory-mapped snapshot) without copying them: what a
+    ``DistinctRows`` holds when its vectors are a subset of a snapshot's rows, so that a million vectors are
+    not copied. Read it in blocks: ``rows[a:b]`` and ``rows[int array]`` return float32 arrays. Rows of a
+    ``np.memmap`` are read from its file with ``pread`` (``FileRows``): the page cache holds the file, the
+    process only the block it asked for, so reading a whole DB block by block costs its memory once in the
+    machine's page cache and a block in the process."""
+
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, matrix: np.ndarray, index: np.ndarray, reader: "FileRows | None" = None):
+        self.matrix = matrix
+        self.index = np.asarray(index, dtype=np.int64)
+        self.shape = (int(self.index.size), int(matrix.shape[1]))
+        self.reader = reader if reader is not None else FileRows.of(matrix)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows = self.index[key] if isinstance(key, slice) else self.index[np.asarray(key)]
+        if self.reader is not None:
+            return self.reader.read(rows)
+        return np.asarray(self.matrix[rows], dtype=np.float32)
+
+    def subset(self, rows: np.ndarray) -> "RowSubset":
+        return RowSubset(self.matrix, self.index[np.asarray(rows, dtype=np.int64)], self.reader)
+
+    def file_order(self) -> np.ndarray:
+        """Positions ordered by their row in the file (computed once)."""
+        if getattr(self, "_order", None) is None:
+            self._order = np.argsort(self.index, kind="stable")
+        return self._order
+
+
+class FileRows:
+    """Rows of a memory-mapped ``.npy`` read with ``os.preadv`` through a descriptor of its own (which keeps
+    the file readable even if a writer removes it meanwhile), consecutive rows in one call."""
+
+    def __init__(self, path: str, offset: int, dim: int, rows: int):
+        self.fd = os.open(path, os.O_RDONLY)
+        self.offset, self.dim, self.rows = offset, dim, rows
+        self.row_bytes = 4 * dim
+
+    @classmethod
+    def of(cls, matrix) -> "FileRows | None":
+        if not isinstance(matrix, np.memmap) or not getattr(matrix, "filename", None) or matrix.ndim != 2 \
+                or matrix.dtype != np.dtype("<f4") or not matrix.flags.c_contiguous:
+            return None
+        try:
+            return cls(str(matrix.filename), int(matrix.offset), int(matrix.shape[1]), int(matrix.shape[0]))
+        except OSError:
+            return None
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        out = np.empty((rows.size, self.dim), dtype=np.float32)
+        if not rows.size:
+            return out
+        if rows.min() < 0 or rows.max() >= self.rows:
+            raise IndexError(f"row out of range 0..{self.rows - 1}")
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        staged = out if np.array_equal(order, np.arange(rows.size)) else np.empty_like(out)
+        cut = np.flatnonzero(np.diff(ordered) != 1) + 1
+        for a, b in zip(np.r_[0, cut], np.r_[cut, ordered.size]):
+            want = (b - a) * self.row_bytes
+            got = os.preadv(self.fd, [memoryview(staged[a:b]).cast("B")], self.offset + int(ordered[a]) * self.row_bytes)
+            if got != want:
+                raise OSError(f"short read of a snapshot: {got} of {want} bytes")
+        if staged is not out:
+            out[order] = staged
+        return out
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except (OSError, AttributeError):
+            pass
+
+
+def block_rows(dim: int, budget: int = _BLOCK_BYTES) -> int:
+    """How many float32 vectors of dimension ``dim`` fit in ``budget`` bytes (at least 1)."""
+    return max(1, budget // max(1, 4 * dim))
+
+
+def row_blocks(rows: "np.ndarray | RowSubset", block: int | None = None):
+    """``(positions, float32 block)`` over every row, ``block`` rows at a time (default: 16 MB of them).
+    A ``RowSubset`` is read in the order of its file (each block's positions ascending), so that a block is a
+    few long reads, not one per row; an array, in order."""
+    block = block or block_rows(rows.shape[1])
+    n = rows.shape[0]
+    if isinstance(rows, RowSubset):
+        order = rows.file_order()
+        for start in range(0, n, block):
+            pos = np.sort(order[start:start + block])
+            yield pos, rows[pos]
+        return
+    for start in range(0, n, block):
+        yield np.arange(start, min(n, start + block), dtype=np.int64), \
+            np.ascontiguousarray(rows[start:start + block], dtype=np.float32)
 
 
 def _words(matrix: np.ndarray) -> np.ndarray:
     """The rows' bytes as unsigned integers (a view): 64-bit words when the row length allows."""
+    matrix = np.ascontiguousarray(matrix)
     row_bytes = matrix.shape[1] * matrix.itemsize
     dtype = np.uint64 if row_bytes % 8 == 0 else np.uint32
     return matrix.view(dtype).reshape(matrix.shape[0], row_bytes // np.dtype(dtype).itemsize)
@@ -42,37 +147,46 @@ def _row_hashes(words: np.ndarray) -> np.ndarray:
     n, width = words.shape
     consts = np.random.default_rng(_HASH_SEED).integers(1, 2**63, size=width, dtype=np.uint64) | np.uint64(1)
     out = np.empty(n, dtype=np.uint64)
-    for start in range(0, n, _HASH_BLOCK):
-        out[start:start + _HASH_BLOCK] = words[start:start + _HASH_BLOCK].astype(np.uint64, copy=False) @ consts
+    step = block_rows(width * 2)
+    for start in range(0, n, step):
+        out[start:start + step] = words[start:start + step].astype(np.uint64, copy=False) @ consts
     return out
 
 
-def _first_equal_row(matrix: np.ndarray) -> np.ndarray:
-    """For every row, the index of the first row with the same bytes."""
+def _gather_words(matrix: "np.ndarray | RowSubset", rows: np.ndarray) -> np.ndarray:
+    return _words(np.ascontiguousarray(matrix[rows], dtype=np.float32))
+
+
+def _first_equal_row(matrix: "np.ndarray | RowSubset") -> np.ndarray:
+    """For every row, the index of the first row with the same bytes (read in blocks: ``matrix`` may be a
+    memory-mapped snapshot or a ``RowSubset`` of one)."""
     n = matrix.shape[0]
     if n == 0 or matrix.shape[1] == 0:
         return np.zeros(n, dtype=np.int64)
-    words = _words(matrix)
-    _, first, inverse = np.unique(_row_hashes(words), return_index=True, return_inverse=True)
+    hashes = np.empty(n, dtype=np.uint64)
+    for pos, block in row_blocks(matrix):
+        hashes[pos] = _row_hashes(_words(block))
+    _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     rep = first[inverse.ravel()].astype(np.int64)
     dup = np.flatnonzero(rep != np.arange(n))
     same = np.ones(dup.size, dtype=bool)
-    for start in range(0, dup.size, _CHECK_BLOCK):
-        d = dup[start:start + _CHECK_BLOCK]
-        same[start:start + d.size] = (words[d] == words[rep[d]]).all(axis=1)
+    step = block_rows(matrix.shape[1])
+    for start in range(0, dup.size, step):
+        d = dup[start:start + step]
+        same[start:start + d.size] = (_gather_words(matrix, d) == _gather_words(matrix, rep[d])).all(axis=1)
     if not same.all():   # a hash collision: split the groups involved by their bytes
         involved = np.flatnonzero(np.isin(rep, rep[dup[~same]]))
-        rows = np.ascontiguousarray(words[involved])
+        rows = _gather_words(matrix, involved)
         keys = rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).ravel()
         _, sub_first, sub_inverse = np.unique(keys, return_index=True, return_inverse=True)
         rep[involved] = involved[sub_first[sub_inverse.ravel()]]
     return rep
 
 
-def _finite_rows(matrix: np.ndarray) -> np.ndarray:
+def _finite_rows(matrix: "np.ndarray | RowSubset") -> np.ndarray:
     ok = np.empty(matrix.shape[0], dtype=bool)
-    for start in range(0, matrix.shape[0], _CHECK_BLOCK):
-        ok[start:start + _CHECK_BLOCK] = np.isfinite(matrix[start:start + _CHECK_BLOCK]).all(axis=1)
+    for pos, block in row_blocks(matrix):
+        ok[pos] = np.isfinite(block).all(axis=1)
     return ok
 
 
@@ -123,12 +237,19 @@ class DistinctRows:
             d = matrix.shape[1] if matrix is not None and matrix.ndim == 2 and matrix.shape[1] else dim
             return cls._build(n, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, d), np.float32), d)
         used, src_of_doc = np.unique(src, return_inverse=True)
-        rows = np.ascontiguousarray(matrix[used], dtype=np.float32)
+        if isinstance(matrix, (np.memmap, RowSubset)):
+            # a snapshot: keep reading it through the page cache rather than copying a million vectors
+            whole = used.size == matrix.shape[0] and not isinstance(matrix, RowSubset)
+            rows = matrix if whole else (matrix.subset(used) if isinstance(matrix, RowSubset)
+                                         else RowSubset(matrix, used))
+        else:
+            rows = np.ascontiguousarray(matrix[used], dtype=np.float32)
         ok = _finite_rows(rows)[src_of_doc.ravel()]
         return cls._build(n, doc[ok], src_of_doc.ravel()[ok], rows, rows.shape[1])
 
     @classmethod
-    def _build(cls, n: int, doc: np.ndarray, src: np.ndarray, rows: np.ndarray, dim: int) -> "DistinctRows":
+    def _build(cls, n: int, doc: np.ndarray, src: np.ndarray, rows: "np.ndarray | RowSubset",
+               dim: int) -> "DistinctRows":
         """Document ``doc[j]`` is ``rows[src[j]]``: group ``rows`` by bytes, order groups by first document."""
         owner = np.full(n, -1, dtype=np.int64)
         if doc.size == 0:
@@ -145,7 +266,13 @@ class DistinctRows:
         owner[doc] = relabel[group]
         keep = reps[order]
         identity = keep.size == rows.shape[0] and np.array_equal(keep, np.arange(keep.size))
-        return cls(rows if identity else np.ascontiguousarray(rows[keep]), owner)
+        if identity:
+            return cls(rows, owner)
+        if isinstance(rows, RowSubset):
+            return cls(rows.subset(keep), owner)
+        if isinstance(rows, np.memmap):
+            return cls(RowSubset(rows, keep), owner)
+        return cls(np.ascontiguousarray(rows[keep]), owner)
 
     def take(self, index: Sequence[int] | np.ndarray) -> "DistinctRows":
         """The documents ``index`` (in that order) as a new set: e.g. the same vectors given to other photos."""
@@ -169,6 +296,16 @@ class DistinctRows:
     @property
     def n_present(self) -> int:
         return int(self.members.size)
+
+    def score(self, queries: np.ndarray) -> np.ndarray:
+        """(n_queries, n_distinct) dot products of the queries with every distinct vector; vectors held as a
+        ``RowSubset`` of a snapshot are read 16 MB at a time."""
+        if not isinstance(self.vectors, RowSubset):
+            return queries @ self.vectors.T
+        out = np.empty((queries.shape[0], self.vectors.shape[0]), dtype=np.float32)
+        for pos, block in row_blocks(self.vectors):
+            out[:, pos] = queries @ block.T
+        return out
 
     def expand(self, scores: np.ndarray) -> np.ndarray:
         """Scores per distinct row (n_queries, n_distinct) -> per document (n_queries, n), NaN for missing ones.

@@ -1,6 +1,6 @@
 """The process environment capsearch sets for itself and the libraries it runs: one place.
 
-``quiet_defaults()`` is called first thing by every entry point (the CLI, ``tui.launch``, ``flows.settings``
+``quiet_defaults()`` is called first thing by every entry point (the CLI, ``tui.launch``, ``flows.runtime.settings``
 when Prefect is set up, and the tests' conftest): analytics off, no progress bars or advisory warnings of
 the model libraries drawing over capsearch's own, a start-up timeout long enough for Prefect's temporary
 server on a cold disk, and, where asked (the tests), the model hub offline. A value the user set is kept

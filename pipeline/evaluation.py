@@ -280,7 +280,9 @@ def run_evaluation(ws: Workspace, eval_hash: str, plan: EvaluationPlan | None = 
     text_embedder = build_text_embedder(cfg)
     _embed_documents(ws, plan, text_embedder, say)
     clip = build_clip_embedder(cfg) if (CLIP in plan.methods or HYBRID in plan.methods) else None
-    index = SearchIndex(ws, scope="targets", include_empty=True, text_embedder=text_embedder, clip_embedder=clip)
+    # always exact: the evaluation measures captions, not the approximate index
+    index = SearchIndex(ws, scope="targets", include_empty=True, text_embedder=text_embedder, clip_embedder=clip,
+                        exact=True)
     n_targets = len(index.target_ids)
     missing = {m: index.missing(m) for m in plan.methods}
     not_applicable = {m: _nothing_to_rank(cfg, m, n_targets) for m, n in missing.items() if n_targets and n == n_targets}

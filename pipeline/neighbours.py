@@ -20,24 +20,26 @@ the DB again).
 
 Exact search multiplies blocks of targets by blocks of the DB's distinct vectors and
 keeps a running top-k (k plus the most DB photos one target must skip), so memory
-stays at about ``block_size * db_block_size`` floats whatever the collection size (by
-default ``db_block_size`` keeps a block at 16M entries).
-``index="faiss"`` uses a FAISS ``IndexFlatIP`` (exact) and
-``index="faiss-hnsw"`` an HNSW graph (approximate, for very large collections) over
-the distinct vectors; FAISS is imported only then.
+stays at about ``block_bytes`` (64 MB: the DB block, its unit copy and the block of
+scores) whatever the collection size; the DB may be a ``RowSubset`` of the memory-mapped
+snapshot, read block by block, never copied whole.
+``approximate`` (a ``pipeline.vector_index.Approximate`` over the DB's distinct vectors)
+takes each target's candidates from the approximate index instead, scores them exactly and
+applies the same rules (ties, exclusions, duplicates); FAISS is imported only then.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from pipeline.distinct import DistinctRows
-from pipeline.errors import ConfigError
+from pipeline.distinct import DistinctRows, row_blocks
 
-INDEXES = ("exact", "faiss", "faiss-hnsw")
-_BLOCK_ELEMENTS = 1 << 24  # similarity matrix entries per block (64 MiB of float32) when db_block_size is not set
+if TYPE_CHECKING:
+    from pipeline.vector_index import Approximate
+
+BLOCK_BYTES = 64 << 20     # what one step of the exact search holds: the DB block, its unit copy, the scores
 
 
 @dataclass
@@ -103,19 +105,21 @@ def _sort_rows(scores: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def _block_top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best k columns of each row, exactly as a full sort by (score desc, column asc) would choose them."""
+    """Best k columns of each row, exactly as a full sort by (score desc, column asc) would choose them.
+    ``sims`` is a temporary of the caller's: it is negated in place (no second block of scores)."""
     width = sims.shape[1]
     if width <= k:
         return _sort_rows(sims, np.broadcast_to(np.arange(width, dtype=np.int64), sims.shape))
-    part = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-    top = np.take_along_axis(sims, part, axis=1)
+    neg = np.negative(sims, out=sims)
+    part = np.argpartition(neg, k - 1, axis=1)[:, :k].copy()      # the full index array is freed at once
+    top = -np.take_along_axis(neg, part, axis=1)
     kth = top.min(axis=1, keepdims=True)
     # argpartition picks arbitrarily among values tied with the k-th: redo those rows with a full sort.
-    crossing = np.flatnonzero((sims == kth).sum(axis=1) > (top == kth).sum(axis=1))
+    crossing = np.flatnonzero((neg == -kth).sum(axis=1) > (top == kth).sum(axis=1))
     for r in crossing:
-        order = np.lexsort((np.arange(width), -sims[r]))[:k]
+        order = np.lexsort((np.arange(width), neg[r]))[:k]
         part[r] = order
-        top[r] = sims[r, order]
+        top[r] = -neg[r, order]
     return _sort_rows(top, part.astype(np.int64))
 
 
@@ -138,11 +142,10 @@ def _exact(
         tb = _unit_rows(targets[t0:t1])
         best_s = np.full((t1 - t0, 0), -np.inf, dtype=np.float32)
         best_c = np.zeros((t1 - t0, 0), dtype=np.int64)
-        for d0 in range(0, vectors.shape[0], db_block_size):
-            d1 = min(vectors.shape[0], d0 + db_block_size)
-            s, c = _block_top_k(tb @ _unit_rows(vectors[d0:d1]).T, g)
+        for pos, block in row_blocks(vectors, db_block_size):   # a RowSubset in file order, each block ascending
+            s, c = _block_top_k(tb @ _unit_rows(block).T, g)
             merged_s = np.concatenate([best_s, s], axis=1)
-            merged_c = np.concatenate([best_c, c + d0], axis=1)
+            merged_c = np.concatenate([best_c, pos[c]], axis=1)
             best_s, best_c = _sort_rows(merged_s, merged_c)
             best_s, best_c = best_s[:, :g], best_c[:, :g]
         sel = (excl_rows >= t0) & (excl_rows < t1)
@@ -151,36 +154,23 @@ def _exact(
     return scores_out, cols_out
 
 
-def _faiss(
-    targets: np.ndarray, db: DistinctRows, k: int, block_size: int, index: str, hnsw_m: int, hnsw_ef: int,
+def _approximate(
+    targets: np.ndarray, db: DistinctRows, k: int, block_size: int, approx: "Approximate",
     excl_rows: np.ndarray, excl_cols: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        import faiss
-    except ImportError:
-        raise ConfigError(
-            f"neighbour index '{index}' needs FAISS, which is not installed: "
-            "pip install 'capsearch[faiss]' (faiss-cpu), or set neighbours.index = \"exact\""
-        ) from None
-    dim = db.dim
-    ask = min(k + _most_excluded(excl_rows), db.vectors.shape[0])
-    if index == "faiss":
-        fx = faiss.IndexFlatIP(dim)
-    else:
-        fx = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        fx.hnsw.efSearch = max(hnsw_ef, ask)
-    fx.add(np.ascontiguousarray(_unit_rows(db.vectors), dtype=np.float32))
+    from pipeline.vector_index import CANDIDATES, rescore
+
     n = targets.shape[0]
+    g = min(k + _most_excluded(excl_rows), db.vectors.shape[0])
     scores_out = np.full((n, k), np.nan, dtype=np.float32)
     cols_out = np.full((n, k), -1, dtype=np.int64)
     for t0 in range(0, n, block_size):
         t1 = min(n, t0 + block_size)
-        s, c = fx.search(np.ascontiguousarray(_unit_rows(targets[t0:t1]), dtype=np.float32), ask)
-        s = np.where(c >= 0, s, -np.inf).astype(np.float32)
-        s, c = _sort_rows(s, c.astype(np.int64))           # FAISS lists equal scores in any order
-        c = np.where(np.isfinite(s), c, -1)
+        tb = np.ascontiguousarray(_unit_rows(targets[t0:t1]), dtype=np.float32)
+        rows, s = rescore(tb, db.vectors, approx.rows(tb, CANDIDATES * g), unit=True)
         sel = (excl_rows >= t0) & (excl_rows < t1)
-        cols_out[t0:t1], scores_out[t0:t1] = db.best_documents(c, s, k, exclude=(excl_rows[sel] - t0, excl_cols[sel]))
+        cols_out[t0:t1], scores_out[t0:t1] = db.best_documents(rows[:, :g], s[:, :g], k,
+                                                               exclude=(excl_rows[sel] - t0, excl_cols[sel]))
     return scores_out, cols_out
 
 
@@ -194,20 +184,20 @@ def find_neighbours(
     target_ids: Sequence[str] | None = None,
     db_ids: Sequence[str] | None = None,
     near_duplicate_threshold: float = 0.97,
-    index: str = "exact",
-    hnsw_m: int = 32,
-    hnsw_ef_search: int = 128,
+    approximate: "Approximate | None" = None,
+    block_bytes: int = BLOCK_BYTES,
 ) -> NeighbourResult:
     """The k most cosine-similar DB photos of every target (see the module docstring for the rules)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if block_size < 1 or (db_block_size is not None and db_block_size < 1):
         raise ValueError("block_size and db_block_size must be >= 1")
-    db_block = db_block_size or max(1024, _BLOCK_ELEMENTS // block_size)
-    if index not in INDEXES:
-        raise ConfigError(f"neighbour index '{index}' is not one of {', '.join(INDEXES)}")
     targets = _as_matrix("target vectors", target_vecs)
     db = db_vecs if isinstance(db_vecs, DistinctRows) else DistinctRows.of(_as_matrix("db vectors", db_vecs))
+    # per DB row of a block: its vector and unit copy (8 * dim bytes) and, per target of the block, its score,
+    # argpartition's index and a comparison (13 bytes)
+    db_block = db_block_size or max(16, block_bytes // (13 * min(block_size, max(1, len(targets)))
+                                                        + 8 * max(1, db.dim)))
     if targets.shape[1] != db.dim and targets.shape[0] and db.n:
         raise ValueError(f"target vectors have dim {targets.shape[1]} but db vectors have dim {db.dim}")
     excl_rows, excl_cols = _excluded_pairs(target_ids, db_ids, targets.shape[0], db.n)
@@ -215,10 +205,10 @@ def find_neighbours(
     if n == 0 or db.n_present == 0:
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         cols = np.full((n, k), -1, dtype=np.int64)
-    elif index == "exact":
+    elif approximate is None:
         scores, cols = _exact(targets, db, k, block_size, db_block, excl_rows, excl_cols)
     else:
-        scores, cols = _faiss(targets, db, k, block_size, index, hnsw_m, hnsw_ef_search, excl_rows, excl_cols)
+        scores, cols = _approximate(targets, db, k, block_size, approximate, excl_rows, excl_cols)
     missing = ~np.isfinite(scores)
     cols[missing] = -1
     scores[missing] = np.nan

@@ -43,7 +43,11 @@ def _host() -> str:
 
 def current_owner() -> str:
     """This process as a stage run's owner (JSON)."""
-    pid = os.getpid()
+    return owner_of(os.getpid())
+
+
+def owner_of(pid: int) -> str:
+    """Process ``pid`` of this host as an owner (JSON), e.g. a server this process has just started."""
     return json.dumps({"host": _host(), "pid": pid, "start": process_start(pid)}, sort_keys=True)
 
 

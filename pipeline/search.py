@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.distinct import DistinctRows
+from pipeline.distinct import DistinctRows, row_blocks
 
 DEFAULT_BLOCK_SIZE = 65536
 DEFAULT_QUERY_BLOCK = 256
@@ -94,7 +94,7 @@ def cosine_scores(queries: np.ndarray, documents: np.ndarray | DistinctRows,
     vectors get identical scores."""
     docs = distinct_documents(documents, missing)
     q = _check_queries(queries, docs)
-    return docs.expand(q @ docs.vectors.T)
+    return docs.expand(docs.score(q))
 
 
 def _select(scores: np.ndarray, index: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,9 +144,9 @@ def top_k_batch(
         qb = q[q0:q0 + query_block]
         best_idx = np.empty((qb.shape[0], 0), dtype=np.int64)
         best_sc = np.empty((qb.shape[0], 0), dtype=np.float32)
-        for d0 in range(0, n_u, block_size):
-            sc = qb @ vectors[d0:d0 + block_size].T
-            idx = np.broadcast_to(np.arange(d0, d0 + sc.shape[1], dtype=np.int64), sc.shape)
+        for pos, block in row_blocks(vectors, block_size):
+            sc = qb @ block.T
+            idx = np.broadcast_to(pos, sc.shape)
             sc = np.concatenate([best_sc, sc], axis=1)
             idx = np.concatenate([best_idx, idx], axis=1)
             best_idx, best_sc = _select(sc, idx, min(k, sc.shape[1]))

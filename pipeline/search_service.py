@@ -158,7 +158,8 @@ class SearchIndex:
     """
 
     def __init__(self, ws: Workspace, *, scope: str | None = None, include_empty: bool = False,
-                 text_embedder: Any = None, clip_embedder: Any = None, preload_queries: bool = False):
+                 text_embedder: Any = None, clip_embedder: Any = None, preload_queries: bool = False,
+                 exact: bool = False):
         from pipeline.text_models import build_clip_embedder, build_query_encoder, build_text_embedder
 
         self.ws = ws
@@ -181,10 +182,15 @@ class SearchIndex:
         self._memory: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()                     # the TUI searches from worker threads
         self._queries: dict[str, tuple[str, str]] | None = None
-        self._images: DistinctRows | None = None          # unit image vectors of every photo (search by example)
+        self._images: DistinctRows | None = None          # image vectors of every photo (search by example)
         self._own: np.ndarray | None = None               # which caption documents were written for their photo
         self._sha: np.ndarray | None = None               # every photo's sha256 (identical copies, by example)
         self._include_empty = include_empty
+        above = self.cfg.index.approximate_above
+        # past index.approximate_above photos, `captions` and `clip` go through the approximate index (see
+        # "Approximate search" in the module docstring); exact=True (`--exact`) never does
+        self.approximate = not exact and above > 0 and len(self.photo_ids) > above
+        self._indexes: dict[str, Any] = {}                # method -> pipeline.vector_index.Approximate
         if self.scope == "collection":
             self._load_collection_methods()
         else:
@@ -478,7 +484,94 @@ class SearchIndex:
         """Best k photo positions and scores per query (blocked search for single-document methods)."""
         if method == HYBRID or method in self.multi:
             return core.top_from_scores(self.score_matrix(method, text_q, clip_q), k)
-        return core.top_k_batch(clip_q if method == CLIP else text_q, self.documents[method], k)
+        queries = clip_q if method == CLIP else text_q
+        approx = self._approximate(method)
+        if approx is not None:
+            return self._approximate_documents(method, approx, queries, k)
+        return core.top_k_batch(queries, self.documents[method], k,
+                                block_size=max(1, (self.cfg.index.block_mb << 20) // (4 * self.documents[method].dim)))
+
+    # -- approximate search ----------------------------------------------------------------------------
+    def _approximate(self, method: str):
+        """The approximate index of ``method`` when this search goes through one (``captions`` in the collection
+        scope and ``clip``, past the threshold), built or brought up to date on first use; else None."""
+        if not self.approximated(method):
+            return None
+        with self._lock:
+            if method not in self._indexes:
+                from pipeline.vector_index import Approximate, ensure
+
+                if method == CLIP:
+                    rows, space = self.documents[CLIP], image_space(self.clip_embedder.key)
+                    sha = {img.id: img.sha256 for img in self.store.images(ids=self.photo_ids)}
+                    keys = [sha[self.photo_ids[int(rows.members[rows.starts[r]])]] for r in range(rows.vectors.shape[0])]
+                else:
+                    docs = self.multi[CAPTIONS]
+                    rows, space = docs.rows, document_space(self.text_embedder.key)
+                    keys = [hash_text(docs.texts[int(rows.members[rows.starts[r]])]) for r in range(rows.vectors.shape[0])]
+                index = ensure(self.store, f"search-{method}", space, keys, rows.vectors, self.cfg.index.probes)
+                self._indexes[method] = Approximate(index, index.label_rows({key: r for r, key in enumerate(keys)}),
+                                                    self.cfg.index.probes)
+            return self._indexes[method]
+
+    def prepare_approximate(self, methods: Sequence[str] = (CAPTIONS, CLIP)) -> list[Any]:
+        """Build or update the approximate indexes of ``methods`` that this collection's searches go through (what
+        the stages that change their vectors call, so that a search finds them current); their ``IndexInfo``."""
+        out = []
+        for method in methods:
+            if self._method_ok(method) and (approx := self._approximate(method)) is not None:
+                out.append(approx.index.info())
+        return out
+
+    def approximated(self, method: str) -> bool:
+        """Whether ``method``'s searches go through the approximate index."""
+        return self.approximate and method in (CAPTIONS, CLIP) and (method != CAPTIONS or method in self.multi)
+
+    def recall(self, method: str) -> str:
+        """The recall@10 its index measured, in words."""
+        approx = self._approximate(method)
+        value = approx.index.meta.get("recall_at_10") if approx is not None else None
+        return "not measured" if value is None else f"{value:.3f}"
+
+    def _approximate_documents(self, method: str, approx, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top k photos of a single-document method: the index's candidates scored exactly, the usual order."""
+        from pipeline.vector_index import CANDIDATES, rescore
+
+        docs = self.documents[method]
+        unit = core.l2_normalise(queries)
+        rows, sc = rescore(queries, docs.vectors, approx.rows(unit, CANDIDATES * k), unit=False)
+        idx, out = docs.best_documents(rows[:, :k], sc[:, :k], k)
+        return idx, out
+
+    def _approximate_photos(self, approx, text_q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top k photos of ``captions`` (one query): the photos of the index's candidate captions, each scored
+        exactly by all of its captions (its best one), the usual order. Returns (positions, scores, document
+        scores: NaN for documents of photos that were not candidates)."""
+        from pipeline.vector_index import CANDIDATES, rescore
+
+        docs = self.multi[CAPTIONS]
+        rows = docs.rows
+        cand, _ = rescore(text_q, rows.vectors, approx.rows(core.l2_normalise(text_q), CANDIDATES * k), unit=False)
+        cand = cand[0][cand[0] >= 0]
+        members = np.concatenate([rows.members[rows.starts[r]:rows.starts[r + 1]] for r in cand]) if cand.size \
+            else np.zeros(0, dtype=np.int64)
+        photos = np.unique(docs.photo[members])
+        spans = [docs.documents_of(int(p)) for p in photos]
+        mine = np.concatenate([np.arange(r.start, r.stop) for r in spans]) if spans else np.zeros(0, dtype=np.int64)
+        doc_scores = np.full((1, docs.photo.size), np.nan, dtype=np.float32)
+        present = mine[rows.owner[mine] >= 0]
+        if present.size:
+            uniq, inverse = np.unique(rows.owner[present], return_inverse=True)
+            vecs = np.asarray(rows.vectors[uniq], dtype=np.float32)
+            doc_scores[0, present] = (text_q[:1] @ vecs.T)[0][inverse.ravel()]
+        photo_sc = np.full(photos.size, -np.inf, dtype=np.float32)
+        for i, r in enumerate(spans):
+            part = doc_scores[0, r.start:r.stop]
+            if np.isfinite(part).any():
+                photo_sc[i] = np.nanmax(part)
+        order = np.lexsort((photos, -photo_sc))[:k]
+        order = order[np.isfinite(photo_sc[order])]
+        return photos[order][None, :], photo_sc[order][None, :], doc_scores
 
     def search(self, query: str, method: str | None = None, k: int = 10) -> list[Hit]:
         """The k best photos for a text query, best first (missing documents never appear)."""
@@ -491,7 +584,10 @@ class SearchIndex:
         text_q, clip_q = self.encode([query], method)
         source = self.cfg.search.hybrid_captioner if method == HYBRID else method
         doc_scores = None
-        if source in self.multi and text_q is not None:
+        approx = self._approximate(method)
+        if approx is not None and method == CAPTIONS:
+            idx, sc, doc_scores = self._approximate_photos(approx, text_q, k)
+        elif source in self.multi and text_q is not None:
             photo_scores, doc_scores = self._caption_scores(source, text_q)
             if method == HYBRID:
                 scores = core.hybrid(photo_scores, core.cosine_scores(clip_q, self.documents[CLIP]),
@@ -542,15 +638,15 @@ class SearchIndex:
 
     # -- search by example ----------------------------------------------------------------------------
     def _image_documents(self) -> DistinctRows:
-        """Unit image vectors of every photo of the scope (the configured image embedder's), loaded once."""
+        """Image vectors of every photo of the scope (the configured image embedder's, memory-mapped as stored;
+        scores divide by ``_image_norms``: cosine), loaded once."""
         if self._images is None:
             from pipeline.embedders.registry import build_image_embedder
 
             space = image_space(build_image_embedder(self.cfg).key)
             doc, src, matrix = [], [], None
             if self.store.has_space(space):
-                keys, raw = load_array(self.store, space)
-                matrix = core.l2_normalise(raw)
+                keys, matrix = load_array(self.store, space)      # memory-mapped: scored by cosine, not copied
                 key_rows = {k: i for i, k in enumerate(keys)}
                 for img in self.store.images(ids=self.photo_ids):
                     if img.sha256 in key_rows:
@@ -559,6 +655,12 @@ class SearchIndex:
             if not doc:
                 raise CapsearchError("no photo has an image embedding yet: run `capsearch embed-images` first")
             self._images = DistinctRows.from_rows(len(self.photo_ids), doc, src, matrix)
+            norms = np.empty(self._images.vectors.shape[0], dtype=np.float32)
+            from pipeline.distinct import row_blocks
+
+            for pos, block in row_blocks(self._images.vectors):
+                norms[pos] = np.linalg.norm(block, axis=1)
+            self._image_norms = np.where(norms > 0, norms, 1.0).astype(np.float32)
         return self._images
 
     def _example(self, example: str) -> tuple[str | None, str, np.ndarray]:
@@ -637,7 +739,7 @@ class SearchIndex:
             raise CapsearchError(f"k must be at least 1, got {k}")
         example_id, sha, vector = self._example(example)
         images = self._image_documents()
-        image_scores = core.cosine_scores(vector, images)
+        image_scores = images.expand(images.score(vector) / self._image_norms)     # cosine: the vectors as stored
         scores = image_scores
         captions = self.multi.get(CAPTIONS)
         inside = example_id is not None and example_id in self.position
@@ -699,6 +801,21 @@ class SearchIndex:
             for row in rows:
                 self._queries.setdefault(_normalise(row.text), (row.image_id, row.kind))
         return self._queries.get(_normalise(text))
+
+
+def prepare_search_indexes(ws: Workspace, methods: Sequence[str], say: Callable[[str], None] | None = None) -> None:
+    """After a stage changed the vectors ``methods`` search: bring their approximate indexes up to date when the
+    collection is past ``index.approximate_above`` (nothing below it)."""
+    above = ws.config.index.approximate_above
+    if CLIP in methods and ws.config.image_embedder.name != "open_clip":
+        methods = [m for m in methods if m != CLIP]        # no text tower: nothing searches the images by text
+    if not methods or above <= 0 or ws.store.count_images() <= above:
+        return
+    index = SearchIndex(ws, scope="collection")
+    for info in index.prepare_approximate(methods):
+        recall = "not measured" if info.recall_at_10 is None else f"{info.recall_at_10:.3f}"
+        if say:
+            say(f"approximate index {info.name}: {info.rows:,} vectors, recall@10 {recall} at {info.probes} probes")
 
 
 def _normalise(text: str) -> str:

@@ -9,7 +9,9 @@ Inside :func:`stop_on_signals` (the ``capsearch`` command and the TUI enter it i
   is there to stop that way (``capsearch server`` waiting, the demo world being drawn), the main
   thread gets :class:`Stopped` (a ``KeyboardInterrupt``), so ``finally`` blocks stop what was started.
 * A **second** stop signal abandons the batches in flight: the :func:`on_abandon` callbacks run
-  (stage runs recorded as cancelled, servers stopped) and the process exits at once.
+  (stage runs recorded as cancelled, servers stopped) and the process exits at once. :func:`abandon`
+  does the same for another cause (the Prefect server a run reports to died: ``flows.runtime.server_watch``),
+  recording the run as failed with that cause.
 * SIGHUP means the terminal is gone: the terminal's file descriptors are pointed at ``/dev/null`` so
   that late output cannot fail the exit. A signal ignored when capsearch started (``nohup``, or
   SIGINT of a background job) stays ignored.
@@ -30,6 +32,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -61,6 +64,31 @@ class Stopped(KeyboardInterrupt):
         return exit_code(self.signum)
 
 
+@dataclass(frozen=True)
+class Abandon:
+    """Why the work in flight is given up and the process exits at once (what the abandon callbacks record)."""
+    message: str                 # the run's and its stage run's message, and the line on the terminal
+    status: str = "cancelled"    # how the run and the stage run in flight are recorded
+    exit_code: int = 1
+    api_alive: bool = True       # whether Prefect's API can still be told (flow runs marked Cancelled)
+    line: str = ""               # the one line written to the terminal (default: "error: <message>")
+
+    @classmethod
+    def on_signal(cls, signum: int, again: int | None = None) -> "Abandon":
+        """A second stop signal (``again``, default ``signum``): the first one's exit code, status cancelled."""
+        again = signum if again is None else again
+        return cls(f"abandoned on a second {signal_name(signum)}: the batches in flight were not finished "
+                   "(finished batches are kept)", "cancelled", exit_code(signum),
+                   line=f"capsearch: {signal_name(again)} again: stopping now; the batches in flight are "
+                        "abandoned (finished batches are kept)")
+
+    @classmethod
+    def failure(cls, cause: str, *, api_alive: bool = True) -> "Abandon":
+        """``cause`` ended the run: recorded failed, exit code 1."""
+        return cls(f"{cause}; the batches in flight were not finished (finished batches are kept)", "failed", 1,
+                   api_alive)
+
+
 class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -68,7 +96,7 @@ class _State:
         self.count = 0
         self.cancels: list[threading.Event] = []
         self.hooks: list[Callable[[int], None]] = []
-        self.abandon: list[Callable[[int], None]] = []
+        self.abandon: list[Callable[[Abandon], None]] = []
         self.queue: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()   # put() is safe in a handler
         self.thread: threading.Thread | None = None
         self.previous: dict[int, Any] = {}
@@ -123,8 +151,15 @@ def cancellable(on_stop: Callable[[int], None] | None = None) -> Iterator[thread
                     _state.hooks.remove(on_stop)
 
 
-def add_abandon(callback: Callable[[int], None]) -> Callable[[], None]:
-    """Run ``callback(signum)`` if a second stop signal abandons the work in flight; returns its remover."""
+def handling_signals() -> bool:
+    """Whether this process is inside :func:`stop_on_signals` (the CLI, the TUI, a deployment run): then it may be
+    abandoned (:func:`abandon`); a library caller's process is not."""
+    return _state.depth > 0
+
+
+def add_abandon(callback: Callable[[Abandon], None]) -> Callable[[], None]:
+    """Run ``callback(why)`` if the work in flight is abandoned (a second stop signal, :func:`abandon`); returns
+    its remover."""
     with _state.lock:
         _state.abandon.append(callback)
 
@@ -137,7 +172,7 @@ def add_abandon(callback: Callable[[int], None]) -> Callable[[], None]:
 
 
 @contextmanager
-def on_abandon(callback: Callable[[int], None]) -> Iterator[None]:
+def on_abandon(callback: Callable[[Abandon], None]) -> Iterator[None]:
     remove = add_abandon(callback)
     try:
         yield
@@ -193,9 +228,9 @@ def _handle(signum: int, frame: Any) -> None:
         raise Stopped(signum)
 
 
-def _call(fn: Callable[[int], None], signum: int) -> None:
+def _call(fn: Callable[[Any], None], arg: Any) -> None:
     try:
-        fn(signum)
+        fn(arg)
     except Exception:  # noqa: BLE001 - one failing hook must not keep the others from running
         pass
 
@@ -215,23 +250,27 @@ def detach_terminal(*extra_fds: int) -> None:
     os.close(null)
 
 
-def _abandon(signum: int) -> None:
-    first = _state.signum or signum
+def abandon(why: Abandon) -> None:
+    """Give up the work in flight: one line on the terminal, the abandon callbacks (newest first: stage runs and
+    the run recorded as ``why`` says, servers stopped), then exit at once with ``why.exit_code``. Any thread."""
     try:
-        os.write(2, (f"capsearch: {signal_name(signum)} again: stopping now; the batches in flight are "
-                     "abandoned (finished batches are kept)\n").encode())
+        os.write(2, ((why.line or f"error: {why.message}") + "\n").encode())
     except OSError:
         pass
     with _state.lock:
         callbacks = list(reversed(_state.abandon))
     for callback in callbacks:
-        _call(callback, first)
+        _call(callback, why)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except Exception:  # noqa: BLE001
             pass
-    os._exit(exit_code(first))
+    os._exit(why.exit_code)
+
+
+def _abandon(signum: int) -> None:
+    abandon(Abandon.on_signal(_state.signum or signum, signum))
 
 
 def _stopper() -> None:

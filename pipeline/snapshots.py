@@ -22,7 +22,7 @@ before it opened it reads the manifest again: readers always get one consistent 
 
 Vector loading is owned here: ``load_array(store, space)`` (search, the evaluation) and
 ``export_array(store, space)`` (the stages that write a space) call the store for its vectors
-(``space_state``, ``vectors_with_generation``); the store never calls a snapshot.
+(``space_state``, ``vector_stream``); the store never calls a snapshot.
 """
 from __future__ import annotations
 
@@ -117,43 +117,35 @@ def _ids_digest(ids: list[str]) -> str:
     return hashlib.sha256(json.dumps(ids, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
-def _write_npy(path: Path, mat: np.ndarray) -> tuple[int, str]:
-    """Write ``mat`` as a version-1 .npy through ``atomic_write``; returns (bytes, CRC-32).
-
-    Written with plain ``write`` calls (numpy's ``tofile`` reports a full disk as a bare
-    "requested and written" OSError without errno)."""
-    arr = np.ascontiguousarray(mat, dtype=DTYPE)
-    crc, size = 0, 0
-    with atomic_write(path, "wb") as fh:
-        for part in (_npy_header(arr), *_row_chunks(arr)):
-            fh.write(part)
-            crc = zlib.crc32(part, crc)
-            size += len(part)
-    return size, f"{crc:08x}"
-
-
-def _npy_header(arr: np.ndarray) -> bytes:
+def _npy_header(rows: int, dim: int) -> bytes:
     import io
 
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(arr))
+    np.lib.format.write_array_header_1_0(buf, {"descr": DTYPE.str, "fortran_order": False, "shape": (rows, dim)})
     return buf.getvalue()
 
 
-def _row_chunks(arr: np.ndarray):
-    flat = memoryview(arr.reshape(-1).view(np.uint8)) if arr.size else memoryview(b"")
-    for start in range(0, len(flat), _CHUNK):
-        yield bytes(flat[start:start + _CHUNK])
-
-
 def write_snapshot(store: "Store", space: str) -> "Snapshot":
-    """Export the space's current vectors (one consistent read of the store) as a new generation."""
+    """Export the space's current vectors (one consistent read of the store) as a new generation.
+
+    The vectors go from the store to the file a few thousand rows at a time (a version-1 ``.npy`` written with
+    plain ``write`` calls through ``atomic_write``: numpy's ``tofile`` reports a full disk as a bare OSError
+    without errno), so exporting a million vectors holds only their ids in memory; the returned snapshot maps
+    the file it wrote."""
     files = files_for(store, space)
     files.folder.mkdir(parents=True, exist_ok=True)
-    generation, keys, mat = store.vectors_with_generation(space)
-    dim = int(mat.shape[1]) if mat.ndim == 2 else 0
-    data = files.data(generation)
-    size, digest = _write_npy(data, mat.reshape(len(keys), dim))
+    keys: list[str] = []
+    with store.vector_stream(space) as (generation, rows, dim, chunks):
+        data = files.data(generation)
+        crc, size = 0, 0
+        with atomic_write(data, "wb") as fh:
+            for part in _stream_parts(_npy_header(rows, dim), chunks, keys):
+                fh.write(part)
+                crc = zlib.crc32(part, crc)
+                size += len(part)
+    if len(keys) != rows:
+        raise SnapshotDamaged(f"{space}: the store listed {rows} vectors and gave {len(keys)}")
+    digest = f"{crc:08x}"
     fsync_dir(files.folder)
     crash_point(SNAPSHOT_DATA)
     try:
@@ -166,7 +158,16 @@ def write_snapshot(store: "Store", space: str) -> "Snapshot":
     write_text(files.manifest, json.dumps(manifest, separators=(",", ":")))
     _remove_old(files, keep={data.name, (previous or {}).get("file")})
     _remember(data, digest)
+    mat = np.load(data, mmap_mode="r") if keys else np.zeros((0, dim), dtype=DTYPE)
     return Snapshot(space, generation, keys, mat, data)
+
+
+def _stream_parts(header: bytes, chunks, keys: list[str]):
+    yield header
+    for chunk_keys, blob in chunks:
+        keys.extend(chunk_keys)
+        for start in range(0, len(blob), _CHUNK):
+            yield blob[start:start + _CHUNK]
 
 
 def _remove_old(files: SnapshotFiles, keep: set[str | None]) -> None:

@@ -86,8 +86,10 @@ class StageKeys:
 
     def neighbours(self) -> dict[str, Any]:
         n = self.cfg.neighbours
+        # "auto" is keyed as "exact": lists found below the threshold are exact, and a collection growing past it
+        # must not recompute every stored list, prompt and caption (the index's recall is measured and shown)
         return {"embedder": self.image_embedder_key, "k": n.k, "near_duplicate_threshold": n.near_duplicate_threshold,
-                "index": n.index, "version": NEIGHBOURS_VERSION}
+                "index": "exact" if n.index == "auto" else n.index, "version": NEIGHBOURS_VERSION}
 
     def _token_budget(self) -> dict[str, Any]:
         name = token_captioner(self.cfg)

@@ -6,7 +6,7 @@ prints."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CapsearchError
 from pipeline.keys import EXACT_DUPLICATE, NEAR_DUPLICATE
@@ -16,6 +16,9 @@ from pipeline.stages.ingest import removed_photos
 from pipeline.stages.registry import pipeline_stages
 from pipeline.store_rows import Problem, StageRunRow
 from pipeline.workspace import Workspace
+
+if TYPE_CHECKING:
+    from pipeline.vector_index import IndexInfo
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class StatusReport:
     removed: dict[str, dict[str, Any]]        # photos that left the collection: id -> when, sha256, split
     duplicates: DuplicateCounts
     runs: tuple[StageRunRow, ...]             # the newest stage runs first
+    indexes: tuple["IndexInfo", ...] = ()       # approximate indexes and their measured recall@10
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +57,7 @@ class StatusReport:
             "removed": self.removed,
             "duplicates": asdict(self.duplicates),
             "runs": [r.as_dict() for r in self.runs],
+            "indexes": [i.as_dict() for i in self.indexes],
         }
 
 
@@ -71,6 +76,8 @@ def duplicate_counts(ws: Workspace) -> DuplicateCounts:
 
 
 def workspace_status(ws: Workspace) -> StatusReport:
+    from pipeline.vector_index import index_infos
+
     store = ws.store
     stages = []
     with store.reuse_reads():    # the stages ask for the same captions many times: read each set once
@@ -93,4 +100,5 @@ def workspace_status(ws: Workspace) -> StatusReport:
         removed=removed_photos(store),
         duplicates=duplicate_counts(ws),
         runs=tuple(store.stage_runs(limit=20)),
+        indexes=tuple(index_infos(store)),
     )

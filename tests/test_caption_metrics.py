@@ -454,6 +454,9 @@ def test_a_workspace_with_the_schema_2_blobs_recomputes_the_same_numbers(lite_co
     for table in ("item_inputs", "runs", "run_progress", "run_log"):    # what schemas 4 and 5 added
         conn.execute(f"DROP TABLE {table}")
     conn.execute("ALTER TABLE stage_runs DROP COLUMN run_id")
+    for table, column in (("captions", "prompt_tokens"), ("captions", "completion_tokens"),
+                          ("stage_runs", "usage")):                 # what schema 6 added
+        conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     blobs = {f"caption-metrics/row/{before.row_hashes[r]}": rows[r].as_dict() for r in rows}
     blobs[f"caption-metrics/{before.config_hash}"] = before.as_dict()
     blobs["caption-metrics/latest"] = before.config_hash

@@ -207,7 +207,7 @@ def test_capsearch_cancel_stops_a_background_run_after_the_batch_in_flight(paced
 @pytest.mark.asyncio
 async def test_with_server_and_serve_up_runs_go_through_the_deployment(paced, shell_env, process_tag, tmp_path,
                                                                        monkeypatch):
-    from flows.server import free_port
+    from flows.runtime.server import free_port
 
     ws, label = paced, PacedRowsStage.name
     # 2 s batches: between the first batch and the last, `capsearch cancel` has to reach Prefect, and the runner

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows import settings
-from flows.settings import ServerRecord, apply_settings, read_server_record, write_server_record
+from flows.runtime import settings
+from flows.runtime.settings import ServerRecord, apply_settings, read_server_record, write_server_record
 from pipeline.errors import ConfigError
 from tests.fixtures.workspaces import make_workspace
 
@@ -58,7 +58,7 @@ def test_runs_report_to_a_recorded_server_only_while_it_is_up(tmp_path):
 
 
 def test_server_refuses_a_public_host_without_the_flag():
-    from flows.server import check_host
+    from flows.runtime.server import check_host
 
     assert check_host("127.0.0.1", False) is None
     with pytest.raises(ConfigError, match="--allow-remote"):
@@ -68,8 +68,8 @@ def test_server_refuses_a_public_host_without_the_flag():
 
 @pytest.mark.slow
 def test_capsearch_server_serves_the_ui_and_later_runs_report_to_it(tmp_path, monkeypatch):
-    from flows.server import start_server
-    from flows.server import free_port
+    from flows.runtime.server import start_server
+    from flows.runtime.server import free_port
 
     monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
     handle = start_server("127.0.0.1", free_port())
@@ -79,7 +79,9 @@ def test_capsearch_server_serves_the_ui_and_later_runs_report_to_it(tmp_path, mo
         assert httpx.get(f"{record.api_url}/health", timeout=10).status_code == 200
         page = httpx.get(record.ui_url, timeout=10)
         assert page.status_code == 200 and "<html" in page.text.lower()
-        child = subprocess.run([sys.executable, "-c", "import flows, os; print(os.environ.get('PREFECT_API_URL'))"],
+        entry = ("from flows.runtime.settings import apply_settings, configured_api_url; apply_settings(); "
+                 "print(configured_api_url())")
+        child = subprocess.run([sys.executable, "-c", entry],
                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                                timeout=60)
         assert child.stdout.strip() == record.api_url
@@ -157,7 +159,7 @@ def test_serve_registers_the_nightly_deployment_with_the_configured_schedule(tmp
 
 
 def test_settings_module_does_not_import_prefect():
-    out = subprocess.run([sys.executable, "-c", "import sys, flows, flows.settings; print('prefect' in sys.modules)"],
+    out = subprocess.run([sys.executable, "-c", "import sys, flows, flows.runtime.settings; print('prefect' in sys.modules)"],
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == "False", out.stderr
@@ -167,7 +169,7 @@ def test_settings_module_does_not_import_prefect():
 def test_the_served_ui_asks_its_api_where_the_server_listens():
     """`capsearch server --port 4288`: the UI's API address follows (it stayed at 4200 before); a UI address the
     user set (a reverse proxy) is kept. The served UI is checked for real in tests/test_detached_runs.py."""
-    from flows.server import server_environment
+    from flows.runtime.server import server_environment
 
     base = {"PATH": "/usr/bin", "PREFECT_API_URL": "http://elsewhere:4200/api"}
     env = server_environment("127.0.0.1", 4288, "http://127.0.0.1:4288", base)

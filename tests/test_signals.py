@@ -2,7 +2,9 @@
 `capsearch tui` in tmux and `capsearch server`.
 
 Each command runs as a subprocess the way a user starts it, with no Prefect server configured, so it starts
-its own temporary one (the process that used to outlive a killed capsearch). Every process a test starts
+the shared local one (``flows.runtime.local_server``), which outlives it on purpose and stops by itself 2 s
+after the last command used it (``CAPSEARCH_SERVER_IDLE`` of the tests), SIGKILL of the command included.
+Every process a test starts
 carries a tag in its environment (``process_tag``), so "nothing is left" means nothing of *this* test,
 wherever init re-parented it. After a stop the next run must compute only what was missing.
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import run
-from tests.fixtures.commands import wait_until
+from tests.fixtures.commands import PREPARE, wait_until
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
                                       spec)
@@ -42,7 +44,7 @@ def prefect_home(tmp_path_factory):
     """A Prefect home of its own for the commands under test, migrated once (what `capsearch init` does)."""
     home = tmp_path_factory.mktemp("signals-prefect")
     env = {**_without_prefect(os.environ), "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-c", "from flows.server import prepare_prefect; prepare_prefect()"],
+    subprocess.run([sys.executable, "-c", PREPARE],
                    env=env, cwd=REPO, check=True, timeout=300, capture_output=True)
     return home
 
@@ -73,8 +75,9 @@ def start(env: dict[str, str], out: Path, *args: str) -> subprocess.Popen[bytes]
 
 
 
-def temporary_servers(process_tag, parent: int) -> list:
-    return [p for p in process_tag.tagged() if p.ppid == parent and "prefect.server.api.server:create_app" in p.command]
+def local_servers(process_tag, parent: int) -> list:
+    """The shared local Prefect server (flows.runtime.local_server) that process ``parent`` started."""
+    return [p for p in process_tag.tagged() if p.ppid == parent and "-m flows.runtime.local_server" in p.command]
 
 
 def one_photo_batches(world: Path, root: Path):
@@ -121,13 +124,13 @@ def test_a_stop_signal_ends_a_run_cleanly_and_the_next_run_computes_only_the_res
     out = tmp_path / "run.log"
     proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
     wait_until(lambda: len(outputs(ws, label)) >= 2 * BATCH, "two batches were done", proc=proc, out=out)
-    assert temporary_servers(process_tag, proc.pid), f"no temporary Prefect server under capsearch: {process_tag.tagged()}"
+    assert local_servers(process_tag, proc.pid), f"no local Prefect server started by capsearch: {process_tag.tagged()}"
 
     proc.send_signal(sig)
     code = proc.wait(timeout=120)
     log = out.read_text(errors="replace")
     assert code == 128 + sig, log
-    assert process_tag.wait_gone(10) == [], "processes of the run outlived it"
+    assert process_tag.wait_gone(20) == [], "processes of the run outlived it (the local server: its idle time)"
     name = signal.Signals(sig).name
     assert f"{name}: stopping after the batches in flight" in log and f"stopped by {name} (exit code {code})" in log
 
@@ -160,16 +163,51 @@ def test_a_second_signal_abandons_the_batch_in_flight_and_exits_at_once(ingested
     assert outputs(ws, label) == {}, "the abandoned batch wrote nothing"
 
 
-def test_sigkill_of_a_run_takes_its_temporary_server_along(ingested, command_env, process_tag, tmp_path):
+def test_sigkill_of_a_run_leaves_nothing_once_the_local_server_is_idle(ingested, command_env, process_tag, tmp_path):
     ws, label = ingested, SlowRowsStage.name
     out = tmp_path / "run.log"
     proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
     wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=proc, out=out)
-    assert temporary_servers(process_tag, proc.pid), "the run uses a temporary Prefect server"
+    assert local_servers(process_tag, proc.pid), "the run uses the local Prefect server it started"
     proc.kill()
     proc.wait(timeout=30)
     alive = process_tag.wait_gone(20)
-    assert alive == [], f"still running 8 s after SIGKILL of capsearch: {[str(p) for p in alive]}"
+    assert alive == [], f"still running 20 s after SIGKILL of capsearch: {[str(p) for p in alive]}"
+
+
+@pytest.mark.parametrize("sigterm", [False, True], ids=["server-killed", "server-killed-then-SIGTERM"])
+def test_a_run_whose_prefect_server_is_killed_ends_failed_at_once_with_one_line(sigterm, ingested, command_env,
+                                                                                process_tag, tmp_path):
+    """The out-of-memory killer (here a real SIGKILL) takes the Prefect server mid-run: the run notices within
+    seconds and ends failed, saying so once (no Prefect "Error logging to API" lines, no ConnectError); a SIGTERM
+    sent meanwhile stops it too; nothing is left running and the rerun computes only the rest."""
+    from pipeline.runs import recent_runs
+
+    ws, label = ingested, SlowRowsStage.name
+    out = tmp_path / "run.log"
+    proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(SlowRowsStage))
+    wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=proc, out=out)
+    [server] = local_servers(process_tag, proc.pid)
+    os.kill(server.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    if sigterm:
+        proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=120)
+    took = time.monotonic() - t0
+    log = out.read_text(errors="replace")
+    assert took < 15, f"the run took {took:.0f} s to notice its server's death:\n{log[-3000:]}"
+    assert code in ((1, 143) if sigterm else (1,)), log[-3000:]
+    said = [line for line in log.splitlines() if "died during the run" in line]
+    assert len(said) == 1 and f"pid {server.pid}" in said[0], log[-3000:]
+    for noise in ("Error logging to API", "ConnectError", "Traceback"):
+        assert noise not in log, log[-3000:]
+    [ended] = recent_runs(ws.store, 1)
+    assert ended.status == "failed" and "died during the run" in ended.message
+    assert latest_stage_run(ws, label).status == "failed"
+    assert process_tag.wait_gone(20) == []
+    kept = outputs(ws, label)
+    assert BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "whole batches kept"
+    assert_resumes_with_only_the_missing_batches(ws, kept)
 
 
 def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(demo_world, tmp_path, prefect_harness,
@@ -231,9 +269,9 @@ def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_pref
 def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(demo_world, tmp_path, prefect_harness,
                                                                           command_env, process_tag):
     """`tmux kill-session` (a dropped SSH session) sends SIGHUP: the TUI exits and nothing of it is left; the run
-    it started goes on in the background (issue 13), stops cleanly when cancelled, and its temporary Prefect
-    server goes with it."""
-    from flows.control import cancel_run, wait_for_end
+    it started goes on in the background (issue 13), stops cleanly when cancelled, and the local Prefect server
+    it started stops once idle."""
+    from flows.runtime.control import cancel_run, wait_for_end
     from pipeline.runs import current_run, get_run
 
     ws = one_photo_batches(demo_world, tmp_path / "ws")
@@ -258,8 +296,8 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(demo_w
         [tui] = [p for p in process_tag.tagged() if p.command.endswith(" tui")]
         running = current_run(ws.store)
         assert running is not None and running.pid != tui.pid, "the run is a process of its own"
-        assert temporary_servers(process_tag, running.pid), "the run uses a temporary Prefect server of its own"
-        assert not temporary_servers(process_tag, tui.pid), "the TUI runs no flow itself"
+        assert local_servers(process_tag, running.pid), "the run started the local Prefect server"
+        assert not local_servers(process_tag, tui.pid), "the TUI runs no flow itself"
         # Hold the run where it is while the session goes, so that on a fast machine it cannot finish all its
         # photos before the test gets to cancel it (a stopped process keeps any hang-up for when it goes on).
         os.kill(running.pid, signal.SIGSTOP)
@@ -294,7 +332,7 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(demo_w
 # -- capsearch server -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: signal.Signals(s).name)
 def test_stopping_capsearch_server_stops_prefect_server(sig, command_env, process_tag, prefect_home, tmp_path):
-    from flows.server import free_port
+    from flows.runtime.server import free_port
 
     port = free_port()
     out = tmp_path / "server.log"

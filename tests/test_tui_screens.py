@@ -254,7 +254,7 @@ async def test_runs_screen_lists_this_workspaces_flow_runs_with_state_and_durati
     from prefect.settings import PREFECT_API_URL
 
     from flows.naming import pipeline_run_name, stage_run_name
-    from flows.prefect_runs import read_recent_runs
+    from flows.runtime.prefect_runs import read_recent_runs
 
     url = PREFECT_API_URL.value()
     assert url, "the Prefect harness serves an API"

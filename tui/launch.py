@@ -45,7 +45,10 @@ def run_tui(workspace: str | Path | None = None, *, image_mode: str | None = Non
     from pipeline.environment import quiet_defaults
 
     quiet_defaults()
+    from flows.runtime.settings import apply_settings
     from pipeline import shutdown
+
+    apply_settings()
     from pipeline.workspace import Workspace
     from tui.app import CapsearchApp, default_image_mode
     from tui.quiet import TerminalIsolation, route_library_logging

@@ -1,6 +1,6 @@
 """Following the run going on in the workspace, whoever started it, from the TUI.
 
-Runs execute outside the TUI (``flows.detach``), so the TUI learns about them the way any other
+Runs execute outside the TUI (``flows.runtime.detach``), so the TUI learns about them the way any other
 process does: from the store, where the running process records the run and its stages' progress
 (``pipeline.runs``). :class:`RunFollower` is a daemon thread that polls it every half second and posts
 typed messages to the screen: ``RunSeen`` when a run is going on (also one started before the TUI
@@ -104,21 +104,13 @@ class RunFollower:
             return
         self._last_prefect = now
         pending = self.pending
-        try:
-            from prefect.client.orchestration import get_client
-            from prefect.settings import PREFECT_API_URL, temporary_settings
-
-            with temporary_settings({PREFECT_API_URL: pending.api_url}):
-                with get_client(sync_client=True, httpx_settings={"timeout": 5.0}) as client:
-                    state = client.read_flow_run(pending.flow_run_id).state
-        except Exception:  # noqa: BLE001 - the server may be busy: ask again later
-            return
-        if state is None or not state.is_final():
-            return
+        from flows.runtime.control import flow_run_end
         from pipeline.runs import run_for_flow_run
 
+        end = flow_run_end(pending.api_url, pending.flow_run_id)
+        if end is None:
+            return       # still going (or the server is busy: ask again later)
         if run_for_flow_run(self.ws.store, pending.flow_run_id) is not None:
             return   # it did claim the workspace: the watch reports its end
         self.pending = None
-        status = "cancelled" if state.is_cancelled() else "completed" if state.is_completed() else "failed"
-        self.post(RunFinished(RunOutcome(status, error=state.message or state.name, flow_run_id=pending.flow_run_id)))
+        self.post(RunFinished(RunOutcome(end.status, error=end.message, flow_run_id=pending.flow_run_id)))

@@ -67,7 +67,7 @@ def init(
 
 def _after_init(ws) -> None:
     """Orchestration set-up: the Prefect database migrated once (Prefect is imported only here)."""
-    from flows.server import prepare_prefect
+    from flows.runtime.server import prepare_prefect
 
     prepare_prefect(ws, console=console)
 
@@ -284,6 +284,11 @@ def _print_collection_notes(report: StatusReport, limit: int) -> None:
                          "neighbours (listed and marked; its captions are left out of prompts and consensus)")
     for part in parts:
         console.print(f"[cyan]duplicates:[/] {part}", highlight=False)
+    for ix in report.indexes:
+        recall = "not measured" if ix.recall_at_10 is None else f"{ix.recall_at_10:.3f}"
+        console.print(f"[cyan]approximate index {ix.name}:[/] {ix.rows:,} vectors in {ix.lists:,} lists, "
+                      f"{ix.probes} probed per query (index.probes); recall@10 {recall} against exact search; "
+                      f"{ix.bytes / 2**20:.1f} MB, updated {ix.updated}", highlight=False)
     removed = report.removed
     if removed:
         console.print(f"\n[bold]{len(removed)} photos removed[/] from the collection (no longer searched):")
@@ -331,11 +336,17 @@ def main(argv: list[str] | None = None) -> None:
     flight finish and are kept, the stage run is recorded as cancelled, every process capsearch
     started is stopped. A second signal abandons the batches in flight and exits at once.
     """
+    import logging
+
     from pipeline.environment import quiet_defaults
 
     quiet_defaults()
+    from flows.runtime.settings import apply_settings
     from pipeline.shutdown import stop_on_signals
 
+    apply_settings()                   # Prefect's home, logs to a file, the running `capsearch server`
+    logging.raiseExceptions = False    # a library's logging error (Prefect's "Error logging to API") never
+    # reaches the terminal: a run's failures are said once, by capsearch
     with stop_on_signals():
         code = _run_app(argv)
     sys.exit(code)

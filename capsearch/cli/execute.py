@@ -46,6 +46,11 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
         shutdown.raise_if_stopped()
         raise
     print_run_summary(outcome)
+    if outcome.settled_without_prefect:
+        stages = f"{len(outcome.stages)} stage" + ("" if len(outcome.stages) == 1 else "s")
+        reused = outcome.reused_batches
+        console.print(f"nothing to compute: {stages} up to date, {reused} batch{'' if reused == 1 else 'es'} reused "
+                      f"({outcome.seconds:.1f} s)", highlight=False)
     for s in outcome.stages:
         if s.failed:
             console.print(f"[yellow]{s.stage}: {s.failed} items failed (see `capsearch status`)[/]")

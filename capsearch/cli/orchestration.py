@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-from contextlib import contextmanager
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -41,24 +39,21 @@ def run(
 ) -> None:
     """Run the pipeline (or the named stages) as a Prefect flow: cached per batch, resumable, shown in the UI."""
     from capsearch.cli.execute import run_stages
-    from flows.settings import read_server_record
+    from flows.runtime.settings import read_server_record
 
     ws = cli.workspace(workspace)
     captioners = cli.resolve_captioners(ws.config, captioner) if captioner else None
     if detach:
         _run_detached(ws, _split(stage), captioners, retry_failed, runner, address, wait)
         return
-    if runner == "dask" or (runner is None and ws.config.orchestration.runner == "dask"):
-        record = read_server_record()
-        if not os.environ.get("PREFECT_API_URL") and (record is None or not record.is_alive()):
-            err_console.print("[yellow]the dask runner needs a Prefect server its workers can reach; starting a "
-                              "temporary one for this run (keep one with `capsearch server`)[/]")
     with progress_to_stderr(as_json):
         outcome = run_stages(ws, _split(stage) or [], captioners, retry_failed=retry_failed, verbose=verbose,
                              runner=runner, dask_address=address, wait=wait)
     if as_json:
         print(json.dumps(outcome.as_dict(), indent=2))
         return
+    if outcome.settled_without_prefect:
+        return   # run_stages said "nothing to compute"
     ran, reused = outcome.ran_batches, outcome.reused_batches
     stages = f"{len(outcome.stages)} stage" + ("" if len(outcome.stages) == 1 else "s")
     batches = f"{ran} batch" + ("" if ran == 1 else "es")
@@ -71,7 +66,7 @@ def run(
 
 def _run_detached(ws, stages: list[str] | None, captioners: list[str] | None, retry_failed: bool,
                   runner: str | None, address: str | None, wait: bool) -> None:
-    from flows.detach import start_detached
+    from flows.runtime.detach import start_detached
     from flows.workspace_run import started_by_default
 
     detached = start_detached(ws, stages, captioners, retry_failed, started_by=started_by_default(), runner=runner,
@@ -93,7 +88,7 @@ def cancel(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the run has stopped.")] = True,
 ) -> None:
     """Stop the run going on in the workspace after its batches in flight, whoever started it."""
-    from flows.control import cancel_run, wait_for_end
+    from flows.runtime.control import cancel_run, wait_for_end
 
     ws = cli.workspace(workspace)
     request = cancel_run(ws)
@@ -114,7 +109,7 @@ def server(
         "--allow-remote", help="Allow a host other than loopback (the UI has no login: anyone who reaches it can start runs).")] = False,
 ) -> None:
     """Start Prefect's server and UI; capsearch runs started while it is up report to it."""
-    from flows.server import check_host, start_server
+    from flows.runtime.server import check_host, start_server
     from pipeline.errors import CapsearchError
 
     warning = check_host(host, allow_remote)
@@ -134,46 +129,20 @@ def server(
     raise CapsearchError(f"the Prefect server exited with code {handle.process.returncode}; see {handle.log}")
 
 
-@contextmanager
-def _server_for_serve() -> Iterator[str]:
-    """The API of the configured Prefect server, or of one started for as long as `serve` runs (schedules need one)."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    url = PREFECT_API_URL.value()
-    if url:
-        yield url
-        return
-    from flows.server import start_server
-    from flows.server import free_port
-
-    console.print("no Prefect server is running: starting one for as long as `capsearch serve` runs")
-    try:
-        handle = start_server("127.0.0.1", 4200)
-    except Exception:  # noqa: BLE001 - port 4200 taken: any free port will do
-        handle = start_server("127.0.0.1", free_port())
-    os.environ["PREFECT_API_URL"] = handle.record.api_url
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: handle.record.api_url}):
-            yield handle.record.api_url
-    finally:
-        handle.stop()
-
-
 def serve(
     workspace: WorkspaceOpt = None,
     cron: Annotated[Optional[str], typer.Option(help="Cron schedule (default: orchestration.schedule_cron).")] = None,
     timezone: Annotated[Optional[str], typer.Option(help="IANA time zone (default: orchestration.schedule_timezone).")] = None,
 ) -> None:
     """Register the nightly deployment (ingest new photos, caption, embed, evaluate, report) and run it on schedule."""
-    import flows  # noqa: F401 - Prefect settings first
     from flows.deployments import build_deployments, serve as serve_deployments
-
-    from flows.detach import clear_serving, record_serving
     from flows.naming import on_demand_deployment_name
+    from flows.runtime.detach import clear_serving, record_serving
+    from flows.runtime.server import server_for_serve
 
     ws = cli.workspace(workspace)
     deployments = build_deployments(ws, cron, timezone)
-    with _server_for_serve() as url:
+    with server_for_serve(lambda text: console.print(text, highlight=False)) as url:
         for d in deployments:
             if d.schedules:
                 sched = d.schedules[0].schedule

@@ -59,6 +59,9 @@ def search(
                         "experiment's view, one caption per target photo.")] = None,
     like: Annotated[Optional[str], typer.Option(
         "--like", help="Find photos like this one: a photo id of the workspace, or any image file.")] = None,
+    exact: Annotated[bool, typer.Option(
+        "--exact", help="Score every photo, also past index.approximate_above photos (where search otherwise goes "
+                        "through the approximate index).")] = False,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -72,7 +75,7 @@ def search(
     ws = cli.workspace(workspace)
     if scope is None and by == "oracle":
         scope = "targets"           # the oracle exists only in the experiment's view
-    index = SearchIndex(ws, scope=scope, preload_queries=like is None)
+    index = SearchIndex(ws, scope=scope, preload_queries=like is None, exact=exact)
     if like is not None:
         _print_like(index, index.like(like, k), k, as_json)
         return
@@ -85,6 +88,7 @@ def search(
         truth = {"image_id": image_id, "kind": kind, "rank": index.rank_of(query, method, image_id)}
     if as_json:
         print(json.dumps({"query": query, "method": method, "scope": index.scope, "k": k, "methods": index.methods(),
+                          "approximate": index.approximated(method),
                           "hits": [h.__dict__ for h in hits], "evaluation_query": truth}, indent=2))
         return
     table = _hits_table(f"“{query}” by {method}, {_scope_words(index)}", hits,
@@ -96,7 +100,9 @@ def search(
         console.print(f"evaluation query ({truth['kind']}) of {truth['image_id']}: "
                       f"{method} ranks it #{truth['rank']:g} of {len(index.photo_ids)}", highlight=False)
     console.print(f"[dim]methods: {', '.join(index.methods())}; scope {index.scope} (--scope "
-                  f"{'targets' if index.scope == 'collection' else 'collection'} for the other)[/]")
+                  f"{'targets' if index.scope == 'collection' else 'collection'} for the other)"
+                  + (f"; through the approximate index (recall@10 {index.recall(method)}; --exact scores every photo)"
+                     if index.approximated(method) else "") + "[/]")
 
 
 def _scope_words(index) -> str:

@@ -43,7 +43,7 @@ def build_samples(ws: Workspace, result: EvaluationResult, n: int, top: int):
     for row in store.rankings(result.eval_hash):
         rankings[(row.method, row.query_kind, row.image_id)] = row
     pairs = sorted({(i, k) for (_, k, i) in rankings if (i, k) in texts})
-    index = SearchIndex(ws, scope="targets", include_empty=True)
+    index = SearchIndex(ws, scope="targets", include_empty=True, exact=True)
     samples = []
     for image_id, kind in choose_samples(pairs, n):
         sample = Sample(image_id, kind, texts[(image_id, kind)])

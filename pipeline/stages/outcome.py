@@ -156,6 +156,12 @@ class RunOutcome:
     run_id: int | None = None  # the workspace run in the store (pipeline.runs)
 
     @property
+    def settled_without_prefect(self) -> bool:
+        """Every stage had nothing to compute: the run ended before any Prefect machinery started
+        (``flows.plan``), so it has no flow run."""
+        return self.status == "completed" and not self.flow_run_id and self.ran_batches == 0
+
+    @property
     def cached_batches(self) -> int:
         return sum(s.cached for s in self.stages)
 

@@ -49,9 +49,10 @@ class StageRunRecorder:
                                               outcome.skipped, (outcome.error or None) and outcome.error[:MESSAGE_CHARS],
                                               None if outcome.usage is None else outcome.usage.as_dict(outcome.seconds))
 
-    def abandon(self, outcome: StageOutcome, message: str) -> None:
-        """A second stop signal: the batches in flight are abandoned; the stage run says so before the exit."""
+    def abandon(self, outcome: StageOutcome, message: str, status: str = "cancelled") -> None:
+        """The batches in flight are abandoned (a second stop signal: ``cancelled``; the Prefect server's death:
+        ``failed``): the stage run says so, with ``message``, before the process exits."""
         if self.stage_run_id is not None:
-            self.stage.store.finish_stage_run(self.stage_run_id, "cancelled", outcome.done, outcome.failed,
-                                              outcome.skipped, message,
+            self.stage.store.finish_stage_run(self.stage_run_id, status, outcome.done, outcome.failed,
+                                              outcome.skipped, message[:MESSAGE_CHARS],
                                               None if outcome.usage is None else outcome.usage.as_dict())

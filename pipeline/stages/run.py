@@ -10,23 +10,27 @@ import time
 from pipeline.progress import ProgressCallback, StageProgress
 from pipeline.stages.base import Stage
 from pipeline.stages.outcome import StageOutcome
-from pipeline.stages.plan import plan_stage
+from pipeline.stages.plan import StagePlan, plan_stage
 from pipeline.stages.record import StageRunRecorder
 
 
-def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, retry_failed: bool = False) -> StageOutcome:
-    """Run a stage in this process without Prefect (the baseline the flows are measured against).
+def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, retry_failed: bool = False,
+              plan: StagePlan | None = None, run_id: int | None = None) -> StageOutcome:
+    """Run a stage in this process without Prefect (the baseline the flows are measured against, and how a run
+    settles a stage with nothing to compute before Prefect starts: ``flows.plan``).
 
     The same planner (``pipeline.stages.plan``) and stage-run recorder (``pipeline.stages.record``) as the
-    stage flows, one batch after another; a batch with nothing to compute counts as ``unchanged``."""
+    stage flows, one batch after another; a batch with nothing to compute counts as ``unchanged``. ``plan``:
+    the stage's plan when the caller made it already; ``run_id``: the workspace run the stage run belongs to."""
     t0 = time.perf_counter()
     outcome = StageOutcome.of(stage)
-    recorder = StageRunRecorder(stage)
-    prep = StageProgress(stage.label, 0, progress)
-    plan = plan_stage(stage, prep, retry_failed)
+    recorder = StageRunRecorder(stage, run_id=run_id)
+    prep = StageProgress(stage.label, 0, progress) if plan is None else None
+    if plan is None:
+        plan = plan_stage(stage, prep, retry_failed)
     if plan.not_applicable:
         recorder.not_applicable(plan.not_applicable)
-        prep.not_applicable(plan.not_applicable)
+        (prep or StageProgress(stage.label, 0, progress)).not_applicable(plan.not_applicable)
         outcome.not_applicable(plan.not_applicable)
         outcome.seconds = time.perf_counter() - t0
         return outcome

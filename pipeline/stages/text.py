@@ -115,6 +115,9 @@ class EmbedCaptionsStage(Stage):
     def finalize(self, progress: StageProgress | None = None) -> None:
         if self.store.has_space(self.space):
             export_array(self.store, self.space)
+            from pipeline.search_service import CAPTIONS, prepare_search_indexes
+
+            prepare_search_indexes(self.ws, [CAPTIONS], (lambda m: progress.message(m, "info")) if progress else None)
         self._export_query_encoder(progress)
 
     def _export_query_encoder(self, progress: StageProgress | None) -> None:
@@ -182,26 +185,29 @@ class QueriesStage(Stage):
         refs = self._references()
         return {i: hash_obj(refs.get(i, [])) for i in ids}
 
-    def prepare(self, progress: StageProgress | None = None) -> None:
-        from pipeline.text_models import build_query_generator
+    def generator(self) -> Any:
+        """The query generator, built by the first batch that needs it (planning a run never builds one)."""
+        with self._lock:
+            if self._generator is None:
+                from pipeline.text_models import build_query_generator
 
-        self._generator = build_query_generator(self.cfg)
+                self._generator = build_query_generator(self.cfg)
+            return self._generator
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
-        if self._generator is None:
-            self.prepare(progress)
+        generator = self.generator()
         refs = self.store.reference_captions(list(batch.ids))
         paths = {r.id: r.path for r in self.store.images(ids=list(batch.ids))}
         root = collection_root(self.store)
         requests = [QueryRequest(i, str(root / paths.get(i, i)), refs.get(i, [])) for i in batch.ids]
         kinds = self.kinds()
-        results: list[QueryResult] = self._generator.generate(requests, kinds)
+        results: list[QueryResult] = generator.generate(requests, kinds)
         rows = []
         for res in results:
             for n, kind in enumerate(kinds):
                 failed = res.error is not None or not res.queries.get(kind)
                 rows.append({
-                    "image_id": res.image_id, "kind": kind, "generator": self._generator.name,
+                    "image_id": res.image_id, "kind": kind, "generator": generator.name,
                     "text": "" if failed else res.queries[kind], "status": "failed" if failed else "ok",
                     "error": (res.error or f"image {res.image_id}: no {kind} query") if failed else None,
                     "source_caption_idx": res.source_caption_index,

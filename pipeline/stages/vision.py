@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -211,6 +212,9 @@ class EmbedImagesStage(Stage):
         """Export the ``.npy`` snapshot that search and the TUI read."""
         if self.done_items():
             export_array(self.store, self.space)
+            from pipeline.search_service import CLIP, prepare_search_indexes
+
+            prepare_search_indexes(self.ws, [CLIP], (lambda m: progress.message(m, "info")) if progress else None)
 
 
 # -- neighbours -------------------------------------------------------------------------------------------
@@ -233,6 +237,9 @@ class NeighboursStage(Stage):
         super().__init__(ws, variant)
         self.embed = EmbedImagesStage(ws)
         self._db: tuple[list[str], list[str], "DistinctRows"] | None = None
+        self._db_lock = threading.Lock()            # batches of one stage run may run in several threads
+        self._approximate = None                     # pipeline.vector_index.Approximate above the threshold
+        self._space: tuple = ()                      # (key -> row, image snapshot matrix, its FileRows or None)
 
     def applicable(self) -> str | None:
         return no_captioned_photo(self.store)
@@ -302,28 +309,42 @@ class NeighboursStage(Stage):
         full = [t for t in others if t not in short]
         if not full:
             return stale
+        import numpy as np
+
+        from pipeline.distinct import FileRows, block_rows
         from pipeline.neighbours import unit_rows
+        from pipeline.snapshots import load_array
 
         shas = {r.id: r.sha256 for r in self.store.images(ids=full)}
-        added_ids = sorted(added)
-        akeys, avecs = self.store.get_vectors(self.embed.space, sorted(set(added.values())))
-        arow = {k_: i for i, k_ in enumerate(akeys)}
-        added_ids = [a for a in added_ids if added[a] in arow]
+        keys, mat = load_array(self.store, self.embed.space)      # memory-mapped: read in blocks below
+        row = {k_: i for i, k_ in enumerate(keys)}
+        reader = FileRows.of(mat)
+
+        def vectors(at: list[int]) -> np.ndarray:
+            return reader.read(at) if reader is not None else np.asarray(mat[at], dtype=np.float32)
+
+        added_ids = [a for a in sorted(added) if added[a] in row]
         if not added_ids:
             return stale
-        amat = unit_rows(avecs[[arow[added[a]] for a in added_ids]])
-        tkeys, tvecs = self.store.get_vectors(self.embed.space, sorted({shas[t] for t in full if t in shas}))
-        trow = {k_: i for i, k_ in enumerate(tkeys)}
-        have = [t for t in full if shas.get(t) in trow]
+        have = [t for t in full if shas.get(t) in row]
         stale |= set(full) - set(have)
-        for start in range(0, len(have), 4096):
-            block = have[start:start + 4096]
-            sims = unit_rows(tvecs[[trow[shas[t]] for t in block]]) @ amat.T
-            for i, t in enumerate(block):
-                last = lists[t][-1].score
-                mine = [j for j, a in enumerate(added_ids) if a != t]
-                if mine and float(sims[i, mine].max()) >= last - STALE_MARGIN:
-                    stale.add(t)
+        position = {a: j for j, a in enumerate(added_ids)}
+        best = np.full(len(have), -np.inf, dtype=np.float32)
+        step = max(1, block_rows(mat.shape[1], self.cfg.index.block_mb << 20) // 4)
+        for a0 in range(0, len(added_ids), step):
+            part = added_ids[a0:a0 + step]
+            amat = unit_rows(vectors([row[added[a]] for a in part]))
+            for t0 in range(0, len(have), step):
+                block = have[t0:t0 + step]
+                sims = unit_rows(vectors([row[shas[t]] for t in block])) @ amat.T
+                for i, t in enumerate(block):          # a photo is never its own neighbour
+                    j = position.get(t)
+                    if j is not None and a0 <= j < a0 + len(part):
+                        sims[i, j - a0] = -np.inf
+                best[t0:t0 + len(block)] = np.maximum(best[t0:t0 + len(block)], sims.max(axis=1))
+        for i, t in enumerate(have):
+            if best[i] >= lists[t][-1].score - STALE_MARGIN:
+                stale.add(t)
         return stale
 
     def prepare(self, progress: StageProgress | None = None) -> None:
@@ -350,27 +371,56 @@ class NeighboursStage(Stage):
 
     def reference_matrix(self, progress: StageProgress | None = None) -> tuple[list[str], list[str], "DistinctRows"]:
         """(usable reference photo ids in id order, their sha256, their vectors grouped by vector): loaded once
-        per stage instance. Photos with the same content share one stored vector, so they tie as neighbours on
-        any machine."""
-        if self._db is None:
-            from pipeline.distinct import DistinctRows
+        per stage instance from the checked memory-mapped snapshot of the image space (read in blocks, never
+        copied whole). Photos with the same content share one stored vector, so they tie as neighbours on any
+        machine."""
+        with self._db_lock:
+            if self._db is None:
+                from pipeline.distinct import DistinctRows, FileRows
+                from pipeline.snapshots import load_array
 
-            usable = self._usable_db()
-            if not usable:
-                raise CapsearchError(
-                    f"no captioned reference-DB photo has an image embedding in {self.embed.space}: "
-                    "run `capsearch embed-images` first")
-            ids = sorted(usable)
-            keys, mat = self.store.get_vectors(self.embed.space, sorted(set(usable.values())))
-            row = {k: i for i, k in enumerate(keys)}
-            captioned = self.store.reference_caption_counts()
-            n_refs = sum(1 for r in self.store.images(split="reference") if r.id in captioned)
-            if progress and len(ids) < n_refs:
-                progress.message(f"{n_refs - len(ids)} reference photos have no embedding and are left out "
-                                 "of the neighbour search (see `capsearch status`)", "warning")
-            self._db = ids, [usable[i] for i in ids], DistinctRows.from_rows(
-                len(ids), range(len(ids)), [row[usable[i]] for i in ids], mat)
-        return self._db
+                usable = self._usable_db()
+                if not usable:
+                    raise CapsearchError(
+                        f"no captioned reference-DB photo has an image embedding in {self.embed.space}: "
+                        "run `capsearch embed-images` first")
+                ids = sorted(usable)
+                keys, mat = load_array(self.store, self.embed.space)
+                row = {k: i for i, k in enumerate(keys)}
+                captioned = self.store.reference_caption_counts()
+                n_refs = sum(1 for r in self.store.images(split="reference") if r.id in captioned)
+                if progress and len(ids) < n_refs:
+                    progress.message(f"{n_refs - len(ids)} reference photos have no embedding and are left out "
+                                     "of the neighbour search (see `capsearch status`)", "warning")
+                shas = [usable[i] for i in ids]
+                db = DistinctRows.from_rows(len(ids), range(len(ids)), [row[s] for s in shas], mat)
+                self._space = row, mat, FileRows.of(mat)
+                self._approximate = self._index(shas, db, progress)
+                self._db = ids, shas, db
+            return self._db
+
+    def approximate(self, n_db: int) -> bool:
+        """Whether neighbours of a DB of ``n_db`` photos are looked up through the approximate index."""
+        mode, above = self.cfg.neighbours.index, self.cfg.index.approximate_above
+        return mode == "approximate" or (mode == "auto" and above > 0 and n_db > above)
+
+    def _index(self, shas: list[str], db: "DistinctRows", progress: StageProgress | None):
+        """The approximate index over the DB's distinct vectors (built or updated as the DB changed), or None."""
+        if not self.approximate(db.n_present):
+            return None
+        import numpy as np
+
+        from pipeline.vector_index import Approximate, ensure
+
+        keys = [shas[int(db.members[db.starts[r]])] for r in range(db.vectors.shape[0])]
+        index = ensure(self.store, "neighbours", self.embed.space, keys, db.vectors, self.cfg.index.probes,
+                       notice=(lambda m: progress.message(m, "warning")) if progress else None)
+        info = index.info()
+        if progress:
+            recall = "not measured" if info.recall_at_10 is None else f"{info.recall_at_10:.3f}"
+            progress.message(f"neighbours through the approximate index ({info.rows:,} reference vectors, "
+                             f"{info.lists} lists, {info.probes} probed; recall@10 {recall})", "info")
+        return Approximate(index, index.label_rows({k: r for r, k in enumerate(keys)}), self.cfg.index.probes)
 
     def search(self, targets: list[str], target_shas: list[str], vectors: "np.ndarray") -> list[tuple]:
         """Neighbour rows (target, rank, neighbour, score, duplicate kind) of each target: DB photos by score
@@ -385,7 +435,8 @@ class NeighboursStage(Stage):
         while todo:
             res = find_neighbours(vectors[todo], db, min(ask, max(1, len(db_ids))), block_size=n.block_size,
                                   target_ids=[targets[i] for i in todo], db_ids=db_ids,
-                                  near_duplicate_threshold=n.near_duplicate_threshold, index=n.index)
+                                  near_duplicate_threshold=n.near_duplicate_threshold,
+                                  approximate=self._approximate, block_bytes=self.cfg.index.block_mb << 20)
             again = []
             for r, i in enumerate(todo):
                 listed, usable = [], 0
@@ -406,16 +457,19 @@ class NeighboursStage(Stage):
         return rows
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        import numpy as np
+
         self.reference_matrix(progress)
         shas = {r.id: r.sha256 for r in self.store.images(ids=batch.ids)}
-        keys, vecs = self.store.get_vectors(self.embed.space, sorted({shas[t] for t in batch.ids if t in shas}))
-        row = {k: i for i, k in enumerate(keys)}
+        row, mat, reader = self._space          # the image snapshot the DB was read from: targets from it too
         have = [t for t in batch.ids if shas.get(t) in row]
         absent = sorted(set(batch.ids) - set(have))
         failed, skipped = report_missing_input(absent, self.failed_items() if absent else {},
                                                "image embedding", "embed-images", progress)
         if have:
-            rows = self.search(have, [shas[t] for t in have], vecs[[row[shas[t]] for t in have]])
+            at = [row[shas[t]] for t in have]
+            vecs = reader.read(at) if reader is not None else np.asarray(mat[at], dtype=np.float32)
+            rows = self.search(have, [shas[t] for t in have], vecs)
             with self.commit(NEIGHBOURS_BATCH):
                 self.store.put_neighbours(self.config_hash(), rows)
                 self.record_inputs({t: shas[t] for t in have})

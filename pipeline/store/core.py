@@ -8,7 +8,7 @@ translation of SQLite failures are ``Database``'s (``pipeline.store.database``).
 
 Vectors are written to SQLite; every write gives the space a new random
 *generation*. ``pipeline.snapshots`` reads a whole space through its checked ``.npy``
-snapshot, rebuilding it from ``vectors_with_generation`` when it is stale or damaged
+snapshot, rebuilding it from ``vector_stream`` when it is stale or damaged
 (the snapshots call the store, never the other way).
 
 The package: ``database``, ``schema`` (the tables, as migrations), ``sql`` (shared
@@ -25,7 +25,8 @@ import uuid
 from dataclasses import fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pipeline.errors import StoreError
 from pipeline.run_owner import current_owner, owner_state
@@ -306,12 +307,25 @@ class Store(Database):
                                 (space,)).fetchone()
         return ("", 0) if row is None else (row[1], row[0])
 
-    def vectors_with_generation(self, space: str) -> tuple[str, list[str], Any]:
-        """(generation, keys, matrix) of a whole space from one consistent read (what a snapshot holds)."""
+    @contextmanager
+    def vector_stream(self, space: str, chunk: int = 4096) -> Iterator[tuple[str, int, int, Iterator[tuple[list[str], bytes]]]]:
+        """``(generation, rows, dim, chunks)`` of a whole space from one consistent read, the vectors in key
+        order as ``(keys, float32 bytes)`` of ``chunk`` rows at a time: what a snapshot is written from, without
+        holding the space in memory."""
         with self.read() as c:
-            row = c.execute("SELECT COALESCE(generation, 'v' || version) FROM spaces WHERE space=?", (space,)).fetchone()
-            keys, mat = self._get_vectors(space, None)
-            return (row[0] if row else "none"), keys, mat
+            row = c.execute("SELECT dim, COALESCE(generation, 'v' || version) FROM spaces WHERE space=?",
+                            (space,)).fetchone()
+            if row is None:
+                yield "none", 0, 0, iter(())
+                return
+            dim, generation = row
+            n = c.execute("SELECT COUNT(*) FROM vectors WHERE space=?", (space,)).fetchone()[0]
+
+            def chunks() -> Iterator[tuple[list[str], bytes]]:
+                cur = c.execute("SELECT key, vec FROM vectors WHERE space=? ORDER BY key", (space,))
+                while rows := cur.fetchmany(chunk):
+                    yield [r[0] for r in rows], b"".join(r[1] for r in rows)
+            yield generation, n, dim, chunks()
 
     def has_space(self, space: str) -> bool:
         """Whether vectors were ever stored in ``space`` (what ``space in vector_spaces()`` says, without counting

@@ -23,7 +23,7 @@ from tui.widgets.progress import ProgressPanel, format_seconds
 from tui.widgets.tables import fill_table
 
 if TYPE_CHECKING:
-    from flows.detach import Detached
+    from flows.runtime.detach import Detached
     from pipeline.stages.base import StageCounts
     from pipeline.status import StatusReport
 
@@ -58,7 +58,7 @@ class RunRequest:
 
 
 class RunStarted(Message):
-    """This TUI asked for a run (it starts outside the TUI: ``flows.detach``)."""
+    """This TUI asked for a run (it starts outside the TUI: ``flows.runtime.detach``)."""
 
     def __init__(self, request: RunRequest) -> None:
         super().__init__()
@@ -66,7 +66,7 @@ class RunStarted(Message):
 
 
 class RunLaunched(Message):
-    """The run this TUI asked for has started outside it (``flows.detach``)."""
+    """The run this TUI asked for has started outside it (``flows.runtime.detach``)."""
 
     def __init__(self, request: RunRequest, detached: Detached) -> None:
         super().__init__()
@@ -307,11 +307,11 @@ class PipelineScreen(CapsearchScreen):
 
     @work(thread=True, group="run", exit_on_error=False, description="starting the run")
     def _launch(self, request: RunRequest) -> None:
-        """Start the run outside the TUI (``flows.detach``): it goes on when the TUI is closed. It may not start
+        """Start the run outside the TUI (``flows.runtime.detach``): it goes on when the TUI is closed. It may not start
         (another run holds the workspace, the background process ended at once): the app shows why."""
         import os
 
-        from flows.detach import start_detached
+        from flows.runtime.detach import start_detached
         from flows.workspace_run import user_name
 
         try:
@@ -346,7 +346,7 @@ class PipelineScreen(CapsearchScreen):
 
     @work(thread=True, group="cancel", exit_on_error=False, description="cancelling the run")
     def _cancel(self, running, pending) -> None:
-        from flows.control import cancel_flow_run, cancel_run
+        from flows.runtime.control import cancel_flow_run, cancel_run
 
         try:
             if running is not None:

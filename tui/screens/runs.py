@@ -24,8 +24,8 @@ from tui.widgets.progress import format_seconds
 from tui.widgets.tables import fill_table
 
 if TYPE_CHECKING:
-    from flows.history import FlowRunRow
-    from flows.prefect_runs import RecentFlowRuns
+    from flows.runtime.history import FlowRunRow
+    from flows.runtime.prefect_runs import RecentFlowRuns
     from pipeline.store_rows import StageRunRow
 
 FLOW_RUN_COLUMNS = [(key, key) for key in ("flow run", "state", "took", "started")]
@@ -135,7 +135,7 @@ class RunsScreen(CapsearchScreen):
     @work(thread=True, group="flow-runs", exclusive=True, exit_on_error=False,
           description="reading the Prefect flow runs")
     def _load_flow_runs(self) -> None:
-        from flows.prefect_runs import read_recent_runs
+        from flows.runtime.prefect_runs import read_recent_runs
 
         self.post_message(FlowRunsLoaded(read_recent_runs(timeout=self.PREFECT_TIMEOUT,
                                                           api_url=self.capsearch_app.prefect_api_url,

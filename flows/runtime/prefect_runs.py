@@ -1,15 +1,16 @@
 """Recent Prefect flow runs (the TUI's Runs screen reads them from a worker thread).
 
 From the configured Prefect server's API when there is one (``capsearch server``, ``PREFECT_API_URL``),
-otherwise straight from the local Prefect database (``flows.history``), where every run's history is
+otherwise straight from the local Prefect database (``flows.runtime.history``), where every run's history is
 kept whether or not a server was up: no server is needed, and none is started."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flows.history import FlowRunRow, read_local_flow_runs, stage_of, workspace_of
+from flows.naming import workspace_tag
+from flows.runtime.history import FlowRunRow, read_local_flow_runs, stage_of, workspace_of
+from flows.runtime.settings import configured_api_url
 from pipeline.errors import CapsearchError, one_line
 
 class FlowRunsUnavailable(CapsearchError):
@@ -26,29 +27,10 @@ class RecentFlowRuns:
     database: Path | None = None         # the local database read (no server); None there: Prefect's is not SQLite
 
 
-def configured_api_url() -> str | None:
-    """The Prefect server runs report to: PREFECT_API_URL from the environment (``flows`` sets it while a
-    ``capsearch server`` is running), else from the active Prefect profile; None when neither sets it.
-
-    A temporary server that Prefect starts inside this process for a run does not count: it keeps no
-    history once the app exits."""
-    import flows  # noqa: F401 - applies capsearch's Prefect settings (the running server's address)
-
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        return url
-    try:
-        from prefect.settings import PREFECT_API_URL, load_current_profile
-
-        return load_current_profile().settings.get(PREFECT_API_URL) or None
-    except Exception:  # noqa: BLE001 - no usable Prefect profile: treat as not configured
-        return None
-
-
 def ui_url_for(api_url: str) -> str:
     """The UI of a ``capsearch server`` (from its record), else the API address without ``/api``."""
     try:
-        from flows.settings import read_server_record
+        from flows.runtime.settings import read_server_record
 
         record = read_server_record()
         if record is not None and record.api_url.rstrip("/") == api_url.rstrip("/"):
@@ -58,33 +40,32 @@ def ui_url_for(api_url: str) -> str:
     return api_url.rstrip("/").removesuffix("/api")
 
 
-SERVER_WINDOW = 200     # recent flow runs read from a server to find one workspace's (the API has no parameter filter)
-
-
 def read_recent_runs(limit: int = 30, timeout: float = 3.0, api_url: str | None = None,
                      workspace: str | None = None) -> RecentFlowRuns:
     """The ``limit`` most recent flow runs from the configured server (else the local database), with ``workspace``
     (its absolute path) only that workspace's; raises ``FlowRunsUnavailable`` naming the server or database and
-    the reason. From a server, one workspace's runs are looked for among the ``SERVER_WINDOW`` most recent."""
-    url = api_url or configured_api_url()
+    the reason. A server is asked for one workspace's runs by its tag (``workspace:<id>``, every run capsearch
+    starts carries it), so other workspaces' runs on a busy server cannot crowd them out."""
+    # A server this process reports to for a while (a run's, a test harness's) does not count: the server a user
+    # configured does (the environment, `capsearch server`, the Prefect profile); else the local database has them
+    url = api_url or configured_api_url(in_process=False)
     if not url:
         return read_local_runs(limit, workspace)
     rows: list[FlowRunRow] = []
     try:
-        import httpx
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilter, FlowRunFilterTags
         from prefect.client.schemas.sorting import FlowRunSort
-        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: url}):
-            with get_client(sync_client=True, httpx_settings={"timeout": httpx.Timeout(timeout)}) as client:
-                runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC,
-                                             limit=limit if workspace is None else SERVER_WINDOW)
-                if workspace is not None:
-                    runs = [r for r in runs if workspace_of(r.parameters) == workspace][:limit]
-                flow_ids = list({r.flow_id for r in runs})
-                flows = client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids))) if flow_ids else []
+        from flows.runtime.prefect_api import client
+
+        with client(url, timeout=timeout) as prefect:
+            only = None if workspace is None else FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[workspace_tag(workspace)]))
+            runs = prefect.read_flow_runs(flow_run_filter=only, sort=FlowRunSort.START_TIME_DESC, limit=limit)
+            if workspace is not None:      # a tag is the path's digest: keep only the path's own runs
+                runs = [r for r in runs if workspace_of(r.parameters) == workspace]
+            flow_ids = list({r.flow_id for r in runs})
+            flows = prefect.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=flow_ids))) if flow_ids else []
         names = {f.id: f.name for f in flows}
         for r in runs:
             seconds = r.total_run_time.total_seconds() if r.total_run_time else None
@@ -102,7 +83,7 @@ def read_local_runs(limit: int = 30, workspace: str | None = None) -> RecentFlow
     """The most recent flow runs (of ``workspace``, when given) from the local Prefect database (none, with no
     database, when Prefect is set up with a database other than SQLite); raises ``FlowRunsUnavailable`` when it
     cannot be read."""
-    from flows.history import local_database
+    from flows.runtime.history import local_database
 
     path = local_database()
     if path is None:

@@ -1,10 +1,12 @@
-"""Prefect servers: ``capsearch server`` (API and UI, recorded so later runs report to it), the
-temporary local API server a process uses when none is configured, and ``prepare_prefect``
-(``capsearch init``: the local Prefect database created and migrated once, by starting that server).
+"""Prefect servers: ``capsearch server`` (API and UI, recorded so later runs report to it), the API a run
+reports to (:func:`prefect_api`: the configured one, else the shared local server of
+``flows.runtime.local_server``), the server ``capsearch serve`` needs, and ``prepare_prefect``
+(``capsearch init``: the local Prefect database created and migrated once).
 
-Every server capsearch starts runs under ``flows.parent_watch`` in its own session: capsearch stops it
-on exit and on SIGTERM, SIGINT or SIGHUP (``pipeline.shutdown``), and if capsearch is killed (SIGKILL,
-OOM killer) the server notices within a second and shuts itself down instead of living on.
+``capsearch server`` runs under ``flows.runtime.parent_watch`` in its own session: capsearch stops it on
+exit and on SIGTERM, SIGINT or SIGHUP (``pipeline.shutdown``), and if capsearch is killed (SIGKILL,
+OOM killer) the server notices within a second and shuts itself down instead of living on. The shared
+local server outlives commands on purpose and stops itself once idle (see its module).
 """
 from __future__ import annotations
 
@@ -14,15 +16,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-import flows  # noqa: F401 - applies the Prefect settings
+from flows.runtime.settings import (ServerRecord, clear_server_record, configured_api_url, prefect_home,
+                                    read_server_record, write_server_record)
 from pipeline import shutdown
-from flows.settings import ServerRecord, clear_server_record, prefect_home, read_server_record, write_server_record
 from pipeline.errors import CapsearchError, ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -58,8 +61,8 @@ def _url_host(host: str) -> str:
 
 
 def watched_command(module: str, *args: str) -> list[str]:
-    """``python -m MODULE ARGS`` that stops by itself when this process dies (see ``flows.parent_watch``)."""
-    return [sys.executable, "-m", "flows.parent_watch", str(os.getpid()), module, *args]
+    """``python -m MODULE ARGS`` that stops by itself when this process dies (see ``flows.runtime.parent_watch``)."""
+    return [sys.executable, "-m", "flows.runtime.parent_watch", str(os.getpid()), module, *args]
 
 
 def stop_process_group(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
@@ -145,7 +148,7 @@ def start_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, allow_re
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     record = ServerRecord(api_url, ui_url, proc.pid, host, port)
     handle = ServerProcess(proc, record, log)
-    handle.forget_abandon = shutdown.add_abandon(lambda signum: handle.stop(timeout=3.0))
+    handle.forget_abandon = shutdown.add_abandon(lambda why: handle.stop(timeout=3.0))
     try:
         _wait_until_healthy(proc, api_url, log, timeout)
     except BaseException:
@@ -173,100 +176,58 @@ def _wait_until_healthy(proc: subprocess.Popen[bytes], api_url: str, log: Path, 
             time.sleep(0.25)
 
 
-# -- the temporary local API server ---------------------------------------------------------------------------
-_watched_class: Any = None
-
-
-def watched_server_class() -> Any:
-    """Prefect's ``SubprocessASGIServer`` (its temporary API server), started under ``flows.parent_watch``.
-
-    Prefect starts it as a plain child (``uvicorn ... prefect.server.api.server:create_app``) and stops it
-    only from ``atexit``, which a SIGTERM or SIGKILL never reaches; this one leads its own session (a
-    Ctrl-C in the terminal reaches capsearch, which then stops it after the run has reported its final
-    state), a second stop signal stops it at once, and it shuts itself down when capsearch dies.
-    Built on first use: importing Prefect's server module is not free.
-    """
-    global _watched_class
-    if _watched_class is not None:
-        return _watched_class
-    import prefect
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import get_current_settings
-
-    class WatchedASGIServer(SubprocessASGIServer):
-        _forget_abandon: Any = None
-
-        def _run_uvicorn_command(self) -> subprocess.Popen[Any]:
-            # The same command and environment as Prefect's own (prefect 3.9), run under the watcher.
-            env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                   "PREFECT__SERVER_FINAL": "1", **get_current_settings().to_environment_variables(exclude_unset=True)}
-            command = watched_command(
-                "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
-                "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                "--log-level", "error", "--lifespan", "on")
-            proc = subprocess.Popen(command, env=env, start_new_session=True)
-            if self._forget_abandon is None:
-                self._forget_abandon = shutdown.add_abandon(lambda signum: self.stop())
-            return proc
-
-        def stop(self) -> None:
-            if self.server_process is not None:
-                stop_process_group(self.server_process, timeout=5.0)
-            super().stop()   # Prefect's bookkeeping (the process is gone: its terminate and wait do nothing)
-            if self._forget_abandon is not None:
-                self._forget_abandon()
-                self._forget_abandon = None
-
-    _watched_class = WatchedASGIServer
-    return _watched_class
-
-
-def use_watched_temporary_server() -> None:
-    """Make the temporary API server Prefect starts for this process (when no server is configured) a watched one.
-
-    Prefect keeps one default instance per process (``SubprocessASGIServer()``, the same registry its own
-    test harness uses) and starts it when a client first needs an API; registering ours as that instance
-    makes every path that would start one (flow runs, logs, events) use it. Nothing happens when runs
-    report to a configured server or a default instance exists already.
-    """
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value():
-        return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    if SubprocessASGIServer._instances.get(None) is None:
-        watched_server_class()()   # SubprocessASGIServer.__new__ registers it as the default instance
+# -- the API a run reports to ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Api:
+    """The Prefect API a run reports to, and the process serving it where capsearch knows it."""
+    url: str
+    owner: str | None = None      # the shared local server's process (pipeline.run_owner JSON); None: not known
+    shared: bool = False          # the shared local server (flows.runtime.local_server)
 
 
 @contextmanager
-def api_server() -> Iterator[str]:
-    """A Prefect API that other processes can reach: the configured one, else the local one of this process.
+def prefect_api(idle: float, cancel: threading.Event | None = None) -> Iterator[Api]:
+    """The API the flows run inside report to: the configured one (``capsearch server``, ``PREFECT_API_URL``,
+    a Prefect profile), else the shared local server, started if none runs and used as one of its users.
 
-    Prefect's default (ephemeral) mode gives each process its own server; Dask workers
-    must report to the same one as the flow, so the flow's URL is pinned in the settings
-    that Prefect sends along with every task.
-    """
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    Every process of the run (Dask workers too) can reach either; Prefect is imported here (the caller runs
+    flows next)."""
+    from flows.runtime.local_server import local_api
+    from flows.runtime.prefect_api import drain_workers, reporting_to
 
-    configured = PREFECT_API_URL.value()
+    configured = configured_api_url()
+    if configured:
+        yield Api(configured)
+        return
+    with local_api(idle, cancel) as server, reporting_to(server.api_url):
+        try:
+            yield Api(server.api_url, server.owner, shared=True)
+        finally:
+            if server.is_alive():
+                drain_workers()   # the run's last logs and events, while this command still holds the server
+
+
+@contextmanager
+def server_for_serve(say: Callable[[str], None]) -> Iterator[str]:
+    """The API of the configured Prefect server, or of a ``capsearch server`` started for as long as
+    ``capsearch serve`` runs (schedules need its scheduler service, which the shared local server does not run)."""
+    from flows.runtime.prefect_api import reporting_to
+
+    configured = configured_api_url()
     if configured:
         yield configured
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    use_watched_temporary_server()
-    server = SubprocessASGIServer()
-    server.start()
-    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
-        yield server.api_url
-
-
-def describe(record: ServerRecord | None = None) -> dict[str, Any]:
-    record = record or read_server_record()
-    if record is None:
-        return {"running": False}
-    return {"running": record.is_alive(), **record.__dict__}
+    say("no Prefect server is running: starting one for as long as `capsearch serve` runs")
+    try:
+        handle = start_server(DEFAULT_HOST, DEFAULT_PORT)
+    except Exception:  # noqa: BLE001 - port 4200 taken: any free port will do
+        handle = start_server(DEFAULT_HOST, free_port())
+    os.environ["PREFECT_API_URL"] = handle.record.api_url     # the runner's child processes report to it too
+    try:
+        with reporting_to(handle.record.api_url):
+            yield handle.record.api_url
+    finally:
+        handle.stop()
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -278,24 +239,24 @@ def free_port(host: str = "127.0.0.1") -> int:
 def prepare_prefect(ws: Any = None, console: Any = None) -> float:
     """Create and migrate the local Prefect database (and register its block types) once.
 
-    Starts Prefect's local server the way the first run would, then stops it, so
-    the first ``capsearch run`` does not pay for the migration. Nothing to do when
-    runs report to a server (``capsearch server`` or ``PREFECT_API_URL``).
-    Returns the seconds it took.
+    Starts the shared local server the way the first run would (``flows.runtime.local_server``: it migrates
+    the database) and leaves it up for the next command, which then starts at once; it stops by itself once
+    no command has used it for ``orchestration.server_idle`` seconds. Nothing to do when runs report to a
+    server (``capsearch server`` or ``PREFECT_API_URL``). Returns the seconds it took.
     """
-    from prefect.settings import PREFECT_API_URL
+    from flows.runtime.local_server import DEFAULT_IDLE, local_api
 
     t0 = time.perf_counter()
-    if PREFECT_API_URL.value():
+    configured = configured_api_url()
+    if configured:
         if console is not None:
-            console.print(f"Prefect: runs report to {PREFECT_API_URL.value()}")
+            console.print(f"Prefect: runs report to {configured}")
         return 0.0
-    server = watched_server_class()(port=free_port())
-    try:
-        server.start()
-    finally:
-        server.stop()
+    idle = ws.config.orchestration.server_idle if ws is not None else DEFAULT_IDLE
+    with local_api(idle):
+        pass
     seconds = time.perf_counter() - t0
     if console is not None:
-        console.print(f"Prefect database ready in {prefect_home()} ({seconds:.1f} s)")
+        console.print(f"Prefect database ready in {prefect_home()} ({seconds:.1f} s); its local server stays up "
+                      f"until {idle / 60:g} minutes pass without a command using it")
     return seconds

@@ -1,6 +1,6 @@
 """Run a Python module as a child that stops when the process that started it dies, even by SIGKILL.
 
-    python -m flows.parent_watch PARENT_PID MODULE [ARG ...]
+    python -m flows.runtime.parent_watch PARENT_PID MODULE [ARG ...]
 
 runs ``python -m MODULE ARG ...`` in this very process (``runpy``), with one daemon
 thread that polls ``os.getppid()``. When the parent is gone (this process was
@@ -52,10 +52,10 @@ def stop_when_orphaned(parent: int, poll: float = POLL_SECONDS, grace: float = G
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2 or not argv[0].isdigit():
-        sys.exit("usage: python -m flows.parent_watch PARENT_PID MODULE [ARG ...]")
+        sys.exit("usage: python -m flows.runtime.parent_watch PARENT_PID MODULE [ARG ...]")
     parent, module, args = int(argv[0]), argv[1], argv[2:]
     if os.getppid() != parent:
-        sys.exit(f"flows.parent_watch: parent {parent} is gone; not starting {module}")
+        sys.exit(f"flows.runtime.parent_watch: parent {parent} is gone; not starting {module}")
     threading.Thread(target=stop_when_orphaned, args=(parent,), name="parent-watch", daemon=True).start()
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import flows  # noqa: F401 - applies capsearch's Prefect settings (PREFECT_HOME) first
 
 
 @dataclass(frozen=True)

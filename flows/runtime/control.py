@@ -34,26 +34,47 @@ def cancel_flow_run(api_url: str, flow_run_id: str, message: str = "cancelled wi
     """Cancel a Prefect flow run: Cancelling when it runs (its runner stops it), Cancelled before it started.
 
     Returns the state it was set to."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.states import Cancelled, Cancelling
 
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        with get_client(sync_client=True, httpx_settings={"timeout": 10.0}) as client:
-            flow_run = client.read_flow_run(flow_run_id)
-            state_type = flow_run.state.type if flow_run.state else None
-            if state_type in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
-                state = Cancelled(message=message)
-            elif state_type in (StateType.RUNNING, StateType.CANCELLING):
-                state = Cancelling(message=message)
-            else:
-                return flow_run.state.name if flow_run.state else "unknown"
-            result = client.set_flow_run_state(flow_run_id, state)
-            if str(getattr(result.status, "value", result.status)).upper() != "ACCEPT":
-                raise CapsearchError(f"Prefect did not accept cancelling flow run {flow_run_id}: "
-                                     f"{getattr(result.details, 'reason', '') or result.status}")
-            return state.name
+    from flows.runtime.prefect_api import client
+
+    with client(api_url, timeout=10.0) as prefect:
+        flow_run = prefect.read_flow_run(flow_run_id)
+        state_type = flow_run.state.type if flow_run.state else None
+        if state_type in (StateType.SCHEDULED, StateType.PENDING, StateType.PAUSED):
+            state = Cancelled(message=message)
+        elif state_type in (StateType.RUNNING, StateType.CANCELLING):
+            state = Cancelling(message=message)
+        else:
+            return flow_run.state.name if flow_run.state else "unknown"
+        result = prefect.set_flow_run_state(flow_run_id, state)
+        if str(getattr(result.status, "value", result.status)).upper() != "ACCEPT":
+            raise CapsearchError(f"Prefect did not accept cancelling flow run {flow_run_id}: "
+                                 f"{getattr(result.details, 'reason', '') or result.status}")
+        return state.name
+
+
+@dataclass(frozen=True)
+class FlowRunEnd:
+    """How a flow run ended, in capsearch's words (``completed``, ``cancelled``, ``failed``) and Prefect's."""
+    status: str
+    message: str
+
+
+def flow_run_end(api_url: str, flow_run_id: str, timeout: float = 5.0) -> FlowRunEnd | None:
+    """How a flow run ended, or None while it has not (or the server did not answer: ask again later)."""
+    from flows.runtime.prefect_api import client
+
+    try:
+        with client(api_url, timeout=timeout) as prefect:
+            state = prefect.read_flow_run(flow_run_id).state
+    except Exception:  # noqa: BLE001 - the server may be busy
+        return None
+    if state is None or not state.is_final():
+        return None
+    status = "cancelled" if state.is_cancelled() else "completed" if state.is_completed() else "failed"
+    return FlowRunEnd(status, state.message or state.name)
 
 
 def cancel_run(ws: Workspace, run: RunInfo | None = None) -> CancelRequest:

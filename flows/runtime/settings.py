@@ -1,4 +1,8 @@
-"""Prefect set-up for capsearch, applied before Prefect is imported anywhere in the process.
+"""Prefect set-up for capsearch: what the entry points apply (:func:`apply_settings`) before Prefect is imported.
+
+The entry points are the CLI (``capsearch.cli.app.main``), the TUI (``tui.launch.run_tui``), ``flows.api.run``
+(for code that calls it directly), the ``pipeline`` flow (a deployment's entry) and the tests' conftest;
+importing ``flows`` changes nothing.
 
 - ``PREFECT_HOME`` is ``<capsearch home>/.prefect`` unless the user set one.
 - The quiet defaults of ``pipeline.environment.quiet_defaults`` (analytics off: ``DO_NOT_TRACK=1``,
@@ -14,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -30,7 +36,7 @@ _applied: dict[str, str] = {}
 
 # Prefect's own logging.yml with every terminal handler replaced by one rotating file.
 _LOGGING_YML = """\
-# Written by capsearch (flows/settings.py): Prefect logs go to a file, never to the terminal.
+# Written by capsearch (flows/runtime/settings.py): Prefect logs go to a file, never to the terminal.
 version: 1
 disable_existing_loggers: False
 
@@ -165,7 +171,7 @@ def apply_settings(environ: os._Environ | dict[str, str] | None = None) -> dict[
         default(key, TASK_RUN_RECORDER_BATCH)
     if not env.get("PREFECT_LOGGING_SETTINGS_PATH"):
         default("PREFECT_LOGGING_SETTINGS_PATH", str(_write_logging_config(home)))
-    # A temporary Prefect server (run under flows.parent_watch, which imports this package) serves its
+    # A temporary Prefect server (run under flows.runtime.parent_watch, which imports this package) serves its
     # own API: it must not be pointed at a `capsearch server` that came up after its parent started.
     if not env.get("PREFECT_API_URL") and not env.get("PREFECT__SERVER_EPHEMERAL"):
         record = read_server_record(home)
@@ -173,6 +179,35 @@ def apply_settings(environ: os._Environ | dict[str, str] | None = None) -> dict[
             default("PREFECT_API_URL", record.api_url)
     _applied.update(set_now)
     return set_now
+
+
+def configured_api_url(environ: dict[str, str] | os._Environ | None = None, *, in_process: bool = True) -> str:
+    """The Prefect API runs report to by configuration ('' when none is: then they use the shared local server,
+    ``flows.runtime.local_server``): ``PREFECT_API_URL`` (set by :func:`apply_settings` while ``capsearch server``
+    runs), else (``in_process``) the setting of a Prefect already imported here (a test harness,
+    ``temporary_settings``), else the active Prefect profile. Reads no more than a small TOML file: Prefect is
+    not imported for it."""
+    env = os.environ if environ is None else environ
+    if env.get("PREFECT_API_URL"):
+        return str(env["PREFECT_API_URL"])
+    if in_process and "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return str(PREFECT_API_URL.value() or "")
+    return _profile_api_url(env)
+
+
+def _profile_api_url(env: dict[str, str] | os._Environ) -> str:
+    """``PREFECT_API_URL`` of the active profile in Prefect's profiles file, '' when it sets none."""
+    path = Path(env.get("PREFECT_PROFILES_PATH") or prefect_home(env) / "profiles.toml").expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return ""
+    active = env.get("PREFECT_PROFILE") or data.get("active") or "ephemeral"
+    profile = (data.get("profiles") or {}).get(active) or {}
+    value = profile.get("PREFECT_API_URL") if isinstance(profile, dict) else None
+    return str(value) if value else ""
 
 
 def applied() -> dict[str, str]:

@@ -33,20 +33,21 @@ def mark_crashed_flow_runs(ws: Workspace) -> int:
     ids = crashed_flow_run_ids(store)
     if not ids:
         return 0
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
     from prefect.states import Crashed
 
+    from flows.runtime.prefect_api import client
+
     unfinished = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED, StateType.CANCELLING]
     marked: list[str] = []
     try:
-        with get_client(sync_client=True, httpx_settings={"timeout": 10.0}) as client:
-            stale = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        with client(timeout=10.0) as prefect:
+            stale = prefect.read_flow_runs(flow_run_filter=FlowRunFilter(
                 id=FlowRunFilterId(any_=[UUID(i) for i in ids]),
                 state=FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))))
             for flow_run in stale:
-                client.set_flow_run_state(flow_run.id, Crashed(message=MESSAGE), force=True)
+                prefect.set_flow_run_state(flow_run.id, Crashed(message=MESSAGE), force=True)
                 marked.append(str(flow_run.id))
     except Exception as exc:  # noqa: BLE001 - the history is corrected by a later run
         log.warning("could not mark the flow runs of crashed runs as Crashed in Prefect: %s", one_line(exc))

@@ -9,11 +9,11 @@ A detached run executes outside the process that asked for it:
   (``start_new_session``: no terminal, so neither a closed terminal nor a dropped SSH connection nor the
   TUI's exit reaches it), with its output in ``<workspace>/logs/run-<time>.log``. It is *not* watched by
   the process that started it (it is meant to outlive it); the temporary Prefect server it starts for
-  itself watches *it* (``flows.parent_watch``) and goes when it goes. SIGTERM, SIGINT and SIGHUP sent to
+  itself watches *it* (``flows.runtime.parent_watch``) and goes when it goes. SIGTERM, SIGINT and SIGHUP sent to
   it stop it between batches like any ``capsearch run`` (``pipeline.shutdown``).
 
 Either way the run claims the workspace (one run at a time) and writes its live progress to the store,
-where ``capsearch status --follow`` and any TUI read it, and ``flows.control`` cancels it.
+where ``capsearch status --follow`` and any TUI read it, and ``flows.runtime.control`` cancels it.
 """
 from __future__ import annotations
 
@@ -115,18 +115,16 @@ def start_detached(ws: Workspace, stages: Sequence[str] | None = None, captioner
 def _through_deployment(ws: Workspace, served: dict[str, Any], stages: Sequence[str] | None,
                         captioners: Sequence[str] | None, retry_failed: bool, started_by: str,
                         wait: bool = False) -> Detached:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from flows.runtime.prefect_api import client
 
     api_url = served["api_url"]
     name = served["deployment"]
     parameters = {"stages": list(stages) if stages else None, "captioners": list(captioners) if captioners else None,
                   "retry_failed": retry_failed, "started_by": started_by, "wait": wait}
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        with get_client(sync_client=True, httpx_settings={"timeout": 15.0}) as client:
-            deployment = client.read_deployment_by_name(name)
-            flow_run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters,
-                                                              tags=[*run_tags(ws), "detached"])
+    with client(api_url, timeout=15.0) as prefect:
+        deployment = prefect.read_deployment_by_name(name)
+        flow_run = prefect.create_flow_run_from_deployment(deployment.id, parameters=parameters,
+                                                           tags=[*run_tags(ws), "detached"])
     ui = str(served.get("ui_url") or api_url.rstrip("/").removesuffix("/api"))
     return Detached("deployment", describe_request(stages, captioners, retry_failed), flow_run_id=str(flow_run.id),
                     flow_run_name=flow_run.name, deployment=name, api_url=api_url,
