@@ -89,7 +89,9 @@ def execute(ctx: RunContext, request: RunRequest, *, started_by: str | None = No
             record_flow_run(ctx, flow_run_id)
         plan = stage_plan(ctx, request.stages, request.captioners)
         left = settle_unchanged(ctx, plan, request.retry_failed)
-        if not left or ctx.cancel.is_set():
+        if ctx.cancel.is_set() or (not left and flow_run_id is None):
+            # nothing to compute and no flow run: no Prefect. A deployment's run (its flow run exists) goes on
+            # below with nothing left, so that its flow run in the dashboard says what it reused.
             status = "cancelled" if left else "completed"
             outcome = RunOutcome(status, time.perf_counter() - t0, list(ctx.outcomes), flow_run_id or "",
                                  request.runner, run_id=ctx.run_id)

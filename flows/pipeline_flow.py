@@ -13,7 +13,7 @@ from prefect.states import Cancelled, State
 
 from flows import run_context
 from flows.api import RunRequest, execute, record_flow_run
-from flows.artifacts import publish_summary, report_html
+from flows.artifacts import publish_stage, publish_summary, report_html
 from flows.naming import pipeline_run_name, run_tags
 from flows.plan import settled_labels, stage_plan
 from flows.run_context import RunContext
@@ -134,6 +134,9 @@ def run_stage_flows(ctx: RunContext, stages: list[str] | None, captioners: list[
         planned = stage_plan(ctx, stages, captioners)
         settled = settled_labels(ctx)
         plan = [(n, v) for n, v in planned if ctx.stage(n, v).label not in settled]
+        for outcome in ctx.outcomes:     # stages settled before Prefect: their results, reused, on this flow run
+            if outcome.stage in settled:
+                publish_stage(ctx.stage(outcome.name, outcome.variant), outcome, None, flow_run_id)
         threads = ctx.ws.config.orchestration.flow_threads
         # The stage flow runs are created with the run's tags (workspace, profile), as the pipeline's own flow run
         # (flows.api, or its deployment); their batch tasks are not (flows.stage_flows).

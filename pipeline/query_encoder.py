@@ -13,20 +13,19 @@ kept in ``<capsearch home>/<text_embedder.query_encoder_dir>/<embedder key>/``:
   and CRC-32, checked when the encoder is opened (a damaged or partial export is not used).
 
 The export checks its vectors against sentence-transformers' on probe texts (cosine within 1e-6) before it
-is kept. ``QueryEncoder`` is what search uses: the ONNX encoder when the export is there and sound, else
-sentence-transformers with one line on stderr saying why (and, in that process, the export is made for next
-time). Nothing here imports torch.
+is kept. What search uses is ``pipeline.text_models.QueryEncoder``: this module's ONNX encoder when the export is
+there and sound, else sentence-transformers with one line on stderr saying why (and, in that process, the export
+is made for next time). Nothing here imports torch.
 """
 from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -34,7 +33,6 @@ from pipeline.errors import CapsearchError
 
 if TYPE_CHECKING:
     from pipeline.config import Config
-    from pipeline.text_embedding import SentenceTransformerEmbedder
 
 FORMAT = 2
 MANIFEST = "manifest.json"
@@ -162,74 +160,6 @@ class OnnxQueryEncoder:
                                               for name in self.manifest.inputs})[0][0]
             out[i] = vec / max(float(np.linalg.norm(vec)), 1e-12)
         return out
-
-
-def _notice(text: str) -> None:
-    print(f"note: {text}", file=sys.stderr, flush=True)
-
-
-class QueryEncoder:
-    """What search embeds queries with: the ONNX export of the configured text embedder when there is a sound
-    one, else the sentence-transformers model itself (one notice says why, and the export is made in this
-    process for the next search). Opened on first use; ``key`` is the text embedder's."""
-
-    def __init__(self, cfg: "Config", embedder: "SentenceTransformerEmbedder",
-                 on_notice: Callable[[str], None] | None = None):
-        self.cfg = cfg
-        self.embedder = embedder
-        self.key = embedder.key
-        self.folder = encoder_folder(cfg, embedder.key)
-        self.on_notice = on_notice or _notice
-        self._light: OnnxQueryEncoder | None = None
-        self._fallback_reason: str | None = None
-        self._lock = threading.Lock()
-
-    def preload(self) -> None:
-        """Open the export in a thread of its own now (onnxruntime builds its session without holding the GIL), so
-        that it is ready when the first query comes; ``embed_queries`` waits for it."""
-        if self._light is None and self._fallback_reason is None and self.cfg.text_embedder.light_queries:
-            threading.Thread(target=self._open, name="query-encoder", daemon=True).start()
-
-    @property
-    def light(self) -> bool:
-        """Whether queries go through the ONNX export (opens it on the first call)."""
-        return self._open() is not None
-
-    def _open(self) -> OnnxQueryEncoder | None:
-        with self._lock:
-            if self._light is None and self._fallback_reason is None:
-                if not self.cfg.text_embedder.light_queries:
-                    self._fallback_reason = "text_embedder.light_queries is off"
-                else:
-                    try:
-                        self._light = OnnxQueryEncoder(self.folder, self.key)
-                    except EncoderUnavailable as exc:
-                        self._fallback_reason = str(exc)
-                        self.on_notice(f"light query encoder for {self.embedder.model_name}: {exc}; "
-                                       "loading sentence-transformers instead (a slower start)")
-            return self._light
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        light = self._open()
-        if light is not None:
-            return light.embed_queries(texts)
-        vectors = self.embedder.embed_queries(texts)
-        if self.cfg.text_embedder.light_queries:
-            self._export_once()
-        return vectors
-
-    def _export_once(self) -> None:
-        """Export the model now that it is loaded here, so the next search starts light (failures are told)."""
-        with self._lock:
-            if getattr(self, "_export_tried", False):
-                return
-            self._export_tried = True
-        from pipeline.query_export import QUICK, ensure_exported
-
-        # the quick exporter only: a person is waiting (torch.export may take minutes: the stage tries it)
-        if ensure_exported(self.embedder, self.folder, on_notice=self.on_notice, thorough=True,
-                           exporters=QUICK) == "ready":
-            self.on_notice(f"exported {self.embedder.model_name} for fast search to {self.folder}")
 
 
 def remove_stale_temporaries(parent: Path) -> None:

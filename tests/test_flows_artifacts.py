@@ -214,19 +214,32 @@ async def test_the_tui_runs_screen_shows_the_same_names(demo):
     assert {(r[0], r[6]) for r in stage_runs} == {(s.stage, f"demo · {s.stage}") for s in summary.stages}
 
 
-def test_a_second_run_adds_to_each_keys_history_and_says_what_it_reused(demo):
+def test_a_nightly_rerun_adds_to_each_keys_history_and_says_what_it_reused(demo):
+    """A scheduled run (the deployment's ``pipeline`` flow, a flow run of its own) with nothing new to compute
+    still tells the dashboard what it reused; a run from the CLI with nothing to compute starts no flow run."""
+    from flows.pipeline_flow import pipeline
+    from pipeline.runs import recorded_outcome, run_for_flow_run
+
     ws, first = demo
-    again = run(ws)
-    assert again.status == "completed" and all(s.items == 0 for s in again.stages)
-    found = artifacts_of(again.flow_run_id)
+    quiet = run(ws)
+    assert quiet.status == "completed" and quiet.flow_run_id == "" and quiet.settled_without_prefect
+    state = pipeline(workspace=str(ws.root), return_state=True)
+    assert state.is_completed(), state.message
+    flow_run_id = str(state.state_details.flow_run_id)
+    recorded = run_for_flow_run(ws.store, flow_run_id)
+    assert recorded is not None, "the deployment's run is in the workspace's history"
+    again = recorded_outcome(ws.store, recorded)
+    assert again.status == "completed" and again.stages and all(s.items == 0 for s in again.stages)
+    found = artifacts_of(flow_run_id)
     text = found[artifact_key(ws, "summary")].data
-    for s in again.stages:
+    assert [s.stage for s in again.stages] == [s.stage for s in quiet.stages]
+    for s in quiet.stages:                        # what each stage has, all reused (the no-op run counted it)
         cells = stage_row(text, s.stage)
         assert cells[1:5] == ["completed", "0", str(s.total), "0"], cells
     assert "unchanged, reused by this run" in found[artifact_key(ws, "evaluation")].description
     for what in ("summary", "evaluation", "caption-metrics", "report"):
         versions = history(artifact_key(ws, what))
-        assert [str(a.flow_run_id) for a in versions[:2]] == [again.flow_run_id, first.flow_run_id], what
+        assert [str(a.flow_run_id) for a in versions[:2]] == [flow_run_id, first.flow_run_id], what
 
 
 def test_keys_tags_and_deployments_of_two_workspaces_with_one_name_differ(tmp_path):

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.query_encoder import DATA_FILE, OnnxQueryEncoder, QueryEncoder, encoder_folder
+from pipeline.query_encoder import DATA_FILE, OnnxQueryEncoder, encoder_folder
+from pipeline.text_models import QueryEncoder
 from pipeline.query_export import FAILED, ensure_exported, export_state
 from pipeline.search_service import SearchIndex
 from pipeline.stages.run import run_stage

@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 from pipeline.crashpoints import BATCH_COMMITTED, crash_point
 from pipeline.hashing import hash_obj
@@ -38,10 +38,9 @@ from pipeline.keys import stage_key
 from pipeline.progress import StageProgress
 from pipeline.stage_keys import StageKeys
 from pipeline.stages.applicability import NOT_APPLICABLE
+from pipeline.usage import TokenUsage
 from pipeline.workspace import Workspace
 
-if TYPE_CHECKING:   # a type only: the stage runners' outcome module imports this one, not the other way round
-    from pipeline.stages.outcome import TokenUsage
 
 
 @dataclass(frozen=True)
