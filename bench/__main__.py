@@ -19,6 +19,7 @@ QUICK: dict[str, list[str]] = {
     "captioning_batch": ["--size", "small", "--photos", "4", "--batch-sizes", "1,2,4", "--max-new-tokens", "6",
                          "--rounds", "3"],
     "cli_latency": ["--photos", "1000", "--root", "outputs/bench-tui-1k", "--rounds", "3"],
+    "cluster": ["--images", "48", "--rounds", "3", "--workers", "1,2", "--commits", "10"],
     "collection_search": ["--sizes", "2000", "--rounds", "3", "--queries", "5"],
     "endpoint_captioning": ["--photos", "4", "--concurrency", "1,4", "--max-new-tokens", "4", "--rounds", "3"],
     "evaluate_time": ["--targets", "100", "--rounds", "3"],

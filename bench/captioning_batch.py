@@ -216,7 +216,7 @@ def plain_one_at_a_time(captioner, paths: list[Path], prompts: list[str], clock:
     import torch
 
     from pipeline.images import open_rgb
-    from pipeline.stages.vision import MAX_CAPTION_SIDE
+    from pipeline.compute.captions import MAX_CAPTION_SIDE
 
     processor, model = captioner.processor, captioner.model
     device = next(model.parameters()).device
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
         ids = ws.store.image_ids("target")[:args.photos]
         prompts = ws.store.prompts(PromptsStage(ws).config_hash())
         root = collection_root(ws.store)
-        paths = [root / ws.store.image(i).path for i in ids]
+        paths = [Path(root) / ws.store.image(i).path for i in ids]
         captioner = CaptionStage(ws, CAPTIONER).captioner
         clock = PhaseClock()
         clock.attach(captioner)

@@ -1,40 +1,28 @@
-"""What the CLI and the TUI call to run stages, and the one path every run takes (:func:`execute`).
+"""What the CLI and the TUI call to run stages (:func:`run`).
 
-A run claims its workspace, settles the stages that have nothing to compute without Prefect
-(``flows.plan``), and runs the rest as the ``pipeline`` flow's stage flows, reporting to the configured
-Prefect server or to the shared local one (``flows.runtime.server.prefect_api``), which it watches
-(``flows.runtime.server_watch``). A run with nothing to compute imports no Prefect and starts no server.
+A run takes the one path every run takes (``flows.run_path.execute``): it claims its workspace, settles the
+stages that have nothing to compute without Prefect (``flows.plan``), and, for the rest, this module starts
+the ``pipeline`` flow, reporting to the configured Prefect server or to the shared local one
+(``flows.runtime.server.prefect_api``), which it watches (``flows.runtime.server_watch``). A run with
+nothing to compute imports no Prefect and starts no server.
 """
 from __future__ import annotations
 
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from flows import run_context
 from flows.run_context import RunContext
+from flows.run_path import RunRequest, execute
 from flows.runners import check_runner
-from pipeline import shutdown
 from flows.runtime.settings import apply_settings
-from flows.workspace_run import claim_workspace, describe_request
+from pipeline import shutdown
 from pipeline.progress import ProgressCallback
 from pipeline.stages.outcome import RunOutcome
+from pipeline.states import Status
 from pipeline.workspace import Workspace
-
-@dataclass(frozen=True)
-class RunRequest:
-    """Which stages a run computes, and how."""
-    stages: list[str] | None = None         # None: every stage, in pipeline order
-    captioners: list[str] | None = None     # None: every enabled captioner
-    retry_failed: bool = False
-    runner: str = "thread"                  # thread | dask
-    dask_address: str | None = None
-
-    def describe(self) -> str:
-        return describe_request(self.stages, self.captioners, self.retry_failed)
-
 
 def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | None = None, *,
         progress: ProgressCallback | None = None, retry_failed: bool = False, runner: str | None = None,
@@ -67,62 +55,9 @@ def run(ws: Workspace, stages: list[str] | None = None, captioners: list[str] | 
     ctx = run_context.open_run(ws, progress, cancel)
     try:
         return execute(ctx, request, started_by=started_by, wait=wait, on_wait=on_wait,
-                       record_progress=record_progress)
+                       record_progress=record_progress, through_prefect=_through_prefect)
     finally:
         run_context.close_run(ctx.key)
-
-
-def execute(ctx: RunContext, request: RunRequest, *, started_by: str | None = None, wait: bool = False,
-            on_wait: Callable[[str], None] | None = None, record_progress: bool | None = None,
-            deployment: str = "", flow_run_id: str | None = None) -> RunOutcome:
-    """The one path of every run: claim the workspace (``flows.workspace_run``), settle what has nothing to
-    compute without Prefect (``flows.plan``), run the rest as stage flows, record how the run ended.
-
-    ``flow_run_id``: the ``pipeline`` flow run this is called from (a run of a deployment); the stages then run
-    as its subflows. Otherwise a ``pipeline`` flow run is started when some stage has work."""
-    from flows.plan import settle_unchanged, stage_plan
-
-    t0 = time.perf_counter()
-    with claim_workspace(ctx, request.describe(), started_by, wait=wait, on_wait=on_wait, deployment=deployment,
-                         record_progress=record_progress) as claim:
-        if flow_run_id is not None:
-            record_flow_run(ctx, flow_run_id)
-        plan = stage_plan(ctx, request.stages, request.captioners)
-        left = settle_unchanged(ctx, plan, request.retry_failed)
-        if ctx.cancel.is_set() or (not left and flow_run_id is None):
-            # nothing to compute and no flow run: no Prefect. A deployment's run (its flow run exists) goes on
-            # below with nothing left, so that its flow run in the dashboard says what it reused.
-            status = "cancelled" if left else "completed"
-            outcome = RunOutcome(status, time.perf_counter() - t0, list(ctx.outcomes), flow_run_id or "",
-                                 request.runner, run_id=ctx.run_id)
-        elif flow_run_id is not None:
-            outcome = _in_flow_run(ctx, request, flow_run_id, t0)
-        else:
-            outcome = _through_prefect(ctx, request, claim, t0)
-        claim.finish(outcome.status, outcome.error)
-        return outcome
-
-
-def record_flow_run(ctx: RunContext, flow_run_id: str) -> None:
-    """The run's record names its flow run and the API it reports to; flow runs that killed runs left running
-    are marked Crashed."""
-    from flows.runtime.crashed_runs import mark_crashed_flow_runs
-    from flows.runtime.settings import configured_api_url
-    from pipeline.runs import set_flow_run
-
-    set_flow_run(ctx.ws.store, ctx.run_id, flow_run_id, configured_api_url())
-    mark_crashed_flow_runs(ctx.ws)
-
-
-def _in_flow_run(ctx: RunContext, request: RunRequest, flow_run_id: str, t0: float) -> RunOutcome:
-    """The stages left, as subflows of the ``pipeline`` flow run this is called from (a deployment's run)."""
-    from flows.pipeline_flow import run_stage_flows
-
-    finished = run_stage_flows(ctx, request.stages, request.captioners, request.retry_failed, request.runner,
-                               request.dask_address, flow_run_id)
-    status = "completed" if finished else "cancelled"
-    return RunOutcome(status, time.perf_counter() - t0, list(ctx.outcomes), flow_run_id, request.runner,
-                      run_id=ctx.run_id)
 
 
 def _through_prefect(ctx: RunContext, request: RunRequest, claim: Any, t0: float) -> RunOutcome:
@@ -145,7 +80,7 @@ def _through_prefect(ctx: RunContext, request: RunRequest, claim: Any, t0: float
                 raise
             outcome = None
         if watch.death is not None:
-            claim.finish("failed", f"{watch.death}; finished batches are kept")
+            claim.finish(Status.FAILED, f"{watch.death}; finished batches are kept")
             raise PrefectServerGone(f"{watch.death}; finished batches are kept (run again to go on)") from None
     return outcome
 
@@ -164,10 +99,10 @@ def _run_pipeline(ctx: RunContext, request: RunRequest, t0: float) -> RunOutcome
         state = pipeline(workspace=str(ctx.ws.root), stages=request.stages, captioners=request.captioners,
                          retry_failed=request.retry_failed, runner=request.runner,
                          dask_address=request.dask_address, run_key=ctx.key, return_state=True)
-    outcome = RunOutcome("completed", time.perf_counter() - t0, list(ctx.outcomes),
+    outcome = RunOutcome(Status.COMPLETED, time.perf_counter() - t0, list(ctx.outcomes),
                          str(state.state_details.flow_run_id or ""), request.runner, run_id=ctx.run_id)
     if state.is_cancelled():
-        outcome.status, outcome.error = "cancelled", state.message or ""
+        outcome.status, outcome.error = Status.CANCELLED, state.message or ""
         return outcome
     result(state)      # a failed run raises its error here
     return outcome

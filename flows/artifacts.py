@@ -28,6 +28,7 @@ from prefect.artifacts import LinkArtifact, MarkdownArtifact, TableArtifact, cre
 from flows import result_tables, run_summary
 from flows.runtime.prefect_api import sync
 from pipeline.errors import one_line
+from pipeline.states import Status
 
 if TYPE_CHECKING:
     from pipeline.stages.base import Stage
@@ -134,7 +135,7 @@ def _publish_stage(st: "Stage", outcome: "StageOutcome", plan: "StagePlan | None
                            + " (`capsearch status` lists them; `capsearch run --retry-failed` tries them again)")
             written += table(run_summary.failures_key(ws, st.label), result_tables.failure_rows(failures), description,
                              flow_run_id)
-    if outcome.status != "completed" or st.name not in run_summary.RESULT_STAGES:
+    if outcome.status != Status.COMPLETED or st.name not in run_summary.RESULT_STAGES:
         return written
     computed = outcome.done > 0
     key = run_summary.result_key(ws, st.name)

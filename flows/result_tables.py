@@ -2,41 +2,29 @@
 
 Plain functions from the typed results (``EvaluationResult``, ``CaptionMetricsResult``, a stage's failed items)
 to rows of text cells, every row with the same columns; ``flows.artifacts`` writes them. Each cell reads as the
-CLI's and the HTML report's do: the value, its bootstrap interval in brackets, and, for a method other than the
-baseline, the paired difference with its p-value (``0.367 [0.300, 0.433] Δ +0.050 p=0.080``). Numbers are
-rounded here only for reading; the stored results are what the tests and the report compare.
+CLI's and the HTML report's do (``pipeline.metric_facts.metric_cell``, on one line): the value, its bootstrap
+interval in brackets, and, for a method other than the baseline, the paired difference with its p-value
+(``0.367 [0.30, 0.43] Δ +0.05 p=0.080``). Numbers are rounded here only for reading; the stored results are what
+the tests and the report compare.
 """
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pipeline.metric_facts import DASH, metric_cell
 
 if TYPE_CHECKING:
     from pipeline.caption_metrics.results import CaptionMetricsResult
+    from pipeline.estimates import Difference, Estimate
     from pipeline.evaluation import EvaluationResult
 
 FAILURES_SHOWN = 20          # failed items listed per stage; the rest are counted
 
 
-def number(value: float | None, digits: int) -> str:
-    """``0.367``; ``–`` where there is no value (none computed, or NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
-
-
-def estimate_cell(value: dict[str, Any] | None, vs_baseline: dict[str, Any] | None, digits: int,
-                  ci_digits: int | None = None) -> str:
+def estimate_cell(metric: str, estimate: "Estimate | None", difference: "Difference | None") -> str:
     """``value [low, high]``, then ``Δ +diff p=p`` where there is a paired test against the baseline."""
-    if not value or value.get("value") is None:
-        return "–"
-    ci = digits if ci_digits is None else ci_digits
-    text = number(value.get("value"), digits)
-    if value.get("low") is not None:
-        text += f" [{number(value.get('low'), ci)}, {number(value.get('high'), ci)}]"
-    if vs_baseline and vs_baseline.get("diff") is not None:
-        text += f" Δ {vs_baseline['diff']:+.{ci}f} p={number(vs_baseline.get('p'), 3)}"
-    return text
+    cell = metric_cell(metric, estimate, difference)
+    return cell.line() if cell is not None else DASH
 
 
 def evaluation_rows(result: "EvaluationResult") -> list[dict[str, str]]:
@@ -52,8 +40,7 @@ def evaluation_rows(result: "EvaluationResult") -> list[dict[str, str]]:
             row = {"method": name, "queries": f"{kind} (n={r.n_queries})",
                    "missing targets": str(r.missing_targets)}
             for metric in result.metrics:
-                digits = 1 if metric == "MedR" else 3
-                row[metric] = estimate_cell(r.metrics.get(metric), (r.vs_baseline or {}).get(metric), digits)
+                row[metric] = estimate_cell(metric, r.metrics.get(metric), r.difference(metric))
             rows.append(row)
         for method in result.not_applicable:       # nothing to rank: no value, interval or test (why: description)
             rows.append({"method": f"{method} (not applicable)", "queries": kind,
@@ -77,18 +64,14 @@ def evaluation_description(result: "EvaluationResult", computed: bool) -> str:
 def caption_metric_rows(result: "CaptionMetricsResult") -> list[dict[str, str]]:
     """Metrics down, the rows (``human`` and each captioner) across, as the CLI prints them; a last row counts
     each row's photos without a caption."""
-    from pipeline.caption_metrics.results import info
-
     def column(row: str) -> str:
         return row + (" (baseline)" if row == result.baseline else "")
 
     out = []
     for metric in result.metrics:
-        digits = info(metric).digits
         line = {"metric": metric}
         for row in result.rows:
-            line[column(row)] = estimate_cell(result.get(row, metric), result.vs_baseline.get(row, {}).get(metric),
-                                              digits, max(1, digits - 1))
+            line[column(row)] = estimate_cell(metric, result.get(row, metric), result.difference(row, metric))
         out.append(line)
     out.append({"metric": "photos without a caption", **{column(r): str(result.missing.get(r, 0)) for r in result.rows}})
     not_applicable = result.rows_not_applicable()

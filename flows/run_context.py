@@ -1,10 +1,12 @@
-"""Process-local state of a run: the workspace, live stage objects, the progress callback, the cancel flag.
+"""The run session: the workspace, live stage objects, the progress callback, the cancel flag.
 
-Flow and task parameters carry only a run key (a string); everything that must not
-be hashed, persisted or pickled (callbacks, events, stages with open SQLite
-connections and loaded models) is looked up here by that key. In another process
-(a Dask worker, a deployment run) the key is unknown and stages are rebuilt from
-(workspace path, stage name, variant).
+Batch tasks get the session itself (``flows.tasks.run_batch``: they run in the flow's process, and Prefect
+hands a thread-runner task its parameters as they are). Flow parameters are another matter: Prefect
+validates them and records them with the flow run as JSON, so the ``pipeline`` flow and the stage flows
+(subflows) carry only the run key (a string) and find the session here, in a registry of this process's
+runs, which is also where ``pipeline.shutdown`` reaches every run's cancel event. A flow started any other
+way (a deployment run) opens a session of its own. Nothing here ever leaves the flow's process: what a
+Dask worker computes gets a ``pipeline.compute.jobs.BatchJob`` instead, and a worker never builds a stage.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import shutdown
-from pipeline.errors import ConfigError
 from pipeline.progress import ProgressCallback, ProgressEvent, StageProgress
 from pipeline.stages.base import Stage
 from pipeline.stages.outcome import StageOutcome
@@ -24,7 +25,8 @@ from pipeline.workspace import Workspace
 
 @dataclass(frozen=True)
 class StageRef:
-    """How any process finds a stage: the workspace, the stage name (or ``module:Class``) and its variant."""
+    """A stage of a run as the batch task names it: the workspace, the stage name (or ``module:Class``), its
+    variant, configuration hash and label (the label is part of the cache key)."""
     workspace: str
     name: str
     variant: str = ""
@@ -88,6 +90,7 @@ class RunContext:
     flow_run_id: str | None = None
     run_id: int | None = None                   # the workspace run (``pipeline.runs``) once claimed
     recorder: Any = None                        # its ProgressRecorder: live progress in the store
+    send_photos: bool = False                   # batch jobs for workers carry local photos' bytes
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stage(self, name: str, variant: str = "") -> Stage:
@@ -133,24 +136,3 @@ def context_for(workspace: str, key: str) -> RunContext:
     """The registered run, or a fresh one (a flow started by a deployment or from another process)."""
     ctx = lookup(key) if key else None
     return ctx if ctx is not None else open_run(Workspace(workspace))
-
-
-# -- stages in processes that do not hold the run (Dask workers) ------------------------------------------
-_worker_stages: dict[tuple[str, str, str, str], Stage] = {}
-_worker_lock = threading.Lock()
-
-
-def worker_stage(ref: StageRef) -> Stage:
-    """Rebuild a stage from its reference, once per process and configuration (models stay loaded)."""
-    key = (ref.workspace, ref.name, ref.variant, ref.config_hash)
-    with _worker_lock:
-        st = _worker_stages.get(key)
-        if st is None:
-            st = build_stage(Workspace(ref.workspace), ref.name, ref.variant)
-            if ref.config_hash and st.config_hash() != ref.config_hash:
-                raise ConfigError(
-                    f"{ref.label}: this worker sees another configuration of {ref.workspace} than the flow "
-                    "(start the workers with the same capsearch.toml, CAPSEARCH_* environment and shared workspace path)"
-                )
-            _worker_stages[key] = st
-        return st

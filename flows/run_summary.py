@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Sequence
 
 from flows.naming import artifact_key, pipeline_run_name
 from pipeline.runs import ago
-from pipeline.stages.outcome import NOT_APPLICABLE, StageOutcome, TokenUsage
+from pipeline.stages.outcome import StageOutcome, TokenUsage
+from pipeline.states import Status
 
 if TYPE_CHECKING:
     from pipeline.stages.outcome import RunOutcome
     from pipeline.workspace import Workspace
 
 NOTE_CHARS = 240
-NOT_STARTED = "not started"
 RESULT_STAGES = {"evaluate": "evaluation", "caption-metrics": "caption-metrics", "report": "report"}
 
 
@@ -49,36 +49,36 @@ def cell(text: str) -> str:
 
 
 def _stage_line(s: StageOutcome) -> str:
-    if s.status == NOT_APPLICABLE:
+    if s.status == Status.NOT_APPLICABLE:
         return f"| {s.stage} | not applicable | – | – | – | {seconds_text(s.seconds)} | {cell(s.reason)} |"
-    if s.status == NOT_STARTED:
+    if s.status == Status.NOT_STARTED:
         return f"| {s.stage} | not started | – | – | – | – | |"
     note = s.error
     if s.skipped:
         note = f"{s.skipped} skipped" + (f"; {note}" if note else "")
     if s.usage is not None:      # a stage that asked a model server (an endpoint captioner): what it cost
         note = f"model server: {s.usage.describe(s.seconds)}" + (f"; {note}" if note else "")
-    if not s.batches and s.status == "completed":
+    if not s.batches and s.status == Status.COMPLETED:
         note = note or "nothing to do"
     return (f"| {s.stage} | {s.status} | {s.done} | {s.reused} | {s.failed} | {seconds_text(s.seconds)} | "
             f"{cell(note)} |")
 
 
 def _headline(outcome: "RunOutcome", stages: Sequence[StageOutcome]) -> str:
-    ran = [s for s in stages if s.status != NOT_STARTED]
-    finished = sum(s.status in ("completed", NOT_APPLICABLE) for s in ran)
-    if outcome.status == "completed":
+    ran = [s for s in stages if s.status != Status.NOT_STARTED]
+    finished = sum(s.status in (Status.COMPLETED, Status.NOT_APPLICABLE) for s in ran)
+    if outcome.status == Status.COMPLETED:
         return f"**Completed** in {seconds_text(outcome.seconds)}."
-    if outcome.status == "cancelled":
+    if outcome.status == Status.CANCELLED:
         return (f"**Cancelled** after {finished} of {len(stages)} stages ({seconds_text(outcome.seconds)}): "
                 f"{cell(outcome.error or 'stopped between batches')}. Finished batches are kept: the next run "
                 "computes only the rest.")
-    if outcome.status == "crashed":
-        where = next((s.stage for s in reversed(ran) if s.status != "completed"), ran[-1].stage if ran else "")
+    if outcome.status == Status.CRASHED:
+        where = next((s.stage for s in reversed(ran) if s.status != Status.COMPLETED), ran[-1].stage if ran else "")
         return (f"**Crashed**{f' in {where}' if where else ''} after {finished} of {len(stages)} stages: "
                 f"{cell(outcome.error or 'its capsearch process ended without finishing the run (killed?)')}. "
                 "Committed batches are kept: the next run computes only the rest.")
-    failed = next((s for s in ran if s.status == "failed"), None)
+    failed = next((s for s in ran if s.status == Status.FAILED), None)
     where = f" in {failed.stage}" if failed is not None else ""
     return (f"**Failed**{where} after {finished} of {len(stages)} stages ({seconds_text(outcome.seconds)}): "
             f"{cell(outcome.error or (failed.error if failed else '') or 'see the stage flow run')}. "
@@ -87,7 +87,7 @@ def _headline(outcome: "RunOutcome", stages: Sequence[StageOutcome]) -> str:
 
 def _results(ws: "Workspace", stages: Sequence[StageOutcome], report: str | None) -> list[str]:
     lines = []
-    done = {s.name for s in stages if s.status == "completed"}
+    done = {s.name for s in stages if s.status == Status.COMPLETED}
     if "evaluate" in done:
         lines.append(f"- evaluation (Recall@K, MRR, MedR): artifact `{result_key(ws, 'evaluate')}`")
     if "caption-metrics" in done:
@@ -127,11 +127,11 @@ def summary_markdown(ws: "Workspace", outcome: "RunOutcome", *, planned: Sequenc
     report's path when the report stage completed."""
     stages: list[StageOutcome] = list(outcome.stages)
     seen = {s.stage for s in stages}
-    if outcome.status != "completed":
+    if outcome.status != Status.COMPLETED:
         for label in planned:
             if label not in seen:
                 name, _, variant = label.partition(":")
-                stages.append(StageOutcome(label, name, variant, status=NOT_STARTED))
+                stages.append(StageOutcome(label, name, variant, status=Status.NOT_STARTED))
     lines = [f"# {pipeline_run_name(ws, requested)}", "", _headline(outcome, stages), ""]
     facts = [f"**workspace** `{ws.name}` (`{ws.root}`)", f"**profile** {ws.config.profile}",
              f"**runner** {outcome.runner}"]

@@ -2,11 +2,15 @@
 
 ``--runner dask`` without an address starts a local cluster with one single-threaded
 worker process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or one worker on
-a machine without GPUs. With an address, tasks go to that existing cluster; its
-workers must see the workspace at the same path and the same capsearch
-configuration. Dask workers are other processes, so they need a Prefect API server they can
-reach: the configured one, else the shared local server every run reports to
-(``flows.runtime.server.prefect_api``).
+a machine without GPUs. With an address, batches go to that existing cluster. Either way
+only the stages whose batches compute anywhere (``Stage.remote``: image embedding, the
+generative captioners, caption embedding) go to Dask, and only their computation: a
+worker gets a ``BatchJob`` and returns a payload (``flows.compute``), and this process
+commits it. Workers never see the workspace, its store or its configuration file (the
+job carries the settings); they need capsearch, the models and read access to the
+photos (or the photos' bytes in the job: ``orchestration.send_photos``). Dask workers are
+other processes, so they need a Prefect API server they can reach: the configured one,
+else the shared local server every run reports to (``flows.runtime.server.prefect_api``).
 
 The local cluster's worker processes are started with ``spawn`` whatever the user's Dask
 configuration says (its default is ``spawn`` too): the process starting them runs Prefect's
@@ -30,8 +34,6 @@ if TYPE_CHECKING:
     from prefect.task_runners import TaskRunner
 
 RUNNERS = ("thread", "dask")
-# Stages whose batches go to Dask: the heavy model work. The rest stay in threads of the flow.
-SCALE_OUT_STAGES = frozenset({"embed-images", "caption", "embed-captions"})
 _QUIET_LOGGERS = ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
                   "distributed.core", "distributed.http.proxy", "distributed.deploy", "bokeh", "tornado")
 
@@ -43,7 +45,41 @@ def thread_workers(configured: int = 0) -> int:
 
 
 def scales_out(stage: Stage) -> bool:
-    return stage.name in SCALE_OUT_STAGES or bool(getattr(stage, "uses_gpu", False))
+    """Whether the stage's batches go to Dask with ``--runner dask``: those computed anywhere (the model work).
+    The rest (ingest, neighbours, prompts, kNN consensus, queries, caption metrics, evaluate, report) stay in
+    threads of the flow's process, where they read and write the store."""
+    return bool(stage.remote)
+
+
+def runs_elsewhere(task_runner: Any) -> bool:
+    """Whether a task runner runs tasks in other processes (Dask), which get jobs, never the run session."""
+    return type(task_runner).__name__ == "DaskTaskRunner"
+
+
+def is_cluster_failure(exc: BaseException) -> bool:
+    """An error of the Dask cluster itself (its scheduler gone, a connection closed), not of a batch's work."""
+    import asyncio
+    import concurrent.futures
+
+    module = type(exc).__module__ or ""
+    return (module.startswith(("distributed", "tornado")) or isinstance(exc, (concurrent.futures.CancelledError,
+                                                                            asyncio.CancelledError))
+            or (isinstance(exc, OSError) and "comm" in str(exc).lower()))
+
+
+def cluster_failure(exc: BaseException, task_runner: Any) -> ConfigError:
+    """The one-line error a run ends with when its Dask cluster goes away (what was committed stays)."""
+    from pipeline.errors import one_line
+
+    address = getattr(task_runner, "address", None) or "the local cluster"
+    return ConfigError(f"the Dask cluster at {address} went away ({one_line(exc)}); the batches committed so far "
+                       "are kept: start the cluster again (or use --runner thread) and run again to compute the rest")
+
+
+def send_photos(setting: str, dask_address: str | None) -> bool:
+    """Whether batch jobs carry local photos' bytes (``orchestration.send_photos``): by default for an
+    existing cluster, whose workers may run on machines that do not have the folder."""
+    return setting == "always" or (setting == "auto" and bool(dask_address))
 
 
 def check_runner(runner: str) -> str:

@@ -14,7 +14,6 @@ with the reason, and the flow run completes.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import deque
 from functools import partial
@@ -26,6 +25,7 @@ from prefect.exceptions import TerminationSignal
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as runtime_flow_run
 from prefect.states import Cancelled, State
+from prefect.utilities.annotations import quote
 
 from flows import run_context
 from flows.artifacts import ProgressArtifact, publish_stage
@@ -33,13 +33,15 @@ from flows.naming import stage_run_name
 from flows.runtime import prefect_api
 from pipeline import shutdown
 from flows.run_context import RunContext, StageRef
-from flows.runners import submission_window
+from flows.compute import compute_task
+from flows.runners import cluster_failure, is_cluster_failure, runs_elsewhere, submission_window
 from flows.tasks import batch_task
-from pipeline.stages.base import Stage
-from pipeline.stages.outcome import StageOutcome, TokenUsage
+from pipeline.stages.base import Batch, BatchReport, PreparedBatch, Stage
+from pipeline.stages.outcome import StageOutcome
 from pipeline.stages.plan import StagePlan, plan_stage
 from pipeline.stages.record import StageRunRecorder
 from pipeline.stages.registry import STAGE_ORDER, resolve_stage_class
+from pipeline.states import Status
 
 
 def _stage_run_name() -> str:
@@ -60,7 +62,7 @@ def run_stage_flow(workspace: str, stage: str, variant: str = "", retry_failed: 
     # workspace's tag would throttle the batches.
     with TagsContext(current_tags=set()):
         outcome = execute_stage(ctx, ctx.stage(stage, variant), retry_failed)
-    if outcome.status == "cancelled":
+    if outcome.status == Status.CANCELLED:
         return Cancelled(message=f"{outcome.stage}: cancelled; {outcome.ran} batches finished and kept",
                          data=outcome)
     return outcome
@@ -108,15 +110,15 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         ref = StageRef(str(ctx.ws.root), _spec_name(ctx, st), st.variant, plan.config_hash, st.label)
         errors = _run_batches(ctx, st, ref, plan, outcome, sp, artifact, frc)
         if errors:
-            outcome.status = "failed"
+            outcome.status = Status.FAILED
             first = errors[0]
             outcome.error = f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}"
             raise first
         if ctx.cancel.is_set() and outcome.settled_batches < len(plan.batches):
-            outcome.status = "cancelled"
+            outcome.status = Status.CANCELLED
         else:
             st.finalize(sp)
-            outcome.status = "completed"
+            outcome.status = Status.COMPLETED
         if artifact is not None:
             artifact.update(sp.done, sp.failures, final=True, total=sp.total)
         outcome.seconds = time.perf_counter() - t0     # the finish line's rates (photos/s, tokens/s) use it
@@ -145,35 +147,85 @@ def _spec_name(ctx: RunContext, st: Stage) -> str:
 
 def _run_batches(ctx: RunContext, st: Stage, ref: StageRef, plan: StagePlan, outcome: StageOutcome, sp,
                  artifact: ProgressArtifact | None, frc: FlowRunContext | None) -> list[BaseException]:
-    task = batch_task(ctx.ws, st)
-    fresh = task.with_options(refresh_cache=True)
-    window = submission_window(frc.task_runner if frc else None)
-    pending = deque(plan.batches)
-    in_flight: list[PrefectFuture[Any]] = []
-    errors: list[BaseException] = []
-    while pending or in_flight:
-        while pending and len(in_flight) < window and not ctx.cancel.is_set():
-            batch = pending.popleft()
-            missing = plan.todo[batch.index]
-            chosen = fresh if missing else task
-            in_flight.append(chosen.submit(stage=ref, batch=batch, todo=missing, run_key=ctx.key))
-        if ctx.cancel.is_set():
-            pending.clear()
-        if not in_flight:
-            break
-        finished = next(as_completed(in_flight))
-        in_flight.remove(finished)
-        _collect(finished, outcome, sp, errors)
-        if artifact is not None:
-            artifact.update(sp.done, sp.failures, total=sp.total)
-        if ctx.recorder is not None:
-            ctx.recorder.batches(st.label, outcome.settled_batches, len(plan.batches))
-    return errors
+    """Every batch with a bounded number in flight. Where the stage's batches go to a cluster, a batch with
+    something missing is prepared here (its job read from the store), computed by a worker (``flows.compute``)
+    and committed here when its payload arrives; a batch with nothing missing never leaves this process."""
+    loop = _BatchLoop(ctx, st, ref, plan, outcome, sp, artifact, frc.task_runner if frc else None)
+    try:
+        loop.drain()
+    except Exception as exc:
+        if loop.remote and is_cluster_failure(exc):
+            raise cluster_failure(exc, loop.runner) from exc
+        raise
+    if loop.remote:
+        return [cluster_failure(e, loop.runner) if is_cluster_failure(e) else e for e in loop.errors]
+    return loop.errors
 
 
-def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list[BaseException]) -> None:
-    future.wait()
-    state = future.state
+class _BatchLoop:
+    def __init__(self, ctx: RunContext, st: Stage, ref: StageRef, plan: StagePlan, outcome: StageOutcome, sp,
+                 artifact: ProgressArtifact | None, runner: Any):
+        self.ctx, self.st, self.ref, self.plan, self.outcome, self.sp, self.artifact = ctx, st, ref, plan, outcome, sp, artifact
+        self.runner = runner
+        self.task = batch_task(ctx.ws, st)
+        self.fresh = self.task.with_options(refresh_cache=True)
+        self.remote = st.remote and runs_elsewhere(runner)
+        self.compute = _compute_task(ctx, st) if self.remote else None
+        self.window = submission_window(runner)
+        self.session = quote(ctx)
+        self.pending = deque(plan.batches)
+        self.in_flight: dict[PrefectFuture[Any], tuple[Batch, tuple[str, ...], PreparedBatch | None]] = {}
+        self.errors: list[BaseException] = []
+
+    def settled(self) -> None:
+        if self.artifact is not None:
+            self.artifact.update(self.sp.done, self.sp.failures, total=self.sp.total)
+        if self.ctx.recorder is not None:
+            self.ctx.recorder.batches(self.st.label, self.outcome.settled_batches, len(self.plan.batches))
+
+    def submit(self, batch: Batch) -> None:
+        missing = self.plan.todo[batch.index]
+        if not self.remote:
+            chosen = self.fresh if missing else self.task
+            future = chosen.submit(stage=self.ref, batch=batch, todo=missing, session=self.session)
+            self.in_flight[future] = (batch, missing, None)
+        elif missing:
+            work = Batch(batch.index, missing, batch.content_hash)
+            prepared = self.st.prepare_batch(work, self.sp, self.ctx.send_photos)
+            self.in_flight[self.compute.submit(job=prepared.job)] = (batch, missing, prepared)
+        else:   # the cache record (or nothing to do) is found here: the batch is never sent
+            _collect(self.task(stage=self.ref, batch=batch, todo=(), session=self.session, return_state=True),
+                     self.outcome, self.errors)
+            self.settled()
+
+    def drain(self) -> None:
+        ctx = self.ctx
+        while self.pending or self.in_flight:
+            while self.pending and len(self.in_flight) < self.window and not ctx.cancel.is_set():
+                self.submit(self.pending.popleft())
+            if ctx.cancel.is_set():
+                self.pending.clear()
+            if not self.in_flight:
+                break
+            finished = next(as_completed(list(self.in_flight)))
+            batch, missing, prepared = self.in_flight.pop(finished)
+            finished.wait()
+            state = finished.state
+            if prepared is not None and state.is_completed():
+                # the single writer: the payload is committed here, one transaction, as the thread runner does
+                payload = prefect_api.result(state)
+                state = self.fresh(stage=self.ref, batch=batch, todo=missing, session=self.session,
+                                   computed=quote((prepared, payload)), return_state=True)
+            _collect(state, self.outcome, self.errors)
+            self.settled()
+
+
+def _compute_task(ctx: RunContext, st: Stage):  # type: ignore[no-untyped-def]
+    orch = ctx.ws.config.orchestration
+    return compute_task(bool(st.network), orch.flow_retries, orch.flow_retry_delay)
+
+
+def _collect(state: State, outcome: StageOutcome, errors: list[BaseException]) -> None:
     if state.is_cancelled():
         return
     if not state.is_completed():
@@ -184,18 +236,13 @@ def _collect(future: PrefectFuture[Any], outcome: StageOutcome, sp, errors: list
             return
         errors.append(RuntimeError(f"batch ended in state {state.name}"))
         return
-    result = prefect_api.result(state)
+    report: BatchReport = prefect_api.result(state)
     if state.name == "Cached":
         outcome.cached += 1
-        return
-    if not result.get("ran"):
+    elif not report.ran:
         outcome.unchanged += 1
-        return
-    outcome.add(int(result.get("done", 0)), int(result.get("failed", 0)), int(result.get("skipped", 0)),
-                list(result.get("messages", [])), TokenUsage.from_dict(result.get("usage")))
-    if result.get("pid") != os.getpid():
-        # Ran in another process (a Dask worker): report its progress from here.
-        sp.advance(int(result["ran"]), int(result.get("failed", 0)))
+    else:
+        outcome.add_result(report)
 
 
 def _make_flow(name: str) -> Flow[..., Any]:

@@ -1,90 +1,68 @@
-"""The batch task: computes one ``Stage.plan()`` batch and writes it to the store.
+"""The batch task of the flow's process: computes one ``Stage.plan()`` batch, or commits one computed elsewhere.
 
-Its parameters are small and picklable: a ``StageRef``, the ``Batch`` (ids and
-content hash: the cache key), the ids of the batch still missing from the store,
-and the run key. The stage object itself is found in the process (see
-``flows.run_context``): in the flow's process it is the run's shared instance, so
-models loaded through ``pipeline.models.cache`` stay loaded for every batch; in a
-Dask worker it is rebuilt once per process from the reference.
+Its parameters: a ``StageRef`` and the ``Batch`` (ids and content hash: the cache key), the ids of the
+batch still missing from the store, the run session (``flows.run_context.RunContext``, passed as it is:
+this task runs only in the flow's process, in a thread of its task runner or in the flow's own thread)
+and, for a batch computed by a worker (``flows.compute``), the prepared batch and its payload to commit.
+It returns a typed ``BatchReport``. Models loaded through ``pipeline.models.cache`` stay loaded for every
+batch of the process.
 """
 from __future__ import annotations
 
 import os
-import threading
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from prefect import task
-from prefect.client.schemas.objects import TaskRun
 from prefect.states import Cancelled, State
 from prefect.tasks import Task, exponential_backoff
 
-from flows import run_context
 from flows.cache import batch_cache_policy, result_storage
-from flows.run_context import StageRef
-from flows.runtime import prefect_api
-from pipeline.errors import CapsearchError
-from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
+from flows.compute import RETRY_JITTER, device_slot, retry_unless_user_error
+from flows.run_context import RunContext, StageRef
+from pipeline.compute.jobs import BatchPayload
+from pipeline.progress import StageProgress
+from pipeline.stages.base import Batch, BatchCancelled, BatchReport, PreparedBatch, Stage
 from pipeline.workspace import Workspace
 
-RETRY_JITTER = 0.5
 
-_device_locks: dict[str, threading.Lock] = {}
-_device_guard = threading.Lock()
-
-
-@contextmanager
-def device_slot(stage: Stage) -> Iterator[None]:
-    """One GPU task at a time per device in this process (Dask runs one worker per GPU)."""
-    if not stage.uses_gpu:
-        yield
+def replay(payload: BatchPayload, progress: StageProgress | None) -> None:
+    """A batch computed in another process: the progress it made and what it said, reported from here."""
+    if progress is None:
         return
-    device = str(stage.cfg.runtime.device)
-    with _device_guard:
-        lock = _device_locks.setdefault(device, threading.Lock())
-    with lock:
-        yield
+    for text, level in payload.messages:
+        progress.message(text, level)
+    if payload.advanced or payload.failures or payload.tokens:
+        progress.advance(payload.advanced, payload.failures, payload.tokens)
 
 
-def result_dict(result: BatchResult, ran: int) -> dict[str, Any]:
-    return {"done": result.done, "failed": result.failed, "skipped": result.skipped,
-            "messages": [str(m) for m in result.messages][:50], "ran": ran, "pid": os.getpid(),
-            "usage": None if result.usage is None else result.usage.as_dict()}
-
-
-@task(name="batch", persist_result=True, result_serializer="json", cache_policy=batch_cache_policy(),
+@task(name="batch", persist_result=True, result_serializer="pickle", cache_policy=batch_cache_policy(),
       task_run_name="{stage.label} #{batch.index}")
-def run_batch(stage: StageRef, batch: Batch, todo: tuple[str, ...] = (), run_key: str = "") -> dict[str, Any] | State:
-    """Compute the ``todo`` ids of ``batch`` (the whole batch's content hash is the cache key)."""
-    ctx = run_context.lookup(run_key) if run_key else None
-    if ctx is not None and ctx.cancel.is_set():
+def run_batch(stage: StageRef, batch: Batch, todo: tuple[str, ...] = (), session: RunContext | None = None,
+              computed: tuple[PreparedBatch, BatchPayload] | None = None) -> BatchReport | State:
+    """Compute and commit the ``todo`` ids of ``batch`` (the whole batch's content hash is the cache key),
+    or commit what a worker computed for them (``computed``)."""
+    if session is None:
+        raise RuntimeError("the batch task runs in the flow's process and needs its run session")
+    if computed is None and session.cancel.is_set():
         return Cancelled(message="run cancelled before this batch started")
     if not todo:
-        return result_dict(BatchResult(), 0)
-    st = ctx.stage(stage.name, stage.variant) if ctx is not None else run_context.worker_stage(stage)
-    progress = ctx.trackers.get(stage.label) if ctx is not None else None
+        return BatchReport(ran=0, pid=os.getpid())
+    st = session.stage(stage.name, stage.variant)
+    progress = session.trackers.get(stage.label)
+    if computed is not None:
+        prepared, payload = computed
+        replay(payload, progress)
+        return BatchReport.of(st.commit_payload(prepared, payload, progress), len(todo), payload.pid)
     work = Batch(batch.index, tuple(todo), batch.content_hash)
-    if ctx is not None:
-        st.cancel_event = ctx.cancel
-    with device_slot(st):
-        if ctx is not None and ctx.cancel.is_set():
+    st.cancel_event = session.cancel
+    with device_slot(bool(st.uses_gpu), str(st.cfg.runtime.device)):
+        if session.cancel.is_set():
             return Cancelled(message="run cancelled before this batch started")
         try:
             result = st.run_batch(work, progress)
         except BatchCancelled as exc:
             return Cancelled(message=str(exc) or "run cancelled in the middle of this batch")
-    return result_dict(result, len(todo))
-
-
-def _retry_unless_user_error(task: Task[..., Any], task_run: TaskRun, state: State) -> bool:
-    """Retry network failures; a configuration or data error fails the same way every time."""
-    exc = state.data if isinstance(state.data, BaseException) else None
-    if exc is None:
-        try:
-            exc = prefect_api.result(state, raise_on_failure=False)
-        except Exception:  # noqa: BLE001
-            return True
-    return not isinstance(exc, CapsearchError)
+    return BatchReport.of(result, len(todo), os.getpid())
 
 
 def batch_task(ws: Workspace, stage: Stage) -> Task[..., Any]:
@@ -95,5 +73,5 @@ def batch_task(ws: Workspace, stage: Stage) -> Task[..., Any]:
         orch = ws.config.orchestration      # flow_retries, flow_retry_delay: capsearch.toml or the environment
         options.update(retries=orch.flow_retries,
                        retry_delay_seconds=exponential_backoff(backoff_factor=orch.flow_retry_delay),
-                       retry_jitter_factor=RETRY_JITTER, retry_condition_fn=_retry_unless_user_error)
+                       retry_jitter_factor=RETRY_JITTER, retry_condition_fn=retry_unless_user_error)
     return run_batch.with_options(**options)

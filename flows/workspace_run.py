@@ -1,7 +1,7 @@
 """Claiming a workspace for a run: its run lock, its record in the store and its live progress.
 
 Every run, however it was started (the CLI, the background runs the TUI starts, a run of a Prefect
-deployment), goes through ``flows.api.execute``, the one place that calls :func:`claim_workspace`:
+deployment), goes through ``flows.run_path.execute``, the one place that calls :func:`claim_workspace`:
 
 1. the workspace's run lock (``pipeline.run_lock``): a second run refuses at once, naming the running
    one, or waits its turn;
@@ -23,13 +23,14 @@ from typing import Callable, Iterator, Sequence
 
 from pipeline import shutdown
 from flows.run_context import RunContext
+from pipeline.config import environment
 from pipeline.live_progress import ProgressRecorder
 from pipeline.run_lock import RunLock
 from pipeline.runs import current_run, describe_run, finish_run, run_progress, start_run
+from pipeline.states import Status
 
 STARTED_BY_ENV = "CAPSEARCH_RUN_STARTED_BY"     # set for a background run: who started it, and from where
 RUN_LOG_ENV = "CAPSEARCH_RUN_LOG"               # set for a background run: the file its output goes to
-PROGRESS_ENV = "CAPSEARCH_RECORD_PROGRESS"      # "0": no live progress in the store (the benchmark's baseline)
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:
@@ -55,7 +56,7 @@ def user_name() -> str:
 def started_by_default() -> str:
     """Who starts a run from this process: as told by the process that started it in the background
     (``CAPSEARCH_RUN_STARTED_BY``), else the user and this command."""
-    told = os.environ.get(STARTED_BY_ENV)
+    told = environment().run_started_by
     if told:
         return told
     return f"{user_name()} with `{command_line()}`"
@@ -71,17 +72,17 @@ def describe_request(stages: Sequence[str] | None, captioners: Sequence[str] | N
 
 
 def recording_progress() -> bool:
-    return os.environ.get(PROGRESS_ENV, "1") != "0"
+    return environment().record_progress
 
 
 @dataclass
 class Claim:
     """A claimed workspace: the run's id in the store; ``finish`` sets how it ended (default: completed)."""
     run_id: int
-    status: str | None = None
+    status: Status | None = None
     message: str = ""
 
-    def finish(self, status: str, message: str = "") -> None:
+    def finish(self, status: Status, message: str = "") -> None:
         self.status, self.message = status, message
 
 
@@ -117,7 +118,7 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
                  cancel=ctx.cancel)
     try:
         # the Prefect API is recorded with the flow run, once there is one (a run with nothing to compute has none)
-        run_id = start_run(store, what, who, deployment=deployment, log_path=os.environ.get(RUN_LOG_ENV, ""))
+        run_id = start_run(store, what, who, deployment=deployment, log_path=environment().run_log)
         claim = Claim(run_id)
         record = recording_progress() if record_progress is None else record_progress
         recorder = ProgressRecorder(store, run_id) if record else None
@@ -134,15 +135,15 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
         except BaseException as exc:
             if claim.status is None:
                 if ctx.cancel.is_set() or _stopped_by_signal(exc):
-                    claim.finish("cancelled", "stopped after the batches in flight; finished batches are kept")
+                    claim.finish(Status.CANCELLED, "stopped after the batches in flight; finished batches are kept")
                 else:
-                    claim.finish("failed", f"{type(exc).__name__}: {exc}")
+                    claim.finish(Status.FAILED, f"{type(exc).__name__}: {exc}")
             raise
         finally:
             forget_abandon()
             if recorder is not None:
                 recorder.close()
             ctx.recorder = None
-            finish_run(store, run_id, claim.status or "completed", claim.message)
+            finish_run(store, run_id, claim.status or Status.COMPLETED, claim.message)
     finally:
         lock.release()

@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline.errors import CapsearchError
 from pipeline.keys import DUPLICATE_KINDS
 from pipeline.stage_keys import optional_stage_hash
-from pipeline.store_rows import PromptRow
+from pipeline.store_rows import EvaluationRow, PromptRow
 from pipeline.workspace import Workspace
 
 METRIC_ORDER_TAIL = ("MRR", "MedR")
@@ -64,19 +64,6 @@ class PhotoDetail:
     captions: tuple[CaptionView, ...]
 
 
-@dataclass(frozen=True)
-class MetricValue:
-    value: float
-    ci_low: float | None
-    ci_high: float | None
-    n: int
-    baseline: str | None = None
-    diff: float | None = None
-    diff_ci_low: float | None = None
-    diff_ci_high: float | None = None
-    p_value: float | None = None
-
-
 @dataclass
 class EvaluationTable:
     eval_hash: str | None
@@ -84,10 +71,10 @@ class EvaluationTable:
     methods: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
-    values: dict[tuple[str, str, str], MetricValue] = field(default_factory=dict)   # (method, kind, metric)
+    values: dict[tuple[str, str, str], EvaluationRow] = field(default_factory=dict)   # (method, kind, metric)
     not_applicable: dict[str, str] = field(default_factory=dict)   # method -> why it has nothing to rank
 
-    def get(self, method: str, kind: str, metric: str) -> MetricValue | None:
+    def get(self, method: str, kind: str, metric: str) -> EvaluationRow | None:
         return self.values.get((method, kind, metric))
 
     @property
@@ -144,8 +131,11 @@ class Browser:
 
     @cached_property
     def collection_root(self) -> Path | None:
+        from pipeline.locations import is_url
+
         meta = self.store.get_meta("collection") or {}
-        return Path(meta["root"]) if meta.get("root") else None
+        # photos behind a URL (s3://...) are not drawn: the TUI reads local files only
+        return Path(meta["root"]) if meta.get("root") and not is_url(meta["root"]) else None
 
     def photo_path(self, image_id: str, relative: str | None = None) -> Path | None:
         """The photo's file on disk (None when the collection root is unknown)."""
@@ -246,8 +236,7 @@ class Browser:
             if r.query_kind not in kinds:
                 kinds.append(r.query_kind)
             metrics.add(r.metric)
-            table.values[(r.method, r.query_kind, r.metric)] = MetricValue(
-                r.value, r.ci_low, r.ci_high, r.n, r.baseline, r.diff, r.diff_ci_low, r.diff_ci_high, r.p_value)
+            table.values[(r.method, r.query_kind, r.metric)] = r
         order = {k: i for i, k in enumerate(("short", "detail"))}
         table.not_applicable = dict((self.store.get_meta(f"evaluation/{eval_hash}") or {}).get("not_applicable", {}))
         table.methods = methods

@@ -9,9 +9,11 @@ Resolution order (later wins):
    (``CAPSEARCH_DEVICE``, ``CAPSEARCH_FLOW_RETRIES``, ``CAPSEARCH_DEBUG``, ...),
 4. command-line flags, where a command has them.
 
-Secrets (``HF_TOKEN``, ``OPENAI_API_KEY``) are never part of the configuration:
-they are read from the environment by :func:`secret` when needed and are never
-written to disk, logs or reports.
+Environment variables that are not settings of a workspace (the capsearch home, the default workspace, the
+``java`` of the caption metrics, the secrets, what capsearch tells the background runs it starts) are read by
+:func:`environment`, the one place capsearch reads ``os.environ``. Secrets (``HF_TOKEN``, ``OPENAI_API_KEY``) are
+never part of the configuration: ``Environment.secret`` reads them when needed, and they are never written to disk,
+logs or reports.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from pipeline.errors import ConfigError
 
@@ -248,6 +251,10 @@ class OrchestrationConfig(_Section):
     cheap_batch_size: int = Field(256, ge=1)     # at least this many for stages costing ~1 ms a photo
     runner: Literal["thread", "dask"] = "thread"
     dask_address: str = ""
+    # a local folder's photos travel with the batch jobs to Dask workers: "auto" for an existing cluster
+    # (--address: its workers may be other machines), not for the local cluster; "always"; "never" (the
+    # workers see the folder at the same path, e.g. a shared filesystem). URLs are read by the workers.
+    send_photos: Literal["auto", "always", "never"] = "auto"
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     watch_folder: str = ""
@@ -488,9 +495,55 @@ def _contains_key(data: Any, key: str) -> bool:
     return False
 
 
+# -- the process environment: what is not a setting of a workspace --------------------------------------------
+class Environment(BaseModel):
+    """Every environment variable capsearch reads that is not a workspace setting (those are ``Config``'s, read by
+    its environment layer above): where the capsearch home and the default workspace are, the machine's ``java``,
+    the OpenAI-compatible endpoint by the OpenAI SDK's convention, the secrets, what capsearch tells a background
+    run it starts, and the tests' crash points. ``environment()`` reads them, here only (``flows.runtime.settings``
+    aside: it reads and sets Prefect's own variables, ``PREFECT_HOME``'s default from ``CAPSEARCH_HOME`` included,
+    before Prefect is imported, with the standard library only)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    home: str = Field("", alias="CAPSEARCH_HOME")                  # the capsearch home (empty: the working directory)
+    workspace: str = Field("", alias="CAPSEARCH_WORKSPACE")        # the workspace when none is given
+    java: str = Field("", alias="CAPSEARCH_JAVA")                  # the java that caption metrics run (empty: on PATH)
+    openai_base_url: str = Field("", alias="OPENAI_BASE_URL")      # the query generator's endpoint, unless configured
+    hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
+    openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
+    run_started_by: str = Field("", alias="CAPSEARCH_RUN_STARTED_BY")  # set for a background run: who, from where
+    run_log: str = Field("", alias="CAPSEARCH_RUN_LOG")            # set for a background run: where its output goes
+    record_progress: bool = Field(True, alias="CAPSEARCH_RECORD_PROGRESS")  # 0: no live progress (the benchmark)
+    crash_at: str = Field("", alias="CAPSEARCH_CRASH_AT")          # tests only: the crash points armed
+
+    def secret(self, name: str) -> str | None:
+        """The secret in variable ``name`` (one of ``SECRET_NAMES``), stripped; None when unset or blank."""
+        field = _SECRET_FIELDS.get(name)
+        if field is None:
+            raise ConfigError(f"{name} is not a secret capsearch reads (those are {', '.join(SECRET_NAMES)})")
+        value = getattr(self, field)
+        return (value.get_secret_value().strip() or None) if value is not None else None
+
+
+_SECRET_FIELDS = {"HF_TOKEN": "hf_token", "OPENAI_API_KEY": "openai_api_key"}
+_ENVIRONMENT_NAMES = frozenset(f.alias for f in Environment.model_fields.values())
+
+
+def environment(environ: Mapping[str, str] | None = None) -> Environment:
+    """The process environment as capsearch reads it (``os.environ`` by default; read again at every call, so a
+    variable set meanwhile counts). An empty variable counts as unset."""
+    env = os.environ if environ is None else environ
+    try:
+        return Environment.model_validate({k: env[k] for k in _ENVIRONMENT_NAMES if env.get(k)})
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, "the environment")) from None
+
+
 def masked_secrets() -> dict[str, str]:
+    env = environment()
     out = {}
     for name in SECRET_NAMES:
-        value = os.environ.get(name)
+        value = env.secret(name)
         out[name] = f"set ({'*' * 8}{value[-2:] if len(value) > 8 else ''})" if value else "not set"
     return out

@@ -68,6 +68,7 @@ _KEY_DOCS: dict[str, str] = {
     "orchestration.cheap_batch_size": "at least this many per task for stages that cost about a millisecond a photo (ingest, prompts, reference queries, caption embedding): fewer tasks, same bounded loss",
     "orchestration.runner": "thread | dask",
     "orchestration.dask_address": "tcp://host:port of an existing Dask scheduler (empty: a LocalCluster)",
+    "orchestration.send_photos": "local photos' bytes go with each batch to Dask workers: auto (an existing cluster), always, never",
     "orchestration.schedule_cron": "when `capsearch serve` re-runs the pipeline",
     "orchestration.watch_folder": "scheduled runs ingest new photos from this folder",
     "orchestration.flow_retries": "retries of a failed batch of a network stage (queries with openai); env also CAPSEARCH_FLOW_RETRIES",

@@ -13,7 +13,9 @@ from __future__ import annotations
 import os
 import threading
 
-ENV = "CAPSEARCH_CRASH_AT"
+from pipeline.config import environment
+
+ENV = "CAPSEARCH_CRASH_AT"             # read by pipeline.config.environment (Environment.crash_at)
 CRASH_EXIT_CODE = 97
 
 # -- inside a stage's batch transaction: written, not committed ----------------------------------------
@@ -53,7 +55,7 @@ def _parse(value: str | None) -> tuple[str, int] | None:
     return name, int(nth) if nth else 1
 
 
-_ARMED = _parse(os.environ.get(ENV))
+_ARMED = _parse(environment().crash_at)
 _hits = 0
 _lock = threading.Lock()
 

@@ -40,12 +40,13 @@ import numpy as np
 
 from pipeline.crashpoints import EVALUATE_RESULTS, crash_point
 from pipeline.errors import CapsearchError
+from pipeline.estimates import CONFIDENCE, Difference, Estimate, json_safe
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.keys import clip_text_space, document_space, image_space, query_space, stage_key
 from pipeline.metrics import RankBounds, evaluate_ranks, metric_names, paired_bootstrap, rank_bounds
 from pipeline.progress import StageProgress
 from pipeline.search import top_from_scores
-from pipeline.store_rows import QueryRow
+from pipeline.store_rows import EvaluationRow, QueryRow
 from pipeline.search_service import CLIP, HYBRID, ORACLE, ORACLE_RULE, SearchIndex, oracle_captions
 from pipeline.snapshots import export_array
 from pipeline.stage_keys import optional_stage_hash, stage_hash
@@ -53,7 +54,6 @@ from pipeline.text_vectors import text_vectors
 from pipeline.workspace import Workspace
 
 TOP_STORED = 10
-CONFIDENCE = 0.95
 VERSION = 2          # 2: a method none of whose targets can be ranked is not applicable (before: all tied last)
 QUERY_CHUNK = 256
 KIND_ORDER = ("short", "detail")
@@ -153,8 +153,19 @@ class MethodResult:
     kind: str
     n_queries: int
     missing_targets: int
-    metrics: dict[str, dict[str, float]]                     # metric -> value, low, high
-    vs_baseline: dict[str, dict[str, float]] | None = None   # metric -> diff, low, high, p
+    metrics: dict[str, Estimate]                             # metric -> value with its interval
+    vs_baseline: dict[str, Difference] | None = None         # metric -> the paired test against the baseline
+
+    def difference(self, metric: str) -> Difference | None:
+        return (self.vs_baseline or {}).get(metric)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MethodResult":
+        data = dict(data)
+        data["metrics"] = {m: Estimate.from_dict(e) for m, e in data.get("metrics", {}).items()}
+        if data.get("vs_baseline") is not None:
+            data["vs_baseline"] = {m: Difference.from_dict(d) for m, d in data["vs_baseline"].items()}
+        return cls(**data)
 
 
 @dataclass
@@ -186,7 +197,7 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvaluationResult":
         data = dict(data)
-        data["results"] = [MethodResult(**r) for r in data.get("results", [])]
+        data["results"] = [MethodResult.from_dict(r) for r in data.get("results", [])]
         return cls(**data)
 
 
@@ -231,9 +242,9 @@ def _rank(index: SearchIndex, method: str, kind: str, rows: list[QueryRow], text
 
 
 def _metric_rows(result: EvaluationResult, bounds: dict[tuple[str, str], RankBounds], ks: list[int],
-                 n_boot: int, seed: int) -> list[dict[str, Any]]:
+                 n_boot: int, seed: int) -> list[EvaluationRow]:
     """Fill ``result.results`` with estimates and paired differences; return the rows for the store."""
-    rows: list[dict[str, Any]] = []
+    rows: list[EvaluationRow] = []
     for method in result.methods:
         for kind in result.kinds:
             b = bounds[(method, kind)]
@@ -242,19 +253,10 @@ def _metric_rows(result: EvaluationResult, bounds: dict[tuple[str, str], RankBou
             if result.baseline and method != result.baseline:
                 diffs = paired_bootstrap(b, bounds[(result.baseline, kind)], ks, n_boot=n_boot, seed=seed,
                                          confidence=CONFIDENCE)
-            result.results.append(MethodResult(
-                method, kind, len(b), result.missing[method], est.as_dict(),
-                {n: {"diff": d.diff, "low": d.low, "high": d.high, "p": d.p_value} for n, d in diffs.items()}
-                if diffs else None))
-            for name in result.metrics:
-                e = est[name]
-                row = {"method": method, "query_kind": kind, "metric": name, "value": e.value, "ci_low": e.low,
-                       "ci_high": e.high, "n": len(b)}
-                if diffs:
-                    d = diffs[name]
-                    row.update(baseline=result.baseline, diff=d.diff, diff_ci_low=d.low, diff_ci_high=d.high,
-                               p_value=d.p_value)
-                rows.append(row)
+            result.results.append(MethodResult(method, kind, len(b), result.missing[method], dict(est.metrics), diffs))
+            rows += [EvaluationRow(result.eval_hash, method, kind, name, est[name], len(b),
+                                   result.baseline if diffs else None, diffs[name] if diffs else None)
+                     for name in result.metrics]
     return rows
 
 
@@ -347,17 +349,6 @@ def _nothing_to_rank(cfg: Any, method: str, n_targets: int) -> str:
         return (f"none of the {n_targets} targets has both an image vector and a usable "
                 f"{cfg.search.hybrid_captioner} caption")
     return f"none of the {n_targets} targets has a usable {method} caption (failed, empty or not written)"
-
-
-def json_safe(obj: Any) -> Any:
-    """NaN/inf as None, so the summary is valid JSON."""
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
-    return obj
 
 
 def load_evaluation(ws: Workspace, eval_hash: str | None = None) -> EvaluationResult | None:

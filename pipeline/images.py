@@ -1,12 +1,51 @@
-"""Opening and checking photos: one place that knows every way an image file can be bad."""
+"""Opening and checking photos: one place that knows every way an image file can be bad.
+
+A photo is a local path, a URL (``pipeline.locations``: ``s3://``, ``gs://``, ``http(s)://``, read through
+fsspec) or a ``PhotoSource`` carrying its bytes (sent with a batch to a worker that cannot see the folder).
+"""
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Union
 
 from pipeline.hashing import sha256_file
+from pipeline.locations import is_url, read_bytes
+
+
+@dataclass(frozen=True)
+class PhotoSource:
+    """Where a worker reads a photo: its location (a path or URL, which also names it in messages) and, when
+    the flow sends them with the batch, its bytes."""
+    location: str
+    data: bytes | None = None
+
+    def __str__(self) -> str:
+        return self.location
+
+    @property
+    def size(self) -> int:
+        """Bytes this source carries with it (0: the worker reads the location itself)."""
+        return len(self.data) if self.data is not None else 0
+
+
+Photo = Union[str, Path, PhotoSource]
+
+
+def _readable(photo: Photo) -> Any:
+    """What ``Image.open`` reads: the path of a local file, else the bytes (from the source or the URL)."""
+    if isinstance(photo, PhotoSource):
+        if photo.data is not None:
+            return io.BytesIO(photo.data)
+        photo = photo.location
+    if is_url(str(photo)) and not isinstance(photo, Path):
+        return io.BytesIO(read_bytes(str(photo)))
+    return photo
 
 # Extensions always accepted, plus whatever the installed Pillow can open (see image_extensions()).
 _BASE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -52,15 +91,36 @@ _MODE_NOTES = {
 }
 
 
-def check_image(path: str | Path, max_pixels: int = 100_000_000) -> ImageCheck:
-    """Fully decode one file and say whether it can be used, and what was repaired."""
-    from PIL import Image, UnidentifiedImageError
+def check_image(path: str | Path, max_pixels: int = 100_000_000, *, size: int | None = None,
+                mtime: float | None = None) -> ImageCheck:
+    """Fully decode one file and say whether it can be used, and what was repaired.
 
+    A URL is read once (its bytes hashed and decoded); ``size`` and ``mtime`` are then its listing's."""
+    if isinstance(path, str) and is_url(path):
+        return _check_url(path, max_pixels, size, mtime)
     path = Path(path)
     try:
         st = path.stat()
     except OSError as exc:
         return ImageCheck(path, False, f"cannot read file: {exc.strerror or exc}")
+    return _check_decoded(path, path, st.st_size, st.st_mtime, max_pixels, lambda: sha256_file(path))
+
+
+def _check_url(url: str, max_pixels: int, size: int | None, mtime: float | None) -> ImageCheck:
+    from pipeline.errors import one_line
+
+    try:
+        data = read_bytes(url)
+    except Exception as exc:  # noqa: BLE001 - unreachable, missing, denied: the photo's reason
+        return ImageCheck(url, False, f"cannot read file: {one_line(exc)}")  # type: ignore[arg-type]
+    return _check_decoded(url, io.BytesIO(data), len(data) if size is None else size, mtime or 0.0,  # type: ignore[arg-type]
+                          max_pixels, lambda: hashlib.sha256(data).hexdigest())
+
+
+def _check_decoded(path: Any, source: Any, st_size: int, st_mtime: float, max_pixels: int, digest: Any) -> ImageCheck:
+    from PIL import Image, UnidentifiedImageError
+
+    st = SimpleNamespace(st_size=st_size, st_mtime=st_mtime)
     if st.st_size == 0:
         return ImageCheck(path, False, "empty file (0 bytes)", size=0, mtime=st.st_mtime)
     try:
@@ -69,7 +129,7 @@ def check_image(path: str | Path, max_pixels: int = 100_000_000) -> ImageCheck:
             old_limit = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
             try:
-                with Image.open(path) as img:
+                with Image.open(source) as img:
                     width, height = img.size
                     mode = img.mode
                     if width * height > max_pixels:
@@ -94,7 +154,7 @@ def check_image(path: str | Path, max_pixels: int = 100_000_000) -> ImageCheck:
         return ImageCheck(path, False, f"corrupt image: {type(exc).__name__}: {exc}", size=st.st_size, mtime=st.st_mtime)
     return ImageCheck(
         path, True, note=_MODE_NOTES.get(mode, "" if mode == "RGB" else f"{mode} converted to RGB"),
-        width=width, height=height, sha256=sha256_file(path), size=st.st_size, mtime=st.st_mtime,
+        width=width, height=height, sha256=digest(), size=st.st_size, mtime=st.st_mtime,
     )
 
 
@@ -119,11 +179,12 @@ def to_rgb(img: "Image.Image") -> "Image.Image":  # noqa: F821 - PIL imported la
     return img.convert("RGB")
 
 
-def open_rgb(path: str | Path, max_side: int | None = None) -> "Image.Image":  # noqa: F821
-    """Open a photo as an RGB image with EXIF orientation applied, optionally downscaled (fast for JPEG)."""
+def open_rgb(path: Photo, max_side: int | None = None) -> "Image.Image":  # noqa: F821
+    """Open a photo (a path, a URL or a ``PhotoSource``) as an RGB image with EXIF orientation applied,
+    optionally downscaled (fast for JPEG)."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
+    with Image.open(_readable(path)) as img:
         if max_side and img.format == "JPEG":
             img.draft("RGB", (max_side, max_side))
         img = ImageOps.exif_transpose(img)
@@ -132,6 +193,13 @@ def open_rgb(path: str | Path, max_side: int | None = None) -> "Image.Image":  #
     if max_side and max(out.size) > max_side:
         out.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return out
+
+
+def sha256_photo(location: str | Path) -> str:
+    """The sha256 of a photo's bytes, local or at a URL."""
+    if isinstance(location, str) and is_url(location):
+        return hashlib.sha256(read_bytes(location)).hexdigest()
+    return sha256_file(location)
 
 
 def walk_images(root: Path) -> list[Path]:

@@ -16,8 +16,9 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from pipeline.progress import ProgressEvent
+from pipeline.progress import EventKind, ProgressEvent
 from pipeline.runs import LOG_LIMIT, LogLine, StageLive, write_progress
+from pipeline.states import Status
 from pipeline.store import Store
 
 DEFAULT_INTERVAL = 0.5
@@ -56,25 +57,24 @@ class ProgressRecorder:
             if entry is None:
                 started = now - max(0.0, event.at - event.started_at) if event.started_at else now
                 entry = self._stages[event.stage] = _Stage(StageLive(
-                    event.stage, len(self._stages), "running", 0, 0, 0, 0, 0, None, "", "info", started, now))
+                    event.stage, len(self._stages), Status.RUNNING, 0, 0, 0, 0, 0, None, "", "info", started, now))
             live = entry.live
-            if event.kind == "message":
+            if event.kind == EventKind.MESSAGE:
                 live = replace(live, message=event.message, level=event.level, updated_at=now)
                 if self._seq < self.log_limit:
                     self._seq += 1
                     self._lines.append(LogLine(self._seq, event.stage, event.level, event.message, now))
-            elif event.kind == "not-applicable":
-                live = replace(live, state="not-applicable", message=event.message, updated_at=now)
+            elif event.kind == EventKind.NOT_APPLICABLE:
+                live = replace(live, state=Status.NOT_APPLICABLE, message=event.message, updated_at=now)
             else:
-                state = "finished" if event.kind == "finish" else "running"
-                if event.kind == "start" and live.ended:
-                    state = "running"       # a stage run again in the same run
-                message = event.message if event.kind == "finish" and event.message else live.message
+                finish = event.kind == EventKind.FINISH
+                state = Status.COMPLETED if finish else Status.RUNNING     # a stage started again runs again
+                message = event.message if finish and event.message else live.message
                 live = replace(live, state=state, done=event.done, total=event.total, failures=event.failures,
                                rate=event.rate, message=message, updated_at=now, tokens=event.tokens)
             entry.live = live
             entry.dirty = True
-        if event.kind in ("start", "finish", "not-applicable"):
+        if event.kind in (EventKind.START, EventKind.FINISH, EventKind.NOT_APPLICABLE):
             self._urgent.set()
 
     def batches(self, stage: str, done: int, total: int) -> None:

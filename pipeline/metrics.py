@@ -39,6 +39,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from pipeline.estimates import Difference, Estimate
+
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 
 
@@ -154,13 +156,6 @@ def _check_boot(n_boot: int, confidence: float) -> None:
 
 
 @dataclass(frozen=True)
-class Estimate:
-    value: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
 class Evaluation:
     """Point estimates with bootstrap intervals, keyed by metric name (R@1, R@5, R@10, MRR, MedR)."""
 
@@ -172,9 +167,6 @@ class Evaluation:
 
     def __getitem__(self, name: str) -> Estimate:
         return self.metrics[name]
-
-    def as_dict(self) -> dict[str, dict[str, float]]:
-        return {k: {"value": e.value, "low": e.low, "high": e.high} for k, e in self.metrics.items()}
 
 
 def evaluate_ranks(
@@ -198,16 +190,6 @@ def evaluate_ranks(
     low, high = np.quantile(boot, [alpha, 1.0 - alpha], axis=0)
     metrics = {name: Estimate(float(point[i]), float(low[i]), float(high[i])) for i, name in enumerate(names)}
     return Evaluation(n, metrics, n_boot, confidence, seed)
-
-
-@dataclass(frozen=True)
-class Difference:
-    """method - baseline for one metric, with its percentile interval and two-sided p-value."""
-
-    diff: float
-    low: float
-    high: float
-    p_value: float
 
 
 def paired_bootstrap(

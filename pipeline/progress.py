@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Callable, Literal
 
-EventKind = Literal["start", "advance", "message", "finish", "not-applicable"]
+
+class EventKind(StrEnum):
+    """What happened (a verb; how the stage then stands is a ``pipeline.states.Status``: ``StageLive.state``)."""
+
+    START = "start"
+    ADVANCE = "advance"
+    MESSAGE = "message"
+    FINISH = "finish"
+    NOT_APPLICABLE = "not-applicable"    # the stage does not apply: the message says why
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,7 @@ class ProgressEvent:
 
     @property
     def fraction(self) -> float:
-        return (self.done / self.total) if self.total else (1.0 if self.kind == "finish" else 0.0)
+        return (self.done / self.total) if self.total else (1.0 if self.kind == EventKind.FINISH else 0.0)
 
     @property
     def rate(self) -> float | None:
@@ -73,7 +82,7 @@ class StageProgress:
         self.tokens = 0
         self.callback = callback or null_progress
         self.started_at = time.monotonic()
-        self._emit("start")
+        self._emit(EventKind.START)
 
     def _emit(self, kind: EventKind, message: str = "", level: str = "info") -> None:
         self.callback(
@@ -89,20 +98,20 @@ class StageProgress:
         self.done += n
         self.failures += failures
         self.tokens += tokens
-        self._emit("advance")
+        self._emit(EventKind.ADVANCE)
 
     def add_work(self, n: int) -> None:
         """``n`` more units of work than announced (negative: fewer). A stage that learns how much work its
         items are once a batch starts (caption-metrics: the metrics of each row) counts in those finer units."""
         self.total = max(self.done, self.total + n)
-        self._emit("advance")
+        self._emit(EventKind.ADVANCE)
 
     def message(self, text: str, level: str = "info") -> None:
-        self._emit("message", text, level)
+        self._emit(EventKind.MESSAGE, text, level)
 
     def finish(self, message: str = "") -> None:
-        self._emit("finish", message)
+        self._emit(EventKind.FINISH, message)
 
     def not_applicable(self, reason: str) -> None:
         """The stage does not apply to this workspace (``Stage.applicable``): nothing ran, nothing failed."""
-        self._emit("not-applicable", reason)
+        self._emit(EventKind.NOT_APPLICABLE, reason)

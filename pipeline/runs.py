@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from pipeline.stages.outcome import RunOutcome, StageOutcome, TokenUsage
+from pipeline.states import RUN_ENDINGS, Status
 from pipeline.store import Store
 from pipeline.store.runs import LOG_LIMIT
 from pipeline.store_rows import LogLine, RunInfo, StageLive
-
-FINAL_STATES = ("completed", "failed", "cancelled", "crashed")
 
 
 # -- the runs ----------------------------------------------------------------------------------------------
@@ -40,9 +39,10 @@ def set_flow_run(store: Store, run_id: int, flow_run_id: str, api_url: str | Non
     store.runs.set_flow_run(run_id, flow_run_id, api_url)
 
 
-def finish_run(store: Store, run_id: int, status: str, message: str | None = None) -> None:
-    if status not in FINAL_STATES:
-        raise ValueError(f"not a final state: {status}")
+def finish_run(store: Store, run_id: int, status: Status | str, message: str | None = None) -> None:
+    status = Status(status)
+    if status not in RUN_ENDINGS:
+        raise ValueError(f"not how a run ends: {status}")
     store.runs.finish(run_id, status, message)
 
 
@@ -54,8 +54,8 @@ def mark_crashed(store: Store) -> list[int]:
 def crashed_flow_run_ids(store: Store, limit: int = 20) -> list[str]:
     """The Prefect flow run ids of the newest runs and stage runs that crashed (their process ended without
     recording the end, so it could not tell Prefect either), newest first, each once."""
-    ids = [r.flow_run_id for r in recent_runs(store, limit) if r.status == "crashed" and r.flow_run_id]
-    ids += [r.flow_run_id or "" for r in store.stage_runs(limit=4 * limit) if r.status == "crashed"]
+    ids = [r.flow_run_id for r in recent_runs(store, limit) if r.status is Status.CRASHED and r.flow_run_id]
+    ids += [r.flow_run_id or "" for r in store.stage_runs(limit=4 * limit) if r.status is Status.CRASHED]
     return [i for i in dict.fromkeys(ids) if i]
 
 
@@ -139,9 +139,9 @@ def recorded_outcome(store: Store, run: RunInfo) -> RunOutcome:
         name, _, variant = live.stage.partition(":")
         outcome = StageOutcome(live.stage, name, variant, batches=live.batches, items=live.total, total=live.total,
                                done=live.done, failed=live.failures,
-                               status="completed" if live.state == "finished" else run.status,
+                               status=live.state if live.state.ended else run.status,
                                seconds=max(0.0, live.updated_at - live.started_at), usage=usage.get(live.stage))
-        if live.state == "not-applicable":
+        if live.state is Status.NOT_APPLICABLE:
             outcome.not_applicable(live.message)
         stages.append(outcome)
     # A run that never recorded its end (crashed) lasted until its last recorded progress, not until now.

@@ -352,7 +352,7 @@ class SearchIndex:
         if written:
             return ("the captions are not embedded yet: `capsearch run` (its embed-captions stage) embeds them; "
                     f"meanwhile {like}")
-        from pipeline.stages.applicability import no_captioned_photo
+        from pipeline.applicability import no_captioned_photo
 
         enabled = self.cfg.enabled_captioners()
         # what the caption stage says: the neighbour-based captioners need captioned photos to work from

@@ -21,7 +21,7 @@ SIGTERM 143), whether it stopped cleanly or abandoned the batches in flight.
 
 The signal handler itself only records the signal and hands it to a small daemon thread: setting
 events, calling hooks and writing to the store happen there, never inside the handler, which may
-have interrupted the main thread while it held a lock. Standard library only.
+have interrupted the main thread while it held a lock. Standard library only (and ``pipeline.states``).
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
+
+from pipeline.states import Status
 
 T = TypeVar("T")
 STOP_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -68,7 +70,7 @@ class Stopped(KeyboardInterrupt):
 class Abandon:
     """Why the work in flight is given up and the process exits at once (what the abandon callbacks record)."""
     message: str                 # the run's and its stage run's message, and the line on the terminal
-    status: str = "cancelled"    # how the run and the stage run in flight are recorded
+    status: Status = Status.CANCELLED    # how the run and the stage run in flight are recorded
     exit_code: int = 1
     api_alive: bool = True       # whether Prefect's API can still be told (flow runs marked Cancelled)
     line: str = ""               # the one line written to the terminal (default: "error: <message>")
@@ -78,14 +80,14 @@ class Abandon:
         """A second stop signal (``again``, default ``signum``): the first one's exit code, status cancelled."""
         again = signum if again is None else again
         return cls(f"abandoned on a second {signal_name(signum)}: the batches in flight were not finished "
-                   "(finished batches are kept)", "cancelled", exit_code(signum),
+                   "(finished batches are kept)", Status.CANCELLED, exit_code(signum),
                    line=f"capsearch: {signal_name(again)} again: stopping now; the batches in flight are "
                         "abandoned (finished batches are kept)")
 
     @classmethod
     def failure(cls, cause: str, *, api_alive: bool = True) -> "Abandon":
         """``cause`` ended the run: recorded failed, exit code 1."""
-        return cls(f"{cause}; the batches in flight were not finished (finished batches are kept)", "failed", 1,
+        return cls(f"{cause}; the batches in flight were not finished (finished batches are kept)", Status.FAILED, 1,
                    api_alive)
 
 

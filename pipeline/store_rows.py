@@ -11,7 +11,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipeline.progress import ProgressEvent
+from pipeline.estimates import Difference, Estimate
+from pipeline.progress import EventKind, ProgressEvent
+from pipeline.states import Status
 
 
 @dataclass(frozen=True)
@@ -118,16 +120,11 @@ class EvaluationRow:
     method: str
     query_kind: str
     metric: str                       # 'R@1' | 'R@5' | 'R@10' | 'MRR' | 'MedR'
-    value: float
-    ci_low: float | None
-    ci_high: float | None
+    estimate: Estimate
     n: int
-    baseline: str | None
-    diff: float | None
-    diff_ci_low: float | None
-    diff_ci_high: float | None
-    p_value: float | None
-    created_at: float
+    baseline: str | None = None       # None: no paired test for this metric (the baseline itself, or none)
+    vs_baseline: Difference | None = None
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +134,7 @@ class StageRunRow:
     stage: str
     variant: str                      # a per-captioner stage's captioner, or 'human' ('' for the others; column `target`)
     config_hash: str
-    status: str                       # 'running' | 'completed' | 'failed' | 'cancelled' | 'crashed'
+    status: Status                    # running, completed, failed, cancelled, crashed or not applicable
     started_at: float
     finished_at: float | None
     done: int
@@ -149,6 +146,9 @@ class StageRunRow:
     owner: str | None                 # JSON: the process that ran it (host, pid, start)
     run_id: int | None                # the workspace run it belonged to
     usage: str | None = None          # JSON: what its requests to a model server cost (TokenUsage; endpoint captioners)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status.read(self.status))
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -199,15 +199,10 @@ class CaptionMetricValue:
     """A row's value of one metric with its interval and the paired test against the baseline."""
     row: str
     metric: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
+    estimate: Estimate
     n: int                                        # photos the value is made from
     baseline: str | None = None                   # None: no paired test for this cell
-    diff: float | None = None
-    diff_ci_low: float | None = None
-    diff_ci_high: float | None = None
-    p_value: float | None = None
+    vs_baseline: Difference | None = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +229,7 @@ class StoredCaptionSummary:
 class RunInfo:
     id: int
     owner: str
-    status: str
+    status: Status                    # running, completed, failed, cancelled or crashed
     what: str
     started_by: str
     started_at: float
@@ -244,6 +239,9 @@ class RunInfo:
     api_url: str = ""
     log_path: str = ""
     message: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status.read(self.status))
 
     @property
     def pid(self) -> int | None:
@@ -255,7 +253,7 @@ class RunInfo:
 
     @property
     def is_running(self) -> bool:
-        return self.status == "running"
+        return self.status is Status.RUNNING
 
     @property
     def seconds(self) -> float:
@@ -267,7 +265,7 @@ class StageLive:
     """What a running (or finished) stage of a run last reported."""
     stage: str
     position: int
-    state: str                     # 'running' | 'finished' | 'not-applicable' (the stage does not apply: message says why)
+    state: Status                  # running, completed, or not applicable (the message says why)
     done: int
     total: int
     failures: int
@@ -280,30 +278,34 @@ class StageLive:
     updated_at: float
     tokens: int = 0                # model-server tokens so far (an endpoint captioner's)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", Status.read(self.state))
+
     @property
     def ended(self) -> bool:
-        return self.state in ("finished", "not-applicable")
+        return self.state.ended
 
     def event(self) -> ProgressEvent:
         """The same numbers as a progress event (for the progress bars of the CLI and the TUI)."""
         now_mono, now = time.monotonic(), time.time()
         at = now_mono - max(0.0, now - self.updated_at)
         started = now_mono - max(0.0, now - self.started_at)
-        kind = {"finished": "finish", "not-applicable": "not-applicable"}.get(self.state, "advance")
+        kind = {Status.COMPLETED: EventKind.FINISH, Status.NOT_APPLICABLE: EventKind.NOT_APPLICABLE}.get(
+            self.state, EventKind.ADVANCE)
         return ProgressEvent(self.stage, kind, done=self.done,
                              total=self.total, failures=self.failures, message=self.message if self.ended else "",
                              started_at=started, at=at, tokens=self.tokens)
 
     def describe(self) -> str:
         """``caption:knn-consensus 120 of 400 (3 failed), 12.0/s``."""
-        if self.state == "not-applicable":
+        if self.state is Status.NOT_APPLICABLE:
             return f"{self.stage} not applicable: {self.message}"
         text = f"{self.stage} {self.done} of {self.total}" if self.total else f"{self.stage} starting"
-        if self.batches and self.state != "finished":
+        if self.batches and self.state is not Status.COMPLETED:
             text += f" (batch {min(self.batches_done + 1, self.batches)} of {self.batches})"
         if self.failures:
             text += f" ({self.failures} failed)"
-        if self.state == "finished":
+        if self.state is Status.COMPLETED:
             text += ", finished"
         elif self.rate:
             text += f", {self.rate:.1f}/s"

@@ -5,14 +5,13 @@ may build them in ``config()`` to read their identity (``key``, ``settings()``).
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config import Config, environment
 from pipeline.errors import ConfigError
 from pipeline.query_encoder import EncoderUnavailable, OnnxQueryEncoder, encoder_folder
 
@@ -41,7 +40,7 @@ def build_query_encoder(cfg: Config, embedder: "SentenceTransformerEmbedder | No
 
 def configured_base_url(cfg: Config) -> str:
     """The chat endpoint: ``queries.base_url``, else ``$OPENAI_BASE_URL``, else '' (api.openai.com)."""
-    return cfg.queries.base_url or os.environ.get("OPENAI_BASE_URL", "")
+    return cfg.queries.base_url or environment().openai_base_url
 
 
 def _openai_generator(cfg: Config, base_url: str | None) -> Any:

@@ -9,16 +9,18 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Mapping
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config, environment, load_config
 from pipeline.store import Store
 
 DEFAULT_WORKSPACE = "outputs/default"
 CONFIG_NAME = "capsearch.toml"
 
 
-def capsearch_home() -> Path:
-    return Path(os.environ.get("CAPSEARCH_HOME") or os.getcwd()).resolve()
+def capsearch_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``$CAPSEARCH_HOME`` (of ``environ``; default: this process's environment), else the working directory."""
+    return Path(environment(environ).home or os.getcwd()).expanduser().resolve()
 
 
 def resolve_home_path(path: str | Path) -> Path:
@@ -27,7 +29,7 @@ def resolve_home_path(path: str | Path) -> Path:
 
 
 def default_workspace_path() -> Path:
-    return resolve_home_path(os.environ.get("CAPSEARCH_WORKSPACE") or DEFAULT_WORKSPACE)
+    return resolve_home_path(environment().workspace or DEFAULT_WORKSPACE)
 
 
 class Workspace:
@@ -83,8 +85,12 @@ class Workspace:
         self.require()
         return Store(self.root, create=self.config_path.exists())
 
-    def data_path(self) -> Path:
-        return resolve_home_path(self.config.data.path)
+    def data_path(self) -> Path | str:
+        """The collection's folder, or its URL prefix as configured (``s3://bucket/prefix``)."""
+        from pipeline.locations import is_url
+
+        path = self.config.data.path
+        return path if is_url(path) else resolve_home_path(path)
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.root)!r})"

@@ -261,15 +261,15 @@ def test_lite_demo_world_rows_human_baseline_and_clipscore_not_applicable(lite_c
     # people agree with each other more than the neighbours' consensus agrees with them
     for metric in ("BLEU-4", "ROUGE-L", "CIDEr-D"):
         human, knn = result.get(HUMAN, metric), result.get("knn-consensus", metric)
-        assert human["value"] > knn["value"] and knn["low"] <= knn["value"] <= knn["high"]
-        assert result.vs_baseline[HUMAN][metric]["diff"] == pytest.approx(human["value"] - knn["value"])
+        assert human.value > knn.value and knn.low <= knn.value <= knn.high
+        assert result.vs_baseline[HUMAN][metric].diff == pytest.approx(human.value - knn.value)
     # kNN consensus copies a neighbour's caption by construction; the human row has no copy rate
-    assert result.get("knn-consensus", "copy rate")["value"] == 1.0 and result.get(HUMAN, "copy rate") is None
+    assert result.get("knn-consensus", "copy rate").value == 1.0 and result.get(HUMAN, "copy rate") is None
     rows = load_rows(ws, result)
     refs = ws.store.reference_captions(targets)
     assert rows[HUMAN].captions == [" / ".join(refs[i]) for i in rows[HUMAN].ids]     # every caption, one at a time
     knn = rows["knn-consensus"]
-    assert np.mean(knn.scores["CIDEr-D"]) == pytest.approx(result.get("knn-consensus", "CIDEr-D")["value"])
+    assert np.mean(knn.scores["CIDEr-D"]) == pytest.approx(result.get("knn-consensus", "CIDEr-D").value)
     if java_path() is not None:
         assert "METEOR" in result.metrics and result.tokenizer == "ptb-java"
     else:
@@ -307,21 +307,21 @@ def test_captioners_are_scored_against_every_human_caption_and_human_is_the_leav
 
     knn = {i: c for i, c in zip(ids, rows["knn-consensus"].captions)}
     bleu4, cider, cider_per, rouge, _ = direct(knn, {i: refs[i] for i in ids})
-    assert result.get("knn-consensus", "BLEU-4")["value"] == pytest.approx(bleu4, rel=1e-12)
-    assert result.get("knn-consensus", "CIDEr-D")["value"] == pytest.approx(cider, rel=1e-12)
-    assert result.get("knn-consensus", "ROUGE-L")["value"] == pytest.approx(rouge, rel=1e-12)
+    assert result.get("knn-consensus", "BLEU-4").value == pytest.approx(bleu4, rel=1e-12)
+    assert result.get("knn-consensus", "CIDEr-D").value == pytest.approx(cider, rel=1e-12)
+    assert result.get("knn-consensus", "ROUGE-L").value == pytest.approx(rouge, rel=1e-12)
     assert rows["knn-consensus"].scores["CIDEr-D"] == pytest.approx([cider_per[i] for i in ids], rel=1e-12)
     hold_outs = [direct({i: refs[i][h] for i in ids}, {i: refs[i][:h] + refs[i][h + 1:] for i in ids})
                  for h in range(5)]
-    assert result.get(HUMAN, "BLEU-4")["value"] == pytest.approx(np.mean([d[0] for d in hold_outs]), rel=1e-12)
-    assert result.get(HUMAN, "CIDEr-D")["value"] == pytest.approx(np.mean([d[1] for d in hold_outs]), rel=1e-12)
-    assert result.get(HUMAN, "ROUGE-L")["value"] == pytest.approx(np.mean([d[3] for d in hold_outs]), rel=1e-12)
+    assert result.get(HUMAN, "BLEU-4").value == pytest.approx(np.mean([d[0] for d in hold_outs]), rel=1e-12)
+    assert result.get(HUMAN, "CIDEr-D").value == pytest.approx(np.mean([d[1] for d in hold_outs]), rel=1e-12)
+    assert result.get(HUMAN, "ROUGE-L").value == pytest.approx(np.mean([d[3] for d in hold_outs]), rel=1e-12)
     assert rows[HUMAN].scores["CIDEr-D"] == pytest.approx([np.mean([d[2][i] for d in hold_outs]) for i in ids],
                                                           rel=1e-12)
     # the first hold-out alone (what the human row used to be) is not the row's value
-    assert abs(hold_outs[0][0] - result.get(HUMAN, "BLEU-4")["value"]) > 1e-6
-    low, high = result.get(HUMAN, "BLEU-4")["low"], result.get(HUMAN, "BLEU-4")["high"]
-    assert low < result.get(HUMAN, "BLEU-4")["value"] < high
+    assert abs(hold_outs[0][0] - result.get(HUMAN, "BLEU-4").value) > 1e-6
+    low, high = result.get(HUMAN, "BLEU-4").low, result.get(HUMAN, "BLEU-4").high
+    assert low < result.get(HUMAN, "BLEU-4").value < high
     assert "every captioner against all 5 human captions of each target" in result.references
     assert "each human caption against the target's 4 others" in result.references
 
@@ -343,7 +343,7 @@ def test_a_row_without_a_single_caption_is_not_applicable_with_its_reason(lite_c
     assert result.vs_baseline[HUMAN] == {} and any("baseline 'knn-consensus' is not applicable" in n for n in result.notes)
     stored = ws.store.caption_metrics.summary(result.config_hash)
     assert {v.row for v in stored.values} == {HUMAN}                              # no number stored for the row
-    assert result.get(HUMAN, "CIDEr-D")["value"] > 0
+    assert result.get(HUMAN, "CIDEr-D").value > 0
 
 
 def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retrieval(lite_copy):
@@ -361,7 +361,7 @@ def test_report_files_carry_the_caption_metrics_and_their_correlation_with_retri
     with (reports / "metrics.csv").open(newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["query_kind"] == "caption"]
     cider = {r["method"]: r for r in rows if r["metric"] == "CIDEr-D"}
-    assert float(cider[HUMAN]["value"]) == pytest.approx(result.get(HUMAN, "CIDEr-D")["value"])
+    assert float(cider[HUMAN]["value"]) == pytest.approx(result.get(HUMAN, "CIDEr-D").value)
     assert cider[HUMAN]["baseline"] == "knn-consensus" and cider["knn-consensus"]["diff"] == ""
     page = (reports / "index.html").read_text()
     assert "<h2>Caption metrics</h2>" in page and 'alt="caption metrics"' in page
@@ -409,8 +409,8 @@ def test_summary_and_rows_are_typed_rows_of_their_own_tables(lite_copy):
     assert [r.row for r in stored.rows] == result.rows and stored.metrics == tuple(result.metrics)
     assert dict(stored.not_computed) == result.not_applicable and "SPICE" in dict(stored.not_computed)
     cider = next(v for v in stored.values if v.row == HUMAN and v.metric == "CIDEr-D")
-    assert (cider.value, cider.ci_low, cider.ci_high) == tuple(result.get(HUMAN, "CIDEr-D").values())
-    assert cider.n == result.n_photos and cider.baseline == "knn-consensus" and cider.p_value < 0.05
+    assert cider.estimate == result.get(HUMAN, "CIDEr-D")
+    assert cider.n == result.n_photos and cider.baseline == "knn-consensus" and cider.vs_baseline.p < 0.05
     knn = ws.store.caption_metrics.row(result.row_hashes["knn-consensus"])
     assert knn.row == "knn-consensus" and len(knn.photos) == result.n_photos
     assert {s.metric for s in knn.scores} <= set(PER_PHOTO) and "CIDEr-D" in {s.metric for s in knn.scores}
@@ -430,7 +430,7 @@ def test_a_new_baseline_writes_only_the_summary(lite_copy):
     after = load_caption_metrics(ws)
     assert after.baseline == HUMAN and after.row_hashes == before.row_hashes
     d = after.vs_baseline["knn-consensus"]["CIDEr-D"]
-    assert d["diff"] == pytest.approx(-before.vs_baseline[HUMAN]["CIDEr-D"]["diff"])
+    assert d.diff == pytest.approx(-before.vs_baseline[HUMAN]["CIDEr-D"].diff)
     assert build_stage(ws, "caption-metrics").counts().done == 2
 
 
@@ -576,12 +576,12 @@ def test_a_captioner_that_copies_its_first_neighbour_scores_1_and_vlm_plain_0(tm
                            [{"image_id": t, "text": first[t].upper(), "status": "ok"} for t in targets])
     run_stage(build_stage(ws, "caption-metrics"))
     result = load_caption_metrics(ws)
-    assert result.get("vlm-neighbours", "copy rate")["value"] == 1.0
-    assert result.get("vlm-neighbours", "prompt overlap")["value"] == 1.0
-    assert result.get("vlm-plain", "copy rate")["value"] == 0.0         # its prompt shows no caption
-    assert result.get("knn-consensus", "copy rate")["value"] == 1.0
+    assert result.get("vlm-neighbours", "copy rate").value == 1.0
+    assert result.get("vlm-neighbours", "prompt overlap").value == 1.0
+    assert result.get("vlm-plain", "copy rate").value == 0.0         # its prompt shows no caption
+    assert result.get("knn-consensus", "copy rate").value == 1.0
     d = result.vs_baseline["vlm-neighbours"]["copy rate"]
-    assert d["diff"] == 1.0 and d["p"] < 0.05
+    assert d.diff == 1.0 and d.p < 0.05
 
 
 def test_clipscore_and_refclipscore_equal_a_direct_computation(tmp_path, tiny_open_clip):
@@ -638,7 +638,7 @@ def test_clipscore_and_refclipscore_equal_a_direct_computation(tmp_path, tiny_op
                 clip_s, ref_s = scores(image, caption, mine)
             assert row.scores["CLIPScore"][n] == pytest.approx(clip_s, abs=2e-4)
             assert row.scores["RefCLIPScore"][n] == pytest.approx(ref_s, abs=2e-4)
-    assert result.get(HUMAN, "CLIPScore")["value"] == pytest.approx(np.mean(rows[HUMAN].scores["CLIPScore"]))
+    assert result.get(HUMAN, "CLIPScore").value == pytest.approx(np.mean(rows[HUMAN].scores["CLIPScore"]))
 
 
 # ------------------------------------------------------------------------------------------ processes

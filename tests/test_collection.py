@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from pipeline.stages.applicability import NO_CAPTIONED_PHOTO, NO_HELD_OUT_CAPTIONS
+from pipeline.applicability import NO_CAPTIONED_PHOTO, NO_HELD_OUT_CAPTIONS
 from tests.fixtures.cli import run_cli
 from tests.fixtures.collection import build_photo_folder
 

@@ -154,3 +154,60 @@ def test_custom_captioner_entry(tmp_path):
 def test_unknown_profile():
     with pytest.raises(ConfigError, match="profile 'huge'"):
         profile_defaults("huge")
+
+
+def test_the_process_environment_is_read_in_the_settings_layer_only(tmp_path):
+    """Every environment variable capsearch reads (beyond the workspace settings) is read by
+    ``pipeline.config.environment``: the home, the default workspace, the java of the caption metrics, the secrets,
+    what a background run is told; a bad value names the variable, an empty one counts as unset."""
+    from pipeline.config import environment
+    from pipeline.workspace import capsearch_home
+
+    env = environment({"CAPSEARCH_HOME": str(tmp_path), "CAPSEARCH_WORKSPACE": "outputs/x", "HF_TOKEN": " hf_abc ",
+                       "OPENAI_API_KEY": "", "CAPSEARCH_RECORD_PROGRESS": "0", "CAPSEARCH_RUN_STARTED_BY": "cron",
+                       "TERM": "xterm"})
+    assert (env.home, env.workspace, env.record_progress, env.run_started_by) == (str(tmp_path), "outputs/x", False,
+                                                                                  "cron")
+    assert env.secret("HF_TOKEN") == "hf_abc" and env.secret("OPENAI_API_KEY") is None
+    assert "hf_abc" not in repr(env) and "hf_abc" not in str(env.model_dump())       # a secret never prints
+    assert capsearch_home({"CAPSEARCH_HOME": str(tmp_path)}) == tmp_path.resolve()
+    assert environment({}).record_progress is True and environment({}).home == ""
+    with pytest.raises(ConfigError, match="CAPSEARCH_RECORD_PROGRESS"):
+        environment({"CAPSEARCH_RECORD_PROGRESS": "sometimes"})
+    with pytest.raises(ConfigError, match="not a secret"):
+        environment({}).secret("AWS_SECRET_ACCESS_KEY")
+
+
+def test_caption_metrics_run_the_java_named_in_the_environment(tmp_path, monkeypatch):
+    from pipeline.caption_metrics.java import java_runtime
+
+    missing = tmp_path / "no-such-java"
+    monkeypatch.setenv("CAPSEARCH_JAVA", str(missing))
+    java, why = java_runtime()
+    assert java is None and str(missing) in why
+
+
+def test_no_product_module_reads_the_environment_but_the_settings_layer():
+    """``os.environ``/``os.getenv`` reads in pipeline/, capsearch/ and flows/ live in pipeline/config.py; the others
+    that touch the environment write it (the quiet defaults), copy it for a child process, or set Prefect's own
+    variables before Prefect is imported (flows' settings)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    allowed = {"pipeline/config.py", "pipeline/environment.py", "flows/runtime/settings.py"}
+    reads = []
+    for folder in ("pipeline", "capsearch", "flows"):
+        for path in sorted((root / folder).rglob("*.py")):
+            name = path.relative_to(root).as_posix()
+            if name in allowed:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                call = node.func if isinstance(node, ast.Call) else None
+                if isinstance(call, ast.Attribute) and call.attr in ("get", "getenv") and \
+                        ast.unparse(call.value) in ("os.environ", "os"):
+                    reads.append(f"{name}:{node.lineno}")
+                if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ" and \
+                        isinstance(node.ctx, ast.Load):
+                    reads.append(f"{name}:{node.lineno}")
+    assert reads == []

@@ -33,7 +33,7 @@ def evaluated(tmp_path_factory) -> Workspace:
 
 
 def metric(ws: Workspace, method: str, kind: str, name: str) -> float:
-    return load_evaluation(ws).get(method, kind).metrics[name]["value"]
+    return load_evaluation(ws).get(method, kind).metrics[name].value
 
 
 def test_ties_missing_captions_and_k_beyond_the_collection(evaluated):
@@ -71,14 +71,15 @@ def test_paired_difference_against_the_baseline(evaluated):
     stored = {(r.method, r.query_kind, r.metric): r
               for r in evaluated.store.evaluations(current_eval_hash(evaluated))}
     r1 = stored[("knn-consensus", "detail", "R@1")]
-    assert r1.baseline == "blip-base" and r1.diff == pytest.approx(0.5 - 0.25)
-    assert r1.diff_ci_low <= r1.diff <= r1.diff_ci_high and 0 < r1.p_value <= 1
-    assert stored[("knn-consensus", "detail", "MedR")].diff == pytest.approx(1.5 - 3.0)
-    r10 = stored[("knn-consensus", "detail", "R@10")]
-    assert r10.diff == 0 and r10.p_value == 1.0                # both find everything within 10
-    assert stored[("blip-base", "detail", "R@1")].diff is None      # the baseline is not compared with itself
+    d1 = r1.vs_baseline
+    assert r1.baseline == "blip-base" and d1.diff == pytest.approx(0.5 - 0.25)
+    assert d1.low <= d1.diff <= d1.high and 0 < d1.p <= 1
+    assert stored[("knn-consensus", "detail", "MedR")].vs_baseline.diff == pytest.approx(1.5 - 3.0)
+    d10 = stored[("knn-consensus", "detail", "R@10")].vs_baseline
+    assert d10.diff == 0 and d10.p == 1.0                # both find everything within 10
+    assert stored[("blip-base", "detail", "R@1")].vs_baseline is None   # the baseline is not compared with itself
     for row in stored.values():
-        assert row.ci_low <= row.value <= row.ci_high
+        assert row.estimate.low <= row.estimate.value <= row.estimate.high
 
 
 def test_evaluate_is_done_until_its_inputs_change(tmp_path):
@@ -115,7 +116,7 @@ def test_baseline_outside_the_methods_gives_no_paired_test(tmp_path):
     run_stage(build_stage(ws, "evaluate"))
     result = load_evaluation(ws)
     assert result.baseline is None and all(r.vs_baseline is None for r in result.results)
-    assert not math.isnan(result.get("knn-consensus", "detail").metrics["MRR"]["value"])
+    assert not math.isnan(result.get("knn-consensus", "detail").metrics["MRR"].value)
 
 
 def test_a_method_with_no_target_to_rank_is_not_applicable(tmp_path):

@@ -98,7 +98,7 @@ def test_importing_flows_changes_nothing(tmp_path):
         port = listener.getsockname()[1]
         write_server_record(ServerRecord(f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}", os.getpid(),
                                          "127.0.0.1", port), home / ".prefect")
-        modules = ["flows", "flows.api", "flows.plan", "flows.workspace_run", "flows.run_context"] + [
+        modules = ["flows", "flows.api", "flows.run_path", "flows.plan", "flows.workspace_run", "flows.run_context"] + [
             f"flows.runtime.{p.stem}" for p in (REPO / "flows" / "runtime").glob("*.py") if p.stem != "__init__"]
         script = ("import os, sys; before = dict(os.environ)\n"
                   f"for name in {modules!r}: __import__(name)\n"

@@ -21,7 +21,7 @@ import pytest
 
 from flows.api import run
 from flows.naming import artifact_key, run_tags, workspace_id, workspace_tag
-from pipeline.stages.applicability import NO_HELD_OUT_CAPTIONS
+from pipeline.applicability import NO_HELD_OUT_CAPTIONS
 from pipeline.workspace import Workspace
 from tests.fixtures.collection import build_photo_folder
 from tests.fixtures.commands import wait_until
@@ -129,15 +129,16 @@ def test_the_evaluation_table_has_every_method_and_query_kind_with_intervals_and
         kind = r["queries"].split(" ")[0]
         stored = result.get(method, kind)
         assert r["queries"] == f"{kind} (n={stored.n_queries})"
-        for metric in ("R@1", "R@5", "R@10", "MRR"):
+        for metric in ("R@1", "R@5", "R@10", "MRR"):     # values in 3 decimals, intervals and differences in 2
             m = stored.metrics[metric]
-            assert r[metric].startswith(f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"), (metric, r[metric])
-        assert r["MedR"].startswith(f"{stored.metrics['MedR']['value']:.1f} [")
+            assert r[metric].startswith(f"{m.value:.3f} [{m.low:.2f}, {m.high:.2f}]"), (metric, r[metric])
+        m = stored.metrics["MedR"]
+        assert r["MedR"].startswith(f"{m.value:.1f} [{m.low:.1f}, {m.high:.1f}]")
         if method == result.baseline:
             assert "Δ" not in r["R@1"]
         else:
             d = stored.vs_baseline["R@1"]
-            assert r["R@1"].endswith(f"Δ {d['diff']:+.3f} p={d['p']:.3f}")
+            assert r["R@1"].endswith(f"Δ {d.diff:+.2f} p={d.p:.3f}")
 
 
 def test_the_caption_metrics_table_and_the_report_link(demo):
@@ -151,7 +152,7 @@ def test_the_caption_metrics_table_and_the_report_link(demo):
     assert {"BLEU-4", "CIDEr-D", "ROUGE-L"} <= set(result.metrics)
     bleu = next(r for r in rows if r["metric"] == "BLEU-4")
     assert set(bleu) == {"metric", "human", "knn-consensus (baseline)"}
-    value = result.get("knn-consensus", "BLEU-4")["value"]
+    value = result.get("knn-consensus", "BLEU-4").value
     assert bleu["knn-consensus (baseline)"].startswith(f"{value:.3f} [")
     assert "Δ" in bleu["human"] and "p=" in bleu["human"]
 
@@ -286,17 +287,18 @@ def test_a_reason_with_a_pipe_or_a_line_break_stays_in_its_cell(tmp_path):
 
 def test_a_method_with_nothing_to_rank_is_listed_as_not_applicable_with_its_reason():
     from flows.result_tables import evaluation_description, evaluation_rows
+    from pipeline.estimates import Estimate
     from pipeline.evaluation import EvaluationResult, MethodResult
 
     why = "none of the 3 targets has a human caption other than the one its queries were made from"
     result = EvaluationResult(
         eval_hash="e" * 16, queries_hash="q", methods=["knn-consensus"], kinds=["short"], metrics=["R@1", "MedR"],
         baseline=None, n_targets=3, n_queries={"short": 3}, failed_queries=0, missing={"knn-consensus": 0, "oracle": 3},
-        skipped={}, results=[MethodResult("knn-consensus", "short", 3, 0, {"R@1": {"value": 1 / 3, "low": 0.0, "high": 1.0},
-                                                                            "MedR": {"value": 2.0, "low": 1.0, "high": 3.0}})],
+        skipped={}, results=[MethodResult("knn-consensus", "short", 3, 0, {"R@1": Estimate(1 / 3, 0.0, 1.0),
+                                                                            "MedR": Estimate(2.0, 1.0, 3.0)})],
         not_applicable={"oracle": why}, n_boot=1000)
     assert evaluation_rows(result) == [
-        {"method": "knn-consensus", "queries": "short (n=3)", "missing targets": "0", "R@1": "0.333 [0.000, 1.000]",
+        {"method": "knn-consensus", "queries": "short (n=3)", "missing targets": "0", "R@1": "0.333 [0.00, 1.00]",
          "MedR": "2.0 [1.0, 3.0]"},
         {"method": "oracle (not applicable)", "queries": "short", "missing targets": "3", "R@1": "n/a", "MedR": "n/a"}]
     assert f"oracle not applicable: {why}" in evaluation_description(result, computed=True)
@@ -352,8 +354,8 @@ def test_a_corrupt_photo_is_listed_with_its_reason(tmp_path, prefect_harness):
     assert stage_row(text, "ingest")[4] == str(len(data["bad"]))
     assert f"{len(data['bad'])} failed items of ingest: artifact `{key}`" in text
 
-    again = run(ws, ["ingest"])        # nothing new to ingest: settled without a flow run, no new failures table
-    assert again.stage("ingest").failed == 0 and again.flow_run_id == ""
+    again = run(ws, ["ingest"])        # nothing new to try: settled before Prefect, no new failures table
+    assert again.stage("ingest").failed == 0 and again.settled_without_prefect and again.flow_run_id == ""
     assert len(history(key)) == 1
 
 
@@ -415,8 +417,9 @@ def test_a_failed_runs_summary_names_the_stage_and_the_error(ingested, monkeypat
 
 
 def test_a_killed_run_gets_its_summary_from_the_next_run(ingested, detached_runs, process_tag, tmp_path):
-    """SIGKILL leaves no chance to write anything: the next run of the workspace marks the killed run's flow run
-    Crashed and writes its summary from what the store recorded."""
+    """SIGKILL leaves no chance to write anything: the next run of the workspace that reaches Prefect (here the
+    one that finishes the killed stage; a run with nothing to compute asks no server) marks the killed run's flow
+    run Crashed and writes its summary from what the store recorded."""
     from pipeline.runs import recent_runs, run_progress
 
     ws = ingested
@@ -442,8 +445,7 @@ def test_a_killed_run_gets_its_summary_from_the_next_run(ingested, detached_runs
     assert killed.status == "crashed" and killed.flow_run_id
     assert artifact_key(ws, "summary") not in artifacts_of(killed.flow_run_id)
 
-    # the next run that reports to Prefect (one with nothing to compute is settled without it: flows.plan)
-    assert run(ws, [spec(RowsStage)]).status == "completed"
+    assert run(ws, [spec(SlowRowsStage)]).status == "completed"
     assert flow_run(killed.flow_run_id).state.type.value == "CRASHED"
     text = artifacts_of(killed.flow_run_id)[artifact_key(ws, "summary")].data
     assert "**Crashed** in slow-rows-test" in text and "ended without finishing" in text

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import CapsearchError
+from pipeline.estimates import Estimate
 from pipeline.evaluation import current_eval_hash, load_evaluation
 from pipeline.reports import build_samples, write_report
 from pipeline.reports.html import choose_samples
@@ -31,12 +32,13 @@ def test_metrics_json_and_csv_match_the_store(world):
     for r in data["results"]:
         for name, m in r["metrics"].items():
             row = stored[(r["method"], r["kind"], name)]
-            assert (m["value"], m["low"], m["high"]) == pytest.approx((row.value, row.ci_low, row.ci_high))
+            e = row.estimate
+            assert (m["value"], m["low"], m["high"]) == pytest.approx((e.value, e.low, e.high))
     with (world.reports_dir / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(stored) == 2 * 2 * 5
     for row in rows:
-        assert float(row["value"]) == pytest.approx(stored[(row["method"], row["query_kind"], row["metric"])].value)
+        assert float(row["value"]) == pytest.approx(stored[(row["method"], row["query_kind"], row["metric"])].estimate.value)
         if row["method"] == "oracle":
             assert row["baseline"] == "knn-consensus" and 0 < float(row["p_value"]) <= 1
 
@@ -104,7 +106,7 @@ def _small_recall_result():
     from pipeline.evaluation import EvaluationResult, MethodResult
 
     def m(v, e=0.02):
-        return {"value": v, "low": max(0.0, v - e), "high": v + e}
+        return Estimate(v, max(0.0, v - e), v + e)
 
     results = [MethodResult(method, kind, 100, 0, {"R@1": m(0.0, 0.0), "R@5": m(r5), "R@10": m(r10),
                                                    "MRR": m(mrr), "MedR": m(40.0, 5.0)})
@@ -132,7 +134,7 @@ def test_charts_are_scaled_to_the_data_and_the_legend_names_only_series_with_a_b
     assert 0.05 < fig.axes[0].get_ylim()[1] < 0.1
     plt.close(fig)
     for method in result.results:                     # near 1, the scale stops a little above 1
-        method.metrics["R@10"] = {"value": 0.99, "low": 0.97, "high": 1.0}
+        method.metrics["R@10"] = Estimate(0.99, 0.97, 1.0)
     fig = recall_figure(result)
     assert 1.0 < fig.axes[0].get_ylim()[1] <= 1.12
     plt.close(fig)

@@ -21,7 +21,9 @@ from pipeline.live_progress import ProgressRecorder
 from pipeline.progress import StageProgress
 from pipeline.run_lock import RunLock, WorkspaceBusy
 from pipeline.run_owner import current_owner, process_start, signal_owner
-from pipeline.runs import current_run, finish_run, get_run, recent_runs, run_log, run_progress, start_run
+from pipeline.runs import (current_run, finish_run, get_run, recent_runs, recorded_outcome, run_log, run_progress,
+                           start_run)
+from pipeline.states import Status
 from tests.fixtures.commands import REPO, run_command, start_command, wait_until
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
@@ -100,17 +102,41 @@ def test_progress_is_written_at_a_bounded_rate_and_the_last_state_is_kept(worksp
     sp.finish("stage-a: all done")
     StageProgress("stage-b", 3, recorder).finish()
     recorder.close()
-    finish_run(store, run_id, "completed")
+    finish_run(store, run_id, Status.COMPLETED)
 
     # 5000 advances, 8 messages, 3 starts and finishes: a handful of writes per second, not one per event
     assert recorder.writes <= seconds / 0.2 + 8, (recorder.writes, seconds)
-    assert mid[0].stage == "stage-a" and mid[0].state == "running" and 2000 < mid[0].done <= 2501
+    assert mid[0].stage == "stage-a" and mid[0].state is Status.RUNNING and 2000 < mid[0].done <= 2501
     rows = {s.stage: s for s in run_progress(store, run_id)}
     a = rows["stage-a"]
-    assert (a.state, a.done, a.total, a.failures, a.message) == ("finished", 5000, 5000, 5, "stage-a: all done")
-    assert rows["stage-b"].state == "finished" and rows["stage-b"].position == 1
+    assert (a.state, a.done, a.total, a.failures, a.message) == (Status.COMPLETED, 5000, 5000, 5, "stage-a: all done")
+    assert rows["stage-b"].state is Status.COMPLETED and rows["stage-b"].position == 1
     assert [line.text for line in run_log(store, run_id)] == [f"note {i}" for i in range(0, 5000, 700)]
-    assert get_run(store, run_id).status == "completed" and current_run(store) is None
+    assert get_run(store, run_id).status is Status.COMPLETED and current_run(store) is None
+
+
+def test_progress_rows_an_earlier_capsearch_wrote_read_in_the_one_vocabulary(workspace_factory):
+    """``run_progress`` rows written as ``finished`` and ``not-applicable`` (before ``pipeline.states``) read as
+    completed and not applicable, in the live progress and in the outcome rebuilt from the record."""
+    ws = workspace_factory()
+    store = ws.store
+    run_id = start_run(store, "a run of an earlier capsearch", "the test")
+    with store.transaction() as c:
+        c.executemany("INSERT INTO run_progress(run_id, stage, position, state, done, total, failures, batches_done, "
+                      "batches, rate, message, level, started_at, updated_at, tokens) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      [(run_id, "ingest", 0, "finished", 4, 4, 0, 1, 1, None, None, None, 1.0, 2.0, 0),
+                       (run_id, "queries", 1, "not-applicable", 0, 0, 0, 0, 0, None, "no held-out captions", None, 2.0,
+                        2.0, 0)])
+    finish_run(store, run_id, Status.COMPLETED)
+    ingest, queries = run_progress(store, run_id)
+    assert (ingest.state, queries.state) == (Status.COMPLETED, Status.NOT_APPLICABLE) and ingest.ended
+    assert queries.describe() == "queries not applicable: no held-out captions"
+    outcome = recorded_outcome(store, get_run(store, run_id))
+    assert [(s.stage, s.status, s.reason) for s in outcome.stages] == [
+        ("ingest", "completed", ""), ("queries", "not applicable", "no held-out captions")]
+    with pytest.raises(ValueError, match="not how a run ends"):
+        finish_run(store, run_id, Status.NOT_APPLICABLE)
 
 
 def test_a_progress_write_never_waits_for_a_batch_holding_the_store(workspace_factory):
@@ -149,7 +175,7 @@ def test_the_events_of_a_run_ending_while_a_progress_write_waits_for_the_store_a
     closer.join(timeout=60)
     assert not closer.is_alive()
     [a] = run_progress(store, run_id)
-    assert (a.state, a.done, a.total, a.message) == ("finished", 10, 10, "stage-a: all done")
+    assert (a.state, a.done, a.total, a.message) == (Status.COMPLETED, 10, 10, "stage-a: all done")
 
 
 # -- whom a cancel may signal ------------------------------------------------------------------------------------

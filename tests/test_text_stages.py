@@ -70,7 +70,7 @@ def _quality(world: Workspace, method: str, kind: str) -> tuple[float, float]:
     from pipeline.evaluation import load_evaluation
 
     r = load_evaluation(world).get(method, kind)
-    return r.metrics["R@10"]["value"], r.metrics["MRR"]["value"]
+    return r.metrics["R@10"].value, r.metrics["MRR"].value
 
 
 # Chance on 40 targets: R@10 = 0.25, MRR = H(40)/40 = 0.107. Measured on this world (short / detail queries):

@@ -32,7 +32,7 @@ async def test_evaluation_screen_shows_the_caption_metrics_table(tui_workspace):
         assert [r[0] for r in table] == result.metrics
         cider = next(r for r in table if r[0] == "CIDEr-D")
         for row, cell in zip(result.rows, cider[1:]):
-            assert cell.startswith(f"{result.get(row, 'CIDEr-D')['value']:.3f}")
+            assert cell.startswith(f"{result.get(row, 'CIDEr-D').value:.3f}")
         detail = str(app.screen.query_one("#caption-metrics-detail", Static).content)
         assert "CLIPScore, RefCLIPScore not computed" in detail and "classical" in detail
         await pilot.press("c")

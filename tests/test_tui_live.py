@@ -130,3 +130,28 @@ async def test_the_runs_screen_reads_flow_runs_from_the_local_prefect_database(t
     assert in_history and all(names[r.flow_run_id] == stage_run_name(tui_workspace, f"{r.stage}:{r.variant}"
                                                                       if r.variant else r.stage) for r in in_history)
     assert recorded[0].flow_run_id in detail and "Prefect flow run" in detail
+
+
+def test_a_launched_run_that_ends_between_two_polls_is_still_reported(paced):
+    """A run with nothing to compute is settled in a fraction of a second: when the TUI launched it, its start
+    and end are posted even though no poll saw it running, and only once."""
+    from flows.runtime.detach import Detached
+    from pipeline.runs import RunWatch
+    from tui.live import RunFollower
+
+    posted: list = []
+    follower = RunFollower(paced, posted.append)
+    watch = RunWatch(paced.store)
+    follower.poll(watch)
+    assert posted == []
+    follower.launched(Detached("background", "ingest"))
+    outcome = run(paced, ["ingest"])            # the launched run: nothing to compute, over between two polls
+    assert outcome.settled_without_prefect and outcome.run_id is not None
+    follower.poll(watch)
+    finished = [m for m in posted if isinstance(m, RunFinished)]
+    assert [m.outcome.run_id for m in finished] == [outcome.run_id]
+    assert finished[0].outcome.status == "completed"
+    assert [m.run.id for m in posted if isinstance(m, RunSeen)] == [outcome.run_id]
+    follower.poll(watch)
+    follower.poll(watch)
+    assert len([m for m in posted if isinstance(m, RunFinished)]) == 1, "reported once"

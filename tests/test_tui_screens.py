@@ -162,14 +162,14 @@ async def test_evaluation_table_chart_and_drill_down_into_search(tui_workspace):
             method = row[0].split()[0]
             for metric, cell in zip(metrics, row[1:]):
                 digits = 1 if metric == "MedR" else 3
-                assert cell.split()[0] == f"{evals[(method, 'short', metric)].value:.{digits}f}"
+                assert cell.split()[0] == f"{evals[(method, 'short', metric)].estimate.value:.{digits}f}"
         chart = shown(app, "#chart")
-        assert "knn-consensus" in chart and f"{evals[('oracle', 'short', 'R@10')].value:.3f}" in chart
+        assert "knn-consensus" in chart and f"{evals[('oracle', 'short', 'R@10')].estimate.value:.3f}" in chart
 
         await pilot.press("k")
         await settle(pilot)
         assert screen.kind == "detail"
-        assert rows(table)[0][3].split()[0] == f"{evals[('knn-consensus', 'detail', 'R@10')].value:.3f}"
+        assert rows(table)[0][3].split()[0] == f"{evals[('knn-consensus', 'detail', 'R@10')].estimate.value:.3f}"
         await pilot.press("k")
         await settle(pilot)
 

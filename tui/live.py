@@ -5,9 +5,11 @@ process does: from the store, where the running process records the run and its 
 (``pipeline.runs``). :class:`RunFollower` is a daemon thread that polls it every half second and posts
 typed messages to the screen: ``RunSeen`` when a run is going on (also one started before the TUI
 opened, from a shell or by a deployment), ``StageProgressed`` for each changed stage and each new
-message, ``RunFinished`` when it ends. It also collects background processes this TUI started once
-they end, and watches a run this TUI asked ``capsearch serve`` for until its process has claimed the
-workspace (a flow run of a deployment that fails before that is reported too).
+message, ``RunFinished`` when it ends. A run this TUI launched that began and ended between two polls
+(a run with nothing to compute is settled in a fraction of a second) is reported from the store all
+the same. It also collects background processes this TUI started once they end, and watches a run this
+TUI asked ``capsearch serve`` for until its process has claimed the workspace (a flow run of a
+deployment that fails before that is reported too).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import Callable
 from textual.message import Message
 
 from pipeline.progress import ProgressEvent
-from pipeline.runs import RunUpdate, RunWatch, recorded_outcome
+from pipeline.runs import RunUpdate, RunWatch, recent_runs, recorded_outcome
 from pipeline.stages.outcome import RunOutcome
 from pipeline.workspace import Workspace
 from tui.messages import RunFinished, RunSeen, StageProgressed
@@ -56,6 +58,9 @@ class RunFollower:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="capsearch-follow", daemon=True)
         self._last_prefect = 0.0
+        self._latest_id = 0                       # the newest run in the store at the last poll
+        self._expect_after: int | None = None     # a run launched here is expected: one newer than this id
+        self._reported: set[int] = set()          # runs whose end was posted
 
     def start(self) -> None:
         self._thread.start()
@@ -64,6 +69,10 @@ class RunFollower:
         self._stop.set()
 
     def launched(self, detached) -> None:
+        # the launched process records its run after it has started (a second or more): the last poll's newest
+        # run is older than it
+        if self._expect_after is None:
+            self._expect_after = self._latest_id
         if detached.how == "deployment":
             self.pending = detached
         elif detached.process is not None:
@@ -87,15 +96,35 @@ class RunFollower:
     def poll(self, watch: RunWatch) -> None:
         update = watch.poll()
         run = update.run
-        if run is not None:
-            if self.pending is not None and run.flow_run_id == self.pending.flow_run_id:
-                self.pending = None
-            outcome = recorded_outcome(self.ws.store, run) if update.ended else None
-            for message in messages_for(update, outcome):
-                self.post(message)
+        self._post(update)
         self._launched = [d for d in self._launched if d.reap() is None]
+        if run is None and self._expect_after is not None:
+            self._report_missed()
+        newest = recent_runs(self.ws.store, 1)
+        self._latest_id = max(self._latest_id, newest[0].id if newest else 0)
         if self.pending is not None and run is None:
             self._check_pending()
+
+    def _post(self, update: RunUpdate) -> None:
+        run = update.run
+        if run is None:
+            return
+        if self.pending is not None and run.flow_run_id == self.pending.flow_run_id:
+            self.pending = None
+        if update.ended:
+            self._reported.add(run.id)
+            if self._expect_after is not None and run.id > self._expect_after:
+                self._expect_after = None
+        outcome = recorded_outcome(self.ws.store, run) if update.ended else None
+        for message in messages_for(update, outcome):
+            self.post(message)
+
+    def _report_missed(self) -> None:
+        """A run started since the launch that ended before any poll saw it: its start, progress and end."""
+        after = self._expect_after
+        for run in sorted(recent_runs(self.ws.store, 5), key=lambda r: r.id):
+            if after is not None and run.id > after and not run.is_running and run.id not in self._reported:
+                self._post(RunWatch(self.ws.store, run.id).poll())
 
     def _check_pending(self) -> None:
         """A deployment run that ended before it claimed the workspace (refused, crashed, cancelled)."""

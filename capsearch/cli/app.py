@@ -170,16 +170,22 @@ def data_flickr8k(
 
 @data_app.command("folder")
 def data_folder(
-    path: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
+    path: Annotated[str, typer.Argument(help="Folder of photos (searched recursively), or a URL prefix: "
+                                             "s3://bucket/prefix, gs://..., http(s)://...")],
     workspace: WorkspaceOpt = None,
-    captions: Annotated[Optional[Path], typer.Option(help="CSV, JSONL or Flickr8k-style token file with captions for some photos.")] = None,
+    captions: Annotated[Optional[str], typer.Option(help="CSV, JSONL or Flickr8k-style token file with captions for some photos (a path or a URL).")] = None,
 ) -> None:
-    """Use a folder of your own photos; captioned photos form the reference DB, the rest are the targets."""
+    """Use a folder of your own photos; captioned photos form the reference DB, the rest are the targets.
+    Photos in object storage are read through fsspec, with credentials from the environment only."""
     from pipeline.config_file import update_config_file
+    from pipeline.locations import is_url
+
+    def where(p: str) -> str:
+        return p if is_url(p) else str(Path(p).expanduser().resolve())
 
     ws = cli.workspace(workspace, must_exist=False)
-    update_config_file(ws.config_path, {"data": {"source": "folder", "path": str(path.expanduser().resolve()),
-                                                 "captions": str(captions.expanduser().resolve()) if captions else ""}})
+    update_config_file(ws.config_path, {"data": {"source": "folder", "path": where(path),
+                                                 "captions": where(captions) if captions else ""}})
     ws.reload_config()
     _ingest(ws)
 
@@ -206,6 +212,7 @@ def status(
                                "until it ends; exit code 1 unless it completed.")] = False,
 ) -> None:
     """Per stage: done, missing and failed items, with the reasons of failures and skipped input."""
+    from pipeline.states import Status
     from pipeline.status import workspace_status
 
     ws = cli.workspace(workspace)
@@ -218,7 +225,7 @@ def status(
     running = _current_run(ws)
     if as_json:
         print(json.dumps({**report.as_dict(), "current_run": running}, indent=2))
-        if followed is not None and followed.status != "completed":
+        if followed is not None and followed.status != Status.COMPLETED:
             raise typer.Exit(1)
         return
     from rich.table import Table
@@ -250,7 +257,7 @@ def status(
                           highlight=False, soft_wrap=True)
         if len(shown) < len(problems):
             console.print(f"  ... and {len(problems) - len(shown)} more (--problems 0 lists all, --json prints them)")
-    if followed is not None and followed.status != "completed":
+    if followed is not None and followed.status != Status.COMPLETED:
         raise typer.Exit(1)
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from capsearch.cli.context import console
 from capsearch.cli.progress import rich_progress
-from pipeline.stages.outcome import NOT_APPLICABLE, RunOutcome
+from pipeline.stages.outcome import RunOutcome
+from pipeline.states import Status
 from pipeline.workspace import Workspace
 
 
@@ -54,7 +55,7 @@ def run_stages(ws: Workspace, names: list[str], captioners: list[str] | None = N
     for s in outcome.stages:
         if s.failed:
             console.print(f"[yellow]{s.stage}: {s.failed} items failed (see `capsearch status`)[/]")
-    if outcome.status == "cancelled":
+    if outcome.status == Status.CANCELLED:
         console.print("[yellow]run cancelled; finished batches are kept in the store[/]")
     shutdown.raise_if_stopped()   # a stop signal ends the command here, with its exit code
     return outcome
@@ -70,7 +71,7 @@ def print_run_summary(outcome: RunOutcome) -> None:
     table = Table("stage", "computed", "reused", "failed", "", box=None, header_style="bold", pad_edge=False)
     said: set[str] = set()
     for s in outcome.stages:
-        if s.status == NOT_APPLICABLE:
+        if s.status == Status.NOT_APPLICABLE:
             why = "as above" if s.reason in said else s.reason
             said.add(s.reason)
             table.add_row(s.stage, "–", "–", "–", f"[dim]not applicable: {why}[/]")

@@ -10,8 +10,9 @@ import time
 
 from capsearch.cli.context import console
 from capsearch.cli.progress import rich_progress
-from pipeline.progress import ProgressEvent
+from pipeline.progress import EventKind, ProgressEvent
 from pipeline.runs import RunInfo, RunWatch, current_run, describe_run
+from pipeline.states import Status
 from pipeline.workspace import Workspace
 
 POLL = 0.5
@@ -30,7 +31,7 @@ def follow(ws: Workspace, verbose: bool = False, poll: float = POLL) -> RunInfo 
         while True:
             update = watch.poll()
             for line in update.lines:
-                progress(ProgressEvent(line.stage, "message", message=line.text, level=line.level))  # type: ignore[arg-type]
+                progress(ProgressEvent(line.stage, EventKind.MESSAGE, message=line.text, level=line.level))  # type: ignore[arg-type]
             for stage in update.stages:
                 progress(stage.event())
             info = update.run
@@ -39,7 +40,7 @@ def follow(ws: Workspace, verbose: bool = False, poll: float = POLL) -> RunInfo 
             time.sleep(poll)
     status = info.status if info else "gone"
     took = f" after {_duration(info.seconds)}" if info else ""
-    colour = {"completed": "green", "cancelled": "yellow"}.get(status, "red")
+    colour = {Status.COMPLETED: "green", Status.CANCELLED: "yellow"}.get(status, "red")
     console.print(f"[{colour}]the run {status}{took}[/]" + (f": {info.message}" if info and info.message else ""),
                   highlight=False, soft_wrap=True)
     return info

@@ -1,35 +1,32 @@
 """What the CLI prints about results: the evaluation table and where the report is."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from capsearch.cli.context import console
+from pipeline.metric_facts import DASH, Verdict, metric_cell
 
 if TYPE_CHECKING:
+    from pipeline.estimates import Difference, Estimate
     from pipeline.evaluation import EvaluationResult
     from pipeline.workspace import Workspace
 
 
-def _fmt(value: float | None, digits: int) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _cell(m: dict | None, d: dict | None, metric: str) -> str:
-    """Value, its interval, and (for non-baseline methods) the difference to the baseline with its p-value."""
-    if not m:
-        return "–"
-    digits = 1 if metric == "MedR" else 3
-    ci_digits = 1 if metric == "MedR" else 2
-    text = f"{_fmt(m.get('value'), digits)}\n[dim]{_fmt(m.get('low'), ci_digits)}–{_fmt(m.get('high'), ci_digits)}[/]"
-    if d and d.get("diff") is not None:
-        good = d["diff"] < 0 if metric == "MedR" else d["diff"] > 0
-        significant = d.get("p") is not None and d["p"] < 0.05 and d["diff"] != 0
-        colour = ("green" if good else "red") if significant else "dim"
-        text += f"\n[{colour}]Δ{d['diff']:+.{ci_digits}f}[/]\n[dim]p={_fmt(d.get('p'), 3)}[/]"
+def _cell(metric: str, estimate: "Estimate | None", difference: "Difference | None" = None) -> str:
+    """Value, its interval, and (for a method other than the baseline) the difference to the baseline with its
+    p-value, one under the other (``pipeline.metric_facts.metric_cell``)."""
+    cell = metric_cell(metric, estimate, difference)
+    if cell is None:
+        return f"[dim]{DASH}[/]"
+    text = cell.value
+    if cell.low is not None:
+        text += f"\n[dim]{cell.low}–{cell.high}[/]"
+    if cell.delta is not None:
+        colour = {Verdict.BETTER: "green", Verdict.WORSE: "red"}.get(cell.verdict, "dim")
+        text += f"\n[{colour}]Δ{cell.delta}[/]\n[dim]p={cell.p}[/]"
     return text
 
 
@@ -55,7 +52,7 @@ def evaluation_tables(result: "EvaluationResult") -> list[Table]:
             missing = result.missing.get(method, 0)
             name = method + ("\n[dim](baseline)[/]" if method == result.baseline else "")
             name += f"\n[red]{missing} missing[/]" if missing else ""
-            table.add_row(name, *[_cell(r.metrics.get(m), (r.vs_baseline or {}).get(m), m) for m in result.metrics],
+            table.add_row(name, *[_cell(m, r.metrics.get(m), r.difference(m)) for m in result.metrics],
                           end_section=True)
         for method in result.not_applicable:       # nothing to rank: no value, no interval, no test (reason below)
             table.add_row(f"{method}\n[yellow]not applicable[/]", *["[dim]n/a[/]" for _ in result.metrics],
@@ -121,26 +118,6 @@ def print_summary(ws: "Workspace") -> None:
 
 # -- caption metrics --------------------------------------------------------------------------------------------
 
-def _caption_cell(result, row: str, metric: str) -> str:
-    from pipeline.caption_metrics.results import info
-
-    m = result.get(row, metric)
-    if not m or m.get("value") is None:
-        return "[dim]–[/]"
-    digits = info(metric).digits
-    text = _fmt(m["value"], digits)
-    if m.get("low") is not None:
-        ci = max(1, digits - 1)
-        text += f"\n[dim]{_fmt(m.get('low'), ci)}–{_fmt(m.get('high'), ci)}[/]"
-    d = result.vs_baseline.get(row, {}).get(metric)
-    if d and d.get("diff") is not None:
-        better = info(metric).higher_is_better
-        significant = d.get("p") is not None and d["p"] < 0.05 and d["diff"] != 0
-        colour = ("green" if d["diff"] > 0 else "red") if significant and better else "dim"
-        text += f"\n[{colour}]Δ{d['diff']:+.{max(1, digits - 1)}f}[/] [dim]p={_fmt(d.get('p'), 3)}[/]"
-    return text
-
-
 def caption_metrics_table(result) -> Table:
     """Metrics down, rows (human, captioners) across: value, CI and Δ vs the baseline with p."""
     from rich import box
@@ -153,7 +130,8 @@ def caption_metrics_table(result) -> Table:
     for row in result.rows:
         table.add_column(row + ("\n(baseline)" if row == result.baseline else ""), justify="right", no_wrap=True)
     for metric in result.metrics:
-        table.add_row(metric, *[_caption_cell(result, row, metric) for row in result.rows], end_section=True)
+        table.add_row(metric, *[_cell(metric, result.get(row, metric), result.difference(row, metric))
+                                for row in result.rows], end_section=True)
     table.add_row("missing", *[(f"[red]{n}[/]" if (n := result.missing.get(row, 0)) else "0") for row in result.rows])
     if result.rows_not_applicable():
         table.add_row("", *["[yellow]not applicable[/]" if row in result.rows_not_applicable() else ""

@@ -20,6 +20,7 @@ from typing import Callable
 from pipeline.errors import CapsearchError
 from pipeline.run_owner import owner_state, signal_owner
 from pipeline.runs import RunInfo, current_run, get_run, mark_crashed
+from pipeline.states import Status
 from pipeline.workspace import Workspace
 
 
@@ -58,7 +59,7 @@ def cancel_flow_run(api_url: str, flow_run_id: str, message: str = "cancelled wi
 @dataclass(frozen=True)
 class FlowRunEnd:
     """How a flow run ended, in capsearch's words (``completed``, ``cancelled``, ``failed``) and Prefect's."""
-    status: str
+    status: Status
     message: str
 
 
@@ -73,7 +74,8 @@ def flow_run_end(api_url: str, flow_run_id: str, timeout: float = 5.0) -> FlowRu
         return None
     if state is None or not state.is_final():
         return None
-    status = "cancelled" if state.is_cancelled() else "completed" if state.is_completed() else "failed"
+    status = (Status.CANCELLED if state.is_cancelled() else Status.COMPLETED if state.is_completed()
+              else Status.FAILED)
     return FlowRunEnd(status, state.message or state.name)
 
 

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from pipeline.errors import one_line
 from pipeline.runs import crashed_flow_run_ids, recent_runs, recorded_outcome
+from pipeline.states import Status
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def _summaries(ws: Workspace, marked: set[str]) -> None:
     from flows.artifacts import publish_summary
 
     for run in recent_runs(ws.store):
-        if run.status == "crashed" and run.flow_run_id in marked:
+        if run.status == Status.CRASHED and run.flow_run_id in marked:
             outcome = recorded_outcome(ws.store, run)
             outcome.error = MESSAGE
             publish_summary(ws, outcome, run.flow_run_id, started_by=run.started_by)

@@ -156,8 +156,8 @@ def _in_background(ws: Workspace, stages: Sequence[str] | None, captioners: Sequ
     logs = ws.root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.log"
-    env = {**os.environ, STARTED_BY_ENV: f"{started_by}, in the background", RUN_LOG_ENV: str(log),
-           "PYTHONUNBUFFERED": "1", "COLUMNS": os.environ.get("COLUMNS", "120")}
+    env = {"COLUMNS": "120", **os.environ, STARTED_BY_ENV: f"{started_by}, in the background", RUN_LOG_ENV: str(log),
+           "PYTHONUNBUFFERED": "1"}
     command = background_command(ws, stages, captioners, retry_failed, runner, dask_address, wait)
     with open(log, "ab") as out:
         out.write(f"# {' '.join(command)}\n# started by {started_by} at {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.caption_metrics import scoring
 from pipeline.errors import CapsearchError
-from pipeline.evaluation import CONFIDENCE
+from pipeline.estimates import CONFIDENCE
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.keys import HUMAN, image_space, stage_key
 from pipeline.stage_keys import stage_hash

@@ -15,7 +15,6 @@ command lines, but:
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import threading
@@ -23,9 +22,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import IO, Sequence
 
+from pipeline.config import environment
 from pipeline.errors import CapsearchError
 
-JAVA_ENV = "CAPSEARCH_JAVA"          # path of the java executable (default: `java` on PATH)
 STOP_TIMEOUT = 5.0
 
 
@@ -65,7 +64,7 @@ def _java_for(candidate: str) -> tuple[str | None, str]:
 
 def java_runtime() -> tuple[str | None, str]:
     """(path of a working ``java``, its version line) or (None, why there is none)."""
-    return _java_for(os.environ.get(JAVA_ENV) or "java")
+    return _java_for(environment().java or "java")
 
 
 def java_path() -> str | None:

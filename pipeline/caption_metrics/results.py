@@ -1,55 +1,24 @@
-"""Typed results of the caption-metrics stage: the metric catalogue, per-photo rows, and the summary table."""
+"""Typed results of the caption-metrics stage: per-photo rows and the summary table (the metric catalogue, what
+each metric is, is ``pipeline.metric_facts.CAPTION_METRICS``)."""
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pipeline.estimates import Difference, Estimate, json_safe
 from pipeline.keys import HUMAN  # noqa: F401 (the human row; the TUI reads it from here)
+from pipeline.metric_facts import CAPTION_METRICS, Direction, fact
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    name: str
-    family: str                    # 'reference' | 'reference-free' | 'copy' | 'descriptive'
-    per_photo: bool                # has a score per photo (sortable, correlated with retrieval)
-    higher_is_better: bool | None  # None: neither (length, copy rate, overlap: read, do not maximise)
-    digits: int
-    description: str
-
-
-METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("BLEU-1", "reference", True, True, 3, "n-gram precision with brevity penalty (Papineni et al., 2002)"),
-    MetricInfo("BLEU-2", "reference", True, True, 3, ""),
-    MetricInfo("BLEU-3", "reference", True, True, 3, ""),
-    MetricInfo("BLEU-4", "reference", True, True, 3, ""),
-    MetricInfo("METEOR", "reference", True, True, 3,
-               "unigram F-mean with stems, synonyms and paraphrases (Denkowski & Lavie, 2014)"),
-    MetricInfo("ROUGE-L", "reference", True, True, 3, "longest common subsequence F-measure (Lin, 2004)"),
-    MetricInfo("CIDEr-D", "reference", True, True, 3, "TF-IDF n-gram consensus (Vedantam et al., 2015)"),
-    MetricInfo("SPICE", "reference", True, True, 3, "scene-graph F-score (Anderson et al., 2016)"),
-    MetricInfo("CLIPScore", "reference-free", True, True, 3, "image-caption CLIP similarity (Hessel et al., 2021)"),
-    MetricInfo("RefCLIPScore", "reference-free", True, True, 3, "CLIPScore with the references (Hessel et al., 2021)"),
-    MetricInfo("copy rate", "copy", True, None, 3, "share of captions equal to a caption shown in the prompt"),
-    MetricInfo("prompt overlap", "copy", True, None, 3, "share of a caption's n-grams found in the prompt's captions"),
-    MetricInfo("length", "descriptive", True, None, 1, "words per caption"),
-    MetricInfo("vocabulary", "descriptive", False, None, 0, "distinct words over all captions"),
-    MetricInfo("distinct", "descriptive", False, None, 3, "distinct captions per caption (1: no two photos got the same caption)"),
-)
-METRIC_INFO = {m.name: m for m in METRICS}
-PER_PHOTO = tuple(m.name for m in METRICS if m.per_photo)
-
-
-def info(metric: str) -> MetricInfo:
-    return METRIC_INFO[metric]
+PER_PHOTO = tuple(m.name for m in CAPTION_METRICS if m.per_photo)   # metrics with a score per photo
 
 
 def order_label(metric: str) -> str:
     """How ``worst_first_key`` orders a metric, in words."""
-    m = METRIC_INFO.get(metric)
-    if m is not None and m.family == "copy":
+    f = fact(metric)
+    if f.family == "copy":
         return "highest first"
-    if m is not None and m.higher_is_better is None:
+    if f.direction is Direction.NEITHER:
         return "lowest first"
     return "worst first"
 
@@ -59,9 +28,8 @@ def worst_first_key(metric: str, value: float | None, image_id: str) -> tuple[in
     without a value last; equal values (compared at 6 decimals, so float noise never reorders) by photo id."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return (1, 0.0, image_id)
-    m = METRIC_INFO.get(metric)
     rounded = round(float(value), 6)
-    if m is not None and m.family == "copy":
+    if fact(metric).family == "copy":
         rounded = -rounded
     return (0, rounded, image_id)
 
@@ -83,11 +51,7 @@ class RowScores:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RowScores":
-        return cls(**data)
+        return json_safe(asdict(self))
 
 
 @dataclass
@@ -101,8 +65,8 @@ class CaptionMetricsResult:
     baseline: str | None
     n_photos: int
     missing: dict[str, int]
-    values: dict[str, dict[str, dict[str, float | None]]]        # row -> metric -> value, low, high
-    vs_baseline: dict[str, dict[str, dict[str, float | None]]]   # row -> metric -> diff, low, high, p
+    values: dict[str, dict[str, Estimate]]                # row -> metric -> value with its interval
+    vs_baseline: dict[str, dict[str, Difference]]         # row -> metric -> the paired test against the baseline
     notes: list[str] = field(default_factory=list)
     row_hashes: dict[str, str] = field(default_factory=dict)   # row -> key of its per-photo scores
     tokenizer: str = ""
@@ -113,8 +77,12 @@ class CaptionMetricsResult:
     seconds: float = 0.0
     n: dict[str, dict[str, int]] = field(default_factory=dict)   # row -> metric -> photos the value is made from
 
-    def get(self, row: str, metric: str) -> dict[str, float | None] | None:
+    def get(self, row: str, metric: str) -> Estimate | None:
         return self.values.get(row, {}).get(metric)
+
+    def difference(self, row: str, metric: str) -> Difference | None:
+        """``row - baseline`` for ``metric`` (None: no paired test for this cell)."""
+        return self.vs_baseline.get(row, {}).get(metric)
 
     def rows_not_applicable(self) -> dict[str, str]:
         """Rows none of whose photos has a usable caption, with why: they have no value, interval or test."""
@@ -129,18 +97,5 @@ class CaptionMetricsResult:
         return [(metrics, reason) for reason, metrics in groups.items()]
 
     def as_dict(self) -> dict[str, Any]:
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "CaptionMetricsResult":
-        return cls(**data)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj

@@ -28,9 +28,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 
 from pipeline.caption_metrics import coco
-from pipeline.caption_metrics.results import HUMAN, METRICS, CaptionMetricsResult, RowScores
-from pipeline.caption_metrics.stats import Interval, Paired, difference, interval, mean_of_scores, resampled
+from pipeline.caption_metrics.results import HUMAN, CaptionMetricsResult, RowScores
+from pipeline.caption_metrics.stats import difference, interval, mean_of_scores, resampled
+from pipeline.estimates import Difference, Estimate
 from pipeline.keys import image_space
+from pipeline.metric_facts import CAPTION_METRICS
 from pipeline.metrics import _check_boot
 from pipeline.stage_keys import stage_hash
 
@@ -413,20 +415,20 @@ def summarise(config_hash: str, rows: list[RowScores], env: Environment, ph: Pho
     if env.clip:
         not_applicable.setdefault("CLIPScore", env.clip)
         not_applicable.setdefault("RefCLIPScore", env.clip)
-    metrics = [m.name for m in METRICS if m.name not in not_applicable]
-    values: dict[str, dict[str, dict[str, float | None]]] = {r.row: {} for r in rows}
-    diffs: dict[str, dict[str, dict[str, float | None]]] = {r.row: {} for r in rows}
+    metrics = [m.name for m in CAPTION_METRICS if m.name not in not_applicable]
+    values: dict[str, dict[str, Estimate]] = {r.row: {} for r in rows}
+    diffs: dict[str, dict[str, Difference]] = {r.row: {} for r in rows}
     counts: dict[str, dict[str, int]] = {r.row: {} for r in rows}
     _check_boot(n_boot, confidence)
     for metric in metrics:
         boots: dict[str, tuple[float, np.ndarray]] = {}       # row -> (point, resampled values)
         for row in scored:
             if metric == "vocabulary":
-                values[row.row][metric] = {"value": float(row.vocabulary), "low": None, "high": None}
+                values[row.row][metric] = Estimate(float(row.vocabulary))
                 counts[row.row][metric] = len(row.ids) - len(row.missing)
                 continue
             if metric == "distinct":
-                values[row.row][metric] = {"value": row.distinct, "low": None, "high": None}
+                values[row.row][metric] = Estimate(row.distinct)
                 counts[row.row][metric] = len(row.ids) - len(row.missing)
                 continue
             got = _per_photo(row, metric)
@@ -436,15 +438,13 @@ def summarise(config_hash: str, rows: list[RowScores], env: Environment, ph: Pho
             counts[row.row][metric] = int((~np.isnan(data).all(axis=1)).sum())
             point = float(aggregate(data))
             boots[row.row] = (point, resampled(data, aggregate, n_boot, seed))    # same photo resamples per row
-            est: Interval = interval(point, boots[row.row][1], confidence)
-            values[row.row][metric] = {"value": est.value, "low": est.low, "high": est.high}
+            values[row.row][metric] = interval(point, boots[row.row][1], confidence)
         if base is None or base.row not in boots:
             continue
         base_point, base_boot = boots[base.row]
         for name, (point, boot) in boots.items():
             if name != base.row:
-                d: Paired = difference(point - base_point, boot, base_boot, confidence)
-                diffs[name][metric] = {"diff": d.diff, "low": d.low, "high": d.high, "p": d.p}
+                diffs[name][metric] = difference(point - base_point, boot, base_boot, confidence)
     result = CaptionMetricsResult(
         config_hash=config_hash, rows=names, metrics=metrics, not_applicable=not_applicable,
         baseline=base.row if base is not None else None, n_photos=len(ph.ids),

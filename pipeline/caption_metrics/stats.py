@@ -8,11 +8,11 @@ the baseline and reports the difference with the same two-sided p-value as ``met
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from pipeline.estimates import Difference, Estimate
 from pipeline.metrics import resampled  # noqa: F401 - the metric on seeded resamples of the photos, shared
 
 Aggregate = Callable[[np.ndarray], np.ndarray]     # (..., n_photos, d) -> (...)
@@ -27,43 +27,28 @@ def mean_of_scores(data: np.ndarray) -> np.ndarray:
         return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-@dataclass(frozen=True)
-class Interval:
-    value: float
-    low: float
-    high: float
-
-
-@dataclass(frozen=True)
-class Paired:
-    diff: float
-    low: float
-    high: float
-    p: float
-
-
-def interval(point: float, boot: np.ndarray, confidence: float = 0.95) -> Interval:
+def interval(point: float, boot: np.ndarray, confidence: float = 0.95) -> Estimate:
     """The percentile interval of resampled values around a point estimate."""
     finite = boot[np.isfinite(boot)]
     if finite.size == 0:
-        return Interval(float(point), float("nan"), float("nan"))
+        return Estimate(float(point), float("nan"), float("nan"))
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(finite, [alpha, 1.0 - alpha])
-    return Interval(float(point), float(low), float(high))
+    return Estimate(float(point), float(low), float(high))
 
 
-def difference(point: float, boot: np.ndarray, boot_baseline: np.ndarray, confidence: float = 0.95) -> Paired:
+def difference(point: float, boot: np.ndarray, boot_baseline: np.ndarray, confidence: float = 0.95) -> Difference:
     """row - baseline from resamples of the same photos: percentile interval and two-sided p-value (as
     ``metrics.paired_bootstrap``)."""
     diffs = boot - boot_baseline
     diffs = diffs[np.isfinite(diffs)]
     if diffs.size == 0:
-        return Paired(float(point), float("nan"), float("nan"), float("nan"))
+        return Difference(float(point), float("nan"), float("nan"), float("nan"))
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(diffs, [alpha, 1.0 - alpha])
     tail = min(int((diffs <= 0).sum()), int((diffs >= 0).sum()))
     p = min(1.0, 2.0 * (tail + 1) / (diffs.size + 1))
-    return Paired(float(point), float(low), float(high), float(p))
+    return Difference(float(point), float(low), float(high), float(p))
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:

@@ -16,22 +16,17 @@ configuration's summary, else the newest one, marked stale.
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Iterable
 
 from pipeline.caption_metrics.identity import current_caption_metrics_hash
 from pipeline.caption_metrics.results import PER_PHOTO, CaptionMetricsResult, RowScores
+from pipeline.estimates import Difference, Estimate, finite
 from pipeline.store_rows import (CaptionMetricPhoto, CaptionMetricScore, CaptionMetricValue, CaptionSummaryRow,
                                  StoredCaptionRow, StoredCaptionSummary)
 
 if TYPE_CHECKING:
     from pipeline.store import Store
     from pipeline.workspace import Workspace
-
-
-def _number(value: float | None) -> float | None:
-    """A stored number: NaN and infinities (no value) become NULL, as JSON's ``null`` before."""
-    return float(value) if value is not None and math.isfinite(value) else None
 
 
 # -- rows -----------------------------------------------------------------------------------------------------
@@ -47,9 +42,9 @@ def to_stored_row(row_hash: str, row: RowScores) -> StoredCaptionRow:
                            tuple(row.bleu_stats[n]) if row.bleu_stats else None,
                            tuple(row.meteor_stats[n]) if row.meteor_stats else None)
         for n, (image_id, caption) in enumerate(zip(row.ids, row.captions)))
-    scores = tuple(CaptionMetricScore(image_id, metric, _number(value))
+    scores = tuple(CaptionMetricScore(image_id, metric, finite(value))
                    for metric, values in row.scores.items() for image_id, value in zip(row.ids, values))
-    return StoredCaptionRow(row_hash, row.row, row.vocabulary, _number(row.distinct), row.shown, row.seconds,
+    return StoredCaptionRow(row_hash, row.row, row.vocabulary, finite(row.distinct), row.shown, row.seconds,
                             photos, scores)
 
 
@@ -86,12 +81,10 @@ def get_row(store: "Store", row_hash: str) -> RowScores | None:
 def to_stored_summary(result: CaptionMetricsResult) -> StoredCaptionSummary:
     values = []
     for row in result.rows:
-        for metric, v in result.values.get(row, {}).items():
-            d = result.vs_baseline.get(row, {}).get(metric)
-            paired = (result.baseline, _number(d.get("diff")), _number(d.get("low")), _number(d.get("high")),
-                      _number(d.get("p"))) if d else (None, None, None, None, None)
-            values.append(CaptionMetricValue(row, metric, _number(v.get("value")), _number(v.get("low")),
-                                             _number(v.get("high")), result.n.get(row, {}).get(metric, 0), *paired))
+        for metric, estimate in result.values.get(row, {}).items():
+            d = result.difference(row, metric)
+            values.append(CaptionMetricValue(row, metric, estimate, result.n.get(row, {}).get(metric, 0),
+                                             result.baseline if d else None, d))
     return StoredCaptionSummary(
         result.config_hash, result.baseline, result.n_photos, result.tokenizer, result.references, result.n_boot,
         result.confidence, tuple(result.notes), result.seconds, result.created_at,
@@ -103,18 +96,18 @@ def from_stored_summary(stored: StoredCaptionSummary) -> CaptionMetricsResult:
     rows = [r.row for r in stored.rows]
     cells = {(v.row, v.metric): v for v in stored.values}
     metric_order = [*stored.metrics, *sorted({v.metric for v in stored.values} - set(stored.metrics))]
-    values: dict[str, dict[str, dict[str, float | None]]] = {r: {} for r in rows}
-    diffs: dict[str, dict[str, dict[str, float | None]]] = {r: {} for r in rows}
+    values: dict[str, dict[str, Estimate]] = {r: {} for r in rows}
+    diffs: dict[str, dict[str, Difference]] = {r: {} for r in rows}
     counts: dict[str, dict[str, int]] = {r: {} for r in rows}
     for row in rows:
         for metric in metric_order:
             v = cells.get((row, metric))
             if v is None:
                 continue
-            values[row][metric] = {"value": v.value, "low": v.ci_low, "high": v.ci_high}
+            values[row][metric] = v.estimate
             counts[row][metric] = v.n
-            if v.baseline is not None:
-                diffs[row][metric] = {"diff": v.diff, "low": v.diff_ci_low, "high": v.diff_ci_high, "p": v.p_value}
+            if v.vs_baseline is not None:
+                diffs[row][metric] = v.vs_baseline
     return CaptionMetricsResult(
         config_hash=stored.config_hash, rows=rows, metrics=list(stored.metrics),
         not_applicable=dict(stored.not_computed), baseline=stored.baseline, n_photos=stored.n_photos,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pipeline.caption_metrics.results import CaptionMetricsResult, RowScores, info, worst_first_key
+from pipeline.caption_metrics.results import CaptionMetricsResult, RowScores, worst_first_key
+from pipeline.metric_facts import fact
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
@@ -25,7 +26,7 @@ class CaptionMetricsView:
         """Per-photo metrics that have scores, in catalogue order."""
         if self.result is None:
             return []
-        return [m for m in self.result.metrics if info(m).per_photo
+        return [m for m in self.result.metrics if fact(m).per_photo
                 and any(m in r.scores for r in self.rows.values())]
 
     def score_rows(self) -> list[str]:

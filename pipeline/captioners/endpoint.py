@@ -55,6 +55,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.captioners.generation import GenerationSettings, check_prompts, clean_caption, to_rgb
 from pipeline.captioners.robust import EMPTY, CaptionOutcome
+from pipeline.config import environment
 from pipeline.errors import CapsearchError, ConfigError, one_line
 from pipeline.retry_policy import backoff_delay, retry_after_seconds, retryable_status
 
@@ -479,7 +480,7 @@ class _Malformed:
 
 def _key_from_environment() -> str | None:
     """``OPENAI_API_KEY``: from the environment only, never a setting."""
-    return os.environ.get(API_KEY_ENV, "").strip() or None
+    return environment().secret(API_KEY_ENV)
 
 
 def _scrub(text: str, captioner: EndpointCaptioner) -> str:

@@ -10,12 +10,14 @@ from pipeline.errors import DataError
 __all__ = ["Collection", "CollectionItem", "load_collection"]
 
 
-def load_collection(data: DataConfig, root: Path, progress=None, *, generate: bool = True) -> Collection:
+def load_collection(data: DataConfig, root: Path | str, progress=None, *, generate: bool = True) -> Collection:
     """Read the configured data set. The demo world is generated first when it is not there yet
     (with ``generate=False`` a missing demo world is an error instead: reading status must stay cheap)."""
     from pipeline.datasets.flickr8k import load_flickr8k
     from pipeline.datasets.folder import load_folder
 
+    if data.source != "folder" and isinstance(root, str):
+        raise DataError(f"data.source = '{data.source}' reads a local folder, not {root}; use `capsearch data folder URL`")
     if data.source == "demo":
         from pipeline.datasets.demo import demo_world_matches, generate_demo_world
 

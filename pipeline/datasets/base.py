@@ -8,15 +8,16 @@ from pathlib import Path
 @dataclass
 class CollectionItem:
     id: str                          # relative posix path inside the collection root
-    path: Path                       # absolute path of the file
+    path: Path | str                 # absolute path of the file, or its URL (``s3://bucket/prefix/<id>``)
     captions: list[str] = field(default_factory=list)
     official_split: str | None = None  # Flickr8k: 'train' | 'dev' | 'test'
+    stat: tuple[int, float] | None = None  # a URL's (size, last-modified) from the listing; local files: None
 
 
 @dataclass
 class Collection:
     name: str                        # 'demo' | 'flickr8k' | 'folder'
-    root: Path
+    root: Path | str                 # a folder, or a URL prefix
     items: list[CollectionItem]
     # (item, severity, reason) for input problems found while reading: malformed lines, captions of
     # missing images, duplicates... Image files themselves are checked later, at ingest.

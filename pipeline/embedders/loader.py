@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from pipeline.errors import one_line
-from pipeline.images import open_rgb
+from pipeline.images import PhotoSource, open_rgb
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit, run_chunks
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ PREFETCH_BATCHES = 2  # decoded batches the decoding threads may hold ready beyo
 class ImageFileDataset:
     """Item i is ``(i, transform(image) or None, error or None)``; reading an item never raises."""
 
-    def __init__(self, paths: Sequence[str | Path], transform: Transform):
-        self.paths = [str(p) for p in paths]
+    def __init__(self, paths: Sequence[str | Path | PhotoSource], transform: Transform):
+        self.paths = [_photo(p) for p in paths]
         self.transform = transform
 
     def __len__(self) -> int:
@@ -59,6 +59,10 @@ class ImageFileDataset:
             return i, self.transform(open_rgb(self.paths[i])), None
         except Exception as exc:  # a bad file is reported, never fatal
             return i, None, one_line(exc)
+
+
+def _photo(p: "str | Path | PhotoSource") -> "str | PhotoSource":
+    return p if isinstance(p, PhotoSource) else str(p)
 
 
 @dataclass
@@ -146,7 +150,7 @@ def embed_batches(
                 ok[rows] = True
         for i, reason in failed:
             if on_error is not None:
-                on_error(paths[i], reason)
+                on_error(str(paths[i]), reason)
             else:
                 log.warning("skipped %s: %s", paths[i], reason)
         if progress is not None:
@@ -178,7 +182,7 @@ class FileEmbedding:
 
     def embed_paths(
         self,
-        paths: Sequence[str | Path],
+        paths: Sequence[str | Path | PhotoSource],
         *,
         batch_size: int | None = None,
         num_workers: int | None = None,
@@ -186,12 +190,12 @@ class FileEmbedding:
         on_error: ErrorCallback | None = None,
         progress: ProgressFn | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Embed image files, decoded by ``num_workers`` threads: ``(vectors, ok_mask)``.
+        """Embed photos (paths, URLs or ``PhotoSource``s), decoded by ``num_workers`` threads: ``(vectors, ok_mask)``.
 
         ``limit`` is the stage run's model batch limit (lowered by out of GPU memory and kept low);
         without one, out of memory lowers a limit that lasts for this call only.
         """
-        paths = [str(p) for p in paths]
+        paths = [_photo(p) for p in paths]
         size = batch_size or self.batch_size
         workers = self.num_workers if num_workers is None else num_workers
         with closing(self.decoded_batches(paths, size, workers)) as batches:

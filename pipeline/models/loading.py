@@ -10,11 +10,11 @@ logged, written, or shown in a message.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
+from pipeline.config import environment
 from pipeline.errors import CapsearchError, ModelLoadError
 from pipeline.models.device import free_accelerator_memory, is_oom, resolve_device, resolve_dtype
 
@@ -28,7 +28,7 @@ HUB_URL = "https://huggingface.co"
 
 def hub_token() -> str | bool:
     """The token in ``HF_TOKEN``, or False so that no token stored elsewhere on disk is sent."""
-    return os.environ.get("HF_TOKEN") or False
+    return environment().secret("HF_TOKEN") or False
 
 
 def is_local_ref(model_id: str) -> bool:
@@ -81,7 +81,7 @@ def explain_load_failure(exc: BaseException, model_id: str, *, what: str) -> str
         message = (f"too little GPU memory to load {label}: close other GPU programs, choose a smaller model, "
                    "use dtype float16 or bfloat16, or set device = \"cpu\"")
     elif has(hub_errors.GatedRepoError):
-        access = ("the token in HF_TOKEN has no access to it" if os.environ.get("HF_TOKEN")
+        access = ("the token in HF_TOKEN has no access to it" if environment().secret("HF_TOKEN")
                   else "no HF_TOKEN is set")
         message = (f"{label} is a gated model and {access}: accept its licence at {HUB_URL}/{model_id} "
                    "and set HF_TOKEN to an access token of that account")
@@ -127,7 +127,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _redact(text: str) -> str:
-    token = os.environ.get("HF_TOKEN")
+    token = environment().secret("HF_TOKEN")
     text = " ".join(text.split())
     return text.replace(token, "***") if token else text
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import random
 import re
 import threading
@@ -34,6 +33,7 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from pipeline.backends import QueryRequest, QueryResult
+from pipeline.config import environment
 from pipeline.errors import ConfigError
 from pipeline.hashing import hash_text
 from pipeline.progress import ProgressCallback, StageProgress
@@ -178,7 +178,7 @@ class OpenAIQueryGenerator:
         if response_format not in ("json_schema", "json_object", "none"):
             raise ConfigError(f"response_format must be json_schema, json_object or none, got {response_format!r}")
         self.model = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        self.base_url = base_url or environment().openai_base_url or None
         self.api_key_env = api_key_env
         self.concurrency = concurrency
         self.timeout = timeout
@@ -198,7 +198,7 @@ class OpenAIQueryGenerator:
         return f"OpenAIQueryGenerator(model={self.model!r}, base_url={_redact_url(self.base_url)!r})"
 
     def _api_key(self) -> str:
-        key = os.environ.get(self.api_key_env, "").strip()
+        key = environment().secret(self.api_key_env)
         if key:
             return key
         if self.base_url:

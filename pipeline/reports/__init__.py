@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.evaluation import EvaluationResult
 from pipeline.progress import StageProgress
@@ -57,19 +58,21 @@ def build_samples(ws: Workspace, result: EvaluationResult, n: int, top: int):
     return samples
 
 
-def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgress | None = None) -> ReportPaths:
-    """Write every report file for one evaluation and return their paths."""
+def write_report(ws: Workspace, result: EvaluationResult, progress: StageProgress | None = None,
+                 usage: list[dict[str, Any]] | None = None) -> ReportPaths:
+    """Write every report file for one evaluation and return their paths; ``usage``: what the endpoint captioners'
+    requests cost (``pipeline.stages.text.caption_usage``)."""
     from pipeline.reports.charts import mrr_chart, recall_chart
     from pipeline.reports.captions import caption_report
     from pipeline.reports.html import Thumbnails, render_page
     from pipeline.atomic import write_text
     from pipeline.reports.tables import write_metrics_csv, write_metrics_json
-    from pipeline.reports.usage import caption_usage, usage_section
+    from pipeline.reports.usage import usage_section
 
     out = ws.reports_dir
     out.mkdir(parents=True, exist_ok=True)
     captions = caption_report(ws, result, out / "caption_metrics.png")
-    usage = caption_usage(ws)
+    usage = usage or []
     paths = ReportPaths(write_metrics_json(result, out / "metrics.json", captions.json, usage),
                         write_metrics_csv(result, out / "metrics.csv", captions.records))
     charts = {"Recall@K": recall_chart(result, out / "recall_at_k.png"), "MRR": mrr_chart(result, out / "mrr.png")}

@@ -8,7 +8,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.caption_metrics.results import HUMAN, CaptionMetricsResult, RowScores, info, worst_first_key
+from pipeline.caption_metrics.results import HUMAN, CaptionMetricsResult, RowScores, worst_first_key
+from pipeline.metric_facts import fact, number
 
 if TYPE_CHECKING:
     from pipeline.evaluation import EvaluationResult
@@ -49,7 +50,7 @@ def correlation(ws: "Workspace", result: CaptionMetricsResult, rows: dict[str, R
         out.rho[row] = {}
         for metric in result.metrics:
             values = scored.scores.get(metric)
-            if not info(metric).per_photo or values is None:
+            if not fact(metric).per_photo or values is None:
                 continue
             x = [math.nan if values[n] is None else float(values[n]) for n in keep]
             rho = spearman(x, mean_rank) if keep else math.nan
@@ -83,29 +84,19 @@ def caption_metrics_json(result: CaptionMetricsResult | None, corr: Correlation 
 
 def caption_metric_records(result: CaptionMetricsResult) -> list[dict[str, Any]]:
     """metrics.csv rows: method = the row, query_kind = 'caption', n_queries = photos scored."""
-    out = []
-    for row in result.rows:
-        for metric in result.metrics:
-            m = result.get(row, metric)
-            if m is None:
-                continue
-            d = result.vs_baseline.get(row, {}).get(metric)
-            out.append({
-                "method": row, "query_kind": "caption", "metric": metric, "value": m.get("value"),
-                "ci_low": m.get("low"), "ci_high": m.get("high"), "n_queries": result.n_photos,
-                "missing_targets": result.missing.get(row, 0), "n_targets": result.n_photos,
-                "baseline": result.baseline if d else None, "diff": d["diff"] if d else None,
-                "diff_ci_low": d["low"] if d else None, "diff_ci_high": d["high"] if d else None,
-                "p_value": d["p"] if d else None,
-            })
-    return out
+    from pipeline.reports.tables import metric_record
+
+    return [metric_record(row, "caption", metric, estimate, result.difference(row, metric), result.baseline,
+                          result.n_photos, result.missing.get(row, 0), result.n_photos)
+            for row in result.rows for metric in result.metrics
+            if (estimate := result.get(row, metric)) is not None]
 
 
 # -- chart ----------------------------------------------------------------------------------------------------
 
 def caption_chart(result: CaptionMetricsResult, path: Path | None = None) -> bytes:
     """One panel per chart metric: a bar per row with its bootstrap interval."""
-    from pipeline.reports.charts import _err, _pyplot, _save
+    from pipeline.reports.charts import _png, _pyplot, error_bar
 
     plt = _pyplot()
     metrics = [m for m in CHART_METRICS if m in result.metrics]
@@ -116,17 +107,16 @@ def caption_chart(result: CaptionMetricsResult, path: Path | None = None) -> byt
     colours = ["#7f7f7f" if r == HUMAN else ("#4e79a7" if r != result.baseline else "#f28e2b") for r in result.rows]
     for ax, metric in zip(axes, metrics):
         ys, lo, hi = [], [], []
-        for row in result.rows:
-            m = result.get(row, metric) or {}
-            v = m.get("value")
-            ys.append(v if v is not None else 0.0)
-            e = _err(v, m.get("low"), m.get("high"))
-            lo.append(e[0])
-            hi.append(e[1])
+        estimates = [result.get(row, metric) for row in result.rows]
+        for e in estimates:
+            ys.append(e.value if e is not None and e.known else 0.0)
+            below, above = error_bar(e)
+            lo.append(below)
+            hi.append(above)
         ax.bar(range(len(result.rows)), ys, 0.7, yerr=(lo, hi), capsize=3, color=colours,
                error_kw={"elinewidth": 1, "ecolor": "#333333"})
-        for x, row in enumerate(result.rows):
-            if (result.get(row, metric) or {}).get("value") is None:
+        for x, e in enumerate(estimates):
+            if e is None or not e.known:
                 ax.annotate("n/a", (x, 0), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8,
                             color="#7a8590")
         ax.set_title(metric, fontsize=10)
@@ -141,40 +131,15 @@ def caption_chart(result: CaptionMetricsResult, path: Path | None = None) -> byt
     fig.suptitle(f"Caption metrics with {round(result.confidence * 100)}% bootstrap intervals "
                  f"({result.n_photos} photos; grey: human, orange: baseline)", fontsize=11)
     fig.tight_layout()
-    data = _save(fig, path)
-    plt.close(fig)
-    return data
+    return _png(fig, path)
 
 
 # -- HTML -------------------------------------------------------------------------------------------------------
 
-def _num(value: Any, digits: int) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
-
-
-def _cell(result: CaptionMetricsResult, row: str, metric: str) -> str:
-    m = result.get(row, metric)
-    if m is None:
-        return "–"
-    digits = info(metric).digits
-    text = _num(m.get("value"), digits)
-    if m.get("low") is not None:
-        text += f'<span class="ci">[{_num(m.get("low"), digits)}, {_num(m.get("high"), digits)}]</span>'
-    d = result.vs_baseline.get(row, {}).get(metric)
-    if d and d.get("diff") is not None:
-        better = info(metric).higher_is_better
-        significant = d.get("p") is not None and d["p"] < 0.05 and d["diff"] != 0
-        cls = ("up" if d["diff"] > 0 else "down") if significant and better else ""
-        text += f'<span class="d {cls}">Δ {d["diff"]:+.{digits}f} (p={_num(d.get("p"), 3)})</span>'
-    return text
-
-
 def caption_section(result: CaptionMetricsResult | None, rows: dict[str, RowScores], chart: bytes | None,
                     corr: Correlation | None, stale: bool = False) -> str:
     """The report's caption-metrics section (table, chart, worst captions, correlation with retrieval)."""
-    from pipeline.reports.html import png_data_url
+    from pipeline.reports.html import estimate_html, png_data_url
 
     if result is None:
         return ('<h2>Caption metrics</h2><div class=note>No caption metrics yet: run '
@@ -183,9 +148,9 @@ def caption_section(result: CaptionMetricsResult | None, rows: dict[str, RowScor
                    for r in result.rows)
     body = []
     for metric in result.metrics:
-        m = info(metric)
-        body.append(f'<tr><td class="name" title="{escape(m.description)}">{escape(metric)}</td>'
-                    + "".join(f"<td>{_cell(result, r, metric)}</td>" for r in result.rows) + "</tr>")
+        body.append(f'<tr><td class="name" title="{escape(fact(metric).description)}">{escape(metric)}</td>'
+                    + "".join(f"<td>{estimate_html(metric, result.get(r, metric), result.difference(r, metric), result.baseline)}</td>"
+                              for r in result.rows) + "</tr>")
     missing = "".join(f"<td>{result.missing.get(r, 0)}</td>" for r in result.rows)
     body.append(f'<tr><td class="name" title="photos without a usable caption, scored 0">missing</td>{missing}</tr>')
     notes = "".join(f"<div class=note><b>{escape(row)}</b> is not applicable: {escape(why)}; it has no value, "
@@ -214,7 +179,7 @@ def _correlation_html(result: CaptionMetricsResult, corr: Correlation | None) ->
     head = "".join(f"<th>{escape(m)}</th>" for m in metrics)
     body = "".join(
         f'<tr><td class="name">{escape(row)} <small>({corr.n_photos.get(row, 0)} photos)</small></td>'
-        + "".join(f"<td>{_num(vals.get(m), 2)}</td>" for m in metrics) + "</tr>"
+        + "".join(f"<td>{number(vals.get(m), 2)}</td>" for m in metrics) + "</tr>"
         for row, vals in corr.rho.items())
     return ("<h3>Which caption metric predicts retrieval?</h3>"
             '<p class="meta">Spearman\'s ρ between a photo\'s caption score and the rank its own queries gave it '
@@ -241,12 +206,12 @@ def _worst_html(result: CaptionMetricsResult, rows: dict[str, RowScores]) -> str
         worst = worst_photos(rows, row, metric, WORST_SHOWN) if row not in skip else []
         if not worst:
             continue
-        items = "".join(f"<li><b>{escape(i)}</b> {_num(v, 3)}: {escape(c) if c else '<i>no caption</i>'}</li>"
+        items = "".join(f"<li><b>{escape(i)}</b> {number(v, fact(metric).digits)}: {escape(c) if c else '<i>no caption</i>'}</li>"
                         for i, v, c in worst)
         what = (" <small>(the targets whose human captions agree least: each photo's mean over its captions, each "
                 "scored against the others)</small>" if row == HUMAN else "")
         parts.append(f"<p class=meta><b>{escape(row)}</b>{what}</p><ol>{items}</ol>")
-    m = info(metric)
+    m = fact(metric)
     why = f"{escape(metric)}, lowest first: {escape(m.description)}" if m.description else f"{escape(metric)}, lowest first"
     return (f"<h3>Worst captions by {escape(metric)}</h3><p class=meta>Ranked by {why}; a photo without a caption "
             f"scores 0 and comes first.</p>" + "".join(parts)) if parts else ""

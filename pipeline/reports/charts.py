@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.atomic import write_bytes
+from pipeline.estimates import Estimate
 from pipeline.evaluation import EvaluationResult
+from pipeline.metric_facts import MRR, fact, recall_fact
 
 K_COLOURS = ("#9ecae1", "#4292c6", "#08519c", "#08306b", "#041c40")
 KIND_COLOURS = {"short": "#f28e2b", "detail": "#4e79a7"}
@@ -27,10 +29,11 @@ def _label(result: EvaluationResult, method: str) -> str:
     return f"{method}\n(baseline)" if method == result.baseline else method
 
 
-def _err(value: float | None, low: float | None, high: float | None) -> tuple[float, float]:
-    if value is None or low is None or high is None or any(map(math.isnan, (value, low, high))):
+def error_bar(e: Estimate | None) -> tuple[float, float]:
+    """How far an estimate's interval reaches below and above its value (0, 0 where it has none)."""
+    if e is None or not e.known or not e.has_interval:
         return 0.0, 0.0
-    return max(0.0, value - low), max(0.0, high - value)
+    return max(0.0, e.value - e.low), max(0.0, e.high - e.value)
 
 
 def _save(fig, path: Path | None) -> bytes:
@@ -42,9 +45,16 @@ def _save(fig, path: Path | None) -> bytes:
     return data
 
 
-def _grouped_bars(ax, result: EvaluationResult, series: list[tuple[str, str, Callable[[str], dict]]],
+def _png(fig, path: Path | None) -> bytes:
+    """The figure as PNG bytes (written to ``path`` too, when given); the figure is closed."""
+    data = _save(fig, path)
+    _pyplot().close(fig)
+    return data
+
+
+def _grouped_bars(ax, result: EvaluationResult, series: list[tuple[str, str, Callable[[str], Estimate | None]]],
                   annotate: bool = False) -> tuple[float, set[str]]:
-    """One group of bars per method, one bar per series (label, colour, method -> {value, low, high}). A value
+    """One group of bars per method, one bar per series (label, colour, method -> its estimate). A value
     that is missing is not drawn as 0 but marked n/a; a zero value is annotated with its series' name. Returns
     the highest point drawn (bar plus interval) and the series that drew a visible bar."""
     methods = result.methods
@@ -53,12 +63,12 @@ def _grouped_bars(ax, result: EvaluationResult, series: list[tuple[str, str, Cal
     for j, (label, colour, get) in enumerate(series):
         xs, ys, low, high = [], [], [], []
         for i, method in enumerate(methods):
-            m = get(method) or {}
-            value = m.get("value")
-            known = value is not None and not math.isnan(value)
+            e = get(method)
+            known = e is not None and e.known
+            value = e.value if known else math.nan
             xs.append(i + (j - (len(series) - 1) / 2) * width)
-            ys.append(value if known else math.nan)
-            lo, hi = _err(value, m.get("low"), m.get("high"))
+            ys.append(value)
+            lo, hi = error_bar(e)
             low.append(lo)
             high.append(hi)
             if known:
@@ -108,10 +118,10 @@ def _legend_below(fig, axes, visible: set[str]) -> None:
                    frameon=False)
 
 
-def _metric_getter(result: EvaluationResult, kind: str, metric: str) -> Callable[[str], dict]:
-    def get(method: str) -> dict:
+def _metric_getter(result: EvaluationResult, kind: str, metric: str) -> Callable[[str], Estimate | None]:
+    def get(method: str) -> Estimate | None:
         r = result.get(method, kind)
-        return (r.metrics.get(metric) if r else None) or {}
+        return r.metrics.get(metric) if r else None
     return get
 
 
@@ -133,9 +143,10 @@ def recall_figure(result: EvaluationResult):
         high, shown = _grouped_bars(ax, result, series, annotate=True)
         top, visible = max(top, high), visible | shown
         ax.set_title(f"{kind} queries (n = {result.n_queries.get(kind, 0)})", fontsize=11)
-    _scale_to_data(axes, top, 1.0)
+    recall_k = fact(recall[0]) if recall else recall_fact(1)
+    _scale_to_data(axes, top, recall_k.ceiling)
     for ax in (axes if stacked else axes[:1]):
-        ax.set_ylabel("Recall@K (higher is better)")
+        ax.set_ylabel(f"Recall@K ({recall_k.direction})")
     fig.suptitle(f"Recall@K with {round(result.confidence * 100)}% bootstrap intervals "
                  f"({result.n_targets} target photos)", fontsize=12)
     fig.tight_layout()
@@ -144,11 +155,7 @@ def recall_figure(result: EvaluationResult):
 
 
 def recall_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
-    plt = _pyplot()
-    fig = recall_figure(result)
-    data = _save(fig, path)
-    plt.close(fig)
-    return data
+    return _png(recall_figure(result), path)
 
 
 def mrr_figure(result: EvaluationResult):
@@ -158,8 +165,8 @@ def mrr_figure(result: EvaluationResult):
     series = [(f"{kind} queries", KIND_COLOURS.get(kind, "#888888"), _metric_getter(result, kind, "MRR"))
               for kind in result.kinds]
     top, visible = _grouped_bars(ax, result, series, annotate=True)
-    _scale_to_data([ax], top, 1.0)
-    ax.set_ylabel("MRR (higher is better)")
+    _scale_to_data([ax], top, MRR.ceiling)
+    ax.set_ylabel(f"MRR ({MRR.direction})")
     ax.set_title(f"Mean reciprocal rank with {round(result.confidence * 100)}% bootstrap intervals", fontsize=12)
     fig.tight_layout()
     _legend_below(fig, [ax], visible)
@@ -167,8 +174,4 @@ def mrr_figure(result: EvaluationResult):
 
 
 def mrr_chart(result: EvaluationResult, path: Path | None = None) -> bytes:
-    plt = _pyplot()
-    fig = mrr_figure(result)
-    data = _save(fig, path)
-    plt.close(fig)
-    return data
+    return _png(mrr_figure(result), path)

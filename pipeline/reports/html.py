@@ -10,9 +10,10 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
 
+from pipeline.estimates import Difference, Estimate
 from pipeline.evaluation import KIND_ORDER, EvaluationResult
+from pipeline.metric_facts import DASH, Verdict, fact, metric_cell
 
 THUMB_SIZE = (150, 112)
 
@@ -114,59 +115,43 @@ def png_data_url(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.{digits}f}"
-
-
 def format_rank(rank: float | None) -> str:
     if rank is None or math.isnan(rank):
-        return "–"
+        return DASH
     return f"{int(rank)}" if float(rank).is_integer() else f"{rank:.1f}"
 
 
-def _metric_cell(result: EvaluationResult, method: str, kind: str, metric: str, best: bool) -> str:
-    r = result.get(method, kind)
-    m = (r.metrics.get(metric) if r else None) or {}
-    digits = 1 if metric == "MedR" else 3
-    text = f'<span class="{"best" if best else ""}">{_num(m.get("value"), digits)}</span>'
-    text += f'<span class="ci">[{_num(m.get("low"), digits)}, {_num(m.get("high"), digits)}]</span>'
-    d = (r.vs_baseline or {}).get(metric) if r else None
-    if d and d.get("diff") is not None:
-        lower_better = metric == "MedR"
-        significant = d.get("p") is not None and d["p"] < 0.05
-        good = (d["diff"] < 0) if lower_better else (d["diff"] > 0)
-        cls = ("up" if good else "down") if significant and d["diff"] != 0 else ""
-        text += (f'<span class="d {cls}" title="difference to {escape(result.baseline or "")} with '
-                 f'[{_num(d.get("low"), digits)}, {_num(d.get("high"), digits)}]">'
-                 f'Δ {d["diff"]:+.{digits}f} (p={_num(d.get("p"), 3)})</span>')
+def estimate_html(metric: str, estimate: Estimate | None, difference: Difference | None = None,
+                  baseline: str | None = None, best: bool = False) -> str:
+    """A table cell of the report: the value (bold where ``best``), its interval, and Δ against the baseline with
+    its p-value (green / red where significantly better / worse; its interval in the tooltip)."""
+    cell = metric_cell(metric, estimate, difference)
+    if cell is None:
+        return DASH
+    text = f'<span class="best">{cell.value}</span>' if best else cell.value
+    if cell.interval:
+        text += f'<span class="ci">{cell.interval}</span>'
+    if cell.compared:
+        cls = {Verdict.BETTER: "up", Verdict.WORSE: "down"}.get(cell.verdict, "")
+        title = f"difference to {baseline or 'the baseline'}" + (f" with {cell.delta_interval}" if cell.delta_low else "")
+        text += f'<span class="d {cls}" title="{escape(title)}">{escape(cell.compared)}</span>'
     return text
-
-
-def _best(result: EvaluationResult, kind: str, metric: str) -> float | None:
-    values = []
-    for method in result.methods:
-        r = result.get(method, kind)
-        v = (r.metrics.get(metric) or {}).get("value") if r else None
-        if v is not None and not math.isnan(v):
-            values.append(v)
-    if not values:
-        return None
-    return min(values) if metric == "MedR" else max(values)
 
 
 def metrics_table(result: EvaluationResult) -> str:
     head = "".join(f"<th>{escape(m)}</th>" for m in result.metrics)
     rows = []
     for kind in result.kinds:
-        best = {m: _best(result, kind, m) for m in result.metrics}
+        found = [r for method in result.methods if (r := result.get(method, kind)) is not None]
+        best = {m: fact(m).best([r.metrics[m].value for r in found if m in r.metrics]) for m in result.metrics}
         for n, method in enumerate(result.methods):
             r = result.get(method, kind)
             cells = []
             for metric in result.metrics:
-                v = ((r.metrics.get(metric) or {}).get("value") if r else None)
-                cells.append(f"<td>{_metric_cell(result, method, kind, metric, v is not None and v == best[metric])}</td>")
+                e = r.metrics.get(metric) if r else None
+                top = e is not None and best[metric] is not None and e.value == best[metric]
+                cells.append(f"<td>{estimate_html(metric, e, r.difference(metric) if r else None, result.baseline, top)}"
+                             "</td>")
             missing = result.missing.get(method, 0)
             name = escape(method) + (" <small>(baseline)</small>" if method == result.baseline else "")
             rows.append(
@@ -175,7 +160,7 @@ def metrics_table(result: EvaluationResult) -> str:
                 f'<td class="{"miss" if missing else ""}">{missing}</td></tr>')
         for method, reason in result.not_applicable.items():     # nothing to rank: no value, interval or test
             rows.append(f'<tr class="na"><td class="name">{escape(kind)}</td><td class="name">{escape(method)}</td>'
-                        f'<td>–</td><td colspan="{len(result.metrics)}">not applicable: {escape(reason)}</td>'
+                        f'<td>{DASH}</td><td colspan="{len(result.metrics)}">not applicable: {escape(reason)}</td>'
                         f'<td class="miss">{result.missing.get(method, 0)}</td></tr>')
     return (f'<table class="metrics"><thead><tr><th class="name">queries</th><th class="name">method</th><th>n</th>{head}'
             f'<th title="targets without a usable caption: ranked last">missing</th></tr></thead>'

@@ -1,32 +1,10 @@
 """The report's account of captioning through a model server: per endpoint captioner, what its stored captions
-cost (tokens, and USD where prices are set) and how its last run went (photos/s, tokens/s)."""
+cost (tokens, and USD where prices are set) and how its last run went (photos/s, tokens/s). The entries come
+from the report stage (``pipeline.stages.text.caption_usage``), which knows the captioning stages."""
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from pipeline.workspace import Workspace
-
-
-def caption_usage(ws: "Workspace") -> list[dict[str, Any]]:
-    """One entry per enabled endpoint captioner: ``stored`` (its current captions' tokens and cost) and
-    ``last_run`` (the newest stage run that sent requests: its status and usage with rates), as in ``--json``."""
-    from pipeline.stages.vision import CaptionStage
-
-    cfg = ws.config
-    names = [n for n in cfg.enabled_captioners() if cfg.captioner(n).uses_endpoint]
-    if not names:
-        return []
-    runs = [r for r in ws.store.stage_runs(stage="caption", limit=200) if r.usage]
-    out = []
-    for name in names:
-        stage = CaptionStage(ws, name)
-        last = next((r for r in runs if r.variant == name), None)
-        out.append({"captioner": name, "model": stage.captioner.served_model, "stored": stage.stored_usage(),
-                    "last_run": None if last is None else {"status": last.status, "started_at": last.started_at,
-                                                           **last.as_dict()["usage"]}})
-    return out
+from typing import Any
 
 
 def _money(value: float | None) -> str:

@@ -26,21 +26,22 @@ items it touches, and a rerun after a crash never mistakes a stale output for a 
 from __future__ import annotations
 
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Iterator
 
+from pipeline.compute.jobs import BatchJob, BatchPayload, ComputeRef, run_job
 from pipeline.crashpoints import BATCH_COMMITTED, crash_point
 from pipeline.hashing import hash_obj
 from pipeline.keys import stage_key
 from pipeline.progress import StageProgress
 from pipeline.stage_keys import StageKeys
-from pipeline.stages.applicability import NOT_APPLICABLE
+from pipeline.states import Coverage
 from pipeline.usage import TokenUsage
 from pipeline.workspace import Workspace
-
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,28 @@ class BatchResult:
     skipped: int = 0
     messages: list[str] = field(default_factory=list)
     usage: TokenUsage | None = None      # what the batch's requests to a model server cost (endpoint captioners)
+
+
+@dataclass
+class BatchReport(BatchResult):
+    """What a batch task hands its flow: the batch's ``BatchResult``, how many items it was given to compute
+    (``ran``: 0 for a batch with nothing left to compute) and the process that computed them."""
+    ran: int = 0
+    pid: int = 0
+
+    @classmethod
+    def of(cls, result: BatchResult, ran: int, pid: int) -> "BatchReport":
+        return cls(result.done, result.failed, result.skipped, [str(m) for m in result.messages][:50], result.usage,
+                   ran=ran, pid=pid)
+
+
+@dataclass
+class PreparedBatch:
+    """A batch of a stage computed anywhere, as the flow's process prepared it: the ``job`` that travels to
+    whichever process computes it, and what the flow keeps for the commit (``local``, never sent)."""
+    batch: Batch
+    job: BatchJob
+    local: Any = None
 
 
 class BatchCancelled(Exception):
@@ -80,16 +103,14 @@ class StageCounts:
         return max(0, self.total - self.done - self.failed)
 
     @property
-    def state(self) -> str:
-        """'error' (not read), 'not applicable', 'failed' (some items failed), 'missing' (some not computed
-        yet) or 'done'."""
+    def state(self) -> Coverage:
         if self.error:
-            return "error"
+            return Coverage.ERROR
         if self.not_applicable:
-            return NOT_APPLICABLE
+            return Coverage.NOT_APPLICABLE
         if self.failed:
-            return "failed"
-        return "missing" if self.missing else "done"
+            return Coverage.FAILED
+        return Coverage.MISSING if self.missing else Coverage.DONE
 
     def as_dict(self) -> dict[str, Any]:
         out = {"stage": self.stage, "state": self.state, "total": self.total, "done": self.done,
@@ -117,6 +138,9 @@ class Stage(ABC):
         # Set by the flow running the stage (``flows.tasks``) to the run's cancel event: a stage whose
         # batches are long may stop between units of work inside a batch (``BatchCancelled``).
         self.cancel_event: threading.Event | None = None
+        # This stage run, for state kept where its batches are computed (``pipeline.compute.jobs.run_state``:
+        # the model batch limit that out of GPU memory lowers for the rest of the run).
+        self.run_token = uuid.uuid4().hex
 
     def cancelled(self) -> bool:
         """Whether the run was cancelled (a stop signal, the TUI's cancel) while this stage runs."""
@@ -230,6 +254,43 @@ class Stage(ABC):
 
     def finalize(self, progress: StageProgress | None = None) -> None:
         """Work after every batch (e.g. exporting arrays)."""
+
+    # -- batches computed anywhere (``pipeline.compute``) ------------------------------------------------
+    # A stage whose batches are model work splits each one in three: ``prepare_batch`` (the flow's process
+    # reads the store into a small picklable job), the ``compute`` function (any process: a Dask worker
+    # that cannot see the workspace) and ``commit_payload`` (the flow's process writes the payload in one
+    # transaction). ``run_split`` runs the three in this process: the thread runner and ``run_stage``.
+    compute: ClassVar[str | None] = None     # "module:function" computing a job (None: ``run_batch`` only)
+
+    @property
+    def remote(self) -> bool:
+        """Whether this stage's batches may be computed in another process (``--runner dask``)."""
+        return self.compute is not None
+
+    def compute_ref(self) -> ComputeRef:
+        assert self.compute is not None
+        return ComputeRef(self.compute, self.label, self.variant, self.config_hash(), self.cfg, self.run_token,
+                          bool(self.uses_gpu))
+
+    def prepare_batch(self, batch: Batch, progress: StageProgress | None = None,
+                      send_photos: bool = False) -> PreparedBatch:
+        """Read what ``batch`` needs from the store into its job (``send_photos``: local photos' bytes go
+        with it, for workers that cannot see the collection's folder)."""
+        raise NotImplementedError(f"{self.label} computes its batches only in the flow's process")
+
+    def commit_payload(self, prepared: PreparedBatch, payload: BatchPayload,
+                       progress: StageProgress | None = None) -> BatchResult:
+        """Write what a job computed, in one transaction (``commit()``), and say what the batch did."""
+        raise NotImplementedError(f"{self.label} computes its batches only in the flow's process")
+
+    def compute_here(self, job: BatchJob, progress: StageProgress | None = None) -> BatchPayload:
+        """Compute a job in this process, reporting progress as it goes."""
+        return run_job(job, progress or StageProgress(self.label, 0))
+
+    def run_split(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        """Prepare, compute and commit one batch in this process: the same three steps a cluster takes."""
+        prepared = self.prepare_batch(batch, progress)
+        return self.commit_payload(prepared, self.compute_here(prepared.job, progress), progress)
 
     def counts(self) -> StageCounts:
         reason = self.applicable()

@@ -19,9 +19,9 @@ from typing import Any
 from pipeline.caption_metrics import identity, scoring, storage
 from pipeline.caption_metrics.results import RowScores
 from pipeline.crashpoints import CAPTION_METRICS_BATCH, crash_point
-from pipeline.evaluation import CONFIDENCE
+from pipeline.estimates import CONFIDENCE
 from pipeline.progress import StageProgress
-from pipeline.stages.applicability import no_held_out_captions
+from pipeline.applicability import no_held_out_captions
 from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage
 
 

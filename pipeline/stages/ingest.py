@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 from pipeline.crashpoints import INGEST_BATCH, INGEST_FINALIZE, INGEST_PREPARE, crash_point
 from pipeline.datasets import Collection, load_collection
-from pipeline.hashing import hash_obj, sha256_file
-from pipeline.images import check_image
+from pipeline.hashing import hash_obj
+from pipeline.images import check_image, sha256_photo
 from pipeline.progress import StageProgress
 from pipeline.splits import SplitItem, assign_splits, split_hash
 from pipeline.stages.base import Batch, BatchResult, Stage
@@ -85,6 +85,8 @@ class IngestStage(Stage):
         item = self._by_id().get(image_id)
         if item is None:
             return None
+        if item.stat is not None:       # a photo behind a URL: its listing's size and last-modified time
+            return item.stat
         try:
             st = os.stat(item.path)
         except OSError:
@@ -141,7 +143,7 @@ class IngestStage(Stage):
             hashes_now = dict(zip(rehash, pool.map(lambda i: _sha256_or_none(by_id[i].path), rehash)))
             unchanged |= {i for i, sha in hashes_now.items() if sha is not None and sha == stored[i].sha256}
             to_check = [i for i in batch.ids if i not in unchanged]
-            checks = dict(zip(to_check, pool.map(lambda i: check_image(by_id[i].path, max_pixels), to_check)))
+            checks = dict(zip(to_check, pool.map(lambda i: _check(by_id[i], max_pixels), to_check)))
         ok_rows, stats, captions, hashes, bad, repaired, ok_ids = [], {}, {}, {}, [], [], []
         for image_id in batch.ids:
             item = by_id[image_id]
@@ -219,10 +221,17 @@ class IngestStage(Stage):
             progress.message(f"{len(gone)} photos are no longer in the collection and were removed from the index", "warning")
 
 
-def _sha256_or_none(path) -> str | None:
+def _check(item, max_pixels: int):  # type: ignore[no-untyped-def]
+    """Decode and check a photo; one behind a URL is read once and keeps its listing's size and time."""
+    if item.stat is not None:
+        return check_image(str(item.path), max_pixels, size=item.stat[0], mtime=item.stat[1])
+    return check_image(item.path, max_pixels)
+
+
+def _sha256_or_none(path) -> str | None:  # type: ignore[no-untyped-def]
     try:
-        return sha256_file(path)
-    except OSError:
+        return sha256_photo(path)
+    except Exception:  # noqa: BLE001 - unreadable now (gone, unreachable): decoded and reported by the check
         return None
 
 

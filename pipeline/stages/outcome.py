@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipeline.stages.applicability import NOT_APPLICABLE
+from pipeline.states import Status
 from pipeline.usage import TokenUsage
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ class StageOutcome:
     name: str                  # the stage's name, e.g. "caption"
     variant: str = ""          # the captioner (or 'human') of a per-captioner stage
     config_hash: str = ""
-    status: str = "running"    # running | completed | failed | cancelled | not applicable
+    status: Status = Status.RUNNING     # running, then completed, failed, cancelled or not applicable
     batches: int = 0           # batches planned (every item of the stage)
     cached: int = 0            # batches answered from the Prefect cache
     ran: int = 0               # batches that computed something
@@ -40,7 +40,7 @@ class StageOutcome:
     seconds: float = 0.0
     messages: list[str] = field(default_factory=list)
     error: str = ""
-    reason: str = ""           # why the stage does not apply (status 'not applicable')
+    reason: str = ""           # why the stage does not apply (status not applicable)
     flow_run_id: str = ""
     usage: TokenUsage | None = None   # a stage that asks a model server (an endpoint captioner): what it cost
 
@@ -58,7 +58,7 @@ class StageOutcome:
         return self.ran + self.cached + self.unchanged
 
     def not_applicable(self, reason: str) -> None:
-        self.status, self.reason = NOT_APPLICABLE, reason
+        self.status, self.reason = Status.NOT_APPLICABLE, reason
 
     def planned(self, plan: "StagePlan") -> None:
         self.config_hash, self.batches, self.items, self.total = plan.config_hash, len(plan.batches), plan.items, plan.total
@@ -81,8 +81,8 @@ class StageOutcome:
 
     def interrupted(self, exc: BaseException, cancelled: bool) -> None:
         """An exception ends the stage: ``cancelled`` (a stop signal) or failed, unless it says so already."""
-        if self.status not in ("failed", "cancelled"):
-            self.status = "cancelled" if cancelled else "failed"
+        if self.status not in (Status.FAILED, Status.CANCELLED):
+            self.status = Status.CANCELLED if cancelled else Status.FAILED
             self.error = self.error or f"{type(exc).__name__}: {exc}"
 
     def finish_message(self, with_cache: bool = False) -> str:
@@ -100,7 +100,7 @@ class StageOutcome:
 @dataclass
 class RunOutcome:
     """One run of some stages of a workspace."""
-    status: str                # completed | failed | cancelled | crashed
+    status: Status             # completed, failed, cancelled or crashed (a run of another process)
     seconds: float = 0.0
     stages: list[StageOutcome] = field(default_factory=list)
     flow_run_id: str = ""
@@ -112,7 +112,7 @@ class RunOutcome:
     def settled_without_prefect(self) -> bool:
         """Every stage had nothing to compute: the run ended before any Prefect machinery started
         (``flows.plan``), so it has no flow run."""
-        return self.status == "completed" and not self.flow_run_id and self.ran_batches == 0
+        return self.status == Status.COMPLETED and not self.flow_run_id and self.ran_batches == 0
 
     @property
     def cached_batches(self) -> int:

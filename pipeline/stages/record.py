@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.stages.applicability import NOT_APPLICABLE
 from pipeline.stages.outcome import StageOutcome
+from pipeline.states import Status
 
 if TYPE_CHECKING:
     from pipeline.stages.base import Stage
@@ -36,7 +36,7 @@ class StageRunRecorder:
     def not_applicable(self, reason: str) -> None:
         """A stage run that did not apply: recorded with its reason, so the history says why nothing ran."""
         stage_run_id = self._start("", {})
-        self.stage.store.finish_stage_run(stage_run_id, NOT_APPLICABLE, message=reason[:MESSAGE_CHARS])
+        self.stage.store.finish_stage_run(stage_run_id, Status.NOT_APPLICABLE, message=reason[:MESSAGE_CHARS])
 
     def start(self, config_hash: str) -> int:
         self.stage_run_id = self._start(config_hash, self.stage.config())
@@ -49,7 +49,7 @@ class StageRunRecorder:
                                               outcome.skipped, (outcome.error or None) and outcome.error[:MESSAGE_CHARS],
                                               None if outcome.usage is None else outcome.usage.as_dict(outcome.seconds))
 
-    def abandon(self, outcome: StageOutcome, message: str, status: str = "cancelled") -> None:
+    def abandon(self, outcome: StageOutcome, message: str, status: Status = Status.CANCELLED) -> None:
         """The batches in flight are abandoned (a second stop signal: ``cancelled``; the Prefect server's death:
         ``failed``): the stage run says so, with ``message``, before the process exits."""
         if self.stage_run_id is not None:

@@ -12,6 +12,7 @@ from pipeline.stages.base import Stage
 from pipeline.stages.outcome import StageOutcome
 from pipeline.stages.plan import StagePlan, plan_stage
 from pipeline.stages.record import StageRunRecorder
+from pipeline.states import Status
 
 
 def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, retry_failed: bool = False,
@@ -45,7 +46,7 @@ def run_stage(stage: Stage, progress: ProgressCallback | None = None, *, retry_f
                 continue
             outcome.add_result(stage.run_batch(work, sp))
         stage.finalize(sp)
-        outcome.status = "completed"
+        outcome.status = Status.COMPLETED
     except BaseException as exc:
         outcome.interrupted(exc, cancelled=isinstance(exc, KeyboardInterrupt))
         raise

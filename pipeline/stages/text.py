@@ -19,6 +19,8 @@ import threading
 from typing import Any, Sequence
 
 from pipeline.backends import QueryRequest, QueryResult
+from pipeline.compute.jobs import BatchJob, BatchPayload
+from pipeline.compute.texts import TextsIn, TextsOut
 from pipeline.crashpoints import EMBED_CAPTIONS_BATCH, QUERIES_BATCH, REPORT_FILES, crash_point
 from pipeline.errors import CapsearchError
 from pipeline.hashing import hash_obj, hash_text
@@ -26,11 +28,12 @@ from pipeline.progress import StageProgress
 from pipeline.keys import HUMAN, document_space
 from pipeline.queries.openai_gen import estimate_cost, summarise_usage, usage_line
 from pipeline.snapshots import export_array
-from pipeline.stages.applicability import no_held_out_captions, no_human_caption
-from pipeline.stages.base import Batch, BatchResult, Stage
-from pipeline.stages.vision import CaptionStage, collection_root
+from pipeline.applicability import no_held_out_captions, no_human_caption
+from pipeline.stages.base import Batch, BatchResult, PreparedBatch, Stage
+from pipeline.stages.vision import CaptionStage, collection_root, photo_location
 from pipeline.store_rows import QueryRow
-from pipeline.text_vectors import embed_missing, store_new
+from pipeline.text_vectors import store_new
+from pipeline.workspace import Workspace
 
 REPORT_VERSION = 1
 USAGE_FIELDS = ("requests", "failures", "prompt_tokens", "completion_tokens")
@@ -55,6 +58,7 @@ class _WholeStage(Stage):
 class EmbedCaptionsStage(Stage):
     name = "embed-captions"
     cheap = True
+    compute = "pipeline.compute.texts:embed_texts"
 
     def __init__(self, ws, variant: str = ""):
         super().__init__(ws, variant)
@@ -99,11 +103,23 @@ class EmbedCaptionsStage(Stage):
         return {i: hash_obj([hash_text(t) for t in captions.get(i, [])]) for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        return self.run_split(batch, progress)
+
+    def prepare_batch(self, batch: Batch, progress: StageProgress | None = None,
+                      send_photos: bool = False) -> PreparedBatch:
+        """The batch's caption texts the store has no vector for, each distinct text once."""
         captions = self._captions(batch.ids)
         texts = [t for i in batch.ids for t in captions.get(i, [])]
-        new = embed_missing(self.store, self.space, texts, self.embedder.embed_documents)
+        present = self.store.has_vectors(self.space, [hash_text(t) for t in texts])
+        todo = tuple(dict.fromkeys(t for t in texts if hash_text(t) not in present))
+        return PreparedBatch(batch, BatchJob(self.compute_ref(), batch.index, TextsIn(todo)), captions)
+
+    def commit_payload(self, prepared: PreparedBatch, payload: BatchPayload,
+                       progress: StageProgress | None = None) -> BatchResult:
+        batch, captions = prepared.batch, prepared.local
+        out: TextsOut = payload.output
         with self.commit(EMBED_CAPTIONS_BATCH):
-            n_new = store_new(self.store, self.space, new)
+            n_new = store_new(self.store, self.space, out.chunks)
         gone = sum(1 for i in batch.ids if i not in captions)
         if progress:
             if gone:
@@ -199,7 +215,7 @@ class QueriesStage(Stage):
         refs = self.store.reference_captions(list(batch.ids))
         paths = {r.id: r.path for r in self.store.images(ids=list(batch.ids))}
         root = collection_root(self.store)
-        requests = [QueryRequest(i, str(root / paths.get(i, i)), refs.get(i, [])) for i in batch.ids]
+        requests = [QueryRequest(i, photo_location(root, paths.get(i, i)), refs.get(i, [])) for i in batch.ids]
         kinds = self.kinds()
         results: list[QueryResult] = generator.generate(requests, kinds)
         rows = []
@@ -316,7 +332,7 @@ class ReportStage(_WholeStage):
         result = load_evaluation(self.ws, eval_hash)
         if result is None:
             raise CapsearchError("no evaluation for the current configuration: run `capsearch evaluate` first")
-        paths = write_report(self.ws, result, progress)   # every file replaced atomically
+        paths = write_report(self.ws, result, progress, usage=caption_usage(self.ws))   # files replaced atomically
         crash_point(REPORT_FILES)
         with self.commit():
             self.store.set_meta(f"report/{self.config_hash()}", {"files": [str(p) for p in paths.all()],
@@ -327,3 +343,21 @@ class ReportStage(_WholeStage):
             progress.advance(1)
             progress.message(f"report written to {paths.html}", "info")
         return BatchResult(done=1)
+
+
+def caption_usage(ws: Workspace) -> list[dict[str, Any]]:
+    """One entry per enabled endpoint captioner: ``stored`` (its current captions' tokens and cost) and
+    ``last_run`` (the newest stage run that sent requests: its status and usage with rates), as in ``--json``."""
+    cfg = ws.config
+    names = [n for n in cfg.enabled_captioners() if cfg.captioner(n).uses_endpoint]
+    if not names:
+        return []
+    runs = [r for r in ws.store.stage_runs(stage="caption", limit=200) if r.usage]
+    out = []
+    for name in names:
+        stage = CaptionStage(ws, name)
+        last = next((r for r in runs if r.variant == name), None)
+        out.append({"captioner": name, "model": stage.captioner.served_model, "stored": stage.stored_usage(),
+                    "last_run": None if last is None else {"status": last.status, "started_at": last.started_at,
+                                                           **last.as_dict()["usage"]}})
+    return out

@@ -29,26 +29,27 @@ upstream reason; it is not stored as a failure, so it is computed once the input
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from pipeline.compute.captions import CaptionItem, CaptionsIn, CaptionsOut
+from pipeline.compute.images import ImagesIn, ImagesOut
+from pipeline.compute.jobs import BatchJob, BatchPayload
 from pipeline.crashpoints import (CAPTION_BATCH, EMBED_IMAGES_BATCH, NEIGHBOURS_BATCH, NEIGHBOURS_PREPARE, PROMPTS_BATCH,
                                   crash_point)
-from pipeline.errors import CapsearchError, ConfigError, StoreError, one_line
+from pipeline.errors import CapsearchError, ConfigError, StoreError
+from pipeline.images import PhotoSource
+from pipeline.locations import is_url, join
 from pipeline.hashing import hash_obj, hash_text
 from pipeline.keys import EXACT_DUPLICATE, NEAR_DUPLICATE, NOT_DUPLICATE, image_space
-from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit
 from pipeline.progress import StageProgress
 from pipeline.prompts import estimate_tokens, neighbour_captions
 from pipeline.snapshots import export_array
 from pipeline.stage_keys import caption_instruction, token_captioner
-from pipeline.stages.applicability import no_captioned_photo
-from pipeline.stages.base import Batch, BatchCancelled, BatchResult, Stage, StageCounts
+from pipeline.applicability import no_captioned_photo
+from pipeline.stages.base import Batch, BatchCancelled, BatchResult, PreparedBatch, Stage, StageCounts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,9 +58,6 @@ if TYPE_CHECKING:
     from pipeline.distinct import DistinctRows
     from pipeline.store_rows import ImageRow
 
-# Photos are decoded for captioning at most this many pixels on the long side (above the input
-# size of every supported captioner), which bounds the memory a batch of huge photos takes.
-MAX_CAPTION_SIDE = 2048
 # A reference photo added since a target's neighbours were found makes them stale when it scores at least the
 # target's last neighbour minus this (float noise between two ways of computing one score; erring towards
 # recomputing, which is always correct).
@@ -73,12 +71,29 @@ def caption_items(ws) -> list[str]:
     return store.image_ids() if ws.config.caption.scope == "collection" else store.image_ids("target")
 
 
-def collection_root(store) -> Path:
-    """The folder the stored image paths are relative to (recorded by ingest)."""
+def collection_root(store) -> str:
+    """The folder or URL prefix the stored image paths are relative to (recorded by ingest)."""
     root = (store.get_meta("collection") or {}).get("root")
     if not root:
         raise StoreError("the workspace has no photos yet: run `capsearch data demo`, `data flickr8k` or `data folder` first")
-    return Path(root)
+    return str(root)
+
+
+def photo_location(root: str, rel: str) -> str:
+    """Where a stored photo is: its path under the collection's folder, or its URL under the prefix."""
+    return join(root, rel)
+
+
+def photo_source(location: str, send: bool) -> PhotoSource:
+    """A photo as a batch job carries it: its location, and its bytes when ``send`` and it is a local file
+    (a worker that cannot see the folder reads them from the job; one that cannot read them says why)."""
+    if send and not is_url(location):
+        try:
+            with open(location, "rb") as fh:
+                return PhotoSource(location, fh.read())
+        except OSError:
+            pass      # the worker reports the photo as unreadable, with the reason
+    return PhotoSource(location)
 
 
 def _round_up(size: int, inner: int) -> int:
@@ -117,10 +132,7 @@ class EmbedImagesStage(Stage):
 
     name = "embed-images"
 
-    def __init__(self, ws, variant: str = ""):
-        super().__init__(ws, variant)
-        # photos per forward pass for this stage run: the configured size until out of GPU memory halves it
-        self.model_batch = BatchLimit(self.cfg.image_embedder.batch_size)
+    compute = "pipeline.compute.images:embed_images"
 
     @cached_property
     def embedder(self) -> "ImageEmbedder":
@@ -166,37 +178,37 @@ class EmbedImagesStage(Stage):
         return _round_up(max(super().batch_size(), model_batch * 2 * max(1, workers)), model_batch)
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
+        return self.run_split(batch, progress)
+
+    def prepare_batch(self, batch: Batch, progress: StageProgress | None = None,
+                      send_photos: bool = False) -> PreparedBatch:
+        """The batch's photos without a vector yet, each content once (identical photos are embedded once)."""
         rows = self.store.images(ids=batch.ids)
         present = self.store.has_vectors(self.space, [r.sha256 for r in rows])
         todo: dict[str, "ImageRow"] = {}
         for r in rows:
             if r.sha256 not in present:
-                todo.setdefault(r.sha256, r)  # identical photos are embedded once
-        errors: dict[str, str] = {}
+                todo.setdefault(r.sha256, r)
+        root = collection_root(self.store) if todo else ""
+        photos = tuple((sha, photo_source(photo_location(root, r.path), send_photos)) for sha, r in todo.items())
+        return PreparedBatch(batch, BatchJob(self.compute_ref(), batch.index, ImagesIn(photos)), (rows, len(todo)))
 
-        def advance(n: int, failures: int) -> None:
-            if progress:
-                progress.advance(n, failures=failures)
+    def compute_here(self, job: BatchJob, progress: StageProgress | None = None) -> BatchPayload:
+        """In this process with this stage's embedder."""
+        from pipeline.compute.jobs import run_job
 
-        if todo:
-            root = collection_root(self.store)
-            paths = [str(root / r.path) for r in todo.values()]
-            by_path = dict(zip(paths, todo))
-            size = self.model_batch.size
-            vectors, ok = self.embedder.embed_paths(
-                paths, limit=self.model_batch, progress=advance,
-                on_error=lambda path, reason: errors.__setitem__(by_path[path], f"cannot embed the photo: {reason}"
-                                                                 if reason == OUT_OF_MEMORY else
-                                                                 f"cannot decode the photo: {reason}"))
-            if progress and self.model_batch.size < size:
-                progress.message(f"{self.name}: out of GPU memory, batch size lowered to {self.model_batch.size} "
-                                 "for the rest of this run", "warning")
-        keys = [sha for sha, good in zip(todo, ok) if good] if todo else []
+        return run_job(job, progress or StageProgress(self.label, 0), embedder_=self.embedder)
+
+    def commit_payload(self, prepared: PreparedBatch, payload: BatchPayload,
+                       progress: StageProgress | None = None) -> BatchResult:
+        rows, n_todo = prepared.local
+        out: ImagesOut = payload.output
+        errors = out.errors
         failed = [(r.id, "failed", errors[r.sha256]) for r in rows if r.sha256 in errors]
         failed_ids = {f[0] for f in failed}
         with self.commit():   # vectors and problems together
-            if keys:
-                self.store.put_vectors(self.space, keys, vectors[ok])
+            if out.keys:
+                self.store.put_vectors(self.space, out.keys, out.vectors)
             crash_point(EMBED_IMAGES_BATCH)
             self.store.clear_problems(self.name, [r.id for r in rows if r.id not in failed_ids])
             if failed:
@@ -204,8 +216,9 @@ class EmbedImagesStage(Stage):
         if progress:
             for item, _, reason in failed:
                 progress.message(f"skipped {item}: {reason}", "warning")
-        advance(len(batch.ids) - len(todo), len(failed) - len(errors))  # duplicates, already embedded, removed
-        missing = len(batch.ids) - len(rows)  # removed from the collection since planning
+            # duplicates, already embedded, removed since planning
+            progress.advance(len(prepared.batch.ids) - n_todo, len(failed) - len(errors))
+        missing = len(prepared.batch.ids) - len(rows)  # removed from the collection since planning
         return BatchResult(done=len(rows) - len(failed), failed=len(failed), skipped=missing)
 
     def finalize(self, progress: StageProgress | None = None) -> None:
@@ -408,8 +421,6 @@ class NeighboursStage(Stage):
         """The approximate index over the DB's distinct vectors (built or updated as the DB changed), or None."""
         if not self.approximate(db.n_present):
             return None
-        import numpy as np
-
         from pipeline.vector_index import Approximate, ensure
 
         keys = [shas[int(db.members[db.starts[r]])] for r in range(db.vectors.shape[0])]
@@ -581,14 +592,13 @@ class CaptionStage(Stage):
     """Captions of every target by one configured captioner (``variant`` is its name)."""
 
     name = "caption"
+    compute = "pipeline.compute.captions:caption_photos"
 
     def __init__(self, ws, variant: str = ""):
         if not variant:
             raise ConfigError("the caption stage needs a captioner name, e.g. caption:knn-consensus")
         super().__init__(ws, variant)
         self.captioner_config = self.cfg.captioner(variant)
-        # photos per captioner call for this stage run: the configured size until out of GPU memory halves it
-        self.model_batch = BatchLimit(self.captioner_config.batch_size)
         self.kind = self.captioner_config.kind
         self.prompts = PromptsStage(ws) if self.kind == "vlm-neighbours" else None
         self.neighbours = NeighboursStage(ws) if self.kind == "knn-consensus" else None
@@ -603,6 +613,12 @@ class CaptionStage(Stage):
         from pipeline.captioners.registry import build_captioner
 
         return build_captioner(self.cfg, self.variant, self.store)
+
+    @property
+    def remote(self) -> bool:
+        """kNN consensus keeps its candidates' text vectors in the store: it runs in the flow's process (it costs
+        milliseconds a photo); every other captioner may caption on a worker."""
+        return self.kind != "knn-consensus"
 
     @property
     def uses_gpu(self) -> bool:  # type: ignore[override]
@@ -669,22 +685,12 @@ class CaptionStage(Stage):
         return {i: None for i in ids}, None, {i: prompt_id for i in ids}
 
     def run_batch(self, batch: Batch, progress: StageProgress | None = None) -> BatchResult:
-        """Caption the batch (``compute_batch``: reads, decodes, captions; writes nothing), then write it in one
-        transaction (``write_batch``). A batch an endpoint captioner stopped (the run was cancelled, the server went
-        away) writes what it captioned first, then raises (``BatchCancelled``, ``EndpointUnavailable``)."""
-        computed = self.compute_batch(batch, progress)
-        self.write_batch(computed)
-        if computed.stop is not None:
-            raise computed.stop
-        return computed.result
+        return self.run_split(batch, progress)
 
-    def compute_batch(self, batch: Batch, progress: StageProgress | None = None) -> "CaptionBatch":
-        from pipeline.images import open_rgb
-
-        if self.endpoint and (down := self.captioner.unavailable):   # an earlier batch found the server gone
-            from pipeline.captioners.endpoint import EndpointUnavailable
-
-            raise EndpointUnavailable(f"{self.label}: {down}")
+    def prepare_batch(self, batch: Batch, progress: StageProgress | None = None,
+                      send_photos: bool = False) -> PreparedBatch:
+        """Each item with its input (prompt, neighbours' captions) and where its photo is; items whose input
+        is missing are reported here and left out."""
         prompts, candidates, prompt_ids = self._inputs(batch.ids)
         ready = [i for i in batch.ids if i in prompts]
         inputs = self.item_fingerprints(ready)
@@ -693,83 +699,63 @@ class CaptionStage(Stage):
         failed, skipped = report_missing_input(absent, self._upstream_failures() if absent else {},
                                                what, command, progress)
         rows = {r.id: r for r in self.store.images(ids=ready)}
-        root = collection_root(self.store) if ready else Path(".")
-
-        def load(item: str) -> Any:
-            try:
-                return open_rgb(root / rows[item].path, max_side=MAX_CAPTION_SIDE)
-            except Exception as exc:  # a bad photo is recorded with its reason, never fatal
-                return f"cannot open the photo: {one_line(exc)}"
-
+        root = collection_root(self.store) if ready else ""
         present = [i for i in ready if i in rows]
-        if self.kind == "knn-consensus":   # it reads the neighbours' captions, never the pixels: decode nothing
-            loaded: dict[str, Any] = {i: None for i in present}
-        else:
-            with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-                loaded = dict(zip(present, pool.map(load, present)))
-        captioner = _StoreErrorTrap(self.captioner)
-        settings = captioner.settings()
-        records = []
-        bad = {i: v for i, v in loaded.items() if isinstance(v, str)}
-        for item, reason in bad.items():
-            records.append({"image_id": item, "text": "", "status": "failed", "error": reason, "seconds": 0.0,
-                            "attempts": 1})
-            if progress:
-                progress.message(f"{self.variant}: {item} failed: {reason}", "warning")
-                progress.advance(1, failures=1)
-        good = [i for i in ready if i in loaded and i not in bad]
-        usage, stop, unsent = None, None, 0
-        if good and self.endpoint:
-            usage, stop, unsent, answered = self._caption_through_endpoint(good, loaded, prompts, progress)
-            records += answered
-        elif good:
-            from pipeline.captioners.robust import caption_robust
+        pixels = self.kind != "knn-consensus"   # kNN consensus reads the neighbours' captions, never the pixels
+        items = tuple(CaptionItem(i, photo_source(photo_location(root, rows[i].path), send_photos) if pixels else None,
+                                  prompts[i], tuple(candidates[i]) if candidates is not None else None)
+                      for i in present)
+        job = BatchJob(self.compute_ref(), batch.index, CaptionsIn(items))
+        return PreparedBatch(batch, job, (inputs, prompt_ids, failed, skipped, len(ready) - len(present)))
 
-            outcomes = caption_robust(
-                captioner, [loaded[i] for i in good], [prompts[i] for i in good],
-                [candidates[i] for i in good] if candidates is not None else None,
-                batch_size=self.model_batch, progress=progress, item_names=good)
-            records += [{"image_id": i, "text": o.text, "status": o.status, "error": o.error, "seconds": o.seconds,
-                         "attempts": o.attempts} for i, o in zip(good, outcomes)]
-        captioner.raise_trapped(self.store)
-        for r in records:
-            r.update(model=captioner.model_id, prompt_id=prompt_ids.get(r["image_id"]), settings=settings)
-        ok = sum(r["status"] == "ok" for r in records)
-        gone = len(ready) - len(loaded)
-        result = BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone + unsent, usage=usage)
-        return CaptionBatch(records, {r["image_id"]: inputs[r["image_id"]] for r in records}, result, stop)
+    def compute_here(self, job: BatchJob, progress: StageProgress | None = None) -> BatchPayload:
+        """In this process with this stage's captioner (kNN consensus's keeps text vectors in the store) and the
+        run's cancel event (an endpoint captioner stops within 50 ms); a store or disk error it raised fails the
+        batch as that error."""
+        from pipeline.compute.jobs import run_job
 
-    def _caption_through_endpoint(self, good: list[str], loaded: dict[str, Any], prompts: dict[str, str | None],
-                                  progress: StageProgress | None) -> tuple[Any, BaseException | None, int, list[dict]]:
-        """(usage, why the batch stopped or None, photos not sent, caption records) of an endpoint captioner."""
-        from pipeline.captioners.endpoint import EndpointUnavailable
+        try:
+            return run_job(job, progress or StageProgress(self.label, 0), captioner_=self.captioner,
+                           cancelled=self.cancelled)
+        except Exception as exc:
+            translated = self.store.as_store_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def commit_payload(self, prepared: PreparedBatch, payload: BatchPayload,
+                       progress: StageProgress | None = None) -> BatchResult:
+        """The batch's captions (with each photo's tokens, through an endpoint) and their inputs, in one
+        transaction. A batch an endpoint captioner stopped (the run was cancelled, the server went away) writes
+        what it captioned first, then raises (``BatchCancelled``, ``EndpointUnavailable``)."""
+        from dataclasses import astuple
+
         from pipeline.stages.outcome import TokenUsage
 
-        answer = self.captioner.caption_photos([loaded[i] for i in good], [prompts[i] for i in good],
-                                               progress=progress, cancelled=self.cancelled, names=good)
-        records = [{"image_id": i, "text": o.text, "status": o.status, "error": o.error, "seconds": o.seconds,
-                    "attempts": o.attempts, "prompt_tokens": o.prompt_tokens,
-                    "completion_tokens": o.completion_tokens}
-                   for i, o in zip(good, answer.outcomes) if o is not None]
-        p = sum(r["prompt_tokens"] for r in records)
-        c = sum(r["completion_tokens"] for r in records)
-        usage = TokenUsage(len(records), answer.requests, p, c, self.captioner.cost(p, c))
-        unsent = len(good) - len(records)
-        stop: BaseException | None = None
-        if answer.unavailable:
-            stop = EndpointUnavailable(f"{self.label}: {answer.unavailable}; {len(records)} photos of this batch "
-                                       "were captioned and kept, the rest are left for the next run")
-        elif answer.cancelled:
-            stop = BatchCancelled(f"{self.label}: cancelled with {unsent} photos of the batch not captioned; "
-                                  f"{len(records)} kept")
-        return usage, stop, unsent, records
-
-    def write_batch(self, computed: "CaptionBatch") -> None:
-        """The batch's captions and their inputs, in one transaction."""
-        if computed.records:
+        inputs, prompt_ids, failed, skipped, gone = prepared.local
+        out: CaptionsOut = payload.output
+        records = [{"image_id": r.image_id, "text": r.text, "status": r.status, "error": r.error,
+                    "seconds": r.seconds, "attempts": r.attempts, "model": out.model_id,
+                    "prompt_id": prompt_ids.get(r.image_id), "settings": out.settings,
+                    **({"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens}
+                       if out.usage is not None else {})} for r in out.records]
+        if records:
             with self.commit(CAPTION_BATCH):
-                self.store.put_captions(self.variant, self.config_hash(), computed.records)
-                self.record_inputs(computed.inputs)
+                self.store.put_captions(self.variant, self.config_hash(), records)
+                self.record_inputs({r["image_id"]: inputs[r["image_id"]] for r in records})
+        ok = sum(r["status"] == "ok" for r in records)
+        if out.stop is not None:
+            from pipeline.captioners.endpoint import EndpointUnavailable
+
+            kind, why = out.stop
+            if kind == "unavailable":
+                raise EndpointUnavailable(f"{self.label}: {why}; {len(records)} photos of this batch were captioned "
+                                          "and kept, the rest are left for the next run")
+            raise BatchCancelled(f"{self.label}: cancelled with {out.unsent} photos of the batch not captioned; "
+                                 f"{len(records)} kept")
+        usage = TokenUsage(*astuple(out.usage)) if out.usage is not None else None
+        return BatchResult(done=ok, failed=len(records) - ok + failed, skipped=skipped + gone + out.unsent,
+                           usage=usage)
 
     def counts(self) -> StageCounts:
         counts = super().counts()
@@ -786,54 +772,3 @@ class CaptionStage(Stage):
         p = sum(r.prompt_tokens for r in rows)
         c = sum(r.completion_tokens for r in rows)
         return TokenUsage(len(rows), sum(r.attempts for r in rows), p, c, self.captioner.cost(p, c)).as_dict()
-
-
-@dataclass
-class CaptionBatch:
-    """What one caption batch computed, before anything is written: the caption rows, each photo's input
-    fingerprint, the batch's counts (and token use), and why it stopped early, if it did."""
-    records: list[dict[str, Any]]
-    inputs: dict[str, str]
-    result: BatchResult
-    stop: BaseException | None = None
-
-
-class _StoreErrorTrap:
-    """A captioner whose store or disk errors fail the batch instead of becoming the photos' caption failures.
-
-    ``caption_robust`` records any error of a captioner call as the failure of the items in it;
-    a captioner that writes to the store (kNN consensus keeps text vectors there) can fail because
-    the disk is full, which says nothing about the photos. The first such error is kept and
-    raised once the batch is captioned, before anything is written, so the next run retries it."""
-
-    def __init__(self, inner: "Captioner"):
-        self._inner = inner
-        self._trapped: BaseException | None = None
-
-    def caption(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return self._inner.caption(*args, **kwargs)
-        except Exception as exc:
-            if self._trapped is None and _is_store_failure(exc):
-                self._trapped = exc
-            raise
-
-    def raise_trapped(self, store: Any) -> None:
-        if self._trapped is not None:
-            exc, self._trapped = self._trapped, None
-            translated = store.as_store_error(exc)
-            if translated is None:
-                raise exc
-            raise translated from exc
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _is_store_failure(exc: BaseException) -> bool:
-    import sqlite3
-
-    from pipeline.atomic import is_disk_full
-    from pipeline.errors import DiskFullError
-
-    return isinstance(exc, (StoreError, DiskFullError, sqlite3.Error)) or is_disk_full(exc)

@@ -10,7 +10,8 @@ import time
 from typing import Iterable, Sequence
 
 from pipeline.store.database import Database
-from pipeline.store.sql import from_json_list, json_list
+from pipeline.estimates import Estimate
+from pipeline.store.sql import difference_columns, estimate_columns, from_json_list, json_list, stored_difference
 from pipeline.store_rows import (CaptionMetricPhoto, CaptionMetricScore, CaptionMetricValue, CaptionSummaryRow,
                                  StoredCaptionRow, StoredCaptionSummary)
 
@@ -89,8 +90,8 @@ class CaptionMetricTables:
             c.executemany(
                 "INSERT INTO caption_metric_values(config_hash, row, metric, value, ci_low, ci_high, n, baseline, diff, "
                 "diff_ci_low, diff_ci_high, p_value) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(h, v.row, v.metric, v.value, v.ci_low, v.ci_high, v.n, v.baseline, v.diff, v.diff_ci_low,
-                  v.diff_ci_high, v.p_value) for v in summary.values])
+                [(h, v.row, v.metric, *estimate_columns(v.estimate), v.n, v.baseline if v.vs_baseline else None,
+                  *difference_columns(v.vs_baseline)) for v in summary.values])
 
     def summary(self, config_hash: str) -> StoredCaptionSummary | None:
         with self.store.read() as c:
@@ -105,7 +106,8 @@ class CaptionMetricTables:
                                 "ORDER BY position, metric", (config_hash,)).fetchall()
             position = {r.row: n for n, r in enumerate(rows)}
             values = sorted(
-                (CaptionMetricValue(*r) for r in c.execute(
+                (CaptionMetricValue(r[0], r[1], Estimate(*r[2:5]), r[5], r[6], stored_difference(r[6], r[7:11]))
+                 for r in c.execute(
                     "SELECT row, metric, value, ci_low, ci_high, n, baseline, diff, diff_ci_low, diff_ci_high, p_value "
                     "FROM caption_metric_values WHERE config_hash=?", (config_hash,))),
                 key=lambda v: (position.get(v.row, len(position)), v.row, v.metric))

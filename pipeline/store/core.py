@@ -29,17 +29,20 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from pipeline.errors import StoreError
+from pipeline.estimates import Estimate
 from pipeline.run_owner import current_owner, owner_state
+from pipeline.states import Status
 from pipeline.store.caption_metrics import CaptionMetricTables
 from pipeline.store.database import Database
 from pipeline.store.runs import RunRecords
-from pipeline.store.sql import and_equal, and_in, in_list
+from pipeline.store.sql import and_equal, and_in, difference_columns, estimate_columns, in_list, stored_difference
 from pipeline.store_rows import (CaptionRow, EvaluationRow, FileRecord, ImageRow, NeighbourRow, Problem, PromptRow,
                                  QueryRow, RankingRow, StageRunRow)
 
 _PROMPT_COLUMNS = "image_id, config_hash, prompt_id, text, n_captions, trimmed, warning"
 _QUERY_COLUMNS = ", ".join(f.name for f in fields(QueryRow))
-_EVALUATION_COLUMNS = ", ".join(f.name for f in fields(EvaluationRow))
+_EVALUATION_COLUMNS = ("eval_hash, method, query_kind, metric, value, ci_low, ci_high, n, baseline, diff, diff_ci_low, "
+                       "diff_ci_high, p_value, created_at")
 _STAGE_RUN_COLUMNS = ", ".join("target AS variant" if f.name == "variant" else f.name for f in fields(StageRunRow))
 
 
@@ -537,15 +540,15 @@ class Store(Database):
         return [RankingRow(m, k, i, r, tuple(json.loads(t)), tuple(json.loads(sc)))
                 for m, k, i, r, t, sc in self.conn.execute(sql + " ORDER BY method, query_kind, image_id", args)]
 
-    def put_evaluations(self, eval_hash: str, rows: Iterable[dict[str, Any]]) -> None:
+    def put_evaluations(self, eval_hash: str, rows: Iterable[EvaluationRow]) -> None:
+        """Replace the metrics of one evaluation (its rows' ``eval_hash`` and ``created_at`` are this call's)."""
         now = time.time()
-        cols = ("method", "query_kind", "metric", "value", "ci_low", "ci_high", "n", "baseline", "diff",
-                "diff_ci_low", "diff_ci_high", "p_value")
         with self.transaction() as c:
             c.execute("DELETE FROM evaluations WHERE eval_hash=?", (eval_hash,))
             c.executemany(
-                f"INSERT INTO evaluations(eval_hash, {', '.join(cols)}, created_at) VALUES (?, {', '.join('?' * len(cols))}, ?)",
-                [(eval_hash, *[r.get(col) for col in cols], now) for r in rows],
+                f"INSERT INTO evaluations({_EVALUATION_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                [(eval_hash, r.method, r.query_kind, r.metric, *estimate_columns(r.estimate), r.n,
+                  r.baseline if r.vs_baseline else None, *difference_columns(r.vs_baseline), now) for r in rows],
             )
 
     def evaluations(self, eval_hash: str | None = None) -> list[EvaluationRow]:
@@ -554,7 +557,8 @@ class Store(Database):
             eval_hash = self.latest_eval_hash()
             if eval_hash is None:
                 return []
-        return [EvaluationRow(*r) for r in self.conn.execute(
+        return [EvaluationRow(r[0], r[1], r[2], r[3], Estimate(*r[4:7]), r[7], r[8], stored_difference(r[8], r[9:13]),
+                              r[13]) for r in self.conn.execute(
             f"SELECT {_EVALUATION_COLUMNS} FROM evaluations WHERE eval_hash=? ORDER BY method, query_kind, metric",
             (eval_hash,))]
 
@@ -573,12 +577,12 @@ class Store(Database):
             cur = c.execute(
                 "INSERT INTO stage_runs(stage, target, config_hash, status, started_at, flow_run_id, config, owner, run_id) "
                 "VALUES (?,?,?,?,?,?,?,?,?)",
-                (stage, target, config_hash, "running", time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True),
+                (stage, target, config_hash, Status.RUNNING, time.time(), flow_run_id, json.dumps(config or {}, sort_keys=True),
                  current_owner(), run_id),
             )
             return int(cur.lastrowid)
 
-    def finish_stage_run(self, run_id: int, status: str, done: int = 0, failed: int = 0, skipped: int = 0,
+    def finish_stage_run(self, run_id: int, status: Status, done: int = 0, failed: int = 0, skipped: int = 0,
                          message: str | None = None, usage: dict[str, Any] | None = None) -> None:
         """``usage``: what the run's requests to a model server cost (``TokenUsage.as_dict``), for a stage that made any."""
         with self.transaction() as c:
@@ -591,12 +595,12 @@ class Store(Database):
     def mark_crashed_runs(self) -> int:
         """Mark ``running`` stage runs whose process has ended (killed, crashed, power cut) as ``crashed``."""
         with self.transaction() as c:
-            dead = [r[0] for r in c.execute("SELECT id, owner FROM stage_runs WHERE status='running'")
+            dead = [r[0] for r in c.execute("SELECT id, owner FROM stage_runs WHERE status=?", (Status.RUNNING,))
                     if owner_state(r[1]) == "dead"]
             c.executemany(
-                "UPDATE stage_runs SET status='crashed', finished_at=?, "
-                "message=COALESCE(message, 'its process ended without finishing it') WHERE id=? AND status='running'",
-                [(time.time(), i) for i in dead])
+                "UPDATE stage_runs SET status=?, finished_at=?, "
+                "message=COALESCE(message, 'its process ended without finishing it') WHERE id=? AND status=?",
+                [(Status.CRASHED, time.time(), i, Status.RUNNING) for i in dead])
             return len(dead)
 
     def stage_runs(self, stage: str | None = None, limit: int = 50) -> list[StageRunRow]:
@@ -604,5 +608,5 @@ class Store(Database):
         at once (the next run that starts records it so)."""
         sql, args = and_equal(f"SELECT {_STAGE_RUN_COLUMNS} FROM stage_runs WHERE 1=1", [], stage=stage)
         rows = [StageRunRow(*r) for r in self.conn.execute(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])]
-        return [replace(r, status="crashed") if r.status == "running" and owner_state(r.owner) == "dead" else r
-                for r in rows]
+        return [replace(r, status=Status.CRASHED) if r.status is Status.RUNNING and owner_state(r.owner) == "dead"
+                else r for r in rows]

@@ -10,6 +10,7 @@ import time
 from typing import Any, Iterable
 
 from pipeline.run_owner import current_owner, owner_state
+from pipeline.states import Status
 from pipeline.store.database import Database
 from pipeline.store_rows import LogLine, RunInfo, StageLive
 
@@ -20,8 +21,8 @@ LOG_LIMIT = 1000                  # messages kept per run
 def _info(row: Any) -> RunInfo:
     r = dict(row)
     status = r["status"]
-    if status == "running" and owner_state(r["owner"]) == "dead":
-        status = "crashed"       # read as crashed at once; recorded so by the next run
+    if status == Status.RUNNING and owner_state(r["owner"]) == "dead":
+        status = Status.CRASHED   # read as crashed at once; recorded so by the next run
     return RunInfo(r["id"], r["owner"], status, r["what"], r["started_by"], r["started_at"], r["finished_at"],
                    r["flow_run_id"] or "", r["deployment"] or "", r["api_url"] or "", r["log_path"] or "",
                    r["message"] or "")
@@ -44,7 +45,7 @@ class RunRecords:
             cur = c.execute(
                 "INSERT INTO runs(owner, status, what, started_by, started_at, flow_run_id, deployment, api_url, "
                 "log_path) VALUES (?,?,?,?,?,?,?,?,?)",
-                (current_owner(), "running", what, started_by, now, flow_run_id or None, deployment or None,
+                (current_owner(), Status.RUNNING, what, started_by, now, flow_run_id or None, deployment or None,
                  api_url or None, log_path or None))
             run_id = int(cur.lastrowid)
             c.execute("DELETE FROM run_progress WHERE run_id <= ?", (run_id - KEEP_RUNS,))
@@ -56,20 +57,20 @@ class RunRecords:
             c.execute("UPDATE runs SET flow_run_id=?, api_url=COALESCE(?, api_url) WHERE id=?",
                       (flow_run_id or None, api_url, run_id))
 
-    def finish(self, run_id: int, status: str, message: str | None = None) -> None:
+    def finish(self, run_id: int, status: Status, message: str | None = None) -> None:
         with self.store.transaction() as c:
-            c.execute("UPDATE runs SET status=?, finished_at=?, message=? WHERE id=? AND status='running'",
-                      (status, time.time(), (message or None) and message[:1000], run_id))
+            c.execute("UPDATE runs SET status=?, finished_at=?, message=? WHERE id=? AND status=?",
+                      (status, time.time(), (message or None) and message[:1000], run_id, Status.RUNNING))
 
     def mark_crashed(self) -> list[int]:
         """Record runs left ``running`` by processes that have ended as ``crashed``; their ids."""
         with self.store.transaction() as c:
-            dead = [r[0] for r in c.execute("SELECT id, owner FROM runs WHERE status='running'")
+            dead = [r[0] for r in c.execute("SELECT id, owner FROM runs WHERE status=?", (Status.RUNNING,))
                     if owner_state(r[1]) == "dead"]
             now = time.time()
-            c.executemany("UPDATE runs SET status='crashed', finished_at=?, "
+            c.executemany("UPDATE runs SET status=?, finished_at=?, "
                           "message=COALESCE(message, 'its process ended without finishing it (killed?)') "
-                          "WHERE id=? AND status='running'", [(now, i) for i in dead])
+                          "WHERE id=? AND status=?", [(Status.CRASHED, now, i, Status.RUNNING) for i in dead])
         return dead
 
     def get(self, run_id: int) -> RunInfo | None:
@@ -78,7 +79,8 @@ class RunRecords:
 
     def marked_running(self) -> list[RunInfo]:
         """The runs whose row says ``running``, newest first (those whose process ended read ``crashed``)."""
-        return [_info(r) for r in self.store.conn.execute("SELECT * FROM runs WHERE status='running' ORDER BY id DESC")]
+        return [_info(r) for r in self.store.conn.execute("SELECT * FROM runs WHERE status=? ORDER BY id DESC",
+                                                          (Status.RUNNING,))]
 
     def recent(self, limit: int = 20) -> list[RunInfo]:
         return [_info(r) for r in self.store.conn.execute("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))]

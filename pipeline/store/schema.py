@@ -283,7 +283,7 @@ MIGRATIONS: dict[int, str] = {
         run_id INTEGER NOT NULL,
         stage TEXT NOT NULL,             -- label, e.g. 'caption:knn-consensus'
         position INTEGER NOT NULL,       -- the order the stages started in
-        state TEXT NOT NULL,             -- 'running' | 'finished'
+        state TEXT NOT NULL,             -- 'running' | 'completed' | 'not applicable' (older: 'finished', 'not-applicable')
         done INTEGER NOT NULL DEFAULT 0,
         total INTEGER NOT NULL DEFAULT 0,
         failures INTEGER NOT NULL DEFAULT 0,

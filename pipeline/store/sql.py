@@ -1,10 +1,12 @@
 """Small SQL helpers the store's repositories share: id lists as one JSON parameter, optional filters, float
-lists as exact JSON, and a rollback that never hides the error that caused it."""
+lists as exact JSON, estimates and paired differences as columns, and a rollback that never hides the error that caused it."""
 from __future__ import annotations
 
 import json
 import sqlite3
 from typing import Any, Sequence
+
+from pipeline.estimates import Difference, Estimate
 
 
 def rollback(conn: sqlite3.Connection, *statements: str) -> None:
@@ -48,3 +50,20 @@ def and_equal(sql: str, args: list[Any], **filters: Any) -> tuple[str, list[Any]
             sql += f" AND {column}=?"
             args.append(value)
     return sql, args
+
+
+def estimate_columns(e: Estimate) -> tuple[float | None, float | None, float | None]:
+    """value, ci_low, ci_high (NaN as NULL)."""
+    e = e.stored()
+    return e.value, e.low, e.high
+
+
+def difference_columns(d: Difference | None) -> tuple[float | None, float | None, float | None, float | None]:
+    """diff, diff_ci_low, diff_ci_high, p_value (NULL: no paired test)."""
+    d = d.stored() if d is not None else Difference(None, None, None, None)
+    return d.diff, d.low, d.high, d.p
+
+
+def stored_difference(baseline: str | None, columns: Sequence[Any]) -> Difference | None:
+    """The paired test of a stored metric: None where there is no baseline."""
+    return Difference(*columns) if baseline is not None else None

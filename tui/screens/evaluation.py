@@ -10,38 +10,29 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from pipeline.browse import Browser, EvaluationTable, MetricValue
+from pipeline.browse import Browser, EvaluationTable
 from pipeline.caption_metrics.views import caption_metrics_view
+from pipeline.metric_facts import DASH, Direction, fact, metric_cell
+from pipeline.store_rows import EvaluationRow
 from tui.cycle import cycle
 from tui.messages import CaptionMetricsLoaded
 from tui.screens.base import CapsearchScreen
 from tui.screens.missed import MissedScreen
 from tui.widgets.bar_chart import Bar, BarChart
 from tui.widgets.caption_metrics import CaptionMetricsPanel
-from tui.widgets.tables import fill_table
+from tui.widgets.tables import estimate_text, fill_table
 
 
-def metric_digits(metric: str) -> int:
-    return 1 if metric == "MedR" else 3
-
-
-def cell(value: MetricValue | None, metric: str, spread: bool = True) -> Text:
+def cell(value: EvaluationRow | None, metric: str, spread: bool = True) -> Text:
     """``0.433 ±0.08``: the value and half the width of its interval (``spread``; on a narrow screen the value
     alone, the line under the table giving the highlighted method's intervals)."""
-    if value is None:
-        return Text("-", style="dim")
-    d = metric_digits(metric)
-    text = Text(f"{value.value:.{d}f}")
-    if spread and value.ci_low is not None and value.ci_high is not None:
-        text.append(f" ±{(value.ci_high - value.ci_low) / 2:.{max(1, d - 1)}f}", style="dim")
-    return text
+    return estimate_text(metric, value.estimate if value else None, spread)
 
 
-def interval(value: MetricValue, metric: str) -> str:
-    d = metric_digits(metric)
-    if value.ci_low is None or value.ci_high is None:
-        return f"{value.value:.{d}f}"
-    return f"{value.value:.{d}f} [{value.ci_low:.{d}f}, {value.ci_high:.{d}f}]"
+def interval(value: EvaluationRow, metric: str) -> str:
+    """``0.433 [0.37, 0.50]``."""
+    c = metric_cell(metric, value.estimate)
+    return DASH if c is None else f"{c.value} {c.interval}".rstrip()
 
 
 class EvaluationLoaded(Message):
@@ -116,7 +107,7 @@ class EvaluationScreen(CapsearchScreen):
         table = Browser(self.ws).evaluation()
         reason = None
         if table.empty:
-            from pipeline.stages.applicability import no_held_out_captions
+            from pipeline.applicability import no_held_out_captions
 
             reason = no_held_out_captions(self.ws.store)
         self.post_message(EvaluationLoaded(table, reason))
@@ -180,15 +171,14 @@ class EvaluationScreen(CapsearchScreen):
     def _chart(self) -> None:
         t = self.table
         metric = self.chart_metric
-        bars = [Bar(m, v.value, v.ci_low, v.ci_high) for m in t.methods
-                if (v := t.get(m, self.kind, metric)) is not None]
+        f = fact(metric)
+        bars = [Bar(m, v.estimate) for m in t.methods if (v := t.get(m, self.kind, metric)) is not None]
         title = Text()
         title.append(metric, style="bold")
-        title.append(f" per method, {self.kind} queries" + (" (lower is better)" if metric == "MedR" else "")
+        title.append(f" per method, {self.kind} queries" + (f" ({f.direction})" if f.direction is Direction.LOWER else "")
                      + " · b cycles", style="dim")
         self.query_one("#chart-title", Static).update(title)
-        top = 1.0 if metric.startswith("R@") or metric == "MRR" else None
-        self.query_one("#chart", BarChart).show(bars, top, metric_digits(metric))
+        self.query_one("#chart", BarChart).show(bars, f.ceiling, f)
 
     def _selected_method(self) -> str | None:
         if self.table is None or self.table.empty:
@@ -210,12 +200,12 @@ class EvaluationScreen(CapsearchScreen):
                 text.append(interval(v, metric))
         metric = self.chart_metric
         v = t.get(method, self.kind, metric)
-        if v is not None and v.baseline and v.baseline != method and v.diff is not None:
-            text.append(f"\nvs {v.baseline}: {metric} {v.diff:+.3f}", style="")
-            if v.diff_ci_low is not None and v.diff_ci_high is not None:
-                text.append(f" [{v.diff_ci_low:+.3f}, {v.diff_ci_high:+.3f}]", style="dim")
-            if v.p_value is not None:
-                text.append(f" p={v.p_value:.3f}", style="dim")
+        c = metric_cell(metric, v.estimate, v.vs_baseline) if v is not None and v.baseline != method else None
+        if c is not None and c.delta is not None:
+            text.append(f"\nvs {v.baseline}: {metric} {c.delta}", style="")
+            if c.delta_interval:
+                text.append(f" {c.delta_interval}", style="dim")
+            text.append(f" p={c.p}", style="dim")
         if t.not_applicable:
             text.append("\n")
             text.append_text(not_applicable_text(t))

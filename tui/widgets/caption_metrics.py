@@ -1,17 +1,15 @@
 """Caption metrics in the TUI: the summary table (metrics down, rows across) and one photo's scores."""
 from __future__ import annotations
 
-import math
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
-from pipeline.caption_metrics.results import info
 from pipeline.caption_metrics.views import CaptionMetricsView
-from tui.widgets.tables import fill_table
+from pipeline.metric_facts import fact, metric_cell, number
+from tui.widgets.tables import estimate_text, fill_table
 
 # what a caption column on the photo screen shows, when computed
 PHOTO_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE", "CLIPScore", "RefCLIPScore", "copy rate",
@@ -19,23 +17,15 @@ PHOTO_METRICS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "SPICE", "CLIPScore",
 
 
 def fmt(metric: str, value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
+    """One photo's score: ``0.545``; copy rate 0 or 1 in words; ``–`` where there is none."""
     if metric == "copy rate" and value in (0.0, 1.0):
         return "copied" if value else "own words"
-    return f"{value:.{info(metric).digits}f}"
+    return number(value, fact(metric).digits)
 
 
 def summary_cell(view: CaptionMetricsView, row: str, metric: str) -> Text:
     """``0.545 ±0.04``: the value and half the width of its interval."""
-    m = view.result.get(row, metric) if view.result else None
-    if not m or m.get("value") is None:
-        return Text("-", style="dim")
-    digits = info(metric).digits
-    text = Text(f"{m['value']:.{digits}f}")
-    if m.get("low") is not None and m.get("high") is not None:
-        text.append(f" ±{(m['high'] - m['low']) / 2:.{max(1, digits - 1)}f}", style="dim")
-    return text
+    return estimate_text(metric, view.result.get(row, metric) if view.result else None)
 
 
 def photo_scores_text(scores: dict[str, float | None]) -> Text:
@@ -93,24 +83,21 @@ class CaptionMetricsPanel(Vertical):
             return
         row_index = self.query_one("#caption-metrics", DataTable).cursor_row
         metric = r.metrics[min(max(row_index, 0), len(r.metrics) - 1)]
-        m = info(metric)
+        m = fact(metric)
         text = Text()
         text.append(metric, style="bold")
         text.append(f": {m.description}" if m.description else "", style="dim")
-        digits = m.digits
         for row in r.rows:
-            value = r.get(row, metric)
-            if not value or value.get("value") is None:
+            c = metric_cell(metric, r.get(row, metric), r.difference(row, metric))
+            if c is None:
                 continue
             text.append(f"\n{row} ", style="bold")
-            text.append(f"{value['value']:.{digits}f}")
-            if value.get("low") is not None:
-                text.append(f" [{value['low']:.{digits}f}, {value['high']:.{digits}f}]", style="dim")
-            d = r.vs_baseline.get(row, {}).get(metric)
-            if d and d.get("diff") is not None:
-                text.append(f"  vs {r.baseline} {d['diff']:+.{digits}f}")
-                if d.get("p") is not None:
-                    text.append(f" p={d['p']:.3f}", style="dim")
+            text.append(c.value)
+            if c.interval:
+                text.append(f" {c.interval}", style="dim")
+            if c.delta is not None:
+                text.append(f"  vs {r.baseline} {c.delta}")
+                text.append(f" p={c.p}", style="dim")
         for row, reason in r.rows_not_applicable().items():
             text.append(f"\n{row}", style="bold")
             text.append(" not applicable: ", style="yellow")

@@ -1,4 +1,4 @@
-"""Filling a DataTable in one go, with column widths taken from the data.
+"""Filling a DataTable in one go, with column widths taken from the data; a metric's cell.
 
 Tables here are filled from worker results. Setting each column's width from its cells (instead of
 leaving DataTable to measure them when it next goes idle) makes the first frame after the data
@@ -12,7 +12,21 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.widgets import DataTable
 
+from pipeline.estimates import Estimate
+from pipeline.metric_facts import DASH, metric_cell
+
 MAX_COLUMN_WIDTH = 160
+
+
+def estimate_text(metric: str, estimate: Estimate | None, spread: bool = True) -> Text:
+    """``0.433 ±0.08``: the value and (``spread``) half the width of its interval, in the metric's decimals."""
+    cell = metric_cell(metric, estimate)
+    if cell is None:
+        return Text(DASH, style="dim")
+    text = Text(cell.value)
+    if spread and cell.spread:
+        text.append(f" {cell.spread}", style="dim")
+    return text
 
 
 def _width(cell: object) -> int:

@@ -8,7 +8,6 @@ nothing to do yet).
 """
 from __future__ import annotations
 
-NOT_APPLICABLE = "not applicable"   # the state of a stage that does not apply (counts, outcomes, stage runs)
 NO_CAPTIONED_PHOTO = ("no photo has a human caption, so there are no neighbours' captions to show or to choose "
                       "from (give some photos captions: `capsearch data folder PATH --captions FILE`)")
 NO_HELD_OUT_CAPTIONS = ("the targets have no held-out human captions to make evaluation queries from (in a "
