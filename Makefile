@@ -31,9 +31,13 @@ demo: install
 RANKING_TESTS := tests/test_distinct.py tests/test_search_core.py tests/test_metrics.py tests/test_neighbours.py \
 	tests/test_search_service.py tests/test_evaluation.py
 
+# The suite on TEST_WORKERS pytest-xdist workers (tests/conftest.py: a module's tests stay on one worker, the slow
+# modules start first), the 25 slowest tests listed at the end; then the ranking tests under the second kernel.
+TEST_WORKERS ?= 3
+
 test: install
-	$(PY) -m pytest
-	OPENBLAS_CORETYPE=$$($(PY) -m tests.blas) $(PY) -m pytest -q $(RANKING_TESTS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25
+	OPENBLAS_CORETYPE=$$($(PY) -m tests.blas) $(PY) -m pytest -q -n 2 $(RANKING_TESTS)
 
 # Every benchmark end to end at small sizes (a few minutes; the GPU check in its CPU quick mode). Full sizes, the
 # numbers in docs/benchmarks.md: .venv/bin/python -m bench NAME (see docs/benchmarks.md).

@@ -1,10 +1,18 @@
-"""Shared pytest set-up.
+"""Shared pytest set-up, and how `make test` spreads the suite over pytest-xdist workers.
 
 Every module in tests/fixtures/ is loaded as a pytest plugin, so fixture modules
 can be added without editing this file.
+
+Under xdist (``make test`` runs ``pytest -n N --dist loadgroup``) a module's tests stay together on one worker,
+so its module-scoped fixtures (a world run through the pipeline, a model server) are built once; a module
+marked ``spread`` (tests that each start their own processes and share nothing) is dealt out test by test; an
+explicit ``xdist_group`` mark puts tests of several modules on one worker. Modules with a ``slow`` test go to
+the workers first, so the long end-to-end tests never start last and leave one worker running alone.
+Session fixtures (the Prefect test server, tiny models, the demo world) are built once per worker.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,3 +29,19 @@ pytest.register_assert_rewrite("tests.fixtures")
 pytest_plugins = sorted(
     f"tests.fixtures.{p.stem}" for p in _FIXTURES.glob("*.py") if p.stem != "__init__"
 )
+
+
+@pytest.hookimpl(tryfirst=True)      # before xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    for module, its in modules.items():
+        for item in its:
+            if item.get_closest_marker("xdist_group") is None and item.get_closest_marker("spread") is None:
+                item.add_marker(pytest.mark.xdist_group(Path(module).stem))
+    # slow modules first (stable: every worker collects the same order, as xdist requires)
+    order = sorted(modules, key=lambda m: not any(i.get_closest_marker("slow") for i in modules[m]))
+    items[:] = [item for module in order for item in modules[module]]

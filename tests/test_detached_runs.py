@@ -30,7 +30,7 @@ from tests.fixtures.pilot import wait_for
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, PacedRowsStage, computed, demo_data, outputs, spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spread]   # each test starts and stops its own processes
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
 BATCH = 8
 
@@ -73,9 +73,9 @@ def pane_done(text: str) -> int:
 
 
 @pytest.fixture
-def long_run_ws(command_world, tmp_path, prefect_harness):
+def long_run_ws(demo_world, tmp_path, prefect_harness):
     """Ingested, one photo per batch everywhere: running every other stage takes a minute or two."""
-    ws = make_workspace(tmp_path / "ws", data=demo_data(command_world, 30),
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world, 30),
                         orchestration={"batch_size": 1, "cheap_batch_size": 1},
                         captioners={"enabled": ["knn-consensus"], "knn-consensus": {"batch_size": 1}})
     run(ws, ["ingest"])
@@ -83,8 +83,8 @@ def long_run_ws(command_world, tmp_path, prefect_harness):
 
 
 @pytest.fixture
-def paced(command_world, tmp_path, prefect_harness):
-    ws = make_workspace(tmp_path / "ws", data=demo_data(command_world), orchestration={"batch_size": BATCH})
+def paced(demo_world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world), orchestration={"batch_size": BATCH})
     run(ws, ["ingest"])
     return ws
 
@@ -195,12 +195,11 @@ def test_capsearch_cancel_stops_a_background_run_after_the_batch_in_flight(paced
     assert owner_state(running.owner) == "dead", "`cancel` said the run is cancelled while its process still ran"
     assert text.index("stopping") < text.index("the run is cancelled") and f"process {running.pid} has exited" in text
     kept = outputs(ws, label)
-    time.sleep(3)
+    assert process_tag.wait_gone(20) == []           # nothing left that could write another batch
     assert outputs(ws, label) == kept, "no batch ran after the cancel"
     assert 2 * BATCH <= len(kept) < N_IMAGES and len(kept) % BATCH == 0, "the batch in flight finished, no other"
     assert get_run(ws.store, running.id).status == "cancelled"
     assert ws.store.stage_runs(label, limit=1)[0].status == "cancelled"
-    assert process_tag.wait_gone(20) == []
 
     summary = run(ws, [spec(PacedRowsStage)])       # the next run computes only what is missing
     assert summary.stage(label).done == N_IMAGES - len(kept)

@@ -320,10 +320,11 @@ def test_sigterm_stops_a_capsearch_run_waiting_on_the_server(captioned, tiny_smo
                                 stdin=subprocess.DEVNULL)
     try:
         wait_until(lambda: vlm_server.stats()["in_flight"] >= 1, "requests in flight", timeout=120, proc=proc, out=log)
-        signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 143, log.read_text()
-        assert time.monotonic() - signalled < 10     # not the 20 s the server would take to answer
+        assert proc.wait(timeout=60) == 143, log.read_text()
+        # it dropped its requests rather than wait for the answers (each is held 20 s): a condition, not a clock,
+        # so a loaded machine's slow exit cannot fail it and a run that waits for an answer cannot pass
+        assert vlm_server.stats()["answered"] == 0, "the run waited for the server's answer before it stopped"
     finally:
         if proc.poll() is None:
             proc.kill()

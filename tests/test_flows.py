@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from flows.api import RunOutcome, run
-from pipeline.datasets.demo import generate_demo_world
 from pipeline.stages.vision import CaptionStage
 from pipeline.workspace import Workspace
 from tests.fixtures.workspaces import make_workspace
@@ -26,16 +25,9 @@ SHORT_TEMPLATE = "Photos like this one were described as:\n{captions}\nWrite one
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("flows-demo-world")
-    generate_demo_world(root, n_images=N_IMAGES, seed=7)
-    return root
-
-
-@pytest.fixture(scope="module")
-def cold(world, tiny_smolvlm_dir, tmp_path_factory, prefect_harness):
+def cold(demo_world, tiny_smolvlm_dir, tmp_path_factory, prefect_harness):
     """A workspace after one cold run of the whole pipeline, with the progress events it reported."""
-    ws = make_workspace(tmp_path_factory.mktemp("flows-cold") / "ws", data=demo_data(world),
+    ws = make_workspace(tmp_path_factory.mktemp("flows-cold") / "ws", data=demo_data(demo_world),
                         orchestration={"batch_size": 16},
                         captioners={"enabled": CAPTIONERS, "vlm-neighbours": {
                             "kind": "vlm-neighbours", "model": str(tiny_smolvlm_dir), "batch_size": 4,

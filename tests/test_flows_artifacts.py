@@ -21,7 +21,6 @@ import pytest
 
 from flows.api import run
 from flows.naming import artifact_key, run_tags, workspace_id, workspace_tag
-from pipeline.datasets.demo import generate_demo_world
 from pipeline.applicability import NO_HELD_OUT_CAPTIONS
 from pipeline.workspace import Workspace
 from tests.fixtures.collection import build_photo_folder
@@ -84,15 +83,8 @@ def table(artifact: Any) -> list[dict[str, str]]:
 
 # -- the demo run ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("artifacts-world")
-    generate_demo_world(root, n_images=N_IMAGES, seed=7)
-    return root
-
-
-@pytest.fixture(scope="module")
-def demo(world, tmp_path_factory, prefect_harness):
-    ws = make_workspace(tmp_path_factory.mktemp("artifacts-demo") / "demo", data=demo_data(world),
+def demo(demo_world, tmp_path_factory, prefect_harness):
+    ws = make_workspace(tmp_path_factory.mktemp("artifacts-demo") / "demo", data=demo_data(demo_world),
                         orchestration={"batch_size": 16})
     summary = run(ws)
     assert summary.status == "completed"
@@ -268,11 +260,11 @@ def test_keys_tags_and_deployments_of_two_workspaces_with_one_name_differ(tmp_pa
     assert set(key) <= set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
-def test_artifacts_off_leaves_only_the_progress(world, tmp_path, prefect_harness):
+def test_artifacts_off_leaves_only_the_progress(demo_world, tmp_path, prefect_harness):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    ws = make_workspace(tmp_path / "quiet", data=demo_data(world), orchestration={"artifacts": False})
+    ws = make_workspace(tmp_path / "quiet", data=demo_data(demo_world), orchestration={"artifacts": False})
     summary = run(ws, ["ingest"])
     ids = [summary.flow_run_id, summary.stage("ingest").flow_run_id]
     with get_client(sync_client=True) as client:
@@ -380,8 +372,8 @@ def test_the_first_failures_and_the_count_of_the_rest():
 
 # -- cancelled and crashed runs ----------------------------------------------------------------------------------
 @pytest.fixture
-def ingested(world, tmp_path, prefect_harness) -> Workspace:
-    ws = make_workspace(tmp_path / "rows", data=demo_data(world), orchestration={"batch_size": 8})
+def ingested(demo_world, tmp_path, prefect_harness) -> Workspace:
+    ws = make_workspace(tmp_path / "rows", data=demo_data(demo_world), orchestration={"batch_size": 8})
     assert run(ws, ["ingest"]).status == "completed"
     return ws
 

@@ -9,7 +9,6 @@ import pytest
 
 from flows.api import run
 from flows.runners import cluster_spec
-from pipeline.datasets.demo import generate_demo_world
 from pipeline.workspace import Workspace
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, GpuRowsStage, demo_data, log_rows, outputs, spec
@@ -17,13 +16,6 @@ from tests.fixtures.flow_stages import N_IMAGES, GpuRowsStage, demo_data, log_ro
 pytestmark = pytest.mark.slow
 
 STAGES = ["ingest", "embed-images", "neighbours", "prompts", "caption", "embed-captions", "queries", "evaluate"]
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dask-world")
-    generate_demo_world(root, n_images=N_IMAGES, seed=7)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +62,9 @@ def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
     assert a["captions"] and a["evaluations"] and a["queries"]
 
 
-def test_dask_cluster_of_two_workers_gives_the_same_store_as_threads(world, tmp_path, two_workers, prefect_harness):
-    threads = make_workspace(tmp_path / "threads", data=demo_data(world), orchestration={"batch_size": 16})
-    dask = make_workspace(tmp_path / "dask", data=demo_data(world), orchestration={"batch_size": 16})
+def test_dask_cluster_of_two_workers_gives_the_same_store_as_threads(demo_world, tmp_path, two_workers, prefect_harness):
+    threads = make_workspace(tmp_path / "threads", data=demo_data(demo_world), orchestration={"batch_size": 16})
+    dask = make_workspace(tmp_path / "dask", data=demo_data(demo_world), orchestration={"batch_size": 16})
     run(threads, STAGES)
     summary = run(dask, STAGES + [spec(GpuRowsStage)], runner="dask", dask_address=two_workers.scheduler_address)
     assert summary.status == "completed" and summary.runner == "dask"
@@ -86,8 +78,8 @@ def test_dask_cluster_of_two_workers_gives_the_same_store_as_threads(world, tmp_
     assert len(outputs(dask, GpuRowsStage.name)) == N_IMAGES
 
 
-def test_default_local_cluster_runs_gpu_stage_batches_in_a_worker(world, tmp_path, prefect_harness):
-    ws = make_workspace(tmp_path / "ws", data=demo_data(world), orchestration={"batch_size": 16, "runner": "dask"})
+def test_default_local_cluster_runs_gpu_stage_batches_in_a_worker(demo_world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world), orchestration={"batch_size": 16, "runner": "dask"})
     summary = run(ws, ["ingest", spec(GpuRowsStage)])
     assert summary.runner == "dask"
     pids = {pid for _, pid, _, _ in log_rows(ws, GpuRowsStage.name)}

@@ -13,7 +13,6 @@ import pytest
 
 from flows.api import run
 from pipeline.stages.registry import build_stage
-from pipeline.datasets.demo import generate_demo_world
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import N_IMAGES, SlowRowsStage, computed, demo_data, outputs, spec
 
@@ -29,10 +28,8 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture
-def ingested(tmp_path, prefect_harness):
-    world = tmp_path / "world"
-    generate_demo_world(world, n_images=N_IMAGES, seed=7)
-    ws = make_workspace(tmp_path / "ws", data=demo_data(world), orchestration={"batch_size": BATCH})
+def ingested(demo_world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world), orchestration={"batch_size": BATCH})
     run(ws, ["ingest"])
     return ws
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import pytest
 
 from flows.api import run
-from pipeline.datasets.demo import generate_demo_world
 from pipeline.errors import ConfigError
 from tests.fixtures.openai_server import Reply
 from tests.fixtures.workspaces import make_workspace
@@ -12,13 +11,11 @@ from tests.fixtures.flow_stages import N_IMAGES, N_TARGETS, ChatStage, demo_data
 
 
 @pytest.fixture
-def ws(tmp_path, chat_server, prefect_harness, monkeypatch):
+def ws(demo_world, tmp_path, chat_server, prefect_harness, monkeypatch):
     # the older short names of orchestration.flow_retry_delay / flow_retries (tests/test_config.py: both names)
     monkeypatch.setenv("CAPSEARCH_FLOW_RETRY_DELAY", "0.05")
     monkeypatch.setenv("CAPSEARCH_FLOW_RETRIES", "3")
-    world = tmp_path / "world"
-    generate_demo_world(world, n_images=N_IMAGES, seed=7)
-    ws = make_workspace(tmp_path / "ws", data=demo_data(world), orchestration={"batch_size": 64},
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world), orchestration={"batch_size": 64},
                         queries={"base_url": chat_server.url, "model": "test-model"})
     run(ws, ["ingest"])
     return ws

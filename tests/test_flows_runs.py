@@ -8,7 +8,6 @@ import pytest
 
 from capsearch.cli import main
 from flows.api import run
-from pipeline.datasets.demo import generate_demo_world
 from pipeline.errors import ConfigError
 from pipeline.models import cache
 from tests.fixtures.workspaces import make_workspace
@@ -18,16 +17,9 @@ from tests.fixtures.flow_stages import (N_IMAGES, GpuRowsStage, ModelRowsStage, 
 BATCH = 8
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs-world")
-    generate_demo_world(root, n_images=N_IMAGES, seed=7)
-    return root
-
-
 @pytest.fixture
-def ws(world, tmp_path, prefect_harness):
-    ws = make_workspace(tmp_path / "ws", data=demo_data(world), orchestration={"batch_size": BATCH})
+def ws(demo_world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world), orchestration={"batch_size": BATCH})
     run(ws, ["ingest"])
     return ws
 

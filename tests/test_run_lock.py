@@ -241,8 +241,8 @@ def test_a_recorded_owner_is_signalled_only_while_it_is_that_very_process():
 
 # -- two runs on one workspace, for real -----------------------------------------------------------------------
 @pytest.fixture
-def paced(command_world, tmp_path, prefect_harness):
-    ws = make_workspace(tmp_path / "ws", data=demo_data(command_world), orchestration={"batch_size": BATCH})
+def paced(demo_world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world), orchestration={"batch_size": BATCH})
     run(ws, ["ingest"])
     return ws
 

@@ -22,13 +22,12 @@ from pathlib import Path
 import pytest
 
 from flows.api import run
-from pipeline.datasets.demo import generate_demo_world
 from tests.fixtures.commands import PREPARE, wait_until
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
                                       spec)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spread]   # each test starts and stops its own processes
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 8
 N_TARGETS = 30
@@ -38,13 +37,6 @@ N_TARGETS = 30
 SHIM = ("import os, signal, sys\n"
         "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_DFL)\n"
         "os.execv(sys.executable, [sys.executable, '-m', 'capsearch', *sys.argv[1:]])\n")
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("signals-world")
-    generate_demo_world(root, n_images=N_IMAGES, seed=7)
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +62,8 @@ def command_env(prefect_home, process_tag, tmp_path):
 
 
 @pytest.fixture
-def ingested(world, tmp_path, prefect_harness):
-    ws = make_workspace(tmp_path / "ws", data=demo_data(world, N_TARGETS), orchestration={"batch_size": BATCH})
+def ingested(demo_world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world, N_TARGETS), orchestration={"batch_size": BATCH})
     run(ws, ["ingest"])
     return ws
 
@@ -218,9 +210,9 @@ def test_a_run_whose_prefect_server_is_killed_ends_failed_at_once_with_one_line(
     assert_resumes_with_only_the_missing_batches(ws, kept)
 
 
-def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(world, tmp_path, prefect_harness,
+def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(demo_world, tmp_path, prefect_harness,
                                                                             command_env, process_tag):
-    ws = one_photo_batches(world, tmp_path / "ws")
+    ws = one_photo_batches(demo_world, tmp_path / "ws")
     captions = lambda: knn_captions(ws)  # noqa: E731
     out = tmp_path / "caption.log"
     proc = start(command_env, out, "-w", str(ws.root), "caption", "--captioner", "knn-consensus")
@@ -240,14 +232,14 @@ def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(wor
     assert {i: after[i] for i in before} == before, "captions made before the kill were not made again"
 
 
-def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_prefect(world, tmp_path, prefect_harness,
+def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_prefect(demo_world, tmp_path, prefect_harness,
                                                                                    prefect_home, command_env,
                                                                                    process_tag):
     """A SIGKILLed run cannot tell Prefect it ended: its pipeline and stage flow runs would read Running for good
     in the Prefect UI and the TUI's Runs screen. The next run of the workspace marks them Crashed."""
     from pipeline.runs import recent_runs
 
-    ws = one_photo_batches(world, tmp_path / "ws")
+    ws = one_photo_batches(demo_world, tmp_path / "ws")
     out = tmp_path / "run.log"
     args = ("-w", str(ws.root), "run", "-s", "caption", "--captioner", "knn-consensus")
     proc = start(command_env, out, *args)
@@ -274,7 +266,7 @@ def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_pref
 
 # -- capsearch tui --------------------------------------------------------------------------------------------
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)")
-def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world, tmp_path, prefect_harness,
+def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(demo_world, tmp_path, prefect_harness,
                                                                           command_env, process_tag):
     """`tmux kill-session` (a dropped SSH session) sends SIGHUP: the TUI exits and nothing of it is left; the run
     it started goes on in the background (issue 13), stops cleanly when cancelled, and the local Prefect server
@@ -282,7 +274,7 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(world,
     from flows.runtime.control import cancel_run, wait_for_end
     from pipeline.runs import current_run, get_run
 
-    ws = one_photo_batches(world, tmp_path / "ws")
+    ws = one_photo_batches(demo_world, tmp_path / "ws")
     running = None
     tag_env = " ".join(f"{k}={v}" for k, v in command_env.items()
                        if k in ("PREFECT_HOME", "PYTHONPATH", "CAPSEARCH_FLOW_THREADS", "CAPSEARCH_TEST_PROCESS_TAG"))

@@ -24,8 +24,8 @@ BATCH = 8
 
 
 @pytest.fixture
-def paced(command_world, tmp_path, prefect_harness):
-    ws = make_workspace(tmp_path / "ws", data=demo_data(command_world), orchestration={"batch_size": BATCH})
+def paced(demo_world, tmp_path, prefect_harness):
+    ws = make_workspace(tmp_path / "ws", data=demo_data(demo_world), orchestration={"batch_size": BATCH})
     run(ws, ["ingest"])
     return ws
 

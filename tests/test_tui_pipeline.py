@@ -28,10 +28,10 @@ def rows(table: DataTable) -> dict[str, list[str]]:
 
 
 @pytest.fixture
-def fresh_workspace(tmp_path, tui_world, tui_workspace, request, detached_runs):
+def fresh_workspace(tmp_path, demo_world, tui_workspace, request, detached_runs):
     """A new workspace over the session's demo world (already generated): nothing computed yet."""
     use_prefect_harness(request)
-    return tui_workspace_at(tmp_path / "fresh", tui_world)
+    return tui_workspace_at(tmp_path / "fresh", demo_world)
 
 
 @pytest.mark.asyncio

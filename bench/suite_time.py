@@ -1,0 +1,93 @@
+"""How long the test suite takes serially and on N pytest-xdist workers, whole pytest processes, alternating.
+
+Every row is ``python -m pytest -p no:cacheprovider -q [-n N] [--dist loadgroup ...] TESTS`` started from
+scratch, the way ``make test`` starts it (collection, each worker's start and its session fixtures included);
+in each round every row runs once, in the given order in even rounds and reversed in odd ones
+(``bench.alternating``), so the rows see the same machine in turn. The table gives the median wall time and the
+range over the rounds, and each row against the serial run round by round (the baseline: the suite as
+``make test`` ran it before xdist). A row whose pytest fails is reported with its exit code and its last lines:
+a speed-up bought with failures is not one.
+
+``--tests`` picks what runs (pytest arguments: files, ``-k`` or ``-m`` expressions); the default is the whole
+suite (tests/). The machine is shared: print the load with every result and compare rows of the same run only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import Spread, alternating, load_average, machine, ratios
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1",
+         "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass(frozen=True)
+class Run:
+    wall: float
+    code: int
+    tail: str
+
+
+def pytest_argv(workers: int, tests: list[str]) -> list[str]:
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    if workers:
+        argv += ["-n", str(workers)]          # --dist loadgroup --no-loadscope-reorder come from pyproject.toml
+    return argv + tests
+
+
+def run_once(workers: int, tests: list[str], timeout: float) -> Run:
+    env = {**os.environ, **QUIET}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(pytest_argv(workers, tests), cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL)
+        code, out = proc.returncode, proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        code, out = -1, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
+    wall = time.monotonic() - start
+    lines = [line for line in str(out).splitlines() if line.strip()]
+    return Run(wall, code, "\n".join(lines[-3:]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workers", default="0,2,3,4", help="comma-separated worker counts; 0 is the serial run")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--tests", default="tests", help="pytest arguments naming what runs (shell words)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds one pytest run may take")
+    args = p.parse_args(argv)
+    counts = [int(w) for w in args.workers.split(",") if w.strip()]
+    tests = shlex.split(args.tests)
+    print(f"# suite time: {machine()}; {load_average()}")
+    print(f"# {' '.join(pytest_argv(0, tests)[1:])} with -n " + ", ".join(map(str, counts)) +
+          f"; {args.rounds} rounds, alternating", flush=True)
+    names = {w: ("serial" if w == 0 else f"-n {w}") for w in counts}
+    runs = alternating({names[w]: (lambda w=w: run_once(w, tests, args.timeout)) for w in counts}, args.rounds)
+    print(f"# after the rounds: {load_average()}")
+    base = names[0] if 0 in counts else None
+    print("\n| run | wall s, median (range) | against serial, median (range) | failed rounds |")
+    print("|---|---:|---:|---:|")
+    failed = False
+    for name, rs in runs.items():
+        walls = [r.wall for r in rs]
+        against = ratios(walls, [r.wall for r in runs[base]]).show(".2f") if base and name != base else "-"
+        bad = [r for r in rs if r.code != 0]
+        failed = failed or bool(bad)
+        print(f"| {name} | {Spread.of(walls).show('.0f')} | {against} | {len(bad)} of {len(rs)} |")
+    for name, rs in runs.items():
+        for i, r in enumerate(rs):
+            if r.code != 0:
+                print(f"\n{name}, round {i + 1}: exit code {r.code}\n{r.tail}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
