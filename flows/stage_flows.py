@@ -36,6 +36,7 @@ from flows.run_context import RunContext, StageRef
 from flows.compute import compute_task
 from flows.runners import cluster_failure, is_cluster_failure, runs_elsewhere, submission_window
 from flows.tasks import batch_task
+from pipeline.errors import DiskFullError
 from pipeline.stages.base import Batch, BatchReport, PreparedBatch, Stage
 from pipeline.stages.outcome import StageOutcome
 from pipeline.stages.plan import StagePlan, plan_stage
@@ -111,8 +112,9 @@ def execute_stage(ctx: RunContext, st: Stage, retry_failed: bool = False) -> Sta
         errors = _run_batches(ctx, st, ref, plan, outcome, sp, artifact, frc)
         if errors:
             outcome.status = Status.FAILED
-            first = errors[0]
-            outcome.error = f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}"
+            first = next((e for e in errors if isinstance(e, DiskFullError)), errors[0])
+            outcome.error = (outcome.stopped_by_full_disk(first) if isinstance(first, DiskFullError) else
+                             f"{len(errors)} of {len(plan.batches)} batches failed; first: {first}")
             raise first
         if ctx.cancel.is_set() and outcome.settled_batches < len(plan.batches):
             outcome.status = Status.CANCELLED
@@ -217,6 +219,8 @@ class _BatchLoop:
                 state = self.fresh(stage=self.ref, batch=batch, todo=missing, session=self.session,
                                    computed=quote((prepared, payload)), return_state=True)
             _collect(state, self.outcome, self.errors)
+            if self.errors and isinstance(self.errors[-1], DiskFullError):
+                self.pending.clear()     # every later batch would fail the same way: stop at once, say it once
             self.settled()
 
 

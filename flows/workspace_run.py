@@ -24,8 +24,10 @@ from typing import Callable, Iterator, Sequence
 from pipeline import shutdown
 from flows.run_context import RunContext
 from pipeline.config import environment
+from pipeline.errors import reason
 from pipeline.live_progress import ProgressRecorder
-from pipeline.run_lock import RunLock
+from pipeline.run_lock import RunLock, held_in_this_process
+from pipeline.run_owner import owner_state
 from pipeline.runs import current_run, describe_run, finish_run, run_progress, start_run
 from pipeline.states import Status
 
@@ -95,6 +97,17 @@ def _stopped_by_signal(exc: BaseException) -> bool:
     return prefect_exceptions is not None and isinstance(exc, prefect_exceptions.TerminationSignal)
 
 
+def alive_run(ws) -> str | None:
+    """The run going on in the workspace as its record says, if its process still runs here (whatever became
+    of the lock file): what, who started it, since when, how far it got."""
+    running = current_run(ws.store)
+    if running is None or owner_state(running.owner) != "alive":
+        return None
+    if running.pid == os.getpid() and not held_in_this_process(ws.root):
+        return None          # a record this process could not finish (a full disk), not a run
+    return describe_run(running, run_progress(ws.store, running.id))
+
+
 @contextmanager
 def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *, wait: bool = False,
                     on_wait: Callable[[str], None] | None = None, deployment: str = "",
@@ -105,16 +118,9 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
     signal ends the wait.
     """
     store = ctx.ws.store
-    lock = RunLock(ctx.ws.root)
+    lock = RunLock(ctx.ws.root, alive_run=lambda: alive_run(ctx.ws))
     who = started_by or started_by_default()
-
-    def describe() -> str:
-        running = current_run(store)
-        if running is None:
-            return lock.holder_description()
-        return describe_run(running, run_progress(store, running.id))
-
-    lock.acquire(wait=wait, details={"what": what, "started_by": who}, describe=describe, on_wait=on_wait,
+    lock.acquire(wait=wait, details={"what": what, "started_by": who}, on_wait=on_wait,
                  cancel=ctx.cancel)
     try:
         # the Prefect API is recorded with the flow run, once there is one (a run with nothing to compute has none)
@@ -137,7 +143,7 @@ def claim_workspace(ctx: RunContext, what: str, started_by: str | None = None, *
                 if ctx.cancel.is_set() or _stopped_by_signal(exc):
                     claim.finish(Status.CANCELLED, "stopped after the batches in flight; finished batches are kept")
                 else:
-                    claim.finish(Status.FAILED, f"{type(exc).__name__}: {exc}")
+                    claim.finish(Status.FAILED, reason(exc))
             raise
         finally:
             forget_abandon()

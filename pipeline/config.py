@@ -510,6 +510,8 @@ class Environment(BaseModel):
     workspace: str = Field("", alias="CAPSEARCH_WORKSPACE")        # the workspace when none is given
     java: str = Field("", alias="CAPSEARCH_JAVA")                  # the java that caption metrics run (empty: on PATH)
     openai_base_url: str = Field("", alias="OPENAI_BASE_URL")      # the query generator's endpoint, unless configured
+    aws_endpoint_url: str = Field("", alias="AWS_ENDPOINT_URL")    # an S3-compatible store (s3fs reads it too): photo
+    # filesystems are kept per endpoint, so a changed endpoint gets a new one
     hf_token: SecretStr | None = Field(None, alias="HF_TOKEN")
     openai_api_key: SecretStr | None = Field(None, alias="OPENAI_API_KEY")
     run_started_by: str = Field("", alias="CAPSEARCH_RUN_STARTED_BY")  # set for a background run: who, from where

@@ -64,7 +64,9 @@ def filesystem(url: str) -> tuple[Any, str]:
 
     protocol, path = split_protocol(url)
     protocol = (protocol or "file").lower()
-    key = f"{protocol}:{os.environ.get('AWS_ENDPOINT_URL', '')}"
+    from pipeline.config import environment
+
+    key = f"{protocol}:{environment().aws_endpoint_url}"
     with _fs_lock:
         fs = _fs_cache.get(key)
         if fs is None:

@@ -10,6 +10,13 @@ nothing to clean up but the run's record, which the next run marks ``crashed``
 A second run refuses at once with :class:`WorkspaceBusy`, whose message names the running one
 (what, who started it, since when, how far it got), or waits its turn (``wait=True``).
 
+The lock's truth is the running process, not the file: a lock file deleted (or replaced) while a run
+holds it lets the next process lock a new file, so whoever takes the lock also asks the run's record
+(``alive_run``: a run recorded as going on by a process that still runs) and refuses or waits as for a
+held lock. Two runs started in the same instant: the loser may look before the winner has said who it
+is (in the lock file, then in the store); it waits a moment for that, and failing it names the process
+that holds the lock as the kernel lists it (``/proc/locks``: pid and command line).
+
 Locks are per open file: two runs in one process exclude each other too. The lock file's
 descriptor is not inherited by child processes (Python opens files non-inheritable), so a
 child that outlives the run cannot hold the lock. flock is local to a machine: a workspace
@@ -26,10 +33,12 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import CapsearchError
-from pipeline.run_owner import current_owner
+from pipeline.run_owner import current_owner, owner_state
 
 LOCK_NAME = "run.lock"
 WAIT_POLL = 0.5
+HOLDER_PATIENCE = 3.0      # seconds a refused run waits for the holder to say who it is
+_held: set[Path] = set()   # workspaces whose run lock a RunLock of this process holds
 
 
 class WorkspaceBusy(CapsearchError):
@@ -51,11 +60,15 @@ def lock_path(root: str | Path) -> Path:
 
 
 class RunLock:
-    """The run lock of one workspace. Not re-entrant: acquire once, release once."""
+    """The run lock of one workspace. Not re-entrant: acquire once, release once.
 
-    def __init__(self, root: str | Path):
+    ``alive_run()`` describes a run that the workspace's record says is going on in a live process (None: no
+    such run); with it, taking the lock is not enough to run (see the module)."""
+
+    def __init__(self, root: str | Path, alive_run: Callable[[], str | None] | None = None):
         self.root = Path(root)
         self.path = lock_path(root)
+        self.alive_run = alive_run
         self._fd: int | None = None
 
     @property
@@ -63,7 +76,8 @@ class RunLock:
         return self._fd is not None
 
     def try_acquire(self, details: dict | None = None) -> bool:
-        """Take the lock if it is free (never blocks); write who holds it into the file."""
+        """Take the lock if it is free and no live run is recorded (never blocks); write who holds it into the
+        file."""
         if self._fd is not None:
             raise RuntimeError("the run lock is held already")
         self.root.mkdir(parents=True, exist_ok=True)
@@ -77,10 +91,19 @@ class RunLock:
             os.close(fd)
             raise
         self._fd = fd
-        record = {"owner": json.loads(current_owner()), "since": time.time(), **(details or {})}
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(record, sort_keys=True).encode(), 0)
+            if self.alive_run is not None and self.alive_run() is not None:
+                self.release()          # the lock file was deleted under a run that goes on
+                return False
+        except BaseException:
+            self.release()
+            raise
+        _held.add(self.root.resolve())
+        record = json.dumps({"owner": json.loads(current_owner()), "since": time.time(), **(details or {})},
+                            sort_keys=True).encode()
+        try:     # written over the old text, then cut to length: a reader never sees the file empty
+            os.pwrite(fd, record, 0)
+            os.ftruncate(fd, len(record))
         except OSError:
             pass   # the details are a courtesy; the lock is what counts
         return True
@@ -90,12 +113,13 @@ class RunLock:
                 cancel: threading.Event | None = None, poll: float = WAIT_POLL) -> None:
         """Take the lock; when another run holds it, raise :class:`WorkspaceBusy` or (``wait``) wait for it.
 
-        ``describe()`` names the running run (for the message); ``on_wait(description)`` is called once
-        when waiting starts; setting ``cancel`` gives up waiting (:class:`WaitCancelled`).
+        ``describe()`` names the running run (for the message; default :meth:`describe_holder`);
+        ``on_wait(description)`` is called once when waiting starts; setting ``cancel`` gives up waiting
+        (:class:`WaitCancelled`).
         """
         if self.try_acquire(details):
             return
-        description = (describe or self.holder_description)()
+        description = (describe or self.describe_holder)()
         if not wait:
             raise WorkspaceBusy(self.root, description)
         if on_wait is not None:
@@ -110,6 +134,7 @@ class RunLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
+        _held.discard(self.root.resolve())
         try:
             os.ftruncate(fd, 0)
         except OSError:
@@ -124,12 +149,50 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
-    def holder_description(self) -> str:
-        """The holder as its lock file names it (for the moment before its run is recorded in the store)."""
-        h = self.holder() or {}
+    def describe_holder(self, patience: float = HOLDER_PATIENCE) -> str:
+        """The run that holds the workspace, by the best witness: the store's record of a live run, else what
+        a live holder wrote into the lock file (both may come an instant after the lock: waited for up to
+        ``patience`` seconds), else the process the kernel lists as holding the lock."""
+        deadline = time.monotonic() + patience
+        while True:
+            recorded = self.alive_run() if self.alive_run is not None else None
+            if recorded:
+                return recorded
+            h = self.holder() or {}
+            if h.get("owner") and owner_state(json.dumps(h["owner"])) == "alive":
+                return self._described(h)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        pid = self.holder_pid()
+        if pid is not None:
+            return f"pid {pid} (`{_command(pid)}`), which holds {self.path} and has not said what it runs"
+        return "a capsearch process holds its run lock"
+
+    def holder_pid(self) -> int | None:
+        """The process holding the flock on the lock file, from the kernel's list of locks (Linux), or None."""
+        try:
+            st = os.stat(self.path)
+            with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            return None
+        where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in lines:
+            parts = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 12345 00:2f:123456 0 EOF" (blocked waiters have "->" after the number)
+            if "FLOCK" in parts and where in parts and "->" not in parts:
+                try:
+                    pid = int(parts[parts.index(where) - 1])
+                except ValueError:
+                    continue
+                if pid > 0:
+                    return pid
+        return None
+
+    @staticmethod
+    def _described(h: dict) -> str:
         owner = h.get("owner") or {}
-        if not owner:
-            return "a capsearch process holds its run lock"
         since = h.get("since")
         when = f" at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(since))}" if since else ""
         return (f"{h.get('what') or 'a run'}, started by {h.get('started_by') or 'capsearch'} "
@@ -141,3 +204,20 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def held_in_this_process(root: str | Path) -> bool:
+    """Whether a run of this process holds the workspace's lock (a run this process recorded as going on, but
+    whose lock it does not hold, is a record it failed to finish, not a run)."""
+    return Path(root).resolve() in _held
+
+
+def _command(pid: int) -> str:
+    """A process's command line as typed (``python -m capsearch -w ws run``), or ``?``."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            args = [a.decode(errors="replace") for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    text = " ".join(" ".join(args).split()) or "?"      # one line, whatever the arguments hold
+    return text if len(text) <= 120 else text[:117] + "..."

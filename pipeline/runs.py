@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 from pipeline.stages.outcome import RunOutcome, StageOutcome, TokenUsage
@@ -121,6 +121,51 @@ def describe_run(run: RunInfo, stages: list[StageLive] | None = None) -> str:
         text += f", a run of the Prefect deployment {run.deployment}"
     if stages is not None:
         text += f"; {how_far(stages)}"
+    if run.log_path:
+        text += f"; log: {run.log_path}"
+    return text
+
+
+ENDED_BADLY = ("crashed", "cancelled", "failed")
+_WHY = {"crashed": "its process ended without recording the end (killed, out of memory or a power cut)",
+        "cancelled": "it was stopped", "failed": "it failed"}
+
+
+def last_heard(run: RunInfo, stages: list[StageLive]) -> float:
+    """When a run last said anything: its recorded end, else its newest progress, else its start."""
+    if run.finished_at:
+        return run.finished_at
+    return max([s.updated_at for s in stages], default=run.started_at)
+
+
+def describe_ended_run(run: RunInfo, stages: list[StageLive]) -> str:
+    """One sentence on a run that ended: how, what, who started it, when, how far it got, and why it ended.
+
+    ``crashed at 2024-12-07 04:45:41 (5 min 3 s ago): every stage, started by ... (pid 123 on host) at 04:44:02;
+    it got as far as caption:knn-consensus 120 of 400 (batch 4 of 13), 4 stages finished; <why>``."""
+    end = last_heard(run, stages)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(end))
+    started = time.strftime("%H:%M:%S" if time.localtime(end)[:3] == time.localtime(run.started_at)[:3]
+                            else "%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
+    where = f"pid {run.pid}" + (f" on {run.host}" if run.host else "")
+    text = (f"{run.status} at {when} ({ago(time.time() - end)} ago): {run.what}, started by {run.started_by} "
+            f"({where}) at {started}")
+    if stages:
+        # a stage stopped by a cancel or a failure also reports "finished": it is whole only with every item
+        whole = [s.state == "not-applicable" or (s.ended and s.done + s.failures >= s.total) for s in stages]
+        stopped = next((s for s, w in zip(stages, whole) if not w), None)
+        counted = f"{sum(whole)} stage{'' if sum(whole) == 1 else 's'} finished"
+        if stopped is None:
+            text += f"; {counted}"
+        else:
+            # no rate for a run that ended; no batch "in flight" for a stage that recorded its end
+            where = replace(stopped, rate=None, state="running", batches=0 if stopped.ended else stopped.batches)
+            text += f"; it got as far as {where.describe()}, {counted}"
+    else:
+        text += "; it ended before its first stage started"
+    reason = run.message or _WHY.get(run.status, "")
+    if reason:
+        text += f"; {reason}"
     if run.log_path:
         text += f"; log: {run.log_path}"
     return text

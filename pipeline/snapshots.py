@@ -125,6 +125,25 @@ def _npy_header(rows: int, dim: int) -> bytes:
     return buf.getvalue()
 
 
+def ensure_folder(folder: Path, notice: Callable[[str], None]) -> None:
+    """Make the snapshots' folder where it is missing. Something else in its place (a file) is moved aside to
+    ``arrays.not-a-folder-<time>``, with a notice: nothing in the folder is lost, it is all rebuilt from the
+    store."""
+    if folder.is_dir():
+        return
+    if folder.exists() or folder.is_symlink():
+        import time
+
+        aside = folder.with_name(f"{folder.name}.not-a-folder-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(folder, aside)
+        except FileNotFoundError:
+            pass                      # another process moved it meanwhile
+        else:
+            notice(f"{folder} was not a folder: moved it to {aside.name}; the snapshots are rebuilt from the store")
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 def write_snapshot(store: "Store", space: str) -> "Snapshot":
     """Export the space's current vectors (one consistent read of the store) as a new generation.
 
@@ -133,7 +152,7 @@ def write_snapshot(store: "Store", space: str) -> "Snapshot":
     without errno), so exporting a million vectors holds only their ids in memory; the returned snapshot maps
     the file it wrote."""
     files = files_for(store, space)
-    files.folder.mkdir(parents=True, exist_ok=True)
+    ensure_folder(files.folder, store.notice)
     keys: list[str] = []
     with store.vector_stream(space) as (generation, rows, dim, chunks):
         data = files.data(generation)
@@ -292,6 +311,7 @@ def _orphaned(files: SnapshotFiles) -> bool:
 def load_snapshot(store: "Store", space: str, notice: Callable[[str], None]) -> Snapshot:
     """The space's vectors through its snapshot: checked, and rebuilt from the store when it cannot be trusted."""
     files = files_for(store, space)
+    ensure_folder(files.folder, notice)
     for _ in range(_OPEN_ATTEMPTS):
         generation, dim = store.space_state(space)
         try:

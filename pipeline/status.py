@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import CapsearchError
 from pipeline.keys import EXACT_DUPLICATE, NEAR_DUPLICATE
+from pipeline.runs import ENDED_BADLY, describe_ended_run, last_heard, recent_runs, run_progress
 from pipeline.stage_keys import stage_hash
 from pipeline.stages.base import StageCounts
 from pipeline.stages.ingest import removed_photos
 from pipeline.stages.registry import pipeline_stages
-from pipeline.store_rows import Problem, StageRunRow
+from pipeline.store_rows import Problem, RunInfo, StageLive, StageRunRow
 from pipeline.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class StatusReport:
     duplicates: DuplicateCounts
     runs: tuple[StageRunRow, ...]             # the newest stage runs first
     indexes: tuple["IndexInfo", ...] = ()       # approximate indexes and their measured recall@10
+    last_run: "LastRun | None" = None         # the newest run, when it crashed, was cancelled or failed
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,7 +60,35 @@ class StatusReport:
             "duplicates": asdict(self.duplicates),
             "runs": [r.as_dict() for r in self.runs],
             "indexes": [i.as_dict() for i in self.indexes],
+            "last_run": None if self.last_run is None else self.last_run.as_dict(),
         }
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """The workspace's newest run when it ended badly (crashed, cancelled, failed): how far it got, and why."""
+    run: RunInfo
+    stages: tuple[StageLive, ...]
+
+    @property
+    def description(self) -> str:
+        return describe_ended_run(self.run, list(self.stages))
+
+    def as_dict(self) -> dict[str, Any]:
+        r = self.run
+        return {"id": r.id, "status": r.status, "what": r.what, "started_by": r.started_by, "pid": r.pid,
+                "host": r.host, "started_at": r.started_at, "ended_at": last_heard(r, list(self.stages)),
+                "message": r.message, "log": r.log_path, "description": self.description,
+                "stages": [{"stage": s.stage, "state": s.state, "done": s.done, "total": s.total,
+                            "failures": s.failures} for s in self.stages]}
+
+
+def last_run(ws: Workspace) -> LastRun | None:
+    """The newest run of the workspace if it crashed, was cancelled or failed (None if it completed or runs)."""
+    newest = recent_runs(ws.store, 1)
+    if not newest or newest[0].status not in ENDED_BADLY:
+        return None
+    return LastRun(newest[0], tuple(run_progress(ws.store, newest[0].id)))
 
 
 def duplicate_counts(ws: Workspace) -> DuplicateCounts:
@@ -101,4 +131,5 @@ def workspace_status(ws: Workspace) -> StatusReport:
         duplicates=duplicate_counts(ws),
         runs=tuple(store.stage_runs(limit=20)),
         indexes=tuple(index_infos(store)),
+        last_run=last_run(ws),
     )

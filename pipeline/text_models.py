@@ -104,9 +104,17 @@ class QueryEncoder:
 
     def preload(self) -> None:
         """Open the export in a thread of its own now (onnxruntime builds its session without holding the GIL), so
-        that it is ready when the first query comes; ``embed_queries`` waits for it."""
+        that it is ready when the first query comes; ``embed_queries`` waits for it.
+
+        A process that exits meanwhile (the documents failed to load: a full disk) waits for the thread at exit:
+        a daemon thread still inside onnxruntime when the interpreter finalizes aborts the process
+        (``terminate called without an active exception``, exit code -6) after its one-line error."""
         if self._light is None and self._fallback_reason is None and self.cfg.text_embedder.light_queries:
-            threading.Thread(target=self._open, name="query-encoder", daemon=True).start()
+            import atexit
+
+            thread = threading.Thread(target=self._open, name="query-encoder", daemon=True)
+            thread.start()
+            atexit.register(thread.join, 30.0)
 
     @property
     def light(self) -> bool:

@@ -22,6 +22,7 @@ import pytest
 
 from flows.api import run
 from flows.naming import on_demand_deployment_name
+from pipeline.run_owner import owner_state
 from pipeline.runs import current_run, get_run, recent_runs
 from pipeline.status import workspace_status
 from tests.fixtures.commands import REPO, SHIM, run_command, start_command, wait_until, without_prefect
@@ -191,6 +192,8 @@ def test_capsearch_cancel_stops_a_background_run_after_the_batch_in_flight(paced
     assert cancel.returncode == 0, cancel.stdout + cancel.stderr
     text = " ".join(cancel.stdout.split())
     assert f"sent SIGTERM to process {running.pid}" in text and "the run is cancelled" in text
+    assert owner_state(running.owner) == "dead", "`cancel` said the run is cancelled while its process still ran"
+    assert text.index("stopping") < text.index("the run is cancelled") and f"process {running.pid} has exited" in text
     kept = outputs(ws, label)
     assert process_tag.wait_gone(20) == []           # nothing left that could write another batch
     assert outputs(ws, label) == kept, "no batch ran after the cancel"

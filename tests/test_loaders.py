@@ -68,6 +68,55 @@ def test_folder_with_partial_captions(tmp_path, fmt):
         assert any("malformed JSON" in reason for _, _, reason in col.problems)
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "token"])
+def test_a_caption_file_says_which_lines_are_not_utf8_blank_or_too_long(tmp_path, fmt):
+    """A line in another encoding is named as such with its number (not decoded into a file name that matches no
+    photo); blank lines are said once with where they are; a 7,199-character caption is skipped with its length;
+    every good line is kept."""
+    root = tmp_path / "photos"
+    for name in ("café.jpg", "dog.jpg", "long.jpg"):
+        make_photo(root / name)
+    long_text = ("a dog " * 1200)[:7199]
+    assert len(long_text) == 7199
+
+    def line(image: str, caption: str, n: int = 0) -> str:
+        return {"csv": f'"{image}","{caption}"', "jsonl": json.dumps({"image": image, "caption": caption}, ensure_ascii=False),
+                "token": f"{image}#{n}\t{caption}"}[fmt]
+
+    body = [line("dog.jpg", "a dog on the grass"), "", line("café.jpg", "a cup of coffee"), "   ",
+            line("long.jpg", long_text), line("dog.jpg", "a brown dog", 1)]
+    text = "\n".join((["image,caption"] if fmt == "csv" else []) + body) + "\n"
+    data = text.encode("utf-8").replace("café.jpg".encode("utf-8"), "café.jpg".encode("latin-1"))
+    cap_file = tmp_path / f"captions.{'txt' if fmt == 'token' else fmt}"
+    cap_file.write_bytes(data)
+    first = 2 if fmt == "csv" else 1                   # the line number of the first caption line
+    position = data.splitlines()[first + 1].index(b"\xe9") + 1
+
+    col = load_folder(root, cap_file)
+    problems = {item: (severity, reason) for item, severity, reason in col.problems}
+    assert col.by_id()["dog.jpg"].captions == ["a dog on the grass", "a brown dog"]
+    assert not col.by_id()["café.jpg"].captions and not col.by_id()["long.jpg"].captions
+    assert not any("no such photo" in reason for _, reason in problems.values()), problems
+    assert problems[f"{cap_file.name}:{first + 2}"] == (
+        "skipped", f"the line is not valid UTF-8 (byte 0xe9 at position {position}): skipped; save the file as UTF-8")
+    assert problems[cap_file.name] == ("warning", f"2 blank lines ignored (lines {first + 1}, {first + 3})")
+    assert problems[f"{cap_file.name}:{first + 4}"] == (
+        "skipped", "the caption of long.jpg is 7,199 characters, more than 1,000: skipped (a quote left open?)")
+    assert len(problems) == 3, problems
+
+
+def test_a_csv_quote_left_open_is_named_with_the_lines_it_swallowed(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(40):
+        make_photo(root / f"p{i}.jpg")
+    rows = ["image,caption", 'p0.jpg,"a dog'] + [f"p{i}.jpg,caption number {i} of a long list of photos" for i in range(1, 40)]
+    (tmp_path / "caps.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    col = load_folder(root, tmp_path / "caps.csv")
+    [(item, severity, reason)] = col.problems
+    assert item == "caps.csv:2" and severity == "skipped", col.problems
+    assert "p0.jpg is 1," in reason and "(it spans lines 2-41: a quote left open?)" in reason, reason
+
+
 def test_folder_ingest_makes_captioned_the_reference_db(tmp_path, workspace_factory):
     root = tmp_path / "photos"
     for i in range(6):

@@ -63,6 +63,48 @@ def test_the_run_lock_excludes_a_second_holder_and_dies_with_its_process(tmp_pat
         holder.wait()
 
 
+# Takes the lock the way a run does, but says who it is only after argv[2] seconds (a run in its first instant,
+# before it has written the lock file or its record), or never (argv[2] < 0).
+HOLD_THEN_SAY = ("import fcntl, json, os, sys, time\n"
+                 "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+                 "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+                 "print('held', flush=True)\n"
+                 "if float(sys.argv[2]) >= 0:\n"
+                 "    time.sleep(float(sys.argv[2]))\n"
+                 "    from pipeline.run_owner import current_owner\n"
+                 "    said = json.dumps({'owner': json.loads(current_owner()), 'since': time.time(), "
+                 "'what': 'every stage', 'started_by': 'ann with `capsearch run`'}).encode()\n"
+                 "    os.pwrite(fd, said, 0)\n"
+                 "    os.ftruncate(fd, len(said))\n"
+                 "time.sleep(600)\n")
+
+
+@pytest.mark.parametrize("says_after", [1.0, -1])
+def test_a_run_refused_in_the_winners_first_instant_names_the_winner(tmp_path, says_after):
+    """Two runs started in the same instant: the loser looks before the winner has said who it is. It waits a
+    moment for the winner's word (its pid, who started it, what it runs); a holder that never says is named
+    by the kernel's list of locks (pid and command line)."""
+    (tmp_path / "ws").mkdir()
+    path = RunLock(tmp_path / "ws").path
+    path.write_text(json.dumps({"owner": {"host": json.loads(current_owner())["host"], "pid": 999_999_999,
+                                          "start": "1"}, "since": 1.0, "what": "a run long gone"}))
+    winner = subprocess.Popen([sys.executable, "-c", HOLD_THEN_SAY, str(path), str(says_after)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert winner.stdout.readline().strip() == "held"
+        with pytest.raises(WorkspaceBusy) as err:
+            RunLock(tmp_path / "ws").acquire()
+        message = str(err.value)
+        assert f"pid {winner.pid}" in message and "a run long gone" not in message, message
+        if says_after >= 0:
+            assert "every stage, started by ann with `capsearch run`" in message, message
+        else:
+            assert "`" in message and "import fcntl, json, os, sys, time fd = os.open" in message, message
+    finally:
+        winner.kill()
+        winner.wait()
+
+
 def test_waiting_for_the_lock_gives_up_when_cancelled(tmp_path):
     import threading
 
@@ -238,6 +280,29 @@ def test_two_runs_at_once_one_runs_and_the_other_refuses_naming_it(paced, shell_
     assert re.search(rf"at {label} \d+ of {N_IMAGES}", message), message
     first.send_signal(signal.SIGTERM)
     assert first.wait(timeout=120) == 128 + signal.SIGTERM
+    status = run_command(env, "-w", str(ws.root), "status")     # plain status says how the last run ended
+    text = " ".join(status.stdout.split())
+    assert status.returncode == 0 and "last run cancelled at" in text and f"pid {first.pid}" in text, text
+    assert re.search(rf"got as far as {label} \d+ of {N_IMAGES}", text) and "finished batches are kept" in text, text
+
+
+@pytest.mark.slow
+def test_a_deleted_lock_file_does_not_let_a_second_run_start(paced, shell_env, tmp_path):
+    """The lock's truth is the running process: with `run.lock` deleted under a run, a second run still refuses,
+    naming the first, and only the first computes."""
+    ws, label = paced, PacedRowsStage.name
+    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "6.0"}     # 60 s: the second run starts well before
+    args = ("-w", str(ws.root), "run", "--stage", spec(PacedRowsStage))
+    first = start_command(env, tmp_path / "first.log", *args)
+    wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=first, out=tmp_path / "first.log")
+    (ws.root / "run.lock").unlink()
+    second = run_command(env, *args)
+    message = " ".join(second.stdout.split() + second.stderr.split())
+    assert second.returncode == 1 and "another run is going on" in message, message
+    assert f"pid {first.pid}" in message and "started by" in message, message
+    assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()
+    assert set(computed(ws, label).values()) == {1} and len(outputs(ws, label)) == N_IMAGES, "one run did the work"
+    assert [r.pid for r in recent_runs(ws.store)[:1]] == [first.pid]
 
 
 @pytest.mark.slow
@@ -269,6 +334,11 @@ def test_the_lock_of_a_killed_run_does_not_block_the_next(paced, shell_env, tmp_
     killed.kill()
     killed.wait(timeout=30)
     kept = len(outputs(ws, label))
+    status = run_command(env, "-w", str(ws.root), "status")     # plain status says the last run crashed, when, how far
+    text = " ".join(status.stdout.split())
+    assert status.returncode == 0 and "last run crashed at" in text and f"pid {killed.pid}" in text, text
+    assert re.search(rf"got as far as {label} \d+ of {N_IMAGES}", text), text
+    assert "ended without recording the end" in text, text
     again = run_command(env, *args)
     assert again.returncode == 0, again.stdout + again.stderr
     dead, done = sorted(recent_runs(ws.store)[:2], key=lambda r: r.id)

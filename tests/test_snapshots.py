@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -118,6 +119,36 @@ def test_search_on_a_zero_byte_snapshot_prints_results_and_one_notice(searched, 
     notices = [line for line in err.splitlines() if "snapshot" in line]
     assert len(notices) == 1 and "is empty" in notices[0] and "rebuilt from the store" in notices[0], err
     assert "Aborted" not in err
+
+
+def test_an_arrays_folder_replaced_by_a_file_is_repaired_with_one_notice(searched, capsys):
+    """`arrays/` replaced by a plain file: search moves the file aside (nothing is deleted), rebuilds the
+    snapshots from the store, says so once, and answers as before; the next search says nothing."""
+    root, expected = searched
+    arrays = Workspace(root).store.arrays_dir
+    moved = root / "arrays.moved-by-test"
+    arrays.rename(moved)
+    arrays.write_text("not a folder\n")
+    try:
+        code, out, err = run_cli(capsys, "search", "a dog running on the grass", "-k", "3", "--json", "-w", str(root))
+        assert code == 0, err
+        assert [h["image_id"] for h in json.loads(out)["hits"]] == [
+            i for i, _ in expected["knn-consensus: a dog running on the grass"][:3]]
+        notices = [line for line in err.splitlines() if line.strip()]
+        assert len(notices) == 1 and f"{arrays} was not a folder: moved it to arrays.not-a-folder-" in notices[0], err
+        [aside] = root.glob("arrays.not-a-folder-*")
+        assert aside.read_text() == "not a folder\n" and arrays.is_dir()
+        code, out, err = run_cli(capsys, "search", "a dog running on the grass", "-k", "3", "--json", "-w", str(root))
+        assert code == 0 and err.strip() == "", err
+        assert diff_searches(search_results(Workspace(root)), expected) == []
+    finally:                        # the module's workspace as it was, for the tests after this one
+        for extra in root.glob("arrays.not-a-folder-*"):
+            extra.unlink()
+        if arrays.is_dir():
+            shutil.rmtree(arrays)
+        else:
+            arrays.unlink(missing_ok=True)
+        moved.rename(arrays)
 
 
 def test_a_run_repairs_a_damaged_image_snapshot(searched):

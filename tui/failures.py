@@ -5,16 +5,7 @@ from dataclasses import dataclass
 
 from textual.worker import Worker
 
-from pipeline.errors import CapsearchError, one_line
-
-
-def reason(error: BaseException | None) -> str:
-    """One line: a ``CapsearchError``'s message is the whole message; other errors are named by their type."""
-    if error is None:
-        return "no reason given"
-    if isinstance(error, CapsearchError) and str(error).strip():
-        return " ".join(str(error).split())
-    return one_line(error)
+from pipeline.errors import reason
 
 
 @dataclass(frozen=True)

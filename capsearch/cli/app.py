@@ -247,6 +247,10 @@ def status(
     if running:
         console.print(f"\n[bold yellow]running now:[/] {running['description']}; `capsearch status --follow` shows its "
                       "progress, `capsearch cancel` stops it", highlight=False, soft_wrap=True)
+    elif report.last_run is not None:
+        colour = "yellow" if report.last_run.run.status == "cancelled" else "red"
+        console.print(f"\n[bold {colour}]last run[/] {report.last_run.description}. Running it again computes only "
+                      "what is missing", highlight=False, soft_wrap=True)
     problems = report.problems
     if problems:
         shown = problems if problems_limit == 0 else problems[:problems_limit]

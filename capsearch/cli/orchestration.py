@@ -89,16 +89,19 @@ def cancel(
 ) -> None:
     """Stop the run going on in the workspace after its batches in flight, whoever started it."""
     from flows.runtime.control import cancel_run, wait_for_end
+    from pipeline.run_owner import owner_state
 
     ws = cli.workspace(workspace)
     request = cancel_run(ws)
     console.print(request.message, highlight=False, soft_wrap=True)
     if request.how == "none" or request.run is None or not wait:
         return
-    console.print("waiting for it to stop (Ctrl-C stops waiting; the run stops anyway) ...", highlight=False)
-    final = wait_for_end(ws, request.run.id)
+    console.print("stopping: waiting for it to finish its batches in flight and exit (Ctrl-C stops waiting; the run "
+                  "stops anyway) ...", highlight=False, soft_wrap=True)
+    final = wait_for_end(ws, request.run.id)     # its record ended and its process gone
     if final is not None:
-        console.print(f"the run is {final.status}" + (f": {final.message}" if final.message else ""),
+        console.print(f"the run is {final.status}" + (f": {final.message}" if final.message else "")
+                      + (f"; process {final.pid} has exited" if owner_state(final.owner) == "dead" else ""),
                       highlight=False, soft_wrap=True)
 
 

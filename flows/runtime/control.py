@@ -107,12 +107,16 @@ def cancel_run(ws: Workspace, run: RunInfo | None = None) -> CancelRequest:
 
 def wait_for_end(ws: Workspace, run_id: int, timeout: float | None = None, poll: float = 0.5,
                  on_poll: Callable[[RunInfo], None] | None = None) -> RunInfo | None:
-    """Wait until run ``run_id`` has ended (or ``timeout`` passed); returns its last record."""
+    """Wait until run ``run_id`` has ended (or ``timeout`` passed); returns its last record.
+
+    A run has ended when its record says so *and* its process has exited (a run records its end before it
+    stops the servers it started and exits: until then it is still stopping). A process on another host
+    cannot be watched: its record is all there is."""
     deadline = None if timeout is None else time.monotonic() + timeout
     store = ws.store
     while True:
         run = get_run(store, run_id)
-        if run is None or not run.is_running:
+        if run is None or (not run.is_running and owner_state(run.owner) != "alive"):
             return run
         if on_poll is not None:
             on_poll(run)

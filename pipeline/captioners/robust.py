@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
 
-from pipeline.errors import ConfigError, ModelLoadError, one_line
+from pipeline.errors import ConfigError, DiskFullError, ModelLoadError, StoreError, one_line
 from pipeline.models.batch_limit import OUT_OF_MEMORY, BatchLimit, run_chunks
 from pipeline.models.device import free_accelerator_memory, is_oom
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["EMPTY", "OUT_OF_MEMORY", "CaptionOutcome", "caption_robust"]
 
 EMPTY = "the captioner returned an empty caption"
+# Failures that say nothing about the photos and would fail every one of them the same way (the model, the
+# configuration, the workspace store, a full disk): raised at once, never recorded as the photos' failures.
+WHOLE_RUN = (ModelLoadError, ConfigError, StoreError, DiskFullError)
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ def caption_robust(
 ) -> list[CaptionOutcome]:
     """One outcome per image, in order.
 
-    Raises only for failures that concern the whole run (the model cannot be loaded, bad config).
+    Raises only for failures that concern the whole run (``WHOLE_RUN``: the model cannot be loaded, bad config,
+    the store or the disk failed), at the first one: no item is tried again for them.
     ``batch_size`` is the configured size, or the stage run's ``BatchLimit`` (which keeps a size
     lowered by out of memory for later calls). ``progress`` is advanced per batch; ``item_names``
     (e.g. image ids) name items in its messages.
@@ -79,7 +83,7 @@ def caption_robust(
         started = time.monotonic()
         try:
             text = call([i])[0].strip()
-        except (ModelLoadError, ConfigError):
+        except WHOLE_RUN:
             raise
         except Exception as exc:
             seconds = share + time.monotonic() - started
@@ -104,7 +108,7 @@ def caption_robust(
         """The batch's texts, or what it raised (out of memory goes to ``run_chunks``)."""
         try:
             return call(list(range(start, stop)))
-        except (ModelLoadError, ConfigError):
+        except WHOLE_RUN:
             raise
         except Exception as exc:
             if is_oom(exc):

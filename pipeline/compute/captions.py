@@ -122,7 +122,6 @@ def caption_photos(job: BatchJob, progress: StageProgress, captioner_: "Captione
         p, c = sum(r.prompt_tokens for r in answered), sum(r.completion_tokens for r in answered)
         stop = (("unavailable", answer.unavailable) if answer.unavailable else
                 ("cancelled", "") if answer.cancelled else None)
-        model.raise_trapped()
         return CaptionsOut(records, model.model_id, settings, EndpointUse(len(answered), answer.requests, p, c,
                                                                           model.cost(p, c)),
                            len(good) - len(answered), stop)
@@ -133,43 +132,38 @@ def caption_photos(job: BatchJob, progress: StageProgress, captioner_: "Captione
                                   batch_size=limit, progress=progress, item_names=[i.id for i, _ in good])
         records += [CaptionRecord(i.id, o.text, o.status, o.error, o.seconds, o.attempts)
                     for (i, _), o in zip(good, outcomes)]
-    model.raise_trapped()
     return CaptionsOut(records, model.model_id, settings)
 
 
 class _StoreErrorTrap:
-    """A captioner whose store or disk errors fail the batch instead of becoming the photos' caption failures.
+    """A captioner whose store or disk errors fail the batch at once instead of becoming the photos' failures.
 
-    ``caption_robust`` records any error of a captioner call as the failure of the items in it;
-    a captioner that writes to the store (kNN consensus keeps text vectors there) can fail because
-    the disk is full, which says nothing about the photos. The first such error is kept and
-    raised once the batch is captioned, before anything is written, so the next run retries it."""
+    ``caption_robust`` records an error of a captioner call as the failure of the items in it (after trying
+    each alone); a captioner that writes to the store (kNN consensus keeps text vectors there, in the flow's
+    process) can fail because the disk is full, which says nothing about the photos and fails every one of
+    them. Such an error is raised as a ``StoreError`` (its cause the original), which ``caption_robust`` lets
+    through at once (``WHOLE_RUN``): nothing of the batch is written, the next run computes it, and the stage's
+    ``compute_here`` turns it into the store's one-line error (``DiskFullError`` naming the disk)."""
 
     def __init__(self, inner: "Captioner"):
         self._inner = inner
-        self._trapped: BaseException | None = None
 
     def caption(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self._inner.caption(*args, **kwargs)
         except Exception as exc:
-            if self._trapped is None and _is_store_failure(exc):
-                self._trapped = exc
-            raise
-
-    def raise_trapped(self) -> None:
-        if self._trapped is not None:
-            exc, self._trapped = self._trapped, None
-            raise exc
+            if not _is_store_failure(exc):
+                raise       # the store's own errors (DiskFullError, StoreError) go through as they are
+            raise StoreError(f"the workspace store failed: {one_line(exc)}") from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
 def _is_store_failure(exc: BaseException) -> bool:
+    """An SQLite error or a full disk, not yet the store's one-line error."""
     import sqlite3
 
     from pipeline.atomic import is_disk_full
-    from pipeline.errors import DiskFullError
 
-    return isinstance(exc, (StoreError, DiskFullError, sqlite3.Error)) or is_disk_full(exc)
+    return isinstance(exc, sqlite3.Error) or is_disk_full(exc)

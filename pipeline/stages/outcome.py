@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.errors import DiskFullError, reason as error_reason
 from pipeline.states import Status
 from pipeline.usage import TokenUsage
 
@@ -83,7 +84,13 @@ class StageOutcome:
         """An exception ends the stage: ``cancelled`` (a stop signal) or failed, unless it says so already."""
         if self.status not in (Status.FAILED, Status.CANCELLED):
             self.status = Status.CANCELLED if cancelled else Status.FAILED
-            self.error = self.error or f"{type(exc).__name__}: {exc}"
+            self.error = self.error or (self.stopped_by_full_disk(exc) if isinstance(exc, DiskFullError)
+                                        else error_reason(exc))
+
+    def stopped_by_full_disk(self, exc: DiskFullError) -> str:
+        """What the stage run records when a full disk stopped it, whichever path ran it (a stage flow, or a
+        stage settled before Prefect whose ``finalize`` rewrites a snapshot)."""
+        return f"stopped by a full disk after {self.settled_batches} of {self.batches} batches: {error_reason(exc)}"
 
     def finish_message(self, with_cache: bool = False) -> str:
         """The stage's last progress line: ``ingest: 10 done, 0 failed, 3 reused (1 of 2 batches cached)``."""

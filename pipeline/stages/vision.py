@@ -718,7 +718,9 @@ class CaptionStage(Stage):
             return run_job(job, progress or StageProgress(self.label, 0), captioner_=self.captioner,
                            cancelled=self.cancelled)
         except Exception as exc:
-            translated = self.store.as_store_error(exc)
+            # a store failure inside the captioner comes as a StoreError caused by the SQLite or disk error
+            translated = self.store.as_store_error(exc) or (
+                self.store.as_store_error(exc.__cause__) if isinstance(exc, StoreError) and exc.__cause__ else None)
             if translated is None:
                 raise
             raise translated from exc
