@@ -32,7 +32,8 @@ RANKING_TESTS := tests/test_distinct.py tests/test_search_core.py tests/test_met
 	tests/test_search_service.py tests/test_evaluation.py
 
 # The suite on TEST_WORKERS pytest-xdist workers (tests/conftest.py: a module's tests stay on one worker, the slow
-# modules start first), the 25 slowest tests listed at the end; then the ranking tests under the second kernel.
+# modules start first; TEST_WORKERS=0 runs it in one process), the 25 slowest tests listed at the end; then the
+# ranking tests under the second kernel on 2 workers (docs/benchmarks.md, "The test suite").
 TEST_WORKERS ?= 3
 
 test: install

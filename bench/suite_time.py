@@ -5,7 +5,7 @@ scratch, the way ``make test`` starts it (collection, each worker's start and it
 in each round every row runs once, in the given order in even rounds and reversed in odd ones
 (``bench.alternating``), so the rows see the same machine in turn. The table gives the median wall time and the
 range over the rounds, and each row against the serial run round by round (the baseline: the suite as
-``make test`` ran it before xdist). A row whose pytest fails is reported with its exit code and its last lines:
+``make test`` ran it before xdist). A row whose pytest fails is reported with its exit code, every failed test and its last line:
 a speed-up bought with failures is not one.
 
 ``--tests`` picks what runs (pytest arguments: files, ``-k`` or ``-m`` expressions); the default is the whole
@@ -54,7 +54,8 @@ def run_once(workers: int, tests: list[str], timeout: float) -> Run:
         code, out = -1, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
     wall = time.monotonic() - start
     lines = [line for line in str(out).splitlines() if line.strip()]
-    return Run(wall, code, "\n".join(lines[-3:]))
+    failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]   # -ra's summary: every one
+    return Run(wall, code, "\n".join(failed + lines[-1:]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,8 @@ from tests.fixtures.store_content import diff_content, diff_searches, search_res
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.commands import REPO, capsearch_child
 
+pytestmark = pytest.mark.slow   # a whole run filling the disk takes 40 s or more
+
 N_IMAGES, N_TARGETS = 48, 24
 # Runs the rest of its arguments as a program whose files may not grow past argv[1] bytes.
 LIMITED = ("import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
