@@ -9,11 +9,12 @@ file size limit) raises ``DiskFullError`` naming the target, with the temporary 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 from pipeline.crashpoints import FILE_RENAME, crash_point
 from pipeline.errors import DiskFullError
@@ -119,3 +120,19 @@ def write_text(target: str | Path, text: str, encoding: str = "utf-8") -> Path:
     with atomic_write(target, "w", encoding=encoding, newline="") as fh:
         fh.write(text)
     return Path(target)
+
+
+def read_json_object(path: Path, damaged: type[Exception]) -> dict[str, Any] | None:
+    """A manifest written by ``write_text``: its JSON object, None when there is no file, ``damaged`` with the
+    reason when it cannot be read or is not a JSON object (the caller checks its format)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise damaged(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise damaged(f"{path.name} is not valid JSON ({len(text)} bytes)") from None
+    return data if isinstance(data, dict) else {}

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from pipeline.atomic import atomic_write, fsync_dir, write_text
+from pipeline.atomic import atomic_write, fsync_dir, read_json_object, write_text
 from pipeline.crashpoints import SNAPSHOT_DATA, crash_point
 
 if TYPE_CHECKING:
@@ -224,17 +224,8 @@ class Snapshot:
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise SnapshotDamaged(f"cannot read {path.name}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise SnapshotDamaged(f"{path.name} is not valid JSON ({len(text)} bytes)") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    data = read_json_object(path, SnapshotDamaged)
+    if data is not None and data.get("format") != FORMAT:
         raise SnapshotDamaged(f"{path.name} is not a snapshot manifest of format {FORMAT}")
     return data
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from pipeline.atomic import atomic_write, fsync_dir, write_text
+from pipeline.atomic import atomic_write, fsync_dir, read_json_object, write_text
 from pipeline.distinct import RowSubset, block_rows, row_blocks
 from pipeline.errors import ConfigError
 
@@ -271,17 +271,8 @@ def _unlink(path: Path) -> None:
 
 def read_manifest(folder: Path, name: str) -> dict[str, Any] | None:
     path = folder / f"{name}.json"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise IndexDamaged(f"cannot read {path.name}: {exc.strerror or exc}") from None
-    try:
-        m = json.loads(text)
-    except ValueError:
-        raise IndexDamaged(f"{path.name} is not valid JSON ({len(text)} bytes)") from None
-    if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("name") != name:
+    m = read_json_object(path, IndexDamaged)
+    if m is not None and (m.get("format") != FORMAT or m.get("name") != name):
         raise IndexDamaged(f"{path.name} is not an index manifest of format {FORMAT}")
     return m
 
