@@ -204,11 +204,13 @@ def import_profile(row: Row, top: int) -> list[tuple[float, str]]:
     done = subprocess.run([sys.executable, "-X", "importtime", *row.argv], env=environment(row.env),
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     found = []
-    for m in re.finditer(r"^import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", done.stderr, re.M):
+    # self times can be negative: CPython keeps one running total for all threads, and the search imports
+    # onnxruntime in a thread of its own while the main thread imports too
+    for m in re.finditer(r"^import time:\s+-?\d+ \|\s+(\d+) \| (\S.*)$", done.stderr, re.M):
         if not m.group(2).startswith(" "):
             found.append((int(m.group(1)) / 1e6, m.group(2).strip()))
     names = {m.group(1).strip().split(".")[0]
-             for m in re.finditer(r"^import time:\s+\d+ \|\s+\d+ \| (.+)$", done.stderr, re.M)}
+             for m in re.finditer(r"^import time:\s+-?\d+ \|\s+\d+ \| (.+)$", done.stderr, re.M)}
     heavy = [h for h in HEAVY if h in names]
     print(f"\n{row.name}: {sum(t for t, _ in found):.3f} s of imports in all; heavy libraries imported: "
           f"{', '.join(heavy) or 'none'}")
