@@ -9,6 +9,9 @@ marked ``spread`` (tests that each start their own processes and share nothing) 
 explicit ``xdist_group`` mark puts tests of several modules on one worker. Modules with a ``slow`` test go to
 the workers first, so the long end-to-end tests never start last and leave one worker running alone.
 Session fixtures (the Prefect test server, tiny models, the demo world) are built once per worker.
+
+Every process the session starts carries its session tag, and a watcher stops them all if the session dies
+without ending (``tests/reaper.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +32,23 @@ pytest.register_assert_rewrite("tests.fixtures")
 pytest_plugins = sorted(
     f"tests.fixtures.{p.stem}" for p in _FIXTURES.glob("*.py") if p.stem != "__init__"
 )
+
+
+_REAPER = pytest.StashKey[tuple]()
+
+
+@pytest.hookimpl(tryfirst=True)      # before anything starts a process (xdist starts its workers later)
+def pytest_configure(config: pytest.Config) -> None:
+    from tests import reaper
+
+    config.stash[_REAPER] = reaper.start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from tests import reaper
+
+    if _REAPER in config.stash:
+        reaper.finish(*config.stash[_REAPER])
 
 
 @pytest.hookimpl(tryfirst=True)      # before xdist reads the xdist_group marks
