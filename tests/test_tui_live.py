@@ -2,6 +2,8 @@
 from the Pipeline screen (Pilot); the Runs screen reads flow-run history without a Prefect server."""
 from __future__ import annotations
 
+import os
+
 import signal
 
 import pytest
@@ -132,9 +134,14 @@ async def test_the_runs_screen_reads_flow_runs_from_the_local_prefect_database(t
     assert recorded[0].flow_run_id in detail and "Prefect flow run" in detail
 
 
-def test_a_launched_run_that_ends_between_two_polls_is_still_reported(paced):
-    """A run with nothing to compute is settled in a fraction of a second: when the TUI launched it, its start
-    and end are posted even though no poll saw it running, and only once."""
+@pytest.mark.parametrize("known", ["run id", "process"])
+def test_a_launched_run_that_ends_between_two_polls_is_still_reported(paced, known):
+    """A run with nothing to compute is settled in a fraction of a second, often before the launch returns
+    (it waits until the run has claimed the workspace) and before the TUI hears of the launch: its start and
+    end are posted even though no poll saw it running, and only once. The launch knows the run's id, or with
+    --wait (the run claims the workspace later) its process."""
+    import time
+
     from flows.runtime.detach import Detached
     from pipeline.runs import RunWatch
     from tui.live import RunFollower
@@ -143,10 +150,13 @@ def test_a_launched_run_that_ends_between_two_polls_is_still_reported(paced):
     follower = RunFollower(paced, posted.append)
     watch = RunWatch(paced.store)
     follower.poll(watch)
-    assert posted == []
-    follower.launched(Detached("background", "ingest"))
+    launched_at = time.time()
     outcome = run(paced, ["ingest"])            # the launched run: nothing to compute, over between two polls
     assert outcome.settled_without_prefect and outcome.run_id is not None
+    follower.poll(watch)                        # a poll between the run's end and the TUI hearing of its launch
+    assert posted == []
+    follower.launched(Detached("background", "ingest", pid=os.getpid(), started=launched_at,
+                               run_id=outcome.run_id if known == "run id" else None))
     follower.poll(watch)
     finished = [m for m in posted if isinstance(m, RunFinished)]
     assert [m.outcome.run_id for m in finished] == [outcome.run_id]

@@ -6,8 +6,9 @@ process does: from the store, where the running process records the run and its 
 typed messages to the screen: ``RunSeen`` when a run is going on (also one started before the TUI
 opened, from a shell or by a deployment), ``StageProgressed`` for each changed stage and each new
 message, ``RunFinished`` when it ends. A run this TUI launched that began and ended between two polls
-(a run with nothing to compute is settled in a fraction of a second) is reported from the store all
-the same. It also collects background processes this TUI started once they end, and watches a run this
+(a run with nothing to compute is settled in a fraction of a second, often before the launch returns) is
+reported from the store all the same, found by what the launch knows of it: its run id, its process, or
+its Prefect flow run. It also collects background processes this TUI started once they end, and watches a run this
 TUI asked ``capsearch serve`` for until its process has claimed the workspace (a flow run of a
 deployment that fails before that is reported too).
 """
@@ -58,9 +59,9 @@ class RunFollower:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="capsearch-follow", daemon=True)
         self._last_prefect = 0.0
-        self._latest_id = 0                       # the newest run in the store at the last poll
-        self._expect_after: int | None = None     # a run launched here is expected: one newer than this id
+        self._expected: list = []                 # Detached runs launched here whose end is not posted yet
         self._reported: set[int] = set()          # runs whose end was posted
+        self._lock = threading.Lock()             # launched() is called from the app's thread
 
     def start(self) -> None:
         self._thread.start()
@@ -69,10 +70,8 @@ class RunFollower:
         self._stop.set()
 
     def launched(self, detached) -> None:
-        # the launched process records its run after it has started (a second or more): the last poll's newest
-        # run is older than it
-        if self._expect_after is None:
-            self._expect_after = self._latest_id
+        with self._lock:
+            self._expected.append(detached)
         if detached.how == "deployment":
             self.pending = detached
         elif detached.process is not None:
@@ -98,10 +97,8 @@ class RunFollower:
         run = update.run
         self._post(update)
         self._launched = [d for d in self._launched if d.reap() is None]
-        if run is None and self._expect_after is not None:
+        if run is None and self._expected:
             self._report_missed()
-        newest = recent_runs(self.ws.store, 1)
-        self._latest_id = max(self._latest_id, newest[0].id if newest else 0)
         if self.pending is not None and run is None:
             self._check_pending()
 
@@ -113,17 +110,18 @@ class RunFollower:
             self.pending = None
         if update.ended:
             self._reported.add(run.id)
-            if self._expect_after is not None and run.id > self._expect_after:
-                self._expect_after = None
+            with self._lock:
+                self._expected = [d for d in self._expected if not _launched_as(d, run)]
         outcome = recorded_outcome(self.ws.store, run) if update.ended else None
         for message in messages_for(update, outcome):
             self.post(message)
 
     def _report_missed(self) -> None:
-        """A run started since the launch that ended before any poll saw it: its start, progress and end."""
-        after = self._expect_after
-        for run in sorted(recent_runs(self.ws.store, 5), key=lambda r: r.id):
-            if after is not None and run.id > after and not run.is_running and run.id not in self._reported:
+        """A run launched here that ended before any poll saw it: its start, progress and end."""
+        with self._lock:
+            expected = list(self._expected)
+        for run in sorted(recent_runs(self.ws.store, 10), key=lambda r: r.id):
+            if not run.is_running and run.id not in self._reported and any(_launched_as(d, run) for d in expected):
                 self._post(RunWatch(self.ws.store, run.id).poll())
 
     def _check_pending(self) -> None:
@@ -143,3 +141,13 @@ class RunFollower:
             return   # it did claim the workspace: the watch reports its end
         self.pending = None
         self.post(RunFinished(RunOutcome(end.status, error=end.message, flow_run_id=pending.flow_run_id)))
+
+
+def _launched_as(detached, run) -> bool:
+    """Whether ``run`` (a row of the store) is the run of the launch ``detached``."""
+    if detached.run_id is not None:
+        return run.id == detached.run_id
+    if detached.flow_run_id:
+        return run.flow_run_id == detached.flow_run_id
+    # a process id is unique among live processes only: its run started after the launch
+    return detached.pid is not None and run.pid == detached.pid and run.started_at >= detached.started

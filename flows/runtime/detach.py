@@ -52,6 +52,7 @@ class Detached:
     api_url: str = ""
     ui_url: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    started: float = field(default_factory=time.time, repr=False)   # when it was launched (its run is newer)
 
     def describe(self) -> str:
         if self.how == "deployment":
