@@ -10,6 +10,11 @@ a speed-up bought with failures is not one.
 
 ``--tests`` picks what runs (pytest arguments: files, ``-k`` or ``-m`` expressions); the default is the whole
 suite (tests/). The machine is shared: print the load with every result and compare rows of the same run only.
+
+``--timeline`` answers where a parallel run's wall time goes: each run's workers record when each test ran
+(``CAPSEARCH_TEST_TIMELINE``, tests/conftest.py), and the table gives per worker its start-up (until its first
+test), the time in tests, when it went idle, and the modules it ran longest; the worker that ends last is the
+suite's critical path.
 """
 from __future__ import annotations
 
@@ -43,8 +48,11 @@ def pytest_argv(workers: int, tests: list[str]) -> list[str]:
     return argv + tests
 
 
-def run_once(workers: int, tests: list[str], timeout: float) -> Run:
+def run_once(workers: int, tests: list[str], timeout: float, timeline: Path | None = None) -> Run:
     env = {**os.environ, **QUIET}
+    if timeline is not None:
+        timeline.mkdir(parents=True, exist_ok=True)
+        env["CAPSEARCH_TEST_TIMELINE"] = str(timeline)
     start = time.monotonic()
     try:
         proc = subprocess.run(pytest_argv(workers, tests), cwd=REPO, env=env, capture_output=True, text=True,
@@ -53,9 +61,32 @@ def run_once(workers: int, tests: list[str], timeout: float) -> Run:
     except subprocess.TimeoutExpired as exc:
         code, out = -1, f"timed out after {timeout:.0f} s\n{exc.stdout or ''}"
     wall = time.monotonic() - start
+    if timeline is not None:
+        print(timeline_table(timeline, time.time() - wall), flush=True)
     lines = [line for line in str(out).splitlines() if line.strip()]
     failed = [line for line in lines if line.startswith(("FAILED ", "ERROR "))]   # -ra's summary: every one
     return Run(wall, code, "\n".join(failed + lines[-1:]))
+
+
+def timeline_table(folder: Path, started: float, top: int = 3) -> str:
+    """Per worker: start-up, time in tests, when it went idle (seconds from the run's start), its longest modules."""
+    import json
+    from collections import defaultdict
+
+    rows = [json.loads(line) for f in sorted(folder.glob("*.jsonl")) for line in f.read_text().splitlines() if line]
+    by_worker: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_worker[r["worker"]].append(r)
+    out = [f"\ntimeline ({len(rows)} tests, {folder}):", "| worker | first test at s | in tests s | idle from s | "
+           "longest modules (s) |", "|---|---:|---:|---:|---|"]
+    for worker, rs in sorted(by_worker.items(), key=lambda kv: max(r["end"] for r in kv[1])):
+        modules: dict[str, float] = defaultdict(float)
+        for r in rs:
+            modules[r["test"].split("::", 1)[0].removeprefix("tests/")] += r["end"] - r["start"]
+        longest = ", ".join(f"{m} {t:.0f}" for m, t in sorted(modules.items(), key=lambda kv: -kv[1])[:top])
+        out.append(f"| {worker} | {min(r['start'] for r in rs) - started:.0f} | {sum(r['end'] - r['start'] for r in rs):.0f}"
+                   f" | {max(r['end'] for r in rs) - started:.0f} | {longest} |")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--tests", default="tests", help="pytest arguments naming what runs (shell words)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds one pytest run may take")
+    p.add_argument("--timeline", type=Path, default=None,
+                   help="a folder: record when each test ran on which worker, and print the workers' table per run")
     args = p.parse_args(argv)
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
     tests = shlex.split(args.tests)
@@ -71,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {' '.join(pytest_argv(0, tests)[1:])} with -n " + ", ".join(map(str, counts)) +
           f"; {args.rounds} rounds, alternating", flush=True)
     names = {w: ("serial" if w == 0 else f"-n {w}") for w in counts}
-    runs = alternating({names[w]: (lambda w=w: run_once(w, tests, args.timeout)) for w in counts}, args.rounds)
+    def timeline(w: int) -> Path | None:      # a folder per run
+        return args.timeline / f"{names[w].replace(' ', '')}-{time.strftime('%H%M%S')}" if args.timeline else None
+
+    runs = alternating({names[w]: (lambda w=w: run_once(w, tests, args.timeout, timeline(w))) for w in counts},
+                       args.rounds)
     print(f"# after the rounds: {load_average()}")
     base = names[0] if 0 in counts else None
     print("\n| run | wall s, median (range) | against serial, median (range) | failed rounds |")

@@ -51,6 +51,26 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         reaper.finish(*config.stash[_REAPER])
 
 
+TIMELINE_VAR = "CAPSEARCH_TEST_TIMELINE"     # a folder: each process writes when each test ran (bench/suite_time.py)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    folder = os.environ.get(TIMELINE_VAR)
+    if not folder:
+        yield
+        return
+    import json
+    import time
+
+    start = time.time()
+    yield
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    line = {"worker": worker, "test": item.nodeid, "start": start, "end": time.time()}
+    with open(Path(folder) / f"{worker}.jsonl", "a", encoding="utf-8") as out:
+        out.write(json.dumps(line) + "\n")
+
+
 @pytest.hookimpl(tryfirst=True)      # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not os.environ.get("PYTEST_XDIST_WORKER"):
