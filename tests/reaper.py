@@ -29,31 +29,16 @@ GRACE = 5.0            # seconds between SIGTERM and SIGKILL
 REPO = Path(__file__).resolve().parents[1]
 
 
-def session_processes(tag: str) -> list[int]:
-    from tests.fixtures.processes import processes_with_env
-
-    return [p.pid for p in processes_with_env(SESSION_VAR, tag)]
-
-
 def stop_tagged(tag: str, grace: float = GRACE) -> list[int]:
     """SIGTERM every live process carrying ``tag``, SIGKILL those still alive after ``grace`` seconds;
     returns the pids that had to be killed."""
-    def signal_all(sig: int) -> list[int]:
-        sent = []
-        for pid in session_processes(tag):
-            try:
-                os.kill(pid, sig)
-                sent.append(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
-        return sent
+    from tests.fixtures.processes import ProcessTag
 
-    if not signal_all(signal.SIGTERM):
+    session = ProcessTag(tag, SESSION_VAR)
+    if not session.signal_all(signal.SIGTERM):
         return []
-    deadline = time.monotonic() + grace
-    while session_processes(tag) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return signal_all(signal.SIGKILL)
+    session.wait_gone(grace)
+    return session.signal_all(signal.SIGKILL)
 
 
 def start() -> tuple[str, subprocess.Popen | None]:
