@@ -140,6 +140,8 @@ class RunFollower:
         if run_for_flow_run(self.ws.store, pending.flow_run_id) is not None:
             return   # it did claim the workspace: the watch reports its end
         self.pending = None
+        with self._lock:
+            self._expected = [d for d in self._expected if d is not pending]   # it will never have a run
         self.post(RunFinished(RunOutcome(end.status, error=end.message, flow_run_id=pending.flow_run_id)))
 
 
