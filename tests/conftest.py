@@ -51,6 +51,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         reaper.finish(*config.stash[_REAPER])
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    from tests.blas import blas_core
+
+    return f"BLAS kernel: {blas_core() or 'not OpenBLAS'}"
+
+
 TIMELINE_VAR = "CAPSEARCH_TEST_TIMELINE"     # a folder: each process writes when each test ran (bench/suite_time.py)
 
 
@@ -61,12 +67,17 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem):
         yield
         return
     import json
+    import resource
     import time
 
-    start = time.time()
+    def cpu() -> float:     # this process's CPU seconds, and those of the children it has waited for
+        return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                     resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+    start, cpu_start = time.time(), cpu()
     yield
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    line = {"worker": worker, "test": item.nodeid, "start": start, "end": time.time()}
+    line = {"worker": worker, "test": item.nodeid, "start": start, "end": time.time(), "cpu": cpu() - cpu_start}
     with open(Path(folder) / f"{worker}.jsonl", "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
 
