@@ -2,8 +2,10 @@
 killed (SIGHUP, as a dropped SSH connection), a second TUI and `status --follow` watching, `capsearch cancel`
 from another process, and the same through `capsearch server` + `capsearch serve` (a Prefect deployment run).
 
-Every process carries the test's tag (``process_tag``): background runs, their temporary Prefect servers,
-deployment runs. "Nothing is left" means nothing of this test.
+Every process carries the test's tag (``process_tag``): background runs, their Prefect servers, deployment
+runs. "Nothing is left" means nothing of this test. The commands find the home's local Prefect server up
+(``warm_shell_env``), as a user's do after the first command; its own start and idle stop are
+tests/test_local_server.py's and tests/test_signals.py's.
 """
 from __future__ import annotations
 
@@ -92,10 +94,10 @@ def paced(demo_world, tmp_path, prefect_harness):
 # -- the TUI's run outlives the TUI -------------------------------------------------------------------------
 @needs_tmux
 @pytest.mark.asyncio
-async def test_a_tui_run_outlives_its_tmux_session_and_any_tui_or_shell_follows_it(long_run_ws, shell_env,
+async def test_a_tui_run_outlives_its_tmux_session_and_any_tui_or_shell_follows_it(long_run_ws, warm_shell_env,
                                                                                  process_tag, tmp_path, monkeypatch):
     ws = long_run_ws
-    tmux = Tmux(shell_env)
+    tmux = Tmux(warm_shell_env)
     try:
         tmux.new("first", capsearch("-w", str(ws.root), "tui"))
         wait_until(lambda: "caption:knn-consensus" in tmux.pane("first"), "the pipeline screen", 90,
@@ -135,7 +137,7 @@ async def test_a_tui_run_outlives_its_tmux_session_and_any_tui_or_shell_follows_
         assert seen and seen[0].run.id == running.id
 
         # a plain shell follows it to its end
-        follow = run_command(shell_env, "-w", str(ws.root), "status", "--follow", timeout=600)
+        follow = run_command(warm_shell_env, "-w", str(ws.root), "status", "--follow", timeout=600)
         assert follow.returncode == 0, follow.stdout + follow.stderr
         assert "the run completed" in follow.stdout and not get_run(ws.store, running.id).is_running
         # the TUI polls the store twice a second: it shows the end a moment after the shell saw it
@@ -155,9 +157,9 @@ async def test_a_tui_run_outlives_its_tmux_session_and_any_tui_or_shell_follows_
 
 
 @needs_tmux
-def test_run_detach_returns_at_once_and_the_run_survives_its_terminal(paced, shell_env, process_tag, tmp_path):
+def test_run_detach_returns_at_once_and_the_run_survives_its_terminal(paced, warm_shell_env, process_tag, tmp_path):
     ws, label = paced, PacedRowsStage.name
-    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.5"}
+    env = {**warm_shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.5"}
     tmux = Tmux(env)
     try:
         tmux.new("shell", capsearch("-w", str(ws.root), "run", "--detach", "--stage", spec(PacedRowsStage))
@@ -179,9 +181,9 @@ def test_run_detach_returns_at_once_and_the_run_survives_its_terminal(paced, she
     assert alive == [], f"the background run or its Prefect server outlived it: {[str(p) for p in alive]}"
 
 
-def test_capsearch_cancel_stops_a_background_run_after_the_batch_in_flight(paced, shell_env, process_tag, tmp_path):
+def test_capsearch_cancel_stops_a_background_run_after_the_batch_in_flight(paced, warm_shell_env, process_tag, tmp_path):
     ws, label = paced, PacedRowsStage.name
-    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "1.0"}
+    env = {**warm_shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "1.0"}
     assert "no run is going on" in run_command(env, "-w", str(ws.root), "cancel").stdout
     started = run_command(env, "-w", str(ws.root), "run", "--detach", "--stage", spec(PacedRowsStage))
     assert started.returncode == 0, started.stdout + started.stderr

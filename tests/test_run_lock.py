@@ -252,9 +252,9 @@ def _ids(text: str) -> set[int]:
 
 
 @pytest.mark.slow
-def test_two_runs_at_once_one_runs_and_the_other_refuses_naming_it(paced, shell_env, tmp_path):
+def test_two_runs_at_once_one_runs_and_the_other_refuses_naming_it(paced, warm_shell_env, tmp_path):
     ws, label = paced, PacedRowsStage.name
-    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.8"}
+    env = {**warm_shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.8"}
     args = ("-w", str(ws.root), "run", "--stage", spec(PacedRowsStage))
     procs = [start_command(env, tmp_path / f"run{i}.log", *args) for i in range(2)]
     codes = [p.wait(timeout=300) for p in procs]
@@ -287,11 +287,11 @@ def test_two_runs_at_once_one_runs_and_the_other_refuses_naming_it(paced, shell_
 
 
 @pytest.mark.slow
-def test_a_deleted_lock_file_does_not_let_a_second_run_start(paced, shell_env, tmp_path):
+def test_a_deleted_lock_file_does_not_let_a_second_run_start(paced, warm_shell_env, tmp_path):
     """The lock's truth is the running process: with `run.lock` deleted under a run, a second run still refuses,
     naming the first, and only the first computes."""
     ws, label = paced, PacedRowsStage.name
-    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "6.0"}     # 60 s: the second run starts well before
+    env = {**warm_shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "6.0"}     # 60 s: the second run starts well before
     args = ("-w", str(ws.root), "run", "--stage", spec(PacedRowsStage))
     first = start_command(env, tmp_path / "first.log", *args)
     wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=first, out=tmp_path / "first.log")
@@ -306,9 +306,9 @@ def test_a_deleted_lock_file_does_not_let_a_second_run_start(paced, shell_env, t
 
 
 @pytest.mark.slow
-def test_with_wait_the_second_run_waits_its_turn(paced, shell_env, tmp_path):
+def test_with_wait_the_second_run_waits_its_turn(paced, warm_shell_env, tmp_path):
     ws, label = paced, PacedRowsStage.name
-    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.8"}
+    env = {**warm_shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.8"}
     args = ("-w", str(ws.root), "run", "--stage", spec(PacedRowsStage))
     first = start_command(env, tmp_path / "first.log", *args)
     wait_until(lambda: current_run(ws.store) is not None, "the first run claimed the workspace", proc=first,
@@ -325,9 +325,9 @@ def test_with_wait_the_second_run_waits_its_turn(paced, shell_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_lock_of_a_killed_run_does_not_block_the_next(paced, shell_env, tmp_path):
+def test_the_lock_of_a_killed_run_does_not_block_the_next(paced, warm_shell_env, tmp_path):
     ws, label = paced, PacedRowsStage.name
-    env = {**shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.8"}
+    env = {**warm_shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "0.8"}
     args = ("-w", str(ws.root), "run", "--stage", spec(PacedRowsStage))
     killed = start_command(env, tmp_path / "killed.log", *args)
     wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=killed, out=tmp_path / "killed.log")

@@ -4,6 +4,8 @@
 Each command runs as a subprocess the way a user starts it, with no Prefect server configured, so it starts
 the shared local one (``flows.runtime.local_server``), which outlives it on purpose and stops by itself 2 s
 after the last command used it (``CAPSEARCH_SERVER_IDLE`` of the tests), SIGKILL of the command included.
+The tests whose subject is not that server find it up (``warm_command_env``: the session's), as a user's
+second command does.
 Every process a test starts
 carries a tag in its environment (``process_tag``), so "nothing is left" means nothing of *this* test,
 wherever init re-parented it. After a stop the next run must compute only what was missing.
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import run
-from tests.fixtures.commands import PREPARE, wait_until
+from tests.fixtures.commands import wait_until
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
                                       spec)
@@ -39,14 +41,10 @@ SHIM = ("import os, signal, sys\n"
         "os.execv(sys.executable, [sys.executable, '-m', 'capsearch', *sys.argv[1:]])\n")
 
 
-@pytest.fixture(scope="module")
-def prefect_home(tmp_path_factory):
-    """A Prefect home of its own for the commands under test, migrated once (what `capsearch init` does)."""
-    home = tmp_path_factory.mktemp("signals-prefect")
-    env = {**_without_prefect(os.environ), "PREFECT_HOME": str(home), "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-c", PREPARE],
-                   env=env, cwd=REPO, check=True, timeout=300, capture_output=True)
-    return home
+@pytest.fixture
+def prefect_home(command_prefect_home):
+    """The session's Prefect home for commands, migrated once (what `capsearch init` does), no server up."""
+    return command_prefect_home
 
 
 def _without_prefect(env) -> dict[str, str]:
@@ -57,6 +55,15 @@ def _without_prefect(env) -> dict[str, str]:
 def command_env(prefect_home, process_tag, tmp_path):
     """The environment of a user's shell: no Prefect server configured, one task thread (batches in order)."""
     return process_tag.env({**_without_prefect(os.environ), "PREFECT_HOME": str(prefect_home),
+                            "PYTHONPATH": str(REPO), "CAPSEARCH_HOME": str(tmp_path), "COLUMNS": "120",
+                            "CAPSEARCH_FLOW_THREADS": "1"})
+
+
+@pytest.fixture
+def warm_command_env(warm_prefect_home, process_tag, tmp_path):
+    """The same shell after its first command: the home's local Prefect server is up (the session's), for the
+    tests whose subject is not that server."""
+    return process_tag.env({**_without_prefect(os.environ), "PREFECT_HOME": str(warm_prefect_home),
                             "PYTHONPATH": str(REPO), "CAPSEARCH_HOME": str(tmp_path), "COLUMNS": "120",
                             "CAPSEARCH_FLOW_THREADS": "1"})
 
@@ -142,11 +149,11 @@ def test_a_stop_signal_ends_a_run_cleanly_and_the_next_run_computes_only_the_res
     assert_resumes_with_only_the_missing_batches(ws, kept)
 
 
-def test_a_second_signal_abandons_the_batch_in_flight_and_exits_at_once(ingested, command_env, process_tag,
-                                                                        prefect_home, tmp_path):
+def test_a_second_signal_abandons_the_batch_in_flight_and_exits_at_once(ingested, warm_command_env, process_tag,
+                                                                        warm_prefect_home, tmp_path):
     ws, label = ingested, StuckRowsStage.name
     out = tmp_path / "run.log"
-    proc = start(command_env, out, "-w", str(ws.root), "run", "--stage", spec(StuckRowsStage))
+    proc = start(warm_command_env, out, "-w", str(ws.root), "run", "--stage", spec(StuckRowsStage))
     wait_until(lambda: ws.store.get_meta(StuckRowsStage.started_key) is not None, "a batch started", proc=proc, out=out)
     proc.send_signal(signal.SIGTERM)
     time.sleep(1.0)
@@ -159,7 +166,7 @@ def test_a_second_signal_abandons_the_batch_in_flight_and_exits_at_once(ingested
     assert "SIGTERM again: stopping now" in out.read_text(errors="replace")
     stage_run = latest_stage_run(ws, label)
     assert stage_run.status == "cancelled" and "abandoned on a second SIGTERM" in stage_run.message
-    assert flow_run_state(prefect_home, stage_run.flow_run_id) == "CANCELLED"
+    assert flow_run_state(warm_prefect_home, stage_run.flow_run_id) == "CANCELLED"
     assert outputs(ws, label) == {}, "the abandoned batch wrote nothing"
 
 
@@ -211,11 +218,11 @@ def test_a_run_whose_prefect_server_is_killed_ends_failed_at_once_with_one_line(
 
 
 def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(demo_world, tmp_path, prefect_harness,
-                                                                            command_env, process_tag):
+                                                                            warm_command_env, process_tag):
     ws = one_photo_batches(demo_world, tmp_path / "ws")
     captions = lambda: knn_captions(ws)  # noqa: E731
     out = tmp_path / "caption.log"
-    proc = start(command_env, out, "-w", str(ws.root), "caption", "--captioner", "knn-consensus")
+    proc = start(warm_command_env, out, "-w", str(ws.root), "caption", "--captioner", "knn-consensus")
     wait_until(lambda: len(captions()) >= 3, "three photos were captioned", proc=proc, out=out, poll=0.02)
     proc.send_signal(signal.SIGSTOP)     # held at once, so a fast machine cannot finish the stage before the kill
     proc.kill()
@@ -233,7 +240,7 @@ def test_sigkill_mid_caption_then_the_rerun_captions_only_the_missing_photos(dem
 
 
 def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_prefect(demo_world, tmp_path, prefect_harness,
-                                                                                   prefect_home, command_env,
+                                                                                   warm_prefect_home, warm_command_env,
                                                                                    process_tag):
     """A SIGKILLed run cannot tell Prefect it ended: its pipeline and stage flow runs would read Running for good
     in the Prefect UI and the TUI's Runs screen. The next run of the workspace marks them Crashed."""
@@ -242,7 +249,7 @@ def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_pref
     ws = one_photo_batches(demo_world, tmp_path / "ws")
     out = tmp_path / "run.log"
     args = ("-w", str(ws.root), "run", "-s", "caption", "--captioner", "knn-consensus")
-    proc = start(command_env, out, *args)
+    proc = start(warm_command_env, out, *args)
     wait_until(lambda: len(knn_captions(ws)) >= 2, "two photos were captioned", proc=proc, out=out, poll=0.02)
     proc.send_signal(signal.SIGSTOP)
     proc.kill()
@@ -251,17 +258,17 @@ def test_the_run_after_a_sigkill_marks_the_killed_runs_flow_runs_crashed_in_pref
     [killed] = recent_runs(ws.store, 1)
     stage = latest_stage_run(ws, "caption")
     assert killed.status == "crashed" and killed.flow_run_id and stage.flow_run_id
-    assert flow_run_state(prefect_home, killed.flow_run_id) == "RUNNING"
-    assert flow_run_state(prefect_home, stage.flow_run_id) == "RUNNING"
+    assert flow_run_state(warm_prefect_home, killed.flow_run_id) == "RUNNING"
+    assert flow_run_state(warm_prefect_home, stage.flow_run_id) == "RUNNING"
 
     rerun_log = tmp_path / "rerun.log"
-    rerun = start(command_env, rerun_log, *args)
+    rerun = start(warm_command_env, rerun_log, *args)
     assert rerun.wait(timeout=300) == 0, rerun_log.read_text()[-3000:]
-    assert flow_run_state(prefect_home, killed.flow_run_id) == "CRASHED"
-    assert flow_run_state(prefect_home, stage.flow_run_id) == "CRASHED"
+    assert flow_run_state(warm_prefect_home, killed.flow_run_id) == "CRASHED"
+    assert flow_run_state(warm_prefect_home, stage.flow_run_id) == "CRASHED"
     again = recent_runs(ws.store, 1)[0]
     assert again.id != killed.id and again.status == "completed"
-    assert flow_run_state(prefect_home, again.flow_run_id) == "COMPLETED"
+    assert flow_run_state(warm_prefect_home, again.flow_run_id) == "COMPLETED"
 
 
 # -- capsearch tui --------------------------------------------------------------------------------------------
