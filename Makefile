@@ -26,19 +26,14 @@ install: $(STAMP)
 demo: install
 	$(CAPSEARCH) --workspace $(WORKSPACE) demo
 
-# The ranking tests again under a second BLAS kernel (Haswell, or Sandybridge where Haswell is the default;
-# tests/blas.py): rankings, metrics and tie order must not depend on the CPU's kernel.
-RANKING_TESTS := tests/test_distinct.py tests/test_search_core.py tests/test_metrics.py tests/test_neighbours.py \
-	tests/test_search_service.py tests/test_evaluation.py
-
 # The suite on TEST_WORKERS pytest-xdist workers (tests/conftest.py: a module's tests stay on one worker, the slow
-# modules start first; TEST_WORKERS=0 runs it in one process), the 25 slowest tests listed at the end; then the
-# ranking tests under the second kernel on 2 workers (docs/benchmarks.md, "The test suite").
+# modules start first; TEST_WORKERS=0 runs it in one process), the 25 slowest tests listed at the end. The
+# ranking tests run once more under a second BLAS kernel inside it (tests/test_second_kernel.py; docs/benchmarks.md,
+# "The test suite").
 TEST_WORKERS ?= 3
 
 test: install
 	$(PY) -m pytest -n $(TEST_WORKERS) --durations=25
-	OPENBLAS_CORETYPE=$$($(PY) -m tests.blas) $(PY) -m pytest -q -n 2 $(RANKING_TESTS)
 
 # Every benchmark end to end at small sizes (a few minutes; the GPU check in its CPU quick mode). Full sizes, the
 # numbers in docs/benchmarks.md: .venv/bin/python -m bench NAME (see docs/benchmarks.md).

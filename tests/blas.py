@@ -3,8 +3,9 @@
 numpy's OpenBLAS picks a kernel for the CPU at start-up; ``OPENBLAS_CORETYPE`` (read once, when the
 library loads) forces another one. Kernels block matrix products differently, so the same product can
 differ in its last bits: the tests that must give the same results on every machine run under two of
-them (the Makefile's ``test`` target runs the ranking tests again under ``second_kernel()``; the
-evaluation is compared across kernels in subprocesses by ``tests/test_kernel_independence.py``).
+them (``tests/test_second_kernel.py`` runs ``RANKING_TESTS`` again under ``second_kernel()`` in a pytest
+process of their own; the evaluation is compared across kernels in subprocesses by
+``tests/test_kernel_independence.py``). The session's header names the kernel it runs (tests/conftest.py).
 
 ``python -m tests.blas`` prints the kernel to use for the second run: Haswell, or Sandybridge where
 Haswell is what the machine runs anyway.
@@ -12,6 +13,9 @@ Haswell is what the machine runs anyway.
 from __future__ import annotations
 
 KERNELS = ("Sandybridge", "Haswell")
+# the tests whose rankings, metrics and tie order must not depend on the CPU's kernel
+RANKING_TESTS = ("tests/test_distinct.py", "tests/test_search_core.py", "tests/test_metrics.py",
+                 "tests/test_neighbours.py", "tests/test_search_service.py", "tests/test_evaluation.py")
 
 
 def blas_core() -> str:
