@@ -239,6 +239,10 @@ class EvaluateConfig(_Section):
     n_boot: int = Field(1000, ge=100)
     seed: int = 0
     extra_methods: list[Literal["clip", "hybrid", "oracle"]] = Field(default_factory=lambda: ["oracle"])
+    # METEOR's statistics of each (caption, references) pair, shared by the home's workspaces: an evaluation
+    # whose pairs were scored before starts no METEOR jar (relative paths resolve against the capsearch home;
+    # empty: no cache)
+    meteor_cache: str = ".capsearch/meteor-stats.sqlite"
 
 
 class ReportConfig(_Section):

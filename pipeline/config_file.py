@@ -64,6 +64,7 @@ _KEY_DOCS: dict[str, str] = {
     "search.hybrid_weight": "hybrid score = w * caption score + (1 - w) * CLIP score",
     "evaluate.baseline": "captioner the paired bootstrap test compares against",
     "evaluate.extra_methods": "clip | hybrid | oracle (reference captions, an upper bound)",
+    "evaluate.meteor_cache": "METEOR statistics of each (caption, references) pair, shared by the home's workspaces: an evaluation whose pairs were all scored before starts no METEOR jar (relative paths resolve against the capsearch home; empty: no cache)",
     "orchestration.batch_size": "photos per Prefect task: a crash loses at most one batch",
     "orchestration.cheap_batch_size": "at least this many per task for stages that cost about a millisecond a photo (ingest, prompts, reference queries, caption embedding): fewer tasks, same bounded loss",
     "orchestration.runner": "thread | dask",

@@ -720,3 +720,74 @@ def test_a_new_protocol_or_tokenizer_rules_make_the_stored_numbers_stale(lite_co
     assert current_eval_hash(ws) != eval_hash
     shown, stale = latest_evaluation(ws)
     assert stale and shown.eval_hash == eval_hash
+
+
+# ------------------------------------------------------------------------------------------ the METEOR cache
+def _jar_starts(monkeypatch) -> list[str]:
+    """The METEOR jar processes started from now on (the real ones: this only notes each start)."""
+    from pipeline.caption_metrics.java import JavaProcess
+
+    started: list[str] = []
+    real_enter = JavaProcess.__enter__
+
+    def enter(self):
+        started.append(self.name)
+        return real_enter(self)
+
+    monkeypatch.setattr(JavaProcess, "__enter__", enter)
+    return started
+
+
+def _score_again(ws, events: list) -> None:
+    ws.store.caption_metrics.delete_all()
+    run_stage(build_stage(ws, "caption-metrics"), events.append)
+
+
+@needs_java
+def test_meteor_statistics_come_from_the_homes_cache_the_second_time_with_the_same_numbers(lite_copy, tmp_path,
+                                                                                         monkeypatch):
+    """A second evaluation of the same pairs (here: the same workspace scored again; equally another workspace
+    of the home over the same photos) starts no METEOR jar, says how many pairs the cache answered, and stores
+    the very statistics the jar gave."""
+    cache = tmp_path / "home" / "meteor.sqlite"
+    monkeypatch.setenv("CAPSEARCH_EVALUATE__METEOR_CACHE", str(cache))
+    ws = lite_copy
+    ws.reload_config()
+    before = load_caption_metrics(ws)
+    rows = load_rows(ws, before)
+    started = _jar_starts(monkeypatch)
+
+    first: list = []
+    _score_again(ws, first)
+    assert "METEOR" in started and cache.exists()
+    said = [e.message for e in first if e.kind == "message" and "METEOR for" in (e.message or "")]
+    assert len(said) == 2 and not any("from the cache" in m for m in said), said
+    _same_numbers(load_caption_metrics(ws), before)
+
+    started.clear()
+    again: list = []
+    _score_again(ws, again)
+    assert "METEOR" not in started, "every pair was in the cache, yet the jar started"
+    said = [e.message for e in again if e.kind == "message" and "METEOR for" in (e.message or "")]
+    assert said == [f"{HUMAN}: METEOR for 150 captions (150 from the cache)",
+                    "knn-consensus: METEOR for 30 captions (30 from the cache)"], said
+    after = load_caption_metrics(ws)
+    _same_numbers(after, before)
+    assert {r: x.meteor_stats for r, x in load_rows(ws, after).items()} == {r: x.meteor_stats for r, x in rows.items()}
+
+
+@needs_java
+def test_a_damaged_meteor_cache_is_set_aside_with_one_notice_and_the_numbers_do_not_change(lite_copy, tmp_path,
+                                                                                          monkeypatch):
+    cache = tmp_path / "meteor.sqlite"
+    cache.write_bytes(b"this is not a SQLite database" * 100)
+    monkeypatch.setenv("CAPSEARCH_EVALUATE__METEOR_CACHE", str(cache))
+    ws = lite_copy
+    ws.reload_config()
+    before = load_caption_metrics(ws)
+    events: list = []
+    _score_again(ws, events)
+    notices = [e.message for e in events if e.kind == "message" and "METEOR cache" in (e.message or "")]
+    assert len(notices) == 1 and "could not be read" in notices[0] and "moved to meteor.sqlite.damaged-" in notices[0]
+    assert [p.name for p in tmp_path.glob("meteor.sqlite.damaged-*")] and cache.exists()
+    _same_numbers(load_caption_metrics(ws), before)

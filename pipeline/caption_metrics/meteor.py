@@ -8,10 +8,22 @@ computes the same score from the same statistics in numpy (``meteor_scores``: ME
 beta 0.2, gamma 0.6, delta 0.75, module weights 1.0 0.6 0.8 0.6), so the bootstrap can re-aggregate
 the statistics of a thousand resamples without a thousand requests to Java. A test checks the result
 against the jar's own ``EVAL`` answer, per caption and for the corpus.
+
+Starting the jar costs about 6 s of CPU (it reads a 62 MB paraphrase table) however few pairs it is asked
+about. A pair's statistics depend only on the pair and the jar, so they are kept in a cache that the
+workspaces of a capsearch home share (``evaluate.meteor_cache``, a SQLite file keyed by the jar's digest and
+the request): an evaluation whose pairs were all scored before, in any workspace of the home (the human
+row of the same photos, a captioner's unchanged captions), starts no jar at all. A damaged cache is moved
+aside and started again, with one notice.
 """
 from __future__ import annotations
 
-from typing import Sequence
+import hashlib
+import sqlite3
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -30,32 +42,131 @@ def _request(hypothesis: str, references: Sequence[str]) -> str:
     return " ||| ".join(("SCORE", " ||| ".join(references), hypothesis))
 
 
-class MeteorScorer:
-    """One METEOR jar process for the ``with`` block; ``stats`` asks it for each pair's statistics."""
+@lru_cache(maxsize=2)
+def _jar_digest(path: Path) -> str:
+    """What the statistics depend on besides the request: the jar, its paraphrase table, its command line."""
+    digest = hashlib.sha256(path.read_bytes())
+    for data in sorted((path.parent / "data").glob("*")):
+        digest.update(f"{data.name}:{data.stat().st_size}".encode())
+    digest.update(" ".join(METEOR_ARGS).encode())
+    return digest.hexdigest()
 
-    def __init__(self) -> None:
+
+class MeteorCache:
+    """Pairs' statistics by (jar digest, request), in a SQLite file that several processes of one machine share."""
+
+    def __init__(self, path: Path, jar_digest: str, say: Callable[..., None] | None = None) -> None:
+        self.path = path
+        self.jar = jar_digest
+        self.say = say or (lambda text, level="info": None)
+        self.conn: sqlite3.Connection | None = None
+        try:
+            self.conn = self._open()
+        except sqlite3.DatabaseError as exc:     # not a database, or a damaged one: set it aside, start again
+            aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            try:
+                path.replace(aside)
+                self.conn = self._open()
+                self.say(f"the METEOR cache {path} could not be read ({exc}): moved to {aside.name}, "
+                         "started again", "warning")
+            except (OSError, sqlite3.Error) as again:
+                self.say(f"the METEOR cache {path} is not used: {again}", "warning")
+        except OSError as exc:
+            self.say(f"the METEOR cache {path} is not used: {exc}", "warning")
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS meteor_stats (key TEXT PRIMARY KEY, stats BLOB NOT NULL)")
+        conn.execute("SELECT COUNT(*) FROM meteor_stats WHERE key = ''").fetchone()     # reads a page: damage shows
+        return conn
+
+    def key(self, request: str) -> str:
+        return hashlib.sha256(f"{self.jar}\n{request}".encode()).hexdigest()
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        if self.conn is None or not keys:
+            return {}
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):
+            part = list(keys[start:start + 500])
+            rows = self.conn.execute(f"SELECT key, stats FROM meteor_stats WHERE key IN ({','.join('?' * len(part))})",
+                                     part)
+            for key, blob in rows:
+                values = np.frombuffer(blob, dtype=np.float64)
+                if values.shape == (N_STATS,):
+                    found[key] = values
+        return found
+
+    def put(self, items: dict[str, np.ndarray]) -> None:
+        if self.conn is None or not items:
+            return
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany("INSERT OR REPLACE INTO meteor_stats(key, stats) VALUES (?, ?)",
+                                  [(k, np.asarray(v, dtype=np.float64).tobytes()) for k, v in items.items()])
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class MeteorScorer:
+    """METEOR statistics of (hypothesis, references) pairs for the ``with`` block, from one jar process.
+
+    Without a cache the jar starts with the block. With one (``cache``: its file) the cache answers the pairs
+    it holds and the jar starts at the first pair it does not: a block whose pairs are all cached starts none.
+    ``from_cache`` counts the pairs the cache answered."""
+
+    def __init__(self, cache: Path | None = None, say: Callable[..., None] | None = None) -> None:
         path = jar(*METEOR_JAR)
         self.process = JavaProcess(list(METEOR_ARGS), path.parent, "METEOR")
+        self.cache = MeteorCache(cache, _jar_digest(path), say) if cache is not None else None
+        self.from_cache = 0
+        self._started = False
 
     def __enter__(self) -> "MeteorScorer":
-        self.process.__enter__()
+        if self.cache is None:
+            self._start()
         return self
 
+    def _start(self) -> None:
+        if not self._started:
+            self.process.__enter__()
+            self._started = True
+
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.process.__exit__(exc_type, exc, tb)
+        if self.cache is not None:
+            self.cache.close()
+        if self._started:
+            self.process.__exit__(exc_type, exc, tb)
 
     def stats(self, hypotheses: Sequence[str], references: Sequence[Sequence[str]],
               progress=None) -> np.ndarray:
-        """(n, 23) statistics, one row per (hypothesis, its references); identical pairs are asked once."""
-        out = np.zeros((len(hypotheses), N_STATS), dtype=np.float64)
-        seen: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
-        for i, (hyp, refs) in enumerate(zip(hypotheses, references)):
-            key = (hyp, tuple(refs))
-            if key not in seen:
-                seen[key] = self._ask(_request(hyp, refs))
-            out[i] = seen[key]
+        """(n, 23) statistics, one row per (hypothesis, its references); identical pairs are asked once, and
+        pairs in the cache not at all."""
+        requests = [_request(hyp, refs) for hyp, refs in zip(hypotheses, references)]
+        unique = list(dict.fromkeys(requests))
+        known: dict[str, np.ndarray] = {}
+        keys: dict[str, str] = {}
+        if self.cache is not None:
+            keys = {r: self.cache.key(r) for r in unique}
+            cached = self.cache.get(list(keys.values()))
+            known = {r: cached[k] for r, k in keys.items() if k in cached}
+            self.from_cache += sum(1 for r in requests if r in known)
+        asked: dict[str, np.ndarray] = {}
+        out = np.zeros((len(requests), N_STATS), dtype=np.float64)
+        for i, request in enumerate(requests):
+            if request not in known:
+                self._start()
+                known[request] = asked[request] = self._ask(request)
+            out[i] = known[request]
             if progress is not None:
                 progress(1)
+        if self.cache is not None:
+            self.cache.put({keys[r]: v for r, v in asked.items()})
         return out
 
     def _ask(self, line: str) -> np.ndarray:

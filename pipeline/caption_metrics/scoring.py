@@ -35,6 +35,7 @@ from pipeline.keys import image_space
 from pipeline.metric_facts import CAPTION_METRICS
 from pipeline.metrics import _check_boot
 from pipeline.stage_keys import stage_hash
+from pipeline.workspace import resolve_home_path
 
 if TYPE_CHECKING:
     from pipeline.workspace import Workspace
@@ -193,7 +194,9 @@ def score_rows(ws: "Workspace", rows: Sequence[str], env: Environment, say: Say,
         if ph.with_references and env.meteor is None:
             from pipeline.caption_metrics.meteor import MeteorScorer
 
-            meteor_ctx = stack.enter_context(MeteorScorer())      # one jar process, stopped on any exit
+            cache = ws.config.evaluate.meteor_cache
+            # at most one jar process, stopped on any exit; none when the home's cache holds every pair
+            meteor_ctx = stack.enter_context(MeteorScorer(resolve_home_path(cache) if cache else None, say))
         for row in rows:
             t_row = time.perf_counter()
             caps = captions[row]
@@ -224,13 +227,16 @@ def score_rows(ws: "Workspace", rows: Sequence[str], env: Environment, say: Say,
                 elif name == "METEOR" and meteor_ctx is not None:
                     from pipeline.caption_metrics.meteor import N_STATS, segment_scores
 
-                    say(f"{row}: METEOR for {sum(len(p.index) for p in sets)} captions")
                     per = _Blocks(n, len(sets), 1)
                     stats = _Blocks(n, len(sets), N_STATS, fill=0.0)
+                    cached = meteor_ctx.from_cache
                     for h, part in enumerate(sets):
                         got = meteor_ctx.stats(part.hyp(tokens), part.refs(tokens))
                         stats.put(h, part.index, got)
                         per.put(h, part.index, segment_scores(got)[:, None])
+                    cached = meteor_ctx.from_cache - cached
+                    say(f"{row}: METEOR for {sum(len(p.index) for p in sets)} captions"
+                        + (f" ({cached} from the cache)" if cached else ""))
                     result.meteor_stats = stats.flat()
                     scores["METEOR"] = per.photo_mean(0)
                 elif name == "SPICE":
