@@ -291,7 +291,9 @@ def test_a_deleted_lock_file_does_not_let_a_second_run_start(paced, warm_shell_e
     """The lock's truth is the running process: with `run.lock` deleted under a run, a second run still refuses,
     naming the first, and only the first computes."""
     ws, label = paced, PacedRowsStage.name
-    env = {**warm_shell_env, "CAPSEARCH_TEST_BATCH_SECONDS": "6.0"}     # 60 s: the second run starts well before
+    pace = tmp_path / "pace"
+    pace.write_text("6.0")               # 6 s a batch until the second run has been refused: it starts well before
+    env = {**warm_shell_env, "CAPSEARCH_TEST_PACE_FILE": str(pace)}
     args = ("-w", str(ws.root), "run", "--stage", spec(PacedRowsStage))
     first = start_command(env, tmp_path / "first.log", *args)
     wait_until(lambda: len(outputs(ws, label)) >= BATCH, "a batch was done", proc=first, out=tmp_path / "first.log")
@@ -300,6 +302,8 @@ def test_a_deleted_lock_file_does_not_let_a_second_run_start(paced, warm_shell_e
     message = " ".join(second.stdout.split() + second.stderr.split())
     assert second.returncode == 1 and "another run is going on" in message, message
     assert f"pid {first.pid}" in message and "started by" in message, message
+    assert first.poll() is None, "the first run ended before the second was refused: the test raced nothing"
+    pace.write_text("0")                 # the rest of the first run at once
     assert first.wait(timeout=300) == 0, (tmp_path / "first.log").read_text()
     assert set(computed(ws, label).values()) == {1} and len(outputs(ws, label)) == N_IMAGES, "one run did the work"
     assert [r.pid for r in recent_runs(ws.store)[:1]] == [first.pid]
