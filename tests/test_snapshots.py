@@ -23,23 +23,17 @@ from pipeline.text_models import build_text_embedder
 from pipeline.workspace import Workspace
 from tests.fixtures.cli import run_cli
 from tests.fixtures.store_content import diff_searches, search_results
-from tests.fixtures.workspaces import make_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
-    """A small workspace taken through every stage, and its search results while nothing is damaged."""
-    from pipeline.datasets.demo import generate_demo_world
-
-    root = tmp_path_factory.mktemp("snapshots")
-    generate_demo_world(root / "demo", n_images=40, seed=5)
-    ws = make_workspace(root / "ws", data={"source": "demo", "path": str(root / "demo"), "demo_images": 40,
-                                           "n_targets": 16}, evaluate={"n_boot": 100})
-    for stage in pipeline_stages(ws):
-        run_stage(stage)
-    return ws.root, search_results(Workspace(ws.root))
+def searched(tmp_path_factory, tui_workspace):
+    """A copy of the session's workspace taken through every stage (tests.fixtures.tui_world), and its search
+    results while nothing is damaged."""
+    root = tmp_path_factory.mktemp("snapshots") / "ws"
+    shutil.copytree(tui_workspace.root, root, ignore=shutil.ignore_patterns("logs"))
+    return root, search_results(Workspace(root))
 
 
 def _doc_files(ws: Workspace):

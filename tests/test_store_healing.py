@@ -3,29 +3,24 @@ next run: an evaluation whose metrics were committed without its summary is comp
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
 from pipeline.evaluation import load_evaluation
 from pipeline.reports.tables import evaluation_json
 from pipeline.stages.registry import stage_hash
-from pipeline.stages.run import run_stage
 from pipeline.stages.registry import pipeline_stages
 from pipeline.workspace import Workspace
 from tests.fixtures.cli import run_cli
-from tests.fixtures.workspaces import make_workspace
 
 
 @pytest.fixture
-def evaluated(tmp_path):
-    from pipeline.datasets.demo import generate_demo_world
-
-    generate_demo_world(tmp_path / "demo", n_images=40, seed=9)
-    ws = make_workspace(tmp_path / "ws", data={"source": "demo", "path": str(tmp_path / "demo"), "demo_images": 40,
-                                               "n_targets": 16}, evaluate={"n_boot": 100})
-    for stage in pipeline_stages(ws):
-        run_stage(stage)
-    return ws
+def evaluated(tmp_path, tui_workspace):
+    """A copy of the session's workspace taken through every stage (tests.fixtures.tui_world)."""
+    root = tmp_path / "ws"
+    shutil.copytree(tui_workspace.root, root, ignore=shutil.ignore_patterns("logs"))
+    return Workspace(root)
 
 
 def _lose_the_summary(ws: Workspace, eval_hash: str) -> None:
