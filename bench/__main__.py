@@ -34,7 +34,8 @@ QUICK: dict[str, list[str]] = {
     "search_latency": ["--sizes", "10000,100000", "--dims", "384", "--rounds", "3", "--no-end-to-end"],
     "status_report": ["--photos", "1000", "--root", "outputs/bench-tui-1k", "--rounds", "3"],
     "store_protocol": ["--sizes", "10000,100000", "--rounds", "3", "--batches", "50"],
-    "suite_time": ["--workers", "0,2", "--rounds", "1", "--tests", "tests/test_config.py tests/test_prompts.py"],
+    "suite_time": ["--workers", "0,2", "--rounds", "1", "--tests", "tests/test_config.py tests/test_prompts.py",
+                   "--timeline", "outputs/bench-suite-timeline", "--processes"],
     "tui_search": ["--photos", "1000", "--queries", "4", "--root", "outputs/bench-tui-1k"],
     "tui_startup": ["--workspace", "outputs/bench-tui-1k/ws", "--repeats", "3"],
 }
