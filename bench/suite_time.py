@@ -64,7 +64,7 @@ class ProcessSampler:
         self.every = every
         self.seen: dict[tuple[int, int], dict] = {}
         self._stop = threading.Event()
-        self._before = {key for key in self._scan(record=False)}
+        self._before = set(self._scan(record=False))
         self._thread = threading.Thread(target=self._loop, name="process-sampler", daemon=True)
         self._thread.start()
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from flows.api import run
-from tests.fixtures.commands import wait_until
+from tests.fixtures.commands import SHIM, wait_until, without_prefect
 from tests.fixtures.workspaces import make_workspace
 from tests.fixtures.flow_stages import (N_IMAGES, SlowRowsStage, StuckRowsStage, computed, demo_data, outputs,
                                       spec)
@@ -33,12 +33,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.spread]   # each test starts and sto
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 8
 N_TARGETS = 30
-# A user's shell delivers Ctrl-C and hang-ups; a test runner started as a background job has SIGINT ignored,
-# and an ignored signal stays ignored across exec (as it should: that is what nohup relies on). Start the
-# command with the stop signals at their defaults, as a terminal would.
-SHIM = ("import os, signal, sys\n"
-        "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_DFL)\n"
-        "os.execv(sys.executable, [sys.executable, '-m', 'capsearch', *sys.argv[1:]])\n")
 
 
 @pytest.fixture
@@ -47,25 +41,17 @@ def prefect_home(command_prefect_home):
     return command_prefect_home
 
 
-def _without_prefect(env) -> dict[str, str]:
-    return {k: v for k, v in env.items() if not k.startswith("PREFECT_")}
+@pytest.fixture
+def command_env(shell_env):
+    """The environment of a user's shell (tests.fixtures.commands), 120 columns wide."""
+    return {**shell_env, "COLUMNS": "120"}
 
 
 @pytest.fixture
-def command_env(prefect_home, process_tag, tmp_path):
-    """The environment of a user's shell: no Prefect server configured, one task thread (batches in order)."""
-    return process_tag.env({**_without_prefect(os.environ), "PREFECT_HOME": str(prefect_home),
-                            "PYTHONPATH": str(REPO), "CAPSEARCH_HOME": str(tmp_path), "COLUMNS": "120",
-                            "CAPSEARCH_FLOW_THREADS": "1"})
-
-
-@pytest.fixture
-def warm_command_env(warm_prefect_home, process_tag, tmp_path):
+def warm_command_env(warm_shell_env):
     """The same shell after its first command: the home's local Prefect server is up (the session's), for the
     tests whose subject is not that server."""
-    return process_tag.env({**_without_prefect(os.environ), "PREFECT_HOME": str(warm_prefect_home),
-                            "PYTHONPATH": str(REPO), "CAPSEARCH_HOME": str(tmp_path), "COLUMNS": "120",
-                            "CAPSEARCH_FLOW_THREADS": "1"})
+    return {**warm_shell_env, "COLUMNS": "120"}
 
 
 @pytest.fixture
@@ -294,7 +280,7 @@ def test_closing_the_tmux_session_closes_the_tui_and_leaves_its_run_going(demo_w
     sock = f"capsearch-signals-{os.getpid()}"
     tm = lambda *a: subprocess.run(["tmux", "-L", sock, *a], capture_output=True, text=True, timeout=30)  # noqa: E731
     pane = lambda: tm("capture-pane", "-p", "-t", "tui").stdout  # noqa: E731
-    env = _without_prefect(os.environ)
+    env = without_prefect(os.environ)
     subprocess.run(["tmux", "-L", sock, "-f", "/dev/null", "new-session", "-d", "-s", "tui", "-x", "100", "-y", "30",
                     f"cd '{REPO}' && env {tag_env} '{sys.executable}' -c \"{SHIM}\" -w '{ws.root}' tui"],
                    env=env, check=True, timeout=30)

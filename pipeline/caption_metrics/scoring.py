@@ -229,12 +229,12 @@ def score_rows(ws: "Workspace", rows: Sequence[str], env: Environment, say: Say,
 
                     per = _Blocks(n, len(sets), 1)
                     stats = _Blocks(n, len(sets), N_STATS, fill=0.0)
-                    cached = meteor_ctx.from_cache
+                    before = meteor_ctx.from_cache
                     for h, part in enumerate(sets):
                         got = meteor_ctx.stats(part.hyp(tokens), part.refs(tokens))
                         stats.put(h, part.index, got)
                         per.put(h, part.index, segment_scores(got)[:, None])
-                    cached = meteor_ctx.from_cache - cached
+                    cached = meteor_ctx.from_cache - before
                     say(f"{row}: METEOR for {sum(len(p.index) for p in sets)} captions"
                         + (f" ({cached} from the cache)" if cached else ""))
                     result.meteor_stats = stats.flat()
